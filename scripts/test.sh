@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The one test command (README: "Run all tests"). Installs what it needs on a fresh machine, then
+# runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
+# benches and fuzz targets compiled, the Python `websockets` client tests and the
+# Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json.
+#
+# Tools go into the git-ignored .tools/ folder. Set EDGECOMET_SKIP_AUTOBAHN=1 to skip the
+# Autobahn step locally (CI never sets it; skipping is reported in the summary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+passed=0
+failed=0
+failures=()
+step() {
+    local name=$1
+    shift
+    echo "=== $name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        failures+=("$name")
+        echo "=== FAILED: $name"
+    fi
+}
+
+# ---- install -----------------------------------------------------------------------------------
+install_python3_venv() {
+    local venv=$ROOT/.tools/py3
+    local stamp=$venv/.stamp-$(sha256sum tests/python/requirements.txt | cut -c1-16)
+    if [ ! -f "$stamp" ]; then
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+        touch "$stamp"
+    fi
+}
+
+step "install: python3 venv (websockets)" install_python3_venv
+step "install: autobahn (python 2.7)" scripts/autobahn/install.sh
+
+# ---- static checks -------------------------------------------------------------------------
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy -D warnings" cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+# ---- Rust tests (unit + integration with real sockets and the tungstenite client) ---------------
+step "cargo test" cargo test --workspace --quiet
+step "benches compile" cargo bench --workspace --no-run --quiet
+if [ -x scripts/fuzz-build.sh ]; then
+    step "fuzz targets build" scripts/fuzz-build.sh
+fi
+
+# ---- tests that drive the release binary -------------------------------------------------------
+cargo build --release --quiet
+SERVER_LOG=$(mktemp)
+start_server() {
+    # Prints the bound address; the server picks a free port.
+    ./target/release/edgecomet --listen 127.0.0.1:0 "$@" >"$SERVER_LOG" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 100); do
+        if grep -q "listening on" "$SERVER_LOG"; then
+            SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$SERVER_LOG" | head -1)
+            return 0
+        fi
+        sleep 0.05
+    done
+    echo "server did not start:"; cat "$SERVER_LOG"; return 1
+}
+stop_server() {
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+}
+
+python_tests() {
+    start_server --workers 2 --max-queued-bytes 65536 || return 1
+    local rc=0
+    .tools/py3/bin/python tests/python/test_server.py "$SERVER_ADDR" || rc=$?
+    stop_server
+    return $rc
+}
+step "python websockets client tests" python_tests
+
+autobahn() {
+    # Case 9 sends 16 MiB messages: the limit is raised to exactly that for this run.
+    start_server --workers 2 --max-message-bytes 16777216 || return 1
+    local rc=0
+    scripts/autobahn/run.sh "ws://$SERVER_ADDR/echo" || rc=$?
+    stop_server
+    return $rc
+}
+if [ "${EDGECOMET_SKIP_AUTOBAHN:-0}" = 1 ] && [ "${CI:-}" != true ]; then
+    echo "=== autobahn: SKIPPED (EDGECOMET_SKIP_AUTOBAHN=1)"
+else
+    step "autobahn fuzzingclient (cases 1-7, 9, 10)" autobahn
+fi
+rm -f "$SERVER_LOG"
+
+echo
+for f in "${failures[@]}"; do echo "failed: $f"; done
+echo "test.sh: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

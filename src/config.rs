@@ -1,0 +1,137 @@
+//! Command-line flags and the limits they set. Every limit the server enforces is here, with its
+//! default and the reason for it; `edgecomet --help` prints the same text.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A Comet server for a million concurrent long-lived connections: WebSocket pub/sub on named
+/// channels, shard-per-core mio event loops, zero-copy fan-out.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "edgecomet", version, about, long_about = None)]
+pub struct Config {
+    /// Address to listen on. Every worker binds it with SO_REUSEPORT.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// Worker threads (one event loop each). 0 = one per core.
+    #[arg(long, default_value_t = 0)]
+    pub workers: usize,
+
+    /// Most open client connections, over all workers. Beyond it new connections get a 503 and
+    /// are closed (counted as `refused`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_connections: usize,
+
+    /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: i32,
+
+    /// Longest HTTP request head (request line + headers), bytes. Longer: 431 (414 if the
+    /// request line alone is longer).
+    #[arg(long, default_value_t = 8192)]
+    pub max_head_bytes: usize,
+
+    /// Most header fields in one request (at most 128). More: 431.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=128))]
+    pub max_headers: u16,
+
+    /// Largest request body (a published message), bytes. Larger: 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: u32,
+
+    /// Seconds a client has to finish a request head once it started one (slowloris guard).
+    /// Expired: 408, then close.
+    #[arg(long, default_value_t = 10)]
+    pub head_timeout: u32,
+
+    /// Seconds an idle keep-alive HTTP connection is kept between requests.
+    #[arg(long, default_value_t = 60)]
+    pub keepalive_timeout: u32,
+
+    /// Largest WebSocket message a client may send (all fragments together), bytes. Larger:
+    /// close 1009, decided from the frame header before the payload is read.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_message_bytes: u32,
+
+    /// Bytes that may wait in one subscriber's outbound queue (what the kernel did not take).
+    /// Past it the subscriber is a slow consumer: its unsent messages are dropped, it gets close
+    /// 1008 "slow consumer" and is counted; the others keep receiving.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_queued_bytes: usize,
+
+    /// Seconds of silence from a WebSocket client before the server pings it. 0 = never ping
+    /// (dead peers are then found only by TCP).
+    #[arg(long, default_value_t = 30)]
+    pub ws_ping_interval: u32,
+
+    /// Seconds to wait for any frame after a ping before closing the connection (1001).
+    #[arg(long, default_value_t = 10)]
+    pub ws_pong_timeout: u32,
+
+    /// Seconds to wait for the peer to finish closing (WebSocket closing handshake, or a
+    /// lingering HTTP close) before the socket is dropped.
+    #[arg(long, default_value_t = 5)]
+    pub close_timeout: u32,
+
+    /// Longest channel name, bytes. Names use A-Z a-z 0-9 and `-_.:@~`. Longer or other: 400.
+    #[arg(long, default_value_t = 255)]
+    pub max_channel_len: usize,
+
+    /// Most distinct channels with subscribers in one worker. More: the subscribe gets 503.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub max_channels: usize,
+
+    /// Milliseconds to stop accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM from accept(2).
+    #[arg(long, default_value_t = 500)]
+    pub accept_pause_ms: u64,
+
+    /// Milliseconds a shutdown (SIGTERM/SIGINT) waits for clients to finish closing before the
+    /// process exits anyway.
+    #[arg(long, default_value_t = 5000)]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Config {
+    /// Defaults as if run with no flags (tests and benches adjust fields from here).
+    pub fn defaults() -> Self {
+        Config::parse_from(["edgecomet"])
+    }
+
+    /// The worker count after resolving 0 to the number of cores.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    pub fn accept_pause(&self) -> Duration {
+        Duration::from_millis(self.accept_pause_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_parse() {
+        let c = Config::defaults();
+        assert_eq!(c.listen.port(), 8080);
+        assert!(c.worker_count() >= 1);
+        assert_eq!(c.max_head_bytes, 8192);
+    }
+
+    #[test]
+    fn header_limit_is_bounded() {
+        assert!(Config::try_parse_from(["edgecomet", "--max-headers", "129"]).is_err());
+        assert!(Config::try_parse_from(["edgecomet", "--max-headers", "128"]).is_ok());
+    }
+}

@@ -1,0 +1,194 @@
+//! Channels and their subscribers within one worker: policy, sans-IO.
+//!
+//! A worker knows only its own subscribers. A channel lives while it has at least one; its
+//! subscriber list is a `Vec` of connection slots (4 bytes each) so that fan-out is a linear walk,
+//! and each connection remembers its position in that list so unsubscribing is a `swap_remove`.
+//! Channels emptied during a loop turn are removed only by [`Channels::collect_empty`] at the end
+//! of the turn, so a channel index held by pending fan-out work stays valid for the whole turn.
+//! This module must never touch sockets: it hands out slot numbers, the worker does the I/O.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use slab::Slab;
+
+/// A channel with subscribers in this worker.
+#[derive(Debug)]
+struct Channel {
+    name: Arc<str>,
+    /// Connection slots subscribed here, in no particular order.
+    subs: Vec<u32>,
+}
+
+/// The worker's subscription table.
+#[derive(Debug)]
+pub struct Channels {
+    by_name: HashMap<Arc<str>, u32>,
+    slots: Slab<Channel>,
+    /// Channels that became empty this turn (may hold duplicates or refilled channels).
+    emptied: Vec<u32>,
+    /// Most channels at once (`--max-channels`).
+    max: usize,
+}
+
+/// Subscribing would exceed `--max-channels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyChannels;
+
+/// Whether `name` is an acceptable channel name: 1..=`max_len` bytes of `A-Z a-z 0-9 - _ . : @ ~`.
+pub fn valid_channel(name: &str, max_len: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max_len
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'~')
+        })
+}
+
+impl Channels {
+    pub fn new(max: usize) -> Self {
+        Channels {
+            by_name: HashMap::new(),
+            slots: Slab::new(),
+            emptied: Vec::new(),
+            max,
+        }
+    }
+
+    /// Index of the channel called `name`, if it has subscribers here.
+    pub fn lookup(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Whether a subscription to `name` would be admitted.
+    pub fn admits(&self, name: &str) -> bool {
+        self.by_name.contains_key(name) || self.slots.len() < self.max
+    }
+
+    /// Adds connection slot `conn` to `name`; returns (channel index, position in its list).
+    pub fn subscribe(&mut self, name: &str, conn: u32) -> Result<(u32, u32), TooManyChannels> {
+        let chan = match self.by_name.get(name) {
+            Some(&c) => c,
+            None => {
+                if self.slots.len() >= self.max {
+                    return Err(TooManyChannels);
+                }
+                let name: Arc<str> = Arc::from(name);
+                let c = self.slots.insert(Channel {
+                    name: name.clone(),
+                    subs: Vec::new(),
+                }) as u32;
+                self.by_name.insert(name, c);
+                c
+            }
+        };
+        let subs = &mut self.slots[chan as usize].subs;
+        subs.push(conn);
+        Ok((chan, (subs.len() - 1) as u32))
+    }
+
+    /// Removes the subscriber at `pos` of `chan`. Returns the connection slot that was moved
+    /// into `pos` (its owner must update its stored position), if any.
+    pub fn unsubscribe(&mut self, chan: u32, pos: u32) -> Option<u32> {
+        let Some(c) = self.slots.get_mut(chan as usize) else {
+            debug_assert!(false, "unsubscribe from unknown channel {chan}");
+            return None;
+        };
+        let pos = pos as usize;
+        if pos >= c.subs.len() {
+            debug_assert!(false, "unsubscribe at bad position");
+            return None;
+        }
+        c.subs.swap_remove(pos);
+        if c.subs.is_empty() {
+            self.emptied.push(chan);
+        }
+        c.subs.get(pos).copied()
+    }
+
+    /// The subscribers of `chan` (empty if it does not exist).
+    pub fn subscribers(&self, chan: u32) -> &[u32] {
+        self.slots.get(chan as usize).map_or(&[], |c| &c.subs)
+    }
+
+    /// Removes channels that are still empty. Called once at the end of a loop turn.
+    pub fn collect_empty(&mut self) {
+        for chan in self.emptied.drain(..) {
+            if self
+                .slots
+                .get(chan as usize)
+                .is_some_and(|c| c.subs.is_empty())
+            {
+                let c = self.slots.remove(chan as usize);
+                self.by_name.remove(&c.name);
+            }
+        }
+        if self.slots.is_empty() && self.slots.capacity() > 1024 {
+            self.slots.shrink_to_fit();
+        }
+    }
+
+    /// Channels with subscribers in this worker.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_channel("news-0", 255));
+        assert!(valid_channel("a.b:c@d~e_f", 255));
+        for bad in ["", "a b", "a/b", "ü", "a%20", "<x>"] {
+            assert!(!valid_channel(bad, 255), "{bad:?}");
+        }
+        assert!(valid_channel(&"a".repeat(255), 255));
+        assert!(!valid_channel(&"a".repeat(256), 255));
+    }
+
+    #[test]
+    fn subscribe_unsubscribe_keeps_positions_right() {
+        let mut t = Channels::new(10);
+        let (c, p0) = t.subscribe("x", 10).unwrap();
+        let (_, p1) = t.subscribe("x", 11).unwrap();
+        let (_, p2) = t.subscribe("x", 12).unwrap();
+        assert_eq!((p0, p1, p2), (0, 1, 2));
+        // Removing position 0 moves the last subscriber (12) into it.
+        assert_eq!(t.unsubscribe(c, p0), Some(12));
+        assert_eq!(t.subscribers(c), &[12, 11]);
+        assert_eq!(t.unsubscribe(c, 1), None);
+        assert_eq!(t.unsubscribe(c, 0), None);
+        // Still present until the end of the turn.
+        assert_eq!(t.lookup("x"), Some(c));
+        t.collect_empty();
+        assert_eq!(t.lookup("x"), None);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn refilled_channel_survives_collection() {
+        let mut t = Channels::new(10);
+        let (c, p) = t.subscribe("x", 1).unwrap();
+        t.unsubscribe(c, p);
+        t.subscribe("x", 2).unwrap();
+        t.collect_empty();
+        assert_eq!(t.subscribers(t.lookup("x").unwrap()), &[2]);
+    }
+
+    #[test]
+    fn channel_limit() {
+        let mut t = Channels::new(2);
+        t.subscribe("a", 1).unwrap();
+        t.subscribe("b", 2).unwrap();
+        assert!(t.admits("a"));
+        assert!(!t.admits("c"));
+        assert_eq!(t.subscribe("c", 3), Err(TooManyChannels));
+        assert!(t.subscribe("a", 4).is_ok());
+    }
+}

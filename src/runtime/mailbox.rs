@@ -1,0 +1,67 @@
+//! The cross-worker mailbox: a bounded queue plus a `mio::Waker` per worker.
+//!
+//! A publish on one worker becomes one immutable, already-framed message (`Bytes`) that every
+//! other worker receives through its inbox and delivers to its own subscribers; no worker ever
+//! touches another's connections. Senders batch wake-ups: a worker that queued mail for a peer
+//! during a loop turn wakes it once at the end of that turn.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+use bytes::Bytes;
+use mio::Waker;
+
+/// Messages a worker can receive.
+#[derive(Debug)]
+pub enum Mail {
+    /// Deliver `frame` (a complete WebSocket text frame) to local subscribers of `channel`.
+    Publish { channel: Arc<str>, frame: Bytes },
+    /// Stop accepting, close every client (1001), exit when done or at the deadline.
+    Shutdown,
+}
+
+/// Mail queued per worker before senders see it as full: 65,536 messages is far more than one
+/// loop turn of any peer produces, so it fills only if a worker is stuck, and then the publish
+/// is refused and counted rather than growing memory without bound.
+pub const INBOX_CAPACITY: usize = 65_536;
+
+/// The sending side of one worker's inbox.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    tx: SyncSender<Mail>,
+    waker: Arc<Waker>,
+}
+
+/// The inbox is full; the mail was not queued.
+#[derive(Debug)]
+pub struct Full;
+
+impl Mailbox {
+    /// Creates a worker's inbox; `waker` must be registered with that worker's `Poll`.
+    pub fn new(waker: Arc<Waker>) -> (Mailbox, Receiver<Mail>) {
+        let (tx, rx) = sync_channel(INBOX_CAPACITY);
+        (Mailbox { tx, waker }, rx)
+    }
+
+    /// Queues `mail` without waking the worker (call [`Mailbox::wake`] once per turn).
+    pub fn post(&self, mail: Mail) -> Result<(), Full> {
+        match self.tx.try_send(mail) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(Full),
+            // The worker has exited (shutdown); nothing to deliver to.
+            Err(TrySendError::Disconnected(_)) => Ok(()),
+        }
+    }
+
+    pub fn wake(&self) {
+        // A failed wake means the worker is gone; there is nobody to wake.
+        let _ = self.waker.wake();
+    }
+
+    /// Queues `mail` and wakes the worker at once (control messages).
+    pub fn send_now(&self, mail: Mail) -> Result<(), Full> {
+        self.post(mail)?;
+        self.wake();
+        Ok(())
+    }
+}

@@ -1,0 +1,1167 @@
+//! One worker: one thread, one `mio::Poll`, one SO_REUSEPORT listener, one slab of connections,
+//! one subscription table, one timing wheel. Nothing here is shared with other workers except
+//! the inboxes (mail in) and the statistics (read by `/stats`).
+//!
+//! # The loop turn
+//!
+//! 1. **poll** — wait for readiness, at most until the next one-second tick (zero when work was
+//!    left over from the previous turn).
+//! 2. **dispatch** — for each event (at most 1,024): accept on the listener (at most
+//!    [`ACCEPT_BATCH`]); for a connection, flush its queue if writable, then read until
+//!    `WouldBlock` or [`READ_BUDGET`] bytes, parsing HTTP or WebSocket from the per-worker scratch
+//!    buffer. Publishes are not delivered here: they are recorded as pending fan-out.
+//! 3. **mailbox** — publishes from other workers join the pending fan-out; shutdown starts.
+//! 4. **fan-out drain** — pending messages grouped by channel; each subscriber gets one
+//!    `writev` of everything for it this turn, or an append to its queue if it is backlogged.
+//! 5. **timers** — wheel slots up to now: head and keep-alive timeouts, pings, pong and close
+//!    timeouts.
+//! 6. **flush** — wake each peer worker that was sent mail this turn (once), drop emptied
+//!    channels, retry accepts after a pause.
+//!
+//! Connections that used up their read budget go on a retry list served in the next turn, so one
+//! busy client cannot starve the others. Network errors close that connection and bump a
+//! counter; nothing reachable from peer input panics.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::proto::http::{self, HeadLimits, HttpError, Method, Parse};
+use crate::proto::ws::frame::{self, OP_BINARY, OP_PING, OP_PONG, OP_TEXT, close_code};
+use crate::proto::ws::handshake;
+use crate::proto::ws::reader::{Event, Fail};
+use crate::pubsub::{self, Channels};
+use crate::runtime::conn::{Conn, NO_CHANNEL, Phase, flag};
+use crate::runtime::mailbox::{Mail, Mailbox};
+use crate::runtime::outq::{self, OutQueue};
+use crate::runtime::timer::{Key, Wheel};
+use crate::stats::{self, WorkerStats};
+
+/// Token of the worker's listener.
+pub const LISTENER: Token = Token(u32::MAX as usize);
+/// Token of the worker's mailbox waker.
+pub const WAKER: Token = Token(u32::MAX as usize - 1);
+
+/// Per-worker read buffer: every read lands here first. 64 KiB takes a whole loopback segment
+/// burst in one read; only the unparsed rest is copied into a connection's `tail`.
+const SCRATCH: usize = 64 * 1024;
+/// Leftovers up to this size are copied in front of the scratch buffer for the next read;
+/// larger ones (a request body in progress) are read into directly.
+const SMALL_TAIL: usize = 16 * 1024;
+/// Bytes read from one connection per event before it yields to the others (4 full reads).
+const READ_BUDGET: usize = 4 * SCRATCH;
+/// Accepts per listener event before yielding to established connections.
+const ACCEPT_BATCH: usize = 256;
+/// Readiness events handled per poll.
+const EVENTS: usize = 1024;
+
+/// Sent to a connection refused for `--max-connections`.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: edgecomet\r\n\
+    Content-Type: text/plain\r\nContent-Length: 28\r\nConnection: close\r\n\r\n\
+    connection limit reached\r\n\r\n";
+
+/// State shared by all workers of one server.
+#[derive(Debug)]
+pub struct Shared {
+    pub mailboxes: Vec<Mailbox>,
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Open connections over all workers (checked against `--max-connections` at accept).
+    pub conns: std::sync::atomic::AtomicUsize,
+}
+
+/// Why a connection must go away at once (no further bytes to it).
+#[derive(Debug)]
+struct Dead;
+
+pub struct Worker {
+    id: usize,
+    cfg: Arc<Config>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    inbox: Receiver<Mail>,
+    shared: Arc<Shared>,
+    stats: Arc<WorkerStats>,
+    conns: Slab<Conn>,
+    next_generation: u32,
+    channels: Channels,
+    wheel: Wheel,
+    scratch: Box<[u8]>,
+    /// Messages to deliver at the end of this turn: (channel index, framed message).
+    pending: Vec<(u32, Bytes)>,
+    /// Connections that stopped reading at their budget, to be read again next turn.
+    retry: Vec<Key>,
+    /// Peers that were sent mail this turn and must be woken.
+    wake: Vec<bool>,
+    /// Listener work left over (batch limit or pause).
+    accept_more: bool,
+    accept_paused_until: Option<Instant>,
+    last_accept_log: Option<Instant>,
+    /// Set when shutting down: the moment the worker exits regardless.
+    drain_deadline: Option<Instant>,
+    start: Instant,
+    /// Whole seconds since `start`, plus one (0 means "no deadline" in connection fields).
+    tick: u32,
+    head_limits: HeadLimits,
+}
+
+/// Builds the mio token of a connection slot.
+fn token(idx: usize, generation: u32) -> Token {
+    Token((generation as usize) << 32 | idx)
+}
+
+fn split_token(t: Token) -> (usize, u32) {
+    (t.0 & 0xFFFF_FFFF, (t.0 >> 32) as u32)
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        cfg: Arc<Config>,
+        poll: Poll,
+        mut listener: TcpListener,
+        inbox: Receiver<Mail>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Worker> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let stats = shared.stats[id].clone();
+        let n = shared.mailboxes.len();
+        let head_limits = HeadLimits {
+            max_head_bytes: cfg.max_head_bytes,
+            max_headers: usize::from(cfg.max_headers),
+        };
+        Ok(Worker {
+            id,
+            channels: Channels::new(cfg.max_channels),
+            cfg,
+            poll,
+            listener: Some(listener),
+            inbox,
+            shared,
+            stats,
+            conns: Slab::new(),
+            next_generation: 1,
+            wheel: Wheel::new(1),
+            scratch: vec![0u8; SCRATCH + SMALL_TAIL].into_boxed_slice(),
+            pending: Vec::new(),
+            retry: Vec::new(),
+            wake: vec![false; n],
+            accept_more: false,
+            accept_paused_until: None,
+            last_accept_log: None,
+            drain_deadline: None,
+            start: Instant::now(),
+            tick: 1,
+            head_limits,
+        })
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS);
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                eprintln!("edgecomet: worker {}: poll failed: {e}", self.id);
+                return;
+            }
+            self.tick = (self.start.elapsed().as_secs() as u32).saturating_add(1);
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept_more = true,
+                    WAKER => {}
+                    t => self.conn_event(t, ev.is_writable()),
+                }
+            }
+            self.retry_reads();
+            self.drain_mailbox();
+            self.fan_out();
+            self.fire_timers();
+            self.end_turn();
+            if let Some(deadline) = self.drain_deadline
+                && (self.conns.is_empty() || Instant::now() >= deadline)
+            {
+                return;
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let busy = !self.retry.is_empty()
+            || (self.accept_more && self.accept_paused_until.is_none() && self.listener.is_some());
+        if busy {
+            return Duration::ZERO;
+        }
+        // Until the next whole-second tick.
+        let elapsed = self.start.elapsed();
+        let mut t = Duration::from_secs(elapsed.as_secs() + 1).saturating_sub(elapsed);
+        if let Some(until) = self.accept_paused_until {
+            t = t.min(until.saturating_duration_since(Instant::now()));
+        }
+        t.max(Duration::from_millis(1))
+    }
+
+    // ---- accept -----------------------------------------------------------------------------
+
+    fn accept(&mut self) {
+        if let Some(until) = self.accept_paused_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        let Some(listener) = self.listener.take() else {
+            self.accept_more = false;
+            return;
+        };
+        self.accept_batch(&listener);
+        self.listener = Some(listener);
+    }
+
+    fn accept_batch(&mut self, listener: &TcpListener) {
+        for _ in 0..ACCEPT_BATCH {
+            match listener.accept() {
+                Ok((sock, _)) => self.admit(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    return;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unexpected: retrying now
+                    // would spin, so pause accepting; queued connections wait in the backlog.
+                    WorkerStats::add(&self.stats.accept_errors, 1);
+                    let now = Instant::now();
+                    if self
+                        .last_accept_log
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                    {
+                        eprintln!(
+                            "edgecomet: worker {}: accept failed: {e}; pausing accepts for {} ms \
+                             (logged at most every 10 s; see accept_errors in /stats)",
+                            self.id, self.cfg.accept_pause_ms
+                        );
+                        self.last_accept_log = Some(now);
+                    }
+                    self.accept_paused_until = Some(now + self.cfg.accept_pause());
+                    return;
+                }
+            }
+        }
+        // Batch used up: continue next turn.
+    }
+
+    fn admit(&mut self, sock: mio::net::TcpStream) {
+        let mut sock = TcpStream::from(sock);
+        let open = self.shared.conns.fetch_add(1, Ordering::Relaxed);
+        if open >= self.cfg.max_connections {
+            self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+            WorkerStats::add(&self.stats.refused, 1);
+            // Best effort: the client learns why before the close.
+            let _ = sock.write(REFUSED);
+            return;
+        }
+        // Latency over batching: frames go out when written (coalescing is done by writev).
+        let _ = sock.set_nodelay(true);
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let entry = self.conns.vacant_entry();
+        let idx = entry.key();
+        if idx >= WAKER.0 {
+            // Cannot happen below ~4 billion connections; refuse rather than alias a token.
+            self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let conn = Conn::new(sock, generation);
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&conn.sock.as_raw_fd()),
+            token(idx, generation),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            eprintln!("edgecomet: worker {}: register failed: {e}", self.id);
+            self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        entry.insert(conn);
+        WorkerStats::add(&self.stats.accepted, 1);
+        WorkerStats::add(&self.stats.conns_http, 1);
+        let at = self.tick + self.cfg.head_timeout;
+        self.set_deadline(idx, at);
+    }
+
+    // ---- events -----------------------------------------------------------------------------
+
+    fn conn_event(&mut self, t: Token, writable: bool) {
+        let (idx, generation) = split_token(t);
+        if self
+            .conns
+            .get(idx)
+            .is_none_or(|c| c.generation != generation)
+        {
+            return; // stale event for a previous occupant
+        }
+        if writable && self.on_writable(idx).is_err() {
+            self.remove(idx);
+            return;
+        }
+        // Readiness is a hint: always try to read (it returns WouldBlock if nothing is there).
+        self.on_readable(idx);
+    }
+
+    fn retry_reads(&mut self) {
+        if self.retry.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut self.retry);
+        for (idx, generation) in list {
+            let idx = idx as usize;
+            if self
+                .conns
+                .get(idx)
+                .is_some_and(|c| c.generation == generation)
+            {
+                self.on_readable(idx);
+            }
+        }
+    }
+
+    fn on_writable(&mut self, idx: usize) -> Result<(), Dead> {
+        let conn = &mut self.conns[idx];
+        let Some(q) = conn.out.as_mut() else {
+            return Ok(());
+        };
+        let before = q.bytes();
+        let res = q.flush(&mut conn.sock);
+        let after = q.bytes();
+        WorkerStats::sub(&self.stats.bytes_queued, (before - after) as u64);
+        WorkerStats::add(&self.stats.bytes_out, (before - after) as u64);
+        if res.is_err() {
+            return Err(Dead);
+        }
+        if after == 0 {
+            conn.out = None;
+            self.after_drained(idx);
+        }
+        Ok(())
+    }
+
+    /// Everything queued has gone: a closing connection now shuts its write side.
+    fn after_drained(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        if conn.phase == Phase::Closing && !conn.has(flag::WRITE_SHUT) {
+            conn.set(flag::WRITE_SHUT);
+            let _ = conn.sock.shutdown(Shutdown::Write);
+        }
+    }
+
+    fn on_readable(&mut self, idx: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut budget = READ_BUDGET;
+        while let Some(conn) = self.conns.get_mut(idx) {
+            // Assemble [leftover | new bytes] in the scratch buffer, or in the leftover itself
+            // when it is large (a request body in progress).
+            let big_tail = conn.tail.as_ref().is_some_and(|t| t.len() > SMALL_TAIL);
+            let result = if big_tail {
+                let tail = conn.tail.as_mut().expect("checked above");
+                let old = tail.len();
+                tail.resize(old + SCRATCH, 0);
+                let r = read_some(&mut conn.sock, &mut tail[old..]);
+                tail.truncate(old + *r.as_ref().unwrap_or(&0));
+                r.map(|n| (n, old + n))
+            } else {
+                let start = conn.tail.as_ref().map_or(0, |t| t.len());
+                if let Some(t) = conn.tail.as_ref() {
+                    scratch[..start].copy_from_slice(t);
+                }
+                read_some(&mut conn.sock, &mut scratch[start..start + SCRATCH])
+                    .map(|n| (n, start + n))
+            };
+            match result {
+                Ok((0, _)) => {
+                    // Peer closed (or half-closed: we never serve a half-closed client).
+                    self.remove(idx);
+                    break;
+                }
+                Ok((n, total)) => {
+                    budget = budget.saturating_sub(n);
+                    let consumed = if big_tail {
+                        let mut tail = self.conns[idx].tail.take().expect("big tail present");
+                        let c = self.process(idx, &mut tail[..total]);
+                        if let Some(conn) = self.conns.get_mut(idx) {
+                            tail.drain(..c.min(total));
+                            if !tail.is_empty() {
+                                conn.tail = Some(tail);
+                            }
+                        }
+                        None
+                    } else {
+                        Some(self.process(idx, &mut scratch[..total]))
+                    };
+                    if let (Some(c), Some(conn)) = (consumed, self.conns.get_mut(idx)) {
+                        keep_leftover(conn, &scratch[c.min(total)..total]);
+                    }
+                    if !self.conns.contains(idx) {
+                        break;
+                    }
+                    if budget == 0 {
+                        let g = self.conns[idx].generation;
+                        self.retry.push((idx as u32, g));
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.remove(idx);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Handles `buf` (leftover + new bytes) for connection `idx`; returns bytes consumed.
+    /// The connection may be gone afterwards.
+    fn process(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(idx) else {
+                return buf.len();
+            };
+            match conn.phase {
+                Phase::Closing => return buf.len(), // discarded until the peer closes
+                Phase::WsSub | Phase::WsEcho => return pos + self.ws_input(idx, &mut buf[pos..]),
+                Phase::Http => {
+                    if pos == buf.len() {
+                        return pos;
+                    }
+                    match self.http_input(idx, &buf[pos..]) {
+                        Some(used) => pos += used,
+                        None => return pos, // need more bytes
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- HTTP -------------------------------------------------------------------------------
+
+    /// Handles at most one request from `buf`. Returns the bytes it used, or `None` if the
+    /// request is not complete yet (nothing used).
+    fn http_input(&mut self, idx: usize, buf: &[u8]) -> Option<usize> {
+        let conn = &mut self.conns[idx];
+        if !conn.has(flag::IN_REQUEST) {
+            conn.set(flag::IN_REQUEST);
+            let at = self.tick + self.cfg.head_timeout;
+            self.set_deadline(idx, at);
+        }
+        let conn = &mut self.conns[idx];
+        if conn.has(flag::HEAD_DONE) && buf.len() < conn.http_mark as usize {
+            return None;
+        }
+        let scanned = if conn.has(flag::HEAD_DONE) {
+            0
+        } else {
+            conn.http_mark as usize
+        };
+        let head = match http::parse_head(buf, scanned, self.head_limits) {
+            Parse::Partial => {
+                conn.http_mark = buf.len() as u32;
+                return None;
+            }
+            Parse::Error(e) => {
+                self.http_refuse(idx, e);
+                return Some(buf.len());
+            }
+            Parse::Complete(h) => h,
+        };
+        if head.content_length > u64::from(self.cfg.max_body_bytes) {
+            self.http_refuse(idx, HttpError::BodyTooLarge);
+            return Some(buf.len());
+        }
+        let need = head.head_len + head.content_length as usize;
+        if buf.len() < need {
+            conn.set(flag::HEAD_DONE);
+            conn.http_mark = need as u32;
+            return None;
+        }
+        conn.clear(flag::HEAD_DONE | flag::IN_REQUEST);
+        conn.http_mark = 0;
+        WorkerStats::add(&self.stats.http_requests, 1);
+        let body = &buf[head.head_len..need];
+        self.route(idx, &head, body);
+        if let Some(conn) = self.conns.get_mut(idx)
+            && conn.phase == Phase::Http
+        {
+            let at = self.tick + self.cfg.keepalive_timeout;
+            conn.deadline = 0;
+            self.set_deadline(idx, at);
+        }
+        Some(need)
+    }
+
+    fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
+        let path = head.path.split('?').next().unwrap_or("");
+        if path == "/echo" {
+            self.upgrade(idx, head, None);
+        } else if let Some(channel) = path.strip_prefix("/sub/") {
+            self.upgrade(idx, head, Some(channel));
+        } else if let Some(channel) = path.strip_prefix("/pub/") {
+            if head.method() != Method::Post {
+                return self.respond_error(
+                    idx,
+                    405,
+                    "Method Not Allowed",
+                    "Allow: POST\r\n",
+                    "use POST to publish\n",
+                    head.keep_alive(),
+                );
+            }
+            self.publish(idx, channel, body, head.keep_alive());
+        } else if path == "/stats" {
+            if head.method() != Method::Get {
+                return self.respond_error(
+                    idx,
+                    405,
+                    "Method Not Allowed",
+                    "Allow: GET\r\n",
+                    "use GET\n",
+                    head.keep_alive(),
+                );
+            }
+            let workers: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
+            let json = stats::render_json(&workers);
+            let resp = http::response(
+                200,
+                "OK",
+                "application/json",
+                "",
+                json.as_bytes(),
+                head.keep_alive(),
+            );
+            self.respond(idx, resp, head.keep_alive());
+        } else {
+            self.respond_error(idx, 404, "Not Found", "", "not found\n", head.keep_alive());
+        }
+    }
+
+    fn publish(&mut self, idx: usize, channel: &str, body: &[u8], keep_alive: bool) {
+        if !pubsub::valid_channel(channel, self.cfg.max_channel_len) {
+            return self.respond_error(
+                idx,
+                400,
+                "Bad Request",
+                "",
+                "invalid channel name\n",
+                keep_alive,
+            );
+        }
+        if std::str::from_utf8(body).is_err() {
+            return self.respond_error(
+                idx,
+                400,
+                "Bad Request",
+                "",
+                "message must be UTF-8 text\n",
+                keep_alive,
+            );
+        }
+        let framed = frame::frame(OP_TEXT, body);
+        WorkerStats::add(&self.stats.messages_in, 1);
+        if let Some(chan) = self.channels.lookup(channel) {
+            self.pending.push((chan, framed.clone()));
+        }
+        let mut refused = 0;
+        if self.shared.mailboxes.len() > 1 {
+            let name: Arc<str> = Arc::from(channel);
+            for (i, mb) in self.shared.mailboxes.iter().enumerate() {
+                if i == self.id {
+                    continue;
+                }
+                let mail = Mail::Publish {
+                    channel: name.clone(),
+                    frame: framed.clone(),
+                };
+                if mb.post(mail).is_ok() {
+                    self.wake[i] = true;
+                } else {
+                    refused += 1;
+                }
+            }
+        }
+        if refused > 0 {
+            // A peer's inbox is full (the peer is stuck): its subscribers miss this message.
+            WorkerStats::add(&self.stats.drops, refused);
+            return self.respond_error(
+                idx,
+                503,
+                "Service Unavailable",
+                "Retry-After: 1\r\n",
+                "delivery queue of a worker is full\n",
+                keep_alive,
+            );
+        }
+        let body = format!(
+            "{{\"ok\":true,\"channel\":\"{channel}\",\"bytes\":{}}}\n",
+            body.len()
+        );
+        let resp = http::response(
+            200,
+            "OK",
+            "application/json",
+            "",
+            body.as_bytes(),
+            keep_alive,
+        );
+        self.respond(idx, resp, keep_alive);
+    }
+
+    fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
+        if let Some(ch) = channel {
+            if !pubsub::valid_channel(ch, self.cfg.max_channel_len) {
+                return self.respond_error(
+                    idx,
+                    400,
+                    "Bad Request",
+                    "",
+                    "invalid channel name\n",
+                    false,
+                );
+            }
+            if !self.channels.admits(ch) {
+                WorkerStats::add(&self.stats.channel_limit, 1);
+                return self.respond_error(
+                    idx,
+                    503,
+                    "Service Unavailable",
+                    "",
+                    "channel limit reached\n",
+                    false,
+                );
+            }
+        }
+        let resp = match handshake::accept(head) {
+            Ok(r) => r,
+            Err(e) => {
+                WorkerStats::add(&self.stats.http_errors, 1);
+                return self.respond(idx, e.response(), false);
+            }
+        };
+        WorkerStats::sub(&self.stats.conns_http, 1);
+        let conn = &mut self.conns[idx];
+        conn.phase = match channel {
+            Some(_) => Phase::WsSub,
+            None => Phase::WsEcho,
+        };
+        conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
+        if let Some(ch) = channel {
+            WorkerStats::add(&self.stats.conns_ws_sub, 1);
+            match self.channels.subscribe(ch, idx as u32) {
+                Ok((chan, pos)) => {
+                    conn.chan = chan;
+                    conn.chan_pos = pos;
+                }
+                Err(_) => unreachable!("admits() was checked just above in the same turn"),
+            }
+        } else {
+            WorkerStats::add(&self.stats.conns_ws_echo, 1);
+        }
+        self.ws_activity(idx);
+        if self.send(idx, &[Bytes::from(resp)], false).is_err() {
+            self.remove(idx);
+        }
+    }
+
+    fn respond_error(
+        &mut self,
+        idx: usize,
+        status: u16,
+        reason: &str,
+        extra: &str,
+        body: &str,
+        keep_alive: bool,
+    ) {
+        WorkerStats::add(&self.stats.http_errors, 1);
+        let resp = http::response(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            extra,
+            body.as_bytes(),
+            keep_alive,
+        );
+        self.respond(idx, resp, keep_alive);
+    }
+
+    fn http_refuse(&mut self, idx: usize, e: HttpError) {
+        WorkerStats::add(&self.stats.http_errors, 1);
+        match e {
+            HttpError::HeadTooLarge | HttpError::TooManyHeaders | HttpError::UriTooLong => {
+                WorkerStats::add(&self.stats.head_too_large, 1)
+            }
+            HttpError::BodyTooLarge => WorkerStats::add(&self.stats.body_too_large, 1),
+            _ => {}
+        }
+        self.respond(idx, http::error_response(e), false);
+    }
+
+    fn respond(&mut self, idx: usize, resp: Vec<u8>, keep_alive: bool) {
+        if self.send(idx, &[Bytes::from(resp)], false).is_err() {
+            return self.remove(idx);
+        }
+        if !keep_alive {
+            self.begin_close(idx, None);
+        }
+    }
+
+    // ---- WebSocket --------------------------------------------------------------------------
+
+    /// Any input from a WebSocket client proves it alive: push the ping back.
+    fn ws_activity(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        conn.clear(flag::PING_OUT);
+        if self.cfg.ws_ping_interval == 0 {
+            conn.deadline = 0;
+        } else {
+            let at = self.tick + self.cfg.ws_ping_interval;
+            self.set_deadline(idx, at);
+        }
+    }
+
+    fn ws_input(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+        self.ws_activity(idx);
+        let max = self.cfg.max_message_bytes;
+        let stats = &*self.stats;
+        let conn = &mut self.conns[idx];
+        let echo = conn.phase == Phase::WsEcho;
+        // Replies are collected first and sent after the reader returns (control frames are
+        // tiny; an echoed message is one buffer).
+        let mut replies: Vec<Bytes> = Vec::new();
+        let mut close: Option<Bytes> = None;
+        let msg = &mut conn.msg;
+        let res = conn.ws.feed(buf, max, |ev| match ev {
+            Event::Data { chunk, .. } => {
+                if echo {
+                    msg.get_or_insert_with(Default::default)
+                        .extend_from_slice(chunk);
+                }
+            }
+            Event::End { text } => {
+                WorkerStats::add(&stats.ws_messages_in, 1);
+                if echo {
+                    let payload = msg.take().map(|b| *b).unwrap_or_default();
+                    replies.push(frame::frame(
+                        if text { OP_TEXT } else { OP_BINARY },
+                        &payload,
+                    ));
+                }
+            }
+            Event::Ping(p) => replies.push(frame::frame(OP_PONG, p)),
+            Event::Pong(_) => {}
+            Event::Close { code, .. } => {
+                close = Some(match code {
+                    Some(c) => frame::close_frame(c, ""),
+                    None => frame::frame(frame::OP_CLOSE, &[]),
+                });
+            }
+        });
+        let consumed = match res {
+            Ok(n) => n,
+            Err(Fail { code, reason }) => {
+                let counter = if code == close_code::TOO_BIG {
+                    &self.stats.ws_too_big
+                } else {
+                    &self.stats.ws_protocol_errors
+                };
+                WorkerStats::add(counter, 1);
+                close = Some(frame::close_frame(code, reason));
+                buf.len()
+            }
+        };
+        if !replies.is_empty() && self.send(idx, &replies, false).is_err() {
+            self.remove(idx);
+            return buf.len();
+        }
+        if let Some(c) = close {
+            self.conns[idx].msg = None;
+            self.begin_close(idx, Some(c));
+            return buf.len();
+        }
+        consumed
+    }
+
+    // ---- writing ----------------------------------------------------------------------------
+
+    /// Sends `bufs` in order: straight to the socket when nothing is queued, else behind the
+    /// queue. `data` marks droppable data messages, subject to `--max-queued-bytes`; control
+    /// frames and HTTP responses are never dropped.
+    fn send(&mut self, idx: usize, bufs: &[Bytes], data: bool) -> Result<(), Dead> {
+        let conn = &mut self.conns[idx];
+        send_on(conn, bufs, data, &self.stats)
+    }
+
+    /// Starts an orderly close: `last` (a close frame) is queued, the subscription ends, and
+    /// once everything queued has gone the write side is shut down.
+    fn begin_close(&mut self, idx: usize, last: Option<Bytes>) {
+        self.unsubscribe(idx);
+        let conn = &mut self.conns[idx];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        match conn.phase {
+            Phase::Http => WorkerStats::sub(&self.stats.conns_http, 1),
+            Phase::WsSub => WorkerStats::sub(&self.stats.conns_ws_sub, 1),
+            Phase::WsEcho => WorkerStats::sub(&self.stats.conns_ws_echo, 1),
+            Phase::Closing => {}
+        }
+        if matches!(conn.phase, Phase::WsSub | Phase::WsEcho) {
+            conn.set(flag::WAS_WS);
+        }
+        conn.phase = Phase::Closing;
+        conn.msg = None;
+        WorkerStats::add(&self.stats.conns_closing, 1);
+        if let Some(frame) = last
+            && self.send(idx, &[frame], false).is_err()
+        {
+            return self.remove(idx);
+        }
+        if self.conns[idx].out.is_none() {
+            self.after_drained(idx);
+        }
+        let at = self.tick + self.cfg.close_timeout;
+        self.conns[idx].deadline = 0;
+        self.set_deadline(idx, at);
+    }
+
+    /// Slow consumer: unsent data is dropped (counted), the client gets 1008.
+    fn slow_consumer(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        if let Some(q) = conn.out.as_mut() {
+            let (msgs, bytes) = q.drop_unsent_data();
+            WorkerStats::add(&self.stats.drops, msgs);
+            WorkerStats::sub(&self.stats.bytes_queued, bytes as u64);
+        }
+        WorkerStats::add(&self.stats.slow_consumers, 1);
+        self.begin_close(
+            idx,
+            Some(frame::close_frame(
+                close_code::POLICY,
+                "slow consumer: queue limit exceeded",
+            )),
+        );
+    }
+
+    fn unsubscribe(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        if conn.chan == NO_CHANNEL {
+            return;
+        }
+        let (chan, pos) = (conn.chan, conn.chan_pos);
+        conn.chan = NO_CHANNEL;
+        if let Some(moved) = self.channels.unsubscribe(chan, pos)
+            && let Some(m) = self.conns.get_mut(moved as usize)
+        {
+            m.chan_pos = pos;
+        }
+    }
+
+    /// Drops a connection now.
+    fn remove(&mut self, idx: usize) {
+        if !self.conns.contains(idx) {
+            return;
+        }
+        self.unsubscribe(idx);
+        let conn = self.conns.remove(idx);
+        let gauge = match conn.phase {
+            Phase::Http => &self.stats.conns_http,
+            Phase::WsSub => &self.stats.conns_ws_sub,
+            Phase::WsEcho => &self.stats.conns_ws_echo,
+            Phase::Closing => &self.stats.conns_closing,
+        };
+        WorkerStats::sub(gauge, 1);
+        WorkerStats::sub(&self.stats.bytes_queued, conn.queued() as u64);
+        self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+        // Dropping the socket closes it, which also removes it from the epoll set.
+    }
+
+    // ---- mailbox and fan-out ----------------------------------------------------------------
+
+    fn drain_mailbox(&mut self) {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(Mail::Publish { channel, frame }) => {
+                    if let Some(chan) = self.channels.lookup(&channel) {
+                        self.pending.push((chan, frame));
+                    }
+                }
+                Ok(Mail::Shutdown) => self.begin_shutdown(),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // The server handle is gone; shut down.
+                    self.begin_shutdown();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers this turn's messages: per channel, each subscriber gets everything for it in
+    /// one `writev` (or one queue append when it is backlogged).
+    fn fan_out(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        // Stable: per-channel publish order is kept.
+        pending.sort_by_key(|(chan, _)| *chan);
+        let mut slow: Vec<usize> = Vec::new();
+        let mut dead: Vec<usize> = Vec::new();
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut i = 0;
+        while i < pending.len() {
+            let chan = pending[i].0;
+            batch.clear();
+            while i < pending.len() && pending[i].0 == chan {
+                batch.push(pending[i].1.clone());
+                i += 1;
+            }
+            for group in batch.chunks(outq::MAX_IOV) {
+                for &sub in self.channels.subscribers(chan) {
+                    let conn = &mut self.conns[sub as usize];
+                    WorkerStats::add(&self.stats.messages_out, group.len() as u64);
+                    if send_on(conn, group, true, &self.stats).is_err() {
+                        dead.push(sub as usize);
+                    } else if conn.queued() > self.cfg.max_queued_bytes {
+                        slow.push(sub as usize);
+                    }
+                }
+            }
+        }
+        pending.clear();
+        self.pending = pending;
+        for idx in slow {
+            if self.conns.get(idx).is_some_and(|c| c.phase == Phase::WsSub) {
+                self.slow_consumer(idx);
+            }
+        }
+        for idx in dead {
+            self.remove(idx);
+        }
+    }
+
+    // ---- timers -----------------------------------------------------------------------------
+
+    /// Sets the connection's deadline to `at` and makes sure a wheel entry fires by then.
+    fn set_deadline(&mut self, idx: usize, at: u32) {
+        let conn = &mut self.conns[idx];
+        conn.deadline = at;
+        if conn.timer_at == 0 || at < conn.timer_at {
+            conn.timer_at = self.wheel.arm(at, (idx as u32, conn.generation));
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let mut due: Vec<Key> = Vec::new();
+        let conns = &mut self.conns;
+        let tick = self.tick;
+        let wheel = &mut self.wheel;
+        let mut rearm: Vec<(Key, u32)> = Vec::new();
+        wheel.advance(tick, |at, (idx, generation)| {
+            let Some(c) = conns.get_mut(idx as usize) else {
+                return;
+            };
+            if c.generation != generation || c.timer_at != at {
+                return; // stale entry
+            }
+            c.timer_at = 0;
+            if c.deadline == 0 {
+                return;
+            }
+            if c.deadline > tick {
+                rearm.push(((idx, generation), c.deadline));
+            } else {
+                due.push((idx, generation));
+            }
+        });
+        for ((idx, generation), at) in rearm {
+            let c = &mut self.conns[idx as usize];
+            c.timer_at = self.wheel.arm(at, (idx, generation));
+        }
+        for (idx, generation) in due {
+            let idx = idx as usize;
+            if self
+                .conns
+                .get(idx)
+                .is_some_and(|c| c.generation == generation)
+            {
+                self.on_timeout(idx);
+            }
+        }
+    }
+
+    fn on_timeout(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        conn.deadline = 0;
+        match conn.phase {
+            Phase::Http => {
+                if conn.has(flag::IN_REQUEST) {
+                    WorkerStats::add(&self.stats.head_timeouts, 1);
+                    WorkerStats::add(&self.stats.http_errors, 1);
+                    let resp = http::response(
+                        408,
+                        "Request Timeout",
+                        "text/plain; charset=utf-8",
+                        "",
+                        b"request head not completed in time\n",
+                        false,
+                    );
+                    self.respond(idx, resp, false);
+                } else {
+                    self.remove(idx); // idle keep-alive connection
+                }
+            }
+            Phase::WsSub | Phase::WsEcho => {
+                if conn.has(flag::PING_OUT) {
+                    WorkerStats::add(&self.stats.ws_pong_timeouts, 1);
+                    self.begin_close(
+                        idx,
+                        Some(frame::close_frame(close_code::GOING_AWAY, "ping timeout")),
+                    );
+                } else {
+                    conn.set(flag::PING_OUT);
+                    let at = self.tick + self.cfg.ws_pong_timeout;
+                    self.set_deadline(idx, at);
+                    if self
+                        .send(idx, &[frame::frame(OP_PING, b"")], false)
+                        .is_err()
+                    {
+                        self.remove(idx);
+                    }
+                }
+            }
+            Phase::Closing => {
+                if conn.has(flag::WAS_WS) {
+                    WorkerStats::add(&self.stats.close_timeouts, 1);
+                }
+                self.remove(idx);
+            }
+        }
+    }
+
+    // ---- end of turn and shutdown -----------------------------------------------------------
+
+    fn end_turn(&mut self) {
+        for (i, w) in self.wake.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                self.shared.mailboxes[i].wake();
+            }
+        }
+        self.channels.collect_empty();
+        self.stats
+            .channels
+            .store(self.channels.len() as u64, Ordering::Relaxed);
+        if self.accept_more {
+            self.accept();
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        self.drain_deadline = Some(Instant::now() + self.cfg.shutdown_timeout());
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.accept_more = false;
+        let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        for idx in idxs {
+            match self.conns[idx].phase {
+                Phase::WsSub | Phase::WsEcho => self.begin_close(
+                    idx,
+                    Some(frame::close_frame(
+                        close_code::GOING_AWAY,
+                        "server shutting down",
+                    )),
+                ),
+                Phase::Http => {
+                    if self.conns[idx].out.is_none() {
+                        self.remove(idx);
+                    } else {
+                        self.begin_close(idx, None);
+                    }
+                }
+                Phase::Closing => {}
+            }
+        }
+    }
+}
+
+/// Reads once, retrying on EINTR.
+fn read_some(sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match sock.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Keeps `rest` as the connection's leftover: the existing box is reused, a new one is made only
+/// when needed, and it is freed when nothing is left.
+fn keep_leftover(conn: &mut Conn, rest: &[u8]) {
+    if rest.is_empty() {
+        conn.tail = None;
+        return;
+    }
+    let t = conn.tail.get_or_insert_with(Default::default);
+    t.clear();
+    t.extend_from_slice(rest);
+    if t.capacity() > 4 * SMALL_TAIL && t.len() <= SMALL_TAIL {
+        t.shrink_to_fit();
+    }
+}
+
+/// [`Worker::send`] on a connection borrowed directly (the fan-out loop holds the channel table).
+/// Slow-consumer limits are the caller's business: this only writes and queues.
+fn send_on(conn: &mut Conn, bufs: &[Bytes], data: bool, stats: &WorkerStats) -> Result<(), Dead> {
+    let total: usize = bufs.iter().map(Bytes::len).sum();
+    if let Some(q) = conn.out.as_mut() {
+        // Backlogged (the last write hit WouldBlock): keep order, append behind what waits;
+        // the writable event will flush it all in one writev.
+        for b in bufs {
+            q.push(b.clone(), data);
+        }
+        WorkerStats::add(&stats.bytes_queued, total as u64);
+        return Ok(());
+    }
+    let written = outq::write_direct(&mut conn.sock, bufs).map_err(|_| Dead)?;
+    WorkerStats::add(&stats.bytes_out, written as u64);
+    if written < total {
+        let mut q = Box::<OutQueue>::default();
+        outq::queue_rest(&mut q, bufs, written, data);
+        // Write until WouldBlock (edge-triggered readiness only reports a change after it),
+        // which also covers more than MAX_IOV buffers.
+        let more = q.flush(&mut conn.sock).map_err(|_| Dead)?;
+        WorkerStats::add(&stats.bytes_out, more as u64);
+        if !q.is_empty() {
+            WorkerStats::add(&stats.bytes_queued, q.bytes() as u64);
+            conn.out = Some(q);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Starting and stopping a server: bind one SO_REUSEPORT listener per worker, spawn the workers,
+//! and on request send them `Shutdown` and wait for them within the deadline.
+//!
+//! Binding happens in the caller's thread so that an address in use or a permission error is
+//! reported before anything runs. With port 0 the first listener picks the port and the others
+//! bind that same port.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::runtime::mailbox::{Mail, Mailbox};
+use crate::runtime::worker::{Shared, WAKER, Worker};
+use crate::stats::{self, WorkerStats};
+
+/// A running server.
+pub struct Server {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Binds a non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
+pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(backlog)?;
+    Ok(TcpListener::from_std(sock.into()))
+}
+
+impl Server {
+    /// Binds and starts `cfg.worker_count()` workers.
+    pub fn start(cfg: Config) -> io::Result<Server> {
+        let cfg = Arc::new(cfg);
+        let n = cfg.worker_count();
+        let mut addr = cfg.listen;
+        let mut parts = Vec::with_capacity(n);
+        let mut mailboxes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let listener = bind_reuseport(addr, cfg.backlog)?;
+            addr = listener.local_addr()?;
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (mailbox, inbox) = Mailbox::new(waker);
+            mailboxes.push(mailbox);
+            parts.push((poll, listener, inbox));
+        }
+        let shared = Arc::new(Shared {
+            mailboxes,
+            stats: (0..n).map(|_| Arc::new(WorkerStats::default())).collect(),
+            conns: AtomicUsize::new(0),
+        });
+        let mut threads = Vec::with_capacity(n);
+        for (id, (poll, listener, inbox)) in parts.into_iter().enumerate() {
+            let worker = Worker::new(id, cfg.clone(), poll, listener, inbox, shared.clone())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("edgecomet-w{id}"))
+                    .spawn(move || worker.run())?,
+            );
+        }
+        Ok(Server {
+            addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// The address actually bound (the real port when `--listen` used port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The `/stats` document, as served.
+    pub fn stats_json(&self) -> String {
+        let s: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
+        stats::render_json(&s)
+    }
+
+    /// Asks every worker to stop accepting and close its clients with 1001.
+    pub fn begin_shutdown(&self) {
+        for mb in &self.shared.mailboxes {
+            // A full inbox cannot refuse a shutdown for long; retry briefly.
+            for _ in 0..100 {
+                if mb.send_now(Mail::Shutdown).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// Shuts down and waits for the workers, at most `deadline` (then leaves them behind).
+    /// Returns whether all of them finished.
+    pub fn shutdown(self, deadline: Duration) -> bool {
+        self.begin_shutdown();
+        let until = Instant::now() + deadline;
+        for t in self.threads {
+            while !t.is_finished() {
+                if Instant::now() >= until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = t.join();
+        }
+        true
+    }
+
+    /// Whether every worker thread is still running.
+    pub fn is_running(&self) -> bool {
+        self.threads.iter().all(|t| !t.is_finished())
+    }
+}
