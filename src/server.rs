@@ -88,6 +88,11 @@ impl Server {
         stats::render_json(&s)
     }
 
+    /// Every worker's counters (live; benches and tests read them without rendering JSON).
+    pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
+        &self.shared.stats
+    }
+
     /// Asks every worker to stop accepting and close its clients with 1001.
     pub fn begin_shutdown(&self) {
         for mb in &self.shared.mailboxes {
