@@ -117,13 +117,21 @@ impl OutQueue {
 /// Writes `bufs` (in order) straight to the socket with one `writev`, and returns how many bytes
 /// went. Used when nothing is queued; the caller queues what is left with [`queue_rest`].
 pub fn write_direct<W: Write>(sock: &mut W, bufs: &[Bytes]) -> io::Result<usize> {
-    let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-    let n_iov = bufs.len().min(MAX_IOV);
-    for (slot, b) in iov.iter_mut().zip(bufs.iter()) {
-        *slot = IoSlice::new(b);
-    }
     loop {
-        match sock.write_vectored(&iov[..n_iov]) {
+        let r = match bufs {
+            // The common case (one message for this subscriber this turn): a plain write, no
+            // iovec array to fill.
+            [one] => sock.write(one),
+            _ => {
+                let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+                let n_iov = bufs.len().min(MAX_IOV);
+                for (slot, b) in iov.iter_mut().zip(bufs.iter()) {
+                    *slot = IoSlice::new(b);
+                }
+                sock.write_vectored(&iov[..n_iov])
+            }
+        };
+        match r {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -184,7 +184,7 @@ impl Worker {
                 match ev.token() {
                     LISTENER => self.accept_more = true,
                     WAKER => {}
-                    t => self.conn_event(t, ev.is_writable()),
+                    t => self.conn_event(t, ev),
                 }
             }
             self.retry_reads();
@@ -306,7 +306,7 @@ impl Worker {
 
     // ---- events -----------------------------------------------------------------------------
 
-    fn conn_event(&mut self, t: Token, writable: bool) {
+    fn conn_event(&mut self, t: Token, ev: &mio::event::Event) {
         let (idx, generation) = split_token(t);
         if self
             .conns
@@ -315,12 +315,15 @@ impl Worker {
         {
             return; // stale event for a previous occupant
         }
-        if writable && self.on_writable(idx).is_err() {
+        if ev.is_writable() && self.on_writable(idx).is_err() {
             self.remove(idx);
             return;
         }
-        // Readiness is a hint: always try to read (it returns WouldBlock if nothing is there).
-        self.on_readable(idx);
+        // Edge-triggered: without a readable edge there is nothing new to read (a write-space
+        // wake-up alone must not cost a read(2) that returns EAGAIN).
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.on_readable(idx);
+        }
     }
 
     fn retry_reads(&mut self) {
