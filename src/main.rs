@@ -13,6 +13,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cfg = Config::parse();
+    if !cfg.transparent_huge_pages
+        && let Err(e) = edgecomet::server::disable_transparent_huge_pages()
+    {
+        eprintln!("edgecomet: cannot disable transparent huge pages: {e}");
+    }
     let deadline = cfg.shutdown_timeout();
     let workers = cfg.worker_count();
     let mut signals = match Signals::new([SIGTERM, SIGINT]) {

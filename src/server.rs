@@ -39,6 +39,18 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener>
     Ok(TcpListener::from_std(sock.into()))
 }
 
+/// Stops the kernel from backing this process's memory with transparent huge pages
+/// (`prctl(PR_SET_THP_DISABLE)`; applies to existing and future mappings).
+pub fn disable_transparent_huge_pages() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only; no memory is passed.
+    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl Server {
     /// Binds and starts `cfg.worker_count()` workers.
     pub fn start(cfg: Config) -> io::Result<Server> {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the release binaries and runs both macro benchmarks (idle_memory, broadcast) with their
+# defaults, printing the machine, the commit and the exact commands, so the output can be quoted.
+# Extra arguments: IDLE_ARGS="..." and BROADCAST_ARGS="..." (appended to the commands).
+# JSON results go to target/macro/. Exit status: 0 if both passed, 1 otherwise.
+set -u
+cd "$(dirname "$0")/.."
+
+elapsed() {
+    awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
+
+run() {
+    echo "+ $*"
+    "$@"
+}
+
+commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
+    commit="$commit-dirty"
+fi
+
+echo "== machine"
+echo "nproc:   $(nproc)"
+echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+echo "kernel:  $(uname -srm)"
+echo "THP:     $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo n/a)"
+echo "nofile:  $(ulimit -n) (soft), $(ulimit -Hn) (hard)"
+echo "rustc:   $(rustc --version)"
+echo "commit:  $commit"
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+
+echo "== build"
+run cargo build --release -p edgecomet -p edgecomet-bench --bins || exit 2
+
+mkdir -p target/macro
+status=0
+
+echo "== idle_memory"
+start=$(date +%s.%N)
+# shellcheck disable=SC2086
+run target/release/idle_memory --json target/macro/idle_memory.json ${IDLE_ARGS:-} || status=1
+echo "(idle_memory took $(elapsed "$start") s)"
+
+echo "== broadcast"
+start=$(date +%s.%N)
+# shellcheck disable=SC2086
+run target/release/broadcast --json target/macro/broadcast.json ${BROADCAST_ARGS:-} || status=1
+echo "(broadcast took $(elapsed "$start") s)"
+
+echo "== run-macro: $([ $status -eq 0 ] && echo PASS || echo FAIL) (commit $commit)"
+exit $status
