@@ -52,6 +52,7 @@ fn http_refusals() {
         (req("/pub/x", ""), 405),
         (req("/sub/x", ""), 400),
         (upgrade_request("/sub/bad!name"), 400),
+        (upgrade_request(&format!("/sub/{}", "a".repeat(256))), 400),
         (
             String::from_utf8(upgrade_request("/echo"))
                 .unwrap()
