@@ -275,3 +275,45 @@ fn shutdown_sends_1001_to_every_client() {
     // No longer accepting.
     assert!(TcpStream::connect(a).is_err());
 }
+
+#[test]
+fn echo_client_that_never_reads_is_bounded() {
+    let srv = server(1, |c| c.max_queued_bytes = 64 * 1024);
+    let mut s = raw_subscriber(srv.local_addr(), "/echo", Some(4096));
+    let frame = edgecomet::proto::ws::frame::client_frame(true, 0x2, &[9u8; 16_000], [1, 2, 3, 4]);
+    // 9.6 MB of echoes: more than the kernel buffers plus the 64 KiB queue.
+    for _ in 0..600 {
+        if s.write_all(&frame).is_err() {
+            break;
+        }
+    }
+    assert!(wait_until(10, || total(&srv, "slow_consumers") == 1));
+    let f = frames(&read_to_close(&mut s));
+    let (op, payload) = f.last().expect("frames");
+    assert_eq!(*op, 0x8);
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+    assert!(
+        f[..f.len() - 1]
+            .iter()
+            .all(|(op, p)| *op == 0x2 && p.len() == 16_000)
+    );
+}
+
+#[test]
+fn http_client_that_never_reads_is_disconnected() {
+    let srv = server(1, |c| c.max_queued_bytes = 64 * 1024);
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&srv.local_addr().into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    s.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    // Pipelined requests whose answers (404s) are never read.
+    let one = b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n".repeat(1000);
+    for _ in 0..200 {
+        if s.write_all(&one).is_err() {
+            break;
+        }
+    }
+    assert!(wait_until(10, || total(&srv, "slow_consumers") == 1));
+    assert!(wait_until(5, || total(&srv, "conns_http") == 0));
+}

@@ -308,11 +308,7 @@ impl Worker {
 
     fn conn_event(&mut self, t: Token, ev: &mio::event::Event) {
         let (idx, generation) = split_token(t);
-        if self
-            .conns
-            .get(idx)
-            .is_none_or(|c| c.generation != generation)
-        {
+        if !self.is_live(idx, generation) {
             return; // stale event for a previous occupant
         }
         if ev.is_writable() && self.on_writable(idx).is_err() {
@@ -326,6 +322,13 @@ impl Worker {
         }
     }
 
+    /// Whether slot `idx` still holds the connection that had `generation`.
+    fn is_live(&self, idx: usize, generation: u32) -> bool {
+        self.conns
+            .get(idx)
+            .is_some_and(|c| c.generation == generation)
+    }
+
     fn retry_reads(&mut self) {
         if self.retry.is_empty() {
             return;
@@ -333,11 +336,7 @@ impl Worker {
         let list = std::mem::take(&mut self.retry);
         for (idx, generation) in list {
             let idx = idx as usize;
-            if self
-                .conns
-                .get(idx)
-                .is_some_and(|c| c.generation == generation)
-            {
+            if self.is_live(idx, generation) {
                 self.on_readable(idx);
             }
         }
@@ -726,9 +725,33 @@ impl Worker {
         if self.send(idx, &[Bytes::from(resp)], false).is_err() {
             return self.remove(idx);
         }
+        if self.over_backlog(idx) {
+            return;
+        }
         if !keep_alive {
             self.begin_close(idx, None);
         }
+    }
+
+    /// Bounds what a client that does not read can make us queue (pipelined requests, echoes,
+    /// pongs): past `--max-queued-bytes` it is treated as a slow consumer. A WebSocket client
+    /// gets 1008 after its unsent data is dropped; an HTTP client is disconnected. Returns
+    /// whether the connection was closed or is closing.
+    fn over_backlog(&mut self, idx: usize) -> bool {
+        let Some(conn) = self.conns.get(idx) else {
+            return true;
+        };
+        if conn.queued() <= self.cfg.max_queued_bytes {
+            return false;
+        }
+        match conn.phase {
+            Phase::WsSub | Phase::WsEcho => self.slow_consumer(idx),
+            Phase::Http | Phase::Closing => {
+                WorkerStats::add(&self.stats.slow_consumers, 1);
+                self.remove(idx);
+            }
+        }
+        true
     }
 
     // ---- WebSocket --------------------------------------------------------------------------
@@ -752,8 +775,8 @@ impl Worker {
         let conn = &mut self.conns[idx];
         let echo = conn.phase == Phase::WsEcho;
         // Replies are collected first and sent after the reader returns (control frames are
-        // tiny; an echoed message is one buffer).
-        let mut replies: Vec<Bytes> = Vec::new();
+        // tiny; an echoed message is one buffer). The flag marks data (droppable) frames.
+        let mut replies: Vec<(Bytes, bool)> = Vec::new();
         let mut close: Option<Bytes> = None;
         let msg = &mut conn.msg;
         let res = conn.ws.feed(buf, max, |ev| match ev {
@@ -767,13 +790,11 @@ impl Worker {
                 WorkerStats::add(&stats.ws_messages_in, 1);
                 if echo {
                     let payload = msg.take().map(|b| *b).unwrap_or_default();
-                    replies.push(frame::frame(
-                        if text { OP_TEXT } else { OP_BINARY },
-                        &payload,
-                    ));
+                    let op = if text { OP_TEXT } else { OP_BINARY };
+                    replies.push((frame::frame(op, &payload), true));
                 }
             }
-            Event::Ping(p) => replies.push(frame::frame(OP_PONG, p)),
+            Event::Ping(p) => replies.push((frame::frame(OP_PONG, p), false)),
             Event::Pong(_) => {}
             Event::Close { code, .. } => {
                 close = Some(match code {
@@ -795,8 +816,13 @@ impl Worker {
                 buf.len()
             }
         };
-        if !replies.is_empty() && self.send(idx, &replies, false).is_err() {
-            self.remove(idx);
+        for (reply, data) in replies {
+            if self.send(idx, &[reply], data).is_err() {
+                self.remove(idx);
+                return buf.len();
+            }
+        }
+        if self.over_backlog(idx) {
             return buf.len();
         }
         if let Some(c) = close {
@@ -1006,11 +1032,7 @@ impl Worker {
         }
         for (idx, generation) in due {
             let idx = idx as usize;
-            if self
-                .conns
-                .get(idx)
-                .is_some_and(|c| c.generation == generation)
-            {
+            if self.is_live(idx, generation) {
                 self.on_timeout(idx);
             }
         }
