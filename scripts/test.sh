@@ -82,8 +82,9 @@ python_tests() {
 step "python websockets client tests" python_tests
 
 autobahn() {
-    # Case 9 sends 16 MiB messages: the limit is raised to exactly that for this run.
-    start_server --workers 2 --max-message-bytes 16777216 || return 1
+    # Case 9 sends 16 MiB messages: the message limit is raised to exactly that for this run,
+    # and the queue limit to 32 MiB so that a 16 MiB echo may wait in full behind the kernel.
+    start_server --workers 2 --max-message-bytes 16777216 --max-queued-bytes 33554432 || return 1
     local rc=0
     scripts/autobahn/run.sh "ws://$SERVER_ADDR/echo" || rc=$?
     stop_server
