@@ -134,9 +134,4 @@ impl Server {
         }
         true
     }
-
-    /// Whether every worker thread is still running.
-    pub fn is_running(&self) -> bool {
-        self.threads.iter().all(|t| !t.is_finished())
-    }
 }

@@ -110,13 +110,6 @@ impl Conn {
     pub fn queued(&self) -> usize {
         self.out.as_ref().map_or(0, |q| q.bytes())
     }
-
-    /// Heap bytes this connection owns beyond its entry (0 when idle).
-    pub fn heap_bytes(&self) -> usize {
-        self.tail.as_ref().map_or(0, |t| t.capacity())
-            + self.msg.as_ref().map_or(0, |m| m.capacity())
-            + self.queued()
-    }
 }
 
 #[cfg(test)]
