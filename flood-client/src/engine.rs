@@ -1,0 +1,680 @@
+//! One flood worker process: opens its share of WebSocket connections at a paced rate, holds
+//! them, reads every frame, checks sequence numbers and records delivery latency, and reports to
+//! the coordinator as JSON lines on stdout. It stops when its stdin says `close` or closes.
+//!
+//! Cost per connection in this process: one slab entry ([`Conn`], 32 bytes) and an optional
+//! leftover buffer that exists only while a frame is split across reads. Reads land in one
+//! 64 KiB scratch buffer. Never a thread or a timer per connection.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use serde::{Deserialize, Serialize};
+use slab::Slab;
+
+use crate::memory;
+use crate::msg;
+
+/// What the coordinator tells a worker to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerPlan {
+    pub index: u32,
+    pub conns: u64,
+    /// Global index of this worker's first connection (channel = global index % channels).
+    pub offset: u64,
+    /// Connections per second for this worker; `None` = as fast as possible.
+    pub rate: Option<f64>,
+    pub target: SocketAddr,
+    pub host: String,
+    /// Path prefix without the channel, e.g. `/sub/`.
+    pub path_prefix: String,
+    pub channel: String,
+    pub channels: u32,
+    pub sources: Vec<Ipv4Addr>,
+    pub connect_timeout_ms: u64,
+    /// Connections in progress at once (connect + handshake).
+    pub max_in_flight: usize,
+}
+
+/// Errors by kind, as the summary names them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Errors {
+    pub refused: u64,
+    pub reset: u64,
+    pub timeout: u64,
+    pub eaddrnotavail: u64,
+    pub emfile: u64,
+    /// The server answered the upgrade with something other than 101.
+    pub http_status: u64,
+    /// The server closed an established connection (close frame or EOF) before the end.
+    pub closed_by_server: u64,
+    pub other: u64,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.refused
+            + self.reset
+            + self.timeout
+            + self.eaddrnotavail
+            + self.emfile
+            + self.http_status
+            + self.other
+    }
+
+    pub fn add(&mut self, o: &Errors) {
+        self.refused += o.refused;
+        self.reset += o.reset;
+        self.timeout += o.timeout;
+        self.eaddrnotavail += o.eaddrnotavail;
+        self.emfile += o.emfile;
+        self.http_status += o.http_status;
+        self.closed_by_server += o.closed_by_server;
+        self.other += o.other;
+    }
+
+    fn count(&mut self, e: &io::Error) {
+        let slot = match e.raw_os_error() {
+            Some(libc::ECONNREFUSED) => &mut self.refused,
+            Some(libc::ECONNRESET) | Some(libc::EPIPE) => &mut self.reset,
+            Some(libc::ETIMEDOUT) => &mut self.timeout,
+            Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => &mut self.eaddrnotavail,
+            Some(libc::EMFILE) | Some(libc::ENFILE) => &mut self.emfile,
+            _ => &mut self.other,
+        };
+        *slot += 1;
+    }
+}
+
+/// Progress line, sent every 250 ms.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Progress {
+    pub index: u32,
+    pub established: u64,
+    pub attempted: u64,
+    pub errors: Errors,
+    pub deliveries: u64,
+    /// Every connection has been attempted and is either open or failed.
+    pub ramp_done: bool,
+    /// Seconds from the first connect to the last connection settled.
+    pub ramp_secs: f64,
+}
+
+/// The final report of one worker.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Final {
+    pub progress: Progress,
+    /// Per channel: (channel index, connections on it that were open at the end, unique
+    /// messages they received in total).
+    pub per_channel: Vec<(u32, u64, u64)>,
+    pub duplicated: u64,
+    pub reordered: u64,
+    /// Frames whose payload did not carry our sequence header (not counted for loss).
+    pub foreign: u64,
+    /// Latency histogram, as (microseconds, count) pairs.
+    pub latency: Vec<(u64, u64)>,
+    /// This process's PSS before connecting and with every connection open.
+    pub pss_before: u64,
+    pub pss_open: u64,
+}
+
+/// The lines a worker writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Line {
+    Progress(Progress),
+    Final(Box<Final>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Connecting,
+    Upgrading,
+    Open,
+}
+
+/// One connection: 32 bytes in the slab.
+struct Conn {
+    /// Non-blocking socket, registered with mio by fd (4 bytes).
+    sock: TcpStream,
+    st: St,
+    chan: u32,
+    /// Next sequence number expected on this connection's channel.
+    next: u32,
+    /// Seen-bitmap of the 64 sequence numbers below `next` (bit i = next - 1 - i).
+    window: u64,
+    /// A frame or response head split across reads. Boxed so that the common case (nothing
+    /// pending) costs 8 bytes, not the 24 of an empty `Vec`.
+    #[allow(clippy::box_collection)]
+    partial: Option<Box<Vec<u8>>>,
+}
+
+const WAKER: Token = Token(usize::MAX);
+const SCRATCH: usize = 64 * 1024;
+/// Largest handshake response head accepted.
+const MAX_HEAD: usize = 8192;
+
+struct Worker {
+    plan: WorkerPlan,
+    poll: Poll,
+    conns: Slab<Conn>,
+    /// (slot, deadline) of connections not yet open, in start order (deadlines increase).
+    pending: VecDeque<(usize, Instant)>,
+    in_flight: usize,
+    attempted: u64,
+    established: u64,
+    errors: Errors,
+    deliveries: u64,
+    duplicated: u64,
+    reordered: u64,
+    foreign: u64,
+    /// Unique messages received, per channel index (over this worker's connections).
+    unique: Vec<u64>,
+    hist: Histogram<u64>,
+    scratch: Vec<u8>,
+    start: Instant,
+    ramp_end: Option<Instant>,
+    request: Vec<Vec<u8>>,
+}
+
+/// Runs a worker to completion. `commands` yields lines from the coordinator.
+pub fn run(plan: WorkerPlan) -> io::Result<()> {
+    let poll = Poll::new()?;
+    let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
+    let (tx, rx) = mpsc::channel::<()>();
+    {
+        let waker = waker.clone();
+        std::thread::spawn(move || {
+            // Any "close" line or the end of stdin ends the run.
+            for line in io::stdin().lock().lines() {
+                match line {
+                    Ok(l) if l.trim() == "close" => break,
+                    Ok(_) => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = tx.send(());
+            let _ = waker.wake();
+        });
+    }
+    let channels = plan.channels.max(1) as usize;
+    let request = (0..channels)
+        .map(|c| {
+            format!(
+                "GET {}{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                plan.path_prefix,
+                channel_name(&plan.channel, c as u32, plan.channels),
+                plan.host
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut w = Worker {
+        conns: Slab::with_capacity(plan.conns as usize),
+        plan,
+        poll,
+        pending: VecDeque::new(),
+        in_flight: 0,
+        attempted: 0,
+        established: 0,
+        errors: Errors::default(),
+        deliveries: 0,
+        duplicated: 0,
+        reordered: 0,
+        foreign: 0,
+        unique: vec![0; channels],
+        // Latencies up to 100 s at 3 significant digits.
+        hist: Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
+        scratch: vec![0u8; SCRATCH + 2 * MAX_HEAD],
+        start: Instant::now(),
+        ramp_end: None,
+        request,
+    };
+    // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
+    w.scratch.fill(0);
+    let pss_before = memory::own_mem().map(|m| m.pss).unwrap_or(0);
+    let mut events = Events::with_capacity(1024);
+    let mut last_report = Instant::now();
+    let mut pss_open = 0;
+    loop {
+        let ramping = w.attempted < w.plan.conns;
+        let timeout = if ramping || !w.pending.is_empty() {
+            Duration::from_millis(2)
+        } else {
+            Duration::from_millis(100)
+        };
+        if let Err(e) = w.poll.poll(&mut events, Some(timeout))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            return Err(e);
+        }
+        for ev in events.iter() {
+            if ev.token() != WAKER {
+                w.on_event(ev.token().0);
+            }
+        }
+        w.start_connections();
+        w.expire();
+        if w.ramp_end.is_none() && w.attempted == w.plan.conns && w.pending.is_empty() {
+            w.ramp_end = Some(Instant::now());
+            pss_open = memory::own_mem().map(|m| m.pss).unwrap_or(0);
+            w.report_progress()?;
+        }
+        if last_report.elapsed() >= Duration::from_millis(250) {
+            last_report = Instant::now();
+            w.report_progress()?;
+        }
+        if rx.try_recv().is_ok() {
+            break;
+        }
+    }
+    let fin = w.finish(pss_before, pss_open);
+    emit(&Line::Final(Box::new(fin)))?;
+    Ok(())
+}
+
+/// The channel name of channel index `c` of `k` (`name` itself when k = 1).
+pub fn channel_name(name: &str, c: u32, k: u32) -> String {
+    if k <= 1 {
+        name.to_string()
+    } else {
+        format!("{name}-{c}")
+    }
+}
+
+fn emit(line: &Line) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    serde_json::to_writer(&mut out, line).map_err(io::Error::other)?;
+    out.write_all(b"\n")?;
+    out.flush()
+}
+
+impl Worker {
+    fn progress(&self) -> Progress {
+        Progress {
+            index: self.plan.index,
+            established: self.established,
+            attempted: self.attempted,
+            errors: self.errors.clone(),
+            deliveries: self.deliveries,
+            ramp_done: self.ramp_end.is_some(),
+            ramp_secs: self
+                .ramp_end
+                .unwrap_or_else(Instant::now)
+                .duration_since(self.start)
+                .as_secs_f64(),
+        }
+    }
+
+    fn report_progress(&self) -> io::Result<()> {
+        emit(&Line::Progress(self.progress()))
+    }
+
+    /// Starts as many connections as the rate and the in-flight bound allow.
+    fn start_connections(&mut self) {
+        let allowed = match self.plan.rate {
+            Some(r) => ((self.start.elapsed().as_secs_f64() * r) as u64 + 1).min(self.plan.conns),
+            None => self.plan.conns,
+        };
+        while self.attempted < allowed && self.in_flight < self.plan.max_in_flight {
+            let g = self.plan.offset + self.attempted;
+            self.attempted += 1;
+            let src = if self.plan.sources.is_empty() {
+                None
+            } else {
+                Some(self.plan.sources[(g % self.plan.sources.len() as u64) as usize])
+            };
+            let chan = (g % u64::from(self.plan.channels.max(1))) as u32;
+            match connect(self.plan.target, src) {
+                Ok(sock) => {
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&sock.as_raw_fd()),
+                        Token(key),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        self.errors.count(&e);
+                        continue;
+                    }
+                    entry.insert(Conn {
+                        sock,
+                        st: St::Connecting,
+                        chan,
+                        next: 0,
+                        window: 0,
+                        partial: None,
+                    });
+                    self.in_flight += 1;
+                    self.pending.push_back((
+                        key,
+                        Instant::now() + Duration::from_millis(self.plan.connect_timeout_ms),
+                    ));
+                }
+                Err(e) => self.errors.count(&e),
+            }
+        }
+    }
+
+    /// Fails connections that did not open in time.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(&(key, deadline)) = self.pending.front() {
+            let open = self.conns.get(key).is_none_or(|c| c.st == St::Open);
+            if open {
+                self.pending.pop_front();
+                continue;
+            }
+            if deadline > now {
+                break;
+            }
+            self.pending.pop_front();
+            self.errors.timeout += 1;
+            self.drop_conn(key);
+        }
+    }
+
+    fn drop_conn(&mut self, key: usize) {
+        if let Some(c) = self.conns.try_remove(key) {
+            if c.st == St::Open {
+                self.established -= 1;
+            } else {
+                self.in_flight -= 1;
+            }
+        }
+    }
+
+    fn fail(&mut self, key: usize, e: &io::Error) {
+        let open = self.conns.get(key).is_some_and(|c| c.st == St::Open);
+        if open {
+            self.errors.closed_by_server += 1;
+        } else {
+            self.errors.count(e);
+        }
+        self.drop_conn(key);
+    }
+
+    fn on_event(&mut self, key: usize) {
+        let Some(c) = self.conns.get_mut(key) else {
+            return;
+        };
+        if c.st == St::Connecting {
+            match c.sock.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(key, &e),
+                Ok(None) => {}
+            }
+            match c.sock.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // still connecting
+                Err(e) => return self.fail(key, &e),
+            }
+            let req = &self.request[c.chan as usize];
+            match c.sock.write(req) {
+                Ok(n) if n == req.len() => c.st = St::Upgrading,
+                Ok(_) => return self.fail(key, &io::Error::other("short write of the upgrade")),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return self.fail(key, &e),
+            }
+        }
+        self.read(key);
+    }
+
+    fn read(&mut self, key: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        while let Some(c) = self.conns.get_mut(key) {
+            let start = c.partial.as_ref().map_or(0, |p| p.len());
+            if let Some(p) = c.partial.take() {
+                scratch[..start].copy_from_slice(&p);
+            }
+            match c.sock.read(&mut scratch[start..start + SCRATCH]) {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::UnexpectedEof);
+                    self.fail(key, &e);
+                    break;
+                }
+                Ok(n) => {
+                    let total = start + n;
+                    let used = self.consume(key, &scratch[..total]);
+                    if let Some(c) = self.conns.get_mut(key)
+                        && used < total
+                    {
+                        c.partial = Some(Box::new(scratch[used..total].to_vec()));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if start > 0
+                        && let Some(c) = self.conns.get_mut(key)
+                    {
+                        c.partial = Some(Box::new(scratch[..start].to_vec()));
+                    }
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if start > 0
+                        && let Some(c) = self.conns.get_mut(key)
+                    {
+                        c.partial = Some(Box::new(scratch[..start].to_vec()));
+                    }
+                }
+                Err(e) => {
+                    self.fail(key, &e);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Handles received bytes; returns how many were used (the rest is an incomplete unit).
+    fn consume(&mut self, key: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        if self.conns[key].st == St::Upgrading {
+            let Some(end) = find(buf, b"\r\n\r\n") else {
+                if buf.len() > MAX_HEAD {
+                    self.errors.http_status += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+                return 0;
+            };
+            if !buf.starts_with(b"HTTP/1.1 101") {
+                self.errors.http_status += 1;
+                self.drop_conn(key);
+                return buf.len();
+            }
+            self.conns[key].st = St::Open;
+            self.in_flight -= 1;
+            self.established += 1;
+            pos = end + 4;
+        }
+        while pos < buf.len() {
+            let rest = &buf[pos..];
+            let Some((op, payload_at, len)) = frame_header(rest) else {
+                return pos;
+            };
+            if rest.len() < payload_at + len {
+                return pos;
+            }
+            let payload = &rest[payload_at..payload_at + len];
+            pos += payload_at + len;
+            match op {
+                0x1 | 0x2 => self.on_message(key, payload),
+                0x9 => {
+                    // Answer pings (masked, as a client must).
+                    let pong = client_frame(0xA, payload);
+                    let c = &mut self.conns[key];
+                    let _ = c.sock.write(&pong);
+                }
+                0x8 => {
+                    self.errors.closed_by_server += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+                _ => {}
+            }
+        }
+        pos
+    }
+
+    fn on_message(&mut self, key: usize, payload: &[u8]) {
+        self.deliveries += 1;
+        let Some((seq, sent_ns)) = msg::parse(payload) else {
+            self.foreign += 1;
+            return;
+        };
+        let now = msg::now_ns();
+        let us = now.saturating_sub(sent_ns) / 1000;
+        let _ = self.hist.record(us.max(1));
+        let c = &mut self.conns[key];
+        let chan = c.chan as usize;
+        if seq >= c.next {
+            // New: shift the window past the skipped numbers.
+            let shift = u64::from(seq - c.next) + 1;
+            c.window = if shift >= 64 { 0 } else { c.window << shift } | 1;
+            c.next = seq + 1;
+            self.unique[chan] += 1;
+        } else {
+            let back = u64::from(c.next - 1 - seq);
+            if back < 64 && c.window & (1 << back) != 0 {
+                self.duplicated += 1;
+            } else {
+                // Arrived after a later one: counted as reordered (and received).
+                if back < 64 {
+                    c.window |= 1 << back;
+                }
+                self.reordered += 1;
+                self.unique[chan] += 1;
+            }
+        }
+    }
+
+    fn finish(mut self, pss_before: u64, pss_open: u64) -> Final {
+        let mut per_chan_conns = vec![0u64; self.unique.len()];
+        for (_, c) in self.conns.iter() {
+            if c.st == St::Open {
+                per_chan_conns[c.chan as usize] += 1;
+            }
+        }
+        let progress = self.progress();
+        // Close everything: dropping a socket sends FIN.
+        self.conns.clear();
+        Final {
+            progress,
+            per_channel: per_chan_conns
+                .iter()
+                .zip(self.unique.iter())
+                .enumerate()
+                .map(|(i, (n, u))| (i as u32, *n, *u))
+                .collect(),
+            duplicated: self.duplicated,
+            reordered: self.reordered,
+            foreign: self.foreign,
+            latency: self
+                .hist
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+            pss_before,
+            pss_open,
+        }
+    }
+}
+
+/// Starts a non-blocking connect from `src` (port chosen at connect time, so that the same port
+/// may serve several targets: IP_BIND_ADDRESS_NO_PORT).
+fn connect(target: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    if let Some(ip) = src {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the stated size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        s.bind(&SocketAddr::V4(SocketAddrV4::new(ip, 0)).into())?;
+    }
+    match s.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}
+
+/// (opcode, payload offset, payload length) of a server frame at the start of `b`.
+fn frame_header(b: &[u8]) -> Option<(u8, usize, usize)> {
+    let (&b0, &b1) = (b.first()?, b.get(1)?);
+    let op = b0 & 0x0F;
+    match b1 & 0x7F {
+        126 => Some((
+            op,
+            4,
+            usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])),
+        )),
+        127 => {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b.get(2..10)?);
+            Some((op, 10, usize::try_from(u64::from_be_bytes(a)).ok()?))
+        }
+        n => Some((op, 2, usize::from(n))),
+    }
+}
+
+/// A small masked client frame (control frames).
+fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x5A, 0xA5, 0x3C, 0xC3];
+    let mut v = vec![0x80 | op, 0x80 | payload.len().min(125) as u8];
+    v.extend_from_slice(&mask);
+    v.extend(
+        payload
+            .iter()
+            .take(125)
+            .enumerate()
+            .map(|(i, b)| b ^ mask[i % 4]),
+    );
+    v
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_entry_is_small() {
+        // The flood process's own cost per connection must stay far below 1 KB.
+        assert_eq!(std::mem::size_of::<Conn>(), 32);
+    }
+
+    #[test]
+    fn frame_headers() {
+        assert_eq!(frame_header(&[0x81, 5]), Some((1, 2, 5)));
+        assert_eq!(frame_header(&[0x81, 126, 1, 0]), Some((1, 4, 256)));
+        assert_eq!(frame_header(&[0x81]), None);
+        assert_eq!(frame_header(&[0x81, 127, 0, 0]), None);
+    }
+
+    #[test]
+    fn channel_names() {
+        assert_eq!(channel_name("bench", 0, 1), "bench");
+        assert_eq!(channel_name("bench", 3, 8), "bench-3");
+    }
+}

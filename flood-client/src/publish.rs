@@ -1,0 +1,208 @@
+//! The publish load: `--publish-rate` messages per second over keep-alive `POST /pub/{channel}`
+//! connections. Each publisher thread owns a disjoint set of channels and their sequence
+//! counters, so numbers on one channel are strictly increasing in publish order.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::engine::channel_name;
+use crate::msg;
+
+/// What to publish.
+#[derive(Debug, Clone)]
+pub struct PublishPlan {
+    pub target: SocketAddr,
+    pub host: String,
+    /// e.g. `/pub/`.
+    pub path_prefix: String,
+    pub channel: String,
+    pub channels: u32,
+    /// Messages per second over all channels.
+    pub rate: f64,
+    /// Payload bytes per message.
+    pub size: usize,
+    /// Publisher connections (threads).
+    pub connections: usize,
+}
+
+/// A running publish load.
+pub struct Publisher {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    /// Messages accepted (2xx) per channel.
+    published: Arc<Vec<AtomicU64>>,
+    errors: Arc<AtomicU64>,
+}
+
+/// What was published.
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub per_channel: Vec<u64>,
+    pub errors: u64,
+}
+
+impl Published {
+    pub fn total(&self) -> u64 {
+        self.per_channel.iter().sum()
+    }
+}
+
+impl Publisher {
+    pub fn start(plan: PublishPlan) -> Publisher {
+        let channels = plan.channels.max(1) as usize;
+        let threads_n = plan.connections.clamp(1, channels);
+        let stop = Arc::new(AtomicBool::new(false));
+        let published: Arc<Vec<AtomicU64>> =
+            Arc::new((0..channels).map(|_| AtomicU64::new(0)).collect());
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        for t in 0..threads_n {
+            let mine: Vec<usize> = (t..channels).step_by(threads_n).collect();
+            let rate = plan.rate * mine.len() as f64 / channels as f64;
+            let (plan, stop, published, errors) = (
+                plan.clone(),
+                stop.clone(),
+                published.clone(),
+                errors.clone(),
+            );
+            threads.push(std::thread::spawn(move || {
+                publish_loop(&plan, &mine, rate, &stop, &published, &errors)
+            }));
+        }
+        Publisher {
+            stop,
+            threads,
+            published,
+            errors,
+        }
+    }
+
+    pub fn finish(self) -> Published {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        Published {
+            per_channel: self
+                .published
+                .iter()
+                .map(|a| a.load(Ordering::Relaxed))
+                .collect(),
+            errors: self.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn publish_loop(
+    plan: &PublishPlan,
+    mine: &[usize],
+    rate: f64,
+    stop: &AtomicBool,
+    published: &[AtomicU64],
+    errors: &AtomicU64,
+) {
+    let mut conn: Option<HttpConn> = None;
+    let mut seq = vec![0u32; mine.len()];
+    let start = Instant::now();
+    let mut i: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // Paced: message i leaves at start + i / rate (no catching up in a burst beyond that).
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep((due - now).min(Duration::from_millis(50)));
+            continue;
+        }
+        let k = (i % mine.len() as u64) as usize;
+        i += 1;
+        let chan = mine[k];
+        let body = msg::encode(seq[k], msg::now_ns(), plan.size);
+        seq[k] += 1;
+        let path = format!(
+            "{}{}",
+            plan.path_prefix,
+            channel_name(&plan.channel, chan as u32, plan.channels)
+        );
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match HttpConn::connect(plan.target) {
+                Ok(c) => conn.insert(c),
+                Err(_) => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        match c.post(&plan.host, &path, &body) {
+            Ok(s) if (200..300).contains(&s) => {
+                published[chan].fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {
+                errors.fetch_add(1, Ordering::Relaxed);
+                conn = None;
+            }
+        }
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection for POSTs.
+struct HttpConn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl HttpConn {
+    fn connect(addr: SocketAddr) -> io::Result<HttpConn> {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(HttpConn { s, buf: Vec::new() })
+    }
+
+    /// POSTs `body`, returns the status.
+    fn post(&mut self, host: &str, path: &str, body: &[u8]) -> io::Result<u16> {
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        self.s.write_all(&req)?;
+        let mut tmp = [0u8; 4096];
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let status: u16 = head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| io::Error::other("bad status line"))?;
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    self.buf.drain(..end + 4 + len);
+                    return Ok(status);
+                }
+            }
+            let n = self.s.read(&mut tmp)?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            self.buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+}

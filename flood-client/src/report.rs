@@ -1,0 +1,376 @@
+//! The run's report: totals from the workers' finals, memory per connection, latency
+//! percentiles, loss accounting; as a human summary, JSON and an SVG.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use crate::Args;
+use crate::engine::{Errors, Final};
+use crate::memory::{KernelMem, ProcMem};
+use crate::plot;
+use crate::publish::Published;
+
+/// One memory sample during the ramp.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub secs: f64,
+    pub established: u64,
+    pub server: Option<ProcMem>,
+    pub kernel: Option<KernelMem>,
+}
+
+/// Everything the report is built from.
+pub struct Inputs<'a> {
+    pub args: &'a Args,
+    pub procs: u32,
+    pub nofile: u64,
+    pub ramp_secs: f64,
+    pub rate_limited: bool,
+    pub finals: &'a [Final],
+    pub published: &'a Published,
+    pub server_pids: &'a [u32],
+    pub server_before: Option<ProcMem>,
+    pub server_open: Option<ProcMem>,
+    pub kernel_before: Option<KernelMem>,
+    pub kernel_open: Option<KernelMem>,
+    pub samples: &'a [Sample],
+    pub server_local: bool,
+}
+
+pub struct Report {
+    json: serde_json::Value,
+    summary: String,
+    svg: String,
+    ok: bool,
+}
+
+fn per_conn(grown: Option<u64>, n: u64) -> Option<f64> {
+    grown.filter(|_| n > 0).map(|g| g as f64 / n as f64)
+}
+
+impl Report {
+    pub fn build(i: Inputs<'_>) -> Report {
+        let a = i.args;
+        let mut errors = Errors::default();
+        let mut established = 0;
+        let mut deliveries = 0;
+        let (mut duplicated, mut reordered, mut foreign) = (0, 0, 0);
+        let mut client_grown = 0u64;
+        let channels = a.channels.max(1) as usize;
+        let mut conns_per_chan = vec![0u64; channels];
+        let mut unique_per_chan = vec![0u64; channels];
+        let mut hist: Histogram<u64> =
+            Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds");
+        for f in i.finals {
+            errors.add(&f.progress.errors);
+            established += f.progress.established;
+            deliveries += f.progress.deliveries;
+            duplicated += f.duplicated;
+            reordered += f.reordered;
+            foreign += f.foreign;
+            client_grown += f.pss_open.saturating_sub(f.pss_before);
+            for &(c, n, u) in &f.per_channel {
+                if let Some(slot) = conns_per_chan.get_mut(c as usize) {
+                    *slot += n;
+                    unique_per_chan[c as usize] += u;
+                }
+            }
+            for &(v, n) in &f.latency {
+                let _ = hist.record_n(v.max(1), n);
+            }
+        }
+        let expected: u64 = conns_per_chan
+            .iter()
+            .zip(i.published.per_channel.iter().chain(std::iter::repeat(&0)))
+            .map(|(n, p)| n * p)
+            .sum();
+        let unique: u64 = unique_per_chan.iter().sum();
+        let lost = expected.saturating_sub(unique);
+        let connect_rate = if i.ramp_secs > 0.0 {
+            established as f64 / i.ramp_secs
+        } else {
+            0.0
+        };
+        let server_pss = match (i.server_before, i.server_open) {
+            (Some(b), Some(o)) => Some(o.pss.saturating_sub(b.pss)),
+            _ => None,
+        };
+        let server_rss = match (i.server_before, i.server_open) {
+            (Some(b), Some(o)) => Some(o.rss.saturating_sub(b.rss)),
+            _ => None,
+        };
+        let kernel = match (&i.kernel_before, &i.kernel_open) {
+            (Some(b), Some(o)) => Some(o.growth_since(b)),
+            _ => None,
+        };
+        let top_caches = match (&i.kernel_before, &i.kernel_open) {
+            (Some(b), Some(o)) => o.top_growth(b, 6),
+            _ => Vec::new(),
+        };
+        let q = |p: f64| {
+            if hist.is_empty() {
+                0
+            } else {
+                hist.value_at_quantile(p)
+            }
+        };
+        let latency = json!({
+            "p50": q(0.50), "p90": q(0.90), "p99": q(0.99), "p999": q(0.999),
+            "max": if hist.is_empty() { 0 } else { hist.max() },
+            "count": hist.len(),
+        });
+        let ramp: Vec<_> = i
+            .samples
+            .iter()
+            .map(|s| {
+                json!({
+                    "secs": s.secs,
+                    "established": s.established,
+                    "server_pss_bytes": s.server.map(|m| m.pss),
+                    "server_rss_bytes": s.server.map(|m| m.rss),
+                    "kernel_bytes": match (&i.kernel_before, &s.kernel) {
+                        (Some(b), Some(k)) => Some(k.growth_since(b)),
+                        _ => None,
+                    },
+                })
+            })
+            .collect();
+        let json = json!({
+            "params": {
+                "url": a.url, "conns": a.conns, "rate": a.rate, "duration": a.duration,
+                "procs": i.procs, "source": a.source, "channels": a.channels,
+                "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
+                "open_files_per_process": i.nofile,
+            },
+            "conns_target": a.conns,
+            "conns_established": established,
+            "ramp_secs": i.ramp_secs,
+            "connect_rate_per_sec": connect_rate,
+            "connect_rate_limited": i.rate_limited,
+            "errors": errors,
+            "server_pids": i.server_pids,
+            "server_pss_bytes_before": i.server_before.map(|m| m.pss),
+            "server_pss_bytes_open": i.server_open.map(|m| m.pss),
+            "server_pss_bytes_per_conn": per_conn(server_pss, established),
+            "server_rss_bytes_per_conn": per_conn(server_rss, established),
+            "kernel_bytes_per_conn": per_conn(kernel, established),
+            "kernel_counts_both_ends": i.server_local,
+            "kernel_top_caches": top_caches,
+            "client_bytes_per_conn": per_conn(Some(client_grown), established),
+            "published": i.published.total(),
+            "publish_errors": i.published.errors,
+            "deliveries": deliveries,
+            "expected_deliveries": expected,
+            "lost": lost,
+            "duplicated": duplicated,
+            "reordered": reordered,
+            "foreign_frames": foreign,
+            "latency_us": latency,
+            "ramp": ramp,
+        });
+        let ok = established == a.conns
+            && lost == 0
+            && duplicated == 0
+            && reordered == 0
+            && i.published.errors == 0;
+        let summary = summary(&json, &errors, i.server_local);
+        let svg = svg(i.samples, &i.kernel_before, &hist, i.server_before);
+        Report {
+            json,
+            summary,
+            svg,
+            ok,
+        }
+    }
+
+    pub fn json(&self) -> String {
+        serde_json::to_string_pretty(&self.json).expect("a Value always serializes") + "\n"
+    }
+
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    pub fn svg(&self) -> &str {
+        &self.svg
+    }
+
+    /// Every connection opened and nothing was lost, duplicated or reordered.
+    pub fn ok(&self) -> bool {
+        self.ok
+    }
+}
+
+fn fmt_bytes(v: &serde_json::Value) -> String {
+    v.as_f64()
+        .map_or_else(|| "n/a".to_string(), |b| format!("{b:.0} B"))
+}
+
+fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "== flood summary");
+    let _ = writeln!(
+        s,
+        "connections: {} of {} in {:.2} s ({:.0}/s{})",
+        j["conns_established"],
+        j["conns_target"],
+        j["ramp_secs"].as_f64().unwrap_or(0.0),
+        j["connect_rate_per_sec"].as_f64().unwrap_or(0.0),
+        if j["connect_rate_limited"].as_bool() == Some(true) {
+            ", paced by --rate"
+        } else {
+            ", as fast as accepted"
+        }
+    );
+    let _ = writeln!(
+        s,
+        "per connection: server PSS {}, server RSS {}, kernel {}{}, this client {}",
+        fmt_bytes(&j["server_pss_bytes_per_conn"]),
+        fmt_bytes(&j["server_rss_bytes_per_conn"]),
+        fmt_bytes(&j["kernel_bytes_per_conn"]),
+        if server_local {
+            " (both ends: the server is on this machine)"
+        } else {
+            ""
+        },
+        fmt_bytes(&j["client_bytes_per_conn"]),
+    );
+    if j["server_pids"].as_array().is_some_and(|a| a.is_empty()) {
+        let _ = writeln!(
+            s,
+            "  (no server process found for the memory figures: pass --server-pid)"
+        );
+    }
+    if j["published"].as_u64().unwrap_or(0) > 0 || j["deliveries"].as_u64().unwrap_or(0) > 0 {
+        let l = &j["latency_us"];
+        let _ = writeln!(
+            s,
+            "messages: {} published ({} errors), {} deliveries of {} expected; lost {}, \
+             duplicated {}, reordered {}",
+            j["published"],
+            j["publish_errors"],
+            j["deliveries"],
+            j["expected_deliveries"],
+            j["lost"],
+            j["duplicated"],
+            j["reordered"]
+        );
+        let _ = writeln!(
+            s,
+            "latency (µs): p50 {} p90 {} p99 {} p99.9 {} max {}",
+            l["p50"], l["p90"], l["p99"], l["p999"], l["max"]
+        );
+    }
+    if e.total() + e.closed_by_server > 0 {
+        let _ = writeln!(
+            s,
+            "errors: refused {} reset {} timeout {} eaddrnotavail {} emfile {} http {} \
+             closed-by-server {} other {}",
+            e.refused,
+            e.reset,
+            e.timeout,
+            e.eaddrnotavail,
+            e.emfile,
+            e.http_status,
+            e.closed_by_server,
+            e.other
+        );
+        for hint in hints(e) {
+            let _ = writeln!(s, "  - {hint}");
+        }
+    }
+    s
+}
+
+/// What to change, per kind of error.
+pub fn hints(e: &Errors) -> Vec<&'static str> {
+    let mut h = Vec::new();
+    if e.refused > 0 {
+        h.push(
+            "refused: the server is not listening, or its accept queue overflowed: raise \
+             net.core.somaxconn and the server's backlog, or lower --rate",
+        );
+    }
+    if e.reset > 0 {
+        h.push(
+            "reset: the server dropped connections (its connection limit, or its open-files \
+             limit): check its counters (/stats) and its ulimit -n",
+        );
+    }
+    if e.timeout > 0 {
+        h.push(
+            "timeout: handshakes took longer than --connect-timeout: lower --rate, or raise \
+             net.ipv4.tcp_max_syn_backlog and the accept backlog",
+        );
+    }
+    if e.eaddrnotavail > 0 {
+        h.push(
+            "eaddrnotavail: out of ephemeral ports for this source/target pair: add --source \
+             127.0.0.2-127.0.0.40, or widen net.ipv4.ip_local_port_range",
+        );
+    }
+    if e.emfile > 0 {
+        h.push("emfile: a client process ran out of open files: use more --procs");
+    }
+    if e.http_status > 0 {
+        h.push(
+            "http: the server refused the upgrade (limit reached? wrong path?): check --url and \
+             the server's limits",
+        );
+    }
+    if e.closed_by_server > 0 {
+        h.push(
+            "closed-by-server: established connections were closed (idle timeout, slow \
+             consumer, shutdown): check the server's counters",
+        );
+    }
+    h
+}
+
+fn svg(
+    samples: &[Sample],
+    kernel_before: &Option<KernelMem>,
+    hist: &Histogram<u64>,
+    server_before: Option<ProcMem>,
+) -> String {
+    let pts = |f: &dyn Fn(&Sample) -> Option<f64>| -> Vec<(f64, f64)> {
+        samples
+            .iter()
+            .filter(|s| s.established > 0)
+            .filter_map(|s| f(s).map(|v| (s.established as f64, v / s.established as f64)))
+            .collect()
+    };
+    let pss = pts(&|s| Some(s.server?.pss.saturating_sub(server_before?.pss) as f64));
+    let rss = pts(&|s| Some(s.server?.rss.saturating_sub(server_before?.rss) as f64));
+    let kern = pts(&|s| Some(s.kernel.as_ref()?.growth_since(kernel_before.as_ref()?) as f64));
+    let mem = plot::line_chart(
+        "Memory per connection during the ramp",
+        "connections established",
+        "bytes per connection",
+        &[
+            plot::Series {
+                name: "server PSS",
+                points: &pss,
+            },
+            plot::Series {
+                name: "server RSS",
+                points: &rss,
+            },
+            plot::Series {
+                name: "kernel",
+                points: &kern,
+            },
+        ],
+    );
+    let mut charts = vec![mem];
+    if !hist.is_empty() {
+        let pct: Vec<(f64, f64)> = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99]
+            .iter()
+            .map(|&p| (p, hist.value_at_quantile(p / 100.0) as f64))
+            .collect();
+        charts.push(plot::percentile_chart("Delivery latency", &pct));
+    }
+    plot::stack(&charts)
+}
