@@ -399,7 +399,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             ramp_secs = progress.iter().map(|p| p.ramp_secs).fold(0.0, f64::max);
             break;
         }
-        if interrupted.load(Ordering::Relaxed) || workers_gone(&mut workers) {
+        if interrupted.load(Ordering::Relaxed) || any_worker_gone(&mut workers) {
             break;
         }
     }
@@ -529,6 +529,20 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Whether some worker has exited (crashed or killed): the ramp cannot complete.
+fn any_worker_gone(workers: &mut [WorkerProc]) -> bool {
+    let mut gone = 0;
+    for w in workers.iter_mut() {
+        if matches!(w.child.try_wait(), Ok(Some(_))) {
+            gone += 1;
+        }
+    }
+    if gone > 0 {
+        eprintln!("flood: {gone} worker process(es) exited during the ramp");
+    }
+    gone > 0
 }
 
 /// Whether every worker has exited (e.g. killed).
