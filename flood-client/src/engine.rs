@@ -31,7 +31,8 @@ pub struct WorkerPlan {
     pub offset: u64,
     /// Connections per second for this worker; `None` = as fast as possible.
     pub rate: Option<f64>,
-    pub target: SocketAddr,
+    /// Server addresses; connection g goes to `targets[g % len]`.
+    pub targets: Vec<SocketAddr>,
     pub host: String,
     /// Path prefix without the channel, e.g. `/sub/`.
     pub path_prefix: String,
@@ -332,7 +333,8 @@ impl Worker {
                 Some(self.plan.sources[(g % self.plan.sources.len() as u64) as usize])
             };
             let chan = (g % u64::from(self.plan.channels.max(1))) as u32;
-            match connect(self.plan.target, src) {
+            let target = self.plan.targets[(g % self.plan.targets.len() as u64) as usize];
+            match connect(target, src) {
                 Ok(sock) => {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();

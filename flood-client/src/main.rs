@@ -39,6 +39,13 @@ pub struct Args {
     #[arg(long, default_value = "ws://127.0.0.1:8080/sub/flood")]
     pub url: String,
 
+    /// More targets of the same server (HOST:PORT, comma-separated, e.g. 127.0.0.2:8080 for a
+    /// server listening on 0.0.0.0): connections are spread over the URL's address and these,
+    /// each pair of source and target address giving another set of ephemeral ports. Publishing
+    /// goes to the URL's address.
+    #[arg(long, value_delimiter = ',')]
+    pub also_target: Vec<String>,
+
     /// Path prefix for publishing (the channel name is appended).
     #[arg(long)]
     pub pub_path: Option<String>,
@@ -278,12 +285,27 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         .procs
         .unwrap_or_else(|| preflight::procs_needed(args.conns, limits.nofile_soft))
         .max(1);
+    let mut targets = vec![target.addr];
+    for t in &args.also_target {
+        let a = t
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve --also-target {t}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("--also-target {t} resolves to nothing"))?;
+        if !is_loopback(a.ip()) && !args.allow_remote {
+            return Err(format!(
+                "{} is not a loopback address; pass --allow-remote to load another machine",
+                a.ip()
+            ));
+        }
+        targets.push(a);
+    }
     let server_local = is_loopback(target.addr.ip());
     let plan = preflight::Plan {
         conns: args.conns,
         procs,
         sources: sources.len().max(1) as u32,
-        targets: 1,
+        targets: targets.len() as u32,
         server_local,
         client_bytes_per_conn: 1024,
         server_bytes_per_conn: 1024,
@@ -330,7 +352,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             conns: n,
             offset,
             rate: rate.map(|r| r * n as f64 / args.conns as f64),
-            target: target.addr,
+            targets: targets.clone(),
             host: target.host.clone(),
             path_prefix: target.sub_prefix.clone(),
             channel: target.channel.clone(),
