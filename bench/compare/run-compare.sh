@@ -7,8 +7,8 @@
 # side-by-side table. JSON reports: target/compare/edgecomet.json and target/compare/nchan.json;
 # server logs next to them.
 #
-# Environment: PORT1 (edgecomet, default 18081), PORT2 (nginx, default 18082),
-# FLOOD_ARGS (appended to both flood commands).
+# Environment: PORT1 (edgecomet, default 18081), PORT2 (nginx, default 18082), PUBLISH_RATE
+# (default 100), FLOOD_ARGS (appended to both flood commands).
 # Needs: nginx and libnginx-mod-nchan (apt-get install nginx libnginx-mod-nchan), jq.
 # Exit status: 0 if both flood runs were clean (all connections, nothing lost), 1 otherwise.
 set -euo pipefail
@@ -19,7 +19,9 @@ PORT2="${PORT2:-18082}"
 OUT=target/compare
 CONF=bench/compare/nchan.conf
 NCHAN_SO=/usr/lib/nginx/modules/ngx_nchan_module.so
-FLOOD_COMMON=(--conns 15000 --rate 5000 --duration 10 --publish-rate 100 --size 64 --channels 10)
+PUBLISH_RATE="${PUBLISH_RATE:-100}"
+FLOOD_COMMON=(--conns 15000 --rate 5000 --duration 10 --publish-rate "$PUBLISH_RATE" --size 64
+    --channels 10)
 
 server_pid=""
 prefix=""
@@ -65,7 +67,25 @@ wait_listen() {
     return 1
 }
 
+# CPU seconds (user + system, all threads) used so far by process $1 and its child processes
+# (nginx's workers).
+cpu_secs() {
+    local tck p total=0
+    tck=$(getconf CLK_TCK)
+    for p in "$1" $(pgrep -P "$1" || true); do
+        # Fields 14 and 15 of /proc/PID/stat (after the command in parentheses); a process
+        # that is gone counts as 0.
+        total=$((total + $(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null |
+            awk '{ t = $12 + $13 } END { print t + 0 }')))
+    done
+    awk -v t="$total" -v k="$tck" 'BEGIN { printf "%.1f", t / k }'
+}
+
 stop_server() {
+    local cpu
+    cpu=$(cpu_secs "$server_pid")
+    echo "server CPU: $cpu s user+system since it started ($1)"
+    echo "$cpu" >"$OUT/$1.cpu"
     kill -TERM "$server_pid"
     wait "$server_pid" || true
     server_pid=""
@@ -103,7 +123,7 @@ echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "== build"
 run cargo build --release -p edgecomet -p edgecomet-flood
 mkdir -p "$OUT"
-rm -f "$OUT/edgecomet.json" "$OUT/nchan.json"
+rm -f "$OUT"/{edgecomet,nchan}.{json,cpu}
 status=0
 
 echo "== edgecomet on 127.0.0.1:$PORT1"
@@ -116,7 +136,7 @@ wait_listen "$PORT1" "$server_pid"
 # shellcheck disable=SC2086
 run target/release/flood --url "ws://127.0.0.1:$PORT1/sub/flood" "${FLOOD_COMMON[@]}" \
     --json "$OUT/edgecomet.json" ${FLOOD_ARGS:-} || status=1
-stop_server
+stop_server edgecomet
 echo "(edgecomet took $(elapsed "$start") s)"
 
 echo "== nginx + nchan on 127.0.0.1:$PORT2"
@@ -133,7 +153,7 @@ wait_listen "$PORT2" "$server_pid"
 # shellcheck disable=SC2086
 run target/release/flood --url "ws://127.0.0.1:$PORT2/sub/flood" "${FLOOD_COMMON[@]}" \
     --json "$OUT/nchan.json" ${FLOOD_ARGS:-} || status=1
-stop_server
+stop_server nchan
 cp "$prefix/logs/error.log" "$OUT/nchan-error.log"
 echo "(nginx + nchan took $(elapsed "$start") s)"
 
@@ -147,6 +167,7 @@ printf '%-28s %18s %18s\n' "" edgecomet nginx+nchan
 row "established" '"\(.conns_established) of \(.conns_target)"'
 row "connect time (ramp_secs)" '.ramp_secs * 100 | round / 100'
 row "connect rate /s" '.connect_rate_per_sec | round'
+row "flood processes" '.params.procs'
 row "server pids" '.server_pids | map(tostring) | join(",")'
 row "server PSS B/conn" '.server_pss_bytes_per_conn // "n/a" | if type == "number" then round else . end'
 row "server RSS B/conn" '.server_rss_bytes_per_conn // "n/a" | if type == "number" then round else . end'
@@ -160,6 +181,8 @@ row "latency p90 µs" '.latency_us.p90'
 row "latency p99 µs" '.latency_us.p99'
 row "latency p99.9 µs" '.latency_us.p999'
 row "latency max µs" '.latency_us.max'
+printf '%-28s %18s %18s\n' "server CPU s (whole life)" \
+    "$(cat "$OUT/edgecomet.cpu" 2>/dev/null || echo n/a)" "$(cat "$OUT/nchan.cpu" 2>/dev/null || echo n/a)"
 row "errors" '.errors | to_entries | map(select(.value != 0) | "\(.key) \(.value)") | join(", ") | if . == "" then "none" else . end'
 echo "== run-compare: $([ $status -eq 0 ] && echo PASS || echo FAIL) in $(elapsed "$t0") s"
 exit $status

@@ -402,7 +402,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     // Ramp: until every worker has settled all its connections.
     let mut ramp_secs = 0.0;
     loop {
-        while let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(50)) {
+        for (i, line) in pump(&rx, Duration::from_millis(50)) {
             match line {
                 Line::Progress(p) => progress[i as usize] = p,
                 Line::Final(f) => finals[i as usize] = Some(*f),
@@ -460,7 +460,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         && !interrupted.load(Ordering::Relaxed)
         && !workers_gone(&mut workers)
     {
-        while let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(100)) {
+        for (i, line) in pump(&rx, Duration::from_millis(100)) {
             if let Line::Progress(p) = line {
                 progress[i as usize] = p;
             }
@@ -484,7 +484,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         let mut last = u64::MAX;
         let mut still = 0;
         while Instant::now() < until && still < 5 {
-            while let Ok((i, line)) = rx.recv_timeout(Duration::from_millis(100)) {
+            for (i, line) in pump(&rx, Duration::from_millis(100)) {
                 if let Line::Progress(p) = line {
                     progress[i as usize] = p;
                 }
@@ -551,6 +551,17 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Waits up to `wait` for the first worker line, then takes whatever else is already there.
+/// Bounded, so that a steady stream of lines cannot hold up the caller's own clock.
+fn pump(rx: &mpsc::Receiver<(u32, Line)>, wait: Duration) -> Vec<(u32, Line)> {
+    let mut out = Vec::new();
+    if let Ok(first) = rx.recv_timeout(wait) {
+        out.push(first);
+        out.extend(rx.try_iter());
+    }
+    out
 }
 
 /// Whether some worker has exited (crashed or killed): the ramp cannot complete.
