@@ -563,24 +563,10 @@ impl Worker {
 
     fn publish(&mut self, idx: usize, channel: &str, body: &[u8], keep_alive: bool) {
         if !pubsub::valid_channel(channel, self.cfg.max_channel_len) {
-            return self.respond_error(
-                idx,
-                400,
-                "Bad Request",
-                "",
-                "invalid channel name\n",
-                keep_alive,
-            );
+            return self.bad_request(idx, "invalid channel name\n", keep_alive);
         }
         if std::str::from_utf8(body).is_err() {
-            return self.respond_error(
-                idx,
-                400,
-                "Bad Request",
-                "",
-                "message must be UTF-8 text\n",
-                keep_alive,
-            );
+            return self.bad_request(idx, "message must be UTF-8 text\n", keep_alive);
         }
         let framed = frame::frame(OP_TEXT, body);
         WorkerStats::add(&self.stats.messages_in, 1);
@@ -635,14 +621,7 @@ impl Worker {
     fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
         if let Some(ch) = channel {
             if !pubsub::valid_channel(ch, self.cfg.max_channel_len) {
-                return self.respond_error(
-                    idx,
-                    400,
-                    "Bad Request",
-                    "",
-                    "invalid channel name\n",
-                    false,
-                );
+                return self.bad_request(idx, "invalid channel name\n", false);
             }
             if !self.channels.admits(ch) {
                 WorkerStats::add(&self.stats.channel_limit, 1);
@@ -686,6 +665,10 @@ impl Worker {
         if self.send(idx, &[Bytes::from(resp)], false).is_err() {
             self.remove(idx);
         }
+    }
+
+    fn bad_request(&mut self, idx: usize, body: &str, keep_alive: bool) {
+        self.respond_error(idx, 400, "Bad Request", "", body, keep_alive);
     }
 
     fn respond_error(
