@@ -478,6 +478,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     }
     let _ = rate_now;
     let published = publisher.map(|p| p.finish()).unwrap_or_default();
+    let publish_secs = hold_start.elapsed().as_secs_f64();
     // Drain: wait until deliveries stop growing (or the drain time passes).
     if published.total() > 0 {
         let until = Instant::now() + Duration::from_secs(args.drain);
@@ -528,6 +529,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         procs,
         nofile,
         ramp_secs,
+        publish_secs,
         rate_limited: rate.is_some(),
         finals: &finals,
         published: &published,

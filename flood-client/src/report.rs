@@ -27,6 +27,8 @@ pub struct Inputs<'a> {
     pub procs: u32,
     pub nofile: u64,
     pub ramp_secs: f64,
+    /// Seconds the publish load ran (the hold).
+    pub publish_secs: f64,
     pub rate_limited: bool,
     pub finals: &'a [Final],
     pub published: &'a Published,
@@ -90,6 +92,11 @@ impl Report {
         let lost = expected.saturating_sub(unique);
         let connect_rate = if i.ramp_secs > 0.0 {
             established as f64 / i.ramp_secs
+        } else {
+            0.0
+        };
+        let deliveries_per_sec = if i.publish_secs > 0.0 {
+            deliveries as f64 / i.publish_secs
         } else {
             0.0
         };
@@ -162,6 +169,7 @@ impl Report {
             "published": i.published.total(),
             "publish_errors": i.published.errors,
             "deliveries": deliveries,
+            "deliveries_per_sec": deliveries_per_sec,
             "expected_deliveries": expected,
             "lost": lost,
             "duplicated": duplicated,
@@ -247,11 +255,12 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         let l = &j["latency_us"];
         let _ = writeln!(
             s,
-            "messages: {} published ({} errors), {} deliveries of {} expected; lost {}, \
+            "messages: {} published ({} errors), {} deliveries ({:.0}/s) of {} expected; lost {}, \
              duplicated {}, reordered {}",
             j["published"],
             j["publish_errors"],
             j["deliveries"],
+            j["deliveries_per_sec"].as_f64().unwrap_or(0.0),
             j["expected_deliveries"],
             j["lost"],
             j["duplicated"],
