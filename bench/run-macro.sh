@@ -15,20 +15,11 @@ run() {
     "$@"
 }
 
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
-    commit="$commit-dirty"
-fi
+# shellcheck source=bench/machine.sh
+. bench/machine.sh
+commit="$COMMIT"
 
-echo "== machine"
-echo "nproc:   $(nproc)"
-echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "kernel:  $(uname -srm)"
-echo "THP:     $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo n/a)"
-echo "nofile:  $(ulimit -n) (soft), $(ulimit -Hn) (hard)"
-echo "rustc:   $(rustc --version)"
-echo "commit:  $commit"
-echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+print_machine
 
 echo "== build"
 run cargo build --release -p edgecomet -p edgecomet-bench --bins || exit 2

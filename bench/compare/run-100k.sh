@@ -59,22 +59,14 @@ fi
 command -v jq >/dev/null || { echo "needs jq" >&2; exit 2; }
 
 t0=$(date +%s.%N)
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
-    commit="$commit-dirty"
-fi
+# shellcheck source=bench/machine.sh
+. bench/machine.sh
+commit="$COMMIT"
 
-echo "== machine"
-echo "nproc:   $(nproc)"
-echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "kernel:  $(uname -srm)"
-echo "memory:  $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-echo "nofile:  $(ulimit -n) (soft), $(ulimit -Hn) (hard)"
+print_machine
 for s in net.core.somaxconn net.ipv4.tcp_max_syn_backlog net.ipv4.ip_local_port_range fs.file-max; do
     echo "sysctl:  $s = $(sysctl -n "$s" | tr '\t' ' ')"
 done
-echo "commit:  $commit"
-echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 echo "== build"
 run cargo build --release -p edgecomet -p edgecomet-flood

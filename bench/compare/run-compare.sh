@@ -104,21 +104,13 @@ command -v nginx >/dev/null && [ -f "$NCHAN_SO" ] || {
 command -v jq >/dev/null || { echo "needs jq" >&2; exit 2; }
 
 t0=$(date +%s.%N)
-commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [ -n "$(git status --porcelain 2>/dev/null)" ]; then
-    commit="$commit-dirty"
-fi
+# shellcheck source=bench/machine.sh
+. bench/machine.sh
+commit="$COMMIT"
 
-echo "== machine"
-echo "nproc:   $(nproc)"
-echo "cpu:     $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-echo "kernel:  $(uname -srm)"
-echo "memory:  $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
-echo "nofile:  $(ulimit -n) (soft), $(ulimit -Hn) (hard)"
-echo "commit:  $commit"
+print_machine
 echo "nginx:   $(nginx -v 2>&1 | sed 's/^nginx version: //')"
 echo "nchan:   libnginx-mod-nchan $(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null || echo '?')"
-echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 echo "== build"
 run cargo build --release -p edgecomet -p edgecomet-flood
