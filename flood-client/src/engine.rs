@@ -160,6 +160,9 @@ const WAKER: Token = Token(usize::MAX);
 const SCRATCH: usize = 64 * 1024;
 /// Largest handshake response head accepted.
 const MAX_HEAD: usize = 8192;
+/// Largest frame accepted from the server (a frame claiming more fails the connection, so a
+/// hostile or broken server cannot make a leftover grow without bound).
+const MAX_FRAME: usize = 64 << 20;
 
 struct Worker {
     plan: WorkerPlan,
@@ -433,6 +436,11 @@ impl Worker {
         while let Some(c) = self.conns.get_mut(key) {
             let start = c.partial.as_ref().map_or(0, |p| p.len());
             if let Some(p) = c.partial.take() {
+                // A large frame in progress: room for it plus one more read (bounded by
+                // MAX_FRAME + SCRATCH).
+                if scratch.len() < start + SCRATCH {
+                    scratch.resize(start + SCRATCH, 0);
+                }
                 scratch[..start].copy_from_slice(&p);
             }
             match c.sock.read(&mut scratch[start..start + SCRATCH]) {
@@ -501,6 +509,11 @@ impl Worker {
             let Some((op, payload_at, len)) = frame_header(rest) else {
                 return pos;
             };
+            if len > MAX_FRAME {
+                let e = io::Error::other("frame over 64 MiB");
+                self.fail(key, &e);
+                return buf.len();
+            }
             if rest.len() < payload_at + len {
                 return pos;
             }
