@@ -1,10 +1,11 @@
-//! One flood worker process: opens its share of WebSocket connections at a paced rate, holds
-//! them, reads every frame, checks sequence numbers and records delivery latency, and reports to
-//! the coordinator as JSON lines on stdout. It stops when its stdin says `close` or closes.
+//! One flood worker process: opens its share of subscriber connections (WebSocket, Server-Sent
+//! Events or long-poll) at a paced rate, holds them, reads every message, checks sequence numbers
+//! and records delivery latency, and reports to the coordinator as JSON lines on stdout. It stops
+//! when its stdin says `close` or closes.
 //!
-//! Cost per connection in this process: one slab entry ([`Conn`], 32 bytes) and an optional
-//! leftover buffer that exists only while a frame is split across reads. Reads land in one
-//! 64 KiB scratch buffer. Never a thread or a timer per connection.
+//! Cost per connection in this process: one slab entry ([`Conn`], 40 bytes) and an optional
+//! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
+//! reads. Reads land in one 64 KiB scratch buffer. Never a thread or a timer per connection.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
@@ -19,8 +20,34 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
 
+use crate::longpoll;
 use crate::memory;
 use crate::msg;
+use crate::sse;
+
+/// How a connection subscribes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// WebSocket: `GET /sub/{channel}` with an upgrade; each message is a text frame.
+    #[default]
+    Ws,
+    /// Server-Sent Events: `GET /sub/{channel}` with `Accept: text/event-stream`.
+    Sse,
+    /// JSON long-poll: `GET /sub/{channel}?cursor=ID` with `Accept: application/json`, again and
+    /// again on one keep-alive connection.
+    Longpoll,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Longpoll => "longpoll",
+        }
+    }
+}
 
 /// What the coordinator tells a worker to do.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +69,7 @@ pub struct WorkerPlan {
     pub connect_timeout_ms: u64,
     /// Connections in progress at once (connect + handshake).
     pub max_in_flight: usize,
+    pub transport: Transport,
 }
 
 /// Errors by kind, as the summary names them.
@@ -52,8 +80,13 @@ pub struct Errors {
     pub timeout: u64,
     pub eaddrnotavail: u64,
     pub emfile: u64,
-    /// The server answered the upgrade with something other than 101.
+    /// The server answered the upgrade with something other than 101 (WebSocket), the stream
+    /// or a poll with something other than 200 (SSE, long-poll).
     pub http_status: u64,
+    /// The server sent something this client cannot parse (a malformed response, a long-poll
+    /// answer that is not the documented JSON, a frame or event over 64 MiB).
+    #[serde(default)]
+    pub protocol: u64,
     /// The server closed an established connection (close frame or EOF) before the end.
     pub closed_by_server: u64,
     pub other: u64,
@@ -67,6 +100,7 @@ impl Errors {
             + self.eaddrnotavail
             + self.emfile
             + self.http_status
+            + self.protocol
             + self.other
     }
 
@@ -77,6 +111,7 @@ impl Errors {
         self.eaddrnotavail += o.eaddrnotavail;
         self.emfile += o.emfile;
         self.http_status += o.http_status;
+        self.protocol += o.protocol;
         self.closed_by_server += o.closed_by_server;
         self.other += o.other;
     }
@@ -119,6 +154,10 @@ pub struct Final {
     pub reordered: u64,
     /// Frames whose payload did not carry our sequence header (not counted for loss).
     pub foreign: u64,
+    /// Gaps the server reported (SSE `gap` events, long-poll `gap` fields): messages it could
+    /// no longer deliver.
+    #[serde(default)]
+    pub gaps: u64,
     /// Latency histogram, as (microseconds, count) pairs.
     pub latency: Vec<(u64, u64)>,
     /// This process's PSS before connecting and with every connection open.
@@ -135,16 +174,28 @@ pub enum Line {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
+    /// TCP connect in progress, request not written yet.
     Connecting,
+    /// Request written, waiting for the response head (WebSocket 101, SSE 200).
     Upgrading,
+    /// Established: frames or events arrive; for long-poll, a poll is outstanding.
     Open,
+    /// Long-poll, established: the next poll could not be written yet (socket buffer full).
+    Resend,
 }
 
-/// One connection: 32 bytes in the slab.
+/// `Conn::flags`: the last byte an SSE parse consumed was a CR (a leading LF completes it).
+const AFTER_CR: u8 = 1;
+/// `Conn::cursor` before the first long-poll answer: poll without a cursor.
+const NO_CURSOR: u64 = u64::MAX;
+
+/// One connection: 40 bytes in the slab.
 struct Conn {
     /// Non-blocking socket, registered with mio by fd (4 bytes).
     sock: TcpStream,
     st: St,
+    /// SSE parser state between reads ([`AFTER_CR`]); fits in the padding after `st`.
+    flags: u8,
     chan: u32,
     /// Next sequence number expected on this connection's channel.
     next: u32,
@@ -154,14 +205,25 @@ struct Conn {
     /// pending) costs 8 bytes, not the 24 of an empty `Vec`.
     #[allow(clippy::box_collection)]
     partial: Option<Box<Vec<u8>>>,
+    /// Long-poll: the `cursor` of the last answer, sent with the next poll ([`NO_CURSOR`] at
+    /// first). Costs 8 bytes per connection whatever the transport (32 → 40 bytes): a side
+    /// table for long-poll only would save 120 KB per 15,000 WebSocket connections and cost a
+    /// second structure to keep in step with the slab.
+    cursor: u64,
+}
+
+impl Conn {
+    fn is_open(&self) -> bool {
+        matches!(self.st, St::Open | St::Resend)
+    }
 }
 
 const WAKER: Token = Token(usize::MAX);
 const SCRATCH: usize = 64 * 1024;
 /// Largest handshake response head accepted.
-const MAX_HEAD: usize = 8192;
-/// Largest frame accepted from the server (a frame claiming more fails the connection, so a
-/// hostile or broken server cannot make a leftover grow without bound).
+const MAX_HEAD: usize = longpoll::MAX_HEAD;
+/// Largest frame, SSE event or long-poll answer accepted from the server (more fails the
+/// connection, so a hostile or broken server cannot make a leftover grow without bound).
 const MAX_FRAME: usize = 64 << 20;
 
 struct Worker {
@@ -178,13 +240,20 @@ struct Worker {
     duplicated: u64,
     reordered: u64,
     foreign: u64,
+    gaps: u64,
     /// Unique messages received, per channel index (over this worker's connections).
     unique: Vec<u64>,
     hist: Histogram<u64>,
     scratch: Vec<u8>,
     start: Instant,
     ramp_end: Option<Instant>,
+    /// Per channel: the request (WebSocket, SSE), or for long-poll its start, up to the channel
+    /// name (the query and the rest of the head follow, see [`Worker::poll_request`]).
     request: Vec<Vec<u8>>,
+    /// The next long-poll request is assembled here.
+    poll_buf: Vec<u8>,
+    /// SSE: the data lines of an event, joined.
+    sse_data: Vec<u8>,
 }
 
 /// Runs a worker to completion. `commands` yields lines from the coordinator.
@@ -210,13 +279,24 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     let channels = plan.channels.max(1) as usize;
     let request = (0..channels)
         .map(|c| {
-            format!(
-                "GET {}{} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            let path = format!(
+                "{}{}",
                 plan.path_prefix,
-                channel_name(&plan.channel, c as u32, plan.channels),
-                plan.host
-            )
+                channel_name(&plan.channel, c as u32, plan.channels)
+            );
+            match plan.transport {
+                Transport::Ws => format!(
+                    "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
+                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                     Sec-WebSocket-Version: 13\r\n\r\n",
+                    plan.host
+                ),
+                Transport::Sse => format!(
+                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+                    plan.host
+                ),
+                Transport::Longpoll => format!("GET {path}"),
+            }
             .into_bytes()
         })
         .collect();
@@ -233,6 +313,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         duplicated: 0,
         reordered: 0,
         foreign: 0,
+        gaps: 0,
         unique: vec![0; channels],
         // Latencies up to 100 s at 3 significant digits.
         hist: Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
@@ -240,6 +321,8 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         start: Instant::now(),
         ramp_end: None,
         request,
+        poll_buf: Vec::with_capacity(256),
+        sse_data: Vec::new(),
     };
     // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
     w.scratch.fill(0);
@@ -352,10 +435,12 @@ impl Worker {
                     entry.insert(Conn {
                         sock,
                         st: St::Connecting,
+                        flags: 0,
                         chan,
                         next: 0,
                         window: 0,
                         partial: None,
+                        cursor: NO_CURSOR,
                     });
                     self.in_flight += 1;
                     self.pending.push_back((
@@ -372,7 +457,7 @@ impl Worker {
     fn expire(&mut self) {
         let now = Instant::now();
         while let Some(&(key, deadline)) = self.pending.front() {
-            let open = self.conns.get(key).is_none_or(|c| c.st == St::Open);
+            let open = self.conns.get(key).is_none_or(Conn::is_open);
             if open {
                 self.pending.pop_front();
                 continue;
@@ -388,7 +473,7 @@ impl Worker {
 
     fn drop_conn(&mut self, key: usize) {
         if let Some(c) = self.conns.try_remove(key) {
-            if c.st == St::Open {
+            if c.is_open() {
                 self.established -= 1;
             } else {
                 self.in_flight -= 1;
@@ -397,7 +482,7 @@ impl Worker {
     }
 
     fn fail(&mut self, key: usize, e: &io::Error) {
-        let open = self.conns.get(key).is_some_and(|c| c.st == St::Open);
+        let open = self.conns.get(key).is_some_and(Conn::is_open);
         if open {
             self.errors.closed_by_server += 1;
         } else {
@@ -420,15 +505,67 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // still connecting
                 Err(e) => return self.fail(key, &e),
             }
-            let req = &self.request[c.chan as usize];
-            match c.sock.write(req) {
-                Ok(n) if n == req.len() => c.st = St::Upgrading,
-                Ok(_) => return self.fail(key, &io::Error::other("short write of the upgrade")),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            if self.plan.transport == Transport::Longpoll {
+                // No answer comes until a message is published (or the poll times out): the
+                // connection counts as open once its first poll is sent.
+                match self.send_poll(key) {
+                    Ok(true) => {
+                        self.in_flight -= 1;
+                        self.established += 1;
+                    }
+                    Ok(false) => return,
+                    Err(e) => return self.fail(key, &e),
+                }
+            } else {
+                let req = &self.request[c.chan as usize];
+                match c.sock.write(req) {
+                    Ok(n) if n == req.len() => c.st = St::Upgrading,
+                    Ok(_) => {
+                        return self.fail(key, &io::Error::other("short write of the request"));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => return self.fail(key, &e),
+                }
+            }
+        } else if c.st == St::Resend {
+            match self.send_poll(key) {
+                Ok(_) => {}
                 Err(e) => return self.fail(key, &e),
             }
         }
         self.read(key);
+    }
+
+    /// Writes the next long-poll request of `key` (with its cursor, if it has one). `Ok(true)`:
+    /// sent, the connection is `Open`; `Ok(false)`: the socket would block, it waits (as
+    /// `Connecting` or `Resend`) for the next writable event.
+    fn send_poll(&mut self, key: usize) -> io::Result<bool> {
+        let c = &mut self.conns[key];
+        let b = &mut self.poll_buf;
+        b.clear();
+        b.extend_from_slice(&self.request[c.chan as usize]);
+        if c.cursor != NO_CURSOR {
+            let _ = write!(b, "?cursor={}", c.cursor);
+        }
+        let _ = write!(
+            b,
+            " HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            self.plan.host
+        );
+        match c.sock.write(b) {
+            Ok(n) if n == b.len() => {
+                c.st = St::Open;
+                Ok(true)
+            }
+            Ok(_) => Err(io::Error::other("short write of a poll")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if c.st != St::Connecting {
+                    c.st = St::Resend;
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn read(&mut self, key: usize) {
@@ -494,7 +631,11 @@ impl Worker {
                 }
                 return 0;
             };
-            if !buf.starts_with(b"HTTP/1.1 101") {
+            let want: &[u8] = match self.plan.transport {
+                Transport::Ws => b"HTTP/1.1 101",
+                _ => b"HTTP/1.1 200",
+            };
+            if !buf.starts_with(want) {
                 self.errors.http_status += 1;
                 self.drop_conn(key);
                 return buf.len();
@@ -504,6 +645,83 @@ impl Worker {
             self.established += 1;
             pos = end + 4;
         }
+        match self.plan.transport {
+            Transport::Ws => self.consume_frames(key, buf, pos),
+            Transport::Sse => self.consume_events(key, buf, pos),
+            Transport::Longpoll => self.consume_answers(key, buf),
+        }
+    }
+
+    /// SSE: the event stream after the response head.
+    fn consume_events(&mut self, key: usize, buf: &[u8], pos: usize) -> usize {
+        let mut after_cr = self.conns[key].flags & AFTER_CR != 0;
+        let mut data = std::mem::take(&mut self.sse_data);
+        let used = sse::parse(&buf[pos..], &mut after_cr, &mut data, |ev| match ev.kind {
+            sse::Kind::Message => self.on_message(key, ev.data),
+            sse::Kind::Gap => self.gaps += 1,
+            sse::Kind::Other => self.foreign += 1,
+        });
+        self.sse_data = data;
+        let c = &mut self.conns[key];
+        c.flags = if after_cr {
+            c.flags | AFTER_CR
+        } else {
+            c.flags & !AFTER_CR
+        };
+        if buf.len() - (pos + used) > MAX_FRAME {
+            self.errors.protocol += 1;
+            self.drop_conn(key);
+            return buf.len();
+        }
+        pos + used
+    }
+
+    /// Long-poll: complete answers (head and body); after each, the next poll.
+    fn consume_answers(&mut self, key: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let r = match longpoll::response(&buf[pos..], MAX_FRAME) {
+                Ok(Some(r)) => r,
+                Ok(None) => return pos,
+                Err(_) => {
+                    self.errors.protocol += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+            };
+            pos += r.len;
+            if r.status != 200 {
+                self.errors.http_status += 1;
+                self.drop_conn(key);
+                return buf.len();
+            }
+            let Ok(answer) = longpoll::answer(r.body) else {
+                self.errors.protocol += 1;
+                self.drop_conn(key);
+                return buf.len();
+            };
+            let Some(cursor) = answer.cursor_id() else {
+                self.errors.protocol += 1;
+                self.drop_conn(key);
+                return buf.len();
+            };
+            if answer.gap.is_some() {
+                self.gaps += 1;
+            }
+            for m in &answer.messages {
+                self.on_message(key, m.data.as_bytes());
+            }
+            self.conns[key].cursor = cursor;
+            if let Err(e) = self.send_poll(key) {
+                self.fail(key, &e);
+                return buf.len();
+            }
+        }
+        pos
+    }
+
+    /// WebSocket: frames after the handshake.
+    fn consume_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
         while pos < buf.len() {
             let rest = &buf[pos..];
             let Some((op, payload_at, len)) = frame_header(rest) else {
@@ -573,7 +791,7 @@ impl Worker {
     fn finish(mut self, pss_before: u64, pss_open: u64) -> Final {
         let mut per_chan_conns = vec![0u64; self.unique.len()];
         for (_, c) in self.conns.iter() {
-            if c.st == St::Open {
+            if c.is_open() {
                 per_chan_conns[c.chan as usize] += 1;
             }
         }
@@ -591,6 +809,7 @@ impl Worker {
             duplicated: self.duplicated,
             reordered: self.reordered,
             foreign: self.foreign,
+            gaps: self.gaps,
             latency: self
                 .hist
                 .iter_recorded()
@@ -675,8 +894,10 @@ mod tests {
 
     #[test]
     fn conn_entry_is_small() {
-        // The flood process's own cost per connection must stay far below 1 KB.
-        assert_eq!(std::mem::size_of::<Conn>(), 32);
+        // The flood process's own cost per connection must stay far below 1 KB. 40 bytes: the
+        // 32 of the WebSocket-only entry plus the long-poll cursor (8); the SSE parser's bit
+        // lives in the padding after `st`.
+        assert_eq!(std::mem::size_of::<Conn>(), 40);
     }
 
     #[test]

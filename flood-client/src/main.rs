@@ -1,19 +1,21 @@
-//! `flood`: opens N WebSocket connections to a server speaking `ws://HOST:PORT/sub/{channel}` and
-//! `POST /pub/{channel}`, holds them, drives a publish load through them, and reports what each
-//! connection costs the server (PSS, RSS), the kernel and this client, with connect rate,
-//! delivery latency and loss/duplication/reordering.
+//! `flood`: opens N subscriber connections (WebSocket, Server-Sent Events or long-poll, all on
+//! `GET /sub/{channel}`) to a server that publishes on `POST /pub/{channel}`, holds them, drives a
+//! publish load through them, and reports what each connection costs the server (PSS, RSS), the
+//! kernel and this client, with connect rate, delivery latency and loss/duplication/reordering.
 //!
 //! The coordinator (this process) checks the machine's limits, forks worker processes (each below
 //! its own open-files limit), samples memory during the ramp, runs the publisher, and gathers the
 //! workers' JSON lines into the report. Workers are this same binary run with `--worker-plan`.
 
 mod engine;
+mod longpoll;
 mod memory;
 mod msg;
 mod plot;
 mod preflight;
 mod publish;
 mod report;
+mod sse;
 
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -24,20 +26,30 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::engine::{Errors, Final, Line, Progress, WorkerPlan};
+use crate::engine::{Errors, Final, Line, Progress, Transport, WorkerPlan};
 use crate::report::{Report, Sample};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// flood: a C10k-style WebSocket load generator that reports what each connection costs.
+/// flood: a C10k-style load generator for WebSocket, Server-Sent Events and long-poll
+/// subscribers that reports what each connection costs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flood", version, about)]
 pub struct Args {
-    /// Subscribe URL: ws://HOST:PORT/PREFIX/{channel}. The publish URL is the same with the last
-    /// `/sub/` replaced by `/pub/` (see --pub-path).
+    /// Subscribe URL: ws://HOST:PORT/PREFIX/{channel} (http:// is the same: --transport says how
+    /// to subscribe). The publish URL is the same with the last `/sub/` replaced by `/pub/` (see
+    /// --pub-path).
     #[arg(long, default_value = "ws://127.0.0.1:8080/sub/flood")]
     pub url: String,
+
+    /// How each connection subscribes: `ws` (WebSocket upgrade, a text frame per message), `sse`
+    /// (GET with `Accept: text/event-stream`, an event per message; `event: gap` counted as a
+    /// gap) or `longpoll` (GET with `Accept: application/json` again and again on a keep-alive
+    /// connection, `?cursor=` of the previous answer; a long-poll connection counts as open once
+    /// its first poll is sent, since no answer comes before a message).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
 
     /// More targets of the same server (HOST:PORT, comma-separated, e.g. 127.0.0.2:8080 for a
     /// server listening on 0.0.0.0): connections are spread over the URL's address and these,
@@ -196,7 +208,8 @@ fn parse_url(args: &Args) -> Result<Target, String> {
     let rest = args
         .url
         .strip_prefix("ws://")
-        .ok_or("--url must start with ws:// (wss is not supported)")?;
+        .or_else(|| args.url.strip_prefix("http://"))
+        .ok_or("--url must start with ws:// or http:// (TLS is not supported)")?;
     let (host, path) = rest
         .split_once('/')
         .ok_or("--url needs a path: /sub/{channel}")?;
@@ -360,6 +373,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             sources: sources.clone(),
             connect_timeout_ms: args.connect_timeout * 1000,
             max_in_flight: args.max_in_flight.max(1),
+            transport: args.transport,
         };
         offset += n;
         let mut child = Command::new(&exe)
@@ -628,8 +642,8 @@ fn print_progress(
     );
     let line = format!(
         "[{secs:7.1}s] {phase}: {est}/{target} open{}, errors {} (refused {} reset {} \
-         timeout {} eaddrnotavail {} emfile {} http {} closed {}), server PSS {server}, \
-         {deliveries_per_sec:.0} deliveries/s",
+         timeout {} eaddrnotavail {} emfile {} http {} protocol {} closed {}), server PSS \
+         {server}, {deliveries_per_sec:.0} deliveries/s",
         if phase == "ramp" {
             format!(" ({:.0}/s)", est as f64 / secs.max(0.001))
         } else {
@@ -642,6 +656,7 @@ fn print_progress(
         errs.eaddrnotavail,
         errs.emfile,
         errs.http_status,
+        errs.protocol,
         errs.closed_by_server,
     );
     if tty {
@@ -669,8 +684,26 @@ mod tests {
         assert_eq!(t.channel, "news");
         let t = parse_url(&args("ws://localhost:9000/app/sub/x")).unwrap();
         assert_eq!(t.pub_prefix, "/app/pub/");
-        assert!(parse_url(&args("http://127.0.0.1/sub/x")).is_err());
+        let t = parse_url(&args("http://127.0.0.1:9000/sub/x")).unwrap();
+        assert_eq!((t.addr.port(), t.channel.as_str()), (9000, "x"));
+        assert!(parse_url(&args("https://127.0.0.1/sub/x")).is_err());
+        assert!(parse_url(&args("wss://127.0.0.1/sub/x")).is_err());
         assert!(parse_url(&args("ws://127.0.0.1:1/sub/")).is_err());
+    }
+
+    #[test]
+    fn transports() {
+        assert_eq!(args("ws://127.0.0.1/sub/x").transport, Transport::Ws);
+        for (t, want) in [
+            ("ws", Transport::Ws),
+            ("sse", Transport::Sse),
+            ("longpoll", Transport::Longpoll),
+        ] {
+            let a = Args::parse_from(["flood", "--transport", t]);
+            assert_eq!(a.transport, want);
+            assert_eq!(want.name(), t);
+        }
+        assert!(Args::try_parse_from(["flood", "--transport", "stream"]).is_err());
     }
 
     #[test]

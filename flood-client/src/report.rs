@@ -58,7 +58,7 @@ impl Report {
         let mut errors = Errors::default();
         let mut established = 0;
         let mut deliveries = 0;
-        let (mut duplicated, mut reordered, mut foreign) = (0, 0, 0);
+        let (mut duplicated, mut reordered, mut foreign, mut gaps) = (0, 0, 0, 0);
         let mut client_grown = 0u64;
         let channels = a.channels.max(1) as usize;
         let mut conns_per_chan = vec![0u64; channels];
@@ -72,6 +72,7 @@ impl Report {
             duplicated += f.duplicated;
             reordered += f.reordered;
             foreign += f.foreign;
+            gaps += f.gaps;
             client_grown += f.pss_open.saturating_sub(f.pss_before);
             for &(c, n, u) in &f.per_channel {
                 if let Some(slot) = conns_per_chan.get_mut(c as usize) {
@@ -146,11 +147,12 @@ impl Report {
             .collect();
         let json = json!({
             "params": {
-                "url": a.url, "conns": a.conns, "rate": a.rate, "duration": a.duration,
+                "url": a.url, "transport": a.transport.name(), "conns": a.conns, "rate": a.rate, "duration": a.duration,
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
                 "open_files_per_process": i.nofile,
             },
+            "transport": a.transport.name(),
             "conns_target": a.conns,
             "conns_established": established,
             "ramp_secs": i.ramp_secs,
@@ -175,6 +177,7 @@ impl Report {
             "duplicated": duplicated,
             "reordered": reordered,
             "foreign_frames": foreign,
+            "gaps_reported": gaps,
             "latency_us": latency,
             "ramp": ramp,
         });
@@ -182,6 +185,7 @@ impl Report {
             && lost == 0
             && duplicated == 0
             && reordered == 0
+            && gaps == 0
             && i.published.errors == 0;
         let summary = summary(&json, &errors, i.server_local);
         let svg = svg(i.samples, &i.kernel_before, &hist, i.server_before);
@@ -205,7 +209,8 @@ impl Report {
         &self.svg
     }
 
-    /// Every connection opened and nothing was lost, duplicated or reordered.
+    /// Every connection opened, nothing was lost, duplicated or reordered, and the server
+    /// reported no gap.
     pub fn ok(&self) -> bool {
         self.ok
     }
@@ -219,6 +224,7 @@ fn fmt_bytes(v: &serde_json::Value) -> String {
 fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "== flood summary");
+    let _ = writeln!(s, "transport: {}", j["transport"].as_str().unwrap_or("?"));
     let _ = writeln!(
         s,
         "connections: {} of {} in {:.2} s ({:.0}/s{})",
@@ -251,12 +257,16 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             "  (no server process found for the memory figures: pass --server-pid)"
         );
     }
-    if j["published"].as_u64().unwrap_or(0) > 0 || j["deliveries"].as_u64().unwrap_or(0) > 0 {
+    let gaps = j["gaps_reported"].as_u64().unwrap_or(0);
+    if j["published"].as_u64().unwrap_or(0) > 0
+        || j["deliveries"].as_u64().unwrap_or(0) > 0
+        || gaps > 0
+    {
         let l = &j["latency_us"];
         let _ = writeln!(
             s,
             "messages: {} published ({} errors), {} deliveries ({:.0}/s) of {} expected; lost {}, \
-             duplicated {}, reordered {}",
+             duplicated {}, reordered {}; gaps reported by server {}",
             j["published"],
             j["publish_errors"],
             j["deliveries"],
@@ -264,7 +274,8 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             j["expected_deliveries"],
             j["lost"],
             j["duplicated"],
-            j["reordered"]
+            j["reordered"],
+            gaps
         );
         let _ = writeln!(
             s,
@@ -276,13 +287,14 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         let _ = writeln!(
             s,
             "errors: refused {} reset {} timeout {} eaddrnotavail {} emfile {} http {} \
-             closed-by-server {} other {}",
+             protocol {} closed-by-server {} other {}",
             e.refused,
             e.reset,
             e.timeout,
             e.eaddrnotavail,
             e.emfile,
             e.http_status,
+            e.protocol,
             e.closed_by_server,
             e.other
         );
@@ -327,6 +339,13 @@ pub fn hints(e: &Errors) -> Vec<&'static str> {
         h.push(
             "http: the server refused the upgrade (limit reached? wrong path?): check --url and \
              the server's limits",
+        );
+    }
+    if e.protocol > 0 {
+        h.push(
+            "protocol: the server's answer could not be parsed (malformed head, a long-poll \
+             answer that is not the documented JSON, a frame or event over 64 MiB): does the \
+             server speak this --transport?",
         );
     }
     if e.closed_by_server > 0 {
