@@ -83,13 +83,15 @@ impl Worker {
             return Some(i as u16 + 1);
         }
         WorkerStats::add(&self.stats.origin_refused, 1);
+        // A refused upgrade ends the connection, as other failed handshakes do.
+        let upgrade = head.upgrade_present || head.connection_upgrade;
         self.respond_error(
             idx,
             403,
             "Forbidden",
             "",
             "origin not allowed (see --allow-origin)\n",
-            head.keep_alive(),
+            head.keep_alive() && !upgrade,
         );
         None
     }
