@@ -218,6 +218,9 @@ impl Worker {
             }
             Some(_) => return Err("unknown transport (expected sse, stream or longpoll)\n"),
         };
+        if format == Format::Stream && head.minor_version == 0 {
+            return Err("HTTP streaming is chunked: it needs HTTP/1.1 (use SSE or long-poll)\n");
+        }
         if format == Format::Jsonp && !callback.is_some_and(valid_callback) {
             return Err(
                 "invalid callback: JavaScript identifiers joined by '.', at most 64 bytes\n",
