@@ -65,28 +65,11 @@ impl Client {
     }
 
     fn response(&mut self) -> Resp {
-        let mut tmp = [0u8; 65536];
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if self.buf.len() >= end + 4 + len {
-                    let body =
-                        String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).to_string();
-                    self.buf.drain(..end + 4 + len);
-                    return Resp {
-                        status: status(head.as_bytes()),
-                        head,
-                        body,
-                    };
-                }
-            }
-            let n = self.s.read(&mut tmp).expect("response");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&tmp[..n]);
+        let (head, body) = read_response(&mut self.s, &mut self.buf);
+        Resp {
+            status: status(head.as_bytes()),
+            head,
+            body,
         }
     }
 }
@@ -273,13 +256,13 @@ fn sse_reports_a_gap_beyond_the_history() {
 
 #[test]
 fn order_and_no_duplicates_across_workers_and_concurrent_publishers() {
-    // Two workers, two publishers on separate connections (likely separate workers), one SSE
+    // Two workers, four publishers on separate connections (on both workers), one SSE
     // subscriber that resumes mid-way: ids strictly increase, nothing missing, nothing twice.
     let srv = server(2, |c| c.history = 1000);
     let a = srv.local_addr();
     let mut s = Stream::sse(a, "/sub/o", "");
     s.until(|t| t.contains("retry:"));
-    let pubs: Vec<_> = (0..2)
+    let pubs: Vec<_> = (0..4)
         .map(|k| {
             std::thread::spawn(move || {
                 let mut p = Publisher::new(a);
@@ -295,13 +278,13 @@ fn order_and_no_duplicates_across_workers_and_concurrent_publishers() {
     for t in pubs {
         t.join().unwrap();
     }
-    let all = s.events(400);
-    assert_eq!(all.len(), 400);
+    let all = s.events(800);
+    assert_eq!(all.len(), 800);
     assert!(
         all.windows(2).all(|w| w[1].0 == w[0].0 + 1),
         "in order, no gap"
     );
-    for k in 0..2 {
+    for k in 0..4 {
         let mine: Vec<&String> = all
             .iter()
             .map(|e| &e.1)
@@ -314,8 +297,8 @@ fn order_and_no_duplicates_across_workers_and_concurrent_publishers() {
             "publisher {k} in order"
         );
     }
-    let resumed = r.events(350);
-    assert_eq!(resumed.len(), 350);
+    let resumed = r.events(750);
+    assert_eq!(resumed.len(), 750);
     assert_eq!(&resumed[..], &all[50..]);
 }
 

@@ -1047,8 +1047,11 @@ impl Worker {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        // Stable: per-channel publish (id) order is kept.
-        pending.sort_by_key(|(chan, _)| *chan);
+        // Per channel in id order. Arrival order is not enough: a local publish (id 5) is
+        // pending before the mailbox is drained, while a peer's earlier one (id 4, posted
+        // before our publish took the channel lock) is drained after it. Both are here in the
+        // same turn — the lock orders the post before our publish — so sorting suffices.
+        pending.sort_unstable_by_key(|(chan, m)| (*chan, m.id));
         let mut slow: Vec<usize> = Vec::new();
         let mut dead: Vec<usize> = Vec::new();
         // Held polls to answer: (connection, range of `pending` for its channel).
