@@ -99,7 +99,7 @@ pub struct Config {
     pub history: usize,
 
     /// Seconds a message stays in the history; 0 = until pushed out by newer ones. A channel
-    /// whose history is empty and which has no session is forgotten.
+    /// without session whose newest message is older than this is forgotten (its ids too).
     #[arg(long, default_value_t = 3600)]
     pub history_age: u32,
 

@@ -283,6 +283,8 @@ struct ChanState {
     base: u64,
     /// Next id to issue.
     next: u64,
+    /// Hub second of the newest message (or of the state's creation).
+    last_at: u32,
     history: VecDeque<Arc<Message>>,
     sessions: HashMap<Box<str>, Session>,
 }
@@ -390,6 +392,7 @@ impl Hub {
                     name,
                     base,
                     next: base,
+                    last_at: self.now(),
                     history: VecDeque::new(),
                     sessions: HashMap::new(),
                 },
@@ -413,6 +416,7 @@ impl Hub {
         let name = st.name.clone();
         let id = st.next;
         st.next += 1;
+        st.last_at = now;
         self.high_water.fetch_max(id, Ordering::Relaxed);
         let msg = Arc::new(Message::new(id, name, payload, now));
         let len = msg.payload.len() as u64;
@@ -450,10 +454,9 @@ impl Hub {
                 cursor: st.last(),
                 ..Since::default()
             },
-            // No state: nothing was published that is still known. A cursor other than 0 may
-            // have had successors that are gone (the channel expired, or the server restarted)
-            // — unless history is off, where nothing is ever resumable.
-            (None, Some(c)) if c != 0 && self.limits.history > 0 => Since {
+            // No state: nothing was published within --history-age (or ever, or since a
+            // restart). A cursor other than 0 may have had successors that are gone.
+            (None, Some(c)) if c != 0 => Since {
                 gap: Gap::Unknown,
                 ..Since::default()
             },
@@ -548,10 +551,15 @@ impl Hub {
         }
     }
 
-    /// Ages out history, expires idle sessions and drops channel states left with neither.
-    /// Called about once a second (by one worker).
+    /// Ages out history, expires idle sessions, and drops the state of a channel that has no
+    /// session and whose newest message is older than `--history-age` (never with 0): until
+    /// then its ids are remembered, so that a cursor can be told exactly what it missed even
+    /// with `--history 0`. Called about once a second (by one worker).
     pub fn sweep(&self) {
-        let now = self.now();
+        self.sweep_at(self.now());
+    }
+
+    fn sweep_at(&self, now: u32) {
         let age = self.limits.history_age;
         let ttl = self.limits.session_ttl;
         for m in self.shards.iter() {
@@ -577,7 +585,10 @@ impl Hub {
                     }
                     keep
                 });
-                let keep = !st.history.is_empty() || !st.sessions.is_empty();
+                let keep = !st.history.is_empty()
+                    || !st.sessions.is_empty()
+                    || age == 0
+                    || now.saturating_sub(st.last_at) < age;
                 if !keep {
                     dec(&self.stats.channel_states, 1);
                 }
@@ -675,9 +686,10 @@ mod tests {
         // Older than the channel's state, or from the future: unknown.
         assert_eq!(h.since("x", Some(ids[0] - 10)).gap, Gap::Unknown);
         assert_eq!(h.since("x", Some(ids[5] + 1)).gap, Gap::Unknown);
-        // A channel without state, with a cursor: unknown; without history: nothing to say.
+        // A channel without state, with a cursor: unknown (history or not); cursor 0: none.
         assert_eq!(h.since("nope", Some(5)).gap, Gap::Unknown);
-        assert_eq!(hub(0).since("nope", Some(5)).gap, Gap::None);
+        assert_eq!(hub(0).since("nope", Some(5)).gap, Gap::Unknown);
+        assert_eq!(hub(0).since("nope", Some(0)).gap, Gap::None);
     }
 
     #[test]
@@ -726,9 +738,26 @@ mod tests {
     }
 
     #[test]
+    fn without_history_ids_are_kept_for_the_history_age() {
+        let mut h = hub(0);
+        h.limits.history_age = 10;
+        let a = publish(&h, "x", "a");
+        publish(&h, "x", "b");
+        let now = h.now();
+        h.sweep_at(now + 9);
+        // Still known: the client is told exactly what it missed.
+        assert_eq!(h.since("x", Some(a)).gap, Gap::Missed(1));
+        h.sweep_at(now + 10);
+        assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
+        // Forgotten: still a gap, of unknown size.
+        assert_eq!(h.since("x", Some(a)).gap, Gap::Unknown);
+    }
+
+    #[test]
     fn sweep_expires_sessions_and_drops_empty_states() {
         let mut h = hub(0);
         h.limits.session_ttl = 0;
+        h.limits.history_age = 1;
         h.session_start("x", "c", None).unwrap();
         publish(&h, "x", "a");
         assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 1);
@@ -740,7 +769,7 @@ mod tests {
             "held poll keeps it"
         );
         h.session_hold("x", "c", false);
-        h.sweep();
+        h.sweep_at(h.now() + 1);
         assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
