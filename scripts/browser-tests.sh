@@ -76,7 +76,9 @@ runner=$!
 rc=0
 wait "$runner" || rc=$?
 runner=
-if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-    echo "not ok - browser tests: killed after 120 s"
+if [ "$rc" = 124 ]; then
+    echo "not ok - browser tests: timed out after 120 s"
+elif [ "$rc" -gt 128 ]; then
+    echo "not ok - browser tests: the runner died (exit status $rc)"
 fi
 exit "$rc"

@@ -518,24 +518,39 @@ test('dojox/socket over WebSocket: receives 50 messages in order and send() come
     check(st.closes[0].wasClean === true, () => `client close not clean: ${JSON.stringify(st.closes)}`);
 });
 
-test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a server restart', async (t) => {
+test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a server restart (SIGKILL, same port)', async (t) => {
     const ch = t.channel('drc');
     await t.openDojo();
-    const clientId = `bt-${crypto.randomBytes(6).toString('hex')}`;
+    const id = () => `bt-${crypto.randomBytes(6).toString('hex')}`;
+    // rws: dojox/socket over WebSocket; rlp: LongPoll polling back to back (its held poll dies
+    // with the server); rlpIdle: LongPoll with 2 s between polls, killed while it has no poll
+    // outstanding, so its next poll reaches the new server, which has no session for it: 410,
+    // and Reconnect starts a new series (Pragma: start-long-poll).
+    const IDLE_INTERVAL = 2000;
     await t.page.evaluate(
-        (wsu, lpu, id) => {
+        (wsu, lpu, id1, id2, iv) => {
             D.webSocket('rws', wsu, 300);
-            D.longPoll('rlp', lpu, id, 0, 300);
+            D.longPoll('rlp', lpu, id1, 0, 300);
+            D.longPoll('rlpIdle', lpu, id2, iv, 300);
         },
         `ws://127.0.0.1:${t.server.port}/sub/${ch}`,
         `${t.edgeUrl}/sub/${ch}`,
-        clientId,
+        id(),
+        id(),
+        IDLE_INTERVAL,
     );
+    const names = ['rws', 'rlp', 'rlpIdle'];
     const opt = { expr: 'D.st', timeout: POLL_TIMEOUT_S * 1000 + 5000 };
-    await t.until('both sockets ready', () => D.st.rws.opens >= 1 && D.st.rlp.answers.length >= 1, undefined, opt);
+    await t.until('the sockets to be ready', () => D.st.rws.opens >= 1 && D.st.rlp.answers.length >= 1 && D.st.rlpIdle.answers.length >= 1, undefined, opt);
     const before = range('before-', 1, 5);
+    // Publish right after rlpIdle's poll is held, so that it is answered at once and then waits
+    // IDLE_INTERVAL with no poll outstanding.
+    await t.until('rlpIdle to poll again', () => D.st.rlpIdle.inflight === 1, undefined, { ...opt, timeout: IDLE_INTERVAL + 3000 });
+    await sleep(100);
     for (const m of before) await t.server.publish(ch, m);
-    await t.until('the messages before the restart', (n) => D.st.rws.data.length >= n && D.st.rlp.data.length >= n, before.length, opt);
+    await t.until('the messages before the restart', (n) => ['rws', 'rlp', 'rlpIdle'].every((s) => D.st[s].data.length >= n), before.length, opt);
+    const idle = await t.state('D.st.rlpIdle');
+    check(idle.inflight === 0, 'rlpIdle has a poll outstanding right after its answer');
     // SIGKILL: the connections end without a WebSocket close frame, so dojox sees an unclean
     // close and reconnects (after a clean close, e.g. the 1001 of a SIGTERM shutdown, Reconnect
     // does not).
@@ -543,16 +558,16 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
     await sleep(200);
     await t.server.start();
     const restartedAt = Date.now();
+    const sinceIdleAnswer = await t.page.evaluate(() => Date.now() - D.st.rlpIdle.lastPollEnd);
+    check(sinceIdleAnswer < IDLE_INTERVAL - 500, `the restart took too long: rlpIdle's next poll was due ${IDLE_INTERVAL - sinceIdleAnswer} ms later`);
     let k = 0;
     for (;;) {
         await t.server.publish(ch, `after-${++k}`);
         await sleep(150);
-        const ok = await t.page.evaluate(() =>
-            ['rws', 'rlp'].every((s) => D.st[s].data.some((x) => x.startsWith('after-'))),
-        );
+        const ok = await t.page.evaluate((ns) => ns.every((s) => D.st[s].data.some((x) => x.startsWith('after-'))), names);
         if (ok) break;
         if (Date.now() - restartedAt > 15_000) {
-            throw new Failure(`no message after the restart reached both sockets within 15 s: ${summarize(await t.state('D.st'))}`);
+            throw new Failure(`no message after the restart reached every socket within 15 s: ${summarize(await t.state('D.st'))}`);
         }
     }
     const final = range('final-', 1, 20);
@@ -560,10 +575,10 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
         await t.server.publish(ch, m);
         await sleep(10);
     }
-    await t.until('the 20 final messages', (n) => ['rws', 'rlp'].every((s) => D.st[s].data.filter((x) => x.startsWith('final-')).length >= n), final.length, opt);
+    await t.until('the 20 final messages', ([n, ns]) => ns.every((s) => D.st[s].data.filter((x) => x.startsWith('final-')).length >= n), [final.length, names], opt);
     await sleep(300);
     const all = await t.state('D.st');
-    for (const s of ['rws', 'rlp']) {
+    for (const s of names) {
         const st = all[s];
         const d1 = diffSeq(st.data.filter((x) => x.startsWith('before-')), before);
         check(!d1, () => `${s}, before the restart: ${d1}`);
@@ -574,9 +589,11 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
         const idx = (p) => st.data.findIndex((x) => x.startsWith(p));
         check(idx('before-') < idx('after-') && idx('after-') < idx('final-'), () => `${s}: messages out of order: ${short(st.data)}`);
         check(st.closes.length >= 1 && st.closes[0].wasClean === false, () => `${s}: no unclean close seen: ${JSON.stringify(st.closes)}`);
+        check(st.bad.length === 0, () => `${s}: message events that are not JSON answers: ${st.bad.join(' | ')}`);
     }
-    check(all.rlp.bad.length === 0, () => `LongPoll message events that are not JSON answers: ${all.rlp.bad.join(' | ')}`);
-    t.note(`after the restart: WebSocket closes ${JSON.stringify(all.rws.closes)}; LongPoll errors ${short(all.rlp.errors, 3)}; ${k} after-* publishes until both were back`);
+    check(/status=410\b/.test(all.rlpIdle.errors[0] || ''), () =>
+        `rlpIdle's first poll to the restarted server (no Pragma: start-long-poll, session unknown) should get 410 Gone; its errors: ${JSON.stringify(all.rlpIdle.errors)}`);
+    t.note(`after the restart: WebSocket closes ${JSON.stringify(all.rws.closes)}; busy LongPoll errors ${short(all.rlp.errors, 2)}; idle LongPoll errors ${short(all.rlpIdle.errors, 2)}; ${k} after-* publishes until all were back`);
 });
 
 test('cors: the page publishes with a cross-origin fetch POST /pub and reads the answer', async (t) => {
@@ -636,9 +653,10 @@ async function cleanup() {
     notePid('chromium', null);
 }
 
+let exiting = false; // set by bail(): no more tests, no more results
+
 async function main() {
     const started = Date.now();
-    let exiting = false;
     const bail = async (why, code) => {
         if (exiting) return;
         exiting = true;
@@ -678,6 +696,7 @@ async function main() {
 
     let failed = 0;
     for (const { name, fn } of tests) {
+        if (exiting) break;
         if (ONLY && !ONLY.test(name)) {
             console.log(`not ok - ${name}: skipped (BROWSER_TESTS_ONLY)`);
             failed++;
@@ -698,6 +717,7 @@ async function main() {
             err = e;
         }
         clearTimeout(timer);
+        if (exiting) break; // interrupted: its outcome means nothing
         const secs = ((Date.now() - t0) / 1000).toFixed(1);
         if (!err) {
             console.log(`ok - ${name} (${secs} s)`);
@@ -716,6 +736,7 @@ async function main() {
             await env.server.start();
         }
     }
+    if (exiting) return; // bail() reports, cleans up and exits
     clearTimeout(deadline);
     await cleanup();
     console.log(`# ${tests.length - failed} passed, ${failed} failed, ${((Date.now() - started) / 1000).toFixed(1)} s`);
@@ -723,6 +744,8 @@ async function main() {
 }
 
 main().catch(async (e) => {
+    if (exiting) return;
+    exiting = true;
     console.log(`not ok - run: ${e instanceof Failure ? e.message : e.stack || e}`);
     await Promise.race([cleanup(), sleep(3000)]);
     process.exit(1);
