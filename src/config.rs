@@ -93,6 +93,55 @@ pub struct Config {
     #[arg(long)]
     pub transparent_huge_pages: bool,
 
+    /// Messages kept per channel for clients that come back with a cursor or `Last-Event-ID`
+    /// (shared by all transports and workers). 0 = no history: nothing can be resumed.
+    #[arg(long, default_value_t = 64)]
+    pub history: usize,
+
+    /// Seconds a message stays in the history; 0 = until pushed out by newer ones. A channel
+    /// whose history is empty and which has no session is forgotten.
+    #[arg(long, default_value_t = 3600)]
+    pub history_age: u32,
+
+    /// Seconds a long-poll is held when nothing is pending, then answered empty (the client
+    /// polls again). Keep it under intermediaries' idle timeouts (often 60 s).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub poll_timeout: u32,
+
+    /// Seconds between comment heartbeats on Server-Sent Events and HTTP streams (keeps
+    /// proxies from closing idle streams).
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub sse_heartbeat: u32,
+
+    /// Reconnect delay suggested to EventSource clients (`retry:`), milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub sse_retry: u32,
+
+    /// Seconds a `Client-Id` long-poll session outlives its last poll; then its queue is freed
+    /// and the client must start a new series. Must exceed `--poll-timeout`.
+    #[arg(long, default_value_t = 60)]
+    pub session_ttl: u32,
+
+    /// Messages a `Client-Id` session queues between polls. When full the oldest is dropped,
+    /// counted (`session_drops`) and reported to the client as a gap.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub session_queue: u32,
+
+    /// Most `Client-Id` sessions at once, over all workers. More: 503.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_sessions: usize,
+
+    /// Publish messages that subscribers send (a POST body to `/sub/{channel}`, a WebSocket
+    /// text frame) to the channel. Off: the POST gets 403, the WebSocket is closed with 1008.
+    #[arg(long)]
+    pub client_publish: bool,
+
+    /// Origins allowed to use `/sub` and `/pub` from a browser (CORS, preflight, WebSocket
+    /// Origin check). Repeat or separate with commas; `*` allows any. Unset: no CORS headers
+    /// and Origin is not checked.
+    #[arg(long, value_delimiter = ',')]
+    pub allow_origin: Vec<String>,
+
     /// Milliseconds a shutdown (SIGTERM/SIGINT) waits for clients to finish closing before the
     /// process exits anyway.
     #[arg(long, default_value_t = 5000)]
@@ -114,6 +163,30 @@ impl Config {
         }
     }
 
+    /// Checks flag combinations that clap cannot (called before the server starts).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.session_ttl <= self.poll_timeout {
+            return Err(format!(
+                "--session-ttl ({}) must be longer than --poll-timeout ({}): a session must \
+                 outlive the gap between two polls",
+                self.session_ttl, self.poll_timeout
+            ));
+        }
+        for o in &self.allow_origin {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                return Err(format!(
+                    "--allow-origin {o:?}: expected `*` or an origin like https://example.com"
+                ));
+            }
+            if o.len() > 1 && o.ends_with('/') {
+                return Err(format!(
+                    "--allow-origin {o:?}: an origin has no path; drop the trailing /"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn accept_pause(&self) -> Duration {
         Duration::from_millis(self.accept_pause_ms)
     }
@@ -133,6 +206,24 @@ mod tests {
         assert_eq!(c.listen.port(), 8080);
         assert!(c.worker_count() >= 1);
         assert_eq!(c.max_head_bytes, 8192);
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Config::defaults().validate().is_ok());
+        let c = Config::parse_from(["edgecomet", "--session-ttl", "30"]);
+        assert!(c.validate().unwrap_err().contains("--session-ttl"));
+        let c = Config::parse_from([
+            "edgecomet",
+            "--allow-origin",
+            "http://a.test,https://b.test",
+        ]);
+        assert_eq!(c.allow_origin.len(), 2);
+        assert!(c.validate().is_ok());
+        for bad in ["a.test", "http://a.test/"] {
+            let c = Config::parse_from(["edgecomet", "--allow-origin", bad]);
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

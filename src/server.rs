@@ -17,6 +17,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
+use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::worker::{Shared, WAKER, Worker};
 use crate::stats::{self, WorkerStats};
@@ -54,6 +55,8 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
 impl Server {
     /// Binds and starts `cfg.worker_count()` workers.
     pub fn start(cfg: Config) -> io::Result<Server> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
         let mut addr = cfg.listen;
@@ -72,6 +75,14 @@ impl Server {
             mailboxes,
             stats: (0..n).map(|_| Arc::new(WorkerStats::default())).collect(),
             conns: AtomicUsize::new(0),
+            hub: Hub::new(HubLimits {
+                history: cfg.history,
+                history_age: cfg.history_age,
+                session_queue: cfg.session_queue as usize,
+                session_ttl: cfg.session_ttl,
+                max_sessions: cfg.max_sessions,
+                max_channels: cfg.max_channels,
+            }),
         });
         let mut threads = Vec::with_capacity(n);
         for (id, (poll, listener, inbox)) in parts.into_iter().enumerate() {
@@ -97,7 +108,7 @@ impl Server {
     /// The `/stats` document, as served.
     pub fn stats_json(&self) -> String {
         let s: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
-        stats::render_json(&s)
+        stats::render_json(&s, &self.shared.hub.stats.snapshot())
     }
 
     /// Every worker's counters (live; benches and tests read them without rendering JSON).

@@ -31,6 +31,12 @@ counters! {
     conns_ws_sub,
     /// Gauge: WebSocket echo connections (`/echo`).
     conns_ws_echo,
+    /// Gauge: Server-Sent Events subscribers.
+    conns_sse,
+    /// Gauge: HTTP-streaming subscribers.
+    conns_stream,
+    /// Gauge: long-polls being held.
+    conns_poll,
     /// Gauge: connections in a closing handshake or lingering close.
     conns_closing,
     /// Gauge: channels with subscribers in this worker.
@@ -75,9 +81,35 @@ counters! {
     close_timeouts,
     /// Subscriptions refused because `--max-channels` was reached (503).
     channel_limit,
+    /// Long-polls answered because `--poll-timeout` passed.
+    poll_timeouts,
+    /// Gap reports sent to subscribers (messages after their cursor were gone).
+    gaps_reported,
+    /// Messages from subscribers (POST body to /sub, WebSocket frame) published.
+    client_messages,
+    /// Messages from subscribers refused (no `--client-publish`: 403 / close 1008).
+    client_publish_refused,
+    /// Requests refused for an Origin not in `--allow-origin` (403).
+    origin_refused,
+    /// Long-polls with an unknown or expired `Client-Id` session (410).
+    sessions_unknown,
 }
 
 impl WorkerStats {
+    /// The connection gauge of `phase`.
+    pub fn phase_gauge(&self, phase: crate::runtime::conn::Phase) -> &AtomicU64 {
+        use crate::runtime::conn::Phase;
+        match phase {
+            Phase::Http => &self.conns_http,
+            Phase::WsSub => &self.conns_ws_sub,
+            Phase::WsEcho => &self.conns_ws_echo,
+            Phase::Sse => &self.conns_sse,
+            Phase::Stream => &self.conns_stream,
+            Phase::Poll => &self.conns_poll,
+            Phase::Closing => &self.conns_closing,
+        }
+    }
+
     /// Adds `n` to a counter this worker owns.
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {
@@ -91,8 +123,9 @@ impl WorkerStats {
     }
 }
 
-/// The `/stats` document: every worker, then the totals.
-pub fn render_json(workers: &[&WorkerStats]) -> String {
+/// The `/stats` document: every worker, then the totals, then process-wide `extra` values
+/// (the hub: history and sessions) under `"hub"`.
+pub fn render_json(workers: &[&WorkerStats], extra: &[(&str, u64)]) -> String {
     let snaps: Vec<_> = workers.iter().map(|w| w.snapshot()).collect();
     let mut out = String::from("{\"workers\":[");
     for (i, s) in snaps.iter().enumerate() {
@@ -115,6 +148,13 @@ pub fn render_json(workers: &[&WorkerStats]) -> String {
             let _ = write!(out, "\"{k}\":{sum}");
         }
     }
+    out.push_str("},\"hub\":{");
+    for (j, (k, v)) in extra.iter().enumerate() {
+        if j > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{k}\":{v}");
+    }
     out.push_str("}}\n");
     out
 }
@@ -131,7 +171,8 @@ mod tests {
         WorkerStats::add(&b.accepted, 3);
         WorkerStats::add(&b.conns_ws_sub, 5);
         WorkerStats::sub(&b.conns_ws_sub, 1);
-        let j = render_json(&[&a, &b]);
+        let j = render_json(&[&a, &b], &[("sessions", 2)]);
+        assert!(j.contains("\"hub\":{\"sessions\":2}"));
         assert!(j.contains("\"total\":{"));
         assert!(j.contains("\"worker\":1,"));
         let total = j.split("\"total\":").nth(1).unwrap();

@@ -50,7 +50,15 @@ fn http_refusals() {
         (b"POST /pub/bad%20name HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx".to_vec(), 400),
         (b"POST /pub/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n\xff\xfe".to_vec(), 400),
         (req("/pub/x", ""), 405),
-        (req("/sub/x", ""), 400),
+        (req("/sub/x?transport=bogus", ""), 400),
+        (req("/sub/x?cursor=-1", ""), 400),
+        (req("/sub/x?cursor=99999999999999999999", ""), 400),
+        (req("/sub/x?callback=sh%0d%0art", ""), 400),
+        (req("/sub/x?callback=NOTICE:", ""), 400),
+        (req(&format!("/sub/x?callback={}", "a".repeat(65)), ""), 400),
+        (req("/sub/x", "Client-Id: a b\r\n"), 400),
+        (req("/sub/x", "Last-Event-ID: abc\r\n"), 400),
+        (req("/sub/bad!name", "Accept: text/event-stream\r\n"), 400),
         (upgrade_request("/sub/bad!name"), 400),
         (upgrade_request(&format!("/sub/{}", "a".repeat(256))), 400),
         (
@@ -80,6 +88,7 @@ fn http_refusals() {
         // Answers to well-framed requests keep the connection open: ask for close.
         let keeps_open = matches!(want, 200 | 404 | 405)
             || request.starts_with(b"POST /pub/bad%20name")
+            || (request.starts_with(b"GET /sub/") && find(&request, b"Upgrade").is_none())
             || find(&request, b"\xff\xfe").is_some();
         if keeps_open {
             let at = find(&request, b"\r\n\r\n").unwrap();

@@ -46,10 +46,12 @@ fn five_thousand_connections_with_a_publish_load() {
         "server_pss_bytes_per_conn",
         "server_rss_bytes_per_conn",
         "kernel_bytes_per_conn",
-        "client_bytes_per_conn",
     ] {
         assert!(r[k].as_f64().unwrap() > 0.0, "{k} = {}", r[k]);
     }
+    // flood's own cost is 32 bytes per connection in pages its workers mostly had already: the
+    // PSS delta of 2,500 connections per worker is often less than a page (0 is a fair
+    // reading), so only the bound is checked.
     assert!(r["client_bytes_per_conn"].as_f64().unwrap() < 1024.0);
     let l = &r["latency_us"];
     assert!(l["p50"].as_u64().unwrap() > 0);

@@ -124,6 +124,24 @@ pub struct Head<'b> {
     pub ws_key_repeated: bool,
     /// `Sec-WebSocket-Version` value, if present.
     pub ws_version: Option<&'b [u8]>,
+    /// `Accept` lists `text/event-stream`.
+    pub accept_sse: bool,
+    /// `Accept` lists `application/json`.
+    pub accept_json: bool,
+    /// `Accept` lists `application/x-ndjson`.
+    pub accept_ndjson: bool,
+    /// `Origin` value (the last one, if repeated).
+    pub origin: Option<&'b [u8]>,
+    /// `Last-Event-ID` value.
+    pub last_event_id: Option<&'b [u8]>,
+    /// `Client-Id` value (dojox/socket long-poll series).
+    pub client_id: Option<&'b [u8]>,
+    /// `Pragma` lists `start-long-poll` (first request of a dojox/socket series).
+    pub pragma_start: bool,
+    /// `Access-Control-Request-Method` present (a CORS preflight).
+    pub cors_preflight: bool,
+    /// `Access-Control-Request-Headers` value.
+    pub cors_request_headers: Option<&'b [u8]>,
 }
 
 impl Head<'_> {
@@ -240,6 +258,31 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
             head.ws_key = Some(trim(value));
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("accept") {
+            for t in tokens(value) {
+                let media = trim(t.split(|&b| b == b';').next().unwrap_or(t));
+                if media.eq_ignore_ascii_case(b"text/event-stream") {
+                    head.accept_sse = true;
+                } else if media.eq_ignore_ascii_case(b"application/json") {
+                    head.accept_json = true;
+                } else if media.eq_ignore_ascii_case(b"application/x-ndjson") {
+                    head.accept_ndjson = true;
+                }
+            }
+        } else if name.eq_ignore_ascii_case("origin") {
+            head.origin = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("last-event-id") {
+            head.last_event_id = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("client-id") {
+            head.client_id = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("pragma") {
+            if tokens(value).any(|t| t.eq_ignore_ascii_case(b"start-long-poll")) {
+                head.pragma_start = true;
+            }
+        } else if name.eq_ignore_ascii_case("access-control-request-method") {
+            head.cors_preflight = true;
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            head.cors_request_headers = Some(trim(value));
         }
     }
     if version == 1 && head.host_count != 1 || head.host_count > 1 {
@@ -309,6 +352,16 @@ fn protocol_name(t: &[u8]) -> &[u8] {
     t.split(|&b| b == b'/').next().unwrap_or(t)
 }
 
+/// The raw value of query parameter `name` in `path` (`?a=1&b=2`), undecoded. The first
+/// occurrence wins; a parameter without `=` has an empty value.
+pub fn query_param<'p>(path: &'p str, name: &str) -> Option<&'p str> {
+    let (_, query) = path.split_once('?')?;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then_some(v)
+    })
+}
+
 /// Builds a complete response with a small body. Used for every non-upgrade answer; the bodies
 /// are at most a few kilobytes (`/stats` is the largest).
 pub fn response(
@@ -335,6 +388,15 @@ pub fn response(
     let mut out = head.into_bytes();
     out.extend_from_slice(body);
     out
+}
+
+/// A `204 No Content` answer (no body, no `Content-Length`, as RFC 9110 §8.6 requires).
+pub fn no_content(extra_headers: &str, keep_alive: bool) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 204 No Content\r\nServer: edgecomet\r\nCache-Control: no-store\r\n{}{extra_headers}\r\n",
+        if keep_alive { "" } else { "Connection: close\r\n" },
+    )
+    .into_bytes()
 }
 
 /// A plain-text error response for `err`; the connection is closed after it.
@@ -377,6 +439,29 @@ mod tests {
             Parse::Error(e) => e,
             other => panic!("expected Error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn parses_transport_headers() {
+        let h = complete(
+            b"POST /sub/x?cursor=5&callback=cb HTTP/1.1\r\nHost: a\r\n\
+              Accept: text/html, application/json;q=0.9\r\nOrigin: http://o.test\r\n\
+              Last-Event-ID: 12\r\nClient-Id: 0.5\r\nPragma: no-cache, start-long-poll\r\n\
+              Access-Control-Request-Method: POST\r\n\
+              Access-Control-Request-Headers: client-id, pragma\r\n\r\n",
+        );
+        assert!(h.accept_json && !h.accept_sse && !h.accept_ndjson);
+        assert_eq!(h.origin, Some(&b"http://o.test"[..]));
+        assert_eq!(h.last_event_id, Some(&b"12"[..]));
+        assert_eq!(h.client_id, Some(&b"0.5"[..]));
+        assert!(h.pragma_start && h.cors_preflight);
+        assert_eq!(h.cors_request_headers, Some(&b"client-id, pragma"[..]));
+        assert_eq!(query_param(h.path, "cursor"), Some("5"));
+        assert_eq!(query_param(h.path, "callback"), Some("cb"));
+        assert_eq!(query_param(h.path, "nope"), None);
+        assert_eq!(query_param("/a?flag&x=1", "flag"), Some(""));
+        let h = complete(b"GET / HTTP/1.1\r\nHost: a\r\nAccept: Text/Event-Stream\r\n\r\n");
+        assert!(h.accept_sse);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! of the turn, so a channel index held by pending fan-out work stays valid for the whole turn.
 //! This module must never touch sockets: it hands out slot numbers, the worker does the I/O.
 
+pub mod hub;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -103,6 +105,11 @@ impl Channels {
             self.emptied.push(chan);
         }
         c.subs.get(pos).copied()
+    }
+
+    /// The name of `chan`.
+    pub fn name(&self, chan: u32) -> Option<&Arc<str>> {
+        self.slots.get(chan as usize).map(|c| &c.name)
     }
 
     /// The subscribers of `chan` (empty if it does not exist).

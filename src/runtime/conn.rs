@@ -19,6 +19,12 @@ pub enum Phase {
     WsSub,
     /// WebSocket echo (`/echo`).
     WsEcho,
+    /// Server-Sent Events subscriber of one channel.
+    Sse,
+    /// HTTP-streaming (chunked NDJSON) subscriber of one channel.
+    Stream,
+    /// A held long-poll: subscribed until a message or `--poll-timeout`, then back to `Http`.
+    Poll,
     /// Finishing: our last bytes (close frame or final response) are queued; once flushed the
     /// write side is shut down, input is discarded until the peer closes or `--close-timeout`.
     Closing,
@@ -37,6 +43,75 @@ pub mod flag {
     pub const WRITE_SHUT: u8 = 1 << 3;
     /// Closing: this was a WebSocket connection (for the close-timeout counter).
     pub const WAS_WS: u8 = 1 << 4;
+    /// Poll: the request asked for keep-alive.
+    pub const KEEP_ALIVE: u8 = 1 << 5;
+}
+
+/// How an HTTP subscriber is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Sse,
+    Stream,
+    /// Long-poll, one message per answer as the body.
+    Text,
+    /// Long-poll, `{"cursor":..,"messages":[..]}`.
+    Json,
+    /// Long-poll, the JSON answer wrapped in a callback.
+    Jsonp,
+}
+
+/// State of an HTTP subscriber (SSE, stream, held poll), kept inline in place of the WebSocket
+/// reader so that it costs no heap.
+#[derive(Debug, Clone, Copy)]
+pub struct SubState {
+    /// Id of the last message sent (or known to be covered): later deliveries skip anything
+    /// at or below it. Two halves so the entry keeps 4-byte alignment.
+    cursor: [u32; 2],
+    /// CORS answer: 0 = none, [`ORIGIN_ANY`] = `*`, else index + 1 into `--allow-origin`.
+    pub origin: u16,
+    pub format: Format,
+}
+
+/// [`SubState::origin`] for `Access-Control-Allow-Origin: *`.
+pub const ORIGIN_ANY: u16 = u16::MAX;
+
+impl SubState {
+    pub fn new(cursor: u64, origin: u16, format: Format) -> Self {
+        let mut s = SubState {
+            cursor: [0; 2],
+            origin,
+            format,
+        };
+        s.set_cursor(cursor);
+        s
+    }
+
+    pub fn cursor(&self) -> u64 {
+        u64::from(self.cursor[0]) << 32 | u64::from(self.cursor[1])
+    }
+
+    pub fn set_cursor(&mut self, c: u64) {
+        self.cursor = [(c >> 32) as u32, c as u32];
+    }
+}
+
+/// Per-phase protocol state, inline.
+#[derive(Debug)]
+pub enum Proto {
+    Ws(WsReader),
+    Sub(SubState),
+}
+
+/// Heap extras a connection needs only in some phases.
+#[derive(Debug)]
+pub enum Ext {
+    /// Echo: the message being assembled; subscriber with `--client-publish`: the same.
+    Msg(Vec<u8>),
+    /// A held poll: its `Client-Id` session and JSONP callback, when it has them.
+    Poll {
+        client: Option<Box<str>>,
+        callback: Option<Box<str>>,
+    },
 }
 
 /// No channel: `chan` value of a connection that is not subscribed.
@@ -65,14 +140,14 @@ pub struct Conn {
     pub chan: u32,
     /// Position in that channel's subscriber list.
     pub chan_pos: u32,
-    /// WebSocket receive state (inline: 20 bytes).
-    pub ws: WsReader,
+    /// WebSocket receive state, or an HTTP subscriber's state (inline: 20 bytes).
+    pub proto: Proto,
     /// Unparsed input kept between reads (a partial head, body or frame header).
     pub tail: Option<Box<Vec<u8>>>,
     /// What the kernel has not taken yet.
     pub out: Option<Box<OutQueue>>,
-    /// Echo: the message being assembled.
-    pub msg: Option<Box<Vec<u8>>>,
+    /// Phase extras: a WebSocket message being assembled, a held poll's session/callback.
+    pub ext: Option<Box<Ext>>,
 }
 
 impl Conn {
@@ -87,10 +162,10 @@ impl Conn {
             http_mark: 0,
             chan: NO_CHANNEL,
             chan_pos: 0,
-            ws: WsReader::default(),
+            proto: Proto::Ws(WsReader::default()),
             tail: None,
             out: None,
-            msg: None,
+            ext: None,
         }
     }
 
@@ -106,6 +181,22 @@ impl Conn {
         self.flags &= !f;
     }
 
+    /// The HTTP subscriber state (SSE, stream, poll); a default one if the phase has none.
+    pub fn sub(&self) -> SubState {
+        match self.proto {
+            Proto::Sub(s) => s,
+            Proto::Ws(_) => SubState::new(0, 0, Format::Text),
+        }
+    }
+
+    /// The held poll's `(client, callback)`.
+    pub fn poll_ext(&self) -> (Option<&str>, Option<&str>) {
+        match self.ext.as_deref() {
+            Some(Ext::Poll { client, callback }) => (client.as_deref(), callback.as_deref()),
+            _ => (None, None),
+        }
+    }
+
     /// Bytes waiting in the outbound queue.
     pub fn queued(&self) -> usize {
         self.out.as_ref().map_or(0, |q| q.bytes())
@@ -118,7 +209,8 @@ mod tests {
 
     /// The entry is the per-connection cost in user space; growing it is a decision, so this
     /// test pins it. 80 bytes: fd 4 + generation 4 + timers 8 + phase/flags 2 + http_mark 4 +
-    /// channel 8 + WsReader 20 + three optional boxes 24, rounded up by alignment.
+    /// channel 8 + WsReader or SubState 20 (the enum tag lives in a
+    /// niche of the reader) + three optional boxes 24, rounded up by alignment.
     #[test]
     fn conn_entry_size_is_pinned() {
         assert_eq!(std::mem::size_of::<Conn>(), 80);
@@ -131,5 +223,14 @@ mod tests {
         }
         assert_eq!(std::mem::size_of::<SlabEntry>(), 80);
         assert_eq!(std::mem::size_of::<TcpStream>(), 4);
+        assert_eq!(std::mem::size_of::<Proto>(), 20);
+    }
+
+    #[test]
+    fn cursor_halves() {
+        let mut s = SubState::new(0x1234_5678_9abc_def0, 3, Format::Json);
+        assert_eq!(s.cursor(), 0x1234_5678_9abc_def0);
+        s.set_cursor(7);
+        assert_eq!(s.cursor(), 7);
     }
 }

@@ -1,6 +1,7 @@
 //! The cross-worker mailbox: a bounded queue plus a `mio::Waker` per worker.
 //!
-//! A publish on one worker becomes one immutable, already-framed message (`Bytes`) that every
+//! A publish on one worker becomes one immutable message (`Arc<Message>`, each wire encoding
+//! built once) that every
 //! other worker receives through its inbox and delivers to its own subscribers; no worker ever
 //! touches another's connections. Senders batch wake-ups: a worker that queued mail for a peer
 //! during a loop turn wakes it once at the end of that turn.
@@ -8,14 +9,15 @@
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
-use bytes::Bytes;
 use mio::Waker;
+
+use crate::pubsub::hub::Message;
 
 /// Messages a worker can receive.
 #[derive(Debug)]
 pub enum Mail {
-    /// Deliver `frame` (a complete WebSocket text frame) to local subscribers of `channel`.
-    Publish { channel: Arc<str>, frame: Bytes },
+    /// Deliver `msg` to local subscribers of its channel.
+    Publish(Arc<Message>),
     /// Stop accepting, close every client (1001), exit when done or at the deadline.
     Shutdown,
 }

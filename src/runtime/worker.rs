@@ -41,8 +41,9 @@ use crate::proto::http::{self, HeadLimits, HttpError, Method, Parse};
 use crate::proto::ws::frame::{self, OP_BINARY, OP_PING, OP_PONG, OP_TEXT, close_code};
 use crate::proto::ws::handshake;
 use crate::proto::ws::reader::{Event, Fail};
+use crate::pubsub::hub::{Gap, Hub, Message};
 use crate::pubsub::{self, Channels};
-use crate::runtime::conn::{Conn, NO_CHANNEL, Phase, flag};
+use crate::runtime::conn::{Conn, Ext, NO_CHANNEL, Phase, Proto, flag};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::outq::{self, OutQueue};
 use crate::runtime::timer::{Key, Wheel};
@@ -78,11 +79,24 @@ pub struct Shared {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Open connections over all workers (checked against `--max-connections` at accept).
     pub conns: std::sync::atomic::AtomicUsize,
+    /// Message ids, history and long-poll sessions of every channel.
+    pub hub: Hub,
 }
 
 /// Why a connection must go away at once (no further bytes to it).
 #[derive(Debug)]
 struct Dead;
+
+/// Why a publish was not done (or not done everywhere).
+#[derive(Debug)]
+enum PubError {
+    /// `--max-channels` channels have state (nothing delivered).
+    Channels,
+    /// A peer's inbox was full: its subscribers miss this message (id assigned, in history).
+    Inbox(Arc<Message>),
+}
+
+mod transports;
 
 pub struct Worker {
     id: usize,
@@ -97,8 +111,8 @@ pub struct Worker {
     channels: Channels,
     wheel: Wheel,
     scratch: Box<[u8]>,
-    /// Messages to deliver at the end of this turn: (channel index, framed message).
-    pending: Vec<(u32, Bytes)>,
+    /// Messages to deliver at the end of this turn: (channel index, message).
+    pending: Vec<(u32, Arc<Message>)>,
     /// Connections that stopped reading at their budget, to be read again next turn.
     retry: Vec<Key>,
     /// Peers that were sent mail this turn and must be woken.
@@ -112,6 +126,8 @@ pub struct Worker {
     start: Instant,
     /// Whole seconds since `start`, plus one (0 means "no deadline" in connection fields).
     tick: u32,
+    /// Tick of the last hub sweep (worker 0 sweeps once per tick).
+    swept: u32,
     head_limits: HeadLimits,
 }
 
@@ -163,6 +179,7 @@ impl Worker {
             drain_deadline: None,
             start: Instant::now(),
             tick: 1,
+            swept: 0,
             head_limits,
         })
     }
@@ -445,8 +462,17 @@ impl Worker {
                 return buf.len();
             };
             match conn.phase {
-                Phase::Closing => return buf.len(), // discarded until the peer closes
+                // Discarded: until the peer closes, or (streams) nothing is expected.
+                Phase::Closing | Phase::Sse | Phase::Stream => return buf.len(),
                 Phase::WsSub | Phase::WsEcho => return pos + self.ws_input(idx, &mut buf[pos..]),
+                Phase::Poll => {
+                    if pos == buf.len() {
+                        return pos;
+                    }
+                    // A request pipelined behind a held poll: finish the poll now, then serve
+                    // the request (responses leave in request order).
+                    self.poll_interrupted(idx);
+                }
                 Phase::Http => {
                     if pos == buf.len() {
                         return pos;
@@ -519,10 +545,18 @@ impl Worker {
     fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
         let path = head.path.split('?').next().unwrap_or("");
         if path == "/echo" {
-            self.upgrade(idx, head, None);
+            if self.check_origin(idx, head).is_some() {
+                self.upgrade(idx, head, None);
+            }
         } else if let Some(channel) = path.strip_prefix("/sub/") {
-            self.upgrade(idx, head, Some(channel));
+            self.route_sub(idx, head, body, channel);
         } else if let Some(channel) = path.strip_prefix("/pub/") {
+            let Some(origin) = self.check_origin(idx, head) else {
+                return;
+            };
+            if head.method_raw == "OPTIONS" {
+                return self.preflight(idx, head, origin);
+            }
             if head.method() != Method::Post {
                 return self.respond_error(
                     idx,
@@ -533,7 +567,7 @@ impl Worker {
                     head.keep_alive(),
                 );
             }
-            self.publish(idx, channel, body, head.keep_alive());
+            self.publish(idx, channel, body, head.keep_alive(), origin);
         } else if path == "/stats" {
             if head.method() != Method::Get {
                 return self.respond_error(
@@ -546,7 +580,7 @@ impl Worker {
                 );
             }
             let workers: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
-            let json = stats::render_json(&workers);
+            let json = stats::render_json(&workers, &self.shared.hub.stats.snapshot());
             let resp = http::response(
                 200,
                 "OK",
@@ -561,61 +595,95 @@ impl Worker {
         }
     }
 
-    fn publish(&mut self, idx: usize, channel: &str, body: &[u8], keep_alive: bool) {
+    fn publish(&mut self, idx: usize, channel: &str, body: &[u8], keep_alive: bool, origin: u16) {
         if !pubsub::valid_channel(channel, self.cfg.max_channel_len) {
             return self.bad_request(idx, "invalid channel name\n", keep_alive);
         }
         if std::str::from_utf8(body).is_err() {
             return self.bad_request(idx, "message must be UTF-8 text\n", keep_alive);
         }
-        let framed = frame::frame(OP_TEXT, body);
-        WorkerStats::add(&self.stats.messages_in, 1);
-        if let Some(chan) = self.channels.lookup(channel) {
-            self.pending.push((chan, framed.clone()));
-        }
-        let mut refused = 0;
-        if self.shared.mailboxes.len() > 1 {
-            let name: Arc<str> = Arc::from(channel);
-            for (i, mb) in self.shared.mailboxes.iter().enumerate() {
-                if i == self.id {
-                    continue;
-                }
-                let mail = Mail::Publish {
-                    channel: name.clone(),
-                    frame: framed.clone(),
-                };
-                if mb.post(mail).is_ok() {
-                    self.wake[i] = true;
-                } else {
-                    refused += 1;
-                }
+        let cors = self.cors_headers(origin);
+        match self.publish_message(channel, Bytes::copy_from_slice(body)) {
+            Ok(msg) => {
+                let body = format!(
+                    "{{\"ok\":true,\"channel\":\"{channel}\",\"id\":\"{}\",\"bytes\":{}}}\n",
+                    msg.id,
+                    body.len()
+                );
+                let resp = http::response(
+                    200,
+                    "OK",
+                    "application/json",
+                    &cors,
+                    body.as_bytes(),
+                    keep_alive,
+                );
+                self.respond(idx, resp, keep_alive);
             }
+            Err(e) => self.publish_refused(idx, e, &cors, keep_alive),
         }
-        if refused > 0 {
-            // A peer's inbox is full (the peer is stuck): its subscribers miss this message.
-            WorkerStats::add(&self.stats.drops, refused);
-            return self.respond_error(
-                idx,
-                503,
-                "Service Unavailable",
-                "Retry-After: 1\r\n",
-                "delivery queue of a worker is full\n",
-                keep_alive,
-            );
-        }
-        let body = format!(
-            "{{\"ok\":true,\"channel\":\"{channel}\",\"bytes\":{}}}\n",
-            body.len()
-        );
-        let resp = http::response(
-            200,
-            "OK",
-            "application/json",
-            "",
-            body.as_bytes(),
+    }
+
+    fn publish_refused(&mut self, idx: usize, e: PubError, cors: &str, keep_alive: bool) {
+        let (extra, body) = match e {
+            PubError::Channels => {
+                WorkerStats::add(&self.stats.channel_limit, 1);
+                (String::new(), "channel limit reached\n")
+            }
+            // The message has its id and is in the history; a worker's live subscribers miss
+            // it. Said plainly so that a retry is a decision, not an accident.
+            PubError::Inbox(msg) => (
+                format!("Retry-After: 1\r\nEdgecomet-Id: {}\r\n", msg.id),
+                "published, but the delivery queue of a worker is full: its live subscribers \
+                 miss this message (it is in the history)\n",
+            ),
+        };
+        self.respond_error(
+            idx,
+            503,
+            "Service Unavailable",
+            &(extra + cors),
+            body,
             keep_alive,
         );
-        self.respond(idx, resp, keep_alive);
+    }
+
+    /// Publishes `payload` (UTF-8, checked by the caller) to `channel`: the hub gives it an id
+    /// and records it; local subscribers get it in this turn's fan-out, other workers through
+    /// their inboxes.
+    fn publish_message(&mut self, channel: &str, payload: Bytes) -> Result<Arc<Message>, PubError> {
+        let shared = self.shared.clone();
+        let me = self.id;
+        let local = self.channels.lookup(channel);
+        let pending = &mut self.pending;
+        let wake = &mut self.wake;
+        let mut refused = 0;
+        let msg = shared
+            .hub
+            .publish(channel, payload, |msg| {
+                if let Some(chan) = local {
+                    pending.push((chan, msg.clone()));
+                }
+                for (i, mb) in shared.mailboxes.iter().enumerate() {
+                    if i == me {
+                        continue;
+                    }
+                    if mb.post(Mail::Publish(msg.clone())).is_ok() {
+                        wake[i] = true;
+                    } else {
+                        refused += 1;
+                    }
+                }
+            })
+            .map_err(|_| PubError::Channels)?;
+        WorkerStats::add(&self.stats.messages_in, 1);
+        if refused > 0 {
+            // A peer's inbox is full (the peer is stuck): its subscribers miss this message
+            // (resumable from the history).
+            WorkerStats::add(&self.stats.drops, refused);
+            return Err(PubError::Inbox(msg));
+        }
+        Ok(msg)
     }
 
     fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
@@ -728,8 +796,8 @@ impl Worker {
             return false;
         }
         match conn.phase {
-            Phase::WsSub | Phase::WsEcho => self.slow_consumer(idx),
-            Phase::Http | Phase::Closing => {
+            Phase::WsSub | Phase::WsEcho | Phase::Sse | Phase::Stream => self.slow_consumer(idx),
+            Phase::Http | Phase::Closing | Phase::Poll => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
                 self.remove(idx);
             }
@@ -755,26 +823,58 @@ impl Worker {
         self.ws_activity(idx);
         let max = self.cfg.max_message_bytes;
         let stats = &*self.stats;
+        let client_publish = self.cfg.client_publish;
         let conn = &mut self.conns[idx];
         let echo = conn.phase == Phase::WsEcho;
+        // Echo and (with --client-publish) subscribers assemble what the client sends.
+        let keep = echo || client_publish;
         // Replies are collected first and sent after the reader returns (control frames are
         // tiny; an echoed message is one buffer). The flag marks data (droppable) frames.
         let mut replies: Vec<(Bytes, bool)> = Vec::new();
         let mut close: Option<Bytes> = None;
-        let msg = &mut conn.msg;
-        let res = conn.ws.feed(buf, max, |ev| match ev {
+        // Complete text messages of a subscriber, to publish once the reader returns.
+        let mut to_publish: Vec<Vec<u8>> = Vec::new();
+        let ext = &mut conn.ext;
+        let Proto::Ws(reader) = &mut conn.proto else {
+            return buf.len();
+        };
+        let res = reader.feed(buf, max, |ev| match ev {
             Event::Data { chunk, .. } => {
-                if echo {
-                    msg.get_or_insert_with(Default::default)
-                        .extend_from_slice(chunk);
+                if keep {
+                    match ext
+                        .get_or_insert_with(|| Box::new(Ext::Msg(Vec::new())))
+                        .as_mut()
+                    {
+                        Ext::Msg(m) => m.extend_from_slice(chunk),
+                        Ext::Poll { .. } => {}
+                    }
                 }
             }
             Event::End { text } => {
                 WorkerStats::add(&stats.ws_messages_in, 1);
+                let payload = match ext.take().map(|b| *b) {
+                    Some(Ext::Msg(m)) => m,
+                    _ => Vec::new(),
+                };
                 if echo {
-                    let payload = msg.take().map(|b| *b).unwrap_or_default();
                     let op = if text { OP_TEXT } else { OP_BINARY };
                     replies.push((frame::frame(op, &payload), true));
+                } else if close.is_none() {
+                    // A subscriber speaks: a message from the client.
+                    if !text {
+                        close = Some(frame::close_frame(
+                            close_code::UNSUPPORTED,
+                            "binary messages are not accepted",
+                        ));
+                    } else if !client_publish {
+                        WorkerStats::add(&stats.client_publish_refused, 1);
+                        close = Some(frame::close_frame(
+                            close_code::POLICY,
+                            "client publish disabled",
+                        ));
+                    } else {
+                        to_publish.push(payload);
+                    }
                 }
             }
             Event::Ping(p) => replies.push((frame::frame(OP_PONG, p), false)),
@@ -805,11 +905,31 @@ impl Worker {
                 return buf.len();
             }
         }
+        if !to_publish.is_empty() {
+            let chan = self.conns[idx].chan;
+            if let Some(name) = self.channels.name(chan).cloned() {
+                for payload in to_publish {
+                    // Text frames are UTF-8 (checked by the reader).
+                    match self.publish_message(&name, Bytes::from(payload)) {
+                        Ok(_) => WorkerStats::add(&self.stats.client_messages, 1),
+                        Err(PubError::Inbox(_)) => WorkerStats::add(&self.stats.client_messages, 1),
+                        Err(PubError::Channels) => {
+                            WorkerStats::add(&self.stats.channel_limit, 1);
+                            close = Some(frame::close_frame(
+                                close_code::TRY_AGAIN_LATER,
+                                "channel limit reached",
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         if self.over_backlog(idx) {
             return buf.len();
         }
         if let Some(c) = close {
-            self.conns[idx].msg = None;
+            self.conns[idx].ext = None;
             self.begin_close(idx, Some(c));
             return buf.len();
         }
@@ -829,22 +949,18 @@ impl Worker {
     /// Starts an orderly close: `last` (a close frame) is queued, the subscription ends, and
     /// once everything queued has gone the write side is shut down.
     fn begin_close(&mut self, idx: usize, last: Option<Bytes>) {
+        self.release_poll(idx);
         self.unsubscribe(idx);
         let conn = &mut self.conns[idx];
         if conn.phase == Phase::Closing {
             return;
         }
-        match conn.phase {
-            Phase::Http => WorkerStats::sub(&self.stats.conns_http, 1),
-            Phase::WsSub => WorkerStats::sub(&self.stats.conns_ws_sub, 1),
-            Phase::WsEcho => WorkerStats::sub(&self.stats.conns_ws_echo, 1),
-            Phase::Closing => {}
-        }
+        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
         if matches!(conn.phase, Phase::WsSub | Phase::WsEcho) {
             conn.set(flag::WAS_WS);
         }
         conn.phase = Phase::Closing;
-        conn.msg = None;
+        conn.ext = None;
         WorkerStats::add(&self.stats.conns_closing, 1);
         if let Some(frame) = last
             && self.send(idx, &[frame], false).is_err()
@@ -859,7 +975,8 @@ impl Worker {
         self.set_deadline(idx, at);
     }
 
-    /// Slow consumer: unsent data is dropped (counted), the client gets 1008.
+    /// Slow consumer: unsent data is dropped (counted); a WebSocket client gets 1008, an event
+    /// stream just ends (the client resumes from the history with its last id).
     fn slow_consumer(&mut self, idx: usize) {
         let conn = &mut self.conns[idx];
         if let Some(q) = conn.out.as_mut() {
@@ -868,13 +985,9 @@ impl Worker {
             WorkerStats::sub(&self.stats.bytes_queued, bytes as u64);
         }
         WorkerStats::add(&self.stats.slow_consumers, 1);
-        self.begin_close(
-            idx,
-            Some(frame::close_frame(
-                close_code::POLICY,
-                "slow consumer: queue limit exceeded",
-            )),
-        );
+        let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho)
+            .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
+        self.begin_close(idx, last);
     }
 
     fn unsubscribe(&mut self, idx: usize) {
@@ -896,15 +1009,10 @@ impl Worker {
         if !self.conns.contains(idx) {
             return;
         }
+        self.release_poll(idx);
         self.unsubscribe(idx);
         let conn = self.conns.remove(idx);
-        let gauge = match conn.phase {
-            Phase::Http => &self.stats.conns_http,
-            Phase::WsSub => &self.stats.conns_ws_sub,
-            Phase::WsEcho => &self.stats.conns_ws_echo,
-            Phase::Closing => &self.stats.conns_closing,
-        };
-        WorkerStats::sub(gauge, 1);
+        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
         WorkerStats::sub(&self.stats.bytes_queued, conn.queued() as u64);
         self.shared.conns.fetch_sub(1, Ordering::Relaxed);
         // Dropping the socket closes it, which also removes it from the epoll set.
@@ -915,9 +1023,9 @@ impl Worker {
     fn drain_mailbox(&mut self) {
         loop {
             match self.inbox.try_recv() {
-                Ok(Mail::Publish { channel, frame }) => {
-                    if let Some(chan) = self.channels.lookup(&channel) {
-                        self.pending.push((chan, frame));
+                Ok(Mail::Publish(msg)) => {
+                    if let Some(chan) = self.channels.lookup(&msg.channel) {
+                        self.pending.push((chan, msg));
                     }
                 }
                 Ok(Mail::Shutdown) => self.begin_shutdown(),
@@ -932,41 +1040,100 @@ impl Worker {
     }
 
     /// Delivers this turn's messages: per channel, each subscriber gets everything for it in
-    /// one `writev` (or one queue append when it is backlogged).
+    /// one `writev` (or one queue append when it is backlogged), in its transport's encoding.
+    /// Held polls are answered after the walk (answering unsubscribes them).
     fn fan_out(&mut self) {
         if self.pending.is_empty() {
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
-        // Stable: per-channel publish order is kept.
-        pending.sort_by_key(|(chan, _)| *chan);
+        // Per channel in id order. Arrival order is not enough: a local publish (id 5) is
+        // pending before the mailbox is drained, while a peer's earlier one (id 4, posted
+        // before our publish took the channel lock) is drained after it. Both are here in the
+        // same turn — the lock orders the post before our publish — so sorting suffices.
+        pending.sort_unstable_by_key(|(chan, m)| (*chan, m.id));
         let mut slow: Vec<usize> = Vec::new();
         let mut dead: Vec<usize> = Vec::new();
-        let mut batch: Vec<Bytes> = Vec::new();
+        // Held polls to answer: (connection, range of `pending` for its channel).
+        let mut polls: Vec<(usize, usize, usize)> = Vec::new();
+        let mut ws: Vec<Bytes> = Vec::new();
+        let mut sse: Vec<Bytes> = Vec::new();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut ids: Vec<u64> = Vec::new();
         let mut i = 0;
         while i < pending.len() {
             let chan = pending[i].0;
-            batch.clear();
+            let start = i;
             while i < pending.len() && pending[i].0 == chan {
-                batch.push(pending[i].1.clone());
                 i += 1;
             }
-            for group in batch.chunks(outq::MAX_IOV) {
-                for &sub in self.channels.subscribers(chan) {
-                    let conn = &mut self.conns[sub as usize];
-                    WorkerStats::add(&self.stats.messages_out, group.len() as u64);
+            let batch = &pending[start..i];
+            ws.clear();
+            sse.clear();
+            chunks.clear();
+            ids.clear();
+            ids.extend(batch.iter().map(|(_, m)| m.id));
+            for &sub in self.channels.subscribers(chan) {
+                let conn = &mut self.conns[sub as usize];
+                let frames: &[Bytes] = match conn.phase {
+                    Phase::WsSub => {
+                        if ws.is_empty() {
+                            ws.extend(batch.iter().map(|(_, m)| m.ws_frame().clone()));
+                        }
+                        &ws
+                    }
+                    Phase::Sse | Phase::Stream => {
+                        let mut st = conn.sub();
+                        // Skip what the subscriber already has (sent from the history when it
+                        // subscribed while these were in flight).
+                        let from = ids.partition_point(|&id| id <= st.cursor());
+                        if from == ids.len() {
+                            continue;
+                        }
+                        st.set_cursor(ids[ids.len() - 1]);
+                        conn.proto = Proto::Sub(st);
+                        let v = if conn.phase == Phase::Sse {
+                            if sse.is_empty() {
+                                sse.extend(batch.iter().map(|(_, m)| m.sse_event().clone()));
+                            }
+                            &sse
+                        } else {
+                            if chunks.is_empty() {
+                                chunks.extend(batch.iter().map(|(_, m)| m.stream_chunk().clone()));
+                            }
+                            &chunks
+                        };
+                        &v[from..]
+                    }
+                    Phase::Poll => {
+                        polls.push((sub as usize, start, i));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                WorkerStats::add(&self.stats.messages_out, frames.len() as u64);
+                for group in frames.chunks(outq::MAX_IOV) {
                     if send_on(conn, group, true, &self.stats).is_err() {
                         dead.push(sub as usize);
-                    } else if conn.queued() > self.cfg.max_queued_bytes {
-                        slow.push(sub as usize);
+                        break;
                     }
                 }
+                if conn.queued() > self.cfg.max_queued_bytes {
+                    slow.push(sub as usize);
+                }
             }
+        }
+        for (idx, start, end) in polls {
+            self.wake_poll(idx, &pending[start..end]);
         }
         pending.clear();
         self.pending = pending;
         for idx in slow {
-            if self.conns.get(idx).is_some_and(|c| c.phase == Phase::WsSub) {
+            if self
+                .conns
+                .get(idx)
+                .is_some_and(|c| matches!(c.phase, Phase::WsSub | Phase::Sse | Phase::Stream))
+            {
                 self.slow_consumer(idx);
             }
         }
@@ -1061,6 +1228,11 @@ impl Worker {
                     }
                 }
             }
+            Phase::Sse | Phase::Stream => self.heartbeat(idx),
+            Phase::Poll => {
+                WorkerStats::add(&self.stats.poll_timeouts, 1);
+                self.answer_held(idx, &[], Gap::None);
+            }
             Phase::Closing => {
                 if conn.has(flag::WAS_WS) {
                     WorkerStats::add(&self.stats.close_timeouts, 1);
@@ -1073,6 +1245,10 @@ impl Worker {
     // ---- end of turn and shutdown -----------------------------------------------------------
 
     fn end_turn(&mut self) {
+        if self.id == 0 && self.swept != self.tick {
+            self.swept = self.tick;
+            self.shared.hub.sweep();
+        }
         for (i, w) in self.wake.iter_mut().enumerate() {
             if std::mem::take(w) {
                 self.shared.mailboxes[i].wake();
@@ -1112,6 +1288,14 @@ impl Worker {
                     } else {
                         self.begin_close(idx, None);
                     }
+                }
+                // The stream ends (chunked: with its last chunk); clients reconnect and resume.
+                Phase::Sse => self.begin_close(idx, None),
+                Phase::Stream => self.begin_close(idx, Some(Bytes::from_static(b"0\r\n\r\n"))),
+                // Answered now (empty) and closed: the client polls again elsewhere or later.
+                Phase::Poll => {
+                    self.conns[idx].clear(flag::KEEP_ALIVE);
+                    self.answer_held(idx, &[], Gap::None);
                 }
                 Phase::Closing => {}
             }

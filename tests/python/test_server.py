@@ -124,7 +124,8 @@ def test_limits_and_errors():
         ("POST", "/pub/bad%20name", b"x", {}, 400),
         ("POST", "/pub/x", b"\xff\xfe", {}, 400),
         ("POST", "/pub/x", b"x" * ((1 << 20) + 1), {}, 413),
-        ("GET", "/sub/x", None, {}, 400),
+        ("GET", "/sub/x?cursor=abc", None, {}, 400),
+        ("GET", "/sub/x?callback=a%0d", None, {}, 400),
         ("GET", "/stats", None, {"X-Big": "a" * 9000}, 431),
     ]
     for method, path, body, headers, want in cases:
@@ -154,6 +155,30 @@ def test_limits_and_errors():
     assert resp.startswith(b"HTTP/1.1 400"), resp[:60]
 
 
+def test_longpoll_and_sse_with_urllib():
+    # Long-poll: two messages published before the poll come back in one JSON answer.
+    ids = [publish("py-lp", m)["id"] for m in ("a", "b\nc")]
+    req = urllib.request.Request(
+        BASE + "/sub/py-lp?cursor=0", headers={"Accept": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        body = json.loads(r.read())
+        assert r.headers["Edgecomet-Cursor"] == ids[1], r.headers
+    assert [m["data"] for m in body["messages"]] == ["a", "b\nc"], body
+    assert body["cursor"] == ids[1]
+    # SSE: resume after the first id; the second message arrives with its two data lines.
+    req = urllib.request.Request(
+        BASE + "/sub/py-lp",
+        headers={"Accept": "text/event-stream", "Last-Event-ID": ids[0]},
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        lines = []
+        while b"data: c\n" not in lines:
+            lines.append(r.readline())
+    assert lines[-3:] == [f"id: {ids[1]}\n".encode(), b"data: b\n", b"data: c\n"], lines
+
+
 def raw_exchange(request):
     """Sends `request` on a fresh connection and returns everything until the server closes."""
     host, port = ADDR.split(":")
@@ -173,6 +198,7 @@ async def main():
         test_message_too_big_gets_1009,
         test_slow_consumer_closed_others_keep_receiving,
         test_limits_and_errors,
+        test_longpoll_and_sse_with_urllib,
     ]
     passed = failed = 0
     for t in tests:

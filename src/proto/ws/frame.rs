@@ -27,10 +27,14 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL_ERROR: u16 = 1002;
+    /// The endpoint got a kind of data it does not accept (a subscriber's binary message).
+    pub const UNSUPPORTED: u16 = 1003;
     pub const INVALID_DATA: u16 = 1007;
     /// Sent to a slow consumer whose queue passed `--max-queued-bytes`.
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    /// A limit of the server was reached; the client may retry later.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// One decoded client frame header.

@@ -1,0 +1,818 @@
+//! The hub: what all workers share about a channel — message ids, the history ring, and the
+//! `Client-Id` sessions of the long-poll transport. Sans-IO: it hands out messages, workers
+//! write them.
+//!
+//! A publish takes the channel's shard lock, gives the message the channel's next id, appends
+//! it to the history and to every session queue of the channel, and — still under the lock —
+//! calls the caller's `deliver`, which queues it for the local fan-out and posts it to the other
+//! workers' inboxes. Holding the lock across the posting is what makes every worker see one
+//! channel's messages in id order. Resumes (a cursor, `Last-Event-ID`, a session poll) read
+//! under the same lock. Subscriber lists stay per worker ([`super::Channels`]); nothing here is
+//! touched on the per-subscriber delivery path.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::proto::ws::frame::{self, OP_TEXT};
+
+/// One published message, shared by the history, session queues, inboxes and every subscriber.
+/// Each wire encoding is built once, the first time a subscriber of that kind needs it.
+#[derive(Debug)]
+pub struct Message {
+    pub id: u64,
+    pub channel: Arc<str>,
+    /// The UTF-8 payload as published.
+    pub payload: Bytes,
+    /// Hub second of the publish (for `--history-age`).
+    at: u32,
+    ws: OnceLock<Bytes>,
+    sse: OnceLock<Bytes>,
+    chunk: OnceLock<Bytes>,
+}
+
+impl Message {
+    pub fn new(id: u64, channel: Arc<str>, payload: Bytes, at: u32) -> Message {
+        Message {
+            id,
+            channel,
+            payload,
+            at,
+            ws: OnceLock::new(),
+            sse: OnceLock::new(),
+            chunk: OnceLock::new(),
+        }
+    }
+
+    /// The WebSocket text frame.
+    pub fn ws_frame(&self) -> &Bytes {
+        self.ws.get_or_init(|| frame::frame(OP_TEXT, &self.payload))
+    }
+
+    /// The Server-Sent Events event: `id:`, one `data:` line per payload line, blank line.
+    pub fn sse_event(&self) -> &Bytes {
+        self.sse.get_or_init(|| {
+            let mut out = Vec::with_capacity(self.payload.len() + 40);
+            let _ = writeln!(Wr(&mut out), "id: {}", self.id);
+            for line in sse_lines(&self.payload) {
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(line);
+                out.push(b'\n');
+            }
+            out.push(b'\n');
+            Bytes::from(out)
+        })
+    }
+
+    /// The HTTP-streaming chunk: one NDJSON line `{"id":"..","data":".."}` in chunked framing.
+    pub fn stream_chunk(&self) -> &Bytes {
+        self.chunk.get_or_init(|| {
+            let mut line = Vec::with_capacity(self.payload.len() + 40);
+            self.json_element(&mut line);
+            line.push(b'\n');
+            Bytes::from(chunked(&line))
+        })
+    }
+
+    /// Appends `{"id":"ID","data":"..."}`.
+    pub fn json_element(&self, out: &mut Vec<u8>) {
+        let _ = write!(Wr(out), "{{\"id\":\"{}\",\"data\":\"", self.id);
+        json_escape(&self.payload, out);
+        out.extend_from_slice(b"\"}");
+    }
+}
+
+/// `io::Write`-free formatting into a byte vector.
+struct Wr<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Wr<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Lines of an SSE payload: CRLF, CR and LF all end a line (as EventSource parses them).
+fn sse_lines(p: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(p);
+    std::iter::from_fn(move || {
+        let s = rest?;
+        match s.iter().position(|&b| b == b'\n' || b == b'\r') {
+            None => {
+                rest = None;
+                Some(s)
+            }
+            Some(i) => {
+                let skip = if s[i] == b'\r' && s.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
+                rest = Some(&s[i + skip..]);
+                Some(&s[..i])
+            }
+        }
+    })
+}
+
+/// `bytes` in HTTP/1.1 chunked framing (one chunk).
+pub fn chunked(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len() + 12);
+    let _ = write!(Wr(&mut out), "{:x}\r\n", bytes.len());
+    out.extend_from_slice(bytes);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Escapes UTF-8 text as the inside of a JSON string.
+pub fn json_escape(s: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+/// What a client missed between its cursor and what can still be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Gap {
+    #[default]
+    None,
+    /// Exactly this many messages are gone.
+    Missed(u64),
+    /// Some may be gone; how many is not known (restart, expired channel, foreign cursor).
+    Unknown,
+}
+
+impl Gap {
+    pub fn is_gap(self) -> bool {
+        self != Gap::None
+    }
+
+    /// Combines two reports of one client.
+    fn add(self, o: Gap) -> Gap {
+        match (self, o) {
+            (Gap::Unknown, _) | (_, Gap::Unknown) => Gap::Unknown,
+            (Gap::Missed(a), Gap::Missed(b)) => Gap::Missed(a + b),
+            (Gap::None, g) | (g, Gap::None) => g,
+        }
+    }
+
+    /// `{"missed":N}` or `{"missed":null}`.
+    pub fn json(self) -> String {
+        match self {
+            Gap::Missed(n) => format!("{{\"missed\":{n}}}"),
+            _ => "{\"missed\":null}".to_string(),
+        }
+    }
+
+    /// The `Edgecomet-Gap` header value.
+    pub fn header(self) -> String {
+        match self {
+            Gap::Missed(n) => n.to_string(),
+            _ => "unknown".to_string(),
+        }
+    }
+}
+
+/// The answer to "what after this cursor?".
+#[derive(Debug, Default)]
+pub struct Since {
+    pub msgs: Vec<Arc<Message>>,
+    pub gap: Gap,
+    /// The cursor that covers what was returned: the last returned id, or — when nothing was —
+    /// the newest id the channel has issued (0 if it has no state), or the client's own cursor.
+    pub cursor: u64,
+}
+
+/// Why the hub refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `--max-channels` channels have state.
+    Channels,
+    /// `--max-sessions` sessions exist.
+    Sessions,
+    /// No such session (never started, expired or replaced).
+    NoSession,
+}
+
+/// Limits of the hub (from the flags).
+#[derive(Debug, Clone)]
+pub struct HubLimits {
+    pub history: usize,
+    /// Seconds; 0 = no age limit.
+    pub history_age: u32,
+    pub session_queue: usize,
+    pub session_ttl: u32,
+    pub max_sessions: usize,
+    pub max_channels: usize,
+}
+
+/// Hub-wide gauges and counters for `/stats`.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub channel_states: AtomicU64,
+    pub history_messages: AtomicU64,
+    pub history_bytes: AtomicU64,
+    pub sessions: AtomicU64,
+    pub session_queued: AtomicU64,
+    pub session_drops: AtomicU64,
+    pub sessions_expired: AtomicU64,
+}
+
+impl HubStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("channel_states", l(&self.channel_states)),
+            ("history_messages", l(&self.history_messages)),
+            ("history_bytes", l(&self.history_bytes)),
+            ("sessions", l(&self.sessions)),
+            ("session_queued", l(&self.session_queued)),
+            ("session_drops", l(&self.session_drops)),
+            ("sessions_expired", l(&self.sessions_expired)),
+        ]
+    }
+}
+
+fn inc(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+fn dec(a: &AtomicU64, n: u64) {
+    a.fetch_sub(n, Ordering::Relaxed);
+}
+
+#[derive(Debug)]
+struct Session {
+    queue: VecDeque<Arc<Message>>,
+    gap: Gap,
+    /// Hub second the last poll ended (or the session started).
+    last_seen: u32,
+    /// Polls of this session being held right now.
+    polls: u32,
+}
+
+#[derive(Debug)]
+struct ChanState {
+    name: Arc<str>,
+    /// First id this state issued.
+    base: u64,
+    /// Next id to issue.
+    next: u64,
+    history: VecDeque<Arc<Message>>,
+    sessions: HashMap<Box<str>, Session>,
+}
+
+impl ChanState {
+    fn last(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// Messages after `cursor` still in the history, and what is missing before them.
+    fn since(&self, cursor: u64) -> Since {
+        let first = self.history.front().map_or(self.next, |m| m.id);
+        let (from, gap) = if cursor == 0 {
+            (first, Gap::None)
+        } else if cursor + 1 < self.base || cursor > self.last() {
+            (first, Gap::Unknown)
+        } else if cursor + 1 < first {
+            (first, Gap::Missed(first - cursor - 1))
+        } else {
+            (cursor + 1, Gap::None)
+        };
+        let skip = (from - first) as usize;
+        let msgs: Vec<Arc<Message>> = self.history.iter().skip(skip).cloned().collect();
+        let cursor = msgs.last().map_or(
+            if gap.is_gap() || cursor == 0 {
+                self.last()
+            } else {
+                cursor
+            },
+            |m| m.id,
+        );
+        Since { msgs, gap, cursor }
+    }
+}
+
+type Shard = HashMap<Arc<str>, ChanState>;
+
+/// Shards of the channel table: a publish locks one.
+const SHARDS: usize = 64;
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Hub {
+    limits: HubLimits,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    /// Highest id issued by this process (a new channel state starts above it).
+    high_water: AtomicU64,
+    start: Instant,
+    pub stats: HubStats,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+}
+
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding the lock would be a bug; the data is still consistent enough to
+    // serve (every update is a single push/pop), so keep going rather than poison every worker.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    pub fn new(limits: HubLimits) -> Hub {
+        Hub {
+            limits,
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            high_water: AtomicU64::new(0),
+            start: Instant::now(),
+            stats: HubStats::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &HubLimits {
+        &self.limits
+    }
+
+    /// Seconds since the hub started.
+    pub fn now(&self) -> u32 {
+        self.start.elapsed().as_secs() as u32
+    }
+
+    fn shard(&self, channel: &str) -> &Mutex<Shard> {
+        let h = self.hasher.hash_one(channel) as usize;
+        &self.shards[h % SHARDS]
+    }
+
+    /// Publishes `payload` to `channel`: assigns the id, records it in the history and the
+    /// channel's session queues, then calls `deliver` while the channel is still locked.
+    pub fn publish(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        deliver: impl FnOnce(&Arc<Message>),
+    ) -> Result<Arc<Message>, Refused> {
+        let now = self.now();
+        let mut shard = lock(self.shard(channel));
+        if !shard.contains_key(channel) {
+            if self.stats.channel_states.load(Ordering::Relaxed) as usize
+                >= self.limits.max_channels
+            {
+                return Err(Refused::Channels);
+            }
+            let base = unix_micros().max(self.high_water.load(Ordering::Relaxed) + 1);
+            let name: Arc<str> = Arc::from(channel);
+            shard.insert(
+                name.clone(),
+                ChanState {
+                    name,
+                    base,
+                    next: base,
+                    history: VecDeque::new(),
+                    sessions: HashMap::new(),
+                },
+            );
+            inc(&self.stats.channel_states, 1);
+        }
+        let st = shard.get_mut(channel).expect("inserted just above");
+        let name = st.name.clone();
+        let id = st.next;
+        st.next += 1;
+        self.high_water.fetch_max(id, Ordering::Relaxed);
+        let msg = Arc::new(Message::new(id, name, payload, now));
+        let len = msg.payload.len() as u64;
+        if self.limits.history > 0 {
+            st.history.push_back(msg.clone());
+            inc(&self.stats.history_messages, 1);
+            inc(&self.stats.history_bytes, len);
+            while st.history.len() > self.limits.history {
+                let old = st.history.pop_front().expect("longer than the limit");
+                dec(&self.stats.history_messages, 1);
+                dec(&self.stats.history_bytes, old.payload.len() as u64);
+            }
+        }
+        for s in st.sessions.values_mut() {
+            s.queue.push_back(msg.clone());
+            inc(&self.stats.session_queued, 1);
+            if s.queue.len() > self.limits.session_queue {
+                s.queue.pop_front();
+                s.gap = s.gap.add(Gap::Missed(1));
+                dec(&self.stats.session_queued, 1);
+                inc(&self.stats.session_drops, 1);
+            }
+        }
+        deliver(&msg);
+        Ok(msg)
+    }
+
+    /// What `channel` has after `cursor` (see [`Since`]); `None` = no cursor: nothing, and the
+    /// cursor of "now".
+    pub fn since(&self, channel: &str, cursor: Option<u64>) -> Since {
+        let shard = lock(self.shard(channel));
+        match (shard.get(channel), cursor) {
+            (Some(st), Some(c)) => st.since(c),
+            (Some(st), None) => Since {
+                cursor: st.last(),
+                ..Since::default()
+            },
+            // No state: nothing was published that is still known. A cursor other than 0 may
+            // have had successors that are gone (the channel expired, or the server restarted)
+            // — unless history is off, where nothing is ever resumable.
+            (None, Some(c)) if c != 0 && self.limits.history > 0 => Since {
+                gap: Gap::Unknown,
+                ..Since::default()
+            },
+            (None, _) => Since::default(),
+        }
+    }
+
+    /// Starts (or restarts) the session `client` of `channel`: its queue begins with what is
+    /// after `cursor` (nothing without one).
+    pub fn session_start(
+        &self,
+        channel: &str,
+        client: &str,
+        cursor: Option<u64>,
+    ) -> Result<(), Refused> {
+        let now = self.now();
+        let mut shard = lock(self.shard(channel));
+        let exists = shard
+            .get(channel)
+            .is_some_and(|st| st.sessions.contains_key(client));
+        if !exists
+            && self.stats.sessions.load(Ordering::Relaxed) as usize >= self.limits.max_sessions
+        {
+            return Err(Refused::Sessions);
+        }
+        if !shard.contains_key(channel) {
+            if self.stats.channel_states.load(Ordering::Relaxed) as usize
+                >= self.limits.max_channels
+            {
+                return Err(Refused::Channels);
+            }
+            // A state with no message yet: ids start where a publish would start them.
+            let base = unix_micros().max(self.high_water.load(Ordering::Relaxed) + 1);
+            let name: Arc<str> = Arc::from(channel);
+            shard.insert(
+                name.clone(),
+                ChanState {
+                    name,
+                    base,
+                    next: base,
+                    history: VecDeque::new(),
+                    sessions: HashMap::new(),
+                },
+            );
+            inc(&self.stats.channel_states, 1);
+        }
+        let st = shard.get_mut(channel).expect("inserted just above");
+        let since = match cursor {
+            Some(c) => st.since(c),
+            None => Since::default(),
+        };
+        let mut queue: VecDeque<Arc<Message>> = since.msgs.into();
+        let mut gap = since.gap;
+        while queue.len() > self.limits.session_queue {
+            queue.pop_front();
+            gap = gap.add(Gap::Missed(1));
+        }
+        inc(&self.stats.session_queued, queue.len() as u64);
+        let new = Session {
+            queue,
+            gap,
+            last_seen: now,
+            polls: 0,
+        };
+        if let Some(old) = st.sessions.insert(Box::from(client), new) {
+            dec(&self.stats.session_queued, old.queue.len() as u64);
+        } else {
+            inc(&self.stats.sessions, 1);
+        }
+        Ok(())
+    }
+
+    /// Takes what the session has queued: everything (`all`) or the first message. Also
+    /// returns the channel's newest id (the cursor to report when nothing was taken).
+    pub fn session_take(&self, channel: &str, client: &str, all: bool) -> Result<Since, Refused> {
+        let now = self.now();
+        let mut shard = lock(self.shard(channel));
+        let st = shard.get_mut(channel).ok_or(Refused::NoSession)?;
+        let last = st.last();
+        let s = st.sessions.get_mut(client).ok_or(Refused::NoSession)?;
+        s.last_seen = now;
+        let n = if all {
+            s.queue.len()
+        } else {
+            s.queue.len().min(1)
+        };
+        let msgs: Vec<Arc<Message>> = s.queue.drain(..n).collect();
+        dec(&self.stats.session_queued, n as u64);
+        let gap = if n > 0 || all {
+            std::mem::take(&mut s.gap)
+        } else {
+            Gap::None
+        };
+        let cursor = msgs.last().map_or(last, |m| m.id);
+        Ok(Since { msgs, gap, cursor })
+    }
+
+    /// A poll of the session is being held (`true`) or has ended (`false`). A session with a
+    /// held poll never expires; its TTL runs from the end of the last poll.
+    pub fn session_hold(&self, channel: &str, client: &str, held: bool) {
+        let now = self.now();
+        let mut shard = lock(self.shard(channel));
+        if let Some(s) = shard
+            .get_mut(channel)
+            .and_then(|st| st.sessions.get_mut(client))
+        {
+            if held {
+                s.polls += 1;
+            } else {
+                s.polls = s.polls.saturating_sub(1);
+            }
+            s.last_seen = now;
+        }
+    }
+
+    /// Ages out history, expires idle sessions and drops channel states left with neither.
+    /// Called about once a second (by one worker).
+    pub fn sweep(&self) {
+        let now = self.now();
+        let age = self.limits.history_age;
+        let ttl = self.limits.session_ttl;
+        for m in self.shards.iter() {
+            let mut shard = lock(m);
+            shard.retain(|_, st| {
+                if age > 0 {
+                    while st
+                        .history
+                        .front()
+                        .is_some_and(|m| now.saturating_sub(m.at) >= age)
+                    {
+                        let old = st.history.pop_front().expect("checked");
+                        dec(&self.stats.history_messages, 1);
+                        dec(&self.stats.history_bytes, old.payload.len() as u64);
+                    }
+                }
+                st.sessions.retain(|_, s| {
+                    let keep = s.polls > 0 || now.saturating_sub(s.last_seen) < ttl;
+                    if !keep {
+                        dec(&self.stats.sessions, 1);
+                        dec(&self.stats.session_queued, s.queue.len() as u64);
+                        inc(&self.stats.sessions_expired, 1);
+                    }
+                    keep
+                });
+                let keep = !st.history.is_empty() || !st.sessions.is_empty();
+                if !keep {
+                    dec(&self.stats.channel_states, 1);
+                }
+                keep
+            });
+        }
+    }
+}
+
+/// A cursor that is not 1 to 20 decimal digits fitting in 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadCursor;
+
+/// Parses a cursor: 1 to 20 decimal digits that fit in 64 bits. Empty = no cursor.
+pub fn parse_cursor(v: &[u8]) -> Result<Option<u64>, BadCursor> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(BadCursor);
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Some)
+        .ok_or(BadCursor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub(history: usize) -> Hub {
+        Hub::new(HubLimits {
+            history,
+            history_age: 0,
+            session_queue: 4,
+            session_ttl: 60,
+            max_sessions: 10,
+            max_channels: 100,
+        })
+    }
+
+    fn publish(h: &Hub, ch: &str, s: &str) -> u64 {
+        h.publish(ch, Bytes::copy_from_slice(s.as_bytes()), |_| {})
+            .unwrap()
+            .id
+    }
+
+    fn payloads(s: &Since) -> Vec<String> {
+        s.msgs
+            .iter()
+            .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn ids_are_consecutive_and_time_based() {
+        let h = hub(8);
+        let a = publish(&h, "x", "a");
+        let b = publish(&h, "x", "b");
+        assert_eq!(b, a + 1);
+        assert!(a > 1_700_000_000_000_000, "microseconds since the epoch");
+        // Another channel starts above every id issued so far.
+        assert!(publish(&h, "y", "c") > b);
+    }
+
+    #[test]
+    fn resume_after_a_cursor() {
+        let h = hub(8);
+        let ids: Vec<u64> = (0..5).map(|i| publish(&h, "x", &i.to_string())).collect();
+        let s = h.since("x", Some(ids[1]));
+        assert_eq!(payloads(&s), ["2", "3", "4"]);
+        assert_eq!(s.gap, Gap::None);
+        assert_eq!(s.cursor, ids[4]);
+        let s = h.since("x", Some(ids[4]));
+        assert!(s.msgs.is_empty());
+        assert_eq!(s.cursor, ids[4]);
+        let s = h.since("x", Some(0));
+        assert_eq!(payloads(&s).len(), 5);
+        assert_eq!(s.gap, Gap::None);
+        let s = h.since("x", None);
+        assert!(s.msgs.is_empty());
+        assert_eq!(s.cursor, ids[4]);
+    }
+
+    #[test]
+    fn gaps_are_reported() {
+        let h = hub(3);
+        let ids: Vec<u64> = (0..6).map(|i| publish(&h, "x", &i.to_string())).collect();
+        // History holds 3, 4, 5: a client at 0 missed 1 and 2.
+        let s = h.since("x", Some(ids[0]));
+        assert_eq!(payloads(&s), ["3", "4", "5"]);
+        assert_eq!(s.gap, Gap::Missed(2));
+        // Older than the channel's state, or from the future: unknown.
+        assert_eq!(h.since("x", Some(ids[0] - 10)).gap, Gap::Unknown);
+        assert_eq!(h.since("x", Some(ids[5] + 1)).gap, Gap::Unknown);
+        // A channel without state, with a cursor: unknown; without history: nothing to say.
+        assert_eq!(h.since("nope", Some(5)).gap, Gap::Unknown);
+        assert_eq!(hub(0).since("nope", Some(5)).gap, Gap::None);
+    }
+
+    #[test]
+    fn history_off_still_reports_missed_messages() {
+        let h = hub(0);
+        let a = publish(&h, "x", "a");
+        publish(&h, "x", "b");
+        let s = h.since("x", Some(a));
+        assert!(s.msgs.is_empty());
+        assert_eq!(s.gap, Gap::Missed(1));
+    }
+
+    #[test]
+    fn sessions_queue_between_polls_and_bound_it() {
+        let h = hub(8);
+        h.session_start("x", "c1", None).unwrap();
+        publish(&h, "x", "a");
+        publish(&h, "x", "b");
+        let s = h.session_take("x", "c1", false).unwrap();
+        assert_eq!(payloads(&s), ["a"]);
+        let s = h.session_take("x", "c1", true).unwrap();
+        assert_eq!(payloads(&s), ["b"]);
+        for i in 0..6 {
+            publish(&h, "x", &i.to_string());
+        }
+        let s = h.session_take("x", "c1", true).unwrap();
+        assert_eq!(payloads(&s), ["2", "3", "4", "5"]);
+        assert_eq!(s.gap, Gap::Missed(2));
+        assert_eq!(h.stats.session_drops.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            h.session_take("x", "other", true).err(),
+            Some(Refused::NoSession)
+        );
+    }
+
+    #[test]
+    fn session_limit_and_restart() {
+        let h = hub(8);
+        for i in 0..10 {
+            h.session_start("x", &i.to_string(), None).unwrap();
+        }
+        assert_eq!(h.session_start("x", "new", None), Err(Refused::Sessions));
+        // Restarting an existing one is not a new session.
+        h.session_start("x", "3", None).unwrap();
+        assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn sweep_expires_sessions_and_drops_empty_states() {
+        let mut h = hub(0);
+        h.limits.session_ttl = 0;
+        h.session_start("x", "c", None).unwrap();
+        publish(&h, "x", "a");
+        assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 1);
+        h.session_hold("x", "c", true);
+        h.sweep();
+        assert_eq!(
+            h.stats.sessions.load(Ordering::Relaxed),
+            1,
+            "held poll keeps it"
+        );
+        h.session_hold("x", "c", false);
+        h.sweep();
+        assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 0);
+        assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 0);
+        assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
+        assert_eq!(
+            h.session_take("x", "c", true).err(),
+            Some(Refused::NoSession)
+        );
+    }
+
+    #[test]
+    fn channel_state_limit() {
+        let mut h = hub(4);
+        h.limits.max_channels = 1;
+        publish(&h, "a", "1");
+        assert_eq!(
+            h.publish("b", Bytes::from_static(b"x"), |_| {}).err(),
+            Some(Refused::Channels)
+        );
+    }
+
+    #[test]
+    fn encodings() {
+        let m = Message::new(
+            7,
+            Arc::from("x"),
+            Bytes::from_static(b"a\r\nb\rc\n\"q\"\x01"),
+            0,
+        );
+        assert_eq!(
+            &m.sse_event()[..],
+            b"id: 7\ndata: a\ndata: b\ndata: c\ndata: \"q\"\x01\n\n"
+        );
+        let mut j = Vec::new();
+        m.json_element(&mut j);
+        assert_eq!(
+            j,
+            b"{\"id\":\"7\",\"data\":\"a\\r\\nb\\rc\\n\\\"q\\\"\\u0001\"}"
+        );
+        let c = m.stream_chunk();
+        assert!(c.starts_with(format!("{:x}\r\n", j.len() + 1).as_bytes()));
+        assert!(c.ends_with(b"}\n\r\n"));
+    }
+
+    #[test]
+    fn cursors() {
+        assert_eq!(parse_cursor(b""), Ok(None));
+        assert_eq!(parse_cursor(b"42"), Ok(Some(42)));
+        assert_eq!(parse_cursor(b"18446744073709551615"), Ok(Some(u64::MAX)));
+        for bad in [
+            &b"-1"[..],
+            b"1e3",
+            b"18446744073709551616",
+            b"%31",
+            b" 1",
+            b"abc",
+        ] {
+            assert_eq!(parse_cursor(bad), Err(BadCursor), "{bad:?}");
+        }
+    }
+}

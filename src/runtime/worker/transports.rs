@@ -1,0 +1,669 @@
+//! The HTTP transports of `/sub/{channel}` on the worker: Server-Sent Events, HTTP streaming,
+//! long-poll (text, JSON, JSONP), `Client-Id` sessions, messages from clients, and CORS.
+//! The wire format is documented in `docs/http-transports.md`.
+//!
+//! An SSE or streaming subscriber is a channel subscriber like a WebSocket one, with its
+//! cursor inline ([`SubState`]). A held poll is subscribed too, until the fan-out (or the poll
+//! timeout, or a pipelined request) answers it; the connection then goes back to `Http` for
+//! the next poll.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Worker;
+use crate::proto::http::{self, Method};
+use crate::proto::ws::reader::WsReader;
+use crate::pubsub;
+use crate::pubsub::hub::{self, Gap, Message, Refused, Since};
+use crate::runtime::conn::{Ext, Format, ORIGIN_ANY, Phase, Proto, SubState, flag};
+use crate::stats::WorkerStats;
+
+/// Longest JSONP callback name.
+const MAX_CALLBACK: usize = 64;
+/// Longest `Client-Id`.
+const MAX_CLIENT_ID: usize = 64;
+/// SSE comment heartbeat.
+const SSE_HEARTBEAT: &[u8] = b": hb\n\n";
+/// Streaming heartbeat: a chunk holding an empty line.
+const STREAM_HEARTBEAT: &[u8] = b"1\r\n\n\r\n";
+
+/// A JSONP callback: identifiers (`[A-Za-z_$][A-Za-z0-9_$]*`) joined by `.`, at most 64 bytes.
+pub fn valid_callback(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_CALLBACK
+        && s.split('.').all(|part| {
+            let mut b = part.bytes();
+            b.next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b'$')
+                && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$')
+        })
+}
+
+/// A `Client-Id`: 1 to 64 visible ASCII characters.
+pub fn valid_client_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= MAX_CLIENT_ID && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// `Access-Control-Request-Headers` worth echoing: header names, commas and spaces only.
+fn valid_header_list(v: &[u8]) -> bool {
+    v.len() <= 1024
+        && v.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b' '))
+}
+
+/// What a `/sub` request asked for.
+struct SubRequest<'a> {
+    format: Format,
+    cursor: Option<u64>,
+    client: Option<&'a str>,
+    callback: Option<&'a str>,
+    origin: u16,
+    keep_alive: bool,
+}
+
+impl Worker {
+    // ---- CORS -------------------------------------------------------------------------------
+
+    /// Checks `Origin` against `--allow-origin`. Returns the CORS answer code (see
+    /// [`SubState::origin`]), or `None` after refusing the request with 403.
+    pub(super) fn check_origin(&mut self, idx: usize, head: &http::Head<'_>) -> Option<u16> {
+        let list = &self.cfg.allow_origin;
+        let Some(origin) = head.origin.filter(|_| !list.is_empty()) else {
+            return Some(0);
+        };
+        if list.iter().any(|o| o == "*") {
+            return Some(ORIGIN_ANY);
+        }
+        if let Some(i) = list
+            .iter()
+            .position(|o| o.as_bytes().eq_ignore_ascii_case(origin))
+        {
+            return Some(i as u16 + 1);
+        }
+        WorkerStats::add(&self.stats.origin_refused, 1);
+        // A refused upgrade ends the connection, as other failed handshakes do.
+        let upgrade = head.upgrade_present || head.connection_upgrade;
+        self.respond_error(
+            idx,
+            403,
+            "Forbidden",
+            "",
+            "origin not allowed (see --allow-origin)\n",
+            head.keep_alive() && !upgrade,
+        );
+        None
+    }
+
+    /// The CORS headers of an answer to origin code `origin` (empty when none apply).
+    pub(super) fn cors_headers(&self, origin: u16) -> String {
+        let allow = match origin {
+            0 => return String::new(),
+            ORIGIN_ANY => "*",
+            i => match self.cfg.allow_origin.get(usize::from(i) - 1) {
+                Some(o) => o.as_str(),
+                None => return String::new(),
+            },
+        };
+        let vary = if origin == ORIGIN_ANY {
+            ""
+        } else {
+            "Vary: Origin\r\n"
+        };
+        format!(
+            "Access-Control-Allow-Origin: {allow}\r\n{vary}\
+             Access-Control-Expose-Headers: Edgecomet-Cursor, Edgecomet-Gap\r\n"
+        )
+    }
+
+    /// Answers an `OPTIONS` request (a CORS preflight when it comes from an allowed origin).
+    pub(super) fn preflight(&mut self, idx: usize, head: &http::Head<'_>, origin: u16) {
+        let mut extra = self.cors_headers(origin);
+        if origin == 0 {
+            extra.push_str("Allow: GET, POST, OPTIONS\r\n");
+        } else {
+            extra.push_str(
+                "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Max-Age: 600\r\n",
+            );
+            if let Some(h) = head.cors_request_headers.filter(|h| valid_header_list(h)) {
+                // Checked: ASCII only.
+                let _ = write!(
+                    extra,
+                    "Access-Control-Allow-Headers: {}\r\n",
+                    String::from_utf8_lossy(h)
+                );
+            }
+        }
+        let keep_alive = head.keep_alive();
+        self.respond(idx, http::no_content(&extra, keep_alive), keep_alive);
+    }
+
+    // ---- routing ----------------------------------------------------------------------------
+
+    /// `/sub/{channel}`: WebSocket upgrade, SSE, streaming, long-poll, or a client's message.
+    pub(super) fn route_sub(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+        body: &[u8],
+        channel: &str,
+    ) {
+        let keep_alive = head.keep_alive();
+        let Some(origin) = self.check_origin(idx, head) else {
+            return;
+        };
+        if head.method_raw == "OPTIONS" {
+            return self.preflight(idx, head, origin);
+        }
+        if head.upgrade_present || head.connection_upgrade {
+            return self.upgrade(idx, head, Some(channel));
+        }
+        let cors = self.cors_headers(origin);
+        let method = head.method();
+        if !matches!(method, Method::Get | Method::Post) {
+            return self.respond_error(
+                idx,
+                405,
+                "Method Not Allowed",
+                &format!("Allow: GET, POST, OPTIONS\r\n{cors}"),
+                "use GET (or POST) to subscribe\n",
+                keep_alive,
+            );
+        }
+        if !pubsub::valid_channel(channel, self.cfg.max_channel_len) {
+            return self.refuse(idx, 400, "invalid channel name\n", &cors, keep_alive);
+        }
+        if method == Method::Post && !body.is_empty() {
+            return self.client_message(idx, channel, body, &cors, keep_alive);
+        }
+        let req = match self.sub_request(head, origin) {
+            Ok(r) => r,
+            Err(why) => return self.refuse(idx, 400, why, &cors, keep_alive),
+        };
+        if !self.channels.admits(channel) {
+            WorkerStats::add(&self.stats.channel_limit, 1);
+            return self.refuse(idx, 503, "channel limit reached\n", &cors, keep_alive);
+        }
+        match req.format {
+            Format::Sse | Format::Stream => self.start_stream(idx, channel, &req),
+            _ => self.start_poll(idx, channel, &req, head.pragma_start),
+        }
+    }
+
+    /// Reads the transport, cursor, session and callback of a `/sub` request.
+    fn sub_request<'a>(
+        &self,
+        head: &'a http::Head<'_>,
+        origin: u16,
+    ) -> Result<SubRequest<'a>, &'static str> {
+        let path = head.path;
+        let transport = http::query_param(path, "transport");
+        let callback = http::query_param(path, "callback");
+        let format = match transport {
+            Some("sse") => Format::Sse,
+            Some("stream") => Format::Stream,
+            Some("longpoll") | None => {
+                if transport.is_none() && head.accept_sse {
+                    Format::Sse
+                } else if transport.is_none() && head.accept_ndjson {
+                    Format::Stream
+                } else if callback.is_some() {
+                    Format::Jsonp
+                } else if head.accept_json {
+                    Format::Json
+                } else {
+                    Format::Text
+                }
+            }
+            Some(_) => return Err("unknown transport (expected sse, stream or longpoll)\n"),
+        };
+        if format == Format::Jsonp && !callback.is_some_and(valid_callback) {
+            return Err(
+                "invalid callback: JavaScript identifiers joined by '.', at most 64 bytes\n",
+            );
+        }
+        let raw_cursor = http::query_param(path, "cursor")
+            .or_else(|| http::query_param(path, "last_event_id"))
+            .map(str::as_bytes)
+            .or(head.last_event_id);
+        let cursor = match raw_cursor.map(hub::parse_cursor) {
+            None => None,
+            Some(Ok(c)) => c,
+            Some(Err(_)) => {
+                return Err("invalid cursor / Last-Event-ID: expected 1 to 20 decimal digits\n");
+            }
+        };
+        let client = match head.client_id {
+            Some(v) if matches!(format, Format::Text | Format::Json | Format::Jsonp) => {
+                if !valid_client_id(v) {
+                    return Err("invalid Client-Id: 1 to 64 visible ASCII characters\n");
+                }
+                // Checked: ASCII.
+                std::str::from_utf8(v).ok()
+            }
+            _ => None,
+        };
+        Ok(SubRequest {
+            format,
+            cursor,
+            client,
+            callback: callback.filter(|_| format == Format::Jsonp),
+            origin,
+            keep_alive: head.keep_alive(),
+        })
+    }
+
+    /// An error answer that keeps the CORS headers (so a browser page can read it).
+    fn refuse(&mut self, idx: usize, status: u16, body: &str, cors: &str, keep_alive: bool) {
+        let reason = match status {
+            400 => "Bad Request",
+            403 => "Forbidden",
+            410 => "Gone",
+            _ => "Service Unavailable",
+        };
+        self.respond_error(idx, status, reason, cors, body, keep_alive);
+    }
+
+    // ---- messages from clients --------------------------------------------------------------
+
+    /// A POST body to `/sub/{channel}`: published with `--client-publish`, else 403.
+    fn client_message(
+        &mut self,
+        idx: usize,
+        channel: &str,
+        body: &[u8],
+        cors: &str,
+        keep_alive: bool,
+    ) {
+        if !self.cfg.client_publish {
+            WorkerStats::add(&self.stats.client_publish_refused, 1);
+            return self.refuse(
+                idx,
+                403,
+                "client publish disabled (the server runs without --client-publish)\n",
+                cors,
+                keep_alive,
+            );
+        }
+        if std::str::from_utf8(body).is_err() {
+            return self.refuse(idx, 400, "message must be UTF-8 text\n", cors, keep_alive);
+        }
+        match self.publish_message(channel, Bytes::copy_from_slice(body)) {
+            Ok(_) => {
+                WorkerStats::add(&self.stats.client_messages, 1);
+                self.respond(idx, http::no_content(cors, keep_alive), keep_alive);
+            }
+            Err(e) => self.publish_refused(idx, e, cors, keep_alive),
+        }
+    }
+
+    // ---- SSE and streaming ------------------------------------------------------------------
+
+    fn start_stream(&mut self, idx: usize, channel: &str, req: &SubRequest<'_>) {
+        let since = self.shared.hub.since(channel, req.cursor);
+        let cors = self.cors_headers(req.origin);
+        let sse = req.format == Format::Sse;
+        let (ctype, te) = if sse {
+            ("text/event-stream", "")
+        } else {
+            ("application/x-ndjson", "Transfer-Encoding: chunked\r\n")
+        };
+        let mut first = format!(
+            "HTTP/1.1 200 OK\r\nServer: edgecomet\r\nContent-Type: {ctype}\r\n\
+             Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n{te}{cors}Connection: close\r\n\r\n"
+        )
+        .into_bytes();
+        if sse {
+            let _ = write!(Wr(&mut first), "retry: {}\n\n", self.cfg.sse_retry);
+        }
+        if since.gap.is_gap() {
+            WorkerStats::add(&self.stats.gaps_reported, 1);
+            let json = since.gap.json();
+            if sse {
+                let _ = write!(Wr(&mut first), "event: gap\ndata: {json}\n\n");
+            } else {
+                first.extend_from_slice(&hub::chunked(format!("{{\"gap\":{json}}}\n").as_bytes()));
+            }
+        }
+        let history: Vec<Bytes> = since
+            .msgs
+            .iter()
+            .map(|m| {
+                if sse {
+                    m.sse_event().clone()
+                } else {
+                    m.stream_chunk().clone()
+                }
+            })
+            .collect();
+        let phase = if sse { Phase::Sse } else { Phase::Stream };
+        self.enter_sub_phase(
+            idx,
+            channel,
+            phase,
+            SubState::new(since.cursor, req.origin, req.format),
+        );
+        let at = self.tick + self.cfg.sse_heartbeat;
+        self.set_deadline(idx, at);
+        if self.send(idx, &[Bytes::from(first)], false).is_err() {
+            return self.remove(idx);
+        }
+        WorkerStats::add(&self.stats.messages_out, history.len() as u64);
+        if !history.is_empty() && self.send(idx, &history, true).is_err() {
+            return self.remove(idx);
+        }
+        self.over_backlog(idx);
+    }
+
+    /// Turns an HTTP connection into a subscriber of `channel` (admission was checked).
+    fn enter_sub_phase(&mut self, idx: usize, channel: &str, phase: Phase, st: SubState) {
+        WorkerStats::sub(&self.stats.conns_http, 1);
+        WorkerStats::add(self.stats.phase_gauge(phase), 1);
+        let (chan, pos) = self
+            .channels
+            .subscribe(channel, idx as u32)
+            .expect("admits() was checked in the same turn");
+        let conn = &mut self.conns[idx];
+        conn.phase = phase;
+        conn.proto = Proto::Sub(st);
+        conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
+        conn.chan = chan;
+        conn.chan_pos = pos;
+    }
+
+    /// A heartbeat on an SSE or streaming subscriber, and the next one armed.
+    pub(super) fn heartbeat(&mut self, idx: usize) {
+        let hb = if self.conns[idx].phase == Phase::Sse {
+            SSE_HEARTBEAT
+        } else {
+            STREAM_HEARTBEAT
+        };
+        if self.send(idx, &[Bytes::from_static(hb)], false).is_err() {
+            return self.remove(idx);
+        }
+        if self.over_backlog(idx) {
+            return;
+        }
+        let at = self.tick + self.cfg.sse_heartbeat;
+        self.set_deadline(idx, at);
+    }
+
+    // ---- long-poll --------------------------------------------------------------------------
+
+    fn start_poll(&mut self, idx: usize, channel: &str, req: &SubRequest<'_>, pragma_start: bool) {
+        let cors = self.cors_headers(req.origin);
+        let hub = &self.shared.hub;
+        let since = if let Some(client) = req.client {
+            if pragma_start && let Err(e) = hub.session_start(channel, client, req.cursor) {
+                let why = if e == Refused::Sessions {
+                    "session limit reached (--max-sessions)\n"
+                } else {
+                    WorkerStats::add(&self.stats.channel_limit, 1);
+                    "channel limit reached\n"
+                };
+                return self.refuse(idx, 503, why, &cors, req.keep_alive);
+            }
+            match hub.session_take(channel, client, req.format != Format::Text) {
+                Ok(s) => s,
+                Err(_) => {
+                    WorkerStats::add(&self.stats.sessions_unknown, 1);
+                    return self.refuse(
+                        idx,
+                        410,
+                        "unknown or expired Client-Id session: start a new series with \
+                         Pragma: start-long-poll\n",
+                        &cors,
+                        req.keep_alive,
+                    );
+                }
+            }
+        } else {
+            hub.since(channel, req.cursor)
+        };
+        if !since.msgs.is_empty() || since.gap.is_gap() {
+            return self.poll_answer(
+                idx,
+                req.format,
+                &since,
+                req.origin,
+                req.callback,
+                req.keep_alive,
+            );
+        }
+        // Nothing yet: hold the request.
+        if let Some(client) = req.client {
+            hub.session_hold(channel, client, true);
+        }
+        self.enter_sub_phase(
+            idx,
+            channel,
+            Phase::Poll,
+            SubState::new(since.cursor, req.origin, req.format),
+        );
+        let conn = &mut self.conns[idx];
+        if req.keep_alive {
+            conn.set(flag::KEEP_ALIVE);
+        }
+        if req.client.is_some() || req.callback.is_some() {
+            conn.ext = Some(Box::new(Ext::Poll {
+                client: req.client.map(Box::from),
+                callback: req.callback.map(Box::from),
+            }));
+        }
+        conn.deadline = 0;
+        let at = self.tick + self.cfg.poll_timeout;
+        self.set_deadline(idx, at);
+    }
+
+    /// The fan-out has `batch` (this turn's messages of the channel, in id order) for the held
+    /// poll `idx`: answer it if anything is new for it.
+    pub(super) fn wake_poll(&mut self, idx: usize, batch: &[(u32, Arc<Message>)]) {
+        let Some(conn) = self.conns.get(idx).filter(|c| c.phase == Phase::Poll) else {
+            return;
+        };
+        let st = conn.sub();
+        let (client, _) = conn.poll_ext();
+        if let Some(client) = client {
+            let Some(name) = self.channels.name(conn.chan) else {
+                return;
+            };
+            let all = st.format != Format::Text;
+            let Ok(since) = self.shared.hub.session_take(name, client, all) else {
+                return; // replaced meanwhile; the poll times out empty
+            };
+            if since.msgs.is_empty() && !since.gap.is_gap() {
+                return; // another poll of the session took it
+            }
+            self.answer_held(idx, &since.msgs, since.gap);
+        } else {
+            let from = batch.partition_point(|(_, m)| m.id <= st.cursor());
+            if from == batch.len() {
+                return;
+            }
+            let msgs: Vec<Arc<Message>> = batch[from..].iter().map(|(_, m)| m.clone()).collect();
+            self.answer_held(idx, &msgs, Gap::None);
+        }
+    }
+
+    /// A request arrived behind the held poll: answer the poll now.
+    pub(super) fn poll_interrupted(&mut self, idx: usize) {
+        self.answer_held(idx, &[], Gap::None);
+    }
+
+    /// Answers the held poll `idx` with `msgs` (empty: the timeout answer) and takes the
+    /// connection back to HTTP.
+    pub(super) fn answer_held(&mut self, idx: usize, msgs: &[Arc<Message>], gap: Gap) {
+        let conn = &self.conns[idx];
+        let st = conn.sub();
+        let keep_alive = conn.has(flag::KEEP_ALIVE);
+        let callback: Option<String> = conn.poll_ext().1.map(str::to_string);
+        let since = Since {
+            msgs: msgs.to_vec(),
+            gap,
+            cursor: msgs.last().map_or(st.cursor(), |m| m.id),
+        };
+        self.finish_poll(idx);
+        self.poll_answer(
+            idx,
+            st.format,
+            &since,
+            st.origin,
+            callback.as_deref(),
+            keep_alive,
+        );
+        if let Some(conn) = self.conns.get_mut(idx)
+            && conn.phase == Phase::Http
+        {
+            conn.deadline = 0;
+            let at = self.tick + self.cfg.keepalive_timeout;
+            self.set_deadline(idx, at);
+        }
+    }
+
+    /// Ends the held poll: the session hold is released, the subscription ends, the
+    /// connection is an HTTP connection again.
+    fn finish_poll(&mut self, idx: usize) {
+        self.release_poll(idx);
+        self.unsubscribe(idx);
+        WorkerStats::sub(&self.stats.conns_poll, 1);
+        WorkerStats::add(&self.stats.conns_http, 1);
+        let conn = &mut self.conns[idx];
+        conn.phase = Phase::Http;
+        conn.proto = Proto::Ws(WsReader::default());
+        conn.ext = None;
+        conn.clear(flag::KEEP_ALIVE);
+    }
+
+    /// If `idx` is a held poll of a session, tells the hub the hold is over (its TTL starts).
+    /// Call before the subscription ends (the channel name comes from it).
+    pub(super) fn release_poll(&mut self, idx: usize) {
+        let Some(conn) = self.conns.get_mut(idx).filter(|c| c.phase == Phase::Poll) else {
+            return;
+        };
+        let Some(Ext::Poll { client, .. }) = conn.ext.as_deref_mut() else {
+            return;
+        };
+        let Some(client) = client.take() else {
+            return;
+        };
+        if let Some(name) = self.channels.name(conn.chan) {
+            self.shared.hub.session_hold(name, &client, false);
+        }
+    }
+
+    /// Writes a long-poll answer in `format`.
+    fn poll_answer(
+        &mut self,
+        idx: usize,
+        format: Format,
+        since: &Since,
+        origin: u16,
+        callback: Option<&str>,
+        keep_alive: bool,
+    ) {
+        let mut extra = self.cors_headers(origin);
+        if since.gap.is_gap() {
+            WorkerStats::add(&self.stats.gaps_reported, 1);
+            let _ = write!(extra, "Edgecomet-Gap: {}\r\n", since.gap.header());
+        }
+        let resp = if format == Format::Text {
+            // One message per answer; the next poll gets the rest at once.
+            match since.msgs.first() {
+                Some(m) => {
+                    WorkerStats::add(&self.stats.messages_out, 1);
+                    let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", m.id);
+                    http::response(
+                        200,
+                        "OK",
+                        "text/plain; charset=utf-8",
+                        &extra,
+                        &m.payload,
+                        keep_alive,
+                    )
+                }
+                None => {
+                    let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", since.cursor);
+                    http::no_content(&extra, keep_alive)
+                }
+            }
+        } else {
+            WorkerStats::add(&self.stats.messages_out, since.msgs.len() as u64);
+            let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", since.cursor);
+            let size: usize = since.msgs.iter().map(|m| m.payload.len() + 40).sum();
+            let mut body = Vec::with_capacity(size + 64 + MAX_CALLBACK);
+            if let Some(cb) = callback {
+                let _ = write!(Wr(&mut body), "/**/{cb}(");
+            }
+            let _ = write!(
+                Wr(&mut body),
+                "{{\"cursor\":\"{}\",\"messages\":[",
+                since.cursor
+            );
+            for (i, m) in since.msgs.iter().enumerate() {
+                if i > 0 {
+                    body.push(b',');
+                }
+                m.json_element(&mut body);
+            }
+            body.push(b']');
+            if since.gap.is_gap() {
+                let _ = write!(Wr(&mut body), ",\"gap\":{}", since.gap.json());
+            }
+            body.push(b'}');
+            let ctype = if callback.is_some() {
+                body.extend_from_slice(b");");
+                extra.push_str("X-Content-Type-Options: nosniff\r\n");
+                "application/javascript; charset=utf-8"
+            } else {
+                "application/json"
+            };
+            http::response(200, "OK", ctype, &extra, &body, keep_alive)
+        };
+        self.respond(idx, resp, keep_alive);
+    }
+}
+
+/// `fmt::Write` into a byte vector.
+struct Wr<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Wr<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callbacks() {
+        for ok in ["cb", "jQuery123_456", "a.b.c", "$x", "_"] {
+            assert!(valid_callback(ok), "{ok}");
+        }
+        let long = "a".repeat(65);
+        for bad in [
+            "",
+            "sh%0d%0art",
+            "NOTICE:",
+            "a..b",
+            "1a",
+            "a-b",
+            "a(b)",
+            ".a",
+            long.as_str(),
+        ] {
+            assert!(!valid_callback(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_ids() {
+        assert!(valid_client_id(b"0.123456"));
+        assert!(!valid_client_id(b""));
+        assert!(!valid_client_id(b"a b"));
+        assert!(!valid_client_id(&[b'a'; 65]));
+    }
+}
