@@ -19,10 +19,7 @@ apt_install() {
         echo "browser-tests: need root to apt-get install $*" >&2
         return 1
     fi
-    # update only if the package is not known yet (a fresh image has empty lists)
-    if ! apt-cache show "$1" >/dev/null 2>&1; then
-        apt-get update -qq
-    fi
+    apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 

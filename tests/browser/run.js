@@ -518,20 +518,23 @@ test('dojox/socket over WebSocket: receives 50 messages in order and send() come
     check(st.closes[0].wasClean === true, () => `client close not clean: ${JSON.stringify(st.closes)}`);
 });
 
-test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a server restart (SIGKILL, same port)', async (t) => {
+test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a server restart (SIGKILL, same port); EventSource gets a gap report', async (t) => {
     const ch = t.channel('drc');
     await t.openDojo();
     const id = () => `bt-${crypto.randomBytes(6).toString('hex')}`;
     // rws: dojox/socket over WebSocket; rlp: LongPoll polling back to back (its held poll dies
     // with the server); rlpIdle: LongPoll with 2 s between polls, killed while it has no poll
     // outstanding, so its next poll reaches the new server, which has no session for it: 410,
-    // and Reconnect starts a new series (Pragma: start-long-poll).
+    // and Reconnect starts a new series (Pragma: start-long-poll). es: a native EventSource on
+    // the same channel; it comes back with a Last-Event-ID older than the new process's channel
+    // state, so it must get a gap report with "missed":null, then the whole history.
     const IDLE_INTERVAL = 2000;
     await t.page.evaluate(
         (wsu, lpu, id1, id2, iv) => {
             D.webSocket('rws', wsu, 300);
             D.longPoll('rlp', lpu, id1, 0, 300);
             D.longPoll('rlpIdle', lpu, id2, iv, 300);
+            D.eventSource('es', lpu);
         },
         `ws://127.0.0.1:${t.server.port}/sub/${ch}`,
         `${t.edgeUrl}/sub/${ch}`,
@@ -539,16 +542,16 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
         id(),
         IDLE_INTERVAL,
     );
-    const names = ['rws', 'rlp', 'rlpIdle'];
+    const names = ['rws', 'rlp', 'rlpIdle', 'es'];
     const opt = { expr: 'D.st', timeout: POLL_TIMEOUT_S * 1000 + 5000 };
-    await t.until('the sockets to be ready', () => D.st.rws.opens >= 1 && D.st.rlp.answers.length >= 1 && D.st.rlpIdle.answers.length >= 1, undefined, opt);
+    await t.until('the sockets to be ready', () => D.st.rws.opens >= 1 && D.st.rlp.answers.length >= 1 && D.st.rlpIdle.answers.length >= 1 && D.st.es.opens >= 1, undefined, opt);
     const before = range('before-', 1, 5);
     // Publish right after rlpIdle's poll is held, so that it is answered at once and then waits
     // IDLE_INTERVAL with no poll outstanding.
     await t.until('rlpIdle to poll again', () => D.st.rlpIdle.inflight === 1, undefined, { ...opt, timeout: IDLE_INTERVAL + 3000 });
     await sleep(100);
     for (const m of before) await t.server.publish(ch, m);
-    await t.until('the messages before the restart', (n) => ['rws', 'rlp', 'rlpIdle'].every((s) => D.st[s].data.length >= n), before.length, opt);
+    await t.until('the messages before the restart', ([n, ns]) => ns.every((s) => D.st[s].data.length >= n), [before.length, names], opt);
     const idle = await t.state('D.st.rlpIdle');
     check(idle.inflight === 0, 'rlpIdle has a poll outstanding right after its answer');
     // SIGKILL: the connections end without a WebSocket close frame, so dojox sees an unclean
@@ -588,12 +591,22 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
         check(after.every((x, i) => i === 0 || x > after[i - 1]), () => `${s}: after-* messages out of order or duplicated: ${after.join(',')}`);
         const idx = (p) => st.data.findIndex((x) => x.startsWith(p));
         check(idx('before-') < idx('after-') && idx('after-') < idx('final-'), () => `${s}: messages out of order: ${short(st.data)}`);
+        if (s === 'es') continue;
         check(st.closes.length >= 1 && st.closes[0].wasClean === false, () => `${s}: no unclean close seen: ${JSON.stringify(st.closes)}`);
         check(st.bad.length === 0, () => `${s}: message events that are not JSON answers: ${st.bad.join(' | ')}`);
     }
+    // EventSource: every message published after the restart (the new history holds them all),
+    // after one gap report with an unknown count.
+    const es = all.es;
+    check(es.errors.length >= 1 && es.opens >= 2, () => `EventSource did not reconnect: ${summarize(es)}`);
+    const dEs = diffSeq(es.data, [...before, ...range('after-', 1, k), ...final]);
+    check(!dEs, () => `EventSource across the restart: ${dEs}`);
+    checkIds(es.ids);
+    check(es.gaps.length === 1 && JSON.stringify(JSON.parse(es.gaps[0])) === '{"missed":null}', () =>
+        `EventSource came back with a Last-Event-ID from before the restart: expected one gap event {"missed":null}, got ${JSON.stringify(es.gaps)}`);
     check(/status=410\b/.test(all.rlpIdle.errors[0] || ''), () =>
         `rlpIdle's first poll to the restarted server (no Pragma: start-long-poll, session unknown) should get 410 Gone; its errors: ${JSON.stringify(all.rlpIdle.errors)}`);
-    t.note(`after the restart: WebSocket closes ${JSON.stringify(all.rws.closes)}; busy LongPoll errors ${short(all.rlp.errors, 2)}; idle LongPoll errors ${short(all.rlpIdle.errors, 2)}; ${k} after-* publishes until all were back`);
+    t.note(`after the restart: EventSource gap events ${JSON.stringify(es.gaps)}; WebSocket closes ${JSON.stringify(all.rws.closes)}; busy LongPoll errors ${short(all.rlp.errors, 2)}; idle LongPoll errors ${short(all.rlpIdle.errors, 2)}; ${k} after-* publishes until all were back`);
 });
 
 test('cors: the page publishes with a cross-origin fetch POST /pub and reads the answer', async (t) => {

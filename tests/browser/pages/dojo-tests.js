@@ -89,6 +89,22 @@ require(['dojox/socket', 'dojox/socket/Reconnect', 'dojo/aspect'], (Socket, Reco
         sock.on('close', (e) => st.closes.push({ code: e.code, wasClean: e.wasClean }));
     };
 
+    // A native EventSource beside the dojox sockets (the restart test): it reconnects by itself
+    // with Last-Event-ID.
+    D.eventSource = (name, url) => {
+        const st = record(name);
+        st.ids = [];
+        const es = new EventSource(url);
+        D.socks[name] = es;
+        es.onopen = () => st.opens++;
+        es.onerror = () => st.errors.push(`error (readyState ${es.readyState}) after ${st.data.length} messages`);
+        es.onmessage = (e) => {
+            st.data.push(e.data);
+            st.ids.push(e.lastEventId);
+        };
+        es.addEventListener('gap', (e) => st.gaps.push(e.data));
+    };
+
     // send() through the socket; for LongPoll, the deferred's outcome is recorded.
     D.send = (name, text) => {
         const st = D.st[name];
