@@ -27,11 +27,14 @@ run cargo build --release -p edgecomet -p edgecomet-bench --bins || exit 2
 mkdir -p target/macro
 status=0
 
-echo "== idle_memory"
-start=$(date +%s.%N)
-# shellcheck disable=SC2086
-run target/release/idle_memory --json target/macro/idle_memory.json ${IDLE_ARGS:-} || status=1
-echo "(idle_memory took $(elapsed "$start") s)"
+for transport in ws sse longpoll; do
+    echo "== idle_memory ($transport)"
+    start=$(date +%s.%N)
+    # shellcheck disable=SC2086
+    run target/release/idle_memory --transport "$transport" \
+        --json "target/macro/idle_memory-$transport.json" ${IDLE_ARGS:-} || status=1
+    echo "(idle_memory $transport took $(elapsed "$start") s)"
+done
 
 echo "== broadcast"
 start=$(date +%s.%N)

@@ -59,6 +59,10 @@ fn http_refusals() {
         (req("/sub/x", "Client-Id: a b\r\n"), 400),
         (req("/sub/x", "Last-Event-ID: abc\r\n"), 400),
         (req("/sub/bad!name", "Accept: text/event-stream\r\n"), 400),
+        (
+            b"GET /sub/x?transport=stream HTTP/1.0\r\n\r\n".to_vec(),
+            400,
+        ),
         (upgrade_request("/sub/bad!name"), 400),
         (upgrade_request(&format!("/sub/{}", "a".repeat(256))), 400),
         (

@@ -65,28 +65,11 @@ impl Client {
     }
 
     fn response(&mut self) -> Resp {
-        let mut tmp = [0u8; 65536];
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if self.buf.len() >= end + 4 + len {
-                    let body =
-                        String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).to_string();
-                    self.buf.drain(..end + 4 + len);
-                    return Resp {
-                        status: status(head.as_bytes()),
-                        head,
-                        body,
-                    };
-                }
-            }
-            let n = self.s.read(&mut tmp).expect("response");
-            assert!(n > 0, "server closed the connection");
-            self.buf.extend_from_slice(&tmp[..n]);
+        let (head, body) = read_response(&mut self.s, &mut self.buf);
+        Resp {
+            status: status(head.as_bytes()),
+            head,
+            body,
         }
     }
 }

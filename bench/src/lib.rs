@@ -331,6 +331,9 @@ pub enum Handshake<'a> {
     WebSocket(&'a dyn Fn(usize) -> String),
     /// Plain TCP: open as soon as connected.
     Raw,
+    /// Sends the whole request `request(i)` and counts the connection open at once (an SSE
+    /// subscription or a held long-poll: whatever comes back is counted as received data).
+    Request(&'a dyn Fn(usize) -> String),
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
@@ -511,6 +514,14 @@ impl Pool {
                     }
                     match hs {
                         Handshake::Raw => s.state = State::Open,
+                        Handshake::Request(request) => {
+                            let req = request(idx - first);
+                            let w = s.stream.write(req.as_bytes())?;
+                            if w != req.len() {
+                                return Err(io::Error::other("short write of the request"));
+                            }
+                            s.state = State::Open;
+                        }
                         Handshake::WebSocket(path) => {
                             let req =
                                 format!("GET {} HTTP/1.1\r\n{UPGRADE_TAIL}", path(idx - first));

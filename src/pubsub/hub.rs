@@ -87,8 +87,8 @@ impl Message {
     }
 }
 
-/// `io::Write`-free formatting into a byte vector.
-struct Wr<'a>(&'a mut Vec<u8>);
+/// `fmt::Write` into a byte vector.
+pub(crate) struct Wr<'a>(pub(crate) &'a mut Vec<u8>);
 
 impl std::fmt::Write for Wr<'_> {
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
@@ -373,16 +373,9 @@ impl Hub {
         &self.shards[h % SHARDS]
     }
 
-    /// Publishes `payload` to `channel`: assigns the id, records it in the history and the
-    /// channel's session queues, then calls `deliver` while the channel is still locked.
-    pub fn publish(
-        &self,
-        channel: &str,
-        payload: Bytes,
-        deliver: impl FnOnce(&Arc<Message>),
-    ) -> Result<Arc<Message>, Refused> {
-        let now = self.now();
-        let mut shard = lock(self.shard(channel));
+    /// The state of `channel`, created if it has none (within `--max-channels`). A new state's
+    /// ids start at the current time in microseconds, or above every id issued so far.
+    fn state<'s>(&self, shard: &'s mut Shard, channel: &str) -> Result<&'s mut ChanState, Refused> {
         if !shard.contains_key(channel) {
             if self.stats.channel_states.load(Ordering::Relaxed) as usize
                 >= self.limits.max_channels
@@ -403,7 +396,20 @@ impl Hub {
             );
             inc(&self.stats.channel_states, 1);
         }
-        let st = shard.get_mut(channel).expect("inserted just above");
+        Ok(shard.get_mut(channel).expect("inserted just above"))
+    }
+
+    /// Publishes `payload` to `channel`: assigns the id, records it in the history and the
+    /// channel's session queues, then calls `deliver` while the channel is still locked.
+    pub fn publish(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        deliver: impl FnOnce(&Arc<Message>),
+    ) -> Result<Arc<Message>, Refused> {
+        let now = self.now();
+        let mut shard = lock(self.shard(channel));
+        let st = self.state(&mut shard, channel)?;
         let name = st.name.clone();
         let id = st.next;
         st.next += 1;
@@ -473,28 +479,7 @@ impl Hub {
         {
             return Err(Refused::Sessions);
         }
-        if !shard.contains_key(channel) {
-            if self.stats.channel_states.load(Ordering::Relaxed) as usize
-                >= self.limits.max_channels
-            {
-                return Err(Refused::Channels);
-            }
-            // A state with no message yet: ids start where a publish would start them.
-            let base = unix_micros().max(self.high_water.load(Ordering::Relaxed) + 1);
-            let name: Arc<str> = Arc::from(channel);
-            shard.insert(
-                name.clone(),
-                ChanState {
-                    name,
-                    base,
-                    next: base,
-                    history: VecDeque::new(),
-                    sessions: HashMap::new(),
-                },
-            );
-            inc(&self.stats.channel_states, 1);
-        }
-        let st = shard.get_mut(channel).expect("inserted just above");
+        let st = self.state(&mut shard, channel)?;
         let since = match cursor {
             Some(c) => st.since(c),
             None => Since::default(),

@@ -108,25 +108,31 @@ impl Publisher {
     }
 
     fn response(&mut self) -> (u16, String) {
-        let mut tmp = [0u8; 65536];
-        loop {
-            if let Some(end) = find(&self.buf, b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("Content-Length: "))
-                    .map_or(0, |v| v.trim().parse().unwrap());
-                if self.buf.len() >= end + 4 + len {
-                    let body =
-                        String::from_utf8_lossy(&self.buf[end + 4..end + 4 + len]).to_string();
-                    self.buf.drain(..end + 4 + len);
-                    return (status(head.as_bytes()), body);
-                }
+        let (head, body) = read_response(&mut self.s, &mut self.buf);
+        (status(head.as_bytes()), body)
+    }
+}
+
+/// Reads one `Content-Length`-framed response from `s` (`buf` keeps bytes read past it for the
+/// next call); returns (head, body).
+pub fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> (String, String) {
+    let mut tmp = [0u8; 65536];
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + len {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).to_string();
+                buf.drain(..end + 4 + len);
+                return (head, body);
             }
-            let n = self.s.read(&mut tmp).expect("response");
-            assert!(n > 0, "server closed the publisher connection");
-            self.buf.extend_from_slice(&tmp[..n]);
         }
+        let n = s.read(&mut tmp).expect("response");
+        assert!(n > 0, "server closed the connection");
+        buf.extend_from_slice(&tmp[..n]);
     }
 }
 

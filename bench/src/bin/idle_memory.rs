@@ -1,9 +1,10 @@
-//! `idle_memory`: server memory per idle WebSocket subscriber.
+//! `idle_memory`: server memory per idle subscriber (WebSocket, SSE stream or held long-poll).
 //!
 //! Per repetition, with a fresh server process: start `edgecomet --workers 2 --ws-ping-interval 0
-//! --listen 127.0.0.1:0`, warm up (open and close a few subscribers, settle), read PSS/RSS from
+//! --listen 127.0.0.1:0` (for SSE and long-poll also heartbeat and poll timeout at an hour, so
+//! that they stay idle), warm up (open and close a few subscribers, settle), read PSS/RSS from
 //! `/proc/PID/smaps_rollup`, open N subscribers from this process, wait until `/stats`
-//! `total.conns_ws_sub == N`, settle, read PSS/RSS again. Prints (PSS growth) / N and
+//! `total.conns_ws_sub` (`conns_sse`, `conns_poll`) `== N`, settle, read PSS/RSS again. Prints (PSS growth) / N and
 //! (RSS growth) / N per repetition and their medians; exits 1 if the PSS median is over
 //! `--max-bytes-per-conn`.
 //!
@@ -20,7 +21,10 @@ use edgecomet_bench::{
 };
 
 const HELP: &str = "\
-idle_memory: server memory per idle WebSocket subscriber (PSS growth / N)
+idle_memory: server memory per idle subscriber (PSS growth / N)
+
+  --transport T              ws (WebSocket), sse (Server-Sent Events) or longpoll (held
+                             JSON long-poll) [ws]
 
   --server-bin PATH          server binary [target/release/edgecomet]
   --conns N                  subscribers to open [15000]
@@ -65,7 +69,16 @@ fn main() -> ExitCode {
     let max_bpc: f64 = a.get("--max-bytes-per-conn", 256.0);
     let thp = a.flag("--thp");
     let json: Option<String> = a.opt("--json");
+    let transport: String = a.get("--transport", "ws".to_string());
     a.finish();
+    let (gauge, what) = match transport.as_str() {
+        "ws" => ("conns_ws_sub", "WebSocket subscribers"),
+        "sse" => ("conns_sse", "Server-Sent Events subscribers"),
+        "longpoll" => ("conns_poll", "held long-polls"),
+        other => die(&format!(
+            "--transport {other}: expected ws, sse or longpoll"
+        )),
+    };
 
     let nofile = raise_nofile();
     if (n + 64) as u64 > nofile {
@@ -76,9 +89,20 @@ fn main() -> ExitCode {
     }
     let srcs = sources(0, nsrc);
     let path = move |i: usize| format!("/sub/idle-{}", i % channels);
+    let accept = if transport == "sse" {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let request = move |i: usize| {
+        format!(
+            "GET /sub/idle-{} HTTP/1.1\r\nHost: b\r\nAccept: {accept}\r\n\r\n",
+            i % channels
+        )
+    };
     let started = Instant::now();
     println!(
-        "idle_memory: {n} idle WebSocket subscribers on {channels} channel(s), \
+        "idle_memory: {n} idle {what} on {channels} channel(s), \
          server {bin} --workers {workers}, {repeat} repetition(s){}",
         if thp {
             ", server with --transparent-huge-pages"
@@ -95,6 +119,9 @@ fn main() -> ExitCode {
         settle,
         srcs: &srcs,
         path: &path,
+        request: &request,
+        transport: &transport,
+        gauge,
         thp,
     };
     let mut reps = Vec::new();
@@ -136,6 +163,7 @@ fn main() -> ExitCode {
     if let Some(file) = json {
         let doc = serde_json::json!({
             "tool": "idle_memory",
+            "transport": transport,
             "server_bin": bin,
             "conns": n,
             "channels": channels,
@@ -179,6 +207,9 @@ struct Opts<'a> {
     settle: Duration,
     srcs: &'a [std::net::Ipv4Addr],
     path: &'a dyn Fn(usize) -> String,
+    request: &'a dyn Fn(usize) -> String,
+    transport: &'a str,
+    gauge: &'a str,
     thp: bool,
 }
 
@@ -191,6 +222,9 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         settle,
         srcs,
         path,
+        request,
+        transport,
+        gauge,
         thp,
     } = *o;
     let mut cmd = Command::new(bin);
@@ -205,6 +239,21 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         "--ws-ping-interval",
         "0",
     ]);
+    if transport != "ws" {
+        cmd.args([
+            "--sse-heartbeat",
+            "3600",
+            "--poll-timeout",
+            "3600",
+            "--session-ttl",
+            "3601",
+        ]);
+    }
+    let hs = if transport == "ws" {
+        Handshake::WebSocket(path)
+    } else {
+        Handshake::Request(request)
+    };
     let mut srv = ServerProc::spawn(cmd, "edgecomet", Duration::from_secs(10))?;
     let addr = srv.addr;
     let t = Duration::from_secs(60);
@@ -212,18 +261,18 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
     // Warm-up: exercise accept, upgrade, subscribe, unsubscribe and close once.
     if warm > 0 {
         let mut p = Pool::new()?;
-        p.connect(addr, warm, Handshake::WebSocket(path), srcs, 256, t)?;
-        wait_stat(addr, "conns_ws_sub", warm as u64, t)?;
+        p.connect(addr, warm, hs, srcs, 256, t)?;
+        wait_stat(addr, gauge, warm as u64, t)?;
         p.close_all(true);
-        wait_stat(addr, "conns_ws_sub", 0, t)?;
+        wait_stat(addr, gauge, 0, t)?;
     }
     std::thread::sleep(settle);
     let m0 = smaps_rollup(srv.pid)?;
 
     let mut pool = Pool::new()?;
     let c0 = Instant::now();
-    pool.connect(addr, n, Handshake::WebSocket(path), srcs, 512, t)?;
-    let stats = wait_stat(addr, "conns_ws_sub", n as u64, t)?;
+    pool.connect(addr, n, hs, srcs, 512, t)?;
+    let stats = wait_stat(addr, gauge, n as u64, t)?;
     let connect_secs = c0.elapsed().as_secs_f64();
     if total(&stats, "accepted") < n as u64 {
         return Err(std::io::Error::other(
@@ -233,7 +282,7 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
     std::thread::sleep(settle);
     let m1 = smaps_rollup(srv.pid)?;
     // Still all there after the settle?
-    wait_stat(addr, "conns_ws_sub", n as u64, Duration::from_secs(1))?;
+    wait_stat(addr, gauge, n as u64, Duration::from_secs(1))?;
 
     pool.close_all(true);
     srv.stop(Duration::from_secs(10));

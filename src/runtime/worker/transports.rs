@@ -16,7 +16,7 @@ use super::Worker;
 use crate::proto::http::{self, Method};
 use crate::proto::ws::reader::WsReader;
 use crate::pubsub;
-use crate::pubsub::hub::{self, Gap, Message, Refused, Since};
+use crate::pubsub::hub::{self, Gap, Message, Refused, Since, Wr};
 use crate::runtime::conn::{Ext, Format, ORIGIN_ANY, Phase, Proto, SubState, flag};
 use crate::stats::WorkerStats;
 
@@ -218,6 +218,9 @@ impl Worker {
             }
             Some(_) => return Err("unknown transport (expected sse, stream or longpoll)\n"),
         };
+        if format == Format::Stream && head.minor_version == 0 {
+            return Err("HTTP streaming is chunked: it needs HTTP/1.1 (use SSE or long-poll)\n");
+        }
         if format == Format::Jsonp && !callback.is_some_and(valid_callback) {
             return Err(
                 "invalid callback: JavaScript identifiers joined by '.', at most 64 bytes\n",
@@ -621,16 +624,6 @@ impl Worker {
             http::response(200, "OK", ctype, &extra, &body, keep_alive)
         };
         self.respond(idx, resp, keep_alive);
-    }
-}
-
-/// `fmt::Write` into a byte vector.
-struct Wr<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Wr<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
     }
 }
 
