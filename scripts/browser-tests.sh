@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Real-browser tests (tests/browser/): headless system chromium driven by puppeteer-core against
+# the release binary, pages served cross-origin by a small Node server; EventSource, fetch
+# long-polling, WebSocket and dojox/socket 1.17 (LongPoll, WebSocket, Reconnect).
+#
+# Installs what it needs on a fresh Debian machine (as root): the Debian packages chromium and
+# nodejs/npm when missing, and the npm packages pinned in tests/browser/package-lock.json with
+# `npm ci` when the lockfile changed (stamp in the git-ignored tests/browser/node_modules/).
+# Builds target/release/edgecomet when missing; EDGECOMET_BIN=PATH tests another binary.
+#
+# Prints "ok - NAME" / "not ok - NAME: DETAILS" per test; exit status 1 if any failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DIR=$ROOT/tests/browser
+
+apt_install() {
+    if [ "$(id -u)" != 0 ]; then
+        echo "browser-tests: need root to apt-get install $*" >&2
+        return 1
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+if [ -z "${CHROMIUM_BIN:-}" ] && [ ! -x /usr/lib/chromium/chromium ] && ! command -v chromium >/dev/null; then
+    echo "browser-tests: installing the Debian package chromium"
+    apt_install chromium
+fi
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "browser-tests: installing the Debian packages nodejs and npm"
+    apt_install nodejs npm
+fi
+
+stamp=$DIR/node_modules/.stamp-$(cat "$DIR/package.json" "$DIR/package-lock.json" | sha256sum | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+    echo "browser-tests: npm ci (tests/browser/package-lock.json changed or first run)"
+    (cd "$DIR" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error)
+    touch "$stamp"
+fi
+
+export EDGECOMET_BIN=${EDGECOMET_BIN:-$ROOT/target/release/edgecomet}
+if [ ! -x "$EDGECOMET_BIN" ]; then
+    echo "browser-tests: building the release binary"
+    cargo build --release --quiet
+fi
+
+# The runner lists every process it starts in PIDFILE (a negative number is a process group);
+# whatever is still listed when this script exits, however it exits, is killed.
+work=$(mktemp -d)
+export BROWSER_TESTS_PIDFILE=$work/pids
+runner=
+cleanup() {
+    if [ -n "$runner" ] && kill -0 "$runner" 2>/dev/null; then
+        kill -TERM "$runner" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$runner" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$runner" 2>/dev/null || true
+    fi
+    if [ -f "$BROWSER_TESTS_PIDFILE" ]; then
+        while read -r p; do
+            [ -n "$p" ] && kill -KILL -- "$p" 2>/dev/null || true
+        done <"$BROWSER_TESTS_PIDFILE"
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# run.js bounds itself (110 s); the outer timeout is the backstop.
+timeout -k 5 120 node "$DIR/run.js" &
+runner=$!
+rc=0
+wait "$runner" || rc=$?
+runner=
+if [ "$rc" = 124 ]; then
+    echo "not ok - browser tests: timed out after 120 s"
+elif [ "$rc" -gt 128 ]; then
+    echo "not ok - browser tests: the runner died (exit status $rc)"
+fi
+exit "$rc"
