@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README: "Run all tests"). Installs what it needs on a fresh machine, then
 # runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
-# benches and fuzz targets compiled, the Python `websockets` client tests and the
+# benches and fuzz targets compiled, the Python `websockets` client tests, the headless Chromium
+# tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh) and the
 # Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json.
 #
 # Tools go into the git-ignored .tools/ folder. Set EDGECOMET_SKIP_AUTOBAHN=1 to skip the
@@ -80,6 +81,7 @@ python_tests() {
     return $rc
 }
 step "python websockets client tests" python_tests
+step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket)" scripts/browser-tests.sh
 
 autobahn() {
     # Case 9 sends 16 MiB messages: the message limit is raised to exactly that for this run,
