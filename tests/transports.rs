@@ -443,6 +443,35 @@ fn longpoll_gap_and_jsonp() {
 }
 
 #[test]
+fn a_long_resume_is_split_over_answers_of_bounded_size() {
+    // 10 messages of 30 KB with a 64 KB answer budget: 2 per answer, the cursor carries on.
+    let srv = server(1, |c| c.max_queued_bytes = 64 * 1024);
+    let a = srv.local_addr();
+    let mut p = Publisher::new(a);
+    let ids: Vec<u64> = (0..10)
+        .map(|i| publish(&mut p, "big", &format!("{i}").repeat(30_000)))
+        .collect();
+    let mut c = Client::new(a);
+    let mut cursor = "0".to_string();
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let v = c
+            .get(
+                &format!("/sub/big?cursor={cursor}"),
+                "Accept: application/json\r\n",
+            )
+            .json();
+        let batch = data(&v);
+        assert_eq!(batch.len(), 2, "bounded answer");
+        cursor = v["cursor"].as_str().unwrap().to_string();
+        got.extend(batch.into_iter().map(|d| d[..1].to_string()));
+    }
+    assert_eq!(cursor, ids[9].to_string());
+    let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn a_request_pipelined_behind_a_held_poll_completes_it_in_order() {
     let srv = server(1, |c| c.poll_timeout = 30);
     let a = srv.local_addr();

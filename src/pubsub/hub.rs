@@ -508,27 +508,26 @@ impl Hub {
         Ok(())
     }
 
-    /// Takes what the session has queued: everything (`all`) or the first message. Also
-    /// returns the channel's newest id (the cursor to report when nothing was taken).
-    pub fn session_take(&self, channel: &str, client: &str, all: bool) -> Result<Since, Refused> {
+    /// Takes what the session has queued, in order, while the payloads add up to at most
+    /// `max_bytes` (always at least one message; `max_bytes` 0 = exactly one). The rest stays
+    /// queued for the next poll. The cursor is the last id taken, or the channel's newest id
+    /// when nothing was.
+    pub fn session_take(
+        &self,
+        channel: &str,
+        client: &str,
+        max_bytes: usize,
+    ) -> Result<Since, Refused> {
         let now = self.now();
         let mut shard = lock(self.shard(channel));
         let st = shard.get_mut(channel).ok_or(Refused::NoSession)?;
         let last = st.last();
         let s = st.sessions.get_mut(client).ok_or(Refused::NoSession)?;
         s.last_seen = now;
-        let n = if all {
-            s.queue.len()
-        } else {
-            s.queue.len().min(1)
-        };
+        let n = fits(s.queue.iter(), max_bytes);
         let msgs: Vec<Arc<Message>> = s.queue.drain(..n).collect();
         dec(&self.stats.session_queued, n as u64);
-        let gap = if n > 0 || all {
-            std::mem::take(&mut s.gap)
-        } else {
-            Gap::None
-        };
+        let gap = std::mem::take(&mut s.gap);
         let cursor = msgs.last().map_or(last, |m| m.id);
         Ok(Since { msgs, gap, cursor })
     }
@@ -596,6 +595,21 @@ impl Hub {
             });
         }
     }
+}
+
+/// How many of `msgs` (from the front) fit in `max_bytes` of payload: at least one if there is
+/// one; `max_bytes` 0 = one.
+pub fn fits<'m>(msgs: impl Iterator<Item = &'m Arc<Message>>, max_bytes: usize) -> usize {
+    let mut total = 0;
+    let mut n = 0;
+    for m in msgs {
+        total += m.payload.len();
+        if n > 0 && (max_bytes == 0 || total > max_bytes) {
+            break;
+        }
+        n += 1;
+    }
+    n
 }
 
 /// A cursor that is not 1 to 20 decimal digits fitting in 64 bits.
@@ -708,21 +722,30 @@ mod tests {
         h.session_start("x", "c1", None).unwrap();
         publish(&h, "x", "a");
         publish(&h, "x", "b");
-        let s = h.session_take("x", "c1", false).unwrap();
+        let s = h.session_take("x", "c1", 0).unwrap();
         assert_eq!(payloads(&s), ["a"]);
-        let s = h.session_take("x", "c1", true).unwrap();
+        let s = h.session_take("x", "c1", usize::MAX).unwrap();
         assert_eq!(payloads(&s), ["b"]);
         for i in 0..6 {
             publish(&h, "x", &i.to_string());
         }
-        let s = h.session_take("x", "c1", true).unwrap();
+        let s = h.session_take("x", "c1", usize::MAX).unwrap();
         assert_eq!(payloads(&s), ["2", "3", "4", "5"]);
         assert_eq!(s.gap, Gap::Missed(2));
         assert_eq!(h.stats.session_drops.load(Ordering::Relaxed), 2);
         assert_eq!(
-            h.session_take("x", "other", true).err(),
+            h.session_take("x", "other", usize::MAX).err(),
             Some(Refused::NoSession)
         );
+        // A byte budget leaves the rest queued, in order.
+        for s in ["aaaa", "bbbb", "cccc"] {
+            publish(&h, "x", s);
+        }
+        assert_eq!(
+            payloads(&h.session_take("x", "c1", 9).unwrap()),
+            ["aaaa", "bbbb"]
+        );
+        assert_eq!(payloads(&h.session_take("x", "c1", 1).unwrap()), ["cccc"]);
     }
 
     #[test]
@@ -774,7 +797,7 @@ mod tests {
         assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
         assert_eq!(
-            h.session_take("x", "c", true).err(),
+            h.session_take("x", "c", usize::MAX).err(),
             Some(Refused::NoSession)
         );
     }

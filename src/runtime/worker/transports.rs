@@ -407,7 +407,7 @@ impl Worker {
                 };
                 return self.refuse(idx, 503, why, &cors, req.keep_alive);
             }
-            match hub.session_take(channel, client, req.format != Format::Text) {
+            match hub.session_take(channel, client, self.answer_budget(req.format)) {
                 Ok(s) => s,
                 Err(_) => {
                     WorkerStats::add(&self.stats.sessions_unknown, 1);
@@ -471,8 +471,8 @@ impl Worker {
             let Some(name) = self.channels.name(conn.chan) else {
                 return;
             };
-            let all = st.format != Format::Text;
-            let Ok(since) = self.shared.hub.session_take(name, client, all) else {
+            let budget = self.answer_budget(st.format);
+            let Ok(since) = self.shared.hub.session_take(name, client, budget) else {
                 return; // replaced meanwhile; the poll times out empty
             };
             if since.msgs.is_empty() && !since.gap.is_gap() {
@@ -486,6 +486,17 @@ impl Worker {
             }
             let msgs: Vec<Arc<Message>> = batch[from..].iter().map(|(_, m)| m.clone()).collect();
             self.answer_held(idx, &msgs, Gap::None);
+        }
+    }
+
+    /// Payload bytes one long-poll answer carries at most (`--max-queued-bytes`; at least one
+    /// message; 0 = one message, the plain-text format). What does not fit waits for the next
+    /// poll: in the session queue, or in the history for a cursor.
+    fn answer_budget(&self, format: Format) -> usize {
+        if format == Format::Text {
+            0
+        } else {
+            self.cfg.max_queued_bytes.max(1)
         }
     }
 
@@ -570,9 +581,18 @@ impl Worker {
             WorkerStats::add(&self.stats.gaps_reported, 1);
             let _ = write!(extra, "Edgecomet-Gap: {}\r\n", since.gap.header());
         }
+        // Bound the answer (a resume may find the whole history); the cursor then covers only
+        // what was sent, so the next poll continues from there.
+        let n = hub::fits(since.msgs.iter(), self.answer_budget(format));
+        let msgs = &since.msgs[..n];
+        let cursor = if n < since.msgs.len() {
+            msgs[n - 1].id
+        } else {
+            since.cursor
+        };
         let resp = if format == Format::Text {
             // One message per answer; the next poll gets the rest at once.
-            match since.msgs.first() {
+            match msgs.first() {
                 Some(m) => {
                     WorkerStats::add(&self.stats.messages_out, 1);
                     let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", m.id);
@@ -586,24 +606,20 @@ impl Worker {
                     )
                 }
                 None => {
-                    let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", since.cursor);
+                    let _ = write!(extra, "Edgecomet-Cursor: {cursor}\r\n");
                     http::no_content(&extra, keep_alive)
                 }
             }
         } else {
-            WorkerStats::add(&self.stats.messages_out, since.msgs.len() as u64);
-            let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", since.cursor);
-            let size: usize = since.msgs.iter().map(|m| m.payload.len() + 40).sum();
+            WorkerStats::add(&self.stats.messages_out, msgs.len() as u64);
+            let _ = write!(extra, "Edgecomet-Cursor: {cursor}\r\n");
+            let size: usize = msgs.iter().map(|m| m.payload.len() + 40).sum();
             let mut body = Vec::with_capacity(size + 64 + MAX_CALLBACK);
             if let Some(cb) = callback {
                 let _ = write!(Wr(&mut body), "/**/{cb}(");
             }
-            let _ = write!(
-                Wr(&mut body),
-                "{{\"cursor\":\"{}\",\"messages\":[",
-                since.cursor
-            );
-            for (i, m) in since.msgs.iter().enumerate() {
+            let _ = write!(Wr(&mut body), "{{\"cursor\":\"{cursor}\",\"messages\":[");
+            for (i, m) in msgs.iter().enumerate() {
                 if i > 0 {
                     body.push(b',');
                 }
