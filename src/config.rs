@@ -57,7 +57,8 @@ pub struct Config {
 
     /// Bytes that may wait in one subscriber's outbound queue (what the kernel did not take).
     /// Past it the subscriber is a slow consumer: its unsent messages are dropped, it gets close
-    /// 1008 "slow consumer" and is counted; the others keep receiving.
+    /// 1008 "slow consumer" and is counted (an event stream is closed and resumes from the
+    /// history); the others keep receiving. Also the most payload one long-poll answer carries.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_queued_bytes: usize,
 
