@@ -455,7 +455,9 @@ impl Worker {
             }));
         }
         conn.deadline = 0;
-        let at = self.tick + self.cfg.poll_timeout;
+        // The wheel turns on whole seconds: one more tick makes the hold last at least
+        // --poll-timeout (between N and N + 1 seconds), never less.
+        let at = self.tick + self.cfg.poll_timeout + 1;
         self.set_deadline(idx, at);
     }
 
