@@ -11,12 +11,10 @@ use std::fmt::Write as _;
 use simd_json::BorrowedValue;
 use simd_json::prelude::*;
 
-/// Whether `c` may appear in a channel segment.
-fn segment_char(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b'!' | b'~' | b'@' | b':' | b'$')
-}
+use super::segment_char;
 
-/// A concrete channel: `/seg(/seg)*`, at most `max_len` bytes, no wildcard.
+/// A concrete channel: `/seg(/seg)*`, at most `max_len` bytes, no wildcard; segments use the
+/// native channel characters, so `/a/b` is the native channel `a/b` (see [`native_name`]).
 pub fn valid_channel(name: &str, max_len: usize) -> bool {
     name.len() > 1
         && name.len() <= max_len
@@ -68,6 +66,11 @@ impl Pattern<'_> {
                 .is_some_and(|rest| !rest.is_empty()),
         }
     }
+}
+
+/// The native channel of a Bayeux channel: without its leading `/`.
+pub fn native_name(channel: &str) -> &str {
+    channel.strip_prefix('/').unwrap_or(channel)
 }
 
 /// `/meta/...`

@@ -9,6 +9,8 @@
 
 pub mod hub;
 
+use crate::proto::segment_char;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -37,13 +39,15 @@ pub struct Channels {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TooManyChannels;
 
-/// Whether `name` is an acceptable channel name: 1..=`max_len` bytes of `A-Z a-z 0-9 - _ . : @ ~`.
+/// Whether `name` is an acceptable channel name: 1..=`max_len` bytes, segments of
+/// [`segment_char`]s separated by single `/` (no leading, trailing or doubled `/`). The Bayeux
+/// channel `/a/b` is the native channel `a/b`.
 pub fn valid_channel(name: &str, max_len: usize) -> bool {
     !name.is_empty()
         && name.len() <= max_len
-        && name.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'@' | b'~')
-        })
+        && name
+            .split('/')
+            .all(|s| !s.is_empty() && s.bytes().all(segment_char))
 }
 
 impl Channels {
@@ -152,7 +156,8 @@ mod tests {
     fn names() {
         assert!(valid_channel("news-0", 255));
         assert!(valid_channel("a.b:c@d~e_f", 255));
-        for bad in ["", "a b", "a/b", "ü", "a%20", "<x>"] {
+        assert!(valid_channel("a/b/c", 255));
+        for bad in ["", "a b", "/a", "a/", "a//b", "ü", "a%20", "<x>", "a/*"] {
             assert!(!valid_channel(bad, 255), "{bad:?}");
         }
         assert!(valid_channel(&"a".repeat(255), 255));
