@@ -1,0 +1,521 @@
+//! Bayeux clients, shared by all workers: who is subscribed to what, what waits for each
+//! client between its `/meta/connect`s, which connection holds its connect, and when an idle
+//! client expires. Sans-IO: it hands out message bytes and "wake this connection" tokens; the
+//! workers do the writing.
+//!
+//! Requests of one client may arrive on any connection and so on any worker (long-polling uses
+//! two connections), hence one store behind a mutex rather than per-worker state. A publish
+//! reaches it from the hub's deliver step (still under the channel lock, so each client's queue
+//! is in id order); the delivery JSON is built once per publish and shared by every queue.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::proto::bayeux::{Pattern, pattern};
+
+/// A connection holding a client's `/meta/connect`: worker, slot, generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waiter {
+    pub worker: usize,
+    pub idx: u32,
+    pub generation: u32,
+}
+
+/// Limits (from the flags).
+#[derive(Debug, Clone)]
+pub struct BayeuxLimits {
+    /// Messages queued per client between connects; beyond, the oldest are dropped (counted,
+    /// and the next connect reply says how many in `ext.dropped`).
+    pub max_queue: usize,
+    /// Seconds a client lives without a connect (`maxInterval`).
+    pub max_interval: u32,
+    /// Most clients at once.
+    pub max_clients: usize,
+    /// Longest channel name.
+    pub max_channel_len: usize,
+    /// Allow subscribing to `/*` and `/**`.
+    pub root_wildcards: bool,
+}
+
+/// Gauges and counters for `/stats`.
+#[derive(Debug, Default)]
+pub struct BayeuxStats {
+    pub clients: AtomicU64,
+    pub subscriptions: AtomicU64,
+    pub queued: AtomicU64,
+    pub dropped: AtomicU64,
+    pub expired: AtomicU64,
+}
+
+impl BayeuxStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("bayeux_clients", l(&self.clients)),
+            ("bayeux_subscriptions", l(&self.subscriptions)),
+            ("bayeux_queued", l(&self.queued)),
+            ("bayeux_dropped", l(&self.dropped)),
+            ("bayeux_expired", l(&self.expired)),
+        ]
+    }
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    subs: Vec<Box<str>>,
+    queue: VecDeque<Bytes>,
+    /// Messages dropped from the queue since the last connect reply.
+    dropped: u64,
+    last_seen: u32,
+    waiter: Option<Waiter>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    clients: HashMap<Box<str>, Client>,
+    /// Subscription (as written: `/a`, `/a/*`, `/a/**`) → subscribed clients.
+    subs: HashMap<Box<str>, HashSet<Box<str>>>,
+}
+
+/// Why a request about a client was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No such client (never handshaken, disconnected or expired): `402::Unknown client`.
+    UnknownClient,
+    /// `--bayeux-max-clients` reached.
+    TooManyClients,
+    /// Not a valid subscription.
+    BadChannel,
+    /// `/meta/**`, or `/*` / `/**` without the flag.
+    Forbidden,
+}
+
+/// What a `/meta/connect` gets.
+#[derive(Debug)]
+pub enum Connect {
+    /// Answer now with these messages (possibly none) and the number dropped meanwhile.
+    Now(Vec<Bytes>, u64),
+    /// Held by the given waiter; a previous waiter of the same client (to be released) if any.
+    Held(Option<Waiter>),
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub struct Clients {
+    inner: Mutex<Inner>,
+    limits: BayeuxLimits,
+    /// Subscriptions over all clients: a publish skips the lock while it is zero.
+    nsubs: AtomicUsize,
+    start: Instant,
+    pub stats: BayeuxStats,
+}
+
+fn random_id() -> String {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: getrandom writes at most the given length into the valid buffer.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Clients {
+    pub fn new(limits: BayeuxLimits) -> Clients {
+        Clients {
+            inner: Mutex::new(Inner::default()),
+            limits,
+            nsubs: AtomicUsize::new(0),
+            start: Instant::now(),
+            stats: BayeuxStats::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &BayeuxLimits {
+        &self.limits
+    }
+
+    fn now(&self) -> u32 {
+        self.start.elapsed().as_secs() as u32
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new client: its id (128 random bits, hex).
+    pub fn handshake(&self) -> Result<String, Refusal> {
+        let mut g = self.lock();
+        if g.clients.len() >= self.limits.max_clients {
+            return Err(Refusal::TooManyClients);
+        }
+        let id = random_id();
+        g.clients.insert(
+            Box::from(id.as_str()),
+            Client {
+                last_seen: self.now(),
+                ..Client::default()
+            },
+        );
+        self.stats.clients.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+
+    pub fn exists(&self, client: &str) -> bool {
+        self.lock().clients.contains_key(client)
+    }
+
+    /// A `/meta/connect`: what is queued goes now; with nothing queued and `hold`, `waiter`
+    /// holds the connect (replacing, and returning, an earlier one).
+    pub fn connect(&self, client: &str, hold: Option<Waiter>) -> Result<Connect, Refusal> {
+        let now = self.now();
+        let mut g = self.lock();
+        let c = g.clients.get_mut(client).ok_or(Refusal::UnknownClient)?;
+        c.last_seen = now;
+        if !c.queue.is_empty() || hold.is_none() {
+            let msgs: Vec<Bytes> = c.queue.drain(..).collect();
+            self.stats
+                .queued
+                .fetch_sub(msgs.len() as u64, Ordering::Relaxed);
+            return Ok(Connect::Now(msgs, std::mem::take(&mut c.dropped)));
+        }
+        Ok(Connect::Held(std::mem::replace(&mut c.waiter, hold)))
+    }
+
+    /// The held connect of `waiter` was woken: takes what is queued (nothing if the client is
+    /// gone or another connect holds it now).
+    pub fn take(&self, client: &str, waiter: Waiter) -> (Vec<Bytes>, u64) {
+        let now = self.now();
+        let mut g = self.lock();
+        let Some(c) = g.clients.get_mut(client) else {
+            return (Vec::new(), 0);
+        };
+        if c.waiter != Some(waiter) {
+            return (Vec::new(), 0);
+        }
+        c.waiter = None;
+        c.last_seen = now;
+        let msgs: Vec<Bytes> = c.queue.drain(..).collect();
+        self.stats
+            .queued
+            .fetch_sub(msgs.len() as u64, Ordering::Relaxed);
+        (msgs, std::mem::take(&mut c.dropped))
+    }
+
+    /// The held connect of `waiter` ended some other way (timeout, connection closed).
+    pub fn release(&self, client: &str, waiter: Waiter) {
+        let now = self.now();
+        let mut g = self.lock();
+        if let Some(c) = g.clients.get_mut(client)
+            && c.waiter == Some(waiter)
+        {
+            c.waiter = None;
+            c.last_seen = now;
+        }
+    }
+
+    /// Checks a subscription request: the pattern, and the rules on `/meta` and root wildcards.
+    pub fn check_subscription(&self, sub: &str) -> Result<(), Refusal> {
+        let p = pattern(sub, self.limits.max_channel_len).ok_or(Refusal::BadChannel)?;
+        let prefix = match p {
+            Pattern::Exact(c) => c,
+            Pattern::Children(p) | Pattern::Descendants(p) => p,
+        };
+        if prefix == "/meta" || prefix.starts_with("/meta/") {
+            return Err(Refusal::Forbidden);
+        }
+        if prefix.is_empty() && !self.limits.root_wildcards {
+            return Err(Refusal::Forbidden);
+        }
+        Ok(())
+    }
+
+    /// Subscribes `client` to `sub` (checked with [`Clients::check_subscription`]); subscribing
+    /// twice is not an error.
+    pub fn subscribe(&self, client: &str, sub: &str) -> Result<(), Refusal> {
+        self.check_subscription(sub)?;
+        let mut g = self.lock();
+        let c = g.clients.get_mut(client).ok_or(Refusal::UnknownClient)?;
+        if c.subs.iter().any(|s| &**s == sub) {
+            return Ok(());
+        }
+        c.subs.push(Box::from(sub));
+        g.subs
+            .entry(Box::from(sub))
+            .or_default()
+            .insert(Box::from(client));
+        self.nsubs.fetch_add(1, Ordering::Relaxed);
+        self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Unsubscribes (not subscribed: not an error).
+    pub fn unsubscribe(&self, client: &str, sub: &str) -> Result<(), Refusal> {
+        let mut g = self.lock();
+        let c = g.clients.get_mut(client).ok_or(Refusal::UnknownClient)?;
+        let Some(i) = c.subs.iter().position(|s| &**s == sub) else {
+            return Ok(());
+        };
+        c.subs.swap_remove(i);
+        Self::unindex(&mut g, client, sub);
+        self.nsubs.fetch_sub(1, Ordering::Relaxed);
+        self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn unindex(g: &mut Inner, client: &str, sub: &str) {
+        if let Some(set) = g.subs.get_mut(sub) {
+            set.remove(client);
+            if set.is_empty() {
+                g.subs.remove(sub);
+            }
+        }
+    }
+
+    /// Removes `client` and everything it holds; returns its held connect to release.
+    pub fn disconnect(&self, client: &str) -> Result<Option<Waiter>, Refusal> {
+        let mut g = self.lock();
+        let c = g.clients.remove(client).ok_or(Refusal::UnknownClient)?;
+        Ok(self.forget(&mut g, client, c))
+    }
+
+    fn forget(&self, g: &mut Inner, client: &str, c: Client) -> Option<Waiter> {
+        for s in &c.subs {
+            Self::unindex(g, client, s);
+        }
+        self.nsubs.fetch_sub(c.subs.len(), Ordering::Relaxed);
+        self.stats
+            .subscriptions
+            .fetch_sub(c.subs.len() as u64, Ordering::Relaxed);
+        self.stats
+            .queued
+            .fetch_sub(c.queue.len() as u64, Ordering::Relaxed);
+        self.stats.clients.fetch_sub(1, Ordering::Relaxed);
+        c.waiter
+    }
+
+    /// A message on `channel` (Bayeux form, `/a/b`): queues `delivery()` (built at most once,
+    /// only if someone is subscribed) for every matching client and returns the held connects
+    /// to wake. Called under the hub's channel lock, so queues stay in id order.
+    pub fn deliver(&self, channel: &str, delivery: impl FnOnce() -> Bytes) -> Vec<Waiter> {
+        if self.nsubs.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut g = self.lock();
+        let Inner { clients, subs } = &mut *g;
+        // Every subscription that can match: the channel itself, `parent/*`, and `ancestor/**`
+        // for each ancestor (the root included).
+        let mut keys: Vec<String> = vec![channel.to_string()];
+        let mut prefix = channel;
+        let mut first = true;
+        while let Some(cut) = prefix.rfind('/') {
+            prefix = &prefix[..cut];
+            if first {
+                keys.push(format!("{prefix}/*"));
+                first = false;
+            }
+            keys.push(format!("{prefix}/**"));
+        }
+        let mut targets: Vec<&Box<str>> = Vec::new();
+        for k in &keys {
+            if let Some(set) = subs.get(k.as_str()) {
+                targets.extend(set.iter());
+            }
+        }
+        if targets.is_empty() {
+            return Vec::new();
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        let bytes = delivery();
+        let mut wake = Vec::new();
+        for id in targets {
+            let Some(c) = clients.get_mut(&**id) else {
+                continue;
+            };
+            c.queue.push_back(bytes.clone());
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            if c.queue.len() > self.limits.max_queue {
+                c.queue.pop_front();
+                c.dropped += 1;
+                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(w) = c.waiter {
+                wake.push(w);
+            }
+        }
+        wake
+    }
+
+    /// Expires clients without a held connect whose last connect ended more than
+    /// `max_interval` seconds ago, freeing everything they hold. About once a second.
+    pub fn sweep(&self) {
+        self.sweep_at(self.now());
+    }
+
+    fn sweep_at(&self, now: u32) {
+        let mut g = self.lock();
+        let max = self.limits.max_interval;
+        let dead: Vec<Box<str>> = g
+            .clients
+            .iter()
+            .filter(|(_, c)| c.waiter.is_none() && now.saturating_sub(c.last_seen) >= max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in dead {
+            if let Some(c) = g.clients.remove(&id) {
+                self.forget(&mut g, &id, c);
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clients() -> Clients {
+        Clients::new(BayeuxLimits {
+            max_queue: 3,
+            max_interval: 10,
+            max_clients: 4,
+            max_channel_len: 255,
+            root_wildcards: false,
+        })
+    }
+
+    const W: Waiter = Waiter {
+        worker: 0,
+        idx: 1,
+        generation: 1,
+    };
+
+    fn msg(s: &'static str) -> impl FnOnce() -> Bytes {
+        move || Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn ids_are_random_128_bits() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        let b = c.handshake().unwrap();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(c.exists(&a));
+    }
+
+    #[test]
+    fn wildcards_route_and_queue_between_connects() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        let b = c.handshake().unwrap();
+        c.subscribe(&a, "/x/*").unwrap();
+        c.subscribe(&b, "/x/**").unwrap();
+        c.subscribe(&b, "/x/y").unwrap();
+        assert!(c.deliver("/x/y", msg("1")).is_empty());
+        c.deliver("/x/y/z", msg("2"));
+        c.deliver("/other", msg("3"));
+        let Connect::Now(qa, 0) = c.connect(&a, Some(W)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(qa, [Bytes::from_static(b"1")]);
+        // b is subscribed twice over for /x/y but gets it once.
+        let Connect::Now(qb, 0) = c.connect(&b, Some(W)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(qb, [Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
+    }
+
+    #[test]
+    fn held_connect_is_woken_and_replaced() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        c.subscribe(&a, "/x").unwrap();
+        assert!(matches!(c.connect(&a, Some(W)), Ok(Connect::Held(None))));
+        let w2 = Waiter { idx: 2, ..W };
+        // A second connect releases the first.
+        assert!(matches!(c.connect(&a, Some(w2)), Ok(Connect::Held(Some(w))) if w == W));
+        assert_eq!(c.deliver("/x", msg("m")), [w2]);
+        assert_eq!(c.take(&a, W).0.len(), 0, "the replaced waiter gets nothing");
+        assert_eq!(c.take(&a, w2).0, [Bytes::from_static(b"m")]);
+    }
+
+    #[test]
+    fn queue_is_bounded_and_counts_drops() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        c.subscribe(&a, "/x").unwrap();
+        for _ in 0..5 {
+            c.deliver("/x", msg("m"));
+        }
+        let Connect::Now(q, dropped) = c.connect(&a, None).unwrap() else {
+            panic!()
+        };
+        assert_eq!((q.len(), dropped), (3, 2));
+        assert_eq!(c.stats.dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn subscription_rules() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        assert_eq!(c.subscribe(&a, "/meta/**"), Err(Refusal::Forbidden));
+        assert_eq!(c.subscribe(&a, "/meta/connect"), Err(Refusal::Forbidden));
+        assert_eq!(c.subscribe(&a, "/**"), Err(Refusal::Forbidden));
+        assert_eq!(c.subscribe(&a, "/*"), Err(Refusal::Forbidden));
+        assert_eq!(c.subscribe(&a, "nope"), Err(Refusal::BadChannel));
+        assert_eq!(c.subscribe("ghost", "/x"), Err(Refusal::UnknownClient));
+        let mut open = clients();
+        open.limits.root_wildcards = true;
+        let b = open.handshake().unwrap();
+        assert!(open.subscribe(&b, "/**").is_ok());
+        assert_eq!(open.deliver("/any/thing", msg("m")).len(), 0);
+        assert!(matches!(open.connect(&b, None), Ok(Connect::Now(q, 0)) if q.len() == 1));
+    }
+
+    #[test]
+    fn disconnect_and_expiry_free_everything() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        let b = c.handshake().unwrap();
+        c.subscribe(&a, "/x").unwrap();
+        c.subscribe(&b, "/x").unwrap();
+        c.deliver("/x", msg("m"));
+        assert_eq!(c.disconnect(&a), Ok(None));
+        assert_eq!(c.disconnect(&a), Err(Refusal::UnknownClient));
+        c.sweep_at(c.now() + 9);
+        assert!(c.exists(&b));
+        c.sweep_at(c.now() + 10);
+        assert!(!c.exists(&b));
+        for (k, v) in c.stats.snapshot() {
+            if k != "bayeux_expired" && k != "bayeux_dropped" {
+                assert_eq!(v, 0, "{k}");
+            }
+        }
+        assert_eq!(c.stats.expired.load(Ordering::Relaxed), 1);
+        assert!(c.lock().subs.is_empty());
+        // A held connect keeps a client alive.
+        let d = c.handshake().unwrap();
+        assert!(matches!(c.connect(&d, Some(W)), Ok(Connect::Held(None))));
+        c.sweep_at(c.now() + 100);
+        assert!(c.exists(&d));
+    }
+
+    #[test]
+    fn client_limit() {
+        let c = clients();
+        for _ in 0..4 {
+            c.handshake().unwrap();
+        }
+        assert_eq!(c.handshake(), Err(Refusal::TooManyClients));
+    }
+}
