@@ -143,6 +143,36 @@ pub struct Config {
     #[arg(long, value_delimiter = ',')]
     pub allow_origin: Vec<String>,
 
+    /// Path of the CometD/Bayeux endpoint (long-polling: `POST` a JSON array of messages).
+    #[arg(long, default_value = "/cometd")]
+    pub bayeux_path: String,
+
+    /// Seconds a Bayeux `/meta/connect` is held when nothing is queued (advice `timeout`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub bayeux_timeout: u32,
+
+    /// Seconds a Bayeux client lives without a `/meta/connect` (`maxInterval`); then it is
+    /// removed with everything it holds and gets `402::Unknown client`.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bayeux_max_interval: u32,
+
+    /// Messages queued per Bayeux client between connects. Beyond, the oldest are dropped,
+    /// counted (`bayeux_dropped`) and the next connect reply says how many (`ext.dropped`).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub bayeux_max_queue: u32,
+
+    /// Most Bayeux clients at once. More: the handshake fails (`503::too many clients`).
+    #[arg(long, default_value_t = 100_000)]
+    pub bayeux_max_clients: usize,
+
+    /// Most messages in one Bayeux request. More: the request is refused (400).
+    #[arg(long, default_value_t = 1000)]
+    pub bayeux_max_batch: usize,
+
+    /// Allow Bayeux subscriptions to `/*` and `/**` (every channel).
+    #[arg(long)]
+    pub bayeux_root_wildcards: bool,
+
     /// Milliseconds a shutdown (SIGTERM/SIGINT) waits for clients to finish closing before the
     /// process exits anyway.
     #[arg(long, default_value_t = 5000)]

@@ -17,6 +17,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
+use crate::pubsub::bayeux::{BayeuxLimits, Clients};
 use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::worker::{Shared, WAKER, Worker};
@@ -83,6 +84,13 @@ impl Server {
                 max_sessions: cfg.max_sessions,
                 max_channels: cfg.max_channels,
             }),
+            bayeux: Clients::new(BayeuxLimits {
+                max_queue: cfg.bayeux_max_queue as usize,
+                max_interval: cfg.bayeux_max_interval,
+                max_clients: cfg.bayeux_max_clients,
+                max_channel_len: cfg.max_channel_len + 1,
+                root_wildcards: cfg.bayeux_root_wildcards,
+            }),
         });
         let mut threads = Vec::with_capacity(n);
         for (id, (poll, listener, inbox)) in parts.into_iter().enumerate() {
@@ -108,7 +116,7 @@ impl Server {
     /// The `/stats` document, as served.
     pub fn stats_json(&self) -> String {
         let s: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
-        stats::render_json(&s, &self.shared.hub.stats.snapshot())
+        stats::render_json(&s, &self.shared.extra_stats())
     }
 
     /// Every worker's counters (live; benches and tests read them without rendering JSON).

@@ -37,6 +37,8 @@ counters! {
     conns_stream,
     /// Gauge: long-polls being held.
     conns_poll,
+    /// Gauge: Bayeux `/meta/connect`s being held (long-polling).
+    conns_bayeux_poll,
     /// Gauge: connections in a closing handshake or lingering close.
     conns_closing,
     /// Gauge: channels with subscribers in this worker.
@@ -93,6 +95,10 @@ counters! {
     origin_refused,
     /// Long-polls with an unknown or expired `Client-Id` session (410).
     sessions_unknown,
+    /// Bayeux messages received (all channels, meta included).
+    bayeux_messages_in,
+    /// Bayeux requests refused as a whole (not JSON, not messages, too many: 400).
+    bayeux_bad_requests,
 }
 
 impl WorkerStats {
@@ -106,6 +112,7 @@ impl WorkerStats {
             Phase::Sse => &self.conns_sse,
             Phase::Stream => &self.conns_stream,
             Phase::Poll => &self.conns_poll,
+            Phase::BayeuxPoll => &self.conns_bayeux_poll,
             Phase::Closing => &self.conns_closing,
         }
     }

@@ -95,6 +95,8 @@ pub struct Request {
     pub data: Option<String>,
     /// `subscription`: one string or an array of them.
     pub subscriptions: Vec<String>,
+    /// `subscription` as JSON, echoed in the reply in the form it came.
+    pub subscription_json: Option<String>,
     pub connection_type: Option<String>,
     pub supported_connection_types: Vec<String>,
     pub version: Option<String>,
@@ -189,6 +191,7 @@ fn message(m: &BorrowedValue<'_>) -> Result<Request, ParseError> {
         client_id: text("clientId"),
         data: m.get("data").map(|d| d.encode()),
         subscriptions: strings(m.get("subscription")),
+        subscription_json: m.get("subscription").map(|s| s.encode()),
         connection_type: text("connectionType"),
         supported_connection_types: strings(m.get("supportedConnectionTypes")),
         version: text("version"),

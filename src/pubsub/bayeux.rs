@@ -189,16 +189,21 @@ impl Clients {
         Ok(Connect::Held(std::mem::replace(&mut c.waiter, hold)))
     }
 
-    /// The held connect of `waiter` was woken: takes what is queued (nothing if the client is
-    /// gone or another connect holds it now).
-    pub fn take(&self, client: &str, waiter: Waiter) -> (Vec<Bytes>, u64) {
+    /// The held connect of `waiter` was woken. `Some((messages, dropped))`: answer it with
+    /// these (the hold is over); `Some` with nothing also when the client is gone or another
+    /// connect replaced this one. `None`: still this client's connect and nothing is queued
+    /// (a wake that an earlier one already served): keep holding.
+    pub fn take(&self, client: &str, waiter: Waiter) -> Option<(Vec<Bytes>, u64)> {
         let now = self.now();
         let mut g = self.lock();
         let Some(c) = g.clients.get_mut(client) else {
-            return (Vec::new(), 0);
+            return Some((Vec::new(), 0));
         };
         if c.waiter != Some(waiter) {
-            return (Vec::new(), 0);
+            return Some((Vec::new(), 0));
+        }
+        if c.queue.is_empty() && c.dropped == 0 {
+            return None;
         }
         c.waiter = None;
         c.last_seen = now;
@@ -206,7 +211,7 @@ impl Clients {
         self.stats
             .queued
             .fetch_sub(msgs.len() as u64, Ordering::Relaxed);
-        (msgs, std::mem::take(&mut c.dropped))
+        Some((msgs, std::mem::take(&mut c.dropped)))
     }
 
     /// The held connect of `waiter` ended some other way (timeout, connection closed).
@@ -444,9 +449,15 @@ mod tests {
         let w2 = Waiter { idx: 2, ..W };
         // A second connect releases the first.
         assert!(matches!(c.connect(&a, Some(w2)), Ok(Connect::Held(Some(w))) if w == W));
+        assert_eq!(c.take(&a, w2), None, "nothing queued: keep holding");
         assert_eq!(c.deliver("/x", msg("m")), [w2]);
-        assert_eq!(c.take(&a, W).0.len(), 0, "the replaced waiter gets nothing");
-        assert_eq!(c.take(&a, w2).0, [Bytes::from_static(b"m")]);
+        assert_eq!(
+            c.take(&a, W),
+            Some((vec![], 0)),
+            "the replaced waiter ends, empty"
+        );
+        assert_eq!(c.take(&a, w2), Some((vec![Bytes::from_static(b"m")], 0)));
+        assert_eq!(c.take("gone", w2), Some((vec![], 0)));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub struct Message {
     ws: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
     chunk: OnceLock<Bytes>,
+    bayeux: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -46,6 +47,7 @@ impl Message {
             ws: OnceLock::new(),
             sse: OnceLock::new(),
             chunk: OnceLock::new(),
+            bayeux: OnceLock::new(),
         }
     }
 
@@ -76,6 +78,16 @@ impl Message {
             self.json_element(&mut line);
             line.push(b'\n');
             Bytes::from(chunked(&line))
+        })
+    }
+
+    /// The Bayeux delivery `{"channel":"/name","data":..,"id":"ID"}`: `data` is the payload
+    /// when it is JSON, else the payload as a JSON string.
+    pub fn bayeux(&self) -> &Bytes {
+        self.bayeux.get_or_init(|| {
+            let channel = format!("/{}", self.channel);
+            let data = crate::proto::bayeux::data_from_payload(&self.payload);
+            Bytes::from(crate::proto::bayeux::delivery(&channel, &data, self.id))
         })
     }
 

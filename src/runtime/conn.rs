@@ -25,6 +25,9 @@ pub enum Phase {
     Stream,
     /// A held long-poll: subscribed until a message or `--poll-timeout`, then back to `Http`.
     Poll,
+    /// A held Bayeux `/meta/connect` (long-polling): until its client has messages, the
+    /// connect is replaced, or `--bayeux-timeout`; then back to `Http`.
+    BayeuxPoll,
     /// Finishing: our last bytes (close frame or final response) are queued; once flushed the
     /// write side is shut down, input is discarded until the peer closes or `--close-timeout`.
     Closing,
@@ -111,6 +114,13 @@ pub enum Ext {
     Poll {
         client: Option<Box<str>>,
         callback: Option<Box<str>>,
+    },
+    /// A held Bayeux connect: the client, the replies to the messages before the connect in
+    /// its request (JSON objects joined by commas), and the connect's own reply.
+    Bayeux {
+        client: Box<str>,
+        before: String,
+        connect: String,
     },
 }
 

@@ -18,6 +18,9 @@ use crate::pubsub::hub::Message;
 pub enum Mail {
     /// Deliver `msg` to local subscribers of its channel.
     Publish(Arc<Message>),
+    /// A Bayeux client whose `/meta/connect` this worker holds (slot, generation) has
+    /// something queued, or the connect was replaced or its client removed.
+    BayeuxWake { idx: u32, generation: u32 },
     /// Stop accepting, close every client (1001), exit when done or at the deadline.
     Shutdown,
 }

@@ -81,6 +81,17 @@ pub struct Shared {
     pub conns: std::sync::atomic::AtomicUsize,
     /// Message ids, history and long-poll sessions of every channel.
     pub hub: Hub,
+    /// Bayeux clients: subscriptions, queues, held connects.
+    pub bayeux: crate::pubsub::bayeux::Clients,
+}
+
+impl Shared {
+    /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients.
+    pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.hub.stats.snapshot();
+        v.extend(self.bayeux.stats.snapshot());
+        v
+    }
 }
 
 /// Why a connection must go away at once (no further bytes to it).
@@ -96,6 +107,7 @@ enum PubError {
     Inbox(Arc<Message>),
 }
 
+mod bayeux;
 mod transports;
 
 pub struct Worker {
@@ -128,6 +140,8 @@ pub struct Worker {
     tick: u32,
     /// Tick of the last hub sweep (worker 0 sweeps once per tick).
     swept: u32,
+    /// Held Bayeux connects of this worker to look at this turn: (slot, generation).
+    bayeux_wakes: Vec<(u32, u32)>,
     head_limits: HeadLimits,
 }
 
@@ -180,6 +194,7 @@ impl Worker {
             start: Instant::now(),
             tick: 1,
             swept: 0,
+            bayeux_wakes: Vec::new(),
             head_limits,
         })
     }
@@ -207,6 +222,7 @@ impl Worker {
             self.retry_reads();
             self.drain_mailbox();
             self.fan_out();
+            self.bayeux_wakes();
             self.fire_timers();
             self.end_turn();
             if let Some(deadline) = self.drain_deadline
@@ -465,13 +481,17 @@ impl Worker {
                 // Discarded: until the peer closes, or (streams) nothing is expected.
                 Phase::Closing | Phase::Sse | Phase::Stream => return buf.len(),
                 Phase::WsSub | Phase::WsEcho => return pos + self.ws_input(idx, &mut buf[pos..]),
-                Phase::Poll => {
+                Phase::Poll | Phase::BayeuxPoll => {
                     if pos == buf.len() {
                         return pos;
                     }
                     // A request pipelined behind a held poll: finish the poll now, then serve
                     // the request (responses leave in request order).
-                    self.poll_interrupted(idx);
+                    if conn.phase == Phase::Poll {
+                        self.poll_interrupted(idx);
+                    } else {
+                        self.bayeux_answer_held(idx, &[], 0);
+                    }
                 }
                 Phase::Http => {
                     if pos == buf.len() {
@@ -544,7 +564,9 @@ impl Worker {
 
     fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
         let path = head.path.split('?').next().unwrap_or("");
-        if path == "/echo" {
+        if path == self.cfg.bayeux_path {
+            self.bayeux_http(idx, head, body);
+        } else if path == "/echo" {
             if self.check_origin(idx, head).is_some() {
                 self.upgrade(idx, head, None);
             }
@@ -580,7 +602,7 @@ impl Worker {
                 );
             }
             let workers: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
-            let json = stats::render_json(&workers, &self.shared.hub.stats.snapshot());
+            let json = stats::render_json(&workers, &self.shared.extra_stats());
             let resp = http::response(
                 200,
                 "OK",
@@ -658,6 +680,7 @@ impl Worker {
         let pending = &mut self.pending;
         let wake = &mut self.wake;
         let mut refused = 0;
+        let mut bayeux_woken = Vec::new();
         let msg = shared
             .hub
             .publish(channel, payload, |msg| {
@@ -674,9 +697,15 @@ impl Worker {
                         refused += 1;
                     }
                 }
+                // Bayeux subscribers (queued under the channel lock, so in id order).
+                let channel = format!("/{}", msg.channel);
+                bayeux_woken = shared.bayeux.deliver(&channel, || msg.bayeux().clone());
             })
             .map_err(|_| PubError::Channels)?;
         WorkerStats::add(&self.stats.messages_in, 1);
+        for w in bayeux_woken {
+            self.bayeux_wake(w);
+        }
         if refused > 0 {
             // A peer's inbox is full (the peer is stuck): its subscribers miss this message
             // (resumable from the history).
@@ -797,7 +826,7 @@ impl Worker {
         }
         match conn.phase {
             Phase::WsSub | Phase::WsEcho | Phase::Sse | Phase::Stream => self.slow_consumer(idx),
-            Phase::Http | Phase::Closing | Phase::Poll => {
+            Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
                 self.remove(idx);
             }
@@ -841,12 +870,11 @@ impl Worker {
         let res = reader.feed(buf, max, |ev| match ev {
             Event::Data { chunk, .. } => {
                 if keep {
-                    match ext
+                    if let Ext::Msg(m) = ext
                         .get_or_insert_with(|| Box::new(Ext::Msg(Vec::new())))
                         .as_mut()
                     {
-                        Ext::Msg(m) => m.extend_from_slice(chunk),
-                        Ext::Poll { .. } => {}
+                        m.extend_from_slice(chunk);
                     }
                 }
             }
@@ -950,6 +978,7 @@ impl Worker {
     /// once everything queued has gone the write side is shut down.
     fn begin_close(&mut self, idx: usize, last: Option<Bytes>) {
         self.release_poll(idx);
+        self.bayeux_release(idx);
         self.unsubscribe(idx);
         let conn = &mut self.conns[idx];
         if conn.phase == Phase::Closing {
@@ -1010,6 +1039,7 @@ impl Worker {
             return;
         }
         self.release_poll(idx);
+        self.bayeux_release(idx);
         self.unsubscribe(idx);
         let conn = self.conns.remove(idx);
         WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
@@ -1027,6 +1057,9 @@ impl Worker {
                     if let Some(chan) = self.channels.lookup(&msg.channel) {
                         self.pending.push((chan, msg));
                     }
+                }
+                Ok(Mail::BayeuxWake { idx, generation }) => {
+                    self.bayeux_wakes.push((idx, generation));
                 }
                 Ok(Mail::Shutdown) => self.begin_shutdown(),
                 Err(TryRecvError::Empty) => return,
@@ -1233,6 +1266,7 @@ impl Worker {
                 WorkerStats::add(&self.stats.poll_timeouts, 1);
                 self.answer_held(idx, &[], Gap::None);
             }
+            Phase::BayeuxPoll => self.bayeux_answer_held(idx, &[], 0),
             Phase::Closing => {
                 if conn.has(flag::WAS_WS) {
                     WorkerStats::add(&self.stats.close_timeouts, 1);
@@ -1248,6 +1282,7 @@ impl Worker {
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
             self.shared.hub.sweep();
+            self.shared.bayeux.sweep();
         }
         for (i, w) in self.wake.iter_mut().enumerate() {
             if std::mem::take(w) {
@@ -1296,6 +1331,10 @@ impl Worker {
                 Phase::Poll => {
                     self.conns[idx].clear(flag::KEEP_ALIVE);
                     self.answer_held(idx, &[], Gap::None);
+                }
+                Phase::BayeuxPoll => {
+                    self.conns[idx].clear(flag::KEEP_ALIVE);
+                    self.bayeux_answer_held(idx, &[], 0);
                 }
                 Phase::Closing => {}
             }
