@@ -306,6 +306,72 @@ fn disconnect_and_expiry_free_the_client() {
 }
 
 #[test]
+fn chunked_requests_to_suffixed_paths_as_the_official_client_sends_them() {
+    // The CometD Node client POSTs with Transfer-Encoding: chunked to /cometd/<type>.
+    let srv = bayeux_server(|_| {});
+    let mut c = Conn::new(srv.local_addr());
+    let body = r#"[{"id":"1","version":"1.0","minimumVersion":"1.0","channel":"/meta/handshake","supportedConnectionTypes":["long-polling"],"advice":{"timeout":60000,"interval":0}}]"#;
+    let req = format!(
+        "POST /cometd/handshake HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    // In two pieces, split inside the chunk.
+    let (a, b) = req.as_bytes().split_at(req.len() - 20);
+    c.s.write_all(a).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.s.write_all(b).unwrap();
+    let (st, v) = c.recv();
+    assert_eq!(st, 200);
+    assert_eq!(v[0]["successful"], true, "{v}");
+    assert_eq!(v[0]["id"], "1");
+    let id = v[0]["clientId"].as_str().unwrap();
+    let body = format!(
+        r#"[{{"id":"2","channel":"/meta/connect","connectionType":"long-polling","advice":{{"timeout":0}},"clientId":"{id}"}}]"#
+    );
+    let req = format!(
+        "POST /cometd/connect HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+         {:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    c.s.write_all(req.as_bytes()).unwrap();
+    let (st, v) = c.recv();
+    assert_eq!(st, 200);
+    assert_eq!(v[0]["channel"], "/meta/connect");
+    assert_eq!(v[0]["successful"], true, "{v}");
+}
+
+#[test]
+fn deeply_nested_json_is_refused_and_the_server_lives() {
+    // Found by the CometD harness: a body nested 10,000 deep overflowed a worker's stack.
+    let srv = bayeux_server(|_| {});
+    let a = srv.local_addr();
+    let mut c = Conn::new(a);
+    let id = c.handshake();
+    c.subscribe(&id, json!("/deep"));
+    let deep = format!(
+        r#"[{{"channel":"/deep","clientId":"{id}","data":{}1{}}}]"#,
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    );
+    let req = format!(
+        "POST /cometd HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{deep}",
+        deep.len()
+    );
+    c.s.write_all(req.as_bytes()).unwrap();
+    let (st, v) = c.recv();
+    assert_eq!(st, 400);
+    assert_eq!(v[0]["successful"], false);
+    // The same depth published natively reaches the Bayeux subscriber as a string.
+    let mut p = Publisher::new(a);
+    let payload = format!("{}1{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert_eq!(p.publish("deep", payload.as_bytes()).0, 200);
+    let r = c.call(json!([{"channel":"/meta/connect","clientId":id,
+        "connectionType":"long-polling","id":"c"}]));
+    assert_eq!(deliveries(&r)[0]["data"].as_str().unwrap(), payload);
+}
+
+#[test]
 fn client_limit() {
     let srv = bayeux_server(|c| c.bayeux_max_clients = 2);
     let mut c = Conn::new(srv.local_addr());

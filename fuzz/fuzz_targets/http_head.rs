@@ -15,11 +15,15 @@
 //!   worker does, gives the same result as one parse with `scanned = 0` (same variant, same
 //!   error, same `Head`, hence the same `head_len`) — both with `step`-sized segments and one
 //!   byte at a time;
-//! - `find_head_end` finds the same end incrementally as in one scan.
+//! - `find_head_end` finds the same end incrementally as in one scan;
+//! - for a chunked request, `chunked_body` on the rest never panics, decodes at most what it
+//!   used, and finds nothing one byte short of the end.
 
 #![no_main]
 
-use edgecomet::proto::http::{HeadLimits, Parse, error_response, find_head_end, parse_head};
+use edgecomet::proto::http::{
+    HeadLimits, Parse, chunked_body, error_response, find_head_end, parse_head,
+};
 use libfuzzer_sys::fuzz_target;
 
 const MAX_HEADERS: [usize; 16] = [0, 1, 2, 3, 4, 5, 8, 16, 32, 64, 64, 64, 100, 127, 128, 1000];
@@ -66,6 +70,15 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(Some(h.head_len), end, "head_len is not the head end");
             assert!(h.minor_version <= 1);
             let _ = (h.method(), h.keep_alive());
+            if h.chunked {
+                // The chunked decoder on the body: no panic; a decoded body is never longer
+                // than what it used, and the same bytes with one fewer give no result.
+                let rest = &data[h.head_len..];
+                if let Ok(Some((used, body))) = chunked_body(rest, 1 << 16) {
+                    assert!(used <= rest.len() && body.len() <= used);
+                    assert_eq!(chunked_body(&rest[..used - 1], 1 << 16), Ok(None));
+                }
+            }
         }
         Parse::Partial => {
             assert_eq!(end, None, "Partial although the head is complete");

@@ -117,10 +117,47 @@ pub enum AckField {
     Batch(i64),
 }
 
+/// Deepest nesting of arrays and objects accepted in JSON from clients. The parser recurses
+/// per level on the worker's stack; without a bound, a body of 10,000 `[` overflowed it and
+/// aborted the process. Bayeux messages need a handful of levels.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether the arrays/objects in `json` nest at most `max` deep (strings are skipped, with
+/// their escapes). A cheap pre-scan: it does not validate anything else.
+pub fn depth_within(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_str = false;
+    let mut esc = false;
+    for &b in json {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
 /// Why a request body is not a Bayeux batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
-    /// Not JSON.
+    /// Not JSON (or nested deeper than [`MAX_DEPTH`]).
     NotJson,
     /// JSON, but not an object or an array of objects each with a string `channel`.
     NotMessages,
@@ -131,7 +168,7 @@ pub enum ParseError {
 impl ParseError {
     pub fn message(self) -> &'static str {
         match self {
-            ParseError::NotJson => "request is not JSON",
+            ParseError::NotJson => "request is not JSON (or nests deeper than 64 levels)",
             ParseError::NotMessages => "request is not a Bayeux message or array of messages",
             ParseError::TooMany => "too many messages in one request",
         }
@@ -141,6 +178,9 @@ impl ParseError {
 /// Parses a request body: an array of messages, or one message. simd-json rewrites `body` in
 /// place while parsing (string unescaping), so the caller passes a scratch copy.
 pub fn parse(body: &mut [u8], max_messages: usize) -> Result<Vec<Request>, ParseError> {
+    if !depth_within(body, MAX_DEPTH) {
+        return Err(ParseError::NotJson);
+    }
     let v = simd_json::to_borrowed_value(body).map_err(|_| ParseError::NotJson)?;
     let items: Vec<&BorrowedValue<'_>> = match &v {
         BorrowedValue::Array(a) => a.iter().collect(),
@@ -279,7 +319,10 @@ pub fn delivery(channel: &str, data_json: &str, id: u64) -> String {
 /// JSON string.
 pub fn data_from_payload(payload: &[u8]) -> String {
     let mut copy = payload.to_vec();
-    if !payload.is_empty() && simd_json::to_borrowed_value(&mut copy).is_ok() {
+    if !payload.is_empty()
+        && depth_within(payload, MAX_DEPTH)
+        && simd_json::to_borrowed_value(&mut copy).is_ok()
+    {
         // Valid JSON: forwarded as it came (it is UTF-8: the publish API checks).
         return String::from_utf8_lossy(payload).into_owned();
     }
@@ -376,6 +419,32 @@ mod tests {
         ] {
             assert_eq!(parse(&mut body.to_vec(), 1), Err(err), "{:?}", body);
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // Found by the CometD harness: 10,000 levels overflowed a worker's stack.
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        assert_eq!(
+            parse(&mut deep.clone().into_bytes(), 10),
+            Err(ParseError::NotJson)
+        );
+        let data = format!(
+            r#"[{{"channel":"/a","data":{}1{}}}]"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert_eq!(parse(&mut data.into_bytes(), 10), Err(ParseError::NotJson));
+        // Text that is deep JSON is forwarded as a string, not parsed.
+        let d = data_from_payload(deep.as_bytes());
+        assert!(d.starts_with("\"[[["));
+        assert!(depth_within(br#"{"a":"[[[[[[[[","b":[[1]]}"#, 3));
+        assert!(!depth_within(br#"{"a":"[[[[[[[[","b":[[1]]}"#, 2));
+        assert!(!depth_within(b"[[[", 2));
+        assert!(
+            depth_within(br#"["\"[[[[["]"#, 1),
+            "escaped quote inside a string"
+        );
     }
 
     #[test]

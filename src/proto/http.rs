@@ -36,10 +36,10 @@ pub enum HttpError {
     BadContentLength,
     /// Both `Content-Length` and `Transfer-Encoding` (request smuggling shape, 400).
     LengthAndEncoding,
-    /// `Transfer-Encoding: chunked`: the publish API needs a `Content-Length` (411).
-    LengthRequired,
-    /// Any other transfer coding (501).
+    /// A transfer coding other than `chunked` alone (501).
     UnsupportedEncoding,
+    /// A chunked body that breaks the chunked syntax (400).
+    BadChunk,
     /// Body larger than `--max-body-bytes` (413).
     BodyTooLarge,
 }
@@ -55,8 +55,8 @@ impl HttpError {
             HttpError::Malformed
             | HttpError::BadHost
             | HttpError::BadContentLength
-            | HttpError::LengthAndEncoding => (400, "Bad Request"),
-            HttpError::LengthRequired => (411, "Length Required"),
+            | HttpError::LengthAndEncoding
+            | HttpError::BadChunk => (400, "Bad Request"),
             HttpError::UnsupportedEncoding => (501, "Not Implemented"),
             HttpError::BodyTooLarge => (413, "Content Too Large"),
         }
@@ -72,7 +72,7 @@ impl HttpError {
             HttpError::BadHost => "exactly one Host header is required",
             HttpError::BadContentLength => "invalid Content-Length",
             HttpError::LengthAndEncoding => "both Content-Length and Transfer-Encoding",
-            HttpError::LengthRequired => "Content-Length required",
+            HttpError::BadChunk => "malformed chunked body",
             HttpError::UnsupportedEncoding => "unsupported Transfer-Encoding",
             HttpError::BodyTooLarge => "request body exceeds the body size limit",
         }
@@ -108,6 +108,8 @@ pub struct Head<'b> {
     pub head_len: usize,
     /// Body length from `Content-Length` (0 when absent).
     pub content_length: u64,
+    /// `Transfer-Encoding: chunked`: the body is decoded by [`chunked_body`].
+    pub chunked: bool,
     /// `Connection: close` (or HTTP/1.0 without `keep-alive`).
     pub close: bool,
     /// `Connection` lists the `upgrade` token.
@@ -219,7 +221,7 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
     };
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = false;
-    let mut chunked_last = false;
+    let mut chunked_only = false;
     for h in req.headers.iter() {
         let name = h.name;
         let value = h.value;
@@ -234,8 +236,11 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only `chunked` alone is understood (a repeated field adds codings: refused).
+            chunked_only = !transfer_encoding
+                && tokens(value).count() == 1
+                && last_token(value).is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
             transfer_encoding = true;
-            chunked_last = last_token(value).is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
         } else if name.eq_ignore_ascii_case("connection") {
             for t in tokens(value) {
                 if t.eq_ignore_ascii_case(b"close") {
@@ -292,11 +297,10 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
         if content_length.is_some() {
             return Parse::Error(HttpError::LengthAndEncoding);
         }
-        return Parse::Error(if chunked_last {
-            HttpError::LengthRequired
-        } else {
-            HttpError::UnsupportedEncoding
-        });
+        if !chunked_only || version == 0 {
+            return Parse::Error(HttpError::UnsupportedEncoding);
+        }
+        head.chunked = true;
     }
     head.content_length = content_length.unwrap_or(0);
     Parse::Complete(head)
@@ -350,6 +354,77 @@ fn last_token(value: &[u8]) -> Option<&[u8]> {
 /// `websocket/13` → `websocket` (an `Upgrade` protocol may carry a version).
 fn protocol_name(t: &[u8]) -> &[u8] {
     t.split(|&b| b == b'/').next().unwrap_or(t)
+}
+
+/// Longest chunk-size line (hex digits and extensions) and trailer section accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+const MAX_TRAILERS: usize = 4096;
+
+/// Decodes a chunked body (RFC 9112 §7.1) at the start of `buf`: `Ok(None)` if incomplete,
+/// `Ok(Some((bytes used, body)))` once the last chunk and the trailer section are in. Line ends
+/// must be CRLF (a bare LF is refused, as a request-smuggling shape); the decoded body may not
+/// exceed `max_body` (413), a size line `MAX_CHUNK_LINE` bytes, the trailers `MAX_TRAILERS`.
+pub fn chunked_body(buf: &[u8], max_body: usize) -> Result<Option<(usize, Vec<u8>)>, HttpError> {
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        // chunk-size [ chunk-ext ] CRLF
+        let Some(eol) = find_crlf(&buf[pos..], MAX_CHUNK_LINE)? else {
+            return Ok(None);
+        };
+        let line = &buf[pos..pos + eol];
+        let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        if hex_len == 0 || hex_len > 8 {
+            return Err(HttpError::BadChunk);
+        }
+        let rest = &line[hex_len..];
+        if !(rest.is_empty() || rest[0] == b';' || rest[0] == b' ' || rest[0] == b'\t') {
+            return Err(HttpError::BadChunk);
+        }
+        let size = line[..hex_len].iter().fold(0usize, |acc, &d| {
+            acc * 16 + (d as char).to_digit(16).unwrap_or(0) as usize
+        });
+        pos += eol + 2;
+        if size == 0 {
+            // trailer-section CRLF: header lines until an empty one.
+            let start = pos;
+            loop {
+                let Some(eol) = find_crlf(&buf[pos..], MAX_TRAILERS)? else {
+                    return Ok(None);
+                };
+                pos += eol + 2;
+                if eol == 0 {
+                    return Ok(Some((pos, body)));
+                }
+                if pos - start > MAX_TRAILERS {
+                    return Err(HttpError::BadChunk);
+                }
+            }
+        }
+        if body.len() + size > max_body {
+            return Err(HttpError::BodyTooLarge);
+        }
+        if buf.len() < pos + size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[pos..pos + size]);
+        pos += size;
+        if &buf[pos..pos + 2] != b"\r\n" {
+            return Err(HttpError::BadChunk);
+        }
+        pos += 2;
+    }
+}
+
+/// Offset of the next CRLF in `b` (within `max` bytes). A bare LF is an error.
+fn find_crlf(b: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
+    match b.iter().take(max + 2).position(|&c| c == b'\n') {
+        Some(0) => Err(HttpError::BadChunk),
+        Some(i) if b[i - 1] == b'\r' => Ok(Some(i - 1)),
+        Some(_) => Err(HttpError::BadChunk),
+        None if b.len() > max + 1 => Err(HttpError::BadChunk),
+        None => Ok(None),
+    }
 }
 
 /// The raw value of query parameter `name` in `path` (`?a=1&b=2`), undecoded. The first
@@ -539,14 +614,57 @@ mod tests {
     }
 
     #[test]
-    fn transfer_encoding_is_refused() {
+    fn transfer_encoding() {
         let both =
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert_eq!(error(both), HttpError::LengthAndEncoding);
         let chunked = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(error(chunked), HttpError::LengthRequired);
-        let gzip = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n";
-        assert_eq!(error(gzip), HttpError::UnsupportedEncoding);
+        assert!(complete(chunked).chunked);
+        for bad in [
+            &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(error(bad), HttpError::UnsupportedEncoding, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn chunked_bodies() {
+        let ok = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let end = ok.len() - 4;
+        assert_eq!(
+            chunked_body(ok, 100),
+            Ok(Some((end, b"hello world".to_vec())))
+        );
+        // Every proper prefix is incomplete, never an error.
+        for n in 0..end {
+            assert_eq!(chunked_body(&ok[..n], 100), Ok(None), "prefix {n}");
+        }
+        assert_eq!(chunked_body(b"0\r\n\r\n", 0), Ok(Some((5, Vec::new()))));
+        assert_eq!(
+            chunked_body(b"5\r\nhello\r\n0\r\n\r\n", 4),
+            Err(HttpError::BodyTooLarge)
+        );
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"123456789\r\n",
+            b"5x\r\nhello\r\n",
+            b"0\r\n\n",
+        ] {
+            assert_eq!(
+                chunked_body(bad, 1 << 20),
+                Err(HttpError::BadChunk),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // An endless size line is refused, not buffered.
+        let long = vec![b'0'; 2000];
+        assert_eq!(chunked_body(&long, 100), Err(HttpError::BadChunk));
     }
 
     #[test]

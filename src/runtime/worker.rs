@@ -541,7 +541,28 @@ impl Worker {
             self.http_refuse(idx, HttpError::BodyTooLarge);
             return Some(buf.len());
         }
-        let need = head.head_len + head.content_length as usize;
+        // A chunked body is decoded into a copy once it is complete; until then the head is
+        // parsed again with each arrival (bounded by --max-body-bytes and --head-timeout).
+        let mut decoded: Option<Vec<u8>> = None;
+        let need = if head.chunked {
+            match http::chunked_body(&buf[head.head_len..], self.cfg.max_body_bytes as usize) {
+                Err(e) => {
+                    self.http_refuse(idx, e);
+                    return Some(buf.len());
+                }
+                Ok(None) => {
+                    conn.set(flag::HEAD_DONE);
+                    conn.http_mark = (buf.len() + 1) as u32;
+                    return None;
+                }
+                Ok(Some((used, body))) => {
+                    decoded = Some(body);
+                    head.head_len + used
+                }
+            }
+        } else {
+            head.head_len + head.content_length as usize
+        };
         if buf.len() < need {
             conn.set(flag::HEAD_DONE);
             conn.http_mark = need as u32;
@@ -550,7 +571,7 @@ impl Worker {
         conn.clear(flag::HEAD_DONE | flag::IN_REQUEST);
         conn.http_mark = 0;
         WorkerStats::add(&self.stats.http_requests, 1);
-        let body = &buf[head.head_len..need];
+        let body = decoded.as_deref().unwrap_or(&buf[head.head_len..need]);
         self.route(idx, &head, body);
         if let Some(conn) = self.conns.get_mut(idx)
             && conn.phase == Phase::Http
@@ -564,7 +585,13 @@ impl Worker {
 
     fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
         let path = head.path.split('?').next().unwrap_or("");
-        if path == self.cfg.bayeux_path {
+        let bayeux = &self.cfg.bayeux_path;
+        // CometD clients append the message type: /cometd/handshake, /cometd/connect, /cometd/.
+        if path == bayeux
+            || path
+                .strip_prefix(bayeux.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
             self.bayeux_http(idx, head, body);
         } else if path == "/echo" {
             if self.check_origin(idx, head).is_some() {
