@@ -122,6 +122,22 @@ impl Worker {
                         .error(400, c, "unknown meta channel")
                         .finish(),
                 ),
+                "/service/echo" => {
+                    // A remote call: the answer (same id, with data) and the plain publish
+                    // reply (same id, no data), which the client needs to clear its timer.
+                    let Some(client) = r.client_id.as_deref() else {
+                        out.replies.push(self.unknown_client(r));
+                        continue;
+                    };
+                    if !self.shared.bayeux.exists(client) {
+                        out.replies.push(self.unknown_client(r));
+                        continue;
+                    }
+                    let data = r.data.as_deref().unwrap_or("null");
+                    out.replies
+                        .push(Reply::to(r, true).raw("data", data).finish());
+                    out.replies.push(Reply::to(r, true).finish());
+                }
                 _ => out.replies.push(self.bayeux_publish(r)),
             }
         }
@@ -307,13 +323,8 @@ impl Worker {
         }
         let data = r.data.as_deref().unwrap_or("null");
         if bayeux::is_service(&r.channel) {
-            // Not broadcast. `/service/echo` answers the sender with its data (remote call).
-            let rep = Reply::to(r, true);
-            return if r.channel == "/service/echo" {
-                rep.raw("data", data).finish()
-            } else {
-                rep.finish()
-            };
+            // Not broadcast (`/service/echo` is answered in `bayeux_batch`).
+            return Reply::to(r, true).finish();
         }
         let native = bayeux::native_name(&r.channel).to_string();
         match self.publish_message(&native, Bytes::copy_from_slice(data.as_bytes())) {
