@@ -169,6 +169,10 @@ pub struct Config {
     #[arg(long, default_value_t = 1000)]
     pub bayeux_max_batch: usize,
 
+    /// Subscriptions one Bayeux client may hold. More: the subscribe fails (403).
+    #[arg(long, default_value_t = 1000)]
+    pub bayeux_max_subscriptions: usize,
+
     /// Allow Bayeux subscriptions to `/*` and `/**` (every channel).
     #[arg(long)]
     pub bayeux_root_wildcards: bool,

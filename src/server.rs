@@ -90,6 +90,7 @@ impl Server {
                 max_clients: cfg.bayeux_max_clients,
                 max_channel_len: cfg.max_channel_len + 1,
                 root_wildcards: cfg.bayeux_root_wildcards,
+                max_subscriptions: cfg.bayeux_max_subscriptions,
             }),
         });
         let mut threads = Vec::with_capacity(n);

@@ -376,10 +376,18 @@ fn deeply_nested_json_is_refused_and_the_server_lives() {
 
 #[test]
 fn client_limit() {
-    let srv = bayeux_server(|c| c.bayeux_max_clients = 2);
+    let srv = bayeux_server(|c| {
+        c.bayeux_max_clients = 2;
+        c.bayeux_max_subscriptions = 2;
+    });
     let mut c = Conn::new(srv.local_addr());
+    let id = c.handshake();
     c.handshake();
-    c.handshake();
+    let s = c.subscribe(&id, json!(["/s1", "/s2", "/s3"]));
+    assert_eq!(s["successful"], false);
+    assert!(s["error"].as_str().unwrap().starts_with("403:"), "{s}");
+    assert_eq!(hub(&srv, "bayeux_subscriptions"), 0, "all or nothing");
+    assert_eq!(c.subscribe(&id, json!(["/s1", "/s2"]))["successful"], true);
     let r = c.call(json!([{"channel":"/meta/handshake","version":"1.0",
         "supportedConnectionTypes":["long-polling"],"id":"h"}]));
     assert_eq!(r[0]["successful"], false);

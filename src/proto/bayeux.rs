@@ -244,23 +244,14 @@ fn message(m: &BorrowedValue<'_>) -> Result<Request, ParseError> {
     })
 }
 
-/// Writes `s` as a JSON string.
+/// Writes `s` as a JSON string (the escaping of [`super::json_escape`]).
 pub fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    let mut v = std::mem::take(out).into_bytes();
+    v.push(b'"');
+    super::json_escape(s.as_bytes(), &mut v);
+    v.push(b'"');
+    // Escaping only inserts ASCII between whole UTF-8 sequences.
+    *out = String::from_utf8(v).expect("escaped UTF-8 stays UTF-8");
 }
 
 /// A reply object under construction: `{"channel":..,"successful":..,"id":..` then optional

@@ -39,6 +39,8 @@ pub struct BayeuxLimits {
     pub max_channel_len: usize,
     /// Allow subscribing to `/*` and `/**`.
     pub root_wildcards: bool,
+    /// Subscriptions one client may hold.
+    pub max_subscriptions: usize,
 }
 
 /// Gauges and counters for `/stats`.
@@ -92,6 +94,8 @@ pub enum Refusal {
     BadChannel,
     /// `/meta/**`, or `/*` / `/**` without the flag.
     Forbidden,
+    /// The client holds `--bayeux-max-subscriptions` already.
+    TooManySubscriptions,
 }
 
 /// What a `/meta/connect` gets.
@@ -242,14 +246,58 @@ impl Clients {
         Ok(())
     }
 
-    /// Subscribes `client` to `sub` (checked with [`Clients::check_subscription`]); subscribing
-    /// twice is not an error.
-    pub fn subscribe(&self, client: &str, sub: &str) -> Result<(), Refusal> {
-        self.check_subscription(sub)?;
+    /// Subscribes `client` to every one of `subs`, or to none: the first refused one is
+    /// returned with the reason. Subscribing twice is not an error.
+    pub fn subscribe_all<'s>(
+        &self,
+        client: &str,
+        subs: &'s [String],
+    ) -> Result<(), (Refusal, &'s str)> {
+        for s in subs {
+            self.check_subscription(s).map_err(|e| (e, s.as_str()))?;
+        }
         let mut g = self.lock();
-        let c = g.clients.get_mut(client).ok_or(Refusal::UnknownClient)?;
+        let c = g.clients.get(client).ok_or((Refusal::UnknownClient, ""))?;
+        let new = subs
+            .iter()
+            .filter(|s| !c.subs.iter().any(|x| **x == ***s))
+            .count();
+        if c.subs.len() + new > self.limits.max_subscriptions {
+            let last = subs.last().map_or("", String::as_str);
+            return Err((Refusal::TooManySubscriptions, last));
+        }
+        for s in subs {
+            self.add(&mut g, client, s);
+        }
+        Ok(())
+    }
+
+    /// Unsubscribes `client` from each of `subs` (not subscribed: not an error).
+    pub fn unsubscribe_all<'s>(
+        &self,
+        client: &str,
+        subs: &'s [String],
+    ) -> Result<(), (Refusal, &'s str)> {
+        for s in subs {
+            self.unsubscribe(client, s).map_err(|e| (e, s.as_str()))?;
+        }
+        Ok(())
+    }
+
+    /// Subscribes `client` to `sub` (checked with [`Clients::check_subscription`], within
+    /// `--bayeux-max-subscriptions`); subscribing twice is not an error.
+    pub fn subscribe(&self, client: &str, sub: &str) -> Result<(), Refusal> {
+        self.subscribe_all(client, &[sub.to_string()])
+            .map_err(|(e, _)| e)
+    }
+
+    /// Records `sub` for `client` (both checked by the caller, under the lock).
+    fn add(&self, g: &mut Inner, client: &str, sub: &str) {
+        let Some(c) = g.clients.get_mut(client) else {
+            return;
+        };
         if c.subs.iter().any(|s| &**s == sub) {
-            return Ok(());
+            return;
         }
         c.subs.push(Box::from(sub));
         g.subs
@@ -258,7 +306,6 @@ impl Clients {
             .insert(Box::from(client));
         self.nsubs.fetch_add(1, Ordering::Relaxed);
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
-        Ok(())
     }
 
     /// Unsubscribes (not subscribed: not an error).
@@ -306,13 +353,16 @@ impl Clients {
         c.waiter
     }
 
-    /// A message on `channel` (Bayeux form, `/a/b`): queues `delivery()` (built at most once,
-    /// only if someone is subscribed) for every matching client and returns the held connects
-    /// to wake. Called under the hub's channel lock, so queues stay in id order.
-    pub fn deliver(&self, channel: &str, delivery: impl FnOnce() -> Bytes) -> Vec<Waiter> {
+    /// A message on the native channel `native` (`a/b`, the Bayeux `/a/b`): queues
+    /// `delivery()` (built at most once, only if someone is subscribed) for every matching
+    /// client and returns the held connects to wake. Called under the hub's channel lock, so
+    /// queues stay in id order. Without any Bayeux subscription it costs one atomic load.
+    pub fn deliver(&self, native: &str, delivery: impl FnOnce() -> Bytes) -> Vec<Waiter> {
         if self.nsubs.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
+        let channel = format!("/{native}");
+        let channel = channel.as_str();
         let mut g = self.lock();
         let Inner { clients, subs } = &mut *g;
         // Every subscription that can match: the channel itself, `parent/*`, and `ancestor/**`
@@ -395,6 +445,7 @@ mod tests {
             max_clients: 4,
             max_channel_len: 255,
             root_wildcards: false,
+            max_subscriptions: 3,
         })
     }
 
@@ -426,9 +477,9 @@ mod tests {
         c.subscribe(&a, "/x/*").unwrap();
         c.subscribe(&b, "/x/**").unwrap();
         c.subscribe(&b, "/x/y").unwrap();
-        assert!(c.deliver("/x/y", msg("1")).is_empty());
-        c.deliver("/x/y/z", msg("2"));
-        c.deliver("/other", msg("3"));
+        assert!(c.deliver("x/y", msg("1")).is_empty());
+        c.deliver("x/y/z", msg("2"));
+        c.deliver("other", msg("3"));
         let Connect::Now(qa, 0) = c.connect(&a, Some(W)).unwrap() else {
             panic!()
         };
@@ -450,7 +501,7 @@ mod tests {
         // A second connect releases the first.
         assert!(matches!(c.connect(&a, Some(w2)), Ok(Connect::Held(Some(w))) if w == W));
         assert_eq!(c.take(&a, w2), None, "nothing queued: keep holding");
-        assert_eq!(c.deliver("/x", msg("m")), [w2]);
+        assert_eq!(c.deliver("x", msg("m")), [w2]);
         assert_eq!(
             c.take(&a, W),
             Some((vec![], 0)),
@@ -466,7 +517,7 @@ mod tests {
         let a = c.handshake().unwrap();
         c.subscribe(&a, "/x").unwrap();
         for _ in 0..5 {
-            c.deliver("/x", msg("m"));
+            c.deliver("x", msg("m"));
         }
         let Connect::Now(q, dropped) = c.connect(&a, None).unwrap() else {
             panic!()
@@ -489,7 +540,7 @@ mod tests {
         open.limits.root_wildcards = true;
         let b = open.handshake().unwrap();
         assert!(open.subscribe(&b, "/**").is_ok());
-        assert_eq!(open.deliver("/any/thing", msg("m")).len(), 0);
+        assert_eq!(open.deliver("any/thing", msg("m")).len(), 0);
         assert!(matches!(open.connect(&b, None), Ok(Connect::Now(q, 0)) if q.len() == 1));
     }
 
@@ -500,7 +551,7 @@ mod tests {
         let b = c.handshake().unwrap();
         c.subscribe(&a, "/x").unwrap();
         c.subscribe(&b, "/x").unwrap();
-        c.deliver("/x", msg("m"));
+        c.deliver("x", msg("m"));
         assert_eq!(c.disconnect(&a), Ok(None));
         assert_eq!(c.disconnect(&a), Err(Refusal::UnknownClient));
         c.sweep_at(c.now() + 9);
@@ -519,6 +570,32 @@ mod tests {
         assert!(matches!(c.connect(&d, Some(W)), Ok(Connect::Held(None))));
         c.sweep_at(c.now() + 100);
         assert!(c.exists(&d));
+    }
+
+    #[test]
+    fn subscriptions_per_client_are_bounded_all_or_nothing() {
+        let c = clients();
+        let a = c.handshake().unwrap();
+        let subs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        c.subscribe_all(&a, &subs(&["/a", "/b"])).unwrap();
+        // Again: not new, no room needed.
+        c.subscribe_all(&a, &subs(&["/a", "/b"])).unwrap();
+        let two = subs(&["/c", "/d"]);
+        assert_eq!(
+            c.subscribe_all(&a, &two),
+            Err((Refusal::TooManySubscriptions, "/d"))
+        );
+        assert_eq!(
+            c.stats.subscriptions.load(Ordering::Relaxed),
+            2,
+            "nothing added"
+        );
+        let bad = subs(&["/e", "/meta/x"]);
+        assert_eq!(
+            c.subscribe_all(&a, &bad),
+            Err((Refusal::Forbidden, "/meta/x"))
+        );
+        c.subscribe(&a, "/c").unwrap();
     }
 
     #[test]

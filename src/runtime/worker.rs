@@ -725,8 +725,7 @@ impl Worker {
                     }
                 }
                 // Bayeux subscribers (queued under the channel lock, so in id order).
-                let channel = format!("/{}", msg.channel);
-                bayeux_woken = shared.bayeux.deliver(&channel, || msg.bayeux().clone());
+                bayeux_woken = shared.bayeux.deliver(&msg.channel, || msg.bayeux().clone());
             })
             .map_err(|_| PubError::Channels)?;
         WorkerStats::add(&self.stats.messages_in, 1);

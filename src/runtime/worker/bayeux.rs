@@ -248,44 +248,23 @@ impl Worker {
                 .finish();
         }
         let store = &self.shared.bayeux;
-        // All or nothing: check every subscription first.
-        for s in &r.subscriptions {
-            let res = if subscribe {
-                store.check_subscription(s)
-            } else {
-                Ok(())
+        let res = if subscribe {
+            store.subscribe_all(client, &r.subscriptions)
+        } else {
+            store.unsubscribe_all(client, &r.subscriptions)
+        };
+        if let Err((e, s)) = res {
+            let (code, why) = match e {
+                Refusal::UnknownClient => return self.unknown_client(r),
+                Refusal::Forbidden => (403, "subscription not allowed"),
+                Refusal::TooManySubscriptions => (403, "too many subscriptions"),
+                _ => (400, "invalid subscription"),
             };
-            if let Err(e) = res.and_then(|()| {
-                if store.exists(client) {
-                    Ok(())
-                } else {
-                    Err(Refusal::UnknownClient)
-                }
-            }) {
-                return match e {
-                    Refusal::UnknownClient => self.unknown_client(r),
-                    Refusal::Forbidden => Reply::to(r, false)
-                        .str("clientId", client)
-                        .raw("subscription", subs_json)
-                        .error(403, s, "subscription not allowed")
-                        .finish(),
-                    _ => Reply::to(r, false)
-                        .str("clientId", client)
-                        .raw("subscription", subs_json)
-                        .error(400, s, "invalid subscription")
-                        .finish(),
-                };
-            }
-        }
-        for s in &r.subscriptions {
-            let res = if subscribe {
-                store.subscribe(client, s)
-            } else {
-                store.unsubscribe(client, s)
-            };
-            if res.is_err() {
-                return self.unknown_client(r);
-            }
+            return Reply::to(r, false)
+                .str("clientId", client)
+                .raw("subscription", subs_json)
+                .error(code, s, why)
+                .finish();
         }
         Reply::to(r, true)
             .str("clientId", client)
@@ -391,30 +370,14 @@ impl Worker {
             connect.pop();
             connect.push_str(&format!(",\"ext\":{{\"dropped\":{dropped}}}}}"));
         }
-        self.bayeux_leave_poll(idx);
+        self.back_to_http(idx);
         let replies: Vec<String> = if before.is_empty() {
             Vec::new()
         } else {
             vec![before]
         };
         self.bayeux_answer(idx, &replies, msgs, Some(connect), origin, keep_alive);
-        if let Some(conn) = self.conns.get_mut(idx)
-            && conn.phase == Phase::Http
-        {
-            conn.deadline = 0;
-            let at = self.tick + self.cfg.keepalive_timeout;
-            self.set_deadline(idx, at);
-        }
-    }
-
-    fn bayeux_leave_poll(&mut self, idx: usize) {
-        WorkerStats::sub(&self.stats.conns_bayeux_poll, 1);
-        WorkerStats::add(&self.stats.conns_http, 1);
-        let conn = &mut self.conns[idx];
-        conn.phase = Phase::Http;
-        conn.proto = crate::runtime::conn::Proto::Ws(Default::default());
-        conn.ext = None;
-        conn.clear(flag::KEEP_ALIVE);
+        self.keepalive_again(idx);
     }
 
     /// A held connect's connection is closing or gone: the store forgets it.

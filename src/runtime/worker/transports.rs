@@ -528,13 +528,7 @@ impl Worker {
             callback.as_deref(),
             keep_alive,
         );
-        if let Some(conn) = self.conns.get_mut(idx)
-            && conn.phase == Phase::Http
-        {
-            conn.deadline = 0;
-            let at = self.tick + self.cfg.keepalive_timeout;
-            self.set_deadline(idx, at);
-        }
+        self.keepalive_again(idx);
     }
 
     /// Ends the held poll: the session hold is released, the subscription ends, the
@@ -542,13 +536,29 @@ impl Worker {
     fn finish_poll(&mut self, idx: usize) {
         self.release_poll(idx);
         self.unsubscribe(idx);
-        WorkerStats::sub(&self.stats.conns_poll, 1);
-        WorkerStats::add(&self.stats.conns_http, 1);
+        self.back_to_http(idx);
+    }
+
+    /// A held request (poll, Bayeux connect) is over: the connection reads HTTP again.
+    pub(super) fn back_to_http(&mut self, idx: usize) {
         let conn = &mut self.conns[idx];
+        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
+        WorkerStats::add(&self.stats.conns_http, 1);
         conn.phase = Phase::Http;
         conn.proto = Proto::Ws(WsReader::default());
         conn.ext = None;
         conn.clear(flag::KEEP_ALIVE);
+    }
+
+    /// After answering a held request on a kept-alive connection: the keep-alive timeout runs.
+    pub(super) fn keepalive_again(&mut self, idx: usize) {
+        if let Some(conn) = self.conns.get_mut(idx)
+            && conn.phase == Phase::Http
+        {
+            conn.deadline = 0;
+            let at = self.tick + self.cfg.keepalive_timeout;
+            self.set_deadline(idx, at);
+        }
     }
 
     /// If `idx` is a held poll of a session, tells the hub the hold is over (its TTL starts).
