@@ -154,6 +154,78 @@ let clientLogSeq = 0;
 const target = { port: 0, path: '/cometd', origin: null, close: async () => {}, maxIntervalMs: opts.maxIntervalMs, describe: '' };
 const PIDFILE = process.env.COMETD_TESTS_PIDFILE || null;
 
+// Starts (or, after it died, restarts) edgecomet on a free port. Its output accumulates in one log
+// across restarts; tests read their slice of it.
+let serverOut = '';
+async function startEdgecomet() {
+    const args = ['--listen', '127.0.0.1:0', '--workers', '2', ...opts.binArgs];
+    const proc = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    if (PIDFILE) fs.writeFileSync(PIDFILE, `${proc.pid}\n`);
+    const startAt = serverOut.length;
+    target.log = () => serverOut;
+    target.port = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no "listening on" within 10 s: ${serverOut.slice(startAt).slice(-1000)}`)), 10_000);
+        const onData = (d) => {
+            serverOut += d;
+            const m = /listening on 127\.0\.0\.1:(\d+)/.exec(serverOut.slice(startAt));
+            if (m) {
+                clearTimeout(timer);
+                resolve(Number(m[1]));
+            }
+        };
+        proc.stdout.on('data', onData);
+        proc.stderr.on('data', onData);
+        proc.on('error', (e) => {
+            clearTimeout(timer);
+            reject(e);
+        });
+        proc.on('exit', (code, sig) => {
+            clearTimeout(timer);
+            reject(new Error(`${opts.bin} ${args.join(' ')} exited (${code ?? sig}) before listening: ${serverOut.slice(startAt).slice(-1000)}`));
+        });
+    });
+    target.proc = proc;
+    target.origin = `http://127.0.0.1:${target.port}`;
+    target.close = () =>
+        new Promise((resolve) => {
+            if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+            const k = setTimeout(() => proc.kill('SIGKILL'), 3000);
+            proc.once('exit', () => {
+                clearTimeout(k);
+                resolve();
+            });
+            proc.kill('SIGTERM');
+        });
+    target.describe = `edgecomet ${opts.bin} ${args.join(' ')} on 127.0.0.1:${target.port}`;
+}
+
+const serverDied = () => target.proc && (target.proc.exitCode !== null || target.proc.signalCode !== null);
+
+// After a failed test: is edgecomet still serving? A crashing process can keep its sockets open
+// for a while (a core dump), so ask it something (GET /stats, 1 s); if it does not answer, wait for
+// it to exit (5 s), else kill it. Returns false when the server is gone.
+async function serverAnswers() {
+    if (!target.proc || serverDied()) return !serverDied();
+    const ok = await new Promise((resolve) => {
+        const req = http.get({ host: '127.0.0.1', port: target.port, path: '/stats', agent: false }, (res) => {
+            res.resume();
+            resolve(true);
+        });
+        req.setTimeout(1000, () => req.destroy());
+        req.on('error', () => resolve(false));
+    });
+    if (ok) return true;
+    const proc = target.proc;
+    if (!serverDied()) {
+        await Promise.race([new Promise((r) => proc.once('exit', r)), sleep(5000)]);
+        if (!serverDied()) {
+            proc.kill('SIGKILL');
+            await new Promise((r) => proc.once('exit', r));
+        }
+    }
+    return false;
+}
+
 async function startTarget() {
     if (opts.mode === 'reference') {
         const { startReferenceServer, REFERENCE_OPTIONS } = await import('./lib/reference-server.js');
@@ -169,45 +241,7 @@ async function startTarget() {
         target.path = u.pathname.replace(/\/$/, '') || '/cometd';
         target.describe = `server at ${opts.url}`;
     } else {
-        const args = ['--listen', '127.0.0.1:0', '--workers', '2', ...opts.binArgs];
-        const proc = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-        if (PIDFILE) fs.writeFileSync(PIDFILE, `${proc.pid}\n`);
-        let out = '';
-        target.log = () => out;
-        target.port = await new Promise((resolve, reject) => {
-            const timer = setTimeout(() => reject(new Error(`no "listening on" within 10 s: ${out.slice(-1000)}`)), 10_000);
-            const onData = (d) => {
-                out += d;
-                if (out.length > 1_000_000) out = out.slice(-500_000);
-                const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-                if (m) {
-                    clearTimeout(timer);
-                    resolve(Number(m[1]));
-                }
-            };
-            proc.stdout.on('data', onData);
-            proc.stderr.on('data', onData);
-            proc.on('error', (e) => {
-                clearTimeout(timer);
-                reject(e);
-            });
-            proc.on('exit', (code, sig) => {
-                clearTimeout(timer);
-                reject(new Error(`${opts.bin} ${args.join(' ')} exited (${code ?? sig}) before listening: ${out.slice(-1000)}`));
-            });
-        });
-        target.proc = proc;
-        target.close = () =>
-            new Promise((resolve) => {
-                if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-                const k = setTimeout(() => proc.kill('SIGKILL'), 3000);
-                proc.once('exit', () => {
-                    clearTimeout(k);
-                    resolve();
-                });
-                proc.kill('SIGTERM');
-            });
-        target.describe = `edgecomet ${opts.bin} ${args.join(' ')} on 127.0.0.1:${target.port}`;
+        await startEdgecomet();
     }
     target.origin = `http://127.0.0.1:${target.port}`;
 }
@@ -1249,7 +1283,7 @@ function report(tc, { t, error, ms }) {
         const msg = error instanceof Failure || !opts.verbose ? (error && error.message) || String(error) : (error && error.stack) || String(error);
         console.log(`not ok - ${tc.name}: ${msg.split('\n').join('\n#   ')}`);
         for (const n of t.notes) console.log(`#   ${n}`);
-        const mine = clientLog.filter((l) => l.seq > t.logFrom).slice(-6);
+        const mine = t.clients.length ? clientLog.filter((l) => l.seq > t.logFrom).slice(-6) : [];
         for (const l of mine) console.log(`#   client ${l.line.replace(/\n/g, ' ')}`);
         if (target.log) {
             const out = target.log().slice(t.serverLogFrom).trim();
@@ -1264,7 +1298,7 @@ function report(tc, { t, error, ms }) {
 
 async function main() {
     const deadline = Date.now() + RUN_DEADLINE_MS;
-    const counts = { passed: 0, failed: 0, skipped: 0, edgecometOnlySkipped: 0, gapSkipped: 0, edgecometOnlyRun: 0, edgecometOnlyPassed: 0, filtered: 0 };
+    const counts = { passed: 0, failed: 0, skipped: 0, edgecometOnlySkipped: 0, gapSkipped: 0, edgecometOnlyRun: 0, edgecometOnlyPassed: 0, filtered: 0, restarts: 0 };
     try {
         await startTarget();
     } catch (e) {
@@ -1282,6 +1316,7 @@ async function main() {
         return null;
     };
     const runnable = tests.filter((tc) => !skipReason(tc));
+    let lastFailed = false;
     const parallel = new Map();
     for (const tc of runnable.filter((x) => x.parallel)) parallel.set(tc, runOne(tc));
 
@@ -1304,12 +1339,28 @@ async function main() {
             continue;
         }
         if (tc.parallel) continue;
+        if (target.proc && (serverDied() || (lastFailed && !(await serverAnswers())))) {
+            // A crash fails the test it happened in (and the parallel ones); the others still get
+            // a server, so one crash does not hide every other result.
+            const how = target.proc.exitCode !== null ? `status ${target.proc.exitCode}` : target.proc.signalCode;
+            counts.restarts++;
+            console.log(`# the server process died (${how}); restarting it for the remaining tests`);
+            try {
+                await startEdgecomet();
+            } catch (e) {
+                console.log(`not ok - restart the server: ${e.message}`);
+                counts.failed++;
+                break;
+            }
+        }
         if (Date.now() > deadline) {
             console.log(`not ok - ${tc.name}: not run: the run passed its ${RUN_DEADLINE_MS / 1000} s deadline`);
             counts.failed++;
             continue;
         }
-        tally(tc, report(tc, await runOne(tc)));
+        const ok = report(tc, await runOne(tc));
+        tally(tc, ok);
+        lastFailed = !ok;
     }
     for (const [tc, p] of parallel) {
         const left = Math.max(1000, deadline - Date.now());
@@ -1330,6 +1381,7 @@ async function main() {
     if (parts.length) summary += ` (${parts.join('; ')})`;
     console.log(summary);
     if (IS_EDGECOMET) console.log(`# edgecomet-only tests run: ${counts.edgecometOnlyRun} (${counts.edgecometOnlyPassed} passed)`);
+    if (counts.restarts) console.log(`# the server died and was restarted ${counts.restarts} time(s): see "the server process died" above`);
     return counts.failed > 0 || counts.filtered > 0 ? 1 : 0;
 }
 
