@@ -578,6 +578,21 @@ fn websocket_holds_for_the_advised_timeout_and_one_connect_at_a_time() {
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
     assert!(w.0.read().is_err(), "nothing until the timeout");
+    // Two connects in one frame: the first is answered at once, the second held.
+    let mut w = WsClient::new(a);
+    let id = w.handshake();
+    let t = Instant::now();
+    w.send(json!([
+        {"channel":"/meta/connect","clientId":id,"connectionType":"websocket","id":"c5"},
+        {"channel":"/meta/connect","clientId":id,"connectionType":"websocket","id":"c6"}
+    ]));
+    let r = w.recv();
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["id"], "c5");
+    assert!(t.elapsed() < Duration::from_secs(1));
+    let r = w.recv();
+    assert_eq!(r[0]["id"], "c6", "held to the timeout: {r:?}");
+    assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
 }
 
 #[test]

@@ -214,10 +214,12 @@ impl Worker {
         };
         WorkerStats::sub(&self.stats.conns_http, 1);
         WorkerStats::add(&self.stats.conns_bayeux_poll, 1);
-        let before = String::from_utf8_lossy(&json_array(&batch.out, "", ""))
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
+        let before = batch
+            .out
+            .iter()
+            .map(|p| String::from_utf8_lossy(p))
+            .collect::<Vec<_>>()
+            .join(",");
         let conn = &mut self.conns[idx];
         conn.phase = Phase::BayeuxPoll;
         conn.proto = Proto::Sub(SubState::new(0, origin, Format::Json));
@@ -249,17 +251,25 @@ impl Worker {
             // reply must come last); over WebSocket replies travel on their own.
             let may_hold = ctx.via == Via::WebSocket || i + 1 == reqs.len();
             let reply = match r.channel.as_str() {
-                "/meta/connect" => match self.bayeux_connect(idx, r, ctx, may_hold) {
-                    ConnectOutcome::Now(parts) => {
-                        b.out.extend(parts);
-                        continue;
+                "/meta/connect" => {
+                    // Two connects in one frame: the first is answered (empty) before the
+                    // second is held, so that every id gets its reply.
+                    if let Some((prev, _)) = b.hold.take() {
+                        b.out
+                            .push(Bytes::from(finish_connect(prev, &Out::default())));
                     }
-                    ConnectOutcome::Hold(held, secs, parts) => {
-                        b.out.extend(parts);
-                        b.hold = Some((held, secs));
-                        continue;
+                    match self.bayeux_connect(idx, r, ctx, may_hold) {
+                        ConnectOutcome::Now(parts) => {
+                            b.out.extend(parts);
+                            continue;
+                        }
+                        ConnectOutcome::Hold(held, secs, parts) => {
+                            b.out.extend(parts);
+                            b.hold = Some((held, secs));
+                            continue;
+                        }
                     }
-                },
+                }
                 "/meta/subscribe" | "/meta/unsubscribe" => self.bayeux_subscribe(idx, r, ctx),
                 "/meta/disconnect" => self.bayeux_disconnect(idx, r, ctx),
                 c if bayeux::is_meta(c) => Reply::to(r, false)
