@@ -17,12 +17,16 @@
 //!   byte at a time;
 //! - `find_head_end` finds the same end incrementally as in one scan;
 //! - for a chunked request, `chunked_body` on the rest never panics, decodes at most what it
-//!   used, and finds nothing one byte short of the end.
+//!   used, and finds nothing one byte short of the end;
+//! - the `Cookie` value and the query's values go through `cookie` and `percent_decode`
+//!   (callback-polling's `message=`) without panicking; a decoded value is never longer than
+//!   its source, and a cookie value lies within the header.
 
 #![no_main]
 
 use edgecomet::proto::http::{
-    HeadLimits, Parse, chunked_body, error_response, find_head_end, parse_head,
+    HeadLimits, Parse, chunked_body, cookie, error_response, find_head_end, parse_head,
+    percent_decode, query_param,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -70,6 +74,18 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(Some(h.head_len), end, "head_len is not the head end");
             assert!(h.minor_version <= 1);
             let _ = (h.method(), h.keep_alive());
+            if let Some(c) = h.cookie
+                && let Some(v) = cookie(c, "BAYEUX_BROWSER")
+            {
+                assert!(v.len() <= c.len());
+            }
+            for name in ["message", "jsonp", "cursor"] {
+                if let Some(v) = query_param(h.path, name)
+                    && let Some(d) = percent_decode(v)
+                {
+                    assert!(d.len() <= v.len(), "decoding grew the value");
+                }
+            }
             if h.chunked {
                 // The chunked decoder on the body: no panic; a decoded body is never longer
                 // than what it used, and the same bytes with one fewer give no result.
