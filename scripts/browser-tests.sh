@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Real-browser tests (tests/browser/): headless system chromium driven by puppeteer-core against
 # the release binary, pages served cross-origin by a small Node server; EventSource, fetch
-# long-polling, WebSocket and dojox/socket 1.17 (LongPoll, WebSocket, Reconnect).
+# long-polling, WebSocket, dojox/socket 1.17 (LongPoll, WebSocket, Reconnect), and CometD/Bayeux
+# callback-polling with the official CometD 9 JavaScript client (npm cometd, ES modules, every
+# other transport unregistered: handshake, 100 messages from POST /pub, wildcards, publish from
+# the page, remoteCall echo, disconnect; each checked on the wire to be JSONP GETs only).
 #
 # Installs what it needs on a fresh Debian machine (as root): the Debian packages chromium and
 # nodejs/npm when missing, and the npm packages pinned in tests/browser/package-lock.json with

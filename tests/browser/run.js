@@ -7,9 +7,11 @@
 //   - edgecomet (EDGECOMET_BIN) on 127.0.0.1, a free port, with --allow-origin set to the page
 //     origin; the dojox/socket Reconnect test kills it (SIGKILL) and starts it again on the
 //     same port;
-//   - the static server (static-server.js) serving pages/ and the dojo and dojox packages;
-//   - per test that cuts connections, a TCP proxy (proxy.js) between the browser and edgecomet
-//     that this runner resets mid-stream and that records the request heads the browser sent;
+//   - the static server (static-server.js) serving pages/ and the dojo, dojox and cometd
+//     packages (pages/cometd-tests.js: the official CometD 9 client, callback-polling only);
+//   - per test that cuts connections or checks what the browser sent (every CometD test: only
+//     JSONP GETs), a TCP proxy (proxy.js) between the browser and edgecomet that this runner
+//     resets mid-stream and that records the request heads the browser sent;
 //   - this runner publishes with POST /pub/{channel} straight to edgecomet (never through a
 //     proxy) and knows exactly what it published and when; the pages record what they receive
 //     and the runner compares.
@@ -258,6 +260,29 @@ class TestContext {
         return page;
     }
 
+    // A page with the official CometD client (pages/cometd-tests.js), callback-polling only,
+    // configured for `url`; not handshaken yet.
+    async openCometd(url) {
+        const page = await this.open('cometd.html');
+        try {
+            await page.waitForFunction(() => window.C || window.cometdLoadError, { timeout: 10_000, polling: 50 });
+        } catch {
+            throw new Failure('the cometd ES modules did not load within 10 s');
+        }
+        const err = await page.evaluate(() => (window.C ? null : window.cometdLoadError));
+        check(!err, () => `the cometd ES modules failed to load: ${err}`);
+        const types = await page.evaluate((u) => C.start(u), url);
+        check(JSON.stringify(types) === '["callback-polling"]', () => `transports registered: ${JSON.stringify(types)}, expected callback-polling alone`);
+        return page;
+    }
+
+    // The totals of edgecomet's GET /stats.
+    async stats() {
+        const r = await this.server.request('GET', '/stats');
+        check(r.status === 200, () => `GET /stats: ${r.status} ${r.body.slice(0, 200)}`);
+        return JSON.parse(r.body).total;
+    }
+
     state(expr = 'T.st', page = this.page) {
         return page.evaluate((e) => JSON.parse(JSON.stringify(eval(e))), expr);
     }
@@ -310,6 +335,9 @@ test('sse: EventSource gets 200 messages once and in order across a cut, resumed
     // lost), 81..140 while EventSource waits its retry delay (they can only come from the
     // history), and 141..200 once it is back.
     for (const m of want.slice(0, 80)) await t.server.publish(ch, m);
+    // At least one must have reached the page, or EventSource has no Last-Event-ID to resume
+    // from (on a busy machine the cut can otherwise come before the first event is dispatched).
+    await t.until('a first message before the cut', () => T.st.data.length >= 1, undefined, { timeout: 5000 });
     const cutAt = Date.now();
     const cut = proxy.cut();
     check(cut >= 1, `the cut found no open connection through the proxy (EventSource not connected?)`);
@@ -654,6 +682,319 @@ test('cors: an origin that is not allowed is refused (WebSocket, fetch, prefligh
     });
     check(ok.status === 204 && ok.headers['access-control-allow-origin'] === t.env.origin, () =>
         `preflight from the allowed origin: ${ok.status} ${JSON.stringify(ok.headers)}`);
+});
+
+// ---- the official CometD client over callback-polling -------------------------------------------
+//
+// pages/cometd-tests.js: npm cometd 9 (ES modules from the static server's origin) with only the
+// callback-polling transport registered, so every Bayeux request is a cross-origin <script> GET
+// /cometd/<type>?jsonp=_cometd_jsonp_N&message=<URL-encoded JSON array>. Each page talks to
+// edgecomet through its own recording proxy (proxy.js), and every test checks on that wire that
+// this is all the client sent: no POST (long-polling), no upgrade (websocket).
+
+// The requests a proxy saw, parsed: method, path, jsonp= callback, message= array, headers.
+function bayeuxRequests(proxy) {
+    return proxy.heads.map(({ at, head }) => {
+        const [line, ...rest] = head.split('\r\n');
+        const [method, target] = line.split(' ');
+        const headers = {};
+        for (const l of rest) {
+            const i = l.indexOf(':');
+            if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+        }
+        const u = new URL(target, 'http://x');
+        let messages = null;
+        try {
+            messages = JSON.parse(u.searchParams.get('message'));
+        } catch {}
+        return { at, method, path: u.pathname, jsonp: u.searchParams.get('jsonp'), messages, headers, line: line.slice(0, 300) };
+    });
+}
+
+// The path the client appends for a request whose first message is on `channel`
+// (appendMessageTypeToURL, WIRE-NOTES.md section 1).
+const typePath = (channel) =>
+    ({ '/meta/handshake': '/cometd/handshake', '/meta/connect': '/cometd/connect', '/meta/disconnect': '/cometd/disconnect' })[channel] || '/cometd/';
+
+// Checks that every request through `proxy` was callback-polling: a GET loaded as a cross-origin
+// script (Sec-Fetch-Dest: script, Sec-Fetch-Site not same-origin), with no body, jsonp= a callback
+// name and message= a JSON array, on the path of its message type. Raw requests the test made
+// itself (C.raw, callback C_raw_N) go to /cometd. Returns the requests.
+function checkCallbackPollingWire(proxy, label = 'client') {
+    const reqs = bayeuxRequests(proxy);
+    check(reqs.length >= 1, `${label}: no request went through its proxy`);
+    for (const r of reqs) {
+        const what = `${label}: ${r.line}`;
+        check(r.method === 'GET', () => `${what}: not a GET (long-polling POSTs, callback-polling GETs)`);
+        check(!r.headers.upgrade, () => `${what}: a WebSocket upgrade`);
+        check(!r.headers['content-length'] && !r.headers['transfer-encoding'], () => `${what}: a request with a body`);
+        check(r.headers['sec-fetch-dest'] === 'script', () => `${what}: Sec-Fetch-Dest ${r.headers['sec-fetch-dest']}, not loaded as a <script>`);
+        check(r.headers['sec-fetch-site'] && r.headers['sec-fetch-site'] !== 'same-origin', () =>
+            `${what}: Sec-Fetch-Site ${r.headers['sec-fetch-site']}, expected a cross-origin request`);
+        check(Array.isArray(r.messages) && r.messages.length >= 1 && r.messages.every((m) => m && typeof m.channel === 'string'), () =>
+            `${what}: message= is not a JSON array of Bayeux messages`);
+        if (r.jsonp && /^C_raw_\d+$/.test(r.jsonp)) {
+            check(r.path === '/cometd', () => `${what}: a raw request not on /cometd`);
+            continue;
+        }
+        check(r.jsonp && /^_cometd_jsonp_\d+$/.test(r.jsonp), () => `${what}: jsonp= ${JSON.stringify(r.jsonp)}, not the client's callback`);
+        check(r.path === typePath(r.messages[0].channel), () => `${what}: path ${r.path} for a ${r.messages[0].channel} request, expected ${typePath(r.messages[0].channel)}`);
+        for (const m of r.messages) {
+            if (m.channel === '/meta/connect') check(m.connectionType === 'callback-polling', () => `${what}: /meta/connect with connectionType ${m.connectionType}`);
+        }
+    }
+    return reqs;
+}
+
+// Handshakes the page's client and waits for its first successful /meta/connect reply.
+async function cometdConnect(t, page = t.page) {
+    const hs = await page.evaluate(() => C.handshake());
+    check(hs.successful === true, () => `handshake failed: ${JSON.stringify(hs)}`);
+    await t.until('a successful /meta/connect reply', () => C.st.in.some((m) => m.channel === '/meta/connect' && m.successful === true), undefined, { expr: 'C.st', page });
+    return hs;
+}
+
+// The deliveries (not /meta/*, not a reply: no `successful`) the client received on the wire,
+// before its own dispatch, on channels starting with prefix.
+const wireMessages = (st, prefix) =>
+    st.in.filter((m) => !m.channel.startsWith('/meta/') && !('successful' in m) && m.channel.startsWith(prefix));
+
+const bayeuxEndpoint = (proxy) => `http://127.0.0.1:${proxy.port}/cometd`;
+
+test('cometd callback-polling: the official client handshakes and connects through cross-origin JSONP scripts, no other transport', async (t) => {
+    const before = await t.stats();
+    const proxy = await t.proxy();
+    await t.openCometd(bayeuxEndpoint(proxy));
+    const hs = await cometdConnect(t);
+    check(typeof hs.clientId === 'string' && hs.clientId.length >= 22, () => `clientId ${JSON.stringify(hs.clientId)}: expected at least 22 characters`);
+    check(hs.version === '1.0', () => `handshake reply version ${JSON.stringify(hs.version)}`);
+    check(Array.isArray(hs.supportedConnectionTypes) && hs.supportedConnectionTypes.includes('callback-polling'), () =>
+        `handshake reply supportedConnectionTypes ${JSON.stringify(hs.supportedConnectionTypes)} lacks callback-polling`);
+    let status = await t.page.evaluate(() => C.status());
+    check(status.transport === 'callback-polling' && status.status === 'connected' && status.clientId === hs.clientId, () =>
+        `client state after the first /meta/connect: ${JSON.stringify(status)}`);
+    // The next /meta/connect (no advice.timeout 0) is held by the server: its script waits in the
+    // page, and edgecomet counts a held Bayeux poll.
+    await t.until('a second /meta/connect waiting in the page', () => C.st.out.filter((m) => m.channel === '/meta/connect').length >= 2 && C.status().pendingScripts === 1, undefined, { expr: 'C.st' });
+    let s;
+    const deadline = Date.now() + 3000;
+    do {
+        s = await t.stats();
+        if (s.conns_bayeux_poll >= 1) break;
+        await sleep(100);
+    } while (Date.now() < deadline);
+    check(s.conns_bayeux_poll >= 1, () => `GET /stats: conns_bayeux_poll ${s.conns_bayeux_poll} while the client's /meta/connect is held`);
+    await sleep(500);
+    status = await t.page.evaluate(() => C.status());
+    check(status.pendingScripts === 1 && status.status === 'connected', () => `the held /meta/connect did not stay held: ${JSON.stringify(status)}`);
+    const st = await t.state('C.st');
+    const sentMsgs = st.out.length;
+    check(s.bayeux_messages_in - before.bayeux_messages_in >= sentMsgs, () =>
+        `GET /stats: bayeux_messages_in grew by ${s.bayeux_messages_in - before.bayeux_messages_in}, the client sent ${sentMsgs} messages`);
+    // On the wire: the handshake offered callback-polling alone; every connect says callback-polling
+    // and carries the clientId.
+    const reqs = checkCallbackPollingWire(proxy);
+    const first = reqs[0].messages[0];
+    check(first.channel === '/meta/handshake' && JSON.stringify(first.supportedConnectionTypes) === '["callback-polling"]', () =>
+        `first request: ${reqs[0].line}`);
+    const connects = reqs.filter((r) => r.messages[0].channel === '/meta/connect');
+    check(connects.length >= 2 && connects.every((r) => r.messages[0].clientId === hs.clientId), () =>
+        `connect requests: ${connects.map((r) => r.line).join(' | ')}`);
+    check(reqs.length === sentMsgs, () => `${reqs.length} requests through the proxy, the client sent ${sentMsgs} messages (one per request expected here)`);
+    // The answer itself, as the page's script got it: JavaScript calling the callback.
+    const direct = await t.server.request('GET', `/cometd/handshake?jsonp=bt_cb.x_1&message=${encodeURIComponent(JSON.stringify([
+        { id: '1', version: '1.0', minimumVersion: '1.0', channel: '/meta/handshake', supportedConnectionTypes: ['callback-polling'] },
+    ]))}`);
+    const m = /^\/\*\*\/bt_cb\.x_1\((\[.*\])\);\s*$/s.exec(direct.body);
+    check(direct.status === 200 && /^(text|application)\/javascript\b/.test(direct.headers['content-type'] || '') && m, () =>
+        `GET /cometd/handshake?jsonp=bt_cb.x_1&message=…: ${direct.status} ${direct.headers['content-type']} ${JSON.stringify(direct.body.slice(0, 200))}, expected /**/bt_cb.x_1([...]); as JavaScript`);
+    const r = JSON.parse(m[1]);
+    check(r.length === 1 && r[0].successful === true && r[0].id === '1', () => `direct handshake reply: ${m[1]}`);
+    t.note(`${reqs.length} GETs through the proxy, ${connects.length} /meta/connect; Sec-Fetch-Site ${reqs[0].headers['sec-fetch-site']}; answer ${direct.headers['content-type']}; conns_bayeux_poll ${s.conns_bayeux_poll}`);
+});
+
+test('cometd callback-polling: a subscriber gets 100 messages published with POST /pub once and in order', async (t) => {
+    const ch = t.channel('cdo');
+    const channel = `/${ch}/order`;
+    const proxy = await t.proxy();
+    await t.openCometd(bayeuxEndpoint(proxy));
+    await cometdConnect(t);
+    const sub = await t.page.evaluate((c) => C.subscribe(c), channel);
+    check(sub.successful === true && sub.subscription === channel, () => `subscribe ${channel}: ${JSON.stringify(sub)}`);
+    const want = Array.from({ length: 100 }, (_, i) => ({ seq: i + 1, text: `message ${i + 1} é ☃ "q" & <x>` }));
+    const before = await t.stats();
+    // 1..40 back to back (they pile up in the client's queue while its connect is answered),
+    // then 41..100 in small groups (several connect cycles).
+    for (const [i, d] of want.entries()) {
+        await t.server.publish(`${ch}/order`, JSON.stringify(d));
+        if (i >= 40 && i % 5 === 4) await sleep(30);
+    }
+    await t.until('100 messages', ([c, n]) => (C.st.subs[c] || []).length >= n, [channel, want.length], { expr: 'C.st', timeout: 15_000 });
+    await sleep(400); // time for a duplicate to show up
+    const st = await t.state('C.st');
+    const key = (m) => `seq-${m && m.data && m.data.seq}`;
+    const d = diffSeq(st.subs[channel].map(key), want.map((x) => `seq-${x.seq}`));
+    check(!d, () => `subscription callback: ${d}`);
+    const bad = st.subs[channel].find((m, i) => m.channel !== channel || JSON.stringify(m.data) !== JSON.stringify(want[i]));
+    check(!bad, () => `a message's channel or data differs from what was published: ${JSON.stringify(bad)}`);
+    const wire = wireMessages(st, `/${ch}/`);
+    const dw = diffSeq(wire.map(key), want.map((x) => `seq-${x.seq}`));
+    check(!dw, () => `on the wire: ${dw}`);
+    const after = await t.stats();
+    checkCallbackPollingWire(proxy);
+    // Deliveries travel in /meta/connect replies: how many each carried.
+    const perConnect = [];
+    let n = 0;
+    for (const m of st.in) {
+        if (m.channel === channel) n++;
+        else if (m.channel === '/meta/connect') {
+            if (n) perConnect.push(n);
+            n = 0;
+        }
+    }
+    check(n === 0, () => `${n} messages arrived after the last /meta/connect reply, not in one`);
+    check(perConnect.length >= 2, () => `the 100 messages came in ${perConnect.length} /meta/connect replies: the test did not exercise several connect cycles`);
+    t.note(`messages per /meta/connect reply: ${perConnect.join(',')}; GET /stats: messages_in +${after.messages_in - before.messages_in}`);
+});
+
+test('cometd callback-polling: wildcards /a/* and /a/** get exactly the channels they match (on the wire)', async (t) => {
+    const a = t.channel('cdw');
+    const b = t.channel('cdww');
+    const proxy = await t.proxy();
+    await t.openCometd(bayeuxEndpoint(proxy));
+    await cometdConnect(t);
+    for (const c of [`/${a}/*`, `/${b}/**`]) {
+        const r = await t.page.evaluate((x) => C.subscribe(x), c);
+        check(r.successful === true, () => `subscribe ${c}: ${JSON.stringify(r)}`);
+    }
+    // Native channel names; the Bayeux channel is "/" + name. The marker on <x>/zz-end comes last:
+    // once it is there, everything published before it has been delivered or never will be.
+    const publish = [
+        [`${a}/b`, true], [`${a}/b/c`, false], [`${a}/b/c/d`, false], [a, false], [`${a}x/b`, false], [`x/${a}/b`, false], [`${a}/c`, true],
+        [`${b}/b`, true], [`${b}/b/c`, true], [`${b}/b/c/d`, true], [b, false], [`${b}x/b`, false],
+    ];
+    for (const [c, yes] of publish) await t.server.publish(c, JSON.stringify({ c, yes }));
+    for (const c of [`${a}/zz-end`, `${b}/zz-end`]) await t.server.publish(c, JSON.stringify({ c, yes: true }));
+    await t.until('both end markers', ([x, y]) => C.st.in.some((m) => m.channel === x) && C.st.in.some((m) => m.channel === y), [`/${a}/zz-end`, `/${b}/zz-end`], { expr: 'C.st' });
+    await sleep(400);
+    const st = await t.state('C.st');
+    const got = wireMessages(st, '/').map((m) => m.channel);
+    const want = [...publish.filter(([, yes]) => yes).map(([c]) => `/${c}`), `/${a}/zz-end`, `/${b}/zz-end`];
+    const d = diffSeq(got, want);
+    check(!d, () => `messages on the wire (the client's own dispatch would hide extra ones): ${d}`);
+    const gotA = st.subs[`/${a}/*`].map((m) => m.channel);
+    const gotB = st.subs[`/${b}/**`].map((m) => m.channel);
+    check(JSON.stringify(gotA) === JSON.stringify([`/${a}/b`, `/${a}/c`, `/${a}/zz-end`]), () => `/${a}/* callback got ${JSON.stringify(gotA)}`);
+    check(JSON.stringify(gotB) === JSON.stringify([`/${b}/b`, `/${b}/b/c`, `/${b}/b/c/d`, `/${b}/zz-end`]), () => `/${b}/** callback got ${JSON.stringify(gotB)}`);
+    checkCallbackPollingWire(proxy);
+});
+
+test('cometd callback-polling: cometd.publish from the page reaches another tab, itself and a native long-poll', async (t) => {
+    const ch = t.channel('cdp');
+    const channel = `/${ch}/chat`;
+    // Two tabs, one client each (see pages/cometd-tests.js), each through its own proxy; they
+    // share the browser's BAYEUX_BROWSER cookie.
+    const pSub = await t.proxy();
+    const subPage = await t.openCometd(bayeuxEndpoint(pSub));
+    const hsSub = await cometdConnect(t, subPage);
+    const pPub = await t.proxy();
+    const pubPage = await t.openCometd(bayeuxEndpoint(pPub));
+    const hsPub = await cometdConnect(t, pubPage);
+    check(hsSub.clientId !== hsPub.clientId, 'the two tabs got the same clientId');
+    for (const page of [subPage, pubPage]) {
+        const r = await page.evaluate((c) => C.subscribe(c), channel);
+        check(r.successful === true, () => `subscribe ${channel}: ${JSON.stringify(r)}`);
+    }
+    const want = Array.from({ length: 20 }, (_, i) => ({ from: 'page', i: i + 1, text: 'héllo ☃ "quoted" & <tag> 100%', n: [1, 2.5, -3], nested: { a: null, b: true } }));
+    const replies = await pubPage.evaluate(([c, list]) => C.publishAll(c, list), [channel, want]);
+    const badReply = replies.find((r) => r.successful !== true || r.channel !== channel);
+    check(!badReply, () => `publish reply: ${JSON.stringify(badReply)}`);
+    const until = (page, what) =>
+        t.until(what, ([c, n]) => (C.st.subs[c] || []).length >= n, [channel, want.length], { expr: 'C.st', page });
+    await until(subPage, 'the 20 messages in the subscriber tab');
+    await until(pubPage, 'the 20 messages back in the publishing tab');
+    await sleep(400);
+    const wantJson = want.map((x) => JSON.stringify(x));
+    for (const [name, page] of [['subscriber tab', subPage], ['publishing tab', pubPage]]) {
+        const st = await t.state('C.st', page);
+        const d = diffSeq(st.subs[channel].map((m) => JSON.stringify(m.data)), wantJson);
+        check(!d, () => `${name}: ${d}`);
+        const dw = diffSeq(wireMessages(st, channel).map((m) => JSON.stringify(m.data)), wantJson);
+        check(!dw, () => `${name}, on the wire: ${dw}`);
+    }
+    // The native side: the channel's history through a long-poll (cursor 0 = from the start).
+    const r = await t.server.request('GET', `/sub/${ch}/chat?cursor=0`, { headers: { Accept: 'application/json' } });
+    check(r.status === 200, () => `GET /sub/${ch}/chat?cursor=0: ${r.status} ${r.body.slice(0, 200)}`);
+    const native = JSON.parse(r.body).messages.map((m) => {
+        try {
+            return JSON.stringify(JSON.parse(m.data));
+        } catch {
+            return `not JSON: ${m.data}`;
+        }
+    });
+    const dn = diffSeq(native, wantJson);
+    check(!dn, () => `native long-poll of ${ch}/chat (the Bayeux data as JSON text): ${dn}`);
+    checkCallbackPollingWire(pSub, 'subscriber tab');
+    const pubReqs = checkCallbackPollingWire(pPub, 'publishing tab');
+    const publishes = pubReqs.filter((q) => q.messages.some((m) => m.channel === channel));
+    check(publishes.length >= 1 && publishes.every((q) => q.path === '/cometd/'), () => `publish requests: ${publishes.map((q) => q.line).join(' | ')}`);
+    t.note(`${publishes.length} GET requests carried the 20 publishes`);
+});
+
+test('cometd callback-polling: remoteCall("echo") returns the same data', async (t) => {
+    const proxy = await t.proxy();
+    await t.openCometd(bayeuxEndpoint(proxy));
+    await cometdConnect(t);
+    const payloads = [
+        { text: 'héllo ☃ "quoted" & <tag> 100% +plus', n: [1, 2.5, -3, 1e21], nested: { a: null, b: true, c: false, s: '', deep: [[[]]] } },
+        'just a string',
+        [1, 'two', { three: 3 }],
+    ];
+    const replies = await t.page.evaluate((list) => Promise.all(list.map((d) => C.remoteCall('echo', d, 5000))), payloads);
+    for (const [i, r] of replies.entries()) {
+        check(r.successful === true, () => `remoteCall("echo", ${JSON.stringify(payloads[i])}): ${JSON.stringify(r)}`);
+        check(JSON.stringify(r.data) === JSON.stringify(payloads[i]), () => `remoteCall("echo") answered ${JSON.stringify(r.data)}, sent ${JSON.stringify(payloads[i])}`);
+    }
+    const reqs = checkCallbackPollingWire(proxy);
+    const calls = reqs.filter((q) => q.messages.some((m) => m.channel === '/service/echo'));
+    check(calls.length >= 1, 'no request carried a /service/echo message');
+    const st = await t.state('C.st');
+    const broadcast = st.in.filter((m) => m.channel === '/service/echo' && m.id === undefined);
+    check(broadcast.length === 0, () => `/service/echo messages without an id (broadcast) reached the client: ${JSON.stringify(broadcast)}`);
+});
+
+test('cometd callback-polling: disconnect releases the held /meta/connect and ends the session', async (t) => {
+    const proxy = await t.proxy();
+    const url = bayeuxEndpoint(proxy);
+    await t.openCometd(url);
+    const hs = await cometdConnect(t);
+    await t.until('a /meta/connect held', () => C.st.out.filter((m) => m.channel === '/meta/connect').length >= 2 && C.status().pendingScripts === 1, undefined, { expr: 'C.st' });
+    const ch = `/${t.channel('cdd')}`;
+    // Control: a request of our own with the live clientId (and the browser's cookie) works.
+    const live = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'r1', channel: c, data: { before: true }, clientId: id }]), [url, ch, hs.clientId]);
+    check(live.replies && live.replies.length === 1 && live.replies[0].successful === true && live.replies[0].id === 'r1', () =>
+        `publish with the live clientId: ${JSON.stringify(live)}`);
+    await sleep(300); // the connect is still held
+    check((await t.page.evaluate(() => C.status().pendingScripts)) === 1, 'the /meta/connect was answered before the disconnect');
+    const t0 = Date.now();
+    const dc = await t.page.evaluate(() => C.disconnect());
+    check(dc.successful === true, () => `disconnect: ${JSON.stringify(dc)}`);
+    await t.until('the held /meta/connect to be answered', () => C.status().pendingScripts === 0 && C.status().pendingCallbacks === 0, undefined, { expr: 'C.st', timeout: 2000 });
+    const released = Date.now() - t0;
+    const status = await t.page.evaluate(() => C.status());
+    check(status.status === 'disconnected', () => `client state after the disconnect: ${JSON.stringify(status)}`);
+    const heads = proxy.heads.length;
+    await sleep(700);
+    const later = bayeuxRequests(proxy).slice(heads);
+    check(later.length === 0, () => `the client still sent requests after the disconnect: ${later.map((q) => q.line).join(' | ')}`);
+    // The session is gone: the same request now gets 402.
+    const gone = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'r2', channel: c, data: { after: true }, clientId: id }]), [url, ch, hs.clientId]);
+    check(gone.replies && gone.replies.length === 1 && gone.replies[0].successful === false && /^402:/.test(gone.replies[0].error || '') && gone.replies[0].id === 'r2', () =>
+        `publish with the clientId after the disconnect: ${JSON.stringify(gone)}, expected successful false, error 402::…`);
+    const reqs = checkCallbackPollingWire(proxy);
+    const dreq = reqs.filter((q) => q.messages[0].channel === '/meta/disconnect');
+    check(dreq.length === 1 && dreq[0].path === '/cometd/disconnect', () => `disconnect requests: ${dreq.map((q) => q.line).join(' | ')}`);
+    t.note(`held /meta/connect answered ${released} ms after disconnect() was called; afterwards: ${gone.replies[0].error}`);
 });
 
 // ---- main ------------------------------------------------------------------------------------------

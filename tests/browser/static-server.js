@@ -1,7 +1,8 @@
 'use strict';
-// Tiny static file server for the browser tests: serves tests/browser/pages/ at / and the dojo and
-// dojox packages at /node_modules/dojo/ and /node_modules/dojox/. Nothing else. It listens on
-// 127.0.0.1 only; the port it got is returned (port 0 = a free one).
+// Tiny static file server for the browser tests: serves tests/browser/pages/ at / and the dojo,
+// dojox and cometd packages at /node_modules/dojo/, /node_modules/dojox/ and /node_modules/cometd/
+// (cometd 9 is ES modules: its .js files go out as application/javascript). Nothing else. It
+// listens on 127.0.0.1 only; the port it got is returned (port 0 = a free one).
 //
 //   node static-server.js [PORT]      (standalone, for looking at the pages by hand)
 
@@ -12,6 +13,7 @@ const path = require('path');
 const ROOTS = [
     ['/node_modules/dojo/', path.join(__dirname, 'node_modules', 'dojo')],
     ['/node_modules/dojox/', path.join(__dirname, 'node_modules', 'dojox')],
+    ['/node_modules/cometd/', path.join(__dirname, 'node_modules', 'cometd')],
     ['/', path.join(__dirname, 'pages')],
 ];
 const TYPES = {
