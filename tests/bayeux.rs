@@ -860,3 +860,64 @@ fn timesync_and_a_handshake_goes_alone() {
     let p = r[0]["ext"]["timesync"]["p"].as_i64().unwrap();
     assert!((900..3000).contains(&p), "{r:?}");
 }
+
+#[test]
+fn browsers_get_credentialed_cors_and_callback_polling_checks_the_referer() {
+    let hs = r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#;
+    let post = |a: SocketAddr, origin: &str| {
+        let req = format!(
+            "POST /cometd/handshake HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{hs}",
+            hs.len()
+        );
+        String::from_utf8_lossy(&raw(a, req.as_bytes())).to_string()
+    };
+    let preflight = |a: SocketAddr, origin: &str| {
+        let req = format!(
+            "OPTIONS /cometd/handshake HTTP/1.1\r\nHost: t\r\nOrigin: {origin}\r\n\
+             Access-Control-Request-Method: POST\r\n\
+             Access-Control-Request-Headers: content-type\r\nConnection: close\r\n\r\n"
+        );
+        String::from_utf8_lossy(&raw(a, req.as_bytes())).to_string()
+    };
+    // An allow-list: the origin named, credentials allowed (the CometD client's XHR sends them).
+    let srv = bayeux_server(|c| c.allow_origin = vec!["http://page.test:8000".into()]);
+    let a = srv.local_addr();
+    for resp in [
+        post(a, "http://page.test:8000"),
+        preflight(a, "http://page.test:8000"),
+    ] {
+        assert!(
+            resp.contains("Access-Control-Allow-Origin: http://page.test:8000\r\n"),
+            "{resp}"
+        );
+        assert!(
+            resp.contains("Access-Control-Allow-Credentials: true\r\n"),
+            "{resp}"
+        );
+    }
+    assert_eq!(status(post(a, "http://evil.test").as_bytes()), 403);
+    // Callback-polling carries no Origin: its Referer, when there is one, must be allowed.
+    let jsonp = |referer: &str| {
+        let req = format!(
+            "GET /cometd/handshake?jsonp=cb&message=%5B%7B%22channel%22%3A%22%2Fmeta%2Fhandshake%22%2C%22version%22%3A%221.0%22%2C%22supportedConnectionTypes%22%3A%5B%22callback-polling%22%5D%7D%5D HTTP/1.1\r\n\
+             Host: t\r\n{referer}Connection: close\r\n\r\n"
+        );
+        status(&raw(a, req.as_bytes()))
+    };
+    assert_eq!(
+        jsonp("Referer: http://page.test:8000/app/index.html\r\n"),
+        200
+    );
+    assert_eq!(jsonp("Referer: http://evil.test/x.html\r\n"), 403);
+    assert_eq!(jsonp(""), 200, "no Referer: let through (documented)");
+    // `*`: a credentialed request may not get `*`, so the origin is echoed.
+    let srv = bayeux_server(|c| c.allow_origin = vec!["*".into()]);
+    let resp = post(srv.local_addr(), "http://any.test");
+    assert!(
+        resp.contains("Access-Control-Allow-Origin: http://any.test\r\n"),
+        "{resp}"
+    );
+    assert!(resp.contains("Access-Control-Allow-Credentials: true\r\n"));
+    assert!(resp.contains("Vary: Origin\r\n"));
+}

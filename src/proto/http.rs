@@ -146,6 +146,8 @@ pub struct Head<'b> {
     pub cors_request_headers: Option<&'b [u8]>,
     /// `Cookie` value (the last one, if repeated).
     pub cookie: Option<&'b [u8]>,
+    /// `Referer` value.
+    pub referer: Option<&'b [u8]>,
 }
 
 impl Head<'_> {
@@ -292,6 +294,8 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
             head.cors_request_headers = Some(trim(value));
         } else if name.eq_ignore_ascii_case("cookie") {
             head.cookie = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("referer") {
+            head.referer = Some(trim(value));
         }
     }
     if version == 1 && head.host_count != 1 || head.host_count > 1 {
@@ -448,6 +452,20 @@ pub fn cookie<'c>(header: &'c [u8], name: &str) -> Option<&'c [u8]> {
         let eq = pair.iter().position(|&b| b == b'=')?;
         (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
     })
+}
+
+/// The origin (`scheme://host[:port]`) of a `Referer` URL, as a browser would send it in
+/// `Origin`; `None` when it is not an absolute http(s) URL.
+pub fn referer_origin(referer: &[u8]) -> Option<&[u8]> {
+    let rest = referer
+        .strip_prefix(b"http://")
+        .or_else(|| referer.strip_prefix(b"https://"))?;
+    let scheme = referer.len() - rest.len();
+    let host = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    (host > 0).then(|| &referer[..scheme + host])
 }
 
 /// Decodes a query value (`%XX` escapes, `+` for a space, as forms and servlet containers
@@ -792,6 +810,17 @@ mod tests {
         assert_eq!(cookie(h, "x"), Some(&b""[..]));
         assert_eq!(cookie(h, "BAYEUX"), None);
         assert_eq!(cookie(b"", "x"), None);
+        assert_eq!(
+            referer_origin(b"http://127.0.0.1:8000/pages/a.html?x#y"),
+            Some(&b"http://127.0.0.1:8000"[..])
+        );
+        assert_eq!(
+            referer_origin(b"https://example.com"),
+            Some(&b"https://example.com"[..])
+        );
+        for bad in [&b"ftp://x/"[..], b"http:///a", b"/relative", b""] {
+            assert_eq!(referer_origin(bad), None);
+        }
         assert_eq!(
             percent_decode("%5B%7B%22a%22%3A1%7D%5D+x%E2%98%83").unwrap(),
             "[{\"a\":1}] x\u{2603}".as_bytes()

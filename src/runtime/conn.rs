@@ -119,12 +119,14 @@ pub enum Ext {
         callback: Option<Box<str>>,
     },
     /// A held Bayeux connect over long-polling or callback-polling: the connect, the replies
-    /// to the messages before it in its request (JSON objects joined by commas), and the JSONP
-    /// callback (callback-polling).
+    /// to the messages before it in its request (JSON objects joined by commas), the JSONP
+    /// callback (callback-polling) and the answer's CORS headers.
     Bayeux {
         held: HeldConnect,
         before: String,
         callback: Option<Box<str>>,
+        /// The CORS headers of the answer (empty without `--allow-origin`).
+        cors: String,
     },
     /// Bayeux over WebSocket.
     BayeuxWs(BayeuxWs),

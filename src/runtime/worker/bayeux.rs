@@ -36,7 +36,9 @@ use crate::proto::ws::frame::{self, OP_TEXT, close_code};
 use crate::proto::ws::handshake;
 use crate::proto::ws::reader::WsReader;
 use crate::pubsub::bayeux::{Connect, Out, Refusal, Waiter, random_id};
-use crate::runtime::conn::{BayeuxWs, Ext, Format, HeldConnect, Phase, Proto, SubState, flag};
+use crate::runtime::conn::{
+    BayeuxWs, Ext, Format, HeldConnect, ORIGIN_ANY, Phase, Proto, SubState, flag,
+};
 use crate::stats::WorkerStats;
 
 /// What the handshake reply offers.
@@ -136,10 +138,12 @@ impl Worker {
         let Some(origin) = self.check_origin(idx, head) else {
             return;
         };
+        // The CometD client's long-polling sends credentials (`withCredentials`), so answers
+        // to a browser name the origin and allow credentials.
+        let cors = self.bayeux_cors(origin, head.origin);
         if head.method_raw == "OPTIONS" {
-            return self.preflight(idx, head, origin);
+            return self.preflight_with(idx, head, origin, cors);
         }
-        let cors = self.cors_headers(origin);
         let (mut raw, callback) = match head.method() {
             http::Method::Get if head.upgrade_websocket => {
                 return self.bayeux_upgrade(idx, head);
@@ -148,6 +152,17 @@ impl Worker {
             http::Method::Get => {
                 let cb = http::query_param(head.path, "jsonp");
                 let msg = http::query_param(head.path, "message").and_then(http::percent_decode);
+                if !self.referer_allowed(head) {
+                    WorkerStats::add(&self.stats.origin_refused, 1);
+                    return self.respond_error(
+                        idx,
+                        403,
+                        "Forbidden",
+                        "",
+                        "referer's origin not allowed (see --allow-origin)\n",
+                        keep_alive,
+                    );
+                }
                 match (cb, msg) {
                     (Some(cb), Some(m)) if valid_callback(cb) => (m, Some(cb)),
                     _ => {
@@ -230,6 +245,7 @@ impl Worker {
             held,
             before,
             callback: callback.map(Box::from),
+            cors,
         }));
         conn.deadline = 0;
         let at = self.tick + secs;
@@ -637,11 +653,11 @@ impl Worker {
             return;
         }
         let keep_alive = conn.has(flag::KEEP_ALIVE);
-        let origin = conn.sub().origin;
         let Some(Ext::Bayeux {
             held,
             before,
             callback,
+            cors,
         }) = conn.ext.take().map(|b| *b)
         else {
             return;
@@ -655,7 +671,6 @@ impl Worker {
         parts.extend(out.msgs.iter().cloned());
         parts.push(Bytes::from(finish_connect(held, &out)));
         WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
-        let cors = self.cors_headers(origin);
         self.bayeux_answer(idx, &parts, callback.as_deref(), &cors, keep_alive);
         self.keepalive_again(idx);
     }
@@ -665,6 +680,41 @@ impl Worker {
         if let Some(client) = self.held_client(idx) {
             let waiter = self.waiter(idx);
             self.shared.bayeux.release(&client, waiter);
+        }
+    }
+
+    /// CORS headers for a Bayeux answer: the allowed origin (echoed when `--allow-origin *`,
+    /// since credentialed requests may not get `*`) and `Access-Control-Allow-Credentials`.
+    fn bayeux_cors(&self, origin: u16, request_origin: Option<&[u8]>) -> String {
+        match origin {
+            0 => String::new(),
+            ORIGIN_ANY => match request_origin.filter(|o| o.iter().all(u8::is_ascii_graphic)) {
+                Some(o) => format!(
+                    "Access-Control-Allow-Origin: {}\r\nVary: Origin\r\n\
+                     Access-Control-Allow-Credentials: true\r\n",
+                    String::from_utf8_lossy(o)
+                ),
+                None => String::new(),
+            },
+            _ => {
+                let mut c = self.cors_headers(origin);
+                c.push_str("Access-Control-Allow-Credentials: true\r\n");
+                c
+            }
+        }
+    }
+
+    /// A script load (callback-polling) carries no `Origin`; with `--allow-origin` set, its
+    /// `Referer`, when present, must come from an allowed origin. (Without a `Referer` it is
+    /// let through: JSONP cannot be held to CORS; see the README.)
+    fn referer_allowed(&self, head: &http::Head<'_>) -> bool {
+        let list = &self.cfg.allow_origin;
+        if list.is_empty() || head.origin.is_some() || list.iter().any(|o| o == "*") {
+            return true;
+        }
+        match head.referer.and_then(http::referer_origin) {
+            Some(o) => list.iter().any(|a| a.as_bytes().eq_ignore_ascii_case(o)),
+            None => true,
         }
     }
 

@@ -119,7 +119,19 @@ impl Worker {
 
     /// Answers an `OPTIONS` request (a CORS preflight when it comes from an allowed origin).
     pub(super) fn preflight(&mut self, idx: usize, head: &http::Head<'_>, origin: u16) {
-        let mut extra = self.cors_headers(origin);
+        let cors = self.cors_headers(origin);
+        self.preflight_with(idx, head, origin, cors);
+    }
+
+    /// [`Worker::preflight`] with the CORS headers given.
+    pub(super) fn preflight_with(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+        origin: u16,
+        cors: String,
+    ) {
+        let mut extra = cors;
         if origin == 0 {
             extra.push_str("Allow: GET, POST, OPTIONS\r\n");
         } else {
