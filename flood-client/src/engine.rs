@@ -186,7 +186,7 @@ enum St {
 
 /// `Conn::flags`: the last byte an SSE parse consumed was a CR (a leading LF completes it).
 const AFTER_CR: u8 = 1;
-/// `Conn::cursor` before the first long-poll answer: poll without a cursor.
+/// `Conn::last_id` before the first long-poll answer: poll without a cursor.
 const NO_CURSOR: u64 = u64::MAX;
 
 /// One connection: 40 bytes in the slab.
@@ -209,7 +209,7 @@ struct Conn {
     /// first). Costs 8 bytes per connection whatever the transport (32 → 40 bytes): a side
     /// table for long-poll only would save 120 KB per 15,000 WebSocket connections and cost a
     /// second structure to keep in step with the slab.
-    cursor: u64,
+    last_id: u64,
 }
 
 impl Conn {
@@ -440,7 +440,7 @@ impl Worker {
                         next: 0,
                         window: 0,
                         partial: None,
-                        cursor: NO_CURSOR,
+                        last_id: NO_CURSOR,
                     });
                     self.in_flight += 1;
                     self.pending.push_back((
@@ -544,8 +544,8 @@ impl Worker {
         let b = &mut self.poll_buf;
         b.clear();
         b.extend_from_slice(&self.request[c.chan as usize]);
-        if c.cursor != NO_CURSOR {
-            let _ = write!(b, "?cursor={}", c.cursor);
+        if c.last_id != NO_CURSOR {
+            let _ = write!(b, "?cursor={}", c.last_id);
         }
         let _ = write!(
             b,
@@ -711,7 +711,7 @@ impl Worker {
             for m in &answer.messages {
                 self.on_message(key, m.data.as_bytes());
             }
-            self.conns[key].cursor = cursor;
+            self.conns[key].last_id = cursor;
             if let Err(e) = self.send_poll(key) {
                 self.fail(key, &e);
                 return buf.len();
