@@ -2,7 +2,8 @@
 # The one test command (README: "Run all tests"). Installs what it needs on a fresh machine, then
 # runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
 # benches and fuzz targets compiled, the Python `websockets` client tests, the headless Chromium
-# tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh) and the
+# tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
+# official CometD client in Node (scripts/cometd-tests.sh) and the
 # Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json.
 #
 # Tools go into the git-ignored .tools/ folder. Set EDGECOMET_SKIP_AUTOBAHN=1 to skip the
@@ -82,6 +83,8 @@ python_tests() {
 }
 step "python websockets client tests" python_tests
 step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket)" scripts/browser-tests.sh
+step "cometd tests (official CometD client over websocket and long-polling, raw Bayeux)" \
+    scripts/cometd-tests.sh --edgecomet-bin target/release/edgecomet
 
 autobahn() {
     # Case 9 sends 16 MiB messages: the message limit is raised to exactly that for this run,

@@ -143,21 +143,25 @@ pub struct Config {
     #[arg(long, value_delimiter = ',')]
     pub allow_origin: Vec<String>,
 
-    /// Path of the CometD/Bayeux endpoint (long-polling: `POST` a JSON array of messages).
+    /// Path of the CometD/Bayeux endpoint and every path under it: long-polling (`POST` a JSON
+    /// array of messages), callback-polling (`GET ?jsonp=&message=`), WebSocket (upgrade).
     #[arg(long, default_value = "/cometd")]
     pub bayeux_path: String,
 
-    /// Seconds a Bayeux `/meta/connect` is held when nothing is queued (advice `timeout`).
+    /// Seconds a Bayeux `/meta/connect` is held when nothing is queued (advice `timeout`); a
+    /// shorter `advice.timeout` sent by the client is honoured.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
     pub bayeux_timeout: u32,
 
     /// Seconds a Bayeux client lives without a `/meta/connect` (`maxInterval`); then it is
-    /// removed with everything it holds and gets `402::Unknown client`.
+    /// removed with everything it holds and gets `402::Unknown client`. A Bayeux WebSocket that
+    /// sends nothing for this long + 1 s (with no connect held) is closed (1008).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub bayeux_max_interval: u32,
 
-    /// Messages queued per Bayeux client between connects. Beyond, the oldest are dropped,
-    /// counted (`bayeux_dropped`) and the next connect reply says how many (`ext.dropped`).
+    /// Messages queued per Bayeux client between connects, unacknowledged ones (ack
+    /// extension) included. Beyond, the oldest are dropped, counted (`bayeux_dropped`) and the
+    /// next connect reply says how many (`ext.dropped`).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub bayeux_max_queue: u32,
 
@@ -165,7 +169,8 @@ pub struct Config {
     #[arg(long, default_value_t = 100_000)]
     pub bayeux_max_clients: usize,
 
-    /// Most messages in one Bayeux request. More: the request is refused (400).
+    /// Most messages in one Bayeux request or WebSocket frame. More: the request is refused
+    /// (400; WebSocket: close 1008).
     #[arg(long, default_value_t = 1000)]
     pub bayeux_max_batch: usize,
 

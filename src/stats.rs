@@ -37,8 +37,10 @@ counters! {
     conns_stream,
     /// Gauge: long-polls being held.
     conns_poll,
-    /// Gauge: Bayeux `/meta/connect`s being held (long-polling).
+    /// Gauge: Bayeux `/meta/connect`s being held (long-polling, callback-polling).
     conns_bayeux_poll,
+    /// Gauge: Bayeux WebSocket connections.
+    conns_bayeux_ws,
     /// Gauge: connections in a closing handshake or lingering close.
     conns_closing,
     /// Gauge: channels with subscribers in this worker.
@@ -99,6 +101,11 @@ counters! {
     bayeux_messages_in,
     /// Bayeux requests refused as a whole (not JSON, not messages, too many: 400).
     bayeux_bad_requests,
+    /// Bayeux WebSocket messages naming another client than the one the connection acts for
+    /// (answered `402`).
+    bayeux_wrong_connection,
+    /// Bayeux WebSocket connections closed after `--bayeux-max-interval` without a message.
+    bayeux_ws_idle,
 }
 
 impl WorkerStats {
@@ -113,6 +120,7 @@ impl WorkerStats {
             Phase::Stream => &self.conns_stream,
             Phase::Poll => &self.conns_poll,
             Phase::BayeuxPoll => &self.conns_bayeux_poll,
+            Phase::BayeuxWs => &self.conns_bayeux_ws,
             Phase::Closing => &self.conns_closing,
         }
     }

@@ -104,8 +104,31 @@ pub struct Request {
     pub advice_timeout: Option<u64>,
     /// `ext.ack` (the ack extension's batch number, or `true` in a handshake).
     pub ext_ack: Option<AckField>,
-    /// `ext.timesync` as JSON.
-    pub ext_timesync: Option<String>,
+    /// `ext.timesync` (the timesync extension's clock sample), when its fields are numbers.
+    pub ext_timesync: Option<TimeSync>,
+}
+
+/// The client's `ext.timesync`: its clock `tc` (ms since the epoch) and its current estimates
+/// of the network lag `l` and clock offset `o` (ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeSync {
+    pub tc: i64,
+    pub l: i64,
+    pub o: i64,
+}
+
+impl TimeSync {
+    /// The reply's `ext.timesync`: `tc` echoed, `ts` the server clock when the request
+    /// arrived, `p` the ms the server held it, `a = tc + o + l - ts` (how far off the client's
+    /// estimate is).
+    pub fn reply(self, ts: i64, p: i64) -> String {
+        let a = self
+            .tc
+            .saturating_add(self.o)
+            .saturating_add(self.l)
+            .saturating_sub(ts);
+        format!("{{\"tc\":{},\"ts\":{ts},\"p\":{p},\"a\":{a}}}", self.tc)
+    }
 }
 
 /// The `ext.ack` field.
@@ -187,6 +210,10 @@ pub fn parse(body: &mut [u8], max_messages: usize) -> Result<Vec<Request>, Parse
         o @ BorrowedValue::Object(_) => vec![o],
         _ => return Err(ParseError::NotMessages),
     };
+    if items.is_empty() {
+        // Nothing to answer, so nothing the client could wait for: refused like a non-message.
+        return Err(ParseError::NotMessages);
+    }
     if items.len() > max_messages {
         return Err(ParseError::TooMany);
     }
@@ -240,7 +267,14 @@ fn message(m: &BorrowedValue<'_>) -> Result<Request, ParseError> {
             .and_then(|a| a.get("timeout"))
             .and_then(|t| t.as_u64()),
         ext_ack,
-        ext_timesync: ext.and_then(|e| e.get("timesync")).map(|t| t.encode()),
+        ext_timesync: ext.and_then(|e| e.get("timesync")).and_then(|t| {
+            let n = |k: &str| t.get(k).and_then(|v| v.as_i64());
+            Some(TimeSync {
+                tc: n("tc")?,
+                l: n("l").unwrap_or(0),
+                o: n("o").unwrap_or(0),
+            })
+        }),
     })
 }
 
@@ -288,6 +322,11 @@ impl Reply {
     /// Adds `"error":"code:args:message"`.
     pub fn error(self, code: u16, args: &str, message: &str) -> Reply {
         self.str("error", &format!("{code}:{args}:{message}"))
+    }
+
+    /// The reply so far, left open for more fields (close it with `}`).
+    pub fn into_open(self) -> String {
+        self.0
     }
 
     pub fn finish(mut self) -> String {
@@ -389,7 +428,7 @@ mod tests {
         assert_eq!(r[2].data.as_deref(), Some(r#"{"x":"y\n"}"#));
         assert_eq!(r[3].advice_timeout, Some(0));
         assert_eq!(r[3].ext_ack, Some(AckField::Batch(3)));
-        assert!(r[3].ext_timesync.as_deref().unwrap().contains("\"tc\":12"));
+        assert_eq!(r[3].ext_timesync.map(|t| t.tc), Some(12));
         // A single object is a batch of one.
         let mut one = br#"{"channel":"/meta/disconnect","clientId":"c"}"#.to_vec();
         assert_eq!(parse(&mut one, 10).unwrap()[0].channel, "/meta/disconnect");
@@ -401,6 +440,7 @@ mod tests {
             (&b"nope"[..], ParseError::NotJson),
             (b"[{\"channel\":1}]", ParseError::NotMessages),
             (b"[1]", ParseError::NotMessages),
+            (b"[]", ParseError::NotMessages),
             (b"\"x\"", ParseError::NotMessages),
             (
                 b"[{\"channel\":\"/a\"},{\"channel\":\"/b\"}]",

@@ -144,6 +144,8 @@ pub struct Head<'b> {
     pub cors_preflight: bool,
     /// `Access-Control-Request-Headers` value.
     pub cors_request_headers: Option<&'b [u8]>,
+    /// `Cookie` value (the last one, if repeated).
+    pub cookie: Option<&'b [u8]>,
 }
 
 impl Head<'_> {
@@ -288,6 +290,8 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
             head.cors_preflight = true;
         } else if name.eq_ignore_ascii_case("access-control-request-headers") {
             head.cors_request_headers = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("cookie") {
+            head.cookie = Some(trim(value));
         }
     }
     if version == 1 && head.host_count != 1 || head.host_count > 1 {
@@ -435,6 +439,42 @@ pub fn query_param<'p>(path: &'p str, name: &str) -> Option<&'p str> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
+}
+
+/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
+pub fn cookie<'c>(header: &'c [u8], name: &str) -> Option<&'c [u8]> {
+    header.split(|&b| b == b';').find_map(|pair| {
+        let pair = trim(pair);
+        let eq = pair.iter().position(|&b| b == b'=')?;
+        (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
+    })
+}
+
+/// Decodes a query value (`%XX` escapes, `+` for a space, as forms and servlet containers
+/// do). `None` for a truncated or non-hex escape.
+pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// Builds a complete response with a small body. Used for every non-upgrade answer; the bodies
@@ -743,6 +783,22 @@ mod tests {
         assert!(h.keep_alive());
         let h = complete(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket/13, h2c\r\n\r\n");
         assert!(h.upgrade_websocket && !h.connection_upgrade);
+    }
+
+    #[test]
+    fn cookies_and_query_values() {
+        let h = b"theme=dark; BAYEUX_BROWSER=ab12 ;x=";
+        assert_eq!(cookie(h, "BAYEUX_BROWSER"), Some(&b"ab12"[..]));
+        assert_eq!(cookie(h, "x"), Some(&b""[..]));
+        assert_eq!(cookie(h, "BAYEUX"), None);
+        assert_eq!(cookie(b"", "x"), None);
+        assert_eq!(
+            percent_decode("%5B%7B%22a%22%3A1%7D%5D+x%E2%98%83").unwrap(),
+            "[{\"a\":1}] x\u{2603}".as_bytes()
+        );
+        for bad in ["%", "%4", "%zz", "a%G1"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -49,7 +49,11 @@ pub struct BayeuxStats {
     pub clients: AtomicU64,
     pub subscriptions: AtomicU64,
     pub queued: AtomicU64,
+    /// Messages sent to ack-extension clients and not acknowledged yet.
+    pub unacked: AtomicU64,
     pub dropped: AtomicU64,
+    /// Requests refused because their `BAYEUX_BROWSER` cookie did not match the session's.
+    pub wrong_browser: AtomicU64,
     pub expired: AtomicU64,
 }
 
@@ -60,7 +64,9 @@ impl BayeuxStats {
             ("bayeux_clients", l(&self.clients)),
             ("bayeux_subscriptions", l(&self.subscriptions)),
             ("bayeux_queued", l(&self.queued)),
+            ("bayeux_unacked", l(&self.unacked)),
             ("bayeux_dropped", l(&self.dropped)),
+            ("bayeux_wrong_browser", l(&self.wrong_browser)),
             ("bayeux_expired", l(&self.expired)),
         ]
     }
@@ -74,6 +80,73 @@ struct Client {
     dropped: u64,
     last_seen: u32,
     waiter: Option<Waiter>,
+    /// The ack extension is on: every connect reply is a numbered batch, kept in `unacked`
+    /// until a connect acknowledges it.
+    ack: bool,
+    /// Number of the last batch sent (ack extension).
+    batch: u64,
+    /// Messages sent and not acknowledged, with their batch numbers, oldest first.
+    unacked: VecDeque<(u64, Bytes)>,
+    /// The `BAYEUX_BROWSER` cookie the session was handshaken with, if any.
+    browser: Option<Box<str>>,
+    /// A request has come back with that cookie: from now on requests must carry it.
+    bound: bool,
+}
+
+/// What a connect reply carries.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Out {
+    /// Deliveries, in order: unacknowledged batches first (ack extension), then the queue.
+    pub msgs: Vec<Bytes>,
+    /// Messages dropped since the last connect reply.
+    pub dropped: u64,
+    /// The batch number of this reply (ack extension on).
+    pub batch: Option<u64>,
+}
+
+impl Client {
+    /// Empties the queue into a connect reply. With the ack extension the reply is a new batch:
+    /// what earlier batches left unacknowledged goes again, first, and the queue joins them.
+    fn drain(&mut self, stats: &BayeuxStats) -> Out {
+        let queued = self.queue.len() as u64;
+        stats.queued.fetch_sub(queued, Ordering::Relaxed);
+        let dropped = std::mem::take(&mut self.dropped);
+        if !self.ack {
+            return Out {
+                msgs: self.queue.drain(..).collect(),
+                dropped,
+                batch: None,
+            };
+        }
+        self.batch += 1;
+        let mut msgs: Vec<Bytes> = Vec::with_capacity(self.unacked.len() + self.queue.len());
+        msgs.extend(self.unacked.iter().map(|(_, m)| m.clone()));
+        for m in self.queue.drain(..) {
+            msgs.push(m.clone());
+            self.unacked.push_back((self.batch, m));
+        }
+        stats.unacked.fetch_add(queued, Ordering::Relaxed);
+        Out {
+            msgs,
+            dropped,
+            batch: Some(self.batch),
+        }
+    }
+
+    /// A connect acknowledged every batch up to `n`: those are delivered.
+    fn acknowledge(&mut self, n: i64, stats: &BayeuxStats) {
+        let mut freed = 0;
+        while self.unacked.front().is_some_and(|(b, _)| (*b as i64) <= n) {
+            self.unacked.pop_front();
+            freed += 1;
+        }
+        stats.unacked.fetch_sub(freed, Ordering::Relaxed);
+    }
+
+    /// Whether a connect has something to answer with at once.
+    fn has_output(&self) -> bool {
+        !self.queue.is_empty() || !self.unacked.is_empty() || self.dropped > 0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -96,13 +169,16 @@ pub enum Refusal {
     Forbidden,
     /// The client holds `--bayeux-max-subscriptions` already.
     TooManySubscriptions,
+    /// The request's `BAYEUX_BROWSER` cookie is not the session's (or is missing once the
+    /// session is bound to one): answered as an unknown client.
+    WrongBrowser,
 }
 
 /// What a `/meta/connect` gets.
 #[derive(Debug)]
 pub enum Connect {
-    /// Answer now with these messages (possibly none) and the number dropped meanwhile.
-    Now(Vec<Bytes>, u64),
+    /// Answer now with this.
+    Now(Out),
     /// Held by the given waiter; a previous waiter of the same client (to be released) if any.
     Held(Option<Waiter>),
 }
@@ -118,7 +194,8 @@ pub struct Clients {
     pub stats: BayeuxStats,
 }
 
-fn random_id() -> String {
+/// 128 random bits from the kernel's CSPRNG, as 32 hex digits.
+pub fn random_id() -> String {
     let mut b = [0u8; 16];
     let mut filled = 0;
     while filled < b.len() {
@@ -154,8 +231,9 @@ impl Clients {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new client: its id (128 random bits, hex).
-    pub fn handshake(&self) -> Result<String, Refusal> {
+    /// A new client: its id (128 random bits, hex). `ack`: the client asked for the ack
+    /// extension. `browser`: the `BAYEUX_BROWSER` cookie its requests should carry.
+    pub fn handshake(&self, ack: bool, browser: Option<&str>) -> Result<String, Refusal> {
         let mut g = self.lock();
         if g.clients.len() >= self.limits.max_clients {
             return Err(Refusal::TooManyClients);
@@ -165,6 +243,8 @@ impl Clients {
             Box::from(id.as_str()),
             Client {
                 last_seen: self.now(),
+                ack,
+                browser: browser.map(Box::from),
                 ..Client::default()
             },
         );
@@ -176,46 +256,87 @@ impl Clients {
         self.lock().clients.contains_key(client)
     }
 
-    /// A `/meta/connect`: what is queued goes now; with nothing queued and `hold`, `waiter`
-    /// holds the connect (replacing, and returning, an earlier one).
-    pub fn connect(&self, client: &str, hold: Option<Waiter>) -> Result<Connect, Refusal> {
+    /// Whether a request with `browser` (its `BAYEUX_BROWSER` cookie) may act for `client`.
+    /// The rule: a session handshaken with a cookie is bound to it once a request brings that
+    /// cookie back (the client has shown that it carries cookies); from then on a request with
+    /// another cookie or none is refused. Before that, and for sessions handshaken without a
+    /// cookie (WebSocket clients outside browsers, cross-origin XHR without credentials), the
+    /// clientId alone identifies the session; a request with a different cookie is refused
+    /// either way.
+    pub fn check(&self, client: &str, browser: Option<&str>) -> Result<(), Refusal> {
+        let mut g = self.lock();
+        let c = g.clients.get_mut(client).ok_or(Refusal::UnknownClient)?;
+        let ok = match (c.browser.as_deref(), browser) {
+            (Some(b), Some(x)) if b == x => {
+                c.bound = true;
+                true
+            }
+            (Some(_), Some(_)) => false,
+            (Some(_), None) => !c.bound,
+            (None, _) => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            self.stats.wrong_browser.fetch_add(1, Ordering::Relaxed);
+            Err(Refusal::WrongBrowser)
+        }
+    }
+
+    /// A `/meta/connect`: with the ack extension it first acknowledges batches up to `ack`.
+    /// Anything to deliver (queued, unacknowledged, or a drop to report) goes now; with
+    /// nothing and `hold`, `waiter` holds the connect (replacing, and returning, an earlier
+    /// one).
+    pub fn connect(
+        &self,
+        client: &str,
+        hold: Option<Waiter>,
+        ack: Option<i64>,
+    ) -> Result<Connect, Refusal> {
         let now = self.now();
         let mut g = self.lock();
         let c = g.clients.get_mut(client).ok_or(Refusal::UnknownClient)?;
         c.last_seen = now;
-        if !c.queue.is_empty() || hold.is_none() {
-            let msgs: Vec<Bytes> = c.queue.drain(..).collect();
-            self.stats
-                .queued
-                .fetch_sub(msgs.len() as u64, Ordering::Relaxed);
-            return Ok(Connect::Now(msgs, std::mem::take(&mut c.dropped)));
+        if c.ack
+            && let Some(n) = ack
+        {
+            c.acknowledge(n, &self.stats);
+        }
+        if c.has_output() || hold.is_none() {
+            return Ok(Connect::Now(c.drain(&self.stats)));
         }
         Ok(Connect::Held(std::mem::replace(&mut c.waiter, hold)))
     }
 
-    /// The held connect of `waiter` was woken. `Some((messages, dropped))`: answer it with
-    /// these (the hold is over); `Some` with nothing also when the client is gone or another
-    /// connect replaced this one. `None`: still this client's connect and nothing is queued
-    /// (a wake that an earlier one already served): keep holding.
-    pub fn take(&self, client: &str, waiter: Waiter) -> Option<(Vec<Bytes>, u64)> {
+    /// The held connect of `waiter` was woken. `Some(out)`: answer it with `out` (the hold is
+    /// over); an empty `out` also when the client is gone or another connect replaced this
+    /// one. `None`: still this client's connect and nothing is queued (a wake that an earlier
+    /// one already served): keep holding.
+    pub fn take(&self, client: &str, waiter: Waiter) -> Option<Out> {
+        self.end_hold(client, waiter, false)
+    }
+
+    /// The held connect of `waiter` times out: what its reply carries (anything queued since a
+    /// wake was sent, and the batch number with the ack extension).
+    pub fn finish(&self, client: &str, waiter: Waiter) -> Out {
+        self.end_hold(client, waiter, true).unwrap_or_default()
+    }
+
+    fn end_hold(&self, client: &str, waiter: Waiter, always: bool) -> Option<Out> {
         let now = self.now();
         let mut g = self.lock();
         let Some(c) = g.clients.get_mut(client) else {
-            return Some((Vec::new(), 0));
+            return Some(Out::default());
         };
         if c.waiter != Some(waiter) {
-            return Some((Vec::new(), 0));
+            return Some(Out::default());
         }
-        if c.queue.is_empty() && c.dropped == 0 {
+        if !always && !c.has_output() {
             return None;
         }
         c.waiter = None;
         c.last_seen = now;
-        let msgs: Vec<Bytes> = c.queue.drain(..).collect();
-        self.stats
-            .queued
-            .fetch_sub(msgs.len() as u64, Ordering::Relaxed);
-        Some((msgs, std::mem::take(&mut c.dropped)))
+        Some(c.drain(&self.stats))
     }
 
     /// The held connect of `waiter` ended some other way (timeout, connection closed).
@@ -349,6 +470,9 @@ impl Clients {
         self.stats
             .queued
             .fetch_sub(c.queue.len() as u64, Ordering::Relaxed);
+        self.stats
+            .unacked
+            .fetch_sub(c.unacked.len() as u64, Ordering::Relaxed);
         self.stats.clients.fetch_sub(1, Ordering::Relaxed);
         c.waiter
     }
@@ -397,10 +521,15 @@ impl Clients {
             };
             c.queue.push_back(bytes.clone());
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            if c.queue.len() > self.limits.max_queue {
-                c.queue.pop_front();
+            // The bound covers what waits for a connect and what waits for an ack.
+            if c.queue.len() + c.unacked.len() > self.limits.max_queue {
+                if c.unacked.pop_front().is_some() {
+                    self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
+                } else {
+                    c.queue.pop_front();
+                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                }
                 c.dropped += 1;
-                self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(w) = c.waiter {
@@ -462,8 +591,8 @@ mod tests {
     #[test]
     fn ids_are_random_128_bits() {
         let c = clients();
-        let a = c.handshake().unwrap();
-        let b = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
+        let b = c.handshake(false, None).unwrap();
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(c.exists(&a));
@@ -472,64 +601,156 @@ mod tests {
     #[test]
     fn wildcards_route_and_queue_between_connects() {
         let c = clients();
-        let a = c.handshake().unwrap();
-        let b = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
+        let b = c.handshake(false, None).unwrap();
         c.subscribe(&a, "/x/*").unwrap();
         c.subscribe(&b, "/x/**").unwrap();
         c.subscribe(&b, "/x/y").unwrap();
         assert!(c.deliver("x/y", msg("1")).is_empty());
         c.deliver("x/y/z", msg("2"));
         c.deliver("other", msg("3"));
-        let Connect::Now(qa, 0) = c.connect(&a, Some(W)).unwrap() else {
+        let Connect::Now(qa) = c.connect(&a, Some(W), None).unwrap() else {
             panic!()
         };
-        assert_eq!(qa, [Bytes::from_static(b"1")]);
+        assert_eq!(qa.msgs, [Bytes::from_static(b"1")]);
         // b is subscribed twice over for /x/y but gets it once.
-        let Connect::Now(qb, 0) = c.connect(&b, Some(W)).unwrap() else {
+        let Connect::Now(qb) = c.connect(&b, Some(W), None).unwrap() else {
             panic!()
         };
-        assert_eq!(qb, [Bytes::from_static(b"1"), Bytes::from_static(b"2")]);
+        assert_eq!(
+            qb.msgs,
+            [Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        );
     }
 
     #[test]
     fn held_connect_is_woken_and_replaced() {
         let c = clients();
-        let a = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
         c.subscribe(&a, "/x").unwrap();
-        assert!(matches!(c.connect(&a, Some(W)), Ok(Connect::Held(None))));
+        assert!(matches!(
+            c.connect(&a, Some(W), None),
+            Ok(Connect::Held(None))
+        ));
         let w2 = Waiter { idx: 2, ..W };
         // A second connect releases the first.
-        assert!(matches!(c.connect(&a, Some(w2)), Ok(Connect::Held(Some(w))) if w == W));
+        assert!(matches!(c.connect(&a, Some(w2), None), Ok(Connect::Held(Some(w))) if w == W));
         assert_eq!(c.take(&a, w2), None, "nothing queued: keep holding");
         assert_eq!(c.deliver("x", msg("m")), [w2]);
         assert_eq!(
             c.take(&a, W),
-            Some((vec![], 0)),
+            Some(Out::default()),
             "the replaced waiter ends, empty"
         );
-        assert_eq!(c.take(&a, w2), Some((vec![Bytes::from_static(b"m")], 0)));
-        assert_eq!(c.take("gone", w2), Some((vec![], 0)));
+        assert_eq!(c.take(&a, w2).unwrap().msgs, [Bytes::from_static(b"m")]);
+        assert_eq!(c.take("gone", w2), Some(Out::default()));
+    }
+
+    fn now(c: &Clients, client: &str, ack: i64) -> Out {
+        match c.connect(client, Some(W), Some(ack)).unwrap() {
+            Connect::Now(out) => out,
+            Connect::Held(_) => Out::default(),
+        }
+    }
+
+    #[test]
+    fn ack_batches_are_sent_again_until_acknowledged() {
+        let c = clients();
+        let a = c.handshake(true, None).unwrap();
+        c.subscribe(&a, "/x").unwrap();
+        // The first connect (ack 0) is answered at once by the caller; here it is held.
+        assert!(matches!(
+            c.connect(&a, Some(W), Some(0)),
+            Ok(Connect::Held(None))
+        ));
+        c.deliver("x", msg("1"));
+        let b1 = c.take(&a, W).unwrap();
+        assert_eq!((b1.msgs.len(), b1.batch), (1, Some(1)));
+        // That reply was lost: the client comes back acknowledging batch 0.
+        c.deliver("x", msg("2"));
+        let b2 = now(&c, &a, 0);
+        assert_eq!(
+            b2.msgs,
+            [Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        );
+        assert_eq!(b2.batch, Some(2));
+        assert_eq!(c.stats.unacked.load(Ordering::Relaxed), 2);
+        // Acknowledged: held again, nothing sent twice.
+        assert!(matches!(
+            c.connect(&a, Some(W), Some(2)),
+            Ok(Connect::Held(_))
+        ));
+        assert_eq!(c.stats.unacked.load(Ordering::Relaxed), 0);
+        // A timed-out hold still numbers its (empty) batch.
+        assert_eq!(c.finish(&a, W).batch, Some(3));
+        // The bound covers unacknowledged messages too: the oldest go first, counted.
+        for _ in 0..5 {
+            c.deliver("x", msg("m"));
+        }
+        let out = now(&c, &a, 3);
+        assert_eq!((out.msgs.len(), out.dropped), (3, 2));
+        let again = now(&c, &a, 3);
+        assert_eq!(
+            (again.msgs.len(), again.dropped),
+            (3, 0),
+            "not acked: sent again"
+        );
+        c.disconnect(&a).unwrap();
+        assert_eq!(c.stats.unacked.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn without_ack_nothing_is_kept() {
+        let c = clients();
+        let a = c.handshake(false, None).unwrap();
+        c.subscribe(&a, "/x").unwrap();
+        c.deliver("x", msg("1"));
+        let out = now(&c, &a, 0);
+        assert_eq!((out.msgs.len(), out.batch), (1, None));
+        assert!(matches!(
+            c.connect(&a, Some(W), Some(0)),
+            Ok(Connect::Held(_))
+        ));
+    }
+
+    #[test]
+    fn browser_cookie_binds_the_session() {
+        let c = clients();
+        let a = c.handshake(false, Some("b1")).unwrap();
+        // Not bound yet: the clientId alone is enough; another cookie never is.
+        assert_eq!(c.check(&a, None), Ok(()));
+        assert_eq!(c.check(&a, Some("b2")), Err(Refusal::WrongBrowser));
+        // The cookie came back: bound.
+        assert_eq!(c.check(&a, Some("b1")), Ok(()));
+        assert_eq!(c.check(&a, None), Err(Refusal::WrongBrowser));
+        assert_eq!(c.check(&a, Some("b1")), Ok(()));
+        assert_eq!(c.stats.wrong_browser.load(Ordering::Relaxed), 2);
+        // A session without a cookie: any request with its clientId.
+        let n = c.handshake(false, None).unwrap();
+        assert_eq!(c.check(&n, Some("b1")), Ok(()));
+        assert_eq!(c.check(&n, None), Ok(()));
+        assert_eq!(c.check("ghost", None), Err(Refusal::UnknownClient));
     }
 
     #[test]
     fn queue_is_bounded_and_counts_drops() {
         let c = clients();
-        let a = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
         c.subscribe(&a, "/x").unwrap();
         for _ in 0..5 {
             c.deliver("x", msg("m"));
         }
-        let Connect::Now(q, dropped) = c.connect(&a, None).unwrap() else {
+        let Connect::Now(q) = c.connect(&a, None, None).unwrap() else {
             panic!()
         };
-        assert_eq!((q.len(), dropped), (3, 2));
+        assert_eq!((q.msgs.len(), q.dropped), (3, 2));
         assert_eq!(c.stats.dropped.load(Ordering::Relaxed), 2);
     }
 
     #[test]
     fn subscription_rules() {
         let c = clients();
-        let a = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
         assert_eq!(c.subscribe(&a, "/meta/**"), Err(Refusal::Forbidden));
         assert_eq!(c.subscribe(&a, "/meta/connect"), Err(Refusal::Forbidden));
         assert_eq!(c.subscribe(&a, "/**"), Err(Refusal::Forbidden));
@@ -538,17 +759,17 @@ mod tests {
         assert_eq!(c.subscribe("ghost", "/x"), Err(Refusal::UnknownClient));
         let mut open = clients();
         open.limits.root_wildcards = true;
-        let b = open.handshake().unwrap();
+        let b = open.handshake(false, None).unwrap();
         assert!(open.subscribe(&b, "/**").is_ok());
         assert_eq!(open.deliver("any/thing", msg("m")).len(), 0);
-        assert!(matches!(open.connect(&b, None), Ok(Connect::Now(q, 0)) if q.len() == 1));
+        assert!(matches!(open.connect(&b, None, None), Ok(Connect::Now(q)) if q.msgs.len() == 1));
     }
 
     #[test]
     fn disconnect_and_expiry_free_everything() {
         let c = clients();
-        let a = c.handshake().unwrap();
-        let b = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
+        let b = c.handshake(false, None).unwrap();
         c.subscribe(&a, "/x").unwrap();
         c.subscribe(&b, "/x").unwrap();
         c.deliver("x", msg("m"));
@@ -566,8 +787,11 @@ mod tests {
         assert_eq!(c.stats.expired.load(Ordering::Relaxed), 1);
         assert!(c.lock().subs.is_empty());
         // A held connect keeps a client alive.
-        let d = c.handshake().unwrap();
-        assert!(matches!(c.connect(&d, Some(W)), Ok(Connect::Held(None))));
+        let d = c.handshake(false, None).unwrap();
+        assert!(matches!(
+            c.connect(&d, Some(W), None),
+            Ok(Connect::Held(None))
+        ));
         c.sweep_at(c.now() + 100);
         assert!(c.exists(&d));
     }
@@ -575,7 +799,7 @@ mod tests {
     #[test]
     fn subscriptions_per_client_are_bounded_all_or_nothing() {
         let c = clients();
-        let a = c.handshake().unwrap();
+        let a = c.handshake(false, None).unwrap();
         let subs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         c.subscribe_all(&a, &subs(&["/a", "/b"])).unwrap();
         // Again: not new, no room needed.
@@ -602,8 +826,8 @@ mod tests {
     fn client_limit() {
         let c = clients();
         for _ in 0..4 {
-            c.handshake().unwrap();
+            c.handshake(false, None).unwrap();
         }
-        assert_eq!(c.handshake(), Err(Refusal::TooManyClients));
+        assert_eq!(c.handshake(false, None), Err(Refusal::TooManyClients));
     }
 }

@@ -28,6 +28,9 @@ pub enum Phase {
     /// A held Bayeux `/meta/connect` (long-polling): until its client has messages, the
     /// connect is replaced, or `--bayeux-timeout`; then back to `Http`.
     BayeuxPoll,
+    /// Bayeux over WebSocket (`GET {bayeux_path}` upgraded): JSON arrays of messages in text
+    /// frames both ways; a `/meta/connect` may be held while other messages come and go.
+    BayeuxWs,
     /// Finishing: our last bytes (close frame or final response) are queued; once flushed the
     /// write side is shut down, input is discarded until the peer closes or `--close-timeout`.
     Closing,
@@ -115,13 +118,41 @@ pub enum Ext {
         client: Option<Box<str>>,
         callback: Option<Box<str>>,
     },
-    /// A held Bayeux connect: the client, the replies to the messages before the connect in
-    /// its request (JSON objects joined by commas), and the connect's own reply.
+    /// A held Bayeux connect over long-polling or callback-polling: the connect, the replies
+    /// to the messages before it in its request (JSON objects joined by commas), and the JSONP
+    /// callback (callback-polling).
     Bayeux {
-        client: Box<str>,
+        held: HeldConnect,
         before: String,
-        connect: String,
+        callback: Option<Box<str>>,
     },
+    /// Bayeux over WebSocket.
+    BayeuxWs(BayeuxWs),
+}
+
+/// A `/meta/connect` waiting for messages.
+#[derive(Debug)]
+pub struct HeldConnect {
+    pub client: Box<str>,
+    /// Its reply so far, still open: `{"channel":..,"successful":true,"id":..,"advice":..`.
+    pub reply: String,
+    /// The client's timesync sample and when the connect arrived (ms since the epoch).
+    pub timesync: Option<(crate::proto::bayeux::TimeSync, i64)>,
+}
+
+/// State of a Bayeux WebSocket connection.
+#[derive(Debug, Default)]
+pub struct BayeuxWs {
+    /// The message being assembled from frames.
+    pub msg: Vec<u8>,
+    /// The client this connection acts for: set by a handshake on it, or by the first message
+    /// whose clientId is accepted (a client reconnecting without a handshake). Messages with
+    /// another clientId are refused.
+    pub client: Option<Box<str>>,
+    /// `BAYEUX_BROWSER` cookie of the upgrade request.
+    pub browser: Option<Box<str>>,
+    /// A held connect and the tick its hold ends.
+    pub held: Option<(HeldConnect, u32)>,
 }
 
 /// No channel: `chan` value of a connection that is not subscribed.

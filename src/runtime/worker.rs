@@ -480,7 +480,9 @@ impl Worker {
             match conn.phase {
                 // Discarded: until the peer closes, or (streams) nothing is expected.
                 Phase::Closing | Phase::Sse | Phase::Stream => return buf.len(),
-                Phase::WsSub | Phase::WsEcho => return pos + self.ws_input(idx, &mut buf[pos..]),
+                Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => {
+                    return pos + self.ws_input(idx, &mut buf[pos..]);
+                }
                 Phase::Poll | Phase::BayeuxPoll => {
                     if pos == buf.len() {
                         return pos;
@@ -490,7 +492,7 @@ impl Worker {
                     if conn.phase == Phase::Poll {
                         self.poll_interrupted(idx);
                     } else {
-                        self.bayeux_answer_held(idx, &[], 0);
+                        self.bayeux_end_hold(idx, None);
                     }
                 }
                 Phase::Http => {
@@ -851,7 +853,9 @@ impl Worker {
             return false;
         }
         match conn.phase {
-            Phase::WsSub | Phase::WsEcho | Phase::Sse | Phase::Stream => self.slow_consumer(idx),
+            Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs | Phase::Sse | Phase::Stream => {
+                self.slow_consumer(idx)
+            }
             Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
                 self.remove(idx);
@@ -864,6 +868,10 @@ impl Worker {
 
     /// Any input from a WebSocket client proves it alive: push the ping back.
     fn ws_activity(&mut self, idx: usize) {
+        if self.conns[idx].phase == Phase::BayeuxWs {
+            // The Bayeux connect cycle is its liveness check (see `bayeux_ws_arm`).
+            return self.bayeux_ws_arm(idx);
+        }
         let conn = &mut self.conns[idx];
         conn.clear(flag::PING_OUT);
         if self.cfg.ws_ping_interval == 0 {
@@ -881,14 +889,17 @@ impl Worker {
         let client_publish = self.cfg.client_publish;
         let conn = &mut self.conns[idx];
         let echo = conn.phase == Phase::WsEcho;
-        // Echo and (with --client-publish) subscribers assemble what the client sends.
-        let keep = echo || client_publish;
+        let bayeux = conn.phase == Phase::BayeuxWs;
+        // Echo, Bayeux and (with --client-publish) subscribers assemble what the client sends.
+        let keep = echo || bayeux || client_publish;
         // Replies are collected first and sent after the reader returns (control frames are
         // tiny; an echoed message is one buffer). The flag marks data (droppable) frames.
         let mut replies: Vec<(Bytes, bool)> = Vec::new();
         let mut close: Option<Bytes> = None;
         // Complete text messages of a subscriber, to publish once the reader returns.
         let mut to_publish: Vec<Vec<u8>> = Vec::new();
+        // Complete Bayeux messages (JSON arrays), processed once the reader returns.
+        let mut bayeux_in: Vec<Vec<u8>> = Vec::new();
         let ext = &mut conn.ext;
         let Proto::Ws(reader) = &mut conn.proto else {
             return buf.len();
@@ -896,21 +907,41 @@ impl Worker {
         let res = reader.feed(buf, max, |ev| match ev {
             Event::Data { chunk, .. } => {
                 if keep {
-                    if let Ext::Msg(m) = ext
+                    match ext
                         .get_or_insert_with(|| Box::new(Ext::Msg(Vec::new())))
                         .as_mut()
                     {
-                        m.extend_from_slice(chunk);
+                        Ext::Msg(m) => m.extend_from_slice(chunk),
+                        Ext::BayeuxWs(s) => s.msg.extend_from_slice(chunk),
+                        _ => {}
                     }
                 }
             }
             Event::End { text } => {
                 WorkerStats::add(&stats.ws_messages_in, 1);
-                let payload = match ext.take().map(|b| *b) {
-                    Some(Ext::Msg(m)) => m,
-                    _ => Vec::new(),
+                let payload = if bayeux {
+                    match ext.as_deref_mut() {
+                        Some(Ext::BayeuxWs(s)) => std::mem::take(&mut s.msg),
+                        _ => Vec::new(),
+                    }
+                } else {
+                    match ext.take().map(|b| *b) {
+                        Some(Ext::Msg(m)) => m,
+                        _ => Vec::new(),
+                    }
                 };
-                if echo {
+                if bayeux {
+                    if !text {
+                        close.get_or_insert_with(|| {
+                            frame::close_frame(
+                                close_code::UNSUPPORTED,
+                                "Bayeux messages are JSON in text frames",
+                            )
+                        });
+                    } else if close.is_none() {
+                        bayeux_in.push(payload);
+                    }
+                } else if echo {
                     let op = if text { OP_TEXT } else { OP_BINARY };
                     replies.push((frame::frame(op, &payload), true));
                 } else if close.is_none() {
@@ -959,6 +990,15 @@ impl Worker {
                 return buf.len();
             }
         }
+        for payload in bayeux_in {
+            if close.is_some() {
+                break;
+            }
+            close = self.bayeux_ws_message(idx, payload);
+            if !self.conns.contains(idx) {
+                return buf.len();
+            }
+        }
         if !to_publish.is_empty() {
             let chan = self.conns[idx].chan;
             if let Some(name) = self.channels.name(chan).cloned() {
@@ -983,7 +1023,6 @@ impl Worker {
             return buf.len();
         }
         if let Some(c) = close {
-            self.conns[idx].ext = None;
             self.begin_close(idx, Some(c));
             return buf.len();
         }
@@ -1011,7 +1050,7 @@ impl Worker {
             return;
         }
         WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
-        if matches!(conn.phase, Phase::WsSub | Phase::WsEcho) {
+        if matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs) {
             conn.set(flag::WAS_WS);
         }
         conn.phase = Phase::Closing;
@@ -1040,7 +1079,7 @@ impl Worker {
             WorkerStats::sub(&self.stats.bytes_queued, bytes as u64);
         }
         WorkerStats::add(&self.stats.slow_consumers, 1);
-        let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho)
+        let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
             .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
         self.begin_close(idx, last);
     }
@@ -1292,7 +1331,8 @@ impl Worker {
                 WorkerStats::add(&self.stats.poll_timeouts, 1);
                 self.answer_held(idx, &[], Gap::None);
             }
-            Phase::BayeuxPoll => self.bayeux_answer_held(idx, &[], 0),
+            Phase::BayeuxPoll => self.bayeux_end_hold(idx, None),
+            Phase::BayeuxWs => self.bayeux_ws_timeout(idx),
             Phase::Closing => {
                 if conn.has(flag::WAS_WS) {
                     WorkerStats::add(&self.stats.close_timeouts, 1);
@@ -1336,7 +1376,7 @@ impl Worker {
         let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for idx in idxs {
             match self.conns[idx].phase {
-                Phase::WsSub | Phase::WsEcho => self.begin_close(
+                Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => self.begin_close(
                     idx,
                     Some(frame::close_frame(
                         close_code::GOING_AWAY,
@@ -1360,7 +1400,7 @@ impl Worker {
                 }
                 Phase::BayeuxPoll => {
                     self.conns[idx].clear(flag::KEEP_ALIVE);
-                    self.bayeux_answer_held(idx, &[], 0);
+                    self.bayeux_end_hold(idx, None);
                 }
                 Phase::Closing => {}
             }

@@ -30,7 +30,7 @@ const SSE_HEARTBEAT: &[u8] = b": hb\n\n";
 const STREAM_HEARTBEAT: &[u8] = b"1\r\n\n\r\n";
 
 /// A JSONP callback: identifiers (`[A-Za-z_$][A-Za-z0-9_$]*`) joined by `.`, at most 64 bytes.
-pub fn valid_callback(s: &str) -> bool {
+pub(super) fn valid_callback(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_CALLBACK
         && s.split('.').all(|part| {
