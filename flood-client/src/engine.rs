@@ -639,7 +639,7 @@ impl Worker {
             id,
             t,
             &self.client_text,
-            // The Bayeux channel name (see `run`), ASCII from the command line.
+            // The Bayeux channel name, built from a `String` in `run`: always UTF-8.
             std::str::from_utf8(&self.request[c.chan as usize]).unwrap_or("/"),
         );
         let b = &mut self.poll_buf;
