@@ -41,7 +41,7 @@ pub enum Transport {
     Longpoll,
     /// CometD/Bayeux 1.0 on the Bayeux endpoint: `/meta/handshake`, `/meta/subscribe` to the
     /// channel, then `/meta/connect` again and again, over long-polling (one keep-alive
-    /// connection) or a WebSocket (see [`ConnType`]). Messages arrive in connect replies.
+    /// connection) or a WebSocket (`--bayeux-transport`). Messages arrive in connect replies.
     Bayeux,
 }
 
