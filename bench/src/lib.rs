@@ -2,7 +2,8 @@
 //!
 //! - [`ServerProc`]: start a server process, wait for its "listening on ADDR" line, stop it;
 //! - [`Pool`]: a single-threaded `mio` pool of raw TCP/WebSocket subscribers that performs the
-//!   upgrade, then only reads and counts bytes (frames have a known size);
+//!   upgrade (or a Bayeux client's handshake, subscribe and first connects), then only reads and
+//!   counts bytes (frames have a known size);
 //! - [`HttpConn`], [`get_stats`]: a tiny keep-alive HTTP/1.1 client for `/stats` and `/pub`;
 //! - [`smaps_rollup`]: PSS/RSS of a process; [`thread_cpu`]: CPU time of the calling thread;
 //! - small statistics and argument helpers.
@@ -264,7 +265,16 @@ pub fn total(stats: &serde_json::Value, field: &str) -> u64 {
     stats["total"][field].as_u64().unwrap_or(0)
 }
 
-/// Polls `/stats` every 50 ms until `total.{field} == want`; returns the last document.
+/// `total.{field}`, or `{section}.{field}` when `field` is written `section.field` (e.g.
+/// `hub.bayeux_clients`), of a `/stats` document (0 if absent).
+pub fn stat(stats: &serde_json::Value, field: &str) -> u64 {
+    match field.split_once('.') {
+        Some((section, f)) => stats[section][f].as_u64().unwrap_or(0),
+        None => total(stats, field),
+    }
+}
+
+/// Polls `/stats` every 50 ms until [`stat`]`(field) == want`; returns the last document.
 pub fn wait_stat(
     addr: SocketAddr,
     field: &str,
@@ -274,15 +284,15 @@ pub fn wait_stat(
     let deadline = Instant::now() + timeout;
     loop {
         let s = get_stats(addr)?;
-        if total(&s, field) == want {
+        if stat(&s, field) == want {
             return Ok(s);
         }
         if Instant::now() > deadline {
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!(
-                    "/stats total.{field} is {} after {timeout:?}, want {want}",
-                    total(&s, field)
+                    "/stats {field} is {} after {timeout:?}, want {want}",
+                    stat(&s, field)
                 ),
             ));
         }
@@ -300,6 +310,29 @@ pub fn frame_len(payload_len: usize) -> usize {
             126..=65535 => 4,
             _ => 10,
         }
+}
+
+/// A masked text frame (FIN, opcode 1) with `payload`: what a client sends. The mask is fixed
+/// (the server unmasks whatever it is).
+pub fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x5A, 0xA5, 0x3C, 0xC3];
+    let n = payload.len();
+    let mut f = Vec::with_capacity(frame_len(n) + 4);
+    f.push(0x81);
+    match n {
+        0..=125 => f.push(0x80 | n as u8),
+        126..=65535 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        _ => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
 }
 
 /// An unmasked text frame (FIN, opcode 1) with `payload`: what a server sends.
@@ -334,20 +367,36 @@ pub enum Handshake<'a> {
     /// Sends the whole request `request(i)` and counts the connection open at once (an SSE
     /// subscription or a held long-poll: whatever comes back is counted as received data).
     Request(&'a dyn Fn(usize) -> String),
+    /// A CometD/Bayeux client on `path`, over long-polling (`ws: false`: `POST`s on this one
+    /// keep-alive connection) or a WebSocket (`ws: true`: an upgrade to `path`, then frames):
+    /// `/meta/handshake`, `/meta/subscribe` to `channel(i)`, `/meta/connect` with
+    /// `advice.timeout` 0, each waiting for its successful reply, then a `/meta/connect` that
+    /// the server holds; open once that last one is written.
+    Bayeux {
+        ws: bool,
+        path: &'a str,
+        channel: &'a dyn Fn(usize) -> String,
+    },
 }
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum State {
     Connecting,
     Upgrading,
+    /// Bayeux: waiting for the reply to the handshake (0), the subscribe (1), the first
+    /// connect (2).
+    Bayeux(u8),
     Open,
 }
 
 struct Sock {
     stream: TcpStream,
     state: State,
-    /// The response head while upgrading; empty (no allocation) afterwards.
+    /// The response head while upgrading, Bayeux replies while setting up; empty (no
+    /// allocation) afterwards.
     head: Vec<u8>,
+    /// Bayeux: the clientId while setting up.
+    client: String,
     /// Bytes received after the handshake.
     rx: u64,
 }
@@ -419,6 +468,101 @@ fn start_connect(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
     }
 }
 
+/// Writes request `step` of a Bayeux client's setup: the handshake (0), the subscribe to
+/// `channel` (1), the first connect with `advice.timeout` 0 (2), the connect to be held (3). As
+/// a `POST {path}` (long-polling) or a masked text frame (websocket).
+fn bayeux_send(s: &mut Sock, ws: bool, path: &str, step: u8, channel: &str) -> io::Result<()> {
+    use serde_json::json;
+    let t = if ws { "websocket" } else { "long-polling" };
+    let c = s.client.as_str();
+    let id = (step + 1).to_string();
+    let msg = match step {
+        0 => json!({"id": id, "channel": "/meta/handshake", "version": "1.0",
+            "minimumVersion": "1.0", "supportedConnectionTypes": [t],
+            "advice": {"timeout": 60000, "interval": 0}}),
+        1 => json!({"id": id, "channel": "/meta/subscribe", "subscription": channel,
+            "clientId": c}),
+        2 => json!({"id": id, "channel": "/meta/connect", "connectionType": t,
+            "advice": {"timeout": 0}, "clientId": c}),
+        _ => json!({"id": id, "channel": "/meta/connect", "connectionType": t, "clientId": c}),
+    };
+    let body = json!([msg]).to_string();
+    let req = if ws {
+        masked_text_frame(body.as_bytes())
+    } else {
+        let mut r = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body.as_bytes());
+        r
+    };
+    // One request at a time on the connection: the send buffer is empty and takes it whole.
+    let w = s.stream.write(&req)?;
+    if w != req.len() {
+        return Err(io::Error::other("short write of a Bayeux request"));
+    }
+    Ok(())
+}
+
+/// The body of the next complete Bayeux reply at the start of `buf` (consumed), if one is
+/// complete: a `200` response with `Content-Length` (long-polling) or a text frame (websocket).
+fn bayeux_reply(buf: &mut Vec<u8>, ws: bool) -> io::Result<Option<Vec<u8>>> {
+    if ws {
+        if buf.len() < 2 {
+            return Ok(None);
+        }
+        let (at, len) = match buf[1] & 0x7F {
+            126 if buf.len() >= 4 => (4, usize::from(u16::from_be_bytes([buf[2], buf[3]]))),
+            127 if buf.len() >= 10 => {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&buf[2..10]);
+                (10, u64::from_be_bytes(a) as usize)
+            }
+            126 | 127 => return Ok(None),
+            n => (2, usize::from(n)),
+        };
+        if buf.len() < at + len {
+            return Ok(None);
+        }
+        if buf[0] != 0x81 {
+            return Err(io::Error::other(format!(
+                "Bayeux over WebSocket: frame 0x{:02x}, expected a text frame",
+                buf[0]
+            )));
+        }
+        let body = buf[at..at + len].to_vec();
+        buf.drain(..at + len);
+        return Ok(Some(body));
+    }
+    let Some(p) = find(buf, b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..p]).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!(
+            "Bayeux request answered {head:?}"
+        )));
+    }
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .ok_or_else(|| io::Error::other("Bayeux reply without Content-Length"))?;
+    if buf.len() < p + 4 + len {
+        return Ok(None);
+    }
+    let body = buf[p + 4..p + 4 + len].to_vec();
+    buf.drain(..p + 4 + len);
+    Ok(Some(body))
+}
+
 const UPGRADE_TAIL: &str = "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
@@ -479,6 +623,7 @@ impl Pool {
                     stream,
                     state: State::Connecting,
                     head: Vec::new(),
+                    client: String::new(),
                     rx: 0,
                 });
                 started += 1;
@@ -532,13 +677,40 @@ impl Pool {
                             }
                             s.state = State::Upgrading;
                         }
+                        Handshake::Bayeux { ws: true, path, .. } => {
+                            let req = format!("GET {path} HTTP/1.1\r\n{UPGRADE_TAIL}");
+                            let w = s.stream.write(req.as_bytes())?;
+                            if w != req.len() {
+                                return Err(io::Error::other("short write of the upgrade request"));
+                            }
+                            s.state = State::Upgrading;
+                        }
+                        Handshake::Bayeux {
+                            ws: false, path, ..
+                        } => {
+                            bayeux_send(s, false, path, 0, "")?;
+                            s.state = State::Bayeux(0);
+                        }
                     }
                 }
                 match self.socks[idx].state {
                     State::Connecting => {}
                     State::Upgrading => {
                         if self.read_head(idx)? {
-                            self.socks[idx].state = State::Open;
+                            let s = &mut self.socks[idx];
+                            s.state = match hs {
+                                Handshake::Bayeux { path, .. } => {
+                                    bayeux_send(s, true, path, 0, "")?;
+                                    State::Bayeux(0)
+                                }
+                                _ => State::Open,
+                            };
+                        }
+                    }
+                    State::Bayeux(_) => {
+                        if let Handshake::Bayeux { ws, path, channel } = hs {
+                            let ch = channel(idx - first);
+                            self.bayeux_step(idx, ws, path, &ch)?;
                         }
                     }
                     State::Open => {
@@ -554,6 +726,61 @@ impl Pool {
                     opened += 1;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Bayeux setup: reads what is there and, for each complete successful reply, sends the
+    /// next request (the state says which); after the first connect's reply, the held connect
+    /// goes out and the socket is open.
+    fn bayeux_step(&mut self, idx: usize, ws: bool, path: &str, channel: &str) -> io::Result<()> {
+        let s = &mut self.socks[idx];
+        loop {
+            match s.stream.read(&mut self.buf) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("Bayeux client {idx}: server closed during the setup"),
+                    ));
+                }
+                Ok(n) => s.head.extend_from_slice(&self.buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        while let State::Bayeux(step) = s.state {
+            let Some(body) = bayeux_reply(&mut s.head, ws)? else {
+                return Ok(());
+            };
+            let meta = ["/meta/handshake", "/meta/subscribe", "/meta/connect"][usize::from(step)];
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                io::Error::other(format!("Bayeux reply is not JSON ({e}): {body:?}"))
+            })?;
+            let reply = v
+                .as_array()
+                .and_then(|a| a.iter().find(|m| m["channel"] == meta))
+                .filter(|m| m["successful"] == true)
+                .ok_or_else(|| {
+                    io::Error::other(format!(
+                        "Bayeux client {idx}: no successful {meta} reply in {v}"
+                    ))
+                })?;
+            if step == 0 {
+                s.client = reply["clientId"]
+                    .as_str()
+                    .ok_or_else(|| io::Error::other("handshake reply without clientId"))?
+                    .to_string();
+            }
+            // Next: subscribe (1), first connect (2), the held connect (3).
+            bayeux_send(s, ws, path, step + 1, channel)?;
+            s.state = if step == 2 {
+                s.head = Vec::new();
+                s.client = String::new();
+                State::Open
+            } else {
+                State::Bayeux(step + 1)
+            };
         }
         Ok(())
     }

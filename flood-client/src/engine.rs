@@ -1,11 +1,12 @@
 //! One flood worker process: opens its share of subscriber connections (WebSocket, Server-Sent
-//! Events or long-poll) at a paced rate, holds them, reads every message, checks sequence numbers
+//! Events, long-poll or Bayeux clients) at a paced rate, holds them, reads every message, checks sequence numbers
 //! and records delivery latency, and reports to the coordinator as JSON lines on stdout. It stops
 //! when its stdin says `close` or closes.
 //!
 //! Cost per connection in this process: one slab entry ([`Conn`], 40 bytes) and an optional
 //! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
-//! reads. Reads land in one 64 KiB scratch buffer. Never a thread or a timer per connection.
+//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see [`Conn`]). Reads land
+//! in one 64 KiB scratch buffer. Never a thread or a timer per connection.
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
@@ -20,6 +21,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use serde::{Deserialize, Serialize};
 use slab::Slab;
 
+use crate::bayeux::{self, ClientId, ConnType, Event, Unit};
 use crate::longpoll;
 use crate::memory;
 use crate::msg;
@@ -37,6 +39,10 @@ pub enum Transport {
     /// JSON long-poll: `GET /sub/{channel}?cursor=ID` with `Accept: application/json`, again and
     /// again on one keep-alive connection.
     Longpoll,
+    /// CometD/Bayeux 1.0 on the Bayeux endpoint: `/meta/handshake`, `/meta/subscribe` to the
+    /// channel, then `/meta/connect` again and again, over long-polling (one keep-alive
+    /// connection) or a WebSocket (`--bayeux-transport`). Messages arrive in connect replies.
+    Bayeux,
 }
 
 impl Transport {
@@ -45,6 +51,7 @@ impl Transport {
             Transport::Ws => "ws",
             Transport::Sse => "sse",
             Transport::Longpoll => "longpoll",
+            Transport::Bayeux => "bayeux",
         }
     }
 }
@@ -70,6 +77,12 @@ pub struct WorkerPlan {
     /// Connections in progress at once (connect + handshake).
     pub max_in_flight: usize,
     pub transport: Transport,
+    /// Bayeux: long-polling or websocket.
+    #[serde(default)]
+    pub bayeux: ConnType,
+    /// Bayeux: the endpoint's path (`/cometd`).
+    #[serde(default)]
+    pub bayeux_path: String,
 }
 
 /// Errors by kind, as the summary names them.
@@ -89,6 +102,12 @@ pub struct Errors {
     pub protocol: u64,
     /// The server closed an established connection (close frame or EOF) before the end.
     pub closed_by_server: u64,
+    /// A Bayeux meta reply failed (`successful` not true: `402::Unknown client`, a refused
+    /// handshake or subscribe) or advised `reconnect: handshake` / `none`. A real client would
+    /// handshake again and lose what was queued for the old one; flood counts it and closes the
+    /// connection instead, so that the loss is never silent.
+    #[serde(default)]
+    pub bayeux: u64,
     pub other: u64,
 }
 
@@ -101,6 +120,7 @@ impl Errors {
             + self.emfile
             + self.http_status
             + self.protocol
+            + self.bayeux
             + self.other
     }
 
@@ -113,6 +133,7 @@ impl Errors {
         self.http_status += o.http_status;
         self.protocol += o.protocol;
         self.closed_by_server += o.closed_by_server;
+        self.bayeux += o.bayeux;
         self.other += o.other;
     }
 
@@ -178,7 +199,14 @@ enum St {
     Connecting,
     /// Request written, waiting for the response head (WebSocket 101, SSE 200).
     Upgrading,
-    /// Established: frames or events arrive; for long-poll, a poll is outstanding.
+    /// Bayeux: `/meta/handshake` sent (or due, [`UNSENT`]), its reply awaited.
+    Handshake,
+    /// Bayeux: `/meta/subscribe` sent (or due), its reply awaited.
+    Subscribe,
+    /// Bayeux: the first `/meta/connect` (`advice.timeout` 0) sent (or due), its reply awaited.
+    FirstConnect,
+    /// Established: frames or events arrive; for long-poll, a poll is outstanding; for Bayeux, a
+    /// held `/meta/connect` is (or, with [`UNSENT`], is due to be).
     Open,
     /// Long-poll, established: the next poll could not be written yet (socket buffer full).
     Resend,
@@ -186,15 +214,26 @@ enum St {
 
 /// `Conn::flags`: the last byte an SSE parse consumed was a CR (a leading LF completes it).
 const AFTER_CR: u8 = 1;
-/// `Conn::cursor` before the first long-poll answer: poll without a cursor.
+/// `Conn::flags`, Bayeux: the request of the current phase could not be written yet (socket
+/// buffer full); it goes out on the next writable event.
+const UNSENT: u8 = 2;
+/// `Conn::last_id` before the first long-poll answer: poll without a cursor.
 const NO_CURSOR: u64 = u64::MAX;
 
 /// One connection: 40 bytes in the slab.
+///
+/// A Bayeux client costs the same 40 bytes here (its phase is `st`, its request counter
+/// `last_id`) plus 24 bytes in [`Worker::client_ids`], 64 in all: the clientId is needed for
+/// every request, and edgecomet's (128 bits as 32 hex digits) fits inline in a [`ClientId`]
+/// (another server's longer ids are boxed: + their length). Keeping the id in the entry would
+/// cost every WebSocket, SSE and long-poll connection 24 bytes for nothing; keeping it inline
+/// on the heap as a `String` would cost a 32-byte allocation plus 24 bytes.
 struct Conn {
     /// Non-blocking socket, registered with mio by fd (4 bytes).
     sock: TcpStream,
     st: St,
-    /// SSE parser state between reads ([`AFTER_CR`]); fits in the padding after `st`.
+    /// SSE parser state between reads ([`AFTER_CR`]), Bayeux's [`UNSENT`]; fits in the padding
+    /// after `st`.
     flags: u8,
     chan: u32,
     /// Next sequence number expected on this connection's channel.
@@ -206,10 +245,11 @@ struct Conn {
     #[allow(clippy::box_collection)]
     partial: Option<Box<Vec<u8>>>,
     /// Long-poll: the `cursor` of the last answer, sent with the next poll ([`NO_CURSOR`] at
-    /// first). Costs 8 bytes per connection whatever the transport (32 → 40 bytes): a side
-    /// table for long-poll only would save 120 KB per 15,000 WebSocket connections and cost a
-    /// second structure to keep in step with the slab.
-    cursor: u64,
+    /// first). Bayeux: the `id` of the last request written (0 before the handshake). Costs 8
+    /// bytes per connection whatever the transport (32 → 40 bytes): a side table for long-poll
+    /// only would save 120 KB per 15,000 WebSocket connections and cost a second structure to
+    /// keep in step with the slab.
+    last_id: u64,
 }
 
 impl Conn {
@@ -254,6 +294,13 @@ struct Worker {
     poll_buf: Vec<u8>,
     /// SSE: the data lines of an event, joined.
     sse_data: Vec<u8>,
+    /// Bayeux: each connection's clientId, indexed by slab key (empty for other transports).
+    client_ids: Vec<ClientId>,
+    /// Bayeux: the WebSocket upgrade request (`GET {bayeux_path}`).
+    bayeux_upgrade: Vec<u8>,
+    /// Bayeux: the JSON of the next request, and the clientId as text, assembled here.
+    bayeux_body: Vec<u8>,
+    client_text: String,
 }
 
 /// Runs a worker to completion. `commands` yields lines from the coordinator.
@@ -296,10 +343,20 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
                     plan.host
                 ),
                 Transport::Longpoll => format!("GET {path}"),
+                // The Bayeux channel of the native channel `a/b` is `/a/b`.
+                Transport::Bayeux => {
+                    format!("/{}", channel_name(&plan.channel, c as u32, plan.channels))
+                }
             }
             .into_bytes()
         })
         .collect();
+    let bayeux_upgrade = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        plan.bayeux_path, plan.host
+    )
+    .into_bytes();
     let mut w = Worker {
         conns: Slab::with_capacity(plan.conns as usize),
         plan,
@@ -323,6 +380,10 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         request,
         poll_buf: Vec::with_capacity(256),
         sse_data: Vec::new(),
+        client_ids: Vec::new(),
+        bayeux_upgrade,
+        bayeux_body: Vec::with_capacity(256),
+        client_text: String::with_capacity(64),
     };
     // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
     w.scratch.fill(0);
@@ -432,6 +493,7 @@ impl Worker {
                         self.errors.count(&e);
                         continue;
                     }
+                    let bayeux = self.plan.transport == Transport::Bayeux;
                     entry.insert(Conn {
                         sock,
                         st: St::Connecting,
@@ -440,8 +502,11 @@ impl Worker {
                         next: 0,
                         window: 0,
                         partial: None,
-                        cursor: NO_CURSOR,
+                        last_id: if bayeux { 0 } else { NO_CURSOR },
                     });
+                    if bayeux && self.client_ids.len() <= key {
+                        self.client_ids.resize(key + 1, ClientId::None);
+                    }
                     self.in_flight += 1;
                     self.pending.push_back((
                         key,
@@ -472,6 +537,9 @@ impl Worker {
     }
 
     fn drop_conn(&mut self, key: usize) {
+        if let Some(id) = self.client_ids.get_mut(key) {
+            *id = ClientId::None;
+        }
         if let Some(c) = self.conns.try_remove(key) {
             if c.is_open() {
                 self.established -= 1;
@@ -505,7 +573,14 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // still connecting
                 Err(e) => return self.fail(key, &e),
             }
-            if self.plan.transport == Transport::Longpoll {
+            if self.plan.transport == Transport::Bayeux && self.plan.bayeux == ConnType::LongPolling
+            {
+                // Long-polling: the handshake goes out at once on the new connection.
+                c.st = St::Handshake;
+                if let Err(e) = self.send_bayeux(key) {
+                    return self.fail(key, &e);
+                }
+            } else if self.plan.transport == Transport::Longpoll {
                 // No answer comes until a message is published (or the poll times out): the
                 // connection counts as open once its first poll is sent.
                 match self.send_poll(key) {
@@ -517,7 +592,11 @@ impl Worker {
                     Err(e) => return self.fail(key, &e),
                 }
             } else {
-                let req = &self.request[c.chan as usize];
+                let req = if self.plan.transport == Transport::Bayeux {
+                    &self.bayeux_upgrade
+                } else {
+                    &self.request[c.chan as usize]
+                };
                 match c.sock.write(req) {
                     Ok(n) if n == req.len() => c.st = St::Upgrading,
                     Ok(_) => {
@@ -532,8 +611,66 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => return self.fail(key, &e),
             }
+        } else if c.flags & UNSENT != 0
+            && let Err(e) = self.send_bayeux(key)
+        {
+            return self.fail(key, &e);
         }
         self.read(key);
+    }
+
+    /// Writes the Bayeux request of `key`'s phase: handshake, subscribe, first connect, connect.
+    /// If the socket would block, the request is marked [`UNSENT`] and written on the next
+    /// writable event.
+    fn send_bayeux(&mut self, key: usize) -> io::Result<()> {
+        let c = &mut self.conns[key];
+        let what = match c.st {
+            St::Handshake => bayeux::Request::Handshake,
+            St::Subscribe => bayeux::Request::Subscribe,
+            St::FirstConnect => bayeux::Request::FirstConnect,
+            _ => bayeux::Request::Connect,
+        };
+        let id = c.last_id + 1;
+        let t = self.plan.bayeux;
+        self.client_ids[key].write(&mut self.client_text);
+        bayeux::request(
+            &mut self.bayeux_body,
+            what,
+            id,
+            t,
+            &self.client_text,
+            // The Bayeux channel name, built from a `String` in `run`: always UTF-8.
+            std::str::from_utf8(&self.request[c.chan as usize]).unwrap_or("/"),
+        );
+        let b = &mut self.poll_buf;
+        b.clear();
+        match t {
+            ConnType::LongPolling => {
+                let _ = write!(
+                    b,
+                    "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\n\r\n",
+                    self.plan.bayeux_path,
+                    self.plan.host,
+                    self.bayeux_body.len()
+                );
+                b.extend_from_slice(&self.bayeux_body);
+            }
+            ConnType::WebSocket => client_frame_into(b, 0x1, &self.bayeux_body),
+        }
+        match c.sock.write(b) {
+            Ok(n) if n == b.len() => {
+                c.flags &= !UNSENT;
+                c.last_id = id;
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::other("short write of a Bayeux request")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.flags |= UNSENT;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Writes the next long-poll request of `key` (with its cursor, if it has one). `Ok(true)`:
@@ -544,8 +681,8 @@ impl Worker {
         let b = &mut self.poll_buf;
         b.clear();
         b.extend_from_slice(&self.request[c.chan as usize]);
-        if c.cursor != NO_CURSOR {
-            let _ = write!(b, "?cursor={}", c.cursor);
+        if c.last_id != NO_CURSOR {
+            let _ = write!(b, "?cursor={}", c.last_id);
         }
         let _ = write!(
             b,
@@ -632,7 +769,7 @@ impl Worker {
                 return 0;
             };
             let want: &[u8] = match self.plan.transport {
-                Transport::Ws => b"HTTP/1.1 101",
+                Transport::Ws | Transport::Bayeux => b"HTTP/1.1 101",
                 _ => b"HTTP/1.1 200",
             };
             if !buf.starts_with(want) {
@@ -640,16 +777,145 @@ impl Worker {
                 self.drop_conn(key);
                 return buf.len();
             }
-            self.conns[key].st = St::Open;
-            self.in_flight -= 1;
-            self.established += 1;
             pos = end + 4;
+            if self.plan.transport == Transport::Bayeux {
+                // Over the WebSocket, the handshake comes next; open after the first connect.
+                self.conns[key].st = St::Handshake;
+                if let Err(e) = self.send_bayeux(key) {
+                    self.fail(key, &e);
+                    return buf.len();
+                }
+            } else {
+                self.conns[key].st = St::Open;
+                self.in_flight -= 1;
+                self.established += 1;
+            }
         }
         match self.plan.transport {
             Transport::Ws => self.consume_frames(key, buf, pos),
             Transport::Sse => self.consume_events(key, buf, pos),
             Transport::Longpoll => self.consume_answers(key, buf),
+            Transport::Bayeux => self.consume_bayeux(key, buf, pos),
         }
+    }
+
+    /// Bayeux: complete replies (HTTP responses or WebSocket frames). After the reply to each
+    /// request, the next request.
+    fn consume_bayeux(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
+        let t = self.plan.bayeux;
+        while pos < buf.len() {
+            let (unit, len) = match bayeux::next_unit(&buf[pos..], t, MAX_FRAME) {
+                Ok(Some(u)) => u,
+                Ok(None) => return pos,
+                Err(_) => {
+                    self.errors.protocol += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+            };
+            pos += len;
+            match unit {
+                Unit::Body(body) => {
+                    if !self.on_bayeux(key, body) {
+                        return buf.len();
+                    }
+                }
+                Unit::Status(_) => {
+                    self.errors.http_status += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+                Unit::Ping(p) => {
+                    let pong = client_frame(0xA, p);
+                    let _ = self.conns[key].sock.write(&pong);
+                }
+                Unit::Close => {
+                    self.errors.closed_by_server += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+                Unit::Ignored => {}
+            }
+        }
+        pos
+    }
+
+    /// One Bayeux reply body: deliveries are counted; the reply to the outstanding request
+    /// moves the client to its next phase and sends the next request. `false`: the connection
+    /// was dropped (a failed meta reply, or a reply flood cannot follow).
+    fn on_bayeux(&mut self, key: usize, body: &[u8]) -> bool {
+        let Ok(events) = bayeux::replies(body) else {
+            self.errors.protocol += 1;
+            self.drop_conn(key);
+            return false;
+        };
+        // The outstanding request was answered (at most one reply per body: one request at a
+        // time).
+        let mut answered = false;
+        for ev in events {
+            let st = self.conns[key].st;
+            let next = match ev {
+                Event::Delivery(data) => {
+                    self.on_message(key, data.as_deref().map_or(b"", str::as_bytes));
+                    continue;
+                }
+                Event::Other => continue,
+                Event::Failed { .. } => {
+                    self.errors.bayeux += 1;
+                    self.drop_conn(key);
+                    return false;
+                }
+                Event::Handshake { client_id } if st == St::Handshake && !answered => {
+                    self.client_ids[key] = ClientId::new(&client_id);
+                    St::Subscribe
+                }
+                Event::Subscribe if st == St::Subscribe && !answered => St::FirstConnect,
+                Event::Connect { dropped } if !answered => {
+                    if dropped > 0 {
+                        // Messages dropped from the queue: a gap the server reports.
+                        self.gaps += 1;
+                    }
+                    match st {
+                        St::FirstConnect => {
+                            self.in_flight -= 1;
+                            self.established += 1;
+                        }
+                        St::Open => {}
+                        _ => return self.bayeux_confused(key),
+                    }
+                    St::Open
+                }
+                // A reply to a request that is not outstanding.
+                _ => return self.bayeux_confused(key),
+            };
+            answered = true;
+            let c = &mut self.conns[key];
+            c.st = next;
+            if c.flags & UNSENT != 0 {
+                // Answered before it was written: the server is not answering us.
+                return self.bayeux_confused(key);
+            }
+        }
+        if !answered {
+            // Over long-polling every response answers the request sent; over a WebSocket,
+            // frames of deliveries alone are normal.
+            if self.plan.bayeux == ConnType::LongPolling {
+                return self.bayeux_confused(key);
+            }
+            return true;
+        }
+        if let Err(e) = self.send_bayeux(key) {
+            self.fail(key, &e);
+            return false;
+        }
+        true
+    }
+
+    /// A reply flood cannot place: a protocol error, the connection is dropped.
+    fn bayeux_confused(&mut self, key: usize) -> bool {
+        self.errors.protocol += 1;
+        self.drop_conn(key);
+        false
     }
 
     /// SSE: the event stream after the response head.
@@ -711,7 +977,7 @@ impl Worker {
             for m in &answer.messages {
                 self.on_message(key, m.data.as_bytes());
             }
-            self.conns[key].cursor = cursor;
+            self.conns[key].last_id = cursor;
             if let Err(e) = self.send_poll(key) {
                 self.fail(key, &e);
                 return buf.len();
@@ -724,7 +990,7 @@ impl Worker {
     fn consume_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
         while pos < buf.len() {
             let rest = &buf[pos..];
-            let Some((op, payload_at, len)) = frame_header(rest) else {
+            let Some((_, op, payload_at, len)) = frame_header(rest) else {
                 return pos;
             };
             if len > MAX_FRAME {
@@ -798,6 +1064,7 @@ impl Worker {
         let progress = self.progress();
         // Close everything: dropping a socket sends FIN.
         self.conns.clear();
+        self.client_ids.clear();
         Final {
             progress,
             per_channel: per_chan_conns
@@ -850,12 +1117,14 @@ fn connect(target: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
     Ok(s.into())
 }
 
-/// (opcode, payload offset, payload length) of a server frame at the start of `b`.
-fn frame_header(b: &[u8]) -> Option<(u8, usize, usize)> {
+/// (FIN, opcode, payload offset, payload length) of a server frame at the start of `b`; `None`
+/// while the header is incomplete (or its 64-bit length does not fit a `usize`).
+pub(crate) fn frame_header(b: &[u8]) -> Option<(bool, u8, usize, usize)> {
     let (&b0, &b1) = (b.first()?, b.get(1)?);
-    let op = b0 & 0x0F;
+    let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0F);
     match b1 & 0x7F {
         126 => Some((
+            fin,
             op,
             4,
             usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])),
@@ -863,10 +1132,30 @@ fn frame_header(b: &[u8]) -> Option<(u8, usize, usize)> {
         127 => {
             let mut a = [0u8; 8];
             a.copy_from_slice(b.get(2..10)?);
-            Some((op, 10, usize::try_from(u64::from_be_bytes(a)).ok()?))
+            Some((fin, op, 10, usize::try_from(u64::from_be_bytes(a)).ok()?))
         }
-        n => Some((op, 2, usize::from(n))),
+        n => Some((fin, op, 2, usize::from(n))),
     }
+}
+
+/// A masked client frame of any length (FIN set) appended to `out`. The mask is fixed: the
+/// server must unmask whatever it is, and a load generator need not hide from proxies.
+fn client_frame_into(out: &mut Vec<u8>, op: u8, payload: &[u8]) {
+    let mask = [0x5A, 0xA5, 0x3C, 0xC3];
+    out.push(0x80 | op);
+    match payload.len() {
+        n @ 0..=125 => out.push(0x80 | n as u8),
+        n @ 126..=0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
 }
 
 /// A small masked client frame (control frames).
@@ -902,10 +1191,31 @@ mod tests {
 
     #[test]
     fn frame_headers() {
-        assert_eq!(frame_header(&[0x81, 5]), Some((1, 2, 5)));
-        assert_eq!(frame_header(&[0x81, 126, 1, 0]), Some((1, 4, 256)));
+        assert_eq!(frame_header(&[0x81, 5]), Some((true, 1, 2, 5)));
+        assert_eq!(frame_header(&[0x01, 126, 1, 0]), Some((false, 1, 4, 256)));
         assert_eq!(frame_header(&[0x81]), None);
         assert_eq!(frame_header(&[0x81, 127, 0, 0]), None);
+    }
+
+    #[test]
+    fn client_frames_unmask_to_the_payload() {
+        for n in [0, 5, 125, 126, 300, 0xFFFF, 0x10000] {
+            let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            let mut f = Vec::new();
+            client_frame_into(&mut f, 0x1, &payload);
+            // The header as a server reads it: FIN, text, the mask bit, then the key.
+            let (fin, op, at, len) = frame_header(&f).unwrap();
+            assert_eq!((fin, op, len), (true, 1, n), "length {n}");
+            assert_eq!(f[1] & 0x80, 0x80);
+            let key = [f[at], f[at + 1], f[at + 2], f[at + 3]];
+            let body: Vec<u8> = f[at + 4..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect();
+            assert_eq!(body, payload, "length {n}");
+        }
+        assert_eq!(client_frame(0xA, b"hi")[..2], [0x8A, 0x82]);
     }
 
     #[test]

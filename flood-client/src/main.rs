@@ -1,12 +1,13 @@
 //! `flood`: opens N subscriber connections (WebSocket, Server-Sent Events or long-poll, all on
-//! `GET /sub/{channel}`) to a server that publishes on `POST /pub/{channel}`, holds them, drives a
-//! publish load through them, and reports what each connection costs the server (PSS, RSS), the
+//! `GET /sub/{channel}`, or CometD/Bayeux clients of the channel `/{channel}`) to a server that
+//! publishes on `POST /pub/{channel}`, holds them, drives a publish load through them, and reports what each connection costs the server (PSS, RSS), the
 //! kernel and this client, with connect rate, delivery latency and loss/duplication/reordering.
 //!
 //! The coordinator (this process) checks the machine's limits, forks worker processes (each below
 //! its own open-files limit), samples memory during the ramp, runs the publisher, and gathers the
 //! workers' JSON lines into the report. Workers are this same binary run with `--worker-plan`.
 
+mod bayeux;
 mod engine;
 mod longpoll;
 mod memory;
@@ -26,14 +27,15 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use crate::bayeux::ConnType;
 use crate::engine::{Errors, Final, Line, Progress, Transport, WorkerPlan};
 use crate::report::{Report, Sample};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// flood: a C10k-style load generator for WebSocket, Server-Sent Events and long-poll
-/// subscribers that reports what each connection costs.
+/// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll and
+/// CometD/Bayeux subscribers that reports what each connection costs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flood", version, about)]
 pub struct Args {
@@ -47,9 +49,27 @@ pub struct Args {
     /// (GET with `Accept: text/event-stream`, an event per message; `event: gap` counted as a
     /// gap) or `longpoll` (GET with `Accept: application/json` again and again on a keep-alive
     /// connection, `?cursor=` of the previous answer; a long-poll connection counts as open once
-    /// its first poll is sent, since no answer comes before a message).
+    /// its first poll is sent, since no answer comes before a message), or `bayeux` (a
+    /// CometD/Bayeux 1.0 client per connection on --bayeux-path: `/meta/handshake`,
+    /// `/meta/subscribe` to `/{channel}`, then `/meta/connect` again and again, the first with
+    /// `advice.timeout` 0; open once that first connect is answered; messages arrive in connect
+    /// replies; a failed meta reply or `reconnect: handshake` counts as an error and closes the
+    /// connection).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
+
+    /// With --transport bayeux: `long-polling` (each request a POST of a JSON array, answered by
+    /// a JSON array; handshake, subscribe and every connect one after another on ONE keep-alive
+    /// connection per client, where the official client uses two) or `websocket` (one upgrade
+    /// to the bare --bayeux-path per client, JSON arrays in text frames both ways).
+    #[arg(long, value_enum, default_value_t = ConnType::LongPolling)]
+    pub bayeux_transport: ConnType,
+
+    /// With --transport bayeux: the Bayeux endpoint on the URL's host. The channel is still
+    /// the URL's last segment (Bayeux `/{channel}`) and publishing still goes to the native
+    /// `POST /pub/{channel}`.
+    #[arg(long, default_value = "/cometd")]
+    pub bayeux_path: String,
 
     /// More targets of the same server (HOST:PORT, comma-separated, e.g. 127.0.0.2:8080 for a
     /// server listening on 0.0.0.0): connections are spread over the URL's address and these,
@@ -374,6 +394,8 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             connect_timeout_ms: args.connect_timeout * 1000,
             max_in_flight: args.max_in_flight.max(1),
             transport: args.transport,
+            bayeux: args.bayeux_transport,
+            bayeux_path: args.bayeux_path.clone(),
         };
         offset += n;
         let mut child = Command::new(&exe)
@@ -642,8 +664,8 @@ fn print_progress(
     );
     let line = format!(
         "[{secs:7.1}s] {phase}: {est}/{target} open{}, errors {} (refused {} reset {} \
-         timeout {} eaddrnotavail {} emfile {} http {} protocol {} closed {}), server PSS \
-         {server}, {deliveries_per_sec:.0} deliveries/s",
+         timeout {} eaddrnotavail {} emfile {} http {} protocol {} bayeux {} closed {}), server \
+         PSS {server}, {deliveries_per_sec:.0} deliveries/s",
         if phase == "ramp" {
             format!(" ({:.0}/s)", est as f64 / secs.max(0.001))
         } else {
@@ -657,6 +679,7 @@ fn print_progress(
         errs.emfile,
         errs.http_status,
         errs.protocol,
+        errs.bayeux,
         errs.closed_by_server,
     );
     if tty {
@@ -698,12 +721,25 @@ mod tests {
             ("ws", Transport::Ws),
             ("sse", Transport::Sse),
             ("longpoll", Transport::Longpoll),
+            ("bayeux", Transport::Bayeux),
         ] {
             let a = Args::parse_from(["flood", "--transport", t]);
             assert_eq!(a.transport, want);
             assert_eq!(want.name(), t);
         }
         assert!(Args::try_parse_from(["flood", "--transport", "stream"]).is_err());
+        let a = Args::parse_from(["flood", "--transport", "bayeux"]);
+        assert_eq!(a.bayeux_transport, ConnType::LongPolling);
+        assert_eq!(a.bayeux_path, "/cometd");
+        for (t, want) in [
+            ("long-polling", ConnType::LongPolling),
+            ("websocket", ConnType::WebSocket),
+        ] {
+            let a = Args::parse_from(["flood", "--transport", "bayeux", "--bayeux-transport", t]);
+            assert_eq!(a.bayeux_transport, want);
+            assert_eq!(want.name(), t);
+        }
+        assert!(Args::try_parse_from(["flood", "--bayeux-transport", "ws"]).is_err());
     }
 
     #[test]

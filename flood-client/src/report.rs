@@ -7,7 +7,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::Args;
-use crate::engine::{Errors, Final};
+use crate::engine::{Errors, Final, Transport};
 use crate::memory::{KernelMem, ProcMem};
 use crate::plot;
 use crate::publish::Published;
@@ -145,14 +145,19 @@ impl Report {
                 })
             })
             .collect();
+        let bayeux_transport =
+            (a.transport == Transport::Bayeux).then(|| a.bayeux_transport.name());
         let json = json!({
             "params": {
-                "url": a.url, "transport": a.transport.name(), "conns": a.conns, "rate": a.rate, "duration": a.duration,
+                "url": a.url, "transport": a.transport.name(), "bayeux_transport": bayeux_transport,
+                "bayeux_path": (a.transport == Transport::Bayeux).then_some(&a.bayeux_path),
+                "conns": a.conns, "rate": a.rate, "duration": a.duration,
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
                 "open_files_per_process": i.nofile,
             },
             "transport": a.transport.name(),
+            "bayeux_transport": bayeux_transport,
             "conns_target": a.conns,
             "conns_established": established,
             "ramp_secs": i.ramp_secs,
@@ -224,7 +229,14 @@ fn fmt_bytes(v: &serde_json::Value) -> String {
 fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "== flood summary");
-    let _ = writeln!(s, "transport: {}", j["transport"].as_str().unwrap_or("?"));
+    let _ = writeln!(
+        s,
+        "transport: {}{}",
+        j["transport"].as_str().unwrap_or("?"),
+        j["bayeux_transport"]
+            .as_str()
+            .map_or_else(String::new, |t| format!(" over {t}"))
+    );
     let _ = writeln!(
         s,
         "connections: {} of {} in {:.2} s ({:.0}/s{})",
@@ -287,7 +299,7 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         let _ = writeln!(
             s,
             "errors: refused {} reset {} timeout {} eaddrnotavail {} emfile {} http {} \
-             protocol {} closed-by-server {} other {}",
+             protocol {} bayeux {} closed-by-server {} other {}",
             e.refused,
             e.reset,
             e.timeout,
@@ -295,6 +307,7 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             e.emfile,
             e.http_status,
             e.protocol,
+            e.bayeux,
             e.closed_by_server,
             e.other
         );
@@ -346,6 +359,14 @@ pub fn hints(e: &Errors) -> Vec<&'static str> {
             "protocol: the server's answer could not be parsed (malformed head, a long-poll \
              answer that is not the documented JSON, a frame or event over 64 MiB): does the \
              server speak this --transport?",
+        );
+    }
+    if e.bayeux > 0 {
+        h.push(
+            "bayeux: the server failed a meta reply or told the client to handshake again \
+             (402 unknown client: expired after --bayeux-max-interval, or the server lost it; \
+             503: its client limit; a handshake without a common connection type): check the \
+             server's Bayeux counters and limits",
         );
     }
     if e.closed_by_server > 0 {

@@ -1,12 +1,19 @@
-//! `idle_memory`: server memory per idle subscriber (WebSocket, SSE stream or held long-poll).
+//! `idle_memory`: server memory per idle subscriber (WebSocket, SSE stream, held long-poll, or a
+//! Bayeux client parked in `/meta/connect` over long-polling or a WebSocket).
 //!
 //! Per repetition, with a fresh server process: start `edgecomet --workers 2 --ws-ping-interval 0
-//! --listen 127.0.0.1:0` (for SSE and long-poll also heartbeat and poll timeout at an hour, so
-//! that they stay idle), warm up (open and close a few subscribers, settle), read PSS/RSS from
-//! `/proc/PID/smaps_rollup`, open N subscribers from this process, wait until `/stats`
-//! `total.conns_ws_sub` (`conns_sse`, `conns_poll`) `== N`, settle, read PSS/RSS again. Prints (PSS growth) / N and
-//! (RSS growth) / N per repetition and their medians; exits 1 if the PSS median is over
-//! `--max-bytes-per-conn`.
+//! --listen 127.0.0.1:0` (for SSE and long-poll also heartbeat and poll timeout at an hour, for
+//! Bayeux `--bayeux-timeout 3600`, so that they stay idle), warm up (open and close a few
+//! subscribers; Bayeux: wait until the server has expired those clients; settle), read PSS/RSS
+//! from `/proc/PID/smaps_rollup`, open N subscribers from this process, wait until `/stats`
+//! `total.conns_ws_sub` (`conns_sse`, `conns_poll`, `conns_bayeux_poll`, …) `== N`, settle, read
+//! PSS/RSS again. Prints (PSS growth) / N and (RSS growth) / N per repetition and their medians;
+//! exits 1 if the PSS median is over `--max-bytes-per-conn`.
+//!
+//! A Bayeux client is one connection (long-polling: handshake, subscribe, the first connect and
+//! the held connect one after another on it; websocket: one upgrade), so "per connection" is
+//! also "per Bayeux client": the figure includes the server's client record, its subscription
+//! and the held connect.
 //!
 //! The server disables transparent huge pages for itself by default (its allocator would otherwise
 //! grow the heap in 2 MiB steps); `--thp` starts it with `--transparent-huge-pages` to measure
@@ -20,11 +27,16 @@ use edgecomet_bench::{
     wait_stat,
 };
 
+/// The gauge of WebSocket connections carrying a Bayeux client.
+const BAYEUX_WS_GAUGE: &str = "conns_bayeux_ws";
+
 const HELP: &str = "\
 idle_memory: server memory per idle subscriber (PSS growth / N)
 
-  --transport T              ws (WebSocket), sse (Server-Sent Events) or longpoll (held
-                             JSON long-poll) [ws]
+  --transport T              ws (WebSocket), sse (Server-Sent Events), longpoll (held
+                             JSON long-poll), bayeux-lp (Bayeux client parked in
+                             /meta/connect over long-polling) or bayeux-ws (the same over
+                             a WebSocket) [ws]
 
   --server-bin PATH          server binary [target/release/edgecomet]
   --conns N                  subscribers to open [15000]
@@ -34,7 +46,9 @@ idle_memory: server memory per idle subscriber (PSS growth / N)
   --warmup-conns N           subscribers opened and closed before the baseline reading [100]
   --settle-secs S            sleep before each reading [2]
   --sources N                client source addresses 127.0.0.1.. [4]
-  --max-bytes-per-conn B     fail if the median PSS growth per connection exceeds B [256]
+  --max-bytes-per-conn B     fail if the median PSS growth per connection exceeds B [256 for
+                             ws, sse and longpoll (the README's target); none for Bayeux,
+                             which has no target yet]
   --thp                      start the server with --transparent-huge-pages (heap growth in
                              2 MiB steps instead of 4 KiB pages)
   --json FILE                also write the results as JSON
@@ -66,17 +80,30 @@ fn main() -> ExitCode {
     let warm: usize = a.get("--warmup-conns", 100);
     let settle = Duration::from_secs_f64(a.get("--settle-secs", 2.0));
     let nsrc: usize = a.get("--sources", 4).max(1);
-    let max_bpc: f64 = a.get("--max-bytes-per-conn", 256.0);
+    let max_bpc: Option<f64> = a.opt("--max-bytes-per-conn");
     let thp = a.flag("--thp");
     let json: Option<String> = a.opt("--json");
     let transport: String = a.get("--transport", "ws".to_string());
     a.finish();
+    let max_bpc = max_bpc.unwrap_or(if transport.starts_with("bayeux") {
+        f64::INFINITY
+    } else {
+        256.0
+    });
     let (gauge, what) = match transport.as_str() {
         "ws" => ("conns_ws_sub", "WebSocket subscribers"),
         "sse" => ("conns_sse", "Server-Sent Events subscribers"),
         "longpoll" => ("conns_poll", "held long-polls"),
+        "bayeux-lp" => (
+            "conns_bayeux_poll",
+            "Bayeux clients parked in /meta/connect (long-polling)",
+        ),
+        "bayeux-ws" => (
+            BAYEUX_WS_GAUGE,
+            "Bayeux clients parked in /meta/connect (websocket)",
+        ),
         other => die(&format!(
-            "--transport {other}: expected ws, sse or longpoll"
+            "--transport {other}: expected ws, sse, longpoll, bayeux-lp or bayeux-ws"
         )),
     };
 
@@ -100,6 +127,8 @@ fn main() -> ExitCode {
             i % channels
         )
     };
+    // The Bayeux channel of the native `idle-K`.
+    let bayeux_channel = move |i: usize| format!("/idle-{}", i % channels);
     let started = Instant::now();
     println!(
         "idle_memory: {n} idle {what} on {channels} channel(s), \
@@ -120,6 +149,7 @@ fn main() -> ExitCode {
         srcs: &srcs,
         path: &path,
         request: &request,
+        bayeux_channel: &bayeux_channel,
         transport: &transport,
         gauge,
         thp,
@@ -155,8 +185,13 @@ fn main() -> ExitCode {
     let (pm, rm) = (median(&pss), median(&rss));
     let pass = pm <= max_bpc;
     println!(
-        "idle_memory: median PSS growth {pm:.1} bytes/conn (RSS {rm:.1}); limit {max_bpc} -> {}  \
+        "idle_memory: median PSS growth {pm:.1} bytes/conn (RSS {rm:.1}); limit {} -> {}  \
          [{:.1} s]",
+        if max_bpc.is_finite() {
+            max_bpc.to_string()
+        } else {
+            "none".to_string()
+        },
         if pass { "PASS" } else { "FAIL" },
         started.elapsed().as_secs_f64()
     );
@@ -208,6 +243,7 @@ struct Opts<'a> {
     srcs: &'a [std::net::Ipv4Addr],
     path: &'a dyn Fn(usize) -> String,
     request: &'a dyn Fn(usize) -> String,
+    bayeux_channel: &'a dyn Fn(usize) -> String,
     transport: &'a str,
     gauge: &'a str,
     thp: bool,
@@ -223,10 +259,12 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         srcs,
         path,
         request,
+        bayeux_channel,
         transport,
         gauge,
         thp,
     } = *o;
+    let bayeux = transport.starts_with("bayeux");
     let mut cmd = Command::new(bin);
     if thp {
         cmd.arg("--transparent-huge-pages");
@@ -239,7 +277,10 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         "--ws-ping-interval",
         "0",
     ]);
-    if transport != "ws" {
+    if bayeux {
+        // Held connects answered only after an hour.
+        cmd.args(["--bayeux-timeout", "3600"]);
+    } else if transport != "ws" {
         cmd.args([
             "--sse-heartbeat",
             "3600",
@@ -249,10 +290,14 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
             "3601",
         ]);
     }
-    let hs = if transport == "ws" {
-        Handshake::WebSocket(path)
-    } else {
-        Handshake::Request(request)
+    let hs = match transport {
+        "ws" => Handshake::WebSocket(path),
+        "bayeux-lp" | "bayeux-ws" => Handshake::Bayeux {
+            ws: transport == "bayeux-ws",
+            path: "/cometd",
+            channel: bayeux_channel,
+        },
+        _ => Handshake::Request(request),
     };
     let mut srv = ServerProc::spawn(cmd, "edgecomet", Duration::from_secs(10))?;
     let addr = srv.addr;
@@ -265,6 +310,11 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         wait_stat(addr, gauge, warm as u64, t)?;
         p.close_all(true);
         wait_stat(addr, gauge, 0, t)?;
+        if bayeux {
+            // The clients outlive their connections by --bayeux-max-interval (10 s): wait until
+            // the server has removed them, so that the baseline holds none.
+            wait_stat(addr, "hub.bayeux_clients", 0, t)?;
+        }
     }
     std::thread::sleep(settle);
     let m0 = smaps_rollup(srv.pid)?;
@@ -278,6 +328,12 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         return Err(std::io::Error::other(
             "server accepted fewer connections than opened",
         ));
+    }
+    if bayeux {
+        // One client per connection, each subscribed once.
+        for k in ["hub.bayeux_clients", "hub.bayeux_subscriptions"] {
+            wait_stat(addr, k, n as u64, Duration::from_secs(1))?;
+        }
     }
     std::thread::sleep(settle);
     let m1 = smaps_rollup(srv.pid)?;

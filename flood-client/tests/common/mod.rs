@@ -90,29 +90,32 @@ pub fn check_exact(r: &serde_json::Value, per_channel: u64) -> u64 {
 /// 1,000 connections of `transport` over 4 channels and 2 worker processes with 200 messages/s:
 /// every message reaches each of its 250 subscribers once and in order, and the report is whole.
 pub fn thousand_connections(transport: &str) {
+    thousand_connections_with(transport, &[]);
+}
+
+/// The same, with `extra` flags (e.g. `--bayeux-transport websocket`); returns the report.
+pub fn thousand_connections_with(transport: &str, extra: &[&str]) -> serde_json::Value {
     let srv = server();
-    let r = flood(
-        &srv,
-        &format!("t{transport}"),
-        &[
-            "--transport",
-            transport,
-            "--conns",
-            "1000",
-            "--rate",
-            "max",
-            "--procs",
-            "2",
-            "--channels",
-            "4",
-            "--duration",
-            "2",
-            "--publish-rate",
-            "200",
-            "--size",
-            "100",
-        ],
-    );
+    let mut args = vec![
+        "--transport",
+        transport,
+        "--conns",
+        "1000",
+        "--rate",
+        "max",
+        "--procs",
+        "2",
+        "--channels",
+        "4",
+        "--duration",
+        "2",
+        "--publish-rate",
+        "200",
+        "--size",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    let r = flood(&srv, &format!("t{transport}"), &args);
     assert_eq!(r["transport"], transport);
     assert_eq!(r["params"]["transport"], transport);
     assert_eq!(r["conns_established"], 1000);
@@ -132,4 +135,5 @@ pub fn thousand_connections(transport: &str) {
     assert!(l["p50"].as_u64().unwrap() > 0);
     assert!(l["p50"].as_u64() <= l["p99"].as_u64());
     assert!(l["p99"].as_u64() <= l["max"].as_u64());
+    r
 }
