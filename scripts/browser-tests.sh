@@ -2,9 +2,11 @@
 # Real-browser tests (tests/browser/): headless system chromium driven by puppeteer-core against
 # the release binary, pages served cross-origin by a small Node server; EventSource, fetch
 # long-polling, WebSocket, dojox/socket 1.17 (LongPoll, WebSocket, Reconnect), and CometD/Bayeux
-# callback-polling with the official CometD 9 JavaScript client (npm cometd, ES modules, every
-# other transport unregistered: handshake, 100 messages from POST /pub, wildcards, publish from
-# the page, remoteCall echo, disconnect; each checked on the wire to be JSONP GETs only).
+# with the official CometD 9 JavaScript client (npm cometd, ES modules) over callback-polling,
+# long-polling and websocket in turn, each registered alone: handshake, 100 messages from
+# POST /pub, wildcards, publish from the page, remoteCall echo, disconnect; each test checked on
+# the wire (a recording proxy) to use that transport only: JSONP GETs; credentialed JSON POSTs
+# with CORS preflights; one WebSocket upgrade to /cometd and text frames.
 #
 # Installs what it needs on a fresh Debian machine (as root): the Debian packages chromium and
 # nodejs/npm when missing, and the npm packages pinned in tests/browser/package-lock.json with

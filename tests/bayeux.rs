@@ -529,9 +529,29 @@ fn websocket_meta_flow_and_reconnect_without_handshake() {
     assert_eq!(r[0]["successful"], false, "{r:?}");
     assert_eq!(r[0]["error"], "402::Unknown client");
     assert_eq!(total(&srv, "bayeux_wrong_connection"), 1);
-    // Disconnect over the socket.
-    let r = w2.call(json!([{"channel":"/meta/disconnect","clientId":id,"id":"d"}]));
-    assert_eq!(r[0]["successful"], true, "{r:?}");
+    // Disconnect over the socket while a connect is held there: the connect is answered
+    // first (the client closes its socket only when no connect is outstanding).
+    w2.connect(&id, 10);
+    assert!(wait_until(5, || hub(&srv, "bayeux_clients") == 2));
+    std::thread::sleep(Duration::from_millis(100));
+    w2.send(json!([{"channel":"/meta/disconnect","clientId":id,"id":"d"}]));
+    let mut order = Vec::new();
+    while order.len() < 2 {
+        for m in w2.recv() {
+            order.push((
+                m["channel"].clone(),
+                m["id"].clone(),
+                m["successful"].clone(),
+            ));
+        }
+    }
+    assert_eq!(
+        order,
+        [
+            (json!("/meta/connect"), json!("c10"), json!(true)),
+            (json!("/meta/disconnect"), json!("d"), json!(true))
+        ]
+    );
     assert_eq!(hub(&srv, "bayeux_clients"), 1);
 }
 
@@ -741,7 +761,7 @@ fn a_session_is_bound_to_its_browser_cookie() {
     // Before the cookie has come back, the clientId alone is accepted (clients that cannot
     // carry cookies); a different cookie never is.
     assert_eq!(publish(&mut c, 1)["successful"], true);
-    c.cookie = Some("BAYEUX_BROWSER=0123abcd".into());
+    c.cookie = Some("BAYEUX_BROWSER=0123456789abcdef0123456789abcdef".into());
     let r = publish(&mut c, 2);
     assert_eq!(
         (r["successful"].clone(), r["error"].clone()),
@@ -753,7 +773,7 @@ fn a_session_is_bound_to_its_browser_cookie() {
     // Someone with the clientId and no cookie (or another) is now refused.
     let mut thief = Conn::new(a);
     assert_eq!(publish(&mut thief, 4)["successful"], false);
-    thief.cookie = Some("BAYEUX_BROWSER=ffff".into());
+    thief.cookie = Some("BAYEUX_BROWSER=ffffffffffffffffffffffffffffffff".into());
     assert_eq!(publish(&mut thief, 5)["successful"], false);
     let r = thief.call(json!([{"channel":"/meta/connect","clientId":id,
         "connectionType":"long-polling","id":"c"}]));

@@ -296,11 +296,16 @@ pub struct Reply(String);
 impl Reply {
     /// Starts the reply to `req` (its channel and id).
     pub fn to(req: &Request, successful: bool) -> Reply {
+        Reply::new(&req.channel, successful, req.id.as_deref())
+    }
+
+    /// Starts a reply on `channel` with `id` (already JSON).
+    pub fn new(channel: &str, successful: bool, id: Option<&str>) -> Reply {
         let mut s = String::with_capacity(128);
         s.push_str("{\"channel\":");
-        json_str(&mut s, &req.channel);
+        json_str(&mut s, channel);
         let _ = write!(s, ",\"successful\":{successful}");
-        if let Some(id) = &req.id {
+        if let Some(id) = id {
             let _ = write!(s, ",\"id\":{id}");
         }
         Reply(s)

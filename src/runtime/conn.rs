@@ -136,10 +136,11 @@ pub enum Ext {
 #[derive(Debug)]
 pub struct HeldConnect {
     pub client: Box<str>,
-    /// Its reply so far, still open: `{"channel":..,"successful":true,"id":..,"advice":..`.
-    pub reply: String,
-    /// The client's timesync sample and when the connect arrived (ms since the epoch).
-    pub timesync: Option<(crate::proto::bayeux::TimeSync, i64)>,
+    /// The connect's `id` (as JSON); its reply is written when the hold ends.
+    pub id: Option<Box<str>>,
+    /// The client's timesync sample and when the connect arrived (ms since the epoch); boxed,
+    /// since few clients use the extension.
+    pub timesync: Option<Box<(crate::proto::bayeux::TimeSync, i64)>>,
 }
 
 /// State of a Bayeux WebSocket connection.

@@ -1,18 +1,167 @@
 'use strict';
 // A TCP proxy between the browser and edgecomet that the runner can cut: cut() destroys every
 // connection open through it at that moment (both sides), as a network failure would, and says
-// how many there were. It also records the head of every HTTP request that goes through it (the
-// request line and headers, as the browser sent them), so a test can check what a reconnecting
-// client asked for (Last-Event-ID, ?cursor=).
+// how many there were. It also records what goes through it, so a test can check what the
+// browser really sent (a reconnecting client's Last-Event-ID or ?cursor=, which transport the
+// CometD client used):
+//
+//   heads:     every HTTP request head (request line and headers, as the browser sent them),
+//              with `body` (UTF-8) when it had a Content-Length body;
+//   responses: every HTTP response head edgecomet sent back (bodies are skipped, not kept);
+//   frames:    the WebSocket frames after a 101, both ways (`from` 'client' or 'server'),
+//              unmasked; text messages reassembled from fragments, close frames with their code.
+//
+// Each record has `at` (Date.now() when seen) and `conn` (the proxy's connection number), so
+// requests and responses pair up in order per connection. The bytes are relayed untouched,
+// whatever the recorder makes of them: a stream it cannot follow (a chunked or open-ended
+// response body such as an SSE stream) is scanned for the next head instead.
 
 const net = require('net');
 
 const REQ_AT_START = /^[A-Z]+ \/\S* HTTP\/1\.[01]\r\n/;
 const REQ_ANYWHERE = /[A-Z]+ \/\S* HTTP\/1\.[01]\r\n/;
+const RESP_AT_START = /^HTTP\/1\.[01] \d{3}[ \r]/;
+const RESP_ANYWHERE = /HTTP\/1\.[01] \d{3}[ \r]/;
+
+const header = (head, name) => {
+    const m = new RegExp(`\\r\\n${name}: *([^\\r]*)`, 'i').exec(head);
+    return m ? m[1] : null;
+};
+
+// One direction of one connection. `side` is 'client' (requests) or 'server' (responses).
+function recorder(side, conn, rec) {
+    const atStart = side === 'client' ? REQ_AT_START : RESP_AT_START;
+    const anywhere = side === 'client' ? REQ_ANYWHERE : RESP_ANYWHERE;
+    let buf = Buffer.alloc(0);
+    let mode = 'head'; // 'head' | 'body' (request body) | 'skip' (response body) | 'scan' | 'ws'
+    let remaining = 0;
+    let bodyParts = [];
+    let bodyOf = null;
+    let fragments = null; // a fragmented WebSocket message being reassembled
+    const afterHead = (head, entry) => {
+        const len = Number(header(head, 'content-length'));
+        if (side === 'client') {
+            if (/^websocket$/i.test(header(head, 'upgrade') || '')) return 'ws';
+            if (len > 0) {
+                remaining = len;
+                bodyParts = [];
+                bodyOf = entry;
+                return 'body';
+            }
+            return header(head, 'transfer-encoding') ? 'scan' : 'head';
+        }
+        const status = Number(head.slice(9, 12));
+        if (status === 101) return 'ws';
+        if ((status >= 100 && status < 200) || status === 204 || status === 304) return 'head';
+        if (header(head, 'content-length') !== null && !header(head, 'transfer-encoding')) {
+            remaining = len;
+            return remaining > 0 ? 'skip' : 'head';
+        }
+        return 'scan'; // chunked or until close: look for the next head
+    };
+    // One WebSocket frame from buf, or null if incomplete.
+    const frame = () => {
+        if (buf.length < 2) return null;
+        const fin = (buf[0] & 0x80) !== 0;
+        const rsv = buf[0] & 0x70;
+        const opcode = buf[0] & 0x0f;
+        const masked = (buf[1] & 0x80) !== 0;
+        let len = buf[1] & 0x7f;
+        let off = 2;
+        if (len === 126) {
+            if (buf.length < 4) return null;
+            len = buf.readUInt16BE(2);
+            off = 4;
+        } else if (len === 127) {
+            if (buf.length < 10) return null;
+            len = Number(buf.readBigUInt64BE(2));
+            off = 10;
+        }
+        const maskAt = off;
+        if (masked) off += 4;
+        if (buf.length < off + len) return null;
+        const payload = Buffer.from(buf.subarray(off, off + len));
+        if (masked) for (let i = 0; i < payload.length; i++) payload[i] ^= buf[maskAt + (i & 3)];
+        buf = buf.subarray(off + len);
+        return { fin, rsv, opcode, masked, payload };
+    };
+    const push = (chunk) => {
+        buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
+        for (;;) {
+            if (mode === 'body' || mode === 'skip') {
+                const n = Math.min(remaining, buf.length);
+                if (mode === 'body') bodyParts.push(buf.subarray(0, n));
+                buf = buf.subarray(n);
+                remaining -= n;
+                if (remaining > 0) return;
+                if (mode === 'body') bodyOf.body = Buffer.concat(bodyParts).toString('utf8');
+                bodyParts = [];
+                mode = 'head';
+                continue;
+            }
+            if (mode === 'ws') {
+                const f = frame();
+                if (!f) return;
+                const base = { at: Date.now(), conn, from: side, masked: f.masked };
+                if (f.opcode === 0x8) {
+                    rec.frames.push({ ...base, opcode: 'close', code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null, reason: f.payload.subarray(2).toString('utf8') });
+                } else if (f.opcode === 0x9 || f.opcode === 0xa) {
+                    rec.frames.push({ ...base, opcode: f.opcode === 0x9 ? 'ping' : 'pong' });
+                } else {
+                    if (f.opcode !== 0) fragments = { opcode: f.opcode, rsv: f.rsv, parts: [] };
+                    if (fragments) fragments.parts.push(f.payload);
+                    if (f.fin && fragments) {
+                        const data = Buffer.concat(fragments.parts);
+                        rec.frames.push({
+                            ...base,
+                            opcode: fragments.opcode === 1 ? 'text' : fragments.opcode === 2 ? 'binary' : `opcode ${fragments.opcode}`,
+                            rsv: fragments.rsv,
+                            text: fragments.opcode === 1 && !fragments.rsv ? data.toString('utf8') : null,
+                            length: data.length,
+                        });
+                        fragments = null;
+                    }
+                }
+                continue;
+            }
+            const s = buf.toString('latin1');
+            if (atStart.test(s)) {
+                const end = s.indexOf('\r\n\r\n');
+                if (end < 0) {
+                    if (s.length > 65536) buf = Buffer.alloc(0);
+                    return;
+                }
+                const head = s.slice(0, end);
+                const entry = { at: Date.now(), conn, head };
+                (side === 'client' ? rec.heads : rec.responses).push(entry);
+                buf = buf.subarray(end + 4);
+                mode = afterHead(head, entry);
+                continue;
+            }
+            if (mode === 'head') mode = 'scan'; // not a head where one should be: resynchronise
+            const next = s.search(anywhere);
+            if (next < 0) {
+                buf = buf.subarray(Math.max(0, buf.length - 256)); // a head may be split across reads
+                return;
+            }
+            buf = buf.subarray(next);
+            mode = 'head';
+        }
+    };
+    return (chunk) => {
+        try {
+            push(chunk);
+        } catch (e) {
+            rec.errors.push(`${side} #${conn}: ${e.message}`);
+            buf = Buffer.alloc(0);
+            mode = 'scan';
+        }
+    };
+}
 
 function startProxy(targetPort, targetHost = '127.0.0.1') {
     const conns = new Set();
-    const heads = [];
+    const rec = { heads: [], responses: [], frames: [], errors: [] };
     let accepted = 0;
     let downUntil = 0;
     const server = net.createServer((client) => {
@@ -26,31 +175,8 @@ function startProxy(targetPort, targetHost = '127.0.0.1') {
         const upstream = net.connect(targetPort, targetHost);
         const pair = { client, upstream };
         conns.add(pair);
-        let pending = '';
-        client.on('data', (chunk) => {
-            // Record request heads: from a request line to the blank line. Whatever is not a
-            // head (a small body, masked WebSocket frames) is skipped up to the next request
-            // line; a simple scan is enough for what the tests check.
-            pending += chunk.toString('latin1');
-            for (;;) {
-                if (REQ_AT_START.test(pending)) {
-                    const end = pending.indexOf('\r\n\r\n');
-                    if (end < 0) {
-                        if (pending.length > 65536) pending = '';
-                        break;
-                    }
-                    heads.push({ at: Date.now(), conn: id, head: pending.slice(0, end) });
-                    pending = pending.slice(end + 4);
-                    continue;
-                }
-                const next = pending.search(REQ_ANYWHERE);
-                if (next < 0) {
-                    pending = pending.slice(-256); // a request line may be split across reads
-                    break;
-                }
-                pending = pending.slice(next);
-            }
-        });
+        client.on('data', recorder('client', id, rec));
+        upstream.on('data', recorder('server', id, rec));
         client.pipe(upstream);
         upstream.pipe(client);
         const done = () => {
@@ -68,7 +194,11 @@ function startProxy(targetPort, targetHost = '127.0.0.1') {
         server.listen(0, '127.0.0.1', () => {
             resolve({
                 port: server.address().port,
-                heads,
+                heads: rec.heads,
+                responses: rec.responses,
+                frames: rec.frames,
+                // What the recorder could not parse (a bug of the recorder, not of the server).
+                errors: rec.errors,
                 accepted: () => accepted,
                 open: () => conns.size,
                 // Reset both sides of every open connection; returns how many were open. With

@@ -8,10 +8,12 @@
 //     origin; the dojox/socket Reconnect test kills it (SIGKILL) and starts it again on the
 //     same port;
 //   - the static server (static-server.js) serving pages/ and the dojo, dojox and cometd
-//     packages (pages/cometd-tests.js: the official CometD 9 client, callback-polling only);
-//   - per test that cuts connections or checks what the browser sent (every CometD test: only
-//     JSONP GETs), a TCP proxy (proxy.js) between the browser and edgecomet that this runner
-//     resets mid-stream and that records the request heads the browser sent;
+//     packages (pages/cometd-tests.js: the official CometD 9 client with one transport alone;
+//     the six CometD tests run for callback-polling, long-polling and websocket in turn);
+//   - per test that cuts connections or checks what the browser sent (every CometD test: the
+//     transport under test and nothing else), a TCP proxy (proxy.js) between the browser and
+//     edgecomet that this runner resets mid-stream and that records the request heads (and
+//     bodies), the response heads and the WebSocket frames that went through it;
 //   - this runner publishes with POST /pub/{channel} straight to edgecomet (never through a
 //     proxy) and knows exactly what it published and when; the pages record what they receive
 //     and the runner compares.
@@ -260,9 +262,9 @@ class TestContext {
         return page;
     }
 
-    // A page with the official CometD client (pages/cometd-tests.js), callback-polling only,
-    // configured for `url`; not handshaken yet.
-    async openCometd(url) {
+    // A page with the official CometD client (pages/cometd-tests.js) with the transport `type`
+    // alone, configured for `url`; not handshaken yet.
+    async openCometd(url, type) {
         const page = await this.open('cometd.html');
         try {
             await page.waitForFunction(() => window.C || window.cometdLoadError, { timeout: 10_000, polling: 50 });
@@ -271,8 +273,8 @@ class TestContext {
         }
         const err = await page.evaluate(() => (window.C ? null : window.cometdLoadError));
         check(!err, () => `the cometd ES modules failed to load: ${err}`);
-        const types = await page.evaluate((u) => C.start(u), url);
-        check(JSON.stringify(types) === '["callback-polling"]', () => `transports registered: ${JSON.stringify(types)}, expected callback-polling alone`);
+        const types = await page.evaluate((u, ty) => C.start(u, ty), url, type);
+        check(JSON.stringify(types) === JSON.stringify([type]), () => `transports registered: ${JSON.stringify(types)}, expected ${type} alone`);
         return page;
     }
 
@@ -684,45 +686,82 @@ test('cors: an origin that is not allowed is refused (WebSocket, fetch, prefligh
         `preflight from the allowed origin: ${ok.status} ${JSON.stringify(ok.headers)}`);
 });
 
-// ---- the official CometD client over callback-polling -------------------------------------------
+// ---- the official CometD client, one transport at a time -----------------------------------------
 //
-// pages/cometd-tests.js: npm cometd 9 (ES modules from the static server's origin) with only the
-// callback-polling transport registered, so every Bayeux request is a cross-origin <script> GET
-// /cometd/<type>?jsonp=_cometd_jsonp_N&message=<URL-encoded JSON array>. Each page talks to
+// pages/cometd-tests.js: npm cometd 9 (ES modules from the static server's origin) with one
+// transport registered alone. The same six tests run for each transport; each page talks to
 // edgecomet through its own recording proxy (proxy.js), and every test checks on that wire that
-// this is all the client sent: no POST (long-polling), no upgrade (websocket).
+// the client used the transport under test and nothing else:
+//
+//   callback-polling: only GETs loaded as cross-origin scripts, jsonp= and message= in the query;
+//   long-polling:     only POSTs of JSON arrays (Content-Type application/json, from the page's
+//                     origin) and their CORS preflights (at least one), every answer with
+//                     Access-Control-Allow-Origin the page origin and -Allow-Credentials true;
+//   websocket:        one upgrade to /cometd (101), then JSON arrays in text frames, no other
+//                     request.
 
-// The requests a proxy saw, parsed: method, path, jsonp= callback, message= array, headers.
-function bayeuxRequests(proxy) {
-    return proxy.heads.map(({ at, head }) => {
+const COMETD_TRANSPORTS = ['callback-polling', 'long-polling', 'websocket'];
+
+const parseHeaders = (lines) => {
+    const headers = {};
+    for (const l of lines) {
+        const i = l.indexOf(':');
+        if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
+    }
+    return headers;
+};
+
+// The HTTP requests a proxy saw, parsed (method, path, jsonp= callback, messages: the JSON array
+// of message= or of the body, headers), each with the answer edgecomet gave it, if any yet (the
+// n-th response on a connection answers its n-th request).
+function httpExchanges(proxy) {
+    const responses = new Map();
+    for (const { conn, head } of proxy.responses) {
+        const [line, ...rest] = head.split('\r\n');
+        if (!responses.has(conn)) responses.set(conn, []);
+        responses.get(conn).push({ line, status: Number(line.split(' ')[1]), headers: parseHeaders(rest) });
+    }
+    const seen = new Map();
+    return proxy.heads.map(({ at, conn, head, body }) => {
         const [line, ...rest] = head.split('\r\n');
         const [method, target] = line.split(' ');
-        const headers = {};
-        for (const l of rest) {
-            const i = l.indexOf(':');
-            if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
-        }
+        const headers = parseHeaders(rest);
         const u = new URL(target, 'http://x');
         let messages = null;
         try {
-            messages = JSON.parse(u.searchParams.get('message'));
+            messages = JSON.parse(method === 'POST' ? body : u.searchParams.get('message'));
         } catch {}
-        return { at, method, path: u.pathname, jsonp: u.searchParams.get('jsonp'), messages, headers, line: line.slice(0, 300) };
+        const n = seen.get(conn) || 0;
+        seen.set(conn, n + 1);
+        const response = (responses.get(conn) || [])[n] || null;
+        return { at, conn, method, path: u.pathname, jsonp: u.searchParams.get('jsonp'), messages, headers, body, response, line: line.slice(0, 300) };
     });
 }
 
-// The path the client appends for a request whose first message is on `channel`
-// (appendMessageTypeToURL, WIRE-NOTES.md section 1).
+// The path the client sends a batch whose first message is on `channel` to: over HTTP with the
+// message type appended (appendMessageTypeToURL, tests/cometd/WIRE-NOTES.md section 1), over
+// WebSocket the bare URL of the upgrade.
 const typePath = (channel) =>
     ({ '/meta/handshake': '/cometd/handshake', '/meta/connect': '/cometd/connect', '/meta/disconnect': '/cometd/disconnect' })[channel] || '/cometd/';
+const sendPath = (transport, channel) => (transport === 'websocket' ? '/cometd' : typePath(channel));
 
-// Checks that every request through `proxy` was callback-polling: a GET loaded as a cross-origin
-// script (Sec-Fetch-Dest: script, Sec-Fetch-Site not same-origin), with no body, jsonp= a callback
-// name and message= a JSON array, on the path of its message type. Raw requests the test made
-// itself (C.raw, callback C_raw_N) go to /cometd. Returns the requests.
-function checkCallbackPollingWire(proxy, label = 'client') {
-    const reqs = bayeuxRequests(proxy);
-    check(reqs.length >= 1, `${label}: no request went through its proxy`);
+const isBayeuxArray = (x) => Array.isArray(x) && x.length >= 1 && x.every((m) => m && typeof m === 'object' && typeof m.channel === 'string');
+// A request of the test's own (C.raw), not the client's: every message id starts with "raw-".
+const isRaw = (messages) => isBayeuxArray(messages) && messages.every((m) => typeof m.id === 'string' && m.id.startsWith('raw-'));
+
+function checkConnects(what, messages, transport) {
+    for (const m of messages) {
+        if (m.channel === '/meta/connect') check(m.connectionType === transport, () => `${what}: /meta/connect with connectionType ${m.connectionType}, expected ${transport}`);
+    }
+}
+
+// callback-polling: a GET loaded as a cross-origin script (Sec-Fetch-Dest: script, Sec-Fetch-Site
+// not same-origin), with no body, jsonp= a callback name and message= a JSON array, on the path of
+// its message type. Raw requests (callback C_raw_N) go to /cometd.
+function checkCallbackPollingWire(proxy, label) {
+    const reqs = httpExchanges(proxy);
+    check(proxy.frames.length === 0, () => `${label}: WebSocket frames through the proxy`);
+    const sends = [];
     for (const r of reqs) {
         const what = `${label}: ${r.line}`;
         check(r.method === 'GET', () => `${what}: not a GET (long-polling POSTs, callback-polling GETs)`);
@@ -731,19 +770,113 @@ function checkCallbackPollingWire(proxy, label = 'client') {
         check(r.headers['sec-fetch-dest'] === 'script', () => `${what}: Sec-Fetch-Dest ${r.headers['sec-fetch-dest']}, not loaded as a <script>`);
         check(r.headers['sec-fetch-site'] && r.headers['sec-fetch-site'] !== 'same-origin', () =>
             `${what}: Sec-Fetch-Site ${r.headers['sec-fetch-site']}, expected a cross-origin request`);
-        check(Array.isArray(r.messages) && r.messages.length >= 1 && r.messages.every((m) => m && typeof m.channel === 'string'), () =>
-            `${what}: message= is not a JSON array of Bayeux messages`);
+        check(isBayeuxArray(r.messages), () => `${what}: message= is not a JSON array of Bayeux messages`);
+        if (r.response) check(r.response.status === 200 && /^(text|application)\/javascript\b/.test(r.response.headers['content-type'] || ''), () =>
+            `${what}: answered ${r.response.line}, ${r.response.headers['content-type']}`);
         if (r.jsonp && /^C_raw_\d+$/.test(r.jsonp)) {
             check(r.path === '/cometd', () => `${what}: a raw request not on /cometd`);
+            sends.push({ ...r, raw: true });
             continue;
         }
         check(r.jsonp && /^_cometd_jsonp_\d+$/.test(r.jsonp), () => `${what}: jsonp= ${JSON.stringify(r.jsonp)}, not the client's callback`);
         check(r.path === typePath(r.messages[0].channel), () => `${what}: path ${r.path} for a ${r.messages[0].channel} request, expected ${typePath(r.messages[0].channel)}`);
-        for (const m of r.messages) {
-            if (m.channel === '/meta/connect') check(m.connectionType === 'callback-polling', () => `${what}: /meta/connect with connectionType ${m.connectionType}`);
-        }
+        checkConnects(what, r.messages, 'callback-polling');
+        sends.push({ ...r, raw: false });
     }
-    return reqs;
+    return sends;
+}
+
+// long-polling: POSTs of a JSON array (Content-Type application/json; an XHR from the page's
+// origin: Origin, Sec-Fetch-Mode cors) on the path of their message type, each after the
+// handshake with the BAYEUX_BROWSER cookie (withCredentials); OPTIONS preflights for them (at
+// least one); every answer seen with Access-Control-Allow-Origin the page's origin and
+// Access-Control-Allow-Credentials true (without which the browser hides a credentialed answer);
+// POST answers 200 JSON. Raw requests (ids raw-…) go to /cometd.
+function checkLongPollingWire(proxy, label, origin) {
+    const reqs = httpExchanges(proxy);
+    check(proxy.frames.length === 0, () => `${label}: WebSocket frames through the proxy`);
+    let preflights = 0;
+    let credentialed = 0;
+    const sends = [];
+    for (const r of reqs) {
+        const what = `${label}: ${r.line}`;
+        check(!r.headers.upgrade, () => `${what}: a WebSocket upgrade`);
+        check(r.path === '/cometd' || r.path.startsWith('/cometd/'), () => `${what}: not under /cometd`);
+        check(r.headers.origin === origin, () => `${what}: Origin ${r.headers.origin}, expected ${origin} (a cross-origin XHR)`);
+        const res = r.response;
+        if (res) {
+            check(res.headers['access-control-allow-origin'] === origin && res.headers['access-control-allow-credentials'] === 'true', () =>
+                `${what}: answered ${res.line} with Access-Control-Allow-Origin ${res.headers['access-control-allow-origin']}, Access-Control-Allow-Credentials ${res.headers['access-control-allow-credentials']}; a credentialed XHR needs ${origin} and true`);
+            credentialed++;
+        }
+        if (r.method === 'OPTIONS') {
+            preflights++;
+            check(/^POST$/i.test(r.headers['access-control-request-method'] || '') && /content-type/i.test(r.headers['access-control-request-headers'] || ''), () =>
+                `${what}: a preflight for ${r.headers['access-control-request-method']} with ${r.headers['access-control-request-headers']}, expected POST with content-type`);
+            if (res) check((res.status === 204 || res.status === 200) && /\bPOST\b/i.test(res.headers['access-control-allow-methods'] || '') && /content-type/i.test(res.headers['access-control-allow-headers'] || ''), () =>
+                `${what}: preflight answered ${res.line} ${JSON.stringify(res.headers)}`);
+            continue;
+        }
+        check(r.method === 'POST', () => `${what}: not a POST or its preflight (callback-polling GETs, websocket upgrades)`);
+        check(/^application\/json\b/i.test(r.headers['content-type'] || ''), () => `${what}: Content-Type ${r.headers['content-type']}`);
+        check(r.headers['sec-fetch-mode'] === 'cors' && r.headers['sec-fetch-site'] && r.headers['sec-fetch-site'] !== 'same-origin', () =>
+            `${what}: Sec-Fetch-Mode ${r.headers['sec-fetch-mode']}, Sec-Fetch-Site ${r.headers['sec-fetch-site']}, expected a cross-origin XHR`);
+        check(isBayeuxArray(r.messages), () => `${what}: the body is not a JSON array of Bayeux messages: ${JSON.stringify((r.body || '').slice(0, 200))}`);
+        if (res) check(res.status === 200 && /^application\/json\b/.test(res.headers['content-type'] || ''), () => `${what}: answered ${res.line}, ${res.headers['content-type']}`);
+        if (isRaw(r.messages)) {
+            check(r.path === '/cometd', () => `${what}: a raw request not on /cometd`);
+            sends.push({ ...r, raw: true });
+            continue;
+        }
+        check(r.path === typePath(r.messages[0].channel), () => `${what}: path ${r.path} for a ${r.messages[0].channel} request, expected ${typePath(r.messages[0].channel)}`);
+        if (r.messages[0].channel !== '/meta/handshake') {
+            check(/(^|;\s*)BAYEUX_BROWSER=[0-9a-f]+/i.test(r.headers.cookie || ''), () => `${what}: no BAYEUX_BROWSER cookie (Cookie: ${r.headers.cookie}): the XHR did not send credentials`);
+        }
+        checkConnects(what, r.messages, 'long-polling');
+        sends.push({ ...r, raw: false });
+    }
+    check(preflights >= 1, () => `${label}: no CORS preflight (OPTIONS) through the proxy; requests: ${reqs.map((r) => r.method).join(',')}`);
+    check(credentialed >= 1, () => `${label}: no answer through the proxy`);
+    return sends;
+}
+
+// websocket: one upgrade, GET /cometd from the page's origin, answered 101; then, from the
+// client, masked text frames each holding a JSON array of Bayeux messages (close, ping, pong
+// aside); from the server, text frames of JSON arrays. Raw requests go straight to edgecomet.
+function checkWebSocketWire(proxy, label, origin) {
+    const reqs = httpExchanges(proxy);
+    check(reqs.length === 1, () => `${label}: ${reqs.length} HTTP requests through the proxy, expected one WebSocket upgrade: ${reqs.map((r) => r.line).join(' | ')}`);
+    const up = reqs[0];
+    check(up.method === 'GET' && up.path === '/cometd' && /^websocket$/i.test(up.headers.upgrade || '') && up.headers.origin === origin, () =>
+        `${label}: ${up.line} (Upgrade ${up.headers.upgrade}, Origin ${up.headers.origin}), expected a WebSocket upgrade of /cometd from ${origin}`);
+    check(up.response && up.response.status === 101, () => `${label}: the upgrade was answered ${up.response ? up.response.line : 'not at all'}`);
+    check(proxy.errors.length === 0, () => `${label}: the proxy could not follow the stream: ${proxy.errors.join(' | ')}`);
+    const sends = [];
+    for (const f of proxy.frames) {
+        const what = `${label}: a frame from the ${f.from}`;
+        check(f.conn === up.conn, () => `${what} on connection #${f.conn}, not the upgrade's`);
+        check(f.masked === (f.from === 'client'), () => `${what}: masked ${f.masked}`);
+        if (['close', 'ping', 'pong'].includes(f.opcode)) continue;
+        check(f.opcode === 'text' && f.text !== null, () => `${what}: ${f.opcode}${f.rsv ? ' with RSV bits (compressed?)' : ''}, expected text`);
+        let messages = null;
+        try {
+            messages = JSON.parse(f.text);
+        } catch {}
+        check(isBayeuxArray(messages), () => `${what}: not a JSON array of Bayeux messages: ${JSON.stringify(f.text.slice(0, 200))}`);
+        if (f.from !== 'client') continue;
+        checkConnects(what, messages, 'websocket');
+        sends.push({ at: f.at, path: up.path, messages, line: `WebSocket text ${f.text.slice(0, 300)}`, raw: false });
+    }
+    check(sends.length >= 1, () => `${label}: no text frame from the client`);
+    return sends;
+}
+
+// Checks the wire of `transport` through `proxy`; returns what the client (and C.raw) sent:
+// requests (HTTP) or text frames (WebSocket), each {at, path, messages, line, raw}.
+function checkWire(t, transport, proxy, label = 'client') {
+    if (transport === 'callback-polling') return checkCallbackPollingWire(proxy, label);
+    if (transport === 'long-polling') return checkLongPollingWire(proxy, label, t.env.origin);
+    return checkWebSocketWire(proxy, label, t.env.origin);
 }
 
 // Handshakes the page's client and waits for its first successful /meta/connect reply.
@@ -761,241 +894,297 @@ const wireMessages = (st, prefix) =>
 
 const bayeuxEndpoint = (proxy) => `http://127.0.0.1:${proxy.port}/cometd`;
 
-test('cometd callback-polling: the official client handshakes and connects through cross-origin JSONP scripts, no other transport', async (t) => {
-    const before = await t.stats();
-    const proxy = await t.proxy();
-    await t.openCometd(bayeuxEndpoint(proxy));
-    const hs = await cometdConnect(t);
-    check(typeof hs.clientId === 'string' && hs.clientId.length >= 22, () => `clientId ${JSON.stringify(hs.clientId)}: expected at least 22 characters`);
-    check(hs.version === '1.0', () => `handshake reply version ${JSON.stringify(hs.version)}`);
-    check(Array.isArray(hs.supportedConnectionTypes) && hs.supportedConnectionTypes.includes('callback-polling'), () =>
-        `handshake reply supportedConnectionTypes ${JSON.stringify(hs.supportedConnectionTypes)} lacks callback-polling`);
-    let status = await t.page.evaluate(() => C.status());
-    check(status.transport === 'callback-polling' && status.status === 'connected' && status.clientId === hs.clientId, () =>
-        `client state after the first /meta/connect: ${JSON.stringify(status)}`);
-    // The next /meta/connect (no advice.timeout 0) is held by the server: its script waits in the
-    // page, and edgecomet counts a held Bayeux poll.
-    await t.until('a second /meta/connect waiting in the page', () => C.st.out.filter((m) => m.channel === '/meta/connect').length >= 2 && C.status().pendingScripts === 1, undefined, { expr: 'C.st' });
-    let s;
-    const deadline = Date.now() + 3000;
-    do {
-        s = await t.stats();
-        if (s.conns_bayeux_poll >= 1) break;
-        await sleep(100);
-    } while (Date.now() < deadline);
-    check(s.conns_bayeux_poll >= 1, () => `GET /stats: conns_bayeux_poll ${s.conns_bayeux_poll} while the client's /meta/connect is held`);
-    await sleep(500);
-    status = await t.page.evaluate(() => C.status());
-    check(status.pendingScripts === 1 && status.status === 'connected', () => `the held /meta/connect did not stay held: ${JSON.stringify(status)}`);
-    const st = await t.state('C.st');
-    const sentMsgs = st.out.length;
-    check(s.bayeux_messages_in - before.bayeux_messages_in >= sentMsgs, () =>
-        `GET /stats: bayeux_messages_in grew by ${s.bayeux_messages_in - before.bayeux_messages_in}, the client sent ${sentMsgs} messages`);
-    // On the wire: the handshake offered callback-polling alone; every connect says callback-polling
-    // and carries the clientId.
-    const reqs = checkCallbackPollingWire(proxy);
-    const first = reqs[0].messages[0];
-    check(first.channel === '/meta/handshake' && JSON.stringify(first.supportedConnectionTypes) === '["callback-polling"]', () =>
-        `first request: ${reqs[0].line}`);
-    const connects = reqs.filter((r) => r.messages[0].channel === '/meta/connect');
-    check(connects.length >= 2 && connects.every((r) => r.messages[0].clientId === hs.clientId), () =>
-        `connect requests: ${connects.map((r) => r.line).join(' | ')}`);
-    check(reqs.length === sentMsgs, () => `${reqs.length} requests through the proxy, the client sent ${sentMsgs} messages (one per request expected here)`);
-    // The answer itself, as the page's script got it: JavaScript calling the callback.
-    const direct = await t.server.request('GET', `/cometd/handshake?jsonp=bt_cb.x_1&message=${encodeURIComponent(JSON.stringify([
-        { id: '1', version: '1.0', minimumVersion: '1.0', channel: '/meta/handshake', supportedConnectionTypes: ['callback-polling'] },
-    ]))}`);
-    const m = /^\/\*\*\/bt_cb\.x_1\((\[.*\])\);\s*$/s.exec(direct.body);
-    check(direct.status === 200 && /^(text|application)\/javascript\b/.test(direct.headers['content-type'] || '') && m, () =>
-        `GET /cometd/handshake?jsonp=bt_cb.x_1&message=…: ${direct.status} ${direct.headers['content-type']} ${JSON.stringify(direct.body.slice(0, 200))}, expected /**/bt_cb.x_1([...]); as JavaScript`);
-    const r = JSON.parse(m[1]);
-    check(r.length === 1 && r[0].successful === true && r[0].id === '1', () => `direct handshake reply: ${m[1]}`);
-    t.note(`${reqs.length} GETs through the proxy, ${connects.length} /meta/connect; Sec-Fetch-Site ${reqs[0].headers['sec-fetch-site']}; answer ${direct.headers['content-type']}; conns_bayeux_poll ${s.conns_bayeux_poll}`);
-});
+// How each transport looks from the test: the words for its requests, and the /stats counter of
+// a connection holding a /meta/connect (a WebSocket counts as Bayeux WebSocket all along).
+const COMETD_WIRE = {
+    'callback-polling': { how: 'through cross-origin JSONP scripts', unit: 'GETs', heldCounter: 'conns_bayeux_poll' },
+    'long-polling': { how: 'through credentialed cross-origin XHR POSTs (CORS preflights)', unit: 'POSTs', heldCounter: 'conns_bayeux_poll' },
+    websocket: { how: 'over one cross-origin WebSocket', unit: 'text frames', heldCounter: 'conns_bayeux_ws' },
+};
 
-test('cometd callback-polling: a subscriber gets 100 messages published with POST /pub once and in order', async (t) => {
-    const ch = t.channel('cdo');
-    const channel = `/${ch}/order`;
-    const proxy = await t.proxy();
-    await t.openCometd(bayeuxEndpoint(proxy));
-    await cometdConnect(t);
-    const sub = await t.page.evaluate((c) => C.subscribe(c), channel);
-    check(sub.successful === true && sub.subscription === channel, () => `subscribe ${channel}: ${JSON.stringify(sub)}`);
-    const want = Array.from({ length: 100 }, (_, i) => ({ seq: i + 1, text: `message ${i + 1} é ☃ "q" & <x>` }));
-    const before = await t.stats();
-    // 1..40 back to back (they pile up in the client's queue while its connect is answered),
-    // then 41..100 in small groups (several connect cycles).
-    for (const [i, d] of want.entries()) {
-        await t.server.publish(`${ch}/order`, JSON.stringify(d));
-        if (i >= 40 && i % 5 === 4) await sleep(30);
-    }
-    await t.until('100 messages', ([c, n]) => (C.st.subs[c] || []).length >= n, [channel, want.length], { expr: 'C.st', timeout: 15_000 });
-    await sleep(400); // time for a duplicate to show up
-    const st = await t.state('C.st');
-    const key = (m) => `seq-${m && m.data && m.data.seq}`;
-    const d = diffSeq(st.subs[channel].map(key), want.map((x) => `seq-${x.seq}`));
-    check(!d, () => `subscription callback: ${d}`);
-    const bad = st.subs[channel].find((m, i) => m.channel !== channel || JSON.stringify(m.data) !== JSON.stringify(want[i]));
-    check(!bad, () => `a message's channel or data differs from what was published: ${JSON.stringify(bad)}`);
-    const wire = wireMessages(st, `/${ch}/`);
-    const dw = diffSeq(wire.map(key), want.map((x) => `seq-${x.seq}`));
-    check(!dw, () => `on the wire: ${dw}`);
-    const after = await t.stats();
-    checkCallbackPollingWire(proxy);
-    // Deliveries travel in /meta/connect replies: how many each carried.
-    const perConnect = [];
-    let n = 0;
-    for (const m of st.in) {
-        if (m.channel === channel) n++;
-        else if (m.channel === '/meta/connect') {
-            if (n) perConnect.push(n);
-            n = 0;
+function cometdTests(tp) {
+    const W = COMETD_WIRE[tp];
+    const ctest = (what, fn) => test(`cometd ${tp}: ${what}`, fn);
+
+    ctest(`the official client handshakes and connects ${W.how}, no other transport`, async (t) => {
+        const before = await t.stats();
+        const proxy = await t.proxy();
+        await t.openCometd(bayeuxEndpoint(proxy), tp);
+        const hs = await cometdConnect(t);
+        check(typeof hs.clientId === 'string' && hs.clientId.length >= 22, () => `clientId ${JSON.stringify(hs.clientId)}: expected at least 22 characters`);
+        check(hs.version === '1.0', () => `handshake reply version ${JSON.stringify(hs.version)}`);
+        check(Array.isArray(hs.supportedConnectionTypes) && hs.supportedConnectionTypes.includes(tp), () =>
+            `handshake reply supportedConnectionTypes ${JSON.stringify(hs.supportedConnectionTypes)} lacks ${tp}`);
+        let status = await t.page.evaluate(() => C.status());
+        check(status.transport === tp && status.status === 'connected' && status.clientId === hs.clientId, () =>
+            `client state after the first /meta/connect: ${JSON.stringify(status)}`);
+        // The next /meta/connect (no advice.timeout 0) is held by the server: the page has it
+        // outstanding (a script, an XHR, on the open WebSocket), and edgecomet counts the
+        // connection.
+        await t.until('a second /meta/connect held', () => C.st.out.filter((m) => m.channel === '/meta/connect').length >= 2 && C.held(), undefined, { expr: 'C.st' });
+        let s;
+        const deadline = Date.now() + 3000;
+        do {
+            s = await t.stats();
+            if (s[W.heldCounter] >= 1) break;
+            await sleep(100);
+        } while (Date.now() < deadline);
+        check(s[W.heldCounter] >= 1, () => `GET /stats: ${W.heldCounter} ${s[W.heldCounter]} while the client's /meta/connect is held`);
+        await sleep(500);
+        const held = await t.page.evaluate(() => C.held());
+        status = await t.page.evaluate(() => C.status());
+        check(held && status.status === 'connected', () => `the held /meta/connect did not stay held: ${JSON.stringify(status)}`);
+        const st = await t.state('C.st');
+        const sentMsgs = st.out.length;
+        check(s.bayeux_messages_in - before.bayeux_messages_in >= sentMsgs, () =>
+            `GET /stats: bayeux_messages_in grew by ${s.bayeux_messages_in - before.bayeux_messages_in}, the client sent ${sentMsgs} messages`);
+        // On the wire: the handshake offered the transport under test alone; every connect says
+        // so and carries the clientId; one request (frame) per message.
+        const sends = checkWire(t, tp, proxy);
+        const first = sends[0].messages[0];
+        check(first.channel === '/meta/handshake' && JSON.stringify(first.supportedConnectionTypes) === JSON.stringify([tp]), () =>
+            `first request: ${sends[0].line}`);
+        const connects = sends.filter((r) => r.messages[0].channel === '/meta/connect');
+        check(connects.length >= 2 && connects.every((r) => r.messages[0].clientId === hs.clientId), () =>
+            `connect requests: ${connects.map((r) => r.line).join(' | ')}`);
+        check(sends.length === sentMsgs, () => `${sends.length} ${W.unit} through the proxy, the client sent ${sentMsgs} messages (one each expected here)`);
+        let extra = '';
+        if (tp === 'callback-polling') {
+            // The answer itself, as the page's script got it: JavaScript calling the callback.
+            const direct = await t.server.request('GET', `/cometd/handshake?jsonp=bt_cb.x_1&message=${encodeURIComponent(JSON.stringify([
+                { id: '1', version: '1.0', minimumVersion: '1.0', channel: '/meta/handshake', supportedConnectionTypes: ['callback-polling'] },
+            ]))}`);
+            const m = /^\/\*\*\/bt_cb\.x_1\((\[.*\])\);\s*$/s.exec(direct.body);
+            check(direct.status === 200 && /^(text|application)\/javascript\b/.test(direct.headers['content-type'] || '') && m, () =>
+                `GET /cometd/handshake?jsonp=bt_cb.x_1&message=…: ${direct.status} ${direct.headers['content-type']} ${JSON.stringify(direct.body.slice(0, 200))}, expected /**/bt_cb.x_1([...]); as JavaScript`);
+            const r = JSON.parse(m[1]);
+            check(r.length === 1 && r[0].successful === true && r[0].id === '1', () => `direct handshake reply: ${m[1]}`);
+            extra = `; Sec-Fetch-Site ${sends[0].headers['sec-fetch-site']}; answer ${direct.headers['content-type']}`;
+        } else if (tp === 'long-polling') {
+            const pre = httpExchanges(proxy).filter((r) => r.method === 'OPTIONS');
+            extra = `; ${pre.length} preflight(s) (${pre.map((r) => r.path).join(' ')}), answered ${pre[0].response && pre[0].response.status}`;
+        } else {
+            extra = `; ${proxy.frames.filter((f) => f.from === 'server').length} text frames back`;
         }
-    }
-    check(n === 0, () => `${n} messages arrived after the last /meta/connect reply, not in one`);
-    check(perConnect.length >= 2, () => `the 100 messages came in ${perConnect.length} /meta/connect replies: the test did not exercise several connect cycles`);
-    t.note(`messages per /meta/connect reply: ${perConnect.join(',')}; GET /stats: messages_in +${after.messages_in - before.messages_in}`);
-});
-
-test('cometd callback-polling: wildcards /a/* and /a/** get exactly the channels they match (on the wire)', async (t) => {
-    const a = t.channel('cdw');
-    const b = t.channel('cdww');
-    const proxy = await t.proxy();
-    await t.openCometd(bayeuxEndpoint(proxy));
-    await cometdConnect(t);
-    for (const c of [`/${a}/*`, `/${b}/**`]) {
-        const r = await t.page.evaluate((x) => C.subscribe(x), c);
-        check(r.successful === true, () => `subscribe ${c}: ${JSON.stringify(r)}`);
-    }
-    // Native channel names; the Bayeux channel is "/" + name. The marker on <x>/zz-end comes last:
-    // once it is there, everything published before it has been delivered or never will be.
-    const publish = [
-        [`${a}/b`, true], [`${a}/b/c`, false], [`${a}/b/c/d`, false], [a, false], [`${a}x/b`, false], [`x/${a}/b`, false], [`${a}/c`, true],
-        [`${b}/b`, true], [`${b}/b/c`, true], [`${b}/b/c/d`, true], [b, false], [`${b}x/b`, false],
-    ];
-    for (const [c, yes] of publish) await t.server.publish(c, JSON.stringify({ c, yes }));
-    for (const c of [`${a}/zz-end`, `${b}/zz-end`]) await t.server.publish(c, JSON.stringify({ c, yes: true }));
-    await t.until('both end markers', ([x, y]) => C.st.in.some((m) => m.channel === x) && C.st.in.some((m) => m.channel === y), [`/${a}/zz-end`, `/${b}/zz-end`], { expr: 'C.st' });
-    await sleep(400);
-    const st = await t.state('C.st');
-    const got = wireMessages(st, '/').map((m) => m.channel);
-    const want = [...publish.filter(([, yes]) => yes).map(([c]) => `/${c}`), `/${a}/zz-end`, `/${b}/zz-end`];
-    const d = diffSeq(got, want);
-    check(!d, () => `messages on the wire (the client's own dispatch would hide extra ones): ${d}`);
-    const gotA = st.subs[`/${a}/*`].map((m) => m.channel);
-    const gotB = st.subs[`/${b}/**`].map((m) => m.channel);
-    check(JSON.stringify(gotA) === JSON.stringify([`/${a}/b`, `/${a}/c`, `/${a}/zz-end`]), () => `/${a}/* callback got ${JSON.stringify(gotA)}`);
-    check(JSON.stringify(gotB) === JSON.stringify([`/${b}/b`, `/${b}/b/c`, `/${b}/b/c/d`, `/${b}/zz-end`]), () => `/${b}/** callback got ${JSON.stringify(gotB)}`);
-    checkCallbackPollingWire(proxy);
-});
-
-test('cometd callback-polling: cometd.publish from the page reaches another tab, itself and a native long-poll', async (t) => {
-    const ch = t.channel('cdp');
-    const channel = `/${ch}/chat`;
-    // Two tabs, one client each (see pages/cometd-tests.js), each through its own proxy; they
-    // share the browser's BAYEUX_BROWSER cookie.
-    const pSub = await t.proxy();
-    const subPage = await t.openCometd(bayeuxEndpoint(pSub));
-    const hsSub = await cometdConnect(t, subPage);
-    const pPub = await t.proxy();
-    const pubPage = await t.openCometd(bayeuxEndpoint(pPub));
-    const hsPub = await cometdConnect(t, pubPage);
-    check(hsSub.clientId !== hsPub.clientId, 'the two tabs got the same clientId');
-    for (const page of [subPage, pubPage]) {
-        const r = await page.evaluate((c) => C.subscribe(c), channel);
-        check(r.successful === true, () => `subscribe ${channel}: ${JSON.stringify(r)}`);
-    }
-    const want = Array.from({ length: 20 }, (_, i) => ({ from: 'page', i: i + 1, text: 'héllo ☃ "quoted" & <tag> 100%', n: [1, 2.5, -3], nested: { a: null, b: true } }));
-    const replies = await pubPage.evaluate(([c, list]) => C.publishAll(c, list), [channel, want]);
-    const badReply = replies.find((r) => r.successful !== true || r.channel !== channel);
-    check(!badReply, () => `publish reply: ${JSON.stringify(badReply)}`);
-    const until = (page, what) =>
-        t.until(what, ([c, n]) => (C.st.subs[c] || []).length >= n, [channel, want.length], { expr: 'C.st', page });
-    await until(subPage, 'the 20 messages in the subscriber tab');
-    await until(pubPage, 'the 20 messages back in the publishing tab');
-    await sleep(400);
-    const wantJson = want.map((x) => JSON.stringify(x));
-    for (const [name, page] of [['subscriber tab', subPage], ['publishing tab', pubPage]]) {
-        const st = await t.state('C.st', page);
-        const d = diffSeq(st.subs[channel].map((m) => JSON.stringify(m.data)), wantJson);
-        check(!d, () => `${name}: ${d}`);
-        const dw = diffSeq(wireMessages(st, channel).map((m) => JSON.stringify(m.data)), wantJson);
-        check(!dw, () => `${name}, on the wire: ${dw}`);
-    }
-    // The native side: the channel's history through a long-poll (cursor 0 = from the start).
-    const r = await t.server.request('GET', `/sub/${ch}/chat?cursor=0`, { headers: { Accept: 'application/json' } });
-    check(r.status === 200, () => `GET /sub/${ch}/chat?cursor=0: ${r.status} ${r.body.slice(0, 200)}`);
-    const native = JSON.parse(r.body).messages.map((m) => {
-        try {
-            return JSON.stringify(JSON.parse(m.data));
-        } catch {
-            return `not JSON: ${m.data}`;
-        }
+        t.note(`${sends.length} ${W.unit} through the proxy, ${connects.length} /meta/connect${extra}; ${W.heldCounter} ${s[W.heldCounter]}`);
     });
-    const dn = diffSeq(native, wantJson);
-    check(!dn, () => `native long-poll of ${ch}/chat (the Bayeux data as JSON text): ${dn}`);
-    checkCallbackPollingWire(pSub, 'subscriber tab');
-    const pubReqs = checkCallbackPollingWire(pPub, 'publishing tab');
-    const publishes = pubReqs.filter((q) => q.messages.some((m) => m.channel === channel));
-    check(publishes.length >= 1 && publishes.every((q) => q.path === '/cometd/'), () => `publish requests: ${publishes.map((q) => q.line).join(' | ')}`);
-    t.note(`${publishes.length} GET requests carried the 20 publishes`);
-});
 
-test('cometd callback-polling: remoteCall("echo") returns the same data', async (t) => {
-    const proxy = await t.proxy();
-    await t.openCometd(bayeuxEndpoint(proxy));
-    await cometdConnect(t);
-    const payloads = [
-        { text: 'héllo ☃ "quoted" & <tag> 100% +plus', n: [1, 2.5, -3, 1e21], nested: { a: null, b: true, c: false, s: '', deep: [[[]]] } },
-        'just a string',
-        [1, 'two', { three: 3 }],
-    ];
-    const replies = await t.page.evaluate((list) => Promise.all(list.map((d) => C.remoteCall('echo', d, 5000))), payloads);
-    for (const [i, r] of replies.entries()) {
-        check(r.successful === true, () => `remoteCall("echo", ${JSON.stringify(payloads[i])}): ${JSON.stringify(r)}`);
-        check(JSON.stringify(r.data) === JSON.stringify(payloads[i]), () => `remoteCall("echo") answered ${JSON.stringify(r.data)}, sent ${JSON.stringify(payloads[i])}`);
-    }
-    const reqs = checkCallbackPollingWire(proxy);
-    const calls = reqs.filter((q) => q.messages.some((m) => m.channel === '/service/echo'));
-    check(calls.length >= 1, 'no request carried a /service/echo message');
-    const st = await t.state('C.st');
-    const broadcast = st.in.filter((m) => m.channel === '/service/echo' && m.id === undefined);
-    check(broadcast.length === 0, () => `/service/echo messages without an id (broadcast) reached the client: ${JSON.stringify(broadcast)}`);
-});
+    ctest('a subscriber gets 100 messages published with POST /pub once and in order', async (t) => {
+        const ch = t.channel('cdo');
+        const channel = `/${ch}/order`;
+        const proxy = await t.proxy();
+        await t.openCometd(bayeuxEndpoint(proxy), tp);
+        await cometdConnect(t);
+        const sub = await t.page.evaluate((c) => C.subscribe(c), channel);
+        check(sub.successful === true && sub.subscription === channel, () => `subscribe ${channel}: ${JSON.stringify(sub)}`);
+        const want = Array.from({ length: 100 }, (_, i) => ({ seq: i + 1, text: `message ${i + 1} é ☃ "q" & <x>` }));
+        const before = await t.stats();
+        // 1..40 back to back (they pile up in the client's queue while its connect is
+        // answered), then 41..100 in small groups (several connect cycles).
+        for (const [i, d] of want.entries()) {
+            await t.server.publish(`${ch}/order`, JSON.stringify(d));
+            if (i >= 40 && i % 5 === 4) await sleep(30);
+        }
+        await t.until('100 messages', ([c, n]) => (C.st.subs[c] || []).length >= n, [channel, want.length], { expr: 'C.st', timeout: 15_000 });
+        await sleep(400); // time for a duplicate to show up
+        const st = await t.state('C.st');
+        const key = (m) => `seq-${m && m.data && m.data.seq}`;
+        const d = diffSeq(st.subs[channel].map(key), want.map((x) => `seq-${x.seq}`));
+        check(!d, () => `subscription callback: ${d}`);
+        const bad = st.subs[channel].find((m, i) => m.channel !== channel || JSON.stringify(m.data) !== JSON.stringify(want[i]));
+        check(!bad, () => `a message's channel or data differs from what was published: ${JSON.stringify(bad)}`);
+        const wire = wireMessages(st, `/${ch}/`);
+        const dw = diffSeq(wire.map(key), want.map((x) => `seq-${x.seq}`));
+        check(!dw, () => `on the wire: ${dw}`);
+        const after = await t.stats();
+        checkWire(t, tp, proxy);
+        // Deliveries travel in /meta/connect replies: how many each carried.
+        const perConnect = [];
+        let n = 0;
+        for (const m of st.in) {
+            if (m.channel === channel) n++;
+            else if (m.channel === '/meta/connect') {
+                if (n) perConnect.push(n);
+                n = 0;
+            }
+        }
+        check(n === 0, () => `${n} messages arrived after the last /meta/connect reply, not in one`);
+        check(perConnect.length >= 2, () => `the 100 messages came in ${perConnect.length} /meta/connect replies: the test did not exercise several connect cycles`);
+        t.note(`messages per /meta/connect reply: ${perConnect.join(',')}; GET /stats: messages_in +${after.messages_in - before.messages_in}`);
+    });
 
-test('cometd callback-polling: disconnect releases the held /meta/connect and ends the session', async (t) => {
-    const proxy = await t.proxy();
-    const url = bayeuxEndpoint(proxy);
-    await t.openCometd(url);
-    const hs = await cometdConnect(t);
-    await t.until('a /meta/connect held', () => C.st.out.filter((m) => m.channel === '/meta/connect').length >= 2 && C.status().pendingScripts === 1, undefined, { expr: 'C.st' });
-    const ch = `/${t.channel('cdd')}`;
-    // Control: a request of our own with the live clientId (and the browser's cookie) works.
-    const live = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'r1', channel: c, data: { before: true }, clientId: id }]), [url, ch, hs.clientId]);
-    check(live.replies && live.replies.length === 1 && live.replies[0].successful === true && live.replies[0].id === 'r1', () =>
-        `publish with the live clientId: ${JSON.stringify(live)}`);
-    await sleep(300); // the connect is still held
-    check((await t.page.evaluate(() => C.status().pendingScripts)) === 1, 'the /meta/connect was answered before the disconnect');
-    const t0 = Date.now();
-    const dc = await t.page.evaluate(() => C.disconnect());
-    check(dc.successful === true, () => `disconnect: ${JSON.stringify(dc)}`);
-    await t.until('the held /meta/connect to be answered', () => C.status().pendingScripts === 0 && C.status().pendingCallbacks === 0, undefined, { expr: 'C.st', timeout: 2000 });
-    const released = Date.now() - t0;
-    const status = await t.page.evaluate(() => C.status());
-    check(status.status === 'disconnected', () => `client state after the disconnect: ${JSON.stringify(status)}`);
-    const heads = proxy.heads.length;
-    await sleep(700);
-    const later = bayeuxRequests(proxy).slice(heads);
-    check(later.length === 0, () => `the client still sent requests after the disconnect: ${later.map((q) => q.line).join(' | ')}`);
-    // The session is gone: the same request now gets 402.
-    const gone = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'r2', channel: c, data: { after: true }, clientId: id }]), [url, ch, hs.clientId]);
-    check(gone.replies && gone.replies.length === 1 && gone.replies[0].successful === false && /^402:/.test(gone.replies[0].error || '') && gone.replies[0].id === 'r2', () =>
-        `publish with the clientId after the disconnect: ${JSON.stringify(gone)}, expected successful false, error 402::…`);
-    const reqs = checkCallbackPollingWire(proxy);
-    const dreq = reqs.filter((q) => q.messages[0].channel === '/meta/disconnect');
-    check(dreq.length === 1 && dreq[0].path === '/cometd/disconnect', () => `disconnect requests: ${dreq.map((q) => q.line).join(' | ')}`);
-    t.note(`held /meta/connect answered ${released} ms after disconnect() was called; afterwards: ${gone.replies[0].error}`);
-});
+    ctest('wildcards /a/* and /a/** get exactly the channels they match (on the wire)', async (t) => {
+        const a = t.channel('cdw');
+        const b = t.channel('cdww');
+        const proxy = await t.proxy();
+        await t.openCometd(bayeuxEndpoint(proxy), tp);
+        await cometdConnect(t);
+        for (const c of [`/${a}/*`, `/${b}/**`]) {
+            const r = await t.page.evaluate((x) => C.subscribe(x), c);
+            check(r.successful === true, () => `subscribe ${c}: ${JSON.stringify(r)}`);
+        }
+        // Native channel names; the Bayeux channel is "/" + name. The marker on <x>/zz-end comes
+        // last: once it is there, everything published before it has been delivered or never
+        // will be.
+        const publish = [
+            [`${a}/b`, true], [`${a}/b/c`, false], [`${a}/b/c/d`, false], [a, false], [`${a}x/b`, false], [`x/${a}/b`, false], [`${a}/c`, true],
+            [`${b}/b`, true], [`${b}/b/c`, true], [`${b}/b/c/d`, true], [b, false], [`${b}x/b`, false],
+        ];
+        for (const [c, yes] of publish) await t.server.publish(c, JSON.stringify({ c, yes }));
+        for (const c of [`${a}/zz-end`, `${b}/zz-end`]) await t.server.publish(c, JSON.stringify({ c, yes: true }));
+        await t.until('both end markers', ([x, y]) => C.st.in.some((m) => m.channel === x) && C.st.in.some((m) => m.channel === y), [`/${a}/zz-end`, `/${b}/zz-end`], { expr: 'C.st' });
+        await sleep(400);
+        const st = await t.state('C.st');
+        const got = wireMessages(st, '/').map((m) => m.channel);
+        const want = [...publish.filter(([, yes]) => yes).map(([c]) => `/${c}`), `/${a}/zz-end`, `/${b}/zz-end`];
+        const d = diffSeq(got, want);
+        check(!d, () => `messages on the wire (the client's own dispatch would hide extra ones): ${d}`);
+        const gotA = st.subs[`/${a}/*`].map((m) => m.channel);
+        const gotB = st.subs[`/${b}/**`].map((m) => m.channel);
+        check(JSON.stringify(gotA) === JSON.stringify([`/${a}/b`, `/${a}/c`, `/${a}/zz-end`]), () => `/${a}/* callback got ${JSON.stringify(gotA)}`);
+        check(JSON.stringify(gotB) === JSON.stringify([`/${b}/b`, `/${b}/b/c`, `/${b}/b/c/d`, `/${b}/zz-end`]), () => `/${b}/** callback got ${JSON.stringify(gotB)}`);
+        checkWire(t, tp, proxy);
+    });
+
+    ctest('cometd.publish from the page reaches another tab, itself and a native long-poll', async (t) => {
+        const ch = t.channel('cdp');
+        const channel = `/${ch}/chat`;
+        // Two tabs, one client each (see pages/cometd-tests.js), each through its own proxy;
+        // they share the browser's BAYEUX_BROWSER cookie.
+        const pSub = await t.proxy();
+        const subPage = await t.openCometd(bayeuxEndpoint(pSub), tp);
+        const hsSub = await cometdConnect(t, subPage);
+        const pPub = await t.proxy();
+        const pubPage = await t.openCometd(bayeuxEndpoint(pPub), tp);
+        const hsPub = await cometdConnect(t, pubPage);
+        check(hsSub.clientId !== hsPub.clientId, 'the two tabs got the same clientId');
+        for (const page of [subPage, pubPage]) {
+            const r = await page.evaluate((c) => C.subscribe(c), channel);
+            check(r.successful === true, () => `subscribe ${channel}: ${JSON.stringify(r)}`);
+        }
+        const want = Array.from({ length: 20 }, (_, i) => ({ from: 'page', i: i + 1, text: 'héllo ☃ "quoted" & <tag> 100%', n: [1, 2.5, -3], nested: { a: null, b: true } }));
+        const replies = await pubPage.evaluate(([c, list]) => C.publishAll(c, list), [channel, want]);
+        const badReply = replies.find((r) => r.successful !== true || r.channel !== channel);
+        check(!badReply, () => `publish reply: ${JSON.stringify(badReply)}`);
+        const until = (page, what) =>
+            t.until(what, ([c, n]) => (C.st.subs[c] || []).length >= n, [channel, want.length], { expr: 'C.st', page });
+        await until(subPage, 'the 20 messages in the subscriber tab');
+        await until(pubPage, 'the 20 messages back in the publishing tab');
+        await sleep(400);
+        const wantJson = want.map((x) => JSON.stringify(x));
+        for (const [name, page] of [['subscriber tab', subPage], ['publishing tab', pubPage]]) {
+            const st = await t.state('C.st', page);
+            const d = diffSeq(st.subs[channel].map((m) => JSON.stringify(m.data)), wantJson);
+            check(!d, () => `${name}: ${d}`);
+            const dw = diffSeq(wireMessages(st, channel).map((m) => JSON.stringify(m.data)), wantJson);
+            check(!dw, () => `${name}, on the wire: ${dw}`);
+        }
+        // The native side: the channel's history through a long-poll (cursor 0 = from the start).
+        const r = await t.server.request('GET', `/sub/${ch}/chat?cursor=0`, { headers: { Accept: 'application/json' } });
+        check(r.status === 200, () => `GET /sub/${ch}/chat?cursor=0: ${r.status} ${r.body.slice(0, 200)}`);
+        const native = JSON.parse(r.body).messages.map((m) => {
+            try {
+                return JSON.stringify(JSON.parse(m.data));
+            } catch {
+                return `not JSON: ${m.data}`;
+            }
+        });
+        const dn = diffSeq(native, wantJson);
+        check(!dn, () => `native long-poll of ${ch}/chat (the Bayeux data as JSON text): ${dn}`);
+        checkWire(t, tp, pSub, 'subscriber tab');
+        const pubSends = checkWire(t, tp, pPub, 'publishing tab');
+        const publishes = pubSends.filter((q) => q.messages.some((m) => m.channel === channel));
+        const path = sendPath(tp, channel);
+        check(publishes.length >= 1 && publishes.every((q) => q.path === path), () => `publish requests (expected on ${path}): ${publishes.map((q) => `${q.path} ${q.line}`).join(' | ')}`);
+        const carried = publishes.reduce((k, q) => k + q.messages.filter((m) => m.channel === channel).length, 0);
+        check(carried === want.length, () => `${carried} publish messages on the wire, ${want.length} published`);
+        t.note(`${publishes.length} ${W.unit} carried the 20 publishes`);
+    });
+
+    ctest('remoteCall("echo") returns the same data', async (t) => {
+        const proxy = await t.proxy();
+        await t.openCometd(bayeuxEndpoint(proxy), tp);
+        await cometdConnect(t);
+        const payloads = [
+            { text: 'héllo ☃ "quoted" & <tag> 100% +plus', n: [1, 2.5, -3, 1e21], nested: { a: null, b: true, c: false, s: '', deep: [[[]]] } },
+            'just a string',
+            [1, 'two', { three: 3 }],
+        ];
+        const replies = await t.page.evaluate((list) => Promise.all(list.map((d) => C.remoteCall('echo', d, 5000))), payloads);
+        for (const [i, r] of replies.entries()) {
+            check(r.successful === true, () => `remoteCall("echo", ${JSON.stringify(payloads[i])}): ${JSON.stringify(r)}`);
+            check(JSON.stringify(r.data) === JSON.stringify(payloads[i]), () => `remoteCall("echo") answered ${JSON.stringify(r.data)}, sent ${JSON.stringify(payloads[i])}`);
+        }
+        const sends = checkWire(t, tp, proxy);
+        const calls = sends.filter((q) => q.messages.some((m) => m.channel === '/service/echo'));
+        check(calls.length >= 1, 'no request carried a /service/echo message');
+        const st = await t.state('C.st');
+        const broadcast = st.in.filter((m) => m.channel === '/service/echo' && m.id === undefined);
+        check(broadcast.length === 0, () => `/service/echo messages without an id (broadcast) reached the client: ${JSON.stringify(broadcast)}`);
+    });
+
+    ctest('disconnect releases the held /meta/connect and ends the session', async (t) => {
+        const proxy = await t.proxy();
+        const url = bayeuxEndpoint(proxy);
+        // The test's own requests (C.raw, the transport's way, the page's cookies) go through the
+        // proxy too, except over WebSocket: there they go straight to edgecomet, so that the
+        // proxy sees the client's one upgrade alone.
+        const rawUrl = tp === 'websocket' ? `${t.edgeUrl}/cometd` : url;
+        await t.openCometd(url, tp);
+        const hs = await cometdConnect(t);
+        await t.until('a /meta/connect held', () => C.st.out.filter((m) => m.channel === '/meta/connect').length >= 2 && C.held(), undefined, { expr: 'C.st' });
+        const ch = `/${t.channel('cdd')}`;
+        // Control: a request of our own with the live clientId (and the browser's cookie) works.
+        const live = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'raw-1', channel: c, data: { before: true }, clientId: id }]), [rawUrl, ch, hs.clientId]);
+        check(live.replies && live.replies.length === 1 && live.replies[0].successful === true && live.replies[0].id === 'raw-1', () =>
+            `publish with the live clientId: ${JSON.stringify(live)}`);
+        await sleep(300); // the connect is still held
+        check(await t.page.evaluate(() => C.held()), 'the /meta/connect was answered before the disconnect');
+        const t0 = Date.now();
+        const dc = await t.page.evaluate(() => C.disconnect());
+        check(dc.successful === true, () => `disconnect: ${JSON.stringify(dc)}`);
+        await t.until('the held /meta/connect to be answered, nothing left pending', () => C.idle(), undefined, { expr: 'C.status()', timeout: 2000 });
+        const released = Date.now() - t0;
+        const status = await t.page.evaluate(() => C.status());
+        check(status.status === 'disconnected', () => `client state after the disconnect: ${JSON.stringify(status)}`);
+        const quietFrom = Date.now();
+        await sleep(700);
+        const later = checkWire(t, tp, proxy).filter((q) => q.at >= quietFrom);
+        check(later.length === 0, () => `the client still sent requests after the disconnect: ${later.map((q) => q.line).join(' | ')}`);
+        // The session is gone: the same request now gets 402.
+        const gone = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'raw-2', channel: c, data: { after: true }, clientId: id }]), [rawUrl, ch, hs.clientId]);
+        check(gone.replies && gone.replies.length === 1 && gone.replies[0].successful === false && /^402:/.test(gone.replies[0].error || '') && gone.replies[0].id === 'raw-2', () =>
+            `publish with the clientId after the disconnect: ${JSON.stringify(gone)}, expected successful false, error 402::…`);
+        const sends = checkWire(t, tp, proxy);
+        const dreq = sends.filter((q) => !q.raw && q.messages[0].channel === '/meta/disconnect');
+        check(dreq.length === 1 && dreq[0].path === sendPath(tp, '/meta/disconnect'), () => `disconnect requests: ${dreq.map((q) => `${q.path} ${q.line}`).join(' | ')}`);
+        let extra = '';
+        if (tp === 'websocket') {
+            // The client closes its WebSocket (1000 "Disconnect") when the /meta/disconnect reply
+            // comes with no connect outstanding, i.e. when the server answers the held connect
+            // first (tests/cometd/WIRE-NOTES.md section 9). Where the two replies came, on the wire:
+            const heldId = (await t.state('C.st')).out.filter((m) => m.channel === '/meta/connect').pop().id;
+            const replies = proxy.frames.filter((f) => f.from === 'server' && f.opcode === 'text').flatMap((f, i) => JSON.parse(f.text).map((m, j) => ({ m, at: [i, j] })));
+            const where = (pred) => (replies.find(({ m }) => pred(m)) || {}).at;
+            const c = where((m) => m.channel === '/meta/connect' && m.id === heldId);
+            const d = where((m) => m.channel === '/meta/disconnect' && m.successful === true);
+            check(c && d, () => `no reply to the held /meta/connect ${heldId} (${JSON.stringify(c)}) or to the /meta/disconnect (${JSON.stringify(d)}) on the wire`);
+            if (c[0] < d[0] || (c[0] === d[0] && c[1] < d[1])) {
+                await t.until('the client to close its WebSocket', () => C.status().socketsOpen === 0, undefined, { expr: 'C.status()', timeout: 2000 });
+                const s2 = await t.page.evaluate(() => C.status());
+                const closes = proxy.frames.filter((f) => f.opcode === 'close' && f.from === 'client');
+                check(s2.sockets.length === 1 && s2.sockets[0].closed && closes.length === 1 && closes[0].code === 1000, () =>
+                    `the client's WebSocket after the disconnect: ${JSON.stringify(s2.sockets)}; close frames from the client: ${JSON.stringify(closes)}`);
+                extra = `; the client closed its WebSocket: ${JSON.stringify(s2.sockets[0].closed)}`;
+            } else {
+                check(false, () => `the /meta/disconnect reply came before the held /meta/connect's (server frames ${d[0]} then ${c[0]}): the client cannot close its WebSocket`);
+            }
+        }
+        t.note(`held /meta/connect answered ${released} ms after disconnect() was called; afterwards: ${gone.replies[0].error}${extra}`);
+    });
+}
+
+for (const tp of COMETD_TRANSPORTS) cometdTests(tp);
 
 // ---- main ------------------------------------------------------------------------------------------
 

@@ -87,16 +87,20 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A cookie value we would have set: hex, not too long.
+/// A cookie value we would have set: 32 hex digits.
 fn browser_cookie(head: &http::Head<'_>) -> Option<String> {
     let v = http::cookie(head.cookie?, COOKIE)?;
-    (!v.is_empty() && v.len() <= 64 && v.iter().all(u8::is_ascii_hexdigit))
+    (v.len() == 32 && v.iter().all(u8::is_ascii_hexdigit))
         .then(|| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Closes a connect reply: deliveries' batch number (ack), drops, timesync.
-fn finish_connect(held: HeldConnect, out: &Out) -> String {
-    let mut s = held.reply;
+/// The reply to a held or answered connect: the full advice, then `ext` with the deliveries'
+/// batch number (ack), drops, timesync.
+fn finish_connect(held: HeldConnect, out: &Out, advice: &str) -> String {
+    let mut s = Reply::new("/meta/connect", true, held.id.as_deref())
+        .str("clientId", &held.client)
+        .raw("advice", advice)
+        .into_open();
     let mut ext = Vec::new();
     if let Some(b) = out.batch {
         ext.push(format!("\"ack\":{b}"));
@@ -104,7 +108,7 @@ fn finish_connect(held: HeldConnect, out: &Out) -> String {
     if out.dropped > 0 {
         ext.push(format!("\"dropped\":{}", out.dropped));
     }
-    if let Some((t, at)) = held.timesync {
+    if let Some((t, at)) = held.timesync.as_deref().copied() {
         ext.push(format!("\"timesync\":{}", t.reply(at, now_ms() - at)));
     }
     if !ext.is_empty() {
@@ -271,8 +275,11 @@ impl Worker {
                     // Two connects in one frame: the first is answered (empty) before the
                     // second is held, so that every id gets its reply.
                     if let Some((prev, _)) = b.hold.take() {
-                        b.out
-                            .push(Bytes::from(finish_connect(prev, &Out::default())));
+                        b.out.push(Bytes::from(finish_connect(
+                            prev,
+                            &Out::default(),
+                            &self.advice("retry"),
+                        )));
                     }
                     match self.bayeux_connect(idx, r, ctx, may_hold) {
                         ConnectOutcome::Now(parts) => {
@@ -287,7 +294,23 @@ impl Worker {
                     }
                 }
                 "/meta/subscribe" | "/meta/unsubscribe" => self.bayeux_subscribe(idx, r, ctx),
-                "/meta/disconnect" => self.bayeux_disconnect(idx, r, ctx),
+                "/meta/disconnect" => {
+                    // A connect held on this WebSocket (or just now in this frame) is answered
+                    // before the disconnect: the client closes its socket only when the
+                    // disconnect's reply finds no connect outstanding.
+                    let held = b.hold.take().map(|(h, _)| h).or_else(|| {
+                        (ctx.via == Via::WebSocket)
+                            .then(|| self.ws_state(idx).and_then(|s| s.held.take()))
+                            .flatten()
+                            .map(|(h, _)| h)
+                    });
+                    if let Some(h) = held {
+                        self.shared.bayeux.release(&h.client, self.waiter(idx));
+                        let reply = finish_connect(h, &Out::default(), &self.advice("retry"));
+                        b.out.push(Bytes::from(reply));
+                    }
+                    self.bayeux_disconnect(idx, r, ctx)
+                }
                 c if bayeux::is_meta(c) => Reply::to(r, false)
                     .error(400, c, "unknown meta channel")
                     .finish(),
@@ -311,7 +334,7 @@ impl Worker {
 
     fn waiter(&self, idx: usize) -> Waiter {
         Waiter {
-            worker: self.id,
+            worker: self.id as u32,
             idx: idx as u32,
             generation: self.conns[idx].generation,
         }
@@ -458,7 +481,11 @@ impl Worker {
         {
             let out = self.shared.bayeux.finish(&prev.client, self.waiter(idx));
             parts.extend(out.msgs.iter().cloned());
-            parts.push(Bytes::from(finish_connect(prev, &out)));
+            parts.push(Bytes::from(finish_connect(
+                prev,
+                &out,
+                &self.advice("retry"),
+            )));
         }
         // `advice.timeout: 0` (the client's first connect) is answered at once; another
         // advised timeout shortens the hold (never beyond `--bayeux-timeout`).
@@ -473,12 +500,9 @@ impl Worker {
             _ => None,
         };
         let held = HeldConnect {
-            reply: Reply::to(r, true)
-                .str("clientId", &client)
-                .raw("advice", &self.advice("retry"))
-                .into_open(),
+            id: r.id.as_deref().map(Box::from),
             client: client.into_boxed_str(),
-            timesync: r.ext_timesync.map(|t| (t, ctx.arrival)),
+            timesync: r.ext_timesync.map(|t| Box::new((t, ctx.arrival))),
         };
         match self
             .shared
@@ -491,7 +515,11 @@ impl Worker {
             }
             Ok(Connect::Now(out)) => {
                 parts.extend(out.msgs.iter().cloned());
-                parts.push(Bytes::from(finish_connect(held, &out)));
+                parts.push(Bytes::from(finish_connect(
+                    held,
+                    &out,
+                    &self.advice("retry"),
+                )));
                 ConnectOutcome::Now(parts)
             }
             Ok(Connect::Held(previous)) => {
@@ -591,15 +619,16 @@ impl Worker {
 
     /// Asks the worker holding `w` to look at its client again.
     pub(super) fn bayeux_wake(&mut self, w: Waiter) {
-        if w.worker == self.id {
+        let worker = w.worker as usize;
+        if worker == self.id {
             self.bayeux_wakes.push((w.idx, w.generation));
-        } else if let Some(mb) = self.shared.mailboxes.get(w.worker) {
+        } else if let Some(mb) = self.shared.mailboxes.get(worker) {
             let mail = crate::runtime::mailbox::Mail::BayeuxWake {
                 idx: w.idx,
                 generation: w.generation,
             };
             if mb.post(mail).is_ok() {
-                self.wake[w.worker] = true;
+                self.wake[worker] = true;
             }
             // A full inbox: the held connect ends at its timeout, with what is queued.
         }
@@ -644,7 +673,11 @@ impl Worker {
             };
             let out = out.unwrap_or_else(|| self.shared.bayeux.finish(&held.client, waiter));
             let mut parts: Vec<Bytes> = out.msgs.clone();
-            parts.push(Bytes::from(finish_connect(held, &out)));
+            parts.push(Bytes::from(finish_connect(
+                held,
+                &out,
+                &self.advice("retry"),
+            )));
             WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
             self.bayeux_ws_send(idx, &parts);
             if self.conns.contains(idx) && self.conns[idx].phase == Phase::BayeuxWs {
@@ -669,7 +702,11 @@ impl Worker {
             parts.push(Bytes::from(before));
         }
         parts.extend(out.msgs.iter().cloned());
-        parts.push(Bytes::from(finish_connect(held, &out)));
+        parts.push(Bytes::from(finish_connect(
+            held,
+            &out,
+            &self.advice("retry"),
+        )));
         WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
         self.bayeux_answer(idx, &parts, callback.as_deref(), &cors, keep_alive);
         self.keepalive_again(idx);
