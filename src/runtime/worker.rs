@@ -760,14 +760,9 @@ impl Worker {
                 );
             }
         }
-        let resp = match handshake::accept(head) {
-            Ok(r) => r,
-            Err(e) => {
-                WorkerStats::add(&self.stats.http_errors, 1);
-                return self.respond(idx, e.response(), false);
-            }
+        let Some(resp) = self.accept_upgrade(idx, head) else {
+            return;
         };
-        WorkerStats::sub(&self.stats.conns_http, 1);
         let conn = &mut self.conns[idx];
         conn.phase = match channel {
             Some(_) => Phase::WsSub,
@@ -789,6 +784,22 @@ impl Worker {
         self.ws_activity(idx);
         if self.send(idx, &[Bytes::from(resp)], false).is_err() {
             self.remove(idx);
+        }
+    }
+
+    /// Checks an upgrade request: the `101` answer to send (the connection leaves the HTTP
+    /// gauge), or `None` when it was refused (answered and closing).
+    fn accept_upgrade(&mut self, idx: usize, head: &http::Head<'_>) -> Option<Vec<u8>> {
+        match handshake::accept(head) {
+            Ok(r) => {
+                WorkerStats::sub(&self.stats.conns_http, 1);
+                Some(r)
+            }
+            Err(e) => {
+                WorkerStats::add(&self.stats.http_errors, 1);
+                self.respond(idx, e.response(), false);
+                None
+            }
         }
     }
 

@@ -33,7 +33,6 @@ use super::{PubError, Worker};
 use crate::proto::bayeux::{self, AckField, Reply, Request};
 use crate::proto::http;
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
-use crate::proto::ws::handshake;
 use crate::proto::ws::reader::WsReader;
 use crate::pubsub::bayeux::{Connect, Out, Refusal, Waiter, random_id};
 use crate::runtime::conn::{
@@ -789,14 +788,9 @@ impl Worker {
 
     /// `GET {bayeux_path}` with an upgrade: the connection speaks Bayeux in text frames.
     fn bayeux_upgrade(&mut self, idx: usize, head: &http::Head<'_>) {
-        let resp = match handshake::accept(head) {
-            Ok(r) => r,
-            Err(e) => {
-                WorkerStats::add(&self.stats.http_errors, 1);
-                return self.respond(idx, e.response(), false);
-            }
+        let Some(resp) = self.accept_upgrade(idx, head) else {
+            return;
         };
-        WorkerStats::sub(&self.stats.conns_http, 1);
         WorkerStats::add(&self.stats.conns_bayeux_ws, 1);
         let conn = &mut self.conns[idx];
         conn.phase = Phase::BayeuxWs;
