@@ -82,7 +82,7 @@ python_tests() {
     return $rc
 }
 step "python websockets client tests" python_tests
-step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket)" scripts/browser-tests.sh
+step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD)" scripts/browser-tests.sh
 step "cometd tests (official CometD client over websocket and long-polling, raw Bayeux)" \
     scripts/cometd-tests.sh --edgecomet-bin target/release/edgecomet
 

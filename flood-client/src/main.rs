@@ -9,6 +9,7 @@
 
 mod bayeux;
 mod engine;
+mod kcheck;
 mod longpoll;
 mod memory;
 mod msg;
@@ -161,6 +162,9 @@ pub struct Args {
 }
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("check") {
+        return ExitCode::from(kcheck::main(std::env::args().skip(1)));
+    }
     let args = Args::parse();
     if let Some(plan) = &args.worker_plan {
         // Workers share the terminal's process group: Ctrl-C is the coordinator's to handle.
@@ -340,6 +344,9 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         sources: sources.len().max(1) as u32,
         targets: targets.len() as u32,
         server_local,
+        client_here: true,
+        server_procs: 1,
+        server_strict: false,
         client_bytes_per_conn: 1024,
         server_bytes_per_conn: 1024,
     };

@@ -42,6 +42,13 @@ pub struct Plan {
     pub targets: u32,
     /// The server runs on this machine: its fds, sockets and memory count here too.
     pub server_local: bool,
+    /// The client (flood) runs on this machine. False for `check --role server`.
+    pub client_here: bool,
+    /// Server processes sharing the connections (each needs its share of open files).
+    pub server_procs: u32,
+    /// The server's open files are checked as a hard requirement (`check`); flood only warns,
+    /// since it cannot see the server's own limit.
+    pub server_strict: bool,
     /// Estimate of this client's own memory per connection, bytes (use 1024).
     pub client_bytes_per_conn: u64,
     /// Estimate of the server's memory per connection, bytes (use 1024 unless told).
@@ -73,6 +80,77 @@ pub struct Limits {
     pub somaxconn: u64,
     /// `vm.max_map_count`: memory mappings per process.
     pub max_map_count: u64,
+    /// This process may raise its hard `RLIMIT_NOFILE` (it has `CAP_SYS_RESOURCE`). Without
+    /// it, not even root can go above the hard limit it was given.
+    pub can_raise_nofile: bool,
+    /// `net.ipv4.tcp_max_syn_backlog`: half-open connections queued per listener.
+    pub syn_backlog: u64,
+    /// `net.netfilter.nf_conntrack_max`, or [`UNKNOWN`] when conntrack is not loaded (then
+    /// nothing is tracked and there is no limit).
+    pub conntrack_max: u64,
+    /// `net.netfilter.nf_conntrack_count`: entries in use.
+    pub conntrack_used: u64,
+    /// Conntrack tracks this network namespace's loopback connections: a probe connection
+    /// raised the count. (A loaded module tracks nothing until a rule needs it.)
+    pub conntrack_active: bool,
+    /// `fs.epoll.max_user_watches`: fds one user may watch with epoll, over all its processes.
+    pub epoll_watches: u64,
+    /// Kernel bytes per idle TCP socket: the sizes of the slab objects each socket owns (TCP,
+    /// sock_inode_cache, filp, dentry, eventpoll_epi) read from `/proc/slabinfo`, or
+    /// [`UNKNOWN`].
+    pub socket_slab_bytes: u64,
+}
+
+/// Slab caches a TCP socket owns one object of: the socket, its inode, its file, its dentry,
+/// its epoll registration.
+pub const SOCKET_SLABS: [&str; 5] = ["TCP", "sock_inode_cache", "filp", "dentry", "eventpoll_epi"];
+
+/// Whether a loopback connection made now shows up in `nf_conntrack_count`.
+fn conntrack_probe() -> bool {
+    const COUNT: &str = "/proc/sys/net/netfilter/nf_conntrack_count";
+    let count = || {
+        fs::read_to_string(COUNT)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+    };
+    let Some(before) = count() else {
+        return false;
+    };
+    let Ok(listener) = std::net::TcpListener::bind("127.0.0.1:0") else {
+        return false;
+    };
+    let Ok(addr) = listener.local_addr() else {
+        return false;
+    };
+    let Ok(_conn) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    count().is_some_and(|after| after > before)
+}
+
+/// Sum of the object sizes of [`SOCKET_SLABS`] in a `/proc/slabinfo` text; `None` when one
+/// is missing.
+pub fn socket_slab_bytes(slabinfo: &str) -> Option<u64> {
+    SOCKET_SLABS
+        .iter()
+        .map(|name| {
+            slabinfo.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some(*name))
+                    .then(|| w.nth(2).and_then(|v| v.parse::<u64>().ok()))
+                    .flatten()
+            })
+        })
+        .sum()
+}
+
+/// Whether `CapEff` in a `/proc/self/status` text has `CAP_SYS_RESOURCE` (bit 24).
+pub fn has_cap_sys_resource(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 /// Reads [`Limits`] from `getrlimit(RLIMIT_NOFILE)`, `/proc/sys/fs/{nr_open,file-max,file-nr}`,
@@ -129,6 +207,20 @@ pub fn read_limits() -> io::Result<Limits> {
             .unwrap_or(UNKNOWN),
         somaxconn: one("/proc/sys/net/core/somaxconn"),
         max_map_count: one("/proc/sys/vm/max_map_count"),
+        can_raise_nofile: fs::read_to_string("/proc/self/status")
+            .is_ok_and(|t| has_cap_sys_resource(&t)),
+        syn_backlog: one("/proc/sys/net/ipv4/tcp_max_syn_backlog"),
+        conntrack_max: one("/proc/sys/net/netfilter/nf_conntrack_max"),
+        conntrack_used: words("/proc/sys/net/netfilter/nf_conntrack_count")
+            .first()
+            .copied()
+            .unwrap_or(0),
+        conntrack_active: conntrack_probe(),
+        epoll_watches: one("/proc/sys/fs/epoll/max_user_watches"),
+        socket_slab_bytes: fs::read_to_string("/proc/slabinfo")
+            .ok()
+            .and_then(|t| socket_slab_bytes(&t))
+            .unwrap_or(UNKNOWN),
     })
 }
 
@@ -173,19 +265,35 @@ pub fn procs_needed(conns: u64, nofile_soft: u64) -> u32 {
 /// somaxconn (local server only), vm.max_map_count. Every `Stop` says in plain words which
 /// limit is hit, the numbers, and what to change.
 pub fn check(plan: &Plan, limits: &Limits) -> Vec<Finding> {
-    let mut out = vec![open_files(plan, limits)];
+    let mut out = Vec::new();
+    if plan.client_here {
+        out.push(open_files(plan, limits));
+    }
     if plan.server_local {
         out.push(server_open_files(plan, limits));
     }
     out.push(file_max(plan, limits));
-    out.push(ports(plan, limits));
+    if plan.client_here {
+        out.push(ports(plan, limits));
+    }
     out.push(memory(plan, limits));
     out.push(tcp_mem(plan, limits));
     if plan.server_local {
         out.push(somaxconn(limits));
+        out.push(syn_backlog(limits));
+    }
+    out.push(epoll_watches(plan, limits));
+    if limits.conntrack_max != UNKNOWN {
+        out.push(conntrack(plan, limits));
     }
     out.push(max_map_count(limits));
     out
+}
+
+/// Sockets this machine holds for the plan: one per connection per end that runs here.
+fn sockets(plan: &Plan) -> u64 {
+    plan.conns
+        .saturating_mul(u64::from(plan.client_here) + u64::from(plan.server_local))
 }
 
 fn finding(limit: &'static str, verdict: Verdict) -> Finding {
@@ -250,6 +358,9 @@ fn open_files(plan: &Plan, l: &Limits) -> Finding {
 /// server process.
 fn server_open_files(plan: &Plan, l: &Limits) -> Finding {
     const NAME: &str = "server open files";
+    if plan.server_strict {
+        return server_open_files_strict(plan, l);
+    }
     let need = plan.conns.saturating_add(FD_MARGIN);
     if need <= l.nofile_soft {
         return finding(NAME, Verdict::Ok);
@@ -272,6 +383,62 @@ fn server_open_files(plan: &Plan, l: &Limits) -> Finding {
     finding(NAME, Verdict::Warn(msg))
 }
 
+/// The server's own processes (`check --role server|both`): each holds its share of the
+/// connections under a `RLIMIT_NOFILE` that can go up to the hard limit without privileges,
+/// and beyond it only with `CAP_SYS_RESOURCE` (and never beyond `fs.nr_open`). When the hard
+/// limit is a cap that cannot be raised here, the fix is more processes.
+fn server_open_files_strict(plan: &Plan, l: &Limits) -> Finding {
+    const NAME: &str = "server open files";
+    let procs = plan.server_procs.max(1);
+    let per_proc = plan.conns.div_ceil(u64::from(procs));
+    let need = per_proc.saturating_add(FD_MARGIN);
+    let each = if procs == 1 {
+        "one server process".to_string()
+    } else {
+        format!("each of {procs} server processes")
+    };
+    if need <= l.nofile_soft {
+        return finding(NAME, Verdict::Ok);
+    }
+    if need <= l.nofile_hard {
+        return finding(
+            NAME,
+            Verdict::Warn(format!(
+                "{NAME}: {each} needs {need} fds ({per_proc} connections + {FD_MARGIN} spare), above the soft limit {} but within the hard limit {}: start it after `ulimit -n {need}`",
+                l.nofile_soft,
+                fmt_limit(l.nofile_hard)
+            )),
+        );
+    }
+    let procs_fit = procs_needed(plan.conns, l.nofile_hard);
+    let more = format!(
+        "run {procs_fit} server processes of at most {} connections each (SO_REUSEPORT on one port)",
+        l.nofile_hard.saturating_sub(FD_MARGIN)
+    );
+    let why = if !l.can_raise_nofile {
+        format!(
+            "the hard limit {} is a cap this process cannot raise (no CAP_SYS_RESOURCE, not even as root): {more}",
+            fmt_limit(l.nofile_hard)
+        )
+    } else if l.nr_open != UNKNOWN && need > l.nr_open {
+        format!(
+            "that is above fs.nr_open {}: raise it (`sysctl -w fs.nr_open={need}`), then the hard limit (LimitNOFILE= or `ulimit -Hn {need}` as root), or {more}",
+            l.nr_open
+        )
+    } else {
+        format!(
+            "raise the hard limit (LimitNOFILE={need} in the unit, or `ulimit -Hn {need}` as root), or {more}"
+        )
+    };
+    finding(
+        NAME,
+        Verdict::Stop(format!(
+            "{NAME}: {each} needs {need} fds ({per_proc} connections + {FD_MARGIN} spare) > hard limit {}: {why}",
+            fmt_limit(l.nofile_hard)
+        )),
+    )
+}
+
 /// System-wide open files: what is open now, plus both ends if the server is local.
 fn file_max(plan: &Plan, l: &Limits) -> Finding {
     const NAME: &str = "fs.file-max";
@@ -279,10 +446,11 @@ fn file_max(plan: &Plan, l: &Limits) -> Finding {
         return unknown(NAME, "/proc/sys/fs/file-max");
     }
     let server = if plan.server_local { plan.conns } else { 0 };
+    let client = if plan.client_here { plan.conns } else { 0 };
     let margin = u64::from(plan.procs.max(1)).saturating_mul(FD_MARGIN);
     let total = l
         .file_nr_used
-        .saturating_add(plan.conns)
+        .saturating_add(client)
         .saturating_add(server)
         .saturating_add(margin);
     if total <= l.file_max {
@@ -296,10 +464,9 @@ fn file_max(plan: &Plan, l: &Limits) -> Finding {
     finding(
         NAME,
         Verdict::Stop(format!(
-            "{NAME}: {} files open now + {} client sockets{server_part} + {margin} spare = {total} \
-             > fs.file-max {}: raise it (`sysctl -w fs.file-max={}`)",
+            "{NAME}: {} files open now + {client} client sockets{server_part} + {margin} spare = \
+             {total} > fs.file-max {}: raise it (`sysctl -w fs.file-max={}`)",
             l.file_nr_used,
-            plan.conns,
             l.file_max,
             total.saturating_add(total / 4),
         )),
@@ -376,21 +543,30 @@ fn memory(plan: &Plan, l: &Limits) -> Finding {
     if l.mem_available == UNKNOWN {
         return unknown(NAME, "MemAvailable in /proc/meminfo");
     }
-    let (kernel_per, ends) = if plan.server_local {
-        (KERNEL_BYTES_PER_LOOPBACK_CONN, "both ends")
-    } else {
-        (KERNEL_BYTES_PER_LOOPBACK_CONN / 2, "client end")
-    };
+    let ends_here = u64::from(plan.client_here) + u64::from(plan.server_local);
+    let (kernel_per, ends) = (
+        kernel_bytes_per_socket(l).saturating_mul(ends_here),
+        match (plan.client_here, plan.server_local) {
+            (true, true) => "both ends",
+            (true, false) => "client end",
+            _ => "server end",
+        },
+    );
     let server_per = if plan.server_local {
         plan.server_bytes_per_conn
     } else {
         0
     };
+    let client_bytes = if plan.client_here {
+        plan.client_bytes_per_conn
+    } else {
+        0
+    };
     let per_conn = kernel_per
-        .saturating_add(plan.client_bytes_per_conn)
+        .saturating_add(client_bytes)
         .saturating_add(server_per);
     let kernel = plan.conns.saturating_mul(kernel_per);
-    let client = plan.conns.saturating_mul(plan.client_bytes_per_conn);
+    let client = plan.conns.saturating_mul(client_bytes);
     let server = plan.conns.saturating_mul(server_per);
     let total = plan.conns.saturating_mul(per_conn);
     let mut msg = format!(
@@ -437,11 +613,7 @@ fn tcp_mem(plan: &Plan, l: &Limits) -> Finding {
     if l.tcp_mem_max_pages == UNKNOWN {
         return unknown(NAME, "/proc/sys/net/ipv4/tcp_mem");
     }
-    let sockets = if plan.server_local {
-        plan.conns.saturating_mul(2)
-    } else {
-        plan.conns
-    };
+    let sockets = sockets(plan);
     if sockets <= l.tcp_mem_max_pages {
         return finding(NAME, Verdict::Ok);
     }
@@ -480,6 +652,85 @@ fn somaxconn(l: &Limits) -> Finding {
             l.somaxconn
         )),
     )
+}
+
+/// Half-open connections per listener: a connect storm beyond it drops SYNs (retried after
+/// 1 s, 3 s, ...), unless syncookies take over.
+fn syn_backlog(l: &Limits) -> Finding {
+    const NAME: &str = "tcp_max_syn_backlog";
+    const WANT: u64 = 4096;
+    if l.syn_backlog == UNKNOWN {
+        return unknown(NAME, "/proc/sys/net/ipv4/tcp_max_syn_backlog");
+    }
+    if l.syn_backlog >= WANT {
+        return finding(NAME, Verdict::Ok);
+    }
+    finding(
+        NAME,
+        Verdict::Warn(format!(
+            "{NAME}: {} half-open connections per listener (< {WANT}): a connect storm may drop \
+             SYNs and stall on 1 s retries; lower --rate or `sysctl -w \
+             net.ipv4.tcp_max_syn_backlog=65535`",
+            l.syn_backlog
+        )),
+    )
+}
+
+/// epoll watches are counted per user over all its processes: server and client both watch
+/// one fd per connection.
+fn epoll_watches(plan: &Plan, l: &Limits) -> Finding {
+    const NAME: &str = "fs.epoll.max_user_watches";
+    if l.epoll_watches == UNKNOWN {
+        return unknown(NAME, "/proc/sys/fs/epoll/max_user_watches");
+    }
+    let need = sockets(plan);
+    if need <= l.epoll_watches {
+        return finding(NAME, Verdict::Ok);
+    }
+    finding(
+        NAME,
+        Verdict::Stop(format!(
+            "{NAME}: {need} sockets watched by one user > {}: `sysctl -w \
+             fs.epoll.max_user_watches={}`, or run the server and the client as different users",
+            l.epoll_watches,
+            need.saturating_add(need / 4)
+        )),
+    )
+}
+
+/// Connection tracking (only when the module is loaded): one entry per TCP connection, also on
+/// loopback; a full table drops new connections ("nf_conntrack: table full").
+fn conntrack(plan: &Plan, l: &Limits) -> Finding {
+    const NAME: &str = "nf_conntrack_max";
+    let need = l.conntrack_used.saturating_add(plan.conns);
+    if !l.conntrack_active || need <= l.conntrack_max {
+        return finding(NAME, Verdict::Ok);
+    }
+    finding(
+        NAME,
+        Verdict::Stop(format!(
+            "{NAME}: {} entries in use + {} connections = {need} > {}: `sysctl -w \
+             net.netfilter.nf_conntrack_max={}`, or exempt the port from tracking (`iptables -t \
+             raw -A PREROUTING -p tcp --dport PORT -j NOTRACK` and the same in OUTPUT)",
+            l.conntrack_used,
+            plan.conns,
+            l.conntrack_max,
+            need.saturating_add(need / 4)
+        )),
+    )
+}
+
+/// Kernel bytes per socket for the memory projection: the slab objects each socket owns (from
+/// `/proc/slabinfo`), or half of [`KERNEL_BYTES_PER_LOOPBACK_CONN`] when slabinfo is not
+/// readable, whichever is larger (the slab objects leave out the socket's small kmalloc
+/// allocations, which the measured figure includes).
+pub fn kernel_bytes_per_socket(l: &Limits) -> u64 {
+    let measured = KERNEL_BYTES_PER_LOOPBACK_CONN / 2;
+    if l.socket_slab_bytes == UNKNOWN {
+        measured
+    } else {
+        l.socket_slab_bytes.max(measured)
+    }
 }
 
 /// Mappings per process: nothing here maps per connection, so only a value below the kernel
@@ -575,6 +826,13 @@ mod tests {
             tcp_mem_max_pages: 1 << 30,
             somaxconn: 4096,
             max_map_count: 65530,
+            can_raise_nofile: true,
+            syn_backlog: 4096,
+            conntrack_max: UNKNOWN,
+            conntrack_used: 0,
+            conntrack_active: true,
+            epoll_watches: 1 << 30,
+            socket_slab_bytes: 3712,
         }
     }
 
@@ -585,6 +843,9 @@ mod tests {
             sources: 1,
             targets: 1,
             server_local: true,
+            client_here: true,
+            server_procs: 1,
+            server_strict: false,
             client_bytes_per_conn: 1024,
             server_bytes_per_conn: 1024,
         }
@@ -740,7 +1001,7 @@ mod tests {
     fn memory_boundary() {
         let mut l = roomy();
         let p = plan(100_000);
-        let per = KERNEL_BYTES_PER_LOOPBACK_CONN + 1024 + 1024;
+        let per = 2 * kernel_bytes_per_socket(&l) + 1024 + 1024;
         l.mem_available = 100_000 * per;
         assert!(!matches!(
             verdict(&check(&p, &l), "memory"),
@@ -766,7 +1027,7 @@ mod tests {
         // Remote server: half the kernel cost, no server estimate.
         let mut p = p;
         p.server_local = false;
-        l.mem_available = 100_000 * (KERNEL_BYTES_PER_LOOPBACK_CONN / 2 + 1024);
+        l.mem_available = 100_000 * (kernel_bytes_per_socket(&l) + 1024);
         assert!(!matches!(
             verdict(&check(&p, &l), "memory"),
             Verdict::Stop(_)
