@@ -83,6 +83,8 @@ python_tests() {
 }
 step "python websockets client tests" python_tests
 step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD)" scripts/browser-tests.sh
+step "kernel-tuning apply/restore (in a network namespace of its own)" \
+    python3 kernel-tuning/tests/test_apply.py
 step "cometd tests (official CometD client over websocket and long-polling, raw Bayeux)" \
     scripts/cometd-tests.sh --edgecomet-bin target/release/edgecomet
 

@@ -1,0 +1,190 @@
+#!/usr/bin/env python3
+"""apply/restore round trips on sysctls of a network namespace of the test's own.
+
+Run as root: `python3 kernel-tuning/tests/test_apply.py`. The script re-runs itself under
+`unshare --net`, so every value it writes belongs to a namespace that disappears with it; the
+outer run then checks that the host's values did not move. Only per-namespace keys (net.core.*,
+net.ipv4.tcp_*, ...) are used: fs.* and a few net.ipv4 keys are global and never touched here.
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(KT, "lib"))
+import ktune  # noqa: E402
+
+# Per-namespace keys and values different from the defaults.
+PROFILE_A = """# test profile A
+net.core.somaxconn = 1234
+net.ipv4.tcp_rmem = 4096   8192 65536
+; a comment of the other kind
+net.ipv4.ip_local_port_range = 20000 40000
+net.ipv4.tcp_fin_timeout = 17
+net.netfilter.no_such_key_here = 1
+"""
+PROFILE_B = """net.core.somaxconn = 777
+net.ipv4.tcp_max_syn_backlog = 999
+"""
+KEYS = ["net.core.somaxconn", "net.ipv4.tcp_rmem", "net.ipv4.ip_local_port_range",
+        "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_max_syn_backlog"]
+
+
+def put(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def run(*args, user=None):
+    cmd = list(args)
+    if user is not None:
+        cmd = ["setpriv", "--reuid", str(user), "--regid", str(user), "--clear-groups"] + cmd
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    return p.returncode, p.stdout + p.stderr
+
+
+class Parse(unittest.TestCase):
+    def test_sysctl_d_format(self):
+        items = ktune.parse(PROFILE_A)
+        self.assertEqual(items[1], ("net.ipv4.tcp_rmem", "4096 8192 65536"))
+        self.assertEqual(len(items), 5)
+        self.assertEqual(ktune.parse("-net.core.somaxconn=5\nnet.core.somaxconn = 6"),
+                         [("net.core.somaxconn", "6")])
+        for bad in ["novalue", "= 1", "a.b =", "/etc/x = 1", "a..b = 1"]:
+            with self.assertRaises(ValueError, msg=bad):
+                ktune.parse(bad)
+        self.assertEqual(ktune.path_of("net.ipv4.tcp_rmem"), "/proc/sys/net/ipv4/tcp_rmem")
+        self.assertEqual(ktune.path_of("net/ipv4/tcp_rmem"), "/proc/sys/net/ipv4/tcp_rmem")
+
+    def test_shipped_profiles_parse_and_comment_every_knob(self):
+        for name in ["c1m-server", "c1m-loadgen", "low-memory"]:
+            path = ktune.resolve_profile(name)
+            with open(path) as f:
+                text = f.read()
+            self.assertTrue(ktune.parse(text), name)
+            lines = text.splitlines()
+            for i, line in enumerate(lines):
+                if line.strip() and not line.startswith("#"):
+                    above = lines[i - 1] if i else ""
+                    # Each knob has a comment block just above it (or shares its neighbour's,
+                    # for rmem/wmem pairs).
+                    self.assertTrue(above.startswith("#") or "=" in above,
+                                    "%s: %s has no comment" % (name, line))
+            self.assertIn("Measured", text, name)
+
+
+@unittest.skipUnless(os.environ.get("KTUNE_IN_NETNS") == "1", "runs inside unshare --net")
+class RoundTrip(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.state = os.path.join(self.tmp.name, "state", "saved.conf")
+        self.a = os.path.join(self.tmp.name, "a.conf")
+        self.b = os.path.join(self.tmp.name, "b.conf")
+        os.chmod(self.tmp.name, 0o755)  # readable by the unprivileged user of one test
+        put(self.a, PROFILE_A)
+        put(self.b, PROFILE_B)
+        self.before = {k: ktune.read(k) for k in KEYS}
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def tool(self, name, *args, user=None):
+        return run(os.path.join(KT, name), *args, "--state", self.state, user=user)
+
+    def test_apply_twice_then_restore(self):
+        rc, out = self.tool("apply", self.a, "--dry-run")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("net.core.somaxconn", out)
+        self.assertIn("-> 1234", out)
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before["net.core.somaxconn"])
+        self.assertFalse(os.path.exists(self.state), "a dry run saves nothing")
+
+        rc, out = self.tool("apply", self.a)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("not present in this kernel", out)
+        self.assertEqual(ktune.read("net.core.somaxconn"), "1234")
+        self.assertEqual(ktune.read("net.ipv4.tcp_rmem"), "4096 8192 65536")
+        self.assertEqual(ktune.read("net.ipv4.ip_local_port_range"), "20000 40000")
+        saved = dict(ktune.load_state(self.state))
+        self.assertEqual(saved["net.core.somaxconn"], self.before["net.core.somaxconn"])
+
+        # Idempotent: the second time nothing changes and the saved originals stay.
+        rc, out = self.tool("apply", self.a)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("nothing to change", out)
+        self.assertEqual(dict(ktune.load_state(self.state)), saved)
+
+        # Another profile over it: somaxconn's saved value is still the original one.
+        rc, out = self.tool("apply", self.b)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("1234 -> 777", out)
+        saved = dict(ktune.load_state(self.state))
+        self.assertEqual(saved["net.core.somaxconn"], self.before["net.core.somaxconn"])
+        self.assertEqual(saved["net.ipv4.tcp_max_syn_backlog"],
+                         self.before["net.ipv4.tcp_max_syn_backlog"])
+
+        rc, out = self.tool("restore")
+        self.assertEqual(rc, 0, out)
+        self.assertEqual({k: ktune.read(k) for k in KEYS}, self.before)
+        self.assertFalse(os.path.exists(self.state))
+        rc, out = self.tool("restore")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("nothing to restore", out)
+
+    def test_refuses_without_root_and_writes_nothing(self):
+        rc, out = self.tool("apply", self.a, user=65534)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("needs root", out)
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before["net.core.somaxconn"])
+        rc, out = self.tool("restore", user=65534)
+        self.assertEqual(rc, 1, out)
+        # A dry run needs no root.
+        rc, out = self.tool("apply", self.a, "--dry-run", user=65534)
+        self.assertEqual(rc, 0, out)
+
+    def test_bad_profile_exits_2(self):
+        bad = os.path.join(self.tmp.name, "bad.conf")
+        put(bad, "net.core.somaxconn\n")
+        self.assertEqual(self.tool("apply", bad)[0], 2)
+        self.assertEqual(self.tool("apply", "no-such-profile")[0], 2)
+
+    def test_a_rejected_value_is_reported(self):
+        bad = os.path.join(self.tmp.name, "rejected.conf")
+        # The kernel refuses a port range whose low end is above its high end (EINVAL).
+        put(bad, "net.core.somaxconn = 4321\nnet.ipv4.ip_local_port_range = 40000 20000\n")
+        rc, out = self.tool("apply", bad)
+        self.assertEqual(rc, 1, out)
+        self.assertIn("FAILED", out)
+        self.assertEqual(ktune.read("net.core.somaxconn"), "4321")
+        rc, out = self.tool("restore")
+        self.assertEqual(rc, 0, out)
+        self.assertEqual({k: ktune.read(k) for k in KEYS}, self.before)
+
+
+def outer():
+    """Runs the suite again inside a new network namespace, then checks the host is unchanged."""
+    if os.geteuid() != 0:
+        print("kernel-tuning tests: need root (unshare --net)", file=sys.stderr)
+        return 1
+    host_before = {k: ktune.read(k) for k in KEYS}
+    env = dict(os.environ, KTUNE_IN_NETNS="1")
+    rc = subprocess.run(["unshare", "--net", sys.executable, os.path.abspath(__file__)],
+                        env=env).returncode
+    host_after = {k: ktune.read(k) for k in KEYS}
+    if host_after != host_before:
+        print("the host's values changed: %s -> %s" % (host_before, host_after), file=sys.stderr)
+        return 1
+    print("host values unchanged: %d keys" % len(KEYS))
+    return rc
+
+
+if __name__ == "__main__":
+    if os.environ.get("KTUNE_IN_NETNS") == "1":
+        prog = unittest.main(exit=False, verbosity=2)
+        ok = prog.result.wasSuccessful() and not prog.result.skipped
+        sys.exit(0 if ok else 1)
+    sys.exit(outer())
