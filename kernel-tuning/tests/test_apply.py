@@ -11,7 +11,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import json
 import unittest
+import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KT = os.path.dirname(HERE)
@@ -163,6 +165,71 @@ class RoundTrip(unittest.TestCase):
         rc, out = self.tool("restore")
         self.assertEqual(rc, 0, out)
         self.assertEqual({k: ktune.read(k) for k in KEYS}, self.before)
+
+
+FAKE_SERVER = """#!/usr/bin/env python3
+import time
+print("edgecomet: listening on 127.0.0.1:9", flush=True)
+time.sleep(60)
+"""
+
+# Writes a flood-like report; records the knob's value during the run as kernel_bytes_per_conn.
+FAKE_FLOOD = """#!/usr/bin/env python3
+import json, sys
+args = sys.argv[1:]
+if "--fail" in args:
+    sys.exit(3)
+seen = int(open("/proc/sys/net/core/somaxconn").read())
+report = args[args.index("--json") + 1]
+json.dump({"conns_established": 10, "server_pss_bytes_per_conn": 200.5,
+           "kernel_bytes_per_conn": seen, "connect_rate_per_sec": 1000.0,
+           "latency_us": {"count": 5, "p50": 40, "p99": 90},
+           "errors": {"refused": 1, "reset": 0}, "lost": 0,
+           "url": args[args.index("--url") + 1]}, open(report, "w"))
+"""
+
+
+@unittest.skipUnless(os.environ.get("KTUNE_IN_NETNS") == "1", "runs inside unshare --net")
+class Experiment(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.server = os.path.join(self.tmp.name, "server")
+        self.flood = os.path.join(self.tmp.name, "flood")
+        put(self.server, FAKE_SERVER)
+        put(self.flood, FAKE_FLOOD)
+        os.chmod(self.server, 0o755)
+        os.chmod(self.flood, 0o755)
+        self.before = ktune.read("net.core.somaxconn")
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def experiment(self, *flood_args):
+        out = os.path.join(self.tmp.name, "out")
+        rc, log = run(os.path.join(KT, "experiment"), "net.core.somaxconn", "100", "2000",
+                      "--out", out, "--server-bin", self.server, "--flood-bin", self.flood,
+                      "--", *flood_args)
+        return rc, log, out
+
+    def test_each_value_is_set_during_its_run_and_restored(self):
+        rc, log, out = self.experiment("--conns", "10")
+        self.assertEqual(rc, 0, log)
+        with open(os.path.join(out, "results.json")) as f:
+            res = json.load(f)
+        seen = [r["summary"]["kernel_bytes_per_conn"] for r in res["runs"]]
+        self.assertEqual(seen, [100, 2000], "the knob had each value during its run")
+        self.assertEqual(res["runs"][0]["summary"]["errors"], 1)
+        self.assertIn("ws://127.0.0.1:9/sub/experiment", res["runs"][0]["command"])
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before)
+        with open(os.path.join(out, "table.md")) as f:
+            t = f.read()
+        self.assertIn("| `100` | 10 | 200.5 | 100 |", t)
+        ET.parse(os.path.join(out, "chart.svg"))  # well-formed
+
+    def test_a_failed_run_still_restores(self):
+        rc, log, _ = self.experiment("--fail")
+        self.assertNotEqual(rc, 0, log)
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before)
 
 
 def outer():

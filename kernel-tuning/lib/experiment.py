@@ -1,0 +1,214 @@
+"""kernel-tuning/experiment KNOB VALUE... [options] -- FLOOD-ARGS
+
+For each VALUE: set KNOB to it (the old value saved first), start a fresh edgecomet, run flood
+with FLOOD-ARGS against it, stop the server, put KNOB back. Then write the results as JSON, a
+Markdown table and an SVG chart (value against server and kernel bytes per connection, connect
+rate, latency p50/p99, errors) into --out. KNOB is restored after every value, also when a run
+fails or is interrupted.
+"""
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import ktune
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+METRICS = [
+    ("server_pss_bytes_per_conn", "server B/conn"),
+    ("kernel_bytes_per_conn", "kernel B/conn"),
+    ("connect_rate_per_sec", "connects/s"),
+    ("latency_p50_us", "p50 us"),
+    ("latency_p99_us", "p99 us"),
+    ("errors", "errors"),
+    ("lost", "lost"),
+]
+
+
+def summarize(report):
+    """The figures of one flood JSON report that the table and chart show."""
+    lat = report.get("latency_us") or {}
+    errors = report.get("errors") or {}
+    return {
+        "conns_established": report.get("conns_established"),
+        "server_pss_bytes_per_conn": report.get("server_pss_bytes_per_conn"),
+        "kernel_bytes_per_conn": report.get("kernel_bytes_per_conn"),
+        "connect_rate_per_sec": report.get("connect_rate_per_sec"),
+        "latency_p50_us": lat.get("p50") if lat.get("count") else None,
+        "latency_p99_us": lat.get("p99") if lat.get("count") else None,
+        "errors": sum(v for v in errors.values() if isinstance(v, (int, float))),
+        "errors_by_kind": {k: v for k, v in errors.items() if v},
+        "lost": report.get("lost"),
+    }
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "%.1f" % v
+    return str(v)
+
+
+def table(knob, rows):
+    out = ["| %s | conns | %s |" % (knob, " | ".join(m[1] for m in METRICS)),
+           "|---|---|%s|" % "|".join("---" for _ in METRICS)]
+    for r in rows:
+        s = r["summary"]
+        out.append("| `%s` | %s | %s |" % (r["value"], fmt(s.get("conns_established")),
+                                           " | ".join(fmt(s.get(m[0])) for m in METRICS)))
+    return "\n".join(out) + "\n"
+
+
+def esc(s):
+    return (str(s).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+def svg(knob, rows, panels=("server_pss_bytes_per_conn", "kernel_bytes_per_conn",
+                            "connect_rate_per_sec", "latency_p99_us")):
+    """One small bar chart per metric, the values of KNOB along x (categories: values such as
+    "4096 4096 65536" are not numbers)."""
+    names = dict(METRICS)
+    w, ph, top, left = 640, 150, 40, 70
+    h = top + len(panels) * (ph + 50) + 10
+    n = max(len(rows), 1)
+    bw = (w - left - 20) / n
+    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" '
+             'font-family="sans-serif" font-size="11">' % (w, h),
+             '<rect width="100%" height="100%" fill="white"/>',
+             '<text x="%d" y="20" font-size="14">%s</text>' % (left, esc(knob))]
+    for i, key in enumerate(panels):
+        y0 = top + i * (ph + 50)
+        vals = [r["summary"].get(key) for r in rows]
+        vmax = max([v for v in vals if isinstance(v, (int, float))] or [0]) or 1
+        parts.append('<text x="%d" y="%d">%s (max %s)</text>'
+                     % (left, y0 + 12, esc(names.get(key, key)), fmt(vmax)))
+        parts.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>'
+                     % (left, y0 + ph, w - 20, y0 + ph))
+        for j, v in enumerate(vals):
+            x = left + j * bw + bw * 0.15
+            if isinstance(v, (int, float)):
+                bh = (ph - 20) * v / vmax
+                parts.append('<rect x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="#4a7ab5">'
+                             '<title>%s: %s</title></rect>'
+                             % (x, y0 + ph - bh, bw * 0.7, bh, esc(rows[j]["value"]), fmt(v)))
+                parts.append('<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>'
+                             % (x + bw * 0.35, y0 + ph - bh - 3, fmt(v)))
+            parts.append('<text x="%.1f" y="%d" text-anchor="middle">%s</text>'
+                         % (x + bw * 0.35, y0 + ph + 14, esc(rows[j]["value"])))
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def start_server(binary, extra):
+    log = open(os.path.join("/tmp", "ktune-server-%d.log" % os.getpid()), "w+")
+    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0"] + extra, stdout=log,
+                         stderr=subprocess.STDOUT)
+    for _ in range(200):
+        log.seek(0)
+        m = re.search(r"listening on ([0-9.:]+)", log.read())
+        if m:
+            return p, m.group(1)
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.kill()
+    raise RuntimeError("edgecomet did not start")
+
+
+def stop_server(p):
+    if p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_value(a, value, flood_args):
+    state = os.path.join(a.out, "saved-%d.conf" % os.getpid())
+    old = ktune.read(a.knob)
+    if old is None:
+        raise RuntimeError("%s: not present in this kernel" % a.knob)
+    ktune.save_state(state, [(a.knob, old)], "experiment")
+    server = None
+    try:
+        ktune.write(a.knob, " ".join(value.split()))
+        now = ktune.read(a.knob)
+        if now != " ".join(value.split()):
+            raise RuntimeError("%s: wrote %r, reads back %r" % (a.knob, value, now))
+        server, addr = start_server(a.server_bin, a.server_args.split())
+        report = os.path.join(a.out, "flood-%s.json" % re.sub(r"[^0-9A-Za-z]+", "_", value))
+        args = [x.replace("{addr}", addr) for x in flood_args]
+        if not any(x == "--url" or x.startswith("--url=") for x in args):
+            args = ["--url", "ws://%s/sub/experiment" % addr] + args
+        cmd = [a.flood_bin] + args + ["--server-pid", str(server.pid), "--json", report]
+        print("+ %s = %s: %s" % (a.knob, value, " ".join(cmd)), flush=True)
+        rc = subprocess.run(cmd).returncode
+        with open(report) as f:
+            summary = summarize(json.load(f))
+        return {"value": value, "flood_exit": rc, "summary": summary, "command": cmd}
+    finally:
+        if server is not None:
+            stop_server(server)
+        ktune.write(a.knob, old)
+        if ktune.read(a.knob) != old:
+            print("WARNING: %s did not go back to %s (state kept in %s)" % (a.knob, old, state),
+                  file=sys.stderr)
+        else:
+            os.remove(state)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" not in argv:
+        sys.stderr.write("usage: kernel-tuning/experiment KNOB VALUE... [options] -- FLOOD-ARGS\n")
+        return 2
+    cut = argv.index("--")
+    ap = argparse.ArgumentParser(prog="kernel-tuning/experiment")
+    ap.add_argument("knob")
+    ap.add_argument("values", nargs="+")
+    ap.add_argument("--out", help="results folder (default kernel-tuning/results/KNOB-TIME)")
+    ap.add_argument("--server-bin", default=os.path.join(ROOT, "target/release/edgecomet"))
+    ap.add_argument("--server-args", default="--workers 2")
+    ap.add_argument("--flood-bin", default=os.path.join(ROOT, "target/release/flood"))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per value (in rounds)")
+    a = ap.parse_args(argv[:cut])
+    flood_args = argv[cut + 1:]
+    if os.geteuid() != 0:
+        sys.stderr.write("kernel-tuning/experiment: needs root to set %s\n" % a.knob)
+        return 1
+    a.out = a.out or os.path.join(ROOT, "kernel-tuning", "results", "%s-%s" % (
+        a.knob, time.strftime("%Y%m%d-%H%M%S")))
+    os.makedirs(a.out, exist_ok=True)
+    rows = []
+    try:
+        for rnd in range(a.repeat):
+            for v in a.values:
+                r = run_value(a, v, flood_args)
+                r["round"] = rnd + 1
+                rows.append(r)
+    except (RuntimeError, OSError, ValueError) as e:
+        # run_value has put the knob back already.
+        sys.stderr.write("kernel-tuning/experiment: %s (%s is back to its old value)\n"
+                         % (e, a.knob))
+        return 1
+    result = {"knob": a.knob, "values": a.values, "flood_args": flood_args,
+              "server": [a.server_bin] + a.server_args.split(), "runs": rows}
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    with open(os.path.join(a.out, "table.md"), "w") as f:
+        f.write(table(a.knob, rows))
+    with open(os.path.join(a.out, "chart.svg"), "w") as f:
+        f.write(svg(a.knob, rows))
+    print(table(a.knob, rows))
+    print("results: %s/{results.json,table.md,chart.svg}" % a.out)
+    return 0
