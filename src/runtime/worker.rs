@@ -1009,6 +1009,10 @@ impl Worker {
             if !self.conns.contains(idx) {
                 return buf.len();
             }
+            if self.conns[idx].phase != Phase::BayeuxWs {
+                // Closed as a slow consumer while answering: the rest is not processed.
+                return buf.len();
+            }
         }
         if !to_publish.is_empty() {
             let chan = self.conns[idx].chan;
