@@ -209,15 +209,7 @@ impl HttpConn {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
+        let len = content_length(&head).unwrap_or(0);
         while self.buf.len() < head_end + len {
             let n = self.sock.read(&mut chunk)?;
             if n == 0 {
@@ -546,14 +538,7 @@ fn bayeux_reply(buf: &mut Vec<u8>, ws: bool) -> io::Result<Option<Vec<u8>>> {
             "Bayeux request answered {head:?}"
         )));
     }
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
+    let len = content_length(&head)
         .ok_or_else(|| io::Error::other("Bayeux reply without Content-Length"))?;
     if buf.len() < p + 4 + len {
         return Ok(None);
@@ -1027,4 +1012,14 @@ pub fn raise_nofile() -> u64 {
         }
         rl.rlim_cur
     }
+}
+
+/// The `Content-Length` of a response head, if it has one that parses.
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
 }

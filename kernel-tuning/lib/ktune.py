@@ -56,6 +56,20 @@ def write(key, value, root=PROC):
         f.write(value + "\n")
 
 
+def set_checked(key, value, root=PROC, out=sys.stdout):
+    """Writes `value` and reads it back; says FAILED and returns False when either fails."""
+    try:
+        write(key, value, root)
+    except OSError as e:
+        out.write("%-40s FAILED to write: %s\n" % (key, e.strerror or e))
+        return False
+    now = read(key, root)
+    if now != value:
+        out.write("%-40s FAILED: reads back %s\n" % (key, now))
+        return False
+    return True
+
+
 def resolve_profile(name):
     if os.path.exists(name):
         return name
@@ -115,15 +129,7 @@ def apply(profile, state, dry_run=False, root=PROC, out=sys.stdout):
     save_state(state, [(k, saved[k]) for k in order], profile)
     failed = 0
     for key, _, new in plan:
-        try:
-            write(key, new, root)
-        except OSError as e:
-            out.write("%-40s FAILED to write: %s\n" % (key, e.strerror or e))
-            failed += 1
-            continue
-        now = read(key, root)
-        if now != new:
-            out.write("%-40s FAILED: reads back %s\n" % (key, now))
+        if not set_checked(key, new, root, out):
             failed += 1
     out.write("applied %d change(s)%s; old values saved in %s (kernel-tuning/restore)\n"
               % (len(plan) - failed, ", %d FAILED" % failed if failed else "", state))
@@ -144,14 +150,7 @@ def restore(state, dry_run=False, root=PROC, out=sys.stdout):
         out.write("%-40s %s\n" % (key, "unchanged" if now == old else "%s -> %s" % (now, old)))
         if dry_run or now == old:
             continue
-        try:
-            write(key, old, root)
-        except OSError as e:
-            out.write("%-40s FAILED to write: %s\n" % (key, e.strerror or e))
-            failed += 1
-            continue
-        if read(key, root) != old:
-            out.write("%-40s FAILED: reads back %s\n" % (key, read(key, root)))
+        if not set_checked(key, old, root, out):
             failed += 1
     if dry_run:
         out.write("dry run: nothing written\n")

@@ -142,6 +142,8 @@ pub struct Worker {
     swept: u32,
     /// Held Bayeux connects of this worker to look at this turn: (slot, generation).
     bayeux_wakes: Vec<(u32, u32)>,
+    /// The Bayeux advice JSON (from the flags), shared by every connect reply.
+    bayeux_advice: String,
     head_limits: HeadLimits,
 }
 
@@ -171,6 +173,7 @@ impl Worker {
             max_head_bytes: cfg.max_head_bytes,
             max_headers: usize::from(cfg.max_headers),
         };
+        let bayeux_advice = bayeux::advice(&cfg);
         Ok(Worker {
             id,
             channels: Channels::new(cfg.max_channels),
@@ -195,6 +198,7 @@ impl Worker {
             tick: 1,
             swept: 0,
             bayeux_wakes: Vec::new(),
+            bayeux_advice,
             head_limits,
         })
     }

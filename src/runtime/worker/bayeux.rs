@@ -134,6 +134,16 @@ fn json_array(parts: &[Bytes], prefix: &str, suffix: &str) -> Vec<u8> {
     body
 }
 
+/// The full advice of every successful connect and handshake reply (the client replaces its
+/// advice with what a message carries), built once per worker from the flags.
+pub(super) fn advice(cfg: &crate::config::Config) -> String {
+    format!(
+        "{{\"reconnect\":\"retry\",\"interval\":0,\"timeout\":{},\"maxInterval\":{}}}",
+        u64::from(cfg.bayeux_timeout) * 1000,
+        u64::from(cfg.bayeux_max_interval) * 1000
+    )
+}
+
 impl Worker {
     /// A request on `{bayeux_path}`: long-polling, callback-polling or a WebSocket upgrade.
     pub(super) fn bayeux_http(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
@@ -277,7 +287,7 @@ impl Worker {
                         b.out.push(Bytes::from(finish_connect(
                             prev,
                             &Out::default(),
-                            &self.advice("retry"),
+                            &self.bayeux_advice,
                         )));
                     }
                     match self.bayeux_connect(idx, r, ctx, may_hold) {
@@ -305,7 +315,7 @@ impl Worker {
                     });
                     if let Some(h) = held {
                         self.shared.bayeux.release(&h.client, self.waiter(idx));
-                        let reply = finish_connect(h, &Out::default(), &self.advice("retry"));
+                        let reply = finish_connect(h, &Out::default(), &self.bayeux_advice);
                         b.out.push(Bytes::from(reply));
                     }
                     self.bayeux_disconnect(idx, r, ctx)
@@ -337,15 +347,6 @@ impl Worker {
             idx: idx as u32,
             generation: self.conns[idx].generation,
         }
-    }
-
-    /// The full advice (the client replaces its advice with what a message carries).
-    fn advice(&self, reconnect: &str) -> String {
-        format!(
-            "{{\"reconnect\":\"{reconnect}\",\"interval\":0,\"timeout\":{},\"maxInterval\":{}}}",
-            u64::from(self.cfg.bayeux_timeout) * 1000,
-            u64::from(self.cfg.bayeux_max_interval) * 1000
-        )
     }
 
     /// The unsuccessful reply for an unknown client: `402::Unknown client`, advice handshake.
@@ -448,7 +449,7 @@ impl Worker {
                     .raw("version", "\"1.0\"")
                     .raw("minimumVersion", "\"1.0\"")
                     .raw("supportedConnectionTypes", TRANSPORTS)
-                    .raw("advice", &self.advice("retry"));
+                    .raw("advice", &self.bayeux_advice);
                 (Self::with_timesync(rep, r, ctx, ack).finish(), set_cookie)
             }
             Err(_) => {
@@ -480,11 +481,7 @@ impl Worker {
         {
             let out = self.shared.bayeux.finish(&prev.client, self.waiter(idx));
             parts.extend(out.msgs.iter().cloned());
-            parts.push(Bytes::from(finish_connect(
-                prev,
-                &out,
-                &self.advice("retry"),
-            )));
+            parts.push(Bytes::from(finish_connect(prev, &out, &self.bayeux_advice)));
         }
         // `advice.timeout: 0` (the client's first connect) is answered at once; another
         // advised timeout shortens the hold (never beyond `--bayeux-timeout`).
@@ -514,11 +511,7 @@ impl Worker {
             }
             Ok(Connect::Now(out)) => {
                 parts.extend(out.msgs.iter().cloned());
-                parts.push(Bytes::from(finish_connect(
-                    held,
-                    &out,
-                    &self.advice("retry"),
-                )));
+                parts.push(Bytes::from(finish_connect(held, &out, &self.bayeux_advice)));
                 ConnectOutcome::Now(parts)
             }
             Ok(Connect::Held(previous)) => {
@@ -672,11 +665,7 @@ impl Worker {
             };
             let out = out.unwrap_or_else(|| self.shared.bayeux.finish(&held.client, waiter));
             let mut parts: Vec<Bytes> = out.msgs.clone();
-            parts.push(Bytes::from(finish_connect(
-                held,
-                &out,
-                &self.advice("retry"),
-            )));
+            parts.push(Bytes::from(finish_connect(held, &out, &self.bayeux_advice)));
             WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
             self.bayeux_ws_send(idx, &parts);
             if self.conns.contains(idx) && self.conns[idx].phase == Phase::BayeuxWs {
@@ -701,11 +690,7 @@ impl Worker {
             parts.push(Bytes::from(before));
         }
         parts.extend(out.msgs.iter().cloned());
-        parts.push(Bytes::from(finish_connect(
-            held,
-            &out,
-            &self.advice("retry"),
-        )));
+        parts.push(Bytes::from(finish_connect(held, &out, &self.bayeux_advice)));
         WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
         self.bayeux_answer(idx, &parts, callback.as_deref(), &cors, keep_alive);
         self.keepalive_again(idx);
