@@ -83,6 +83,20 @@ pub struct WorkerPlan {
     /// Bayeux: the endpoint's path (`/cometd`).
     #[serde(default)]
     pub bayeux_path: String,
+    /// Fraction of the connections that read slowly once open (which ones: [`is_slow`]).
+    #[serde(default)]
+    pub slow_fraction: f64,
+    /// Bytes per second each slow reader reads; 0 = nothing once open.
+    #[serde(default)]
+    pub slow_read_rate: u64,
+}
+
+/// Whether connection `g` (global index) is a slow reader when a fraction `f` of them are:
+/// every time the running count `floor(g * f)` steps up, so that slow readers are spread evenly
+/// (f = 0.1: connections 9, 19, 29, ...) and the total is `floor(N * f)` whatever the split into
+/// processes.
+pub fn is_slow(g: u64, f: f64) -> bool {
+    f > 0.0 && ((g + 1) as f64 * f).floor() > (g as f64 * f).floor()
 }
 
 /// Errors by kind, as the summary names them.
@@ -179,6 +193,15 @@ pub struct Final {
     /// no longer deliver.
     #[serde(default)]
     pub gaps: u64,
+    /// Slow readers (`--slow-readers`) still open at the end, closed by the server meanwhile
+    /// (a slow consumer let go: not an error), and the messages they read. They are left out of
+    /// `per_channel`, loss, latency and `deliveries`.
+    #[serde(default)]
+    pub slow_open: u64,
+    #[serde(default)]
+    pub slow_closed: u64,
+    #[serde(default)]
+    pub slow_deliveries: u64,
     /// Latency histogram, as (microseconds, count) pairs.
     pub latency: Vec<(u64, u64)>,
     /// This process's PSS before connecting and with every connection open.
@@ -217,6 +240,8 @@ const AFTER_CR: u8 = 1;
 /// `Conn::flags`, Bayeux: the request of the current phase could not be written yet (socket
 /// buffer full); it goes out on the next writable event.
 const UNSENT: u8 = 2;
+/// `Conn::flags`: a slow reader ([`is_slow`]): once open it reads only in [`Worker::read_slow`].
+const SLOW: u8 = 4;
 /// `Conn::last_id` before the first long-poll answer: poll without a cursor.
 const NO_CURSOR: u64 = u64::MAX;
 
@@ -301,6 +326,18 @@ struct Worker {
     /// Bayeux: the JSON of the next request, and the clientId as text, assembled here.
     bayeux_body: Vec<u8>,
     client_text: String,
+    /// Slow readers closed by the server, and the messages slow readers read.
+    slow_closed: u64,
+    slow_deliveries: u64,
+    /// Bytes each slow reader may read per second, the last time they did, and the fraction of
+    /// a byte carried over.
+    slow_rate: u64,
+    slow_last: Instant,
+    slow_carry: f64,
+    /// At the end: slow readers read what is left, to see whether the server closed them
+    /// ([`Worker::drain_slow`]); `drained` counts the bytes.
+    draining: bool,
+    drained: u64,
 }
 
 /// Runs a worker to completion. `commands` yields lines from the coordinator.
@@ -384,7 +421,15 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         bayeux_upgrade,
         bayeux_body: Vec::with_capacity(256),
         client_text: String::with_capacity(64),
+        slow_closed: 0,
+        slow_deliveries: 0,
+        slow_rate: 0,
+        slow_last: Instant::now(),
+        slow_carry: 0.0,
+        draining: false,
+        drained: 0,
     };
+    w.slow_rate = w.plan.slow_read_rate;
     // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
     w.scratch.fill(0);
     let pss_before = memory::own_mem().map(|m| m.pss).unwrap_or(0);
@@ -405,8 +450,11 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         }
         for ev in events.iter() {
             if ev.token() != WAKER {
-                w.on_event(ev.token().0);
+                w.on_event(ev.token().0, ev.is_read_closed() || ev.is_error());
             }
+        }
+        if w.slow_rate > 0 && w.slow_last.elapsed() >= Duration::from_millis(100) {
+            w.read_slow();
         }
         w.start_connections();
         w.expire();
@@ -423,6 +471,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
             break;
         }
     }
+    w.drain_slow();
     let fin = w.finish(pss_before, pss_open);
     emit(&Line::Final(Box::new(fin)))?;
     Ok(())
@@ -497,7 +546,11 @@ impl Worker {
                     entry.insert(Conn {
                         sock,
                         st: St::Connecting,
-                        flags: 0,
+                        flags: if is_slow(g, self.plan.slow_fraction) {
+                            SLOW
+                        } else {
+                            0
+                        },
                         chan,
                         next: 0,
                         window: 0,
@@ -552,17 +605,95 @@ impl Worker {
     fn fail(&mut self, key: usize, e: &io::Error) {
         let open = self.conns.get(key).is_some_and(Conn::is_open);
         if open {
-            self.errors.closed_by_server += 1;
+            self.closed_by_server(key);
         } else {
             self.errors.count(e);
+            self.drop_conn(key);
+        }
+    }
+
+    /// The server closed an open connection (close frame, EOF, reset): an error, except for a
+    /// slow reader, which the server is expected to let go as a slow consumer.
+    fn closed_by_server(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.flags & SLOW != 0) {
+            self.slow_closed += 1;
+        } else {
+            self.errors.closed_by_server += 1;
         }
         self.drop_conn(key);
     }
 
-    fn on_event(&mut self, key: usize) {
+    /// Reads what the slow readers may read since the last call: `slow_rate` bytes per second
+    /// each.
+    fn read_slow(&mut self) {
+        let budget =
+            self.slow_rate as f64 * self.slow_last.elapsed().as_secs_f64() + self.slow_carry;
+        self.slow_last = Instant::now();
+        let whole = budget.floor();
+        self.slow_carry = budget - whole;
+        if whole < 1.0 {
+            return;
+        }
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.flags & SLOW != 0 && c.is_open())
+            .map(|(k, _)| k)
+            .collect();
+        for k in keys {
+            self.read(k, whole as usize);
+        }
+    }
+
+    /// At the end of a run, slow readers read everything left. A server that let one go as a
+    /// slow consumer queued its close behind the unread messages (a stalled reader cannot see
+    /// it otherwise): reading them brings the close frame or the EOF, counted in `slow_closed`.
+    /// What is read now is not counted as delivered. Stops when no slow reader is left open,
+    /// after 500 ms without a byte, or after 5 s.
+    fn drain_slow(&mut self) {
+        if self.plan.slow_fraction <= 0.0 {
+            return;
+        }
+        self.draining = true;
+        let start = Instant::now();
+        let mut quiet = Instant::now();
+        while start.elapsed() < Duration::from_secs(5)
+            && quiet.elapsed() < Duration::from_millis(500)
+        {
+            let keys: Vec<usize> = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.flags & SLOW != 0 && c.is_open())
+                .map(|(k, _)| k)
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let before = self.drained;
+            for k in keys {
+                self.read(k, usize::MAX);
+            }
+            if self.drained > before {
+                quiet = Instant::now();
+            } else {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// `closed`: the event says the peer closed or the socket failed.
+    fn on_event(&mut self, key: usize, closed: bool) {
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
+        if c.flags & SLOW != 0 && c.is_open() {
+            // A slow reader reads on its own clock (read_slow). A stalled one never reads, so
+            // the server's close is seen here, with unread bytes still queued.
+            if closed && self.slow_rate == 0 {
+                self.closed_by_server(key);
+            }
+            return;
+        }
         if c.st == St::Connecting {
             match c.sock.take_error() {
                 Ok(Some(e)) | Err(e) => return self.fail(key, &e),
@@ -616,7 +747,7 @@ impl Worker {
         {
             return self.fail(key, &e);
         }
-        self.read(key);
+        self.read(key, usize::MAX);
     }
 
     /// Writes the Bayeux request of `key`'s phase: handshake, subscribe, first connect, connect.
@@ -705,9 +836,13 @@ impl Worker {
         }
     }
 
-    fn read(&mut self, key: usize) {
+    /// Reads what `key` has, at most `budget` bytes (a slow reader's share), and handles it.
+    fn read(&mut self, key: usize, mut budget: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
-        while let Some(c) = self.conns.get_mut(key) {
+        while budget > 0
+            && let Some(c) = self.conns.get_mut(key)
+        {
+            let want = SCRATCH.min(budget);
             let start = c.partial.as_ref().map_or(0, |p| p.len());
             if let Some(p) = c.partial.take() {
                 // A large frame in progress: room for it plus one more read (bounded by
@@ -717,13 +852,17 @@ impl Worker {
                 }
                 scratch[..start].copy_from_slice(&p);
             }
-            match c.sock.read(&mut scratch[start..start + SCRATCH]) {
+            match c.sock.read(&mut scratch[start..start + want]) {
                 Ok(0) => {
                     let e = io::Error::from(io::ErrorKind::UnexpectedEof);
                     self.fail(key, &e);
                     break;
                 }
                 Ok(n) => {
+                    budget -= n;
+                    if self.draining {
+                        self.drained += n as u64;
+                    }
                     let total = start + n;
                     let used = self.consume(key, &scratch[..total]);
                     if let Some(c) = self.conns.get_mut(key)
@@ -830,8 +969,7 @@ impl Worker {
                     let _ = self.conns[key].sock.write(&pong);
                 }
                 Unit::Close => {
-                    self.errors.closed_by_server += 1;
-                    self.drop_conn(key);
+                    self.closed_by_server(key);
                     return buf.len();
                 }
                 Unit::Ignored => {}
@@ -1012,8 +1150,7 @@ impl Worker {
                     let _ = c.sock.write(&pong);
                 }
                 0x8 => {
-                    self.errors.closed_by_server += 1;
-                    self.drop_conn(key);
+                    self.closed_by_server(key);
                     return buf.len();
                 }
                 _ => {}
@@ -1023,6 +1160,12 @@ impl Worker {
     }
 
     fn on_message(&mut self, key: usize, payload: &[u8]) {
+        if self.conns[key].flags & SLOW != 0 {
+            if !self.draining {
+                self.slow_deliveries += 1;
+            }
+            return;
+        }
         self.deliveries += 1;
         let Some((seq, sent_ns)) = msg::parse(payload) else {
             self.foreign += 1;
@@ -1056,8 +1199,11 @@ impl Worker {
 
     fn finish(mut self, pss_before: u64, pss_open: u64) -> Final {
         let mut per_chan_conns = vec![0u64; self.unique.len()];
+        let mut slow_open = 0;
         for (_, c) in self.conns.iter() {
-            if c.is_open() {
+            if c.is_open() && c.flags & SLOW != 0 {
+                slow_open += 1;
+            } else if c.is_open() {
                 per_chan_conns[c.chan as usize] += 1;
             }
         }
@@ -1077,6 +1223,9 @@ impl Worker {
             reordered: self.reordered,
             foreign: self.foreign,
             gaps: self.gaps,
+            slow_open,
+            slow_closed: self.slow_closed,
+            slow_deliveries: self.slow_deliveries,
             latency: self
                 .hist
                 .iter_recorded()
@@ -1180,6 +1329,23 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_readers_are_spread_evenly_and_counted_exactly() {
+        let slow = |n: u64, f: f64| (0..n).filter(|&g| is_slow(g, f)).count() as u64;
+        assert_eq!(slow(1000, 0.0), 0);
+        assert_eq!(slow(1000, 1.0), 1000);
+        assert_eq!(slow(1000, 0.1), 100);
+        assert_eq!(slow(1000, 0.5), 500);
+        assert_eq!(slow(10, 0.25), 2);
+        let first: Vec<u64> = (0..40).filter(|&g| is_slow(g, 0.1)).collect();
+        assert_eq!(first, [9, 19, 29, 39]);
+        // The split into processes does not matter: the index is global.
+        assert_eq!(
+            slow(500, 0.1) + (500..1000).filter(|&g| is_slow(g, 0.1)).count() as u64,
+            100
+        );
+    }
 
     #[test]
     fn conn_entry_is_small() {

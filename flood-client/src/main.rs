@@ -119,6 +119,19 @@ pub struct Args {
     #[arg(long, default_value_t = 64)]
     pub size: usize,
 
+    /// Fraction (0 to 1) of the connections that read slowly once open: every
+    /// round(1/FRACTION)-th connection, spread evenly over channels and processes. A slow reader
+    /// reads --slow-read-rate bytes per second (0: nothing at all), so the server's and the
+    /// kernel's buffers fill behind it. Slow readers are reported apart: their deliveries, and
+    /// how many the server closed, are not loss or errors; loss and latency cover the others.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_readers: f64,
+
+    /// Bytes per second each slow reader reads (see --slow-readers). 0 = it never reads again
+    /// once open (a stalled client).
+    #[arg(long, default_value_t = 0)]
+    pub slow_read_rate: u64,
+
     /// Keep-alive publisher connections.
     #[arg(long, default_value_t = 2)]
     pub publishers: usize,
@@ -309,6 +322,9 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         }
         Some(r)
     };
+    if !(0.0..=1.0).contains(&args.slow_readers) {
+        return Err("--slow-readers is a fraction from 0 to 1".into());
+    }
     if args.publish_rate > 0.0 && args.size < msg::MIN_SIZE {
         return Err(format!("--size must be at least {}", msg::MIN_SIZE));
     }
@@ -403,6 +419,8 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             transport: args.transport,
             bayeux: args.bayeux_transport,
             bayeux_path: args.bayeux_path.clone(),
+            slow_fraction: args.slow_readers,
+            slow_read_rate: args.slow_read_rate,
         };
         offset += n;
         let mut child = Command::new(&exe)
@@ -496,6 +514,9 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         })
     });
     let hold_start = Instant::now();
+    // Memory while holding (and publishing), once a second and at the end of the publishing:
+    // what buffers fill behind slow readers.
+    let mut hold: Vec<Sample> = Vec::new();
     let mut last_deliveries = 0u64;
     let mut last_rate_at = Instant::now();
     let mut rate_now = 0.0;
@@ -507,6 +528,11 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             if let Line::Progress(p) = line {
                 progress[i as usize] = p;
             }
+        }
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            let est: u64 = progress.iter().map(|p| p.established).sum();
+            hold.push(sample(est, started.elapsed().as_secs_f64()));
         }
         if last_print.elapsed() >= Duration::from_secs(1) {
             let d: u64 = progress.iter().map(|p| p.deliveries).sum();
@@ -522,6 +548,10 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     let _ = rate_now;
     let published = publisher.map(|p| p.finish()).unwrap_or_default();
     let publish_secs = hold_start.elapsed().as_secs_f64();
+    {
+        let est: u64 = progress.iter().map(|p| p.established).sum();
+        hold.push(sample(est, started.elapsed().as_secs_f64()));
+    }
     // Drain: wait until deliveries stop growing (or the drain time passes).
     if published.total() > 0 {
         let until = Instant::now() + Duration::from_secs(args.drain);
@@ -582,6 +612,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         kernel_before,
         kernel_open,
         samples: &samples,
+        hold: &hold,
         server_local,
     });
     print!("{}", report.summary());

@@ -38,6 +38,8 @@ pub struct Inputs<'a> {
     pub kernel_before: Option<KernelMem>,
     pub kernel_open: Option<KernelMem>,
     pub samples: &'a [Sample],
+    /// Memory while holding: once a second, the last at the end of the publishing.
+    pub hold: &'a [Sample],
     pub server_local: bool,
 }
 
@@ -52,6 +54,36 @@ fn per_conn(grown: Option<u64>, n: u64) -> Option<f64> {
     grown.filter(|_| n > 0).map(|g| g as f64 / n as f64)
 }
 
+/// Memory while holding, per connection open after the ramp: at the end of the publishing and
+/// the peak, for the kernel (slab + TCP buffer pages), its TCP buffer pages alone, and the server
+/// (PSS). Grown from before the first connection, like the idle figures.
+fn loaded(i: &Inputs<'_>, established: u64) -> serde_json::Value {
+    let kernel = |s: &Sample| Some(s.kernel.as_ref()?.growth_since(i.kernel_before.as_ref()?));
+    let buffers = |s: &Sample| {
+        Some(
+            s.kernel
+                .as_ref()?
+                .tcp_mem
+                .saturating_sub(i.kernel_before.as_ref()?.tcp_mem),
+        )
+    };
+    let server = |s: &Sample| Some(s.server?.pss.saturating_sub(i.server_before?.pss));
+    let at_end =
+        |f: &dyn Fn(&Sample) -> Option<u64>| per_conn(i.hold.last().and_then(f), established);
+    let peak = |f: &dyn Fn(&Sample) -> Option<u64>| {
+        per_conn(i.hold.iter().filter_map(f).max(), established)
+    };
+    json!({
+        "samples": i.hold.len(),
+        "kernel_bytes_per_conn": at_end(&kernel),
+        "kernel_peak_bytes_per_conn": peak(&kernel),
+        "tcp_buffer_bytes_per_conn": at_end(&buffers),
+        "tcp_buffer_peak_bytes_per_conn": peak(&buffers),
+        "server_pss_bytes_per_conn": at_end(&server),
+        "server_pss_peak_bytes_per_conn": peak(&server),
+    })
+}
+
 impl Report {
     pub fn build(i: Inputs<'_>) -> Report {
         let a = i.args;
@@ -59,6 +91,7 @@ impl Report {
         let mut established = 0;
         let mut deliveries = 0;
         let (mut duplicated, mut reordered, mut foreign, mut gaps) = (0, 0, 0, 0);
+        let (mut slow_open, mut slow_closed, mut slow_deliveries) = (0u64, 0u64, 0u64);
         let mut client_grown = 0u64;
         let channels = a.channels.max(1) as usize;
         let mut conns_per_chan = vec![0u64; channels];
@@ -73,6 +106,9 @@ impl Report {
             reordered += f.reordered;
             foreign += f.foreign;
             gaps += f.gaps;
+            slow_open += f.slow_open;
+            slow_closed += f.slow_closed;
+            slow_deliveries += f.slow_deliveries;
             client_grown += f.pss_open.saturating_sub(f.pss_before);
             for &(c, n, u) in &f.per_channel {
                 if let Some(slot) = conns_per_chan.get_mut(c as usize) {
@@ -84,6 +120,9 @@ impl Report {
                 let _ = hist.record_n(v.max(1), n);
             }
         }
+        // Slow readers the server let go were open when memory was measured: they count as
+        // established (not as failures).
+        established += slow_closed;
         let expected: u64 = conns_per_chan
             .iter()
             .zip(i.published.per_channel.iter().chain(std::iter::repeat(&0)))
@@ -147,6 +186,7 @@ impl Report {
             .collect();
         let bayeux_transport =
             (a.transport == Transport::Bayeux).then(|| a.bayeux_transport.name());
+        let loaded = loaded(&i, established);
         let json = json!({
             "params": {
                 "url": a.url, "transport": a.transport.name(), "bayeux_transport": bayeux_transport,
@@ -154,6 +194,7 @@ impl Report {
                 "conns": a.conns, "rate": a.rate, "duration": a.duration,
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
+                "slow_readers": a.slow_readers, "slow_read_rate": a.slow_read_rate,
                 "open_files_per_process": i.nofile,
             },
             "transport": a.transport.name(),
@@ -184,6 +225,12 @@ impl Report {
             "foreign_frames": foreign,
             "gaps_reported": gaps,
             "latency_us": latency,
+            "slow_readers": {
+                "open_at_end": slow_open,
+                "closed_by_server": slow_closed,
+                "deliveries": slow_deliveries,
+            },
+            "loaded": loaded,
             "ramp": ramp,
         });
         let ok = established == a.conns
@@ -293,6 +340,27 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             s,
             "latency (µs): p50 {} p90 {} p99 {} p99.9 {} max {}",
             l["p50"], l["p90"], l["p99"], l["p999"], l["max"]
+        );
+        let ld = &j["loaded"];
+        let _ = writeln!(
+            s,
+            "while publishing, per connection: kernel {} (peak {}; TCP buffers {}, peak {}), \
+             server PSS {} (peak {})",
+            fmt_bytes(&ld["kernel_bytes_per_conn"]),
+            fmt_bytes(&ld["kernel_peak_bytes_per_conn"]),
+            fmt_bytes(&ld["tcp_buffer_bytes_per_conn"]),
+            fmt_bytes(&ld["tcp_buffer_peak_bytes_per_conn"]),
+            fmt_bytes(&ld["server_pss_bytes_per_conn"]),
+            fmt_bytes(&ld["server_pss_peak_bytes_per_conn"]),
+        );
+    }
+    if j["params"]["slow_readers"].as_f64().unwrap_or(0.0) > 0.0 {
+        let sr = &j["slow_readers"];
+        let _ = writeln!(
+            s,
+            "slow readers (not in loss or latency): {} open at the end, {} closed by the server \
+             (slow consumers), {} messages read",
+            sr["open_at_end"], sr["closed_by_server"], sr["deliveries"]
         );
     }
     if e.total() + e.closed_by_server > 0 {

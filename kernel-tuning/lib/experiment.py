@@ -1,10 +1,14 @@
-"""kernel-tuning/experiment KNOB VALUE... [options] -- FLOOD-ARGS
+"""kernel-tuning/experiment KNOB[,KNOB...] VALUE... [options] -- FLOOD-ARGS
 
 For each VALUE: set KNOB to it (the old value saved first), start a fresh edgecomet, run flood
 with FLOOD-ARGS against it, stop the server, put KNOB back. Then write the results as JSON, a
 Markdown table and an SVG chart (value against server and kernel bytes per connection, connect
-rate, latency p50/p99, errors) into --out. KNOB is restored after every value, also when a run
-fails or is interrupted.
+rate, latency p50/p99, errors; with a publish load also the memory while publishing) into
+--out. KNOB is restored after every value, also when a run fails or is interrupted.
+
+Several knobs, comma-separated, are set together: a VALUE applies to each of them, or gives one
+value per knob separated by " / " (e.g. "4096 131072 6291456 / 4096 16384 4194304"). The VALUE
+`current` leaves the knobs as they are: the baseline measured in the same session.
 """
 
 import argparse
@@ -20,12 +24,18 @@ import ktune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# (summary key, column title); a column is shown when some run has a value for it.
 METRICS = [
     ("server_pss_bytes_per_conn", "server B/conn"),
     ("kernel_bytes_per_conn", "kernel B/conn"),
     ("connect_rate_per_sec", "connects/s"),
     ("latency_p50_us", "p50 us"),
     ("latency_p99_us", "p99 us"),
+    ("deliveries_per_sec", "deliveries/s"),
+    ("loaded_kernel_bytes_per_conn", "publishing: kernel B/conn"),
+    ("loaded_tcp_buffer_peak_bytes_per_conn", "publishing: TCP buffers peak B/conn"),
+    ("loaded_server_pss_peak_bytes_per_conn", "publishing: server peak B/conn"),
+    ("slow_closed_by_server", "slow readers closed"),
     ("errors", "errors"),
     ("lost", "lost"),
 ]
@@ -35,6 +45,9 @@ def summarize(report):
     """The figures of one flood JSON report that the table and chart show."""
     lat = report.get("latency_us") or {}
     errors = report.get("errors") or {}
+    loaded = report.get("loaded") or {}
+    slow = report.get("slow_readers") or {}
+    publishing = bool(report.get("published"))
     return {
         "conns_established": report.get("conns_established"),
         "server_pss_bytes_per_conn": report.get("server_pss_bytes_per_conn"),
@@ -45,6 +58,15 @@ def summarize(report):
         "errors": sum(v for v in errors.values() if isinstance(v, (int, float))),
         "errors_by_kind": {k: v for k, v in errors.items() if v},
         "lost": report.get("lost"),
+        "deliveries_per_sec": report.get("deliveries_per_sec") if publishing else None,
+        "loaded_kernel_bytes_per_conn":
+            loaded.get("kernel_bytes_per_conn") if publishing else None,
+        "loaded_tcp_buffer_peak_bytes_per_conn":
+            loaded.get("tcp_buffer_peak_bytes_per_conn") if publishing else None,
+        "loaded_server_pss_peak_bytes_per_conn":
+            loaded.get("server_pss_peak_bytes_per_conn") if publishing else None,
+        "slow_closed_by_server": slow.get("closed_by_server")
+        if (report.get("params") or {}).get("slow_readers") else None,
     }
 
 
@@ -56,13 +78,43 @@ def fmt(v):
     return str(v)
 
 
+def shown(rows):
+    return [m for m in METRICS if any(r["summary"].get(m[0]) is not None for r in rows)]
+
+
+def median(vals):
+    vals = sorted(v for v in vals if isinstance(v, (int, float)))
+    if not vals:
+        return None
+    n = len(vals)
+    return vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+
+
+def medians(rows):
+    """One row per value: the median of each metric over its rounds."""
+    out = []
+    for v in dict.fromkeys(r["value"] for r in rows):
+        runs = [r for r in rows if r["value"] == v]
+        keys = set(k for r in runs for k in r["summary"])
+        out.append({"value": v, "rounds": len(runs),
+                    "summary": {k: median(r["summary"].get(k) for r in runs) for k in keys}})
+    return out
+
+
 def table(knob, rows):
-    out = ["| %s | conns | %s |" % (knob, " | ".join(m[1] for m in METRICS)),
-           "|---|---|%s|" % "|".join("---" for _ in METRICS)]
+    ms = shown(rows)
+    rounds = any(r.get("round", 1) > 1 for r in rows)
+    out = ["| %s |%s conns | %s |" % (knob, " round |" if rounds else "",
+                                      " | ".join(m[1] for m in ms)),
+           "|---|%s---|%s|" % ("---|" if rounds else "", "|".join("---" for _ in ms))]
     for r in rows:
         s = r["summary"]
-        out.append("| `%s` | %s | %s |" % (r["value"], fmt(s.get("conns_established")),
-                                           " | ".join(fmt(s.get(m[0])) for m in METRICS)))
+        out.append("| `%s` |%s %s | %s |" % (r["value"], " %s |" % r["round"] if rounds else "",
+                                             fmt(s.get("conns_established")),
+                                             " | ".join(fmt(s.get(m[0])) for m in ms)))
+    if rounds:
+        out += ["", "Medians over the rounds:", ""]
+        out.append(table(knob, medians(rows)).rstrip("\n"))
     return "\n".join(out) + "\n"
 
 
@@ -71,11 +123,17 @@ def esc(s):
             .replace('"', "&quot;"))
 
 
-def svg(knob, rows, panels=("server_pss_bytes_per_conn", "kernel_bytes_per_conn",
-                            "connect_rate_per_sec", "latency_p99_us")):
+def svg(knob, rows, panels=None):
     """One small bar chart per metric, the values of KNOB along x (categories: values such as
-    "4096 4096 65536" are not numbers)."""
+    "4096 4096 65536" are not numbers). Default panels: server and kernel bytes per connection,
+    connect rate, latency p99, and with a publish load the memory while publishing."""
     names = dict(METRICS)
+    if panels is None:
+        have = {m[0] for m in shown(rows)}
+        panels = [k for k in ("server_pss_bytes_per_conn", "kernel_bytes_per_conn",
+                              "connect_rate_per_sec", "latency_p99_us",
+                              "loaded_kernel_bytes_per_conn",
+                              "loaded_server_pss_peak_bytes_per_conn") if k in have]
     w, ph, top, left = 640, 150, 40, 70
     h = top + len(panels) * (ph + 50) + 10
     n = max(len(rows), 1)
@@ -133,20 +191,40 @@ def stop_server(p):
             p.wait()
 
 
-def run_value(a, value, flood_args):
+def values_for(knobs, value):
+    """The value of each knob for VALUE (None: leave it), or ValueError."""
+    if value == "current":
+        return [None] * len(knobs)
+    parts = [" ".join(p.split()) for p in value.split("/")]
+    if len(parts) == 1:
+        return parts * len(knobs)
+    if len(parts) != len(knobs) or not all(parts):
+        raise ValueError("%r: give one value, or one per knob (%d) separated by /"
+                         % (value, len(knobs)))
+    return parts
+
+
+def run_value(a, value, flood_args, rnd=1):
     state = os.path.join(a.out, "saved-%d.conf" % os.getpid())
-    old = ktune.read(a.knob)
-    if old is None:
-        raise RuntimeError("%s: not present in this kernel" % a.knob)
-    ktune.save_state(state, [(a.knob, old)], "experiment")
+    knobs = a.knob.split(",")
+    old = [ktune.read(k) for k in knobs]
+    for k, o in zip(knobs, old):
+        if o is None:
+            raise RuntimeError("%s: not present in this kernel" % k)
+    ktune.save_state(state, list(zip(knobs, old)), "experiment")
     server = None
     try:
-        ktune.write(a.knob, " ".join(value.split()))
-        now = ktune.read(a.knob)
-        if now != " ".join(value.split()):
-            raise RuntimeError("%s: wrote %r, reads back %r" % (a.knob, value, now))
+        for k, v in zip(knobs, values_for(knobs, value)):
+            if v is None:
+                continue
+            ktune.write(k, v)
+            now = ktune.read(k)
+            if now != v:
+                raise RuntimeError("%s: wrote %r, reads back %r" % (k, v, now))
         server, addr = start_server(a.server_bin, a.server_args.split())
-        report = os.path.join(a.out, "flood-%s.json" % re.sub(r"[^0-9A-Za-z]+", "_", value))
+        report = os.path.join(a.out, "flood-%s%s.json" % (
+            re.sub(r"[^0-9A-Za-z]+", "_", value).strip("_"),
+            "-round%d" % rnd if a.repeat > 1 else ""))
         args = [x.replace("{addr}", addr) for x in flood_args]
         if not any(x == "--url" or x.startswith("--url=") for x in args):
             args = ["--url", "ws://%s/sub/experiment" % addr] + args
@@ -159,18 +237,22 @@ def run_value(a, value, flood_args):
     finally:
         if server is not None:
             stop_server(server)
-        ktune.write(a.knob, old)
-        if ktune.read(a.knob) != old:
-            print("WARNING: %s did not go back to %s (state kept in %s)" % (a.knob, old, state),
-                  file=sys.stderr)
-        else:
+        back = True
+        for k, o in zip(knobs, old):
+            ktune.write(k, o)
+            if ktune.read(k) != o:
+                back = False
+                print("WARNING: %s did not go back to %s (state kept in %s)" % (k, o, state),
+                      file=sys.stderr)
+        if back:
             os.remove(state)
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
-        sys.stderr.write("usage: kernel-tuning/experiment KNOB VALUE... [options] -- FLOOD-ARGS\n")
+        sys.stderr.write("usage: kernel-tuning/experiment KNOB[,KNOB...] VALUE... [options] "
+                         "-- FLOOD-ARGS\n")
         return 2
     cut = argv.index("--")
     ap = argparse.ArgumentParser(prog="kernel-tuning/experiment")
@@ -187,13 +269,16 @@ def main(argv=None):
         sys.stderr.write("kernel-tuning/experiment: needs root to set %s\n" % a.knob)
         return 1
     a.out = a.out or os.path.join(ROOT, "kernel-tuning", "results", "%s-%s" % (
-        a.knob, time.strftime("%Y%m%d-%H%M%S")))
+        a.knob.replace(",", "+"), time.strftime("%Y%m%d-%H%M%S")))
     os.makedirs(a.out, exist_ok=True)
     rows = []
     try:
+        knobs = a.knob.split(",")
+        for v in a.values:
+            values_for(knobs, v)
         for rnd in range(a.repeat):
             for v in a.values:
-                r = run_value(a, v, flood_args)
+                r = run_value(a, v, flood_args, rnd + 1)
                 r["round"] = rnd + 1
                 rows.append(r)
     except (RuntimeError, OSError, ValueError) as e:
@@ -202,13 +287,14 @@ def main(argv=None):
                          % (e, a.knob))
         return 1
     result = {"knob": a.knob, "values": a.values, "flood_args": flood_args,
-              "server": [a.server_bin] + a.server_args.split(), "runs": rows}
+              "server": [a.server_bin] + a.server_args.split(), "runs": rows,
+              "medians": medians(rows)}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
     with open(os.path.join(a.out, "table.md"), "w") as f:
         f.write(table(a.knob, rows))
     with open(os.path.join(a.out, "chart.svg"), "w") as f:
-        f.write(svg(a.knob, rows))
+        f.write(svg(a.knob, medians(rows)))
     print(table(a.knob, rows))
     print("results: %s/{results.json,table.md,chart.svg}" % a.out)
     return 0

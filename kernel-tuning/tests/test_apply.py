@@ -180,8 +180,9 @@ args = sys.argv[1:]
 if "--fail" in args:
     sys.exit(3)
 seen = int(open("/proc/sys/net/core/somaxconn").read())
+fin = int(open("/proc/sys/net/ipv4/tcp_fin_timeout").read())
 report = args[args.index("--json") + 1]
-json.dump({"conns_established": 10, "server_pss_bytes_per_conn": 200.5,
+json.dump({"conns_established": 10, "server_pss_bytes_per_conn": 200.5 + fin,
            "kernel_bytes_per_conn": seen, "connect_rate_per_sec": 1000.0,
            "latency_us": {"count": 5, "p50": 40, "p99": 90},
            "errors": {"refused": 1, "reset": 0}, "lost": 0,
@@ -204,12 +205,43 @@ class Experiment(unittest.TestCase):
     def tearDown(self):
         self.tmp.cleanup()
 
-    def experiment(self, *flood_args):
+    def experiment(self, *flood_args, knob="net.core.somaxconn", values=("100", "2000"),
+                   opts=()):
         out = os.path.join(self.tmp.name, "out")
-        rc, log = run(os.path.join(KT, "experiment"), "net.core.somaxconn", "100", "2000",
+        rc, log = run(os.path.join(KT, "experiment"), knob, *values,
                       "--out", out, "--server-bin", self.server, "--flood-bin", self.flood,
-                      "--", *flood_args)
+                      *opts, "--", *flood_args)
         return rc, log, out
+
+    def test_several_knobs_current_and_per_knob_values_and_rounds(self):
+        fin = ktune.read("net.ipv4.tcp_fin_timeout")
+        rc, log, out = self.experiment(
+            "--conns", "10", knob="net.core.somaxconn,net.ipv4.tcp_fin_timeout",
+            values=("current", "300", "200 / 7"), opts=("--repeat", "2"))
+        self.assertEqual(rc, 0, log)
+        with open(os.path.join(out, "results.json")) as f:
+            res = json.load(f)
+        seen = [(r["value"], r["round"], r["summary"]["kernel_bytes_per_conn"],
+                 r["summary"]["server_pss_bytes_per_conn"] - 200.5) for r in res["runs"]]
+        cur = (int(self.before), int(fin))
+        self.assertEqual(seen, [("current", 1) + cur, ("300", 1, 300, 300), ("200 / 7", 1, 200, 7),
+                                ("current", 2) + cur, ("300", 2, 300, 300), ("200 / 7", 2, 200, 7)])
+        self.assertEqual([m["rounds"] for m in res["medians"]], [2, 2, 2])
+        self.assertEqual(sorted(os.listdir(out)), [
+            "chart.svg", "flood-200_7-round1.json", "flood-200_7-round2.json",
+            "flood-300-round1.json", "flood-300-round2.json", "flood-current-round1.json",
+            "flood-current-round2.json", "results.json", "table.md"])
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before)
+        self.assertEqual(ktune.read("net.ipv4.tcp_fin_timeout"), fin)
+        with open(os.path.join(out, "table.md")) as f:
+            self.assertIn("Medians over the rounds", f.read())
+
+    def test_a_value_per_knob_must_match_the_knobs(self):
+        rc, log, _ = self.experiment("--conns", "10", knob="net.core.somaxconn",
+                                     values=("1 / 2",))
+        self.assertNotEqual(rc, 0, log)
+        self.assertIn("one per knob", log)
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before)
 
     def test_each_value_is_set_during_its_run_and_restored(self):
         rc, log, out = self.experiment("--conns", "10")
@@ -223,7 +255,8 @@ class Experiment(unittest.TestCase):
         self.assertEqual(ktune.read("net.core.somaxconn"), self.before)
         with open(os.path.join(out, "table.md")) as f:
             t = f.read()
-        self.assertIn("| `100` | 10 | 200.5 | 100 |", t)
+        self.assertIn("| `100` | 10 | %s | 100 |" % (200.5 + int(ktune.read(
+            "net.ipv4.tcp_fin_timeout"))), t)
         ET.parse(os.path.join(out, "chart.svg"))  # well-formed
 
     def test_a_failed_run_still_restores(self):
