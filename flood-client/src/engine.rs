@@ -89,6 +89,10 @@ pub struct WorkerPlan {
     /// Bytes per second each slow reader reads; 0 = nothing once open.
     #[serde(default)]
     pub slow_read_rate: u64,
+    /// Once every connection has been attempted: open connections closed by this client per
+    /// second, each replaced by a new one ([`Worker::churn`]).
+    #[serde(default)]
+    pub churn_rate: f64,
 }
 
 /// Whether connection `g` (global index) is a slow reader when a fraction `f` of them are:
@@ -176,6 +180,12 @@ pub struct Progress {
     pub ramp_done: bool,
     /// Seconds from the first connect to the last connection settled.
     pub ramp_secs: f64,
+    /// Connections this client closed to replace them (`--churn`).
+    #[serde(default)]
+    pub churned: u64,
+    /// Seconds from the first of those closes to the last.
+    #[serde(default)]
+    pub churn_secs: f64,
 }
 
 /// The final report of one worker.
@@ -338,6 +348,13 @@ struct Worker {
     /// ([`Worker::drain_slow`]); `drained` counts the bytes.
     draining: bool,
     drained: u64,
+    /// `--churn`: connections closed to be replaced, when the last were, the fraction carried
+    /// over, and where the next search for an open connection starts in the slab.
+    churned: u64,
+    churn_first: Option<Instant>,
+    churn_last: Option<Instant>,
+    churn_carry: f64,
+    churn_cursor: usize,
 }
 
 /// Runs a worker to completion. `commands` yields lines from the coordinator.
@@ -428,6 +445,11 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         slow_carry: 0.0,
         draining: false,
         drained: 0,
+        churned: 0,
+        churn_first: None,
+        churn_last: None,
+        churn_carry: 0.0,
+        churn_cursor: 0,
     };
     w.slow_rate = w.plan.slow_read_rate;
     // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
@@ -456,6 +478,9 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         if w.slow_rate > 0 && w.slow_last.elapsed() >= Duration::from_millis(100) {
             w.read_slow();
         }
+        if w.plan.churn_rate > 0.0 && w.ramp_end.is_some() {
+            w.churn();
+        }
         w.start_connections();
         w.expire();
         if w.ramp_end.is_none() && w.attempted == w.plan.conns && w.pending.is_empty() {
@@ -469,6 +494,24 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         }
         if rx.try_recv().is_ok() {
             break;
+        }
+    }
+    if w.plan.churn_rate > 0.0 {
+        // Let the replacements in progress settle (open, or fail by their deadline), so that
+        // the final count is of settled connections.
+        w.plan.churn_rate = 0.0;
+        while !w.pending.is_empty() {
+            if let Err(e) = w.poll.poll(&mut events, Some(Duration::from_millis(5)))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                return Err(e);
+            }
+            for ev in events.iter() {
+                if ev.token() != WAKER {
+                    w.on_event(ev.token().0, ev.is_read_closed() || ev.is_error());
+                }
+            }
+            w.expire();
         }
     }
     w.drain_slow();
@@ -502,6 +545,10 @@ impl Worker {
             errors: self.errors.clone(),
             deliveries: self.deliveries,
             ramp_done: self.ramp_end.is_some(),
+            churned: self.churned,
+            churn_secs: self.churn_first.map_or(0.0, |f| {
+                self.churn_last.unwrap_or(f).duration_since(f).as_secs_f64()
+            }),
             ramp_secs: self
                 .ramp_end
                 .unwrap_or_else(Instant::now)
@@ -642,6 +689,34 @@ impl Worker {
             .collect();
         for k in keys {
             self.read(k, whole as usize);
+        }
+    }
+
+    /// `--churn`: closes `churn_rate` open connections per second (the client closes first, as
+    /// a long-poll client without keep-alive or a browser leaving a page does: the TIME-WAIT is
+    /// on this side, holding the port) and starts as many new ones, through the same pacing,
+    /// in-flight bound and error counting as the ramp. Open connections are taken in slab order,
+    /// round robin.
+    fn churn(&mut self) {
+        let now = Instant::now();
+        let last = *self.churn_last.get_or_insert(now);
+        self.churn_first.get_or_insert(now);
+        let due = self.plan.churn_rate * now.duration_since(last).as_secs_f64() + self.churn_carry;
+        self.churn_last = Some(now);
+        let mut n = due.floor() as u64;
+        self.churn_carry = due - n as f64;
+        let mut scanned = 0;
+        let cap = self.conns.capacity().max(1);
+        while n > 0 && scanned < cap && !self.conns.is_empty() {
+            let key = self.churn_cursor % cap;
+            self.churn_cursor = key + 1;
+            scanned += 1;
+            if self.conns.get(key).is_some_and(Conn::is_open) {
+                self.drop_conn(key);
+                self.churned += 1;
+                self.plan.conns += 1;
+                n -= 1;
+            }
         }
     }
 

@@ -132,6 +132,15 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub slow_read_rate: u64,
 
+    /// Connections per second (over all processes) that the client closes and replaces with new
+    /// ones while holding: connection turnover, as long-poll clients without keep-alive or
+    /// page reloads cause. The client closes first, so TIME-WAIT sockets (and their ports) are
+    /// on this side; the report gives the turnover reached, TIME-WAIT peak and the connect errors
+    /// (EADDRNOTAVAIL when the ports run out). Not with --publish-rate (a new connection misses
+    /// what was published before it).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+
     /// Keep-alive publisher connections.
     #[arg(long, default_value_t = 2)]
     pub publishers: usize,
@@ -322,6 +331,16 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         }
         Some(r)
     };
+    if args.churn < 0.0 || !args.churn.is_finite() {
+        return Err("--churn is connections per second, 0 or more".into());
+    }
+    if args.churn > 0.0 && args.publish_rate > 0.0 {
+        return Err(
+            "--churn and --publish-rate do not go together: a replacement connection \
+                    misses what was published before it, so loss could not be counted"
+                .into(),
+        );
+    }
     if !(0.0..=1.0).contains(&args.slow_readers) {
         return Err("--slow-readers is a fraction from 0 to 1".into());
     }
@@ -421,6 +440,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             bayeux_path: args.bayeux_path.clone(),
             slow_fraction: args.slow_readers,
             slow_read_rate: args.slow_read_rate,
+            churn_rate: args.churn * n as f64 / args.conns as f64,
         };
         offset += n;
         let mut child = Command::new(&exe)

@@ -226,6 +226,10 @@ pub struct KernelMem {
     pub tcp_mem: u64,
     /// `sockets: used` from `/proc/net/sockstat` (all socket kinds; zero if unreadable).
     pub sockets_used: u64,
+    /// `TCP: tw` (connections in TIME-WAIT) and `TCP: orphan` (closed by their process, still
+    /// sending or closing) from `/proc/net/sockstat`; zero if unreadable.
+    pub tcp_tw: u64,
+    pub tcp_orphan: u64,
 }
 
 /// Reads [`KernelMem`]: `/proc/meminfo` must be readable (else the error); `/proc/slabinfo` and
@@ -238,15 +242,17 @@ pub fn kernel_mem() -> io::Result<KernelMem> {
         Ok(t) => parse_slabinfo(&t),
         Err(_) => BTreeMap::new(),
     };
-    let (sockets_used, _tcp_inuse, tcp_pages) = match fs::read_to_string("/proc/net/sockstat") {
+    let st = match fs::read_to_string("/proc/net/sockstat") {
         Ok(t) => parse_sockstat(&t),
-        Err(_) => (0, 0, 0),
+        Err(_) => Sockstat::default(),
     };
     Ok(KernelMem {
         slab,
         caches,
-        tcp_mem: tcp_pages.saturating_mul(page_size()),
-        sockets_used,
+        tcp_mem: st.tcp_pages.saturating_mul(page_size()),
+        sockets_used: st.used,
+        tcp_tw: st.tcp_tw,
+        tcp_orphan: st.tcp_orphan,
     })
 }
 
@@ -317,10 +323,21 @@ fn parse_slabinfo(text: &str) -> BTreeMap<String, u64> {
     caches
 }
 
-/// `/proc/net/sockstat` → (`sockets: used`, `TCP: inuse`, `TCP: mem` in pages). Missing or
-/// malformed values are zero.
-fn parse_sockstat(text: &str) -> (u64, u64, u64) {
-    let (mut used, mut inuse, mut mem) = (0, 0, 0);
+/// The figures of `/proc/net/sockstat` flood uses.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Sockstat {
+    /// `sockets: used`.
+    used: u64,
+    /// `TCP: inuse`, `orphan`, `tw`, `mem` (pages).
+    tcp_inuse: u64,
+    tcp_orphan: u64,
+    tcp_tw: u64,
+    tcp_pages: u64,
+}
+
+/// `/proc/net/sockstat` → [`Sockstat`]. Missing or malformed values are zero.
+fn parse_sockstat(text: &str) -> Sockstat {
+    let mut st = Sockstat::default();
     for line in text.lines() {
         let Some((proto, rest)) = line.split_once(':') else {
             continue;
@@ -335,15 +352,17 @@ fn parse_sockstat(text: &str) -> (u64, u64, u64) {
                 .unwrap_or(0)
         };
         match proto {
-            "sockets" => used = get("used"),
+            "sockets" => st.used = get("used"),
             "TCP" => {
-                inuse = get("inuse");
-                mem = get("mem");
+                st.tcp_inuse = get("inuse");
+                st.tcp_orphan = get("orphan");
+                st.tcp_tw = get("tw");
+                st.tcp_pages = get("mem");
             }
             _ => {}
         }
     }
-    (used, inuse, mem)
+    st
 }
 
 #[cfg(test)]
@@ -539,11 +558,18 @@ dentry            115547 115584    192   21    1 : tunables    0    0    0 : sla
     fn parses_sockstat_and_meminfo() {
         let s = "\
 sockets: used 10
-TCP: inuse 1 orphan 0 tw 238 alloc 1 mem 7
+TCP: inuse 1 orphan 2 tw 238 alloc 1 mem 7
 UDP: inuse 0 mem 3
 ";
-        assert_eq!(parse_sockstat(s), (10, 1, 7));
-        assert_eq!(parse_sockstat("TCP: inuse x mem\n"), (0, 0, 0));
+        let want = Sockstat {
+            used: 10,
+            tcp_inuse: 1,
+            tcp_orphan: 2,
+            tcp_tw: 238,
+            tcp_pages: 7,
+        };
+        assert_eq!(parse_sockstat(s), want);
+        assert_eq!(parse_sockstat("TCP: inuse x mem\n"), Sockstat::default());
         let m = "MemTotal:       32000000 kB\nSlab:             197896 kB\nSReclaimable: 1 kB\n";
         assert_eq!(meminfo_field(m, "Slab").expect("ok"), Some(197_896 * 1024));
         assert_eq!(meminfo_field(m, "MemAvailable").expect("ok"), None);
@@ -571,6 +597,8 @@ UDP: inuse 0 mem 3
             caches: caches.iter().map(|&(n, b)| (n.to_string(), b)).collect(),
             tcp_mem,
             sockets_used: 0,
+            tcp_tw: 0,
+            tcp_orphan: 0,
         };
         let before = mk(1000, 4096, &[("TCP", 100), ("dentry", 500), ("filp", 10)]);
         let after = mk(

@@ -92,6 +92,7 @@ impl Report {
         let mut deliveries = 0;
         let (mut duplicated, mut reordered, mut foreign, mut gaps) = (0, 0, 0, 0);
         let (mut slow_open, mut slow_closed, mut slow_deliveries) = (0u64, 0u64, 0u64);
+        let (mut churned, mut churn_secs) = (0u64, 0f64);
         let mut client_grown = 0u64;
         let channels = a.channels.max(1) as usize;
         let mut conns_per_chan = vec![0u64; channels];
@@ -109,6 +110,8 @@ impl Report {
             slow_open += f.slow_open;
             slow_closed += f.slow_closed;
             slow_deliveries += f.slow_deliveries;
+            churned += f.progress.churned;
+            churn_secs = churn_secs.max(f.progress.churn_secs);
             client_grown += f.pss_open.saturating_sub(f.pss_before);
             for &(c, n, u) in &f.per_channel {
                 if let Some(slot) = conns_per_chan.get_mut(c as usize) {
@@ -195,6 +198,7 @@ impl Report {
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
                 "slow_readers": a.slow_readers, "slow_read_rate": a.slow_read_rate,
+                "churn": a.churn,
                 "open_files_per_process": i.nofile,
             },
             "transport": a.transport.name(),
@@ -231,6 +235,13 @@ impl Report {
                 "deliveries": slow_deliveries,
             },
             "loaded": loaded,
+            "churn": {
+                "closed_by_client": churned,
+                "secs": churn_secs,
+                "per_sec": if churn_secs > 0.0 { churned as f64 / churn_secs } else { 0.0 },
+                "tcp_tw_peak": i.hold.iter().filter_map(|s| Some(s.kernel.as_ref()?.tcp_tw)).max(),
+                "tcp_orphan_peak": i.hold.iter().filter_map(|s| Some(s.kernel.as_ref()?.tcp_orphan)).max(),
+            },
             "ramp": ramp,
         });
         let ok = established == a.conns
@@ -352,6 +363,18 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             fmt_bytes(&ld["tcp_buffer_peak_bytes_per_conn"]),
             fmt_bytes(&ld["server_pss_bytes_per_conn"]),
             fmt_bytes(&ld["server_pss_peak_bytes_per_conn"]),
+        );
+    }
+    if j["params"]["churn"].as_f64().unwrap_or(0.0) > 0.0 {
+        let c = &j["churn"];
+        let _ = writeln!(
+            s,
+            "churn: {} connections closed by this client and replaced ({:.0}/s); TIME-WAIT peak {}, \
+             orphans peak {}",
+            c["closed_by_client"],
+            c["per_sec"].as_f64().unwrap_or(0.0),
+            c["tcp_tw_peak"],
+            c["tcp_orphan_peak"]
         );
     }
     if j["params"]["slow_readers"].as_f64().unwrap_or(0.0) > 0.0 {

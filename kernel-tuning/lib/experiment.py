@@ -36,6 +36,9 @@ METRICS = [
     ("loaded_tcp_buffer_peak_bytes_per_conn", "publishing: TCP buffers peak B/conn"),
     ("loaded_server_pss_peak_bytes_per_conn", "publishing: server peak B/conn"),
     ("slow_closed_by_server", "slow readers closed"),
+    ("churn_per_sec", "replaced/s"),
+    ("tcp_tw_peak", "TIME-WAIT peak"),
+    ("eaddrnotavail", "EADDRNOTAVAIL"),
     ("errors", "errors"),
     ("lost", "lost"),
 ]
@@ -48,6 +51,9 @@ def summarize(report):
     loaded = report.get("loaded") or {}
     slow = report.get("slow_readers") or {}
     publishing = bool(report.get("published"))
+    params = report.get("params") or {}
+    churn = report.get("churn") or {}
+    churning = bool(params.get("churn"))
     return {
         "conns_established": report.get("conns_established"),
         "server_pss_bytes_per_conn": report.get("server_pss_bytes_per_conn"),
@@ -66,7 +72,10 @@ def summarize(report):
         "loaded_server_pss_peak_bytes_per_conn":
             loaded.get("server_pss_peak_bytes_per_conn") if publishing else None,
         "slow_closed_by_server": slow.get("closed_by_server")
-        if (report.get("params") or {}).get("slow_readers") else None,
+        if params.get("slow_readers") else None,
+        "churn_per_sec": churn.get("per_sec") if churning else None,
+        "tcp_tw_peak": churn.get("tcp_tw_peak") if churning else None,
+        "eaddrnotavail": errors.get("eaddrnotavail") if churning else None,
     }
 
 
@@ -133,7 +142,8 @@ def svg(knob, rows, panels=None):
         panels = [k for k in ("server_pss_bytes_per_conn", "kernel_bytes_per_conn",
                               "connect_rate_per_sec", "latency_p99_us",
                               "loaded_kernel_bytes_per_conn",
-                              "loaded_server_pss_peak_bytes_per_conn") if k in have]
+                              "loaded_server_pss_peak_bytes_per_conn", "churn_per_sec",
+                              "tcp_tw_peak", "eaddrnotavail") if k in have]
     w, ph, top, left = 640, 150, 40, 70
     h = top + len(panels) * (ph + 50) + 10
     n = max(len(rows), 1)
