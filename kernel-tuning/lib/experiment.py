@@ -258,6 +258,10 @@ def run_value(a, value, flood_args, rnd=1):
             os.remove(state)
 
 
+def interrupt(*_):
+    raise KeyboardInterrupt()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if "--" not in argv:
@@ -273,6 +277,9 @@ def main(argv=None):
     ap.add_argument("--server-args", default="--workers 2")
     ap.add_argument("--flood-bin", default=os.path.join(ROOT, "target/release/flood"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per value (in rounds)")
+    ap.add_argument("--pause", type=float, default=0,
+                    help="seconds to wait after each run (e.g. 60 for TIME-WAIT sockets of a "
+                         "run to expire before the next)")
     a = ap.parse_args(argv[:cut])
     flood_args = argv[cut + 1:]
     if os.geteuid() != 0:
@@ -286,11 +293,19 @@ def main(argv=None):
         knobs = a.knob.split(",")
         for v in a.values:
             values_for(knobs, v)
+        # SIGTERM unwinds like Ctrl-C: run_value's finally puts the knobs back.
+        signal.signal(signal.SIGTERM, interrupt)
         for rnd in range(a.repeat):
             for v in a.values:
                 r = run_value(a, v, flood_args, rnd + 1)
                 r["round"] = rnd + 1
                 rows.append(r)
+                if a.pause > 0:
+                    time.sleep(a.pause)
+    except KeyboardInterrupt:
+        sys.stderr.write("kernel-tuning/experiment: interrupted (%s back to the old values)\n"
+                         % a.knob)
+        return 130
     except (RuntimeError, OSError, ValueError) as e:
         # run_value has put the knob back already.
         sys.stderr.write("kernel-tuning/experiment: %s (%s is back to its old value)\n"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import json
+import time
 import unittest
 import xml.etree.ElementTree as ET
 
@@ -179,6 +180,9 @@ import json, sys
 args = sys.argv[1:]
 if "--fail" in args:
     sys.exit(3)
+if "--sleep" in args:
+    import time
+    time.sleep(30)
 seen = int(open("/proc/sys/net/core/somaxconn").read())
 fin = int(open("/proc/sys/net/ipv4/tcp_fin_timeout").read())
 report = args[args.index("--json") + 1]
@@ -258,6 +262,23 @@ class Experiment(unittest.TestCase):
         self.assertIn("| `100` | 10 | %s | 100 |" % (200.5 + int(ktune.read(
             "net.ipv4.tcp_fin_timeout"))), t)
         ET.parse(os.path.join(out, "chart.svg"))  # well-formed
+
+    def test_sigterm_restores(self):
+        out = os.path.join(self.tmp.name, "out")
+        p = subprocess.Popen([os.path.join(KT, "experiment"), "net.core.somaxconn", "777",
+                              "--out", out, "--server-bin", self.server, "--flood-bin",
+                              self.flood, "--", "--sleep"], stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        for _ in range(100):
+            if ktune.read("net.core.somaxconn") == "777":
+                break
+            time.sleep(0.05)
+        self.assertEqual(ktune.read("net.core.somaxconn"), "777")
+        p.terminate()
+        log = p.communicate(timeout=20)[0]
+        self.assertEqual(p.returncode, 130, log)
+        self.assertIn("interrupted", log)
+        self.assertEqual(ktune.read("net.core.somaxconn"), self.before)
 
     def test_a_failed_run_still_restores(self):
         rc, log, _ = self.experiment("--fail")
