@@ -1086,7 +1086,7 @@ impl Worker {
                 Event::Connect { dropped } if !answered => {
                     if dropped > 0 {
                         // Messages dropped from the queue: a gap the server reports.
-                        self.gaps += 1;
+                        self.gap(key);
                     }
                     match st {
                         St::FirstConnect => {
@@ -1137,7 +1137,7 @@ impl Worker {
         let mut data = std::mem::take(&mut self.sse_data);
         let used = sse::parse(&buf[pos..], &mut after_cr, &mut data, |ev| match ev.kind {
             sse::Kind::Message => self.on_message(key, ev.data),
-            sse::Kind::Gap => self.gaps += 1,
+            sse::Kind::Gap => self.gap(key),
             sse::Kind::Other => self.foreign += 1,
         });
         self.sse_data = data;
@@ -1185,7 +1185,7 @@ impl Worker {
                 return buf.len();
             };
             if answer.gap.is_some() {
-                self.gaps += 1;
+                self.gap(key);
             }
             for m in &answer.messages {
                 self.on_message(key, m.data.as_bytes());
@@ -1232,6 +1232,14 @@ impl Worker {
             }
         }
         pos
+    }
+
+    /// A gap the server reported on `key` (messages it could no longer deliver). A slow
+    /// reader's are expected (it is one of the slow consumers the server lets go) and not counted.
+    fn gap(&mut self, key: usize) {
+        if self.conns.get(key).is_some_and(|c| c.flags & SLOW == 0) {
+            self.gaps += 1;
+        }
     }
 
     fn on_message(&mut self, key: usize, payload: &[u8]) {
