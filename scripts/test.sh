@@ -3,7 +3,8 @@
 # runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
 # benches and fuzz targets compiled, the Python `websockets` client tests, the headless Chromium
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
-# official CometD client in Node (scripts/cometd-tests.sh) and the
+# official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
+# redis-server (installed with apt if missing) and the
 # Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json.
 #
 # Tools go into the git-ignored .tools/ folder. Set EDGECOMET_SKIP_AUTOBAHN=1 to skip the
@@ -39,7 +40,21 @@ install_python3_venv() {
     fi
 }
 
+install_redis() {
+    # Debian's redis-server: the broker tests (tests/broker.rs) start their own instances.
+    if ! command -v redis-server >/dev/null; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "test.sh: need root to apt-get install redis-server" >&2
+            return 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    fi
+    redis-server --version
+}
+
 step "install: python3 venv (websockets)" install_python3_venv
+step "install: redis-server (apt)" install_redis
 step "install: autobahn (python 2.7)" scripts/autobahn/install.sh
 
 # ---- static checks -------------------------------------------------------------------------

@@ -24,6 +24,18 @@ pub struct Config {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_connections: usize,
 
+    /// Scale out through Redis pub/sub: `redis://HOST[:PORT]`. Each process subscribes on Redis
+    /// to the channels its clients use (patterns for Bayeux wildcards) and publishes there; a
+    /// local publish reaches local subscribers through Redis, once. Without it: in-process
+    /// fan-out only. While Redis is unreachable clients stay connected and publishes get 503.
+    #[arg(long)]
+    pub broker: Option<String>,
+
+    /// Milliseconds a channel stays subscribed on the broker after its last local subscriber
+    /// left (long-poll and EventSource clients come back between requests).
+    #[arg(long, default_value_t = 5000)]
+    pub broker_linger_ms: u64,
+
     /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,
@@ -205,6 +217,9 @@ impl Config {
 
     /// Checks flag combinations that clap cannot (called before the server starts).
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.broker {
+            crate::broker::parse_url(url)?;
+        }
         if self.session_ttl <= self.poll_timeout {
             return Err(format!(
                 "--session-ttl ({}) must be longer than --poll-timeout ({}): a session must \

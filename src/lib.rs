@@ -9,6 +9,7 @@
 //! [`server`] wires them together; [`config`] holds every flag and limit; [`stats`] the counters.
 //! See `ARCHITECTURE.md` for the loop turn and a map from concept to file.
 
+pub mod broker;
 pub mod config;
 pub mod proto;
 pub mod pubsub;

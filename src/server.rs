@@ -16,6 +16,7 @@ use mio::net::TcpListener;
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::broker::{self, Broker, BrokerConfig};
 use crate::config::Config;
 use crate::pubsub::bayeux::{BayeuxLimits, Clients};
 use crate::pubsub::hub::{Hub, HubLimits};
@@ -92,7 +93,29 @@ impl Server {
                 root_wildcards: cfg.bayeux_root_wildcards,
                 max_subscriptions: cfg.bayeux_max_subscriptions,
             }),
+            broker: std::sync::OnceLock::new(),
         });
+        if let Some(url) = &cfg.broker {
+            let addr = broker::parse_url(url)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            // The broker's thread holds the process weakly: messages arriving during shutdown
+            // find nobody and are dropped.
+            let weak = Arc::downgrade(&shared);
+            let b = Broker::start(
+                BrokerConfig {
+                    addr,
+                    linger: Duration::from_millis(cfg.broker_linger_ms),
+                    max_message: cfg.max_body_bytes as usize,
+                },
+                Box::new(move |channel, payload| {
+                    if let Some(s) = weak.upgrade() {
+                        s.deliver_from_broker(channel, payload);
+                    }
+                }),
+            )?;
+            shared.bayeux.set_broker(b.clone());
+            let _ = shared.broker.set(b);
+        }
         let mut threads = Vec::with_capacity(n);
         for (id, (poll, listener, inbox)) in parts.into_iter().enumerate() {
             let worker = Worker::new(id, cfg.clone(), poll, listener, inbox, shared.clone())?;
@@ -151,6 +174,9 @@ impl Server {
                 std::thread::sleep(Duration::from_millis(5));
             }
             let _ = t.join();
+        }
+        if let Some(b) = self.shared.broker.get() {
+            b.stop();
         }
         true
     }

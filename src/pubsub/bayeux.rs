@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -223,6 +223,9 @@ pub struct Clients {
     nsubs: AtomicUsize,
     start: Instant,
     pub stats: BayeuxStats,
+    /// `--broker`: told when a subscription (channel or wildcard) gets its first client and
+    /// loses its last.
+    broker: std::sync::OnceLock<Arc<crate::broker::Broker>>,
 }
 
 /// 128 random bits from the kernel's CSPRNG, as 32 hex digits.
@@ -251,7 +254,13 @@ impl Clients {
             nsubs: AtomicUsize::new(0),
             start: Instant::now(),
             stats: BayeuxStats::default(),
+            broker: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports subscriptions to `broker` from now on (set once, before any client exists).
+    pub fn set_broker(&self, broker: Arc<crate::broker::Broker>) {
+        let _ = self.broker.set(broker);
     }
 
     pub fn limits(&self) -> &BayeuxLimits {
@@ -465,7 +474,13 @@ impl Clients {
             c.subs.reserve_exact(1);
         }
         c.subs.push(Box::from(sub));
-        g.subs.entry(Box::from(sub)).or_default().insert(client);
+        let set = g.subs.entry(Box::from(sub)).or_default();
+        if set.is_empty()
+            && let Some(b) = self.broker.get()
+        {
+            b.add(crate::broker::Key::of_bayeux(sub));
+        }
+        set.insert(client);
         self.nsubs.fetch_add(1, Ordering::Relaxed);
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     }
@@ -479,17 +494,20 @@ impl Clients {
             return Ok(());
         };
         c.subs.swap_remove(i);
-        Self::unindex(&mut g, id, sub);
+        self.unindex(&mut g, id, sub);
         self.nsubs.fetch_sub(1, Ordering::Relaxed);
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn unindex(g: &mut Inner, client: Id, sub: &str) {
+    fn unindex(&self, g: &mut Inner, client: Id, sub: &str) {
         if let Some(set) = g.subs.get_mut(sub) {
             set.remove(&client);
             if set.is_empty() {
                 g.subs.remove(sub);
+                if let Some(b) = self.broker.get() {
+                    b.remove(&crate::broker::Key::of_bayeux(sub));
+                }
             }
         }
     }
@@ -504,7 +522,7 @@ impl Clients {
 
     fn forget(&self, g: &mut Inner, client: Id, c: Client) -> Option<Waiter> {
         for s in &c.subs {
-            Self::unindex(g, client, s);
+            self.unindex(g, client, s);
         }
         self.nsubs.fetch_sub(c.subs.len(), Ordering::Relaxed);
         self.stats

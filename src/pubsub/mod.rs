@@ -10,6 +10,7 @@
 pub mod bayeux;
 pub mod hub;
 
+use crate::broker::{Broker, Key};
 use crate::proto::segment_char;
 
 use std::collections::HashMap;
@@ -34,6 +35,8 @@ pub struct Channels {
     emptied: Vec<u32>,
     /// Most channels at once (`--max-channels`).
     max: usize,
+    /// `--broker`: told when a channel gets its first subscriber here and loses its last.
+    broker: Option<Arc<Broker>>,
 }
 
 /// Subscribing would exceed `--max-channels`.
@@ -52,12 +55,13 @@ pub fn valid_channel(name: &str, max_len: usize) -> bool {
 }
 
 impl Channels {
-    pub fn new(max: usize) -> Self {
+    pub fn new(max: usize, broker: Option<Arc<Broker>>) -> Self {
         Channels {
             by_name: HashMap::new(),
             slots: Slab::new(),
             emptied: Vec::new(),
             max,
+            broker,
         }
     }
 
@@ -84,6 +88,9 @@ impl Channels {
                     name: name.clone(),
                     subs: Vec::new(),
                 }) as u32;
+                if let Some(b) = &self.broker {
+                    b.add(Key::Channel(Box::from(&*name)));
+                }
                 self.by_name.insert(name, c);
                 c
             }
@@ -132,6 +139,9 @@ impl Channels {
             {
                 let c = self.slots.remove(chan as usize);
                 self.by_name.remove(&c.name);
+                if let Some(b) = &self.broker {
+                    b.remove(&Key::Channel(Box::from(&*c.name)));
+                }
             }
         }
         if self.slots.is_empty() && self.slots.capacity() > 1024 {
@@ -167,7 +177,7 @@ mod tests {
 
     #[test]
     fn subscribe_unsubscribe_keeps_positions_right() {
-        let mut t = Channels::new(10);
+        let mut t = Channels::new(10, None);
         let (c, p0) = t.subscribe("x", 10).unwrap();
         let (_, p1) = t.subscribe("x", 11).unwrap();
         let (_, p2) = t.subscribe("x", 12).unwrap();
@@ -186,7 +196,7 @@ mod tests {
 
     #[test]
     fn refilled_channel_survives_collection() {
-        let mut t = Channels::new(10);
+        let mut t = Channels::new(10, None);
         let (c, p) = t.subscribe("x", 1).unwrap();
         t.unsubscribe(c, p);
         t.subscribe("x", 2).unwrap();
@@ -196,7 +206,7 @@ mod tests {
 
     #[test]
     fn channel_limit() {
-        let mut t = Channels::new(2);
+        let mut t = Channels::new(2, None);
         t.subscribe("a", 1).unwrap();
         t.subscribe("b", 2).unwrap();
         assert!(t.admits("a"));

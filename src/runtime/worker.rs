@@ -36,6 +36,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::broker::{Broker, PublishError};
 use crate::config::Config;
 use crate::proto::http::{self, HeadLimits, HttpError, Method, Parse};
 use crate::proto::ws::frame::{self, OP_BINARY, OP_PING, OP_PONG, OP_TEXT, close_code};
@@ -83,6 +84,8 @@ pub struct Shared {
     pub hub: Hub,
     /// Bayeux clients: subscriptions, queues, held connects.
     pub bayeux: crate::pubsub::bayeux::Clients,
+    /// The Redis link (`--broker`), set once at start.
+    pub broker: std::sync::OnceLock<Arc<Broker>>,
 }
 
 impl Shared {
@@ -90,7 +93,52 @@ impl Shared {
     pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.hub.stats.snapshot();
         v.extend(self.bayeux.stats.snapshot());
+        if let Some(b) = self.broker.get() {
+            v.extend(b.stats.snapshot());
+        }
         v
+    }
+
+    /// A message from the broker: enters the process as a local publish does (an id, the
+    /// history, one `Arc<Message>` in every worker's inbox, Bayeux queues), from outside any
+    /// worker. A full inbox drops it for that worker's live subscribers, counted in
+    /// `broker_inbox_drops` (it is in the history).
+    pub fn deliver_from_broker(&self, channel: &str, payload: Bytes) {
+        if !crate::pubsub::valid_channel(channel, usize::MAX)
+            || std::str::from_utf8(&payload).is_err()
+        {
+            // Not something an edgecomet process publishes: left alone.
+            return;
+        }
+        let mut refused = 0;
+        let mut woken = Vec::new();
+        let published = self.hub.publish(channel, payload, |msg| {
+            for mb in &self.mailboxes {
+                if mb.post(Mail::Publish(msg.clone())).is_err() {
+                    refused += 1;
+                }
+            }
+            woken = self.bayeux.deliver(&msg.channel, || msg.bayeux().clone());
+        });
+        if published.is_err() {
+            refused += self.mailboxes.len() as u64;
+        }
+        for mb in &self.mailboxes {
+            mb.wake();
+        }
+        for w in woken {
+            if let Some(mb) = self.mailboxes.get(w.worker as usize) {
+                let _ = mb.send_now(Mail::BayeuxWake {
+                    idx: w.idx,
+                    generation: w.generation,
+                });
+            }
+        }
+        if refused > 0
+            && let Some(b) = self.broker.get()
+        {
+            b.stats.inbox_drops.fetch_add(refused, Ordering::Relaxed);
+        }
     }
 }
 
@@ -105,6 +153,17 @@ enum PubError {
     Channels,
     /// A peer's inbox was full: its subscribers miss this message (id assigned, in history).
     Inbox(Arc<Message>),
+    /// `--broker`: Redis is unreachable or the publish queue is full; nothing was sent.
+    Broker(PublishError),
+}
+
+/// A publish that was done.
+#[derive(Debug)]
+enum Published {
+    /// Fanned out in this process, with its id.
+    Here(Arc<Message>),
+    /// Handed to the broker: it comes back (with an id of this process) like anyone's.
+    Broker,
 }
 
 mod bayeux;
@@ -176,7 +235,7 @@ impl Worker {
         let bayeux_advice = bayeux::advice(&cfg);
         Ok(Worker {
             id,
-            channels: Channels::new(cfg.max_channels),
+            channels: Channels::new(cfg.max_channels, shared.broker.get().cloned()),
             cfg,
             poll,
             listener: Some(listener),
@@ -659,7 +718,7 @@ impl Worker {
         }
         let cors = self.cors_headers(origin);
         match self.publish_message(channel, Bytes::copy_from_slice(body)) {
-            Ok(msg) => {
+            Ok(Published::Here(msg)) => {
                 let body = format!(
                     "{{\"ok\":true,\"channel\":\"{channel}\",\"id\":\"{}\",\"bytes\":{}}}\n",
                     msg.id,
@@ -668,6 +727,22 @@ impl Worker {
                 let resp = http::response(
                     200,
                     "OK",
+                    "application/json",
+                    &cors,
+                    body.as_bytes(),
+                    keep_alive,
+                );
+                self.respond(idx, resp, keep_alive);
+            }
+            Ok(Published::Broker) => {
+                // Queued for Redis; each process assigns its own id when it comes back.
+                let body = format!(
+                    "{{\"ok\":true,\"channel\":\"{channel}\",\"broker\":true,\"bytes\":{}}}\n",
+                    body.len()
+                );
+                let resp = http::response(
+                    202,
+                    "Accepted",
                     "application/json",
                     &cors,
                     body.as_bytes(),
@@ -692,6 +767,14 @@ impl Worker {
                 "published, but the delivery queue of a worker is full: its live subscribers \
                  miss this message (it is in the history)\n",
             ),
+            PubError::Broker(PublishError::Down) => (
+                "Retry-After: 1\r\n".to_string(),
+                "not published: the broker (Redis) is unreachable; nothing was sent\n",
+            ),
+            PubError::Broker(PublishError::Busy) => (
+                "Retry-After: 1\r\n".to_string(),
+                "not published: the broker's publish queue is full; nothing was sent\n",
+            ),
         };
         self.respond_error(
             idx,
@@ -705,8 +788,14 @@ impl Worker {
 
     /// Publishes `payload` (UTF-8, checked by the caller) to `channel`: the hub gives it an id
     /// and records it; local subscribers get it in this turn's fan-out, other workers through
-    /// their inboxes.
-    fn publish_message(&mut self, channel: &str, payload: Bytes) -> Result<Arc<Message>, PubError> {
+    /// their inboxes. With `--broker` it goes to Redis instead, and comes back from there.
+    fn publish_message(&mut self, channel: &str, payload: Bytes) -> Result<Published, PubError> {
+        if let Some(b) = self.shared.broker.get() {
+            b.publish(Arc::from(channel), payload)
+                .map_err(PubError::Broker)?;
+            WorkerStats::add(&self.stats.messages_in, 1);
+            return Ok(Published::Broker);
+        }
         let shared = self.shared.clone();
         let me = self.id;
         let local = self.channels.lookup(channel);
@@ -744,7 +833,7 @@ impl Worker {
             WorkerStats::add(&self.stats.drops, refused);
             return Err(PubError::Inbox(msg));
         }
-        Ok(msg)
+        Ok(Published::Here(msg))
     }
 
     fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
@@ -1031,6 +1120,15 @@ impl Worker {
                             close = Some(frame::close_frame(
                                 close_code::TRY_AGAIN_LATER,
                                 "channel limit reached",
+                            ));
+                            break;
+                        }
+                        Err(PubError::Broker(_)) => {
+                            // Counted (broker_publish_refused); the client is told rather
+                            // than losing what it sends silently.
+                            close = Some(frame::close_frame(
+                                close_code::TRY_AGAIN_LATER,
+                                "broker unavailable",
                             ));
                             break;
                         }

@@ -606,6 +606,9 @@ impl Worker {
             Err(PubError::Channels) => Reply::to(r, false)
                 .error(503, &r.channel, "channel limit reached")
                 .finish(),
+            Err(PubError::Broker(_)) => Reply::to(r, false)
+                .error(503, &r.channel, "broker unavailable")
+                .finish(),
         }
     }
 

@@ -1,0 +1,685 @@
+//! Scale-out through Redis pub/sub (`--broker redis://HOST:PORT`).
+//!
+//! Each edgecomet process keeps two connections to Redis, each served by a thread of its own
+//! (blocking I/O: the traffic is one connection's worth, and the workers never wait on it):
+//!
+//! - the **subscriber**: `SUBSCRIBE`s to the channels its clients use and `PSUBSCRIBE`s to the
+//!   patterns of Bayeux wildcard subscriptions. What the process wants is a reference count per
+//!   key ([`Broker::add`] / [`Broker::remove`], called by the workers and the Bayeux index when
+//!   a channel gets its first local subscriber or loses its last); the thread brings Redis's
+//!   subscriptions in line with it, unsubscribing a key only after it has had no local interest
+//!   for `--broker-linger` (long-poll and EventSource clients come back between requests). Each
+//!   message it receives is handed to `deliver`, which enters it into the process exactly like a
+//!   local publish (one id, one `Arc<Message>` framed once, every worker's inbox).
+//! - the **publisher**: a local publish is not fanned out locally but sent as `PUBLISH`; it comes
+//!   back through the subscriber like everyone else's, so a local subscriber gets it exactly
+//!   once. Publishes are pipelined from a bounded queue.
+//!
+//! Broker loss: clients stay connected. While the publisher is down, publishes are refused at
+//! once (HTTP 503, counter `broker_publish_refused`); publishes already handed to a connection
+//! that then fails are counted in `broker_publish_lost` (Redis may or may not have taken them).
+//! Both threads reconnect with exponential back-off (100 ms to 5 s); the subscriber subscribes to
+//! everything wanted again. Messages published on Redis while this process was not subscribed
+//! are not seen by it (Redis pub/sub keeps nothing): its clients resume from the process's own
+//! history only for what it received.
+
+pub mod resp;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use resp::Value;
+
+/// Publishes queued for the publisher connection before further ones are refused.
+pub const PUBLISH_QUEUE: usize = 65_536;
+/// Back-off between reconnection attempts: from the first to the last, doubling.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection with nothing received for this long (a PING goes out every second) is dead.
+const SILENCE: Duration = Duration::from_secs(3);
+
+/// What the process wants from Redis: a channel, or a pattern (`a/*`: every channel under `a/`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Key {
+    Channel(Box<str>),
+    Pattern(Box<str>),
+}
+
+impl Key {
+    /// The key of a Bayeux subscription: `/a/b` is the channel `a/b`; `/a/*` and `/a/**` are the
+    /// pattern `a/*` (a Redis glob `*` crosses `/`, so it covers both; the Bayeux index picks the
+    /// clients that match exactly); `/**` and `/*` are `*`.
+    pub fn of_bayeux(sub: &str) -> Key {
+        let native = sub.strip_prefix('/').unwrap_or(sub);
+        match native
+            .strip_suffix("/**")
+            .or_else(|| native.strip_suffix("/*"))
+        {
+            Some(prefix) => Key::Pattern(format!("{prefix}/*").into()),
+            None if native == "*" || native == "**" => Key::Pattern("*".into()),
+            None => Key::Channel(native.into()),
+        }
+    }
+
+    /// Whether a pattern key covers `channel` (patterns are always `prefix*`).
+    fn covers(&self, channel: &str) -> bool {
+        match self {
+            Key::Channel(c) => &**c == channel,
+            Key::Pattern(p) => channel.starts_with(p.strip_suffix('*').unwrap_or(p)),
+        }
+    }
+}
+
+/// Parses `redis://HOST[:PORT][/]` (port 6379 by default) into `HOST:PORT`.
+pub fn parse_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("--broker {url}: expected redis://HOST:PORT"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '@', '?']) {
+        return Err(format!(
+            "--broker {url}: expected redis://HOST:PORT (no user, database or options)"
+        ));
+    }
+    let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
+        rest.to_string()
+    } else {
+        format!("{rest}:6379")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("--broker {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--broker {url}: resolves to no address"))?;
+    Ok(with_port)
+}
+
+/// How the broker behaves.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// `HOST:PORT` of Redis.
+    pub addr: String,
+    /// How long a key without local interest stays subscribed.
+    pub linger: Duration,
+    /// Largest message accepted from Redis (larger: the connection is dropped and remade).
+    pub max_message: usize,
+}
+
+/// Counters of the broker, for `/stats` (`broker_*`).
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Publishes Redis acknowledged.
+    pub published: AtomicU64,
+    /// Publishes refused at once: broker down or queue full.
+    pub publish_refused: AtomicU64,
+    /// Publishes handed to a connection that failed before Redis acknowledged them.
+    pub publish_lost: AtomicU64,
+    /// Messages received from Redis and entered into the process.
+    pub received: AtomicU64,
+    /// Reconnections after a lost or refused connection (both connections).
+    pub reconnects: AtomicU64,
+    /// Channels and patterns subscribed on Redis now (gauge).
+    pub subscriptions: AtomicU64,
+    /// 1 while both connections are up (gauge).
+    pub connected: AtomicU64,
+    /// Messages from Redis a worker's full inbox refused (its live subscribers miss them).
+    pub inbox_drops: AtomicU64,
+}
+
+impl BrokerStats {
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            ("broker_published", g(&self.published)),
+            ("broker_publish_refused", g(&self.publish_refused)),
+            ("broker_publish_lost", g(&self.publish_lost)),
+            ("broker_received", g(&self.received)),
+            ("broker_reconnects", g(&self.reconnects)),
+            ("broker_subscriptions", g(&self.subscriptions)),
+            ("broker_connected", g(&self.connected)),
+            ("broker_inbox_drops", g(&self.inbox_drops)),
+        ]
+    }
+}
+
+/// Why a publish was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishError {
+    /// No connection to Redis now.
+    Down,
+    /// [`PUBLISH_QUEUE`] publishes are waiting already.
+    Busy,
+}
+
+/// Interest in one key: local references, and since when there have been none.
+#[derive(Debug)]
+struct Interest {
+    count: u32,
+    idle_since: Option<Instant>,
+}
+
+/// The process's link to Redis.
+pub struct Broker {
+    cfg: BrokerConfig,
+    interest: Mutex<HashMap<Key, Interest>>,
+    /// Interest changed: the subscriber thread should look.
+    dirty: AtomicBool,
+    pub_tx: Mutex<Option<SyncSender<Outgoing>>>,
+    pub_up: AtomicBool,
+    sub_up: AtomicBool,
+    stop: AtomicBool,
+    pub stats: BrokerStats,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+type Deliver = dyn Fn(&str, Bytes) + Send + Sync;
+/// A queued publish: channel and payload.
+type Outgoing = (Arc<str>, Bytes);
+
+impl Broker {
+    /// Starts the two connection threads. `deliver(channel, payload)` is called (from the
+    /// subscriber thread) for every message received.
+    pub fn start(cfg: BrokerConfig, deliver: Box<Deliver>) -> io::Result<Arc<Broker>> {
+        let (tx, rx) = sync_channel(PUBLISH_QUEUE);
+        let b = Arc::new(Broker {
+            cfg,
+            interest: Mutex::new(HashMap::new()),
+            dirty: AtomicBool::new(false),
+            pub_tx: Mutex::new(Some(tx)),
+            pub_up: AtomicBool::new(false),
+            sub_up: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            stats: BrokerStats::default(),
+            threads: Mutex::new(Vec::new()),
+        });
+        let s = b.clone();
+        let sub = std::thread::Builder::new()
+            .name("edgecomet-broker-sub".into())
+            .spawn(move || s.subscriber(&*deliver))?;
+        let p = b.clone();
+        let publ = std::thread::Builder::new()
+            .name("edgecomet-broker-pub".into())
+            .spawn(move || p.publisher(rx))?;
+        b.threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([sub, publ]);
+        Ok(b)
+    }
+
+    /// Stops both threads and waits for them (at most about a second).
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the sender ends the publisher's wait.
+        self.pub_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Whether both connections are up.
+    pub fn is_up(&self) -> bool {
+        self.pub_up.load(Ordering::Relaxed) && self.sub_up.load(Ordering::Relaxed)
+    }
+
+    /// One more local reference to `key` (subscribed on Redis at the first).
+    pub fn add(&self, key: Key) {
+        let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        let e = m.entry(key).or_insert(Interest {
+            count: 0,
+            idle_since: None,
+        });
+        e.count += 1;
+        e.idle_since = None;
+        if e.count == 1 {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// One local reference to `key` fewer (unsubscribed on Redis `linger` after the last).
+    pub fn remove(&self, key: &Key) {
+        let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = m.get_mut(key) {
+            e.count = e.count.saturating_sub(1);
+            if e.count == 0 {
+                e.idle_since = Some(Instant::now());
+            }
+        } else {
+            debug_assert!(
+                false,
+                "broker interest removed more often than added: {key:?}"
+            );
+        }
+    }
+
+    /// Queues `payload` for `PUBLISH channel`. It reaches this process's subscribers (and every
+    /// other process's) when Redis sends it back. Refused while either connection is down.
+    pub fn publish(&self, channel: Arc<str>, payload: Bytes) -> Result<(), PublishError> {
+        let refuse = |e| {
+            self.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
+            Err(e)
+        };
+        // Either connection down: refused (with the subscriber down, this process's own
+        // subscribers would not get it back).
+        if !self.is_up() {
+            return refuse(PublishError::Down);
+        }
+        let tx = self.pub_tx.lock().unwrap_or_else(|e| e.into_inner());
+        match tx.as_ref().map(|t| t.try_send((channel, payload))) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(TrySendError::Full(_))) => refuse(PublishError::Busy),
+            Some(Err(TrySendError::Disconnected(_))) | None => refuse(PublishError::Down),
+        }
+    }
+
+    fn set_connected(&self) {
+        let both = u64::from(self.is_up());
+        self.stats.connected.store(both, Ordering::Relaxed);
+    }
+
+    fn connect(&self) -> io::Result<TcpStream> {
+        let addrs: Vec<SocketAddr> = self.cfg.addr.to_socket_addrs()?.collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        for a in addrs {
+            match TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
+                Ok(s) => {
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Sleeps `backoff` (in short steps, so that `stop` is seen) and doubles it.
+    fn back_off(&self, backoff: &mut Duration) {
+        let until = Instant::now() + *backoff;
+        while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+    }
+
+    // ---- the subscriber connection -----------------------------------------------------------
+
+    /// Connects, retrying with back-off until it works (counted as a reconnect unless `first`)
+    /// or the broker stops (`None`).
+    fn connect_retrying(&self, backoff: &mut Duration, first: &mut bool) -> Option<TcpStream> {
+        while !self.stop.load(Ordering::Relaxed) {
+            match self.connect() {
+                Ok(s) => {
+                    if !std::mem::take(first) {
+                        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Some(s);
+                }
+                Err(_) => self.back_off(backoff),
+            }
+        }
+        None
+    }
+
+    fn subscriber(&self, deliver: &Deliver) {
+        let mut backoff = BACKOFF_MIN;
+        let mut first = true;
+        while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
+            if self.subscribed(sock, deliver) {
+                // It ran (and subscribed) before it failed: try again at once.
+                backoff = BACKOFF_MIN;
+            } else {
+                self.back_off(&mut backoff);
+            }
+            self.sub_up.store(false, Ordering::Relaxed);
+            self.stats.subscriptions.store(0, Ordering::Relaxed);
+            self.set_connected();
+        }
+    }
+
+    /// Serves one subscriber connection until it fails or `stop`; whether it got as far as
+    /// subscribing.
+    fn subscribed(&self, mut sock: TcpStream, deliver: &Deliver) -> bool {
+        if sock
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .is_err()
+        {
+            return false;
+        }
+        let mut actual: HashSet<Key> = HashSet::new();
+        let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut out = Vec::new();
+        let mut synced = false;
+        let mut last_sync = Instant::now();
+        let mut last_rx = Instant::now();
+        let mut last_ping = Instant::now();
+        self.dirty.store(true, Ordering::Relaxed);
+        while !self.stop.load(Ordering::Relaxed) {
+            let lingering = last_sync.elapsed() >= Duration::from_millis(250);
+            if self.dirty.swap(false, Ordering::Relaxed) || lingering {
+                last_sync = Instant::now();
+                out.clear();
+                self.sync(&mut actual, &mut out);
+                if last_ping.elapsed() >= Duration::from_secs(1) {
+                    last_ping = Instant::now();
+                    resp::command(&mut out, &[b"PING"]);
+                }
+                if !out.is_empty() && sock.write_all(&out).is_err() {
+                    return synced;
+                }
+                if !synced {
+                    synced = true;
+                    self.sub_up.store(true, Ordering::Relaxed);
+                    self.set_connected();
+                }
+            }
+            match sock.read(&mut scratch) {
+                Ok(0) => return synced,
+                Ok(n) => {
+                    last_rx = Instant::now();
+                    buf.extend_from_slice(&scratch[..n]);
+                    let mut at = 0;
+                    loop {
+                        match resp::parse(&buf[at..], self.cfg.max_message) {
+                            Ok(Some((v, used))) => {
+                                at += used;
+                                self.on_push(v, &actual, deliver);
+                            }
+                            Ok(None) => break,
+                            Err(_) => return synced,
+                        }
+                    }
+                    buf.drain(..at);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    if last_rx.elapsed() > SILENCE {
+                        return synced;
+                    }
+                }
+                Err(_) => return synced,
+            }
+        }
+        synced
+    }
+
+    /// Brings `actual` (what Redis has) in line with the wanted keys: commands into `out`.
+    /// Keys without interest for longer than the linger are forgotten.
+    fn sync(&self, actual: &mut HashSet<Key>, out: &mut Vec<u8>) {
+        let wanted: HashSet<Key> = {
+            let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
+            let linger = self.cfg.linger;
+            m.retain(|_, i| i.count > 0 || i.idle_since.is_none_or(|t| t.elapsed() < linger));
+            m.keys().cloned().collect()
+        };
+        let mut add: Vec<&Key> = wanted.difference(actual).collect();
+        let mut drop: Vec<&Key> = actual.difference(&wanted).collect();
+        add.sort();
+        drop.sort();
+        for (cmd, pattern, keys) in [
+            (&b"SUBSCRIBE"[..], false, &add),
+            (b"PSUBSCRIBE", true, &add),
+            (b"UNSUBSCRIBE", false, &drop),
+            (b"PUNSUBSCRIBE", true, &drop),
+        ] {
+            // One command per 512 keys.
+            let names: Vec<&[u8]> = keys
+                .iter()
+                .filter_map(|k| match (k, pattern) {
+                    (Key::Channel(c), false) | (Key::Pattern(c), true) => Some(c.as_bytes()),
+                    _ => None,
+                })
+                .collect();
+            for chunk in names.chunks(512) {
+                let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
+                args.push(cmd);
+                args.extend_from_slice(chunk);
+                resp::command(out, &args);
+            }
+        }
+        let (add, drop): (Vec<Key>, Vec<Key>) = (
+            add.into_iter().cloned().collect(),
+            drop.into_iter().cloned().collect(),
+        );
+        for k in drop {
+            actual.remove(&k);
+        }
+        actual.extend(add);
+        self.stats
+            .subscriptions
+            .store(actual.len() as u64, Ordering::Relaxed);
+    }
+
+    /// One push from Redis: a message is delivered once, however many of our subscriptions
+    /// match its channel (Redis sends one `message` for the channel and one `pmessage` per
+    /// matching pattern): the exact subscription wins, else the first matching pattern in order.
+    fn on_push(&self, v: Value, actual: &HashSet<Key>, deliver: &Deliver) {
+        let Value::Array(Some(items)) = v else {
+            return;
+        };
+        let kind = items.first().and_then(Value::bytes);
+        let (channel, payload, via) = match (kind, items.len()) {
+            (Some(b"message"), 3) => (items[1].bytes(), &items[2], None),
+            (Some(b"pmessage"), 4) => (items[2].bytes(), &items[3], items[1].bytes()),
+            // Subscription confirmations and PING replies.
+            _ => return,
+        };
+        let (Some(channel), Some(payload)) = (channel, payload.bytes()) else {
+            return;
+        };
+        let Ok(channel) = std::str::from_utf8(channel) else {
+            return;
+        };
+        if let Some(pattern) = via {
+            if actual.contains(&Key::Channel(channel.into())) {
+                return;
+            }
+            let first = actual
+                .iter()
+                .filter(|k| matches!(k, Key::Pattern(_)) && k.covers(channel))
+                .min();
+            if first.is_none_or(|k| !matches!(k, Key::Pattern(p) if p.as_bytes() == pattern)) {
+                return;
+            }
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        deliver(channel, Bytes::copy_from_slice(payload));
+    }
+
+    // ---- the publisher connection ------------------------------------------------------------
+
+    fn publisher(&self, rx: Receiver<Outgoing>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut first = true;
+        while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
+            self.pub_up.store(true, Ordering::Relaxed);
+            self.set_connected();
+            let ran = self.publishing(sock, &rx);
+            self.pub_up.store(false, Ordering::Relaxed);
+            self.set_connected();
+            if ran == Ran::Closed {
+                return;
+            }
+            // What was queued while the connection failed cannot go out: refuse it, counted.
+            let mut lost = 0;
+            while rx.try_recv().is_ok() {
+                lost += 1;
+            }
+            self.stats.publish_lost.fetch_add(lost, Ordering::Relaxed);
+            if ran == Ran::Worked {
+                backoff = BACKOFF_MIN;
+            } else {
+                self.back_off(&mut backoff);
+            }
+        }
+    }
+
+    /// Serves one publisher connection: batches of queued publishes, pipelined, each batch's
+    /// replies read before the next; a PING each idle second.
+    fn publishing(&self, mut sock: TcpStream, rx: &Receiver<Outgoing>) -> Ran {
+        if sock.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
+            return Ran::Failed;
+        }
+        let mut out = Vec::with_capacity(64 * 1024);
+        let mut buf = Vec::with_capacity(4096);
+        let mut scratch = vec![0u8; 16 * 1024];
+        let mut ran = Ran::Failed;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ran::Closed;
+            }
+            out.clear();
+            let mut n = 0u64;
+            // Wait in short steps, looking at the socket in between: a Redis that went away
+            // is noticed within 100 ms, not at the next publish (which would be lost).
+            let mut waited = Duration::ZERO;
+            let next = loop {
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Err(RecvTimeoutError::Timeout) if waited < Duration::from_secs(1) => {
+                        waited += Duration::from_millis(100);
+                        if !peer_open(&sock) {
+                            return ran;
+                        }
+                    }
+                    other => break other,
+                }
+            };
+            match next {
+                Ok((ch, payload)) => {
+                    resp::command(&mut out, &[b"PUBLISH", ch.as_bytes(), &payload]);
+                    n += 1;
+                    while n < 1024
+                        && let Ok((ch, payload)) = rx.try_recv()
+                    {
+                        resp::command(&mut out, &[b"PUBLISH", ch.as_bytes(), &payload]);
+                        n += 1;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => resp::command(&mut out, &[b"PING"]),
+                Err(RecvTimeoutError::Disconnected) => return Ran::Closed,
+            }
+            let replies = n.max(1);
+            if sock.write_all(&out).is_err() {
+                self.stats.publish_lost.fetch_add(n, Ordering::Relaxed);
+                return ran;
+            }
+            let mut got = 0u64;
+            while got < replies {
+                match resp::parse(&buf, 1 << 20) {
+                    Ok(Some((v, used))) => {
+                        buf.drain(..used);
+                        got += 1;
+                        if n > 0 && matches!(v, Value::Int(_)) {
+                            self.stats.published.fetch_add(1, Ordering::Relaxed);
+                        } else if n > 0 {
+                            self.stats.publish_lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    Ok(None) => {}
+                    Err(_) => {
+                        self.stats
+                            .publish_lost
+                            .fetch_add(n.saturating_sub(got), Ordering::Relaxed);
+                        return ran;
+                    }
+                }
+                match sock.read(&mut scratch) {
+                    Ok(0) | Err(_) => {
+                        self.stats
+                            .publish_lost
+                            .fetch_add(n.saturating_sub(got), Ordering::Relaxed);
+                        return ran;
+                    }
+                    Ok(k) => buf.extend_from_slice(&scratch[..k]),
+                }
+            }
+            ran = Ran::Worked;
+        }
+    }
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker")
+            .field("addr", &self.cfg.addr)
+            .field("up", &self.is_up())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the peer of an idle connection is still there (nothing to read and no EOF or error).
+fn peer_open(sock: &TcpStream) -> bool {
+    if sock.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let mut b = [0u8; 1];
+    let open = match sock.peek(&mut b) {
+        // Nothing was asked: bytes now would be a protocol error, a 0 is the EOF.
+        Ok(_) => false,
+        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+    };
+    open && sock.set_nonblocking(false).is_ok()
+}
+
+/// How a publisher connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It failed before a round trip worked.
+    Failed,
+    /// It worked for a while, then failed.
+    Worked,
+    /// The broker is stopping.
+    Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bayeux_keys() {
+        assert_eq!(Key::of_bayeux("/a/b"), Key::Channel("a/b".into()));
+        assert_eq!(Key::of_bayeux("/a/*"), Key::Pattern("a/*".into()));
+        assert_eq!(Key::of_bayeux("/a/b/**"), Key::Pattern("a/b/*".into()));
+        assert_eq!(Key::of_bayeux("/**"), Key::Pattern("*".into()));
+        assert_eq!(Key::of_bayeux("/*"), Key::Pattern("*".into()));
+        assert!(Key::Pattern("a/*".into()).covers("a/b/c"));
+        assert!(!Key::Pattern("a/*".into()).covers("ab"));
+        assert!(Key::Pattern("*".into()).covers("x"));
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            parse_url("redis://127.0.0.1:7000").unwrap(),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(parse_url("redis://127.0.0.1/").unwrap(), "127.0.0.1:6379");
+        assert_eq!(parse_url("redis://localhost:1").unwrap(), "localhost:1");
+        for bad in [
+            "http://x:1",
+            "redis://",
+            "redis://u:p@h:1",
+            "redis://h:1/2",
+            "redis://h:x",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad}");
+        }
+    }
+}

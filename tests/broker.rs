@@ -1,0 +1,285 @@
+//! `--broker redis://`: servers that share their channels through a real Redis (Debian's
+//! `redis-server`, started by each test on a free loopback port and stopped after it).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use edgecomet::Server;
+
+/// A redis-server of this test's own; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian package redis-server; scripts/test.sh installs it)");
+        let r = Redis { child, port };
+        assert!(
+            wait_until(10, || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "redis-server did not start on {port}"
+        );
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn with_broker(redis: &Redis) -> Server {
+    let url = redis.url();
+    server(2, move |c| {
+        c.broker = Some(url);
+        c.broker_linger_ms = 200;
+    })
+}
+
+fn hub(server: &Server, key: &str) -> u64 {
+    let j: serde_json::Value = serde_json::from_str(&server.stats_json()).unwrap();
+    j["hub"][key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no hub.{key}"))
+}
+
+/// Waits until `server` has `n` subscriptions on Redis and both connections up.
+fn subscribed(server: &Server, n: u64) -> bool {
+    wait_until(10, || {
+        hub(server, "broker_connected") == 1 && hub(server, "broker_subscriptions") == n
+    })
+}
+
+fn no_message_within(ws: &mut Ws, d: Duration) {
+    ws.get_ref().set_read_timeout(Some(d)).unwrap();
+    match ws.read() {
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("expected nothing, got {other:?}"),
+    }
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+}
+
+#[test]
+fn a_publish_on_either_server_reaches_every_subscriber_once() {
+    let redis = Redis::start();
+    let a = with_broker(&redis);
+    let b = with_broker(&redis);
+    let mut subs_a: Vec<Ws> = (0..3).map(|_| ws(a.local_addr(), "/sub/news")).collect();
+    let mut subs_b: Vec<Ws> = (0..3).map(|_| ws(b.local_addr(), "/sub/news")).collect();
+    assert!(subscribed(&a, 1) && subscribed(&b, 1));
+    for (i, via) in [a.local_addr(), b.local_addr()].into_iter().enumerate() {
+        let (st, body) = Publisher::new(via).publish("news", format!("m{i}").as_bytes());
+        assert_eq!(st, 202, "{body}");
+        assert!(body.contains("\"broker\":true"), "{body}");
+        for s in subs_a.iter_mut().chain(subs_b.iter_mut()) {
+            assert_eq!(recv_text(s), format!("m{i}"));
+        }
+    }
+    // Exactly once: nothing more arrives.
+    for s in subs_a.iter_mut().chain(subs_b.iter_mut()) {
+        no_message_within(s, Duration::from_millis(300));
+    }
+    assert_eq!(hub(&a, "broker_published"), 1);
+    assert_eq!(hub(&b, "broker_published"), 1);
+    assert_eq!(hub(&a, "broker_received"), 2);
+    assert_eq!(hub(&b, "broker_received"), 2);
+}
+
+#[test]
+fn subscriptions_follow_local_interest_with_a_linger() {
+    let redis = Redis::start();
+    let a = with_broker(&redis);
+    assert!(subscribed(&a, 0));
+    let s1 = ws(a.local_addr(), "/sub/x");
+    let s2 = ws(a.local_addr(), "/sub/y");
+    assert!(subscribed(&a, 2));
+    drop(s1);
+    // 200 ms of linger, then unsubscribed.
+    assert!(subscribed(&a, 1));
+    drop(s2);
+    assert!(subscribed(&a, 0));
+    // A channel nobody here subscribes to is not received.
+    let (st, _) = Publisher::new(a.local_addr()).publish("x", b"nobody");
+    assert_eq!(st, 202);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(hub(&a, "broker_received"), 0);
+}
+
+#[test]
+fn bayeux_wildcards_across_servers() {
+    let redis = Redis::start();
+    let a = with_broker(&redis);
+    let b = with_broker(&redis);
+    // A Bayeux client on `a` subscribed to /sport/* and a WebSocket subscriber of sport/tennis
+    // on `b`; a publish on `b` reaches both, once.
+    let mut bay = BayeuxClient::handshake(a.local_addr());
+    bay.subscribe("/sport/*");
+    let mut native = ws(b.local_addr(), "/sub/sport/tennis");
+    assert!(subscribed(&a, 1) && subscribed(&b, 1));
+    let (st, _) = Publisher::new(b.local_addr()).publish("sport/tennis", b"{\"set\":1}");
+    assert_eq!(st, 202);
+    assert_eq!(recv_text(&mut native), "{\"set\":1}");
+    let got = bay.connect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["channel"], "/sport/tennis");
+    assert_eq!(got[0]["data"]["set"], 1);
+    // Not under the wildcard: not delivered to the Bayeux client (and `a` is not subscribed).
+    let (st, _) = Publisher::new(b.local_addr()).publish("news", b"1");
+    assert_eq!(st, 202);
+    let (st, _) = Publisher::new(b.local_addr()).publish("sport/golf", b"2");
+    assert_eq!(st, 202);
+    let got = bay.connect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["channel"], "/sport/golf");
+}
+
+#[test]
+fn a_redis_restart_is_recovered_from() {
+    let port = free_port();
+    let redis = Redis::start_on(port);
+    let a = with_broker(&redis);
+    let b = with_broker(&redis);
+    let mut sa = ws(a.local_addr(), "/sub/r");
+    let mut sb = ws(b.local_addr(), "/sub/r");
+    assert!(subscribed(&a, 1) && subscribed(&b, 1));
+    drop(redis);
+    // Broker gone: clients stay connected, publishes are refused at once with a clear error.
+    assert!(wait_until(10, || hub(&a, "broker_connected") == 0));
+    let (st, body) = Publisher::new(a.local_addr()).publish("r", b"lost");
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("broker"), "{body}");
+    assert!(hub(&a, "broker_publish_refused") >= 1);
+    // Back on the same port: both reconnect and subscribe again.
+    let _redis = Redis::start_on(port);
+    let started = Instant::now();
+    assert!(subscribed(&a, 1) && subscribed(&b, 1), "no resubscribe");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(hub(&a, "broker_reconnects") >= 1);
+    let (st, _) = Publisher::new(a.local_addr()).publish("r", b"back");
+    assert_eq!(st, 202);
+    assert_eq!(recv_text(&mut sa), "back");
+    assert_eq!(recv_text(&mut sb), "back");
+}
+
+#[test]
+fn a_bad_broker_url_is_refused_at_start() {
+    let mut cfg = edgecomet::Config::defaults();
+    cfg.listen = "127.0.0.1:0".parse::<SocketAddr>().unwrap();
+    cfg.broker = Some("http://127.0.0.1:1".into());
+    let err = Server::start(cfg).err().expect("refused");
+    assert!(err.to_string().contains("redis://"), "{err}");
+}
+
+/// A minimal Bayeux long-polling client over raw HTTP.
+struct BayeuxClient {
+    addr: SocketAddr,
+    id: String,
+    cookie: String,
+    n: u32,
+}
+
+impl BayeuxClient {
+    fn post(&mut self, body: &str) -> serde_json::Value {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let req = format!(
+            "POST /cometd HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{}\
+             Content-Length: {}\r\n\r\n{body}",
+            if self.cookie.is_empty() {
+                String::new()
+            } else {
+                format!("Cookie: {}\r\n", self.cookie)
+            },
+            body.len()
+        );
+        use std::io::Write;
+        s.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let (head, body) = read_response(&mut s, &mut buf);
+        if let Some(c) = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Set-Cookie: "))
+            .and_then(|v| v.split(';').next())
+        {
+            self.cookie = c.to_string();
+        }
+        serde_json::from_str(&body).unwrap()
+    }
+
+    fn handshake(addr: SocketAddr) -> BayeuxClient {
+        let mut c = BayeuxClient {
+            addr,
+            id: String::new(),
+            cookie: String::new(),
+            n: 0,
+        };
+        let r = c.post(
+            r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#,
+        );
+        c.id = r[0]["clientId"].as_str().unwrap().to_string();
+        let first = format!(
+            r#"[{{"channel":"/meta/connect","clientId":"{}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#,
+            c.id
+        );
+        c.post(&first);
+        c
+    }
+
+    fn subscribe(&mut self, sub: &str) {
+        let r = self.post(&format!(
+            r#"[{{"channel":"/meta/subscribe","clientId":"{}","subscription":"{sub}"}}]"#,
+            self.id
+        ));
+        assert_eq!(r[0]["successful"], true, "{r}");
+    }
+
+    /// One connect (held until something arrives, at most 5 s): the deliveries in its reply.
+    fn connect(&mut self) -> Vec<serde_json::Value> {
+        self.n += 1;
+        let r = self.post(&format!(
+            r#"[{{"channel":"/meta/connect","clientId":"{}","connectionType":"long-polling","id":"{}","advice":{{"timeout":5000}}}}]"#,
+            self.id, self.n
+        ));
+        r.as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| !m["channel"].as_str().unwrap().starts_with("/meta/"))
+            .cloned()
+            .collect()
+    }
+}
