@@ -138,11 +138,12 @@ impl WorkerStats {
     }
 }
 
-/// The `/stats` document: every worker, then the totals, then process-wide `extra` values
+/// The `/stats` document: the process id, every worker, then the totals, then process-wide `extra` values
 /// (the hub: history and sessions) under `"hub"`.
 pub fn render_json(workers: &[&WorkerStats], extra: &[(&str, u64)]) -> String {
     let snaps: Vec<_> = workers.iter().map(|w| w.snapshot()).collect();
-    let mut out = String::from("{\"workers\":[");
+    // The pid tells processes sharing one port (SO_REUSEPORT) apart.
+    let mut out = format!("{{\"pid\":{},\"workers\":[", std::process::id());
     for (i, s) in snaps.iter().enumerate() {
         if i > 0 {
             out.push(',');
@@ -188,6 +189,7 @@ mod tests {
         WorkerStats::sub(&b.conns_ws_sub, 1);
         let j = render_json(&[&a, &b], &[("sessions", 2)]);
         assert!(j.contains("\"hub\":{\"sessions\":2}"));
+        assert!(j.starts_with(&format!("{{\"pid\":{},\"workers\":[", std::process::id())));
         assert!(j.contains("\"total\":{"));
         assert!(j.contains("\"worker\":1,"));
         let total = j.split("\"total\":").nth(1).unwrap();

@@ -73,6 +73,11 @@ fn parse_at(
     max_bulk: usize,
     depth: usize,
 ) -> Result<Option<(Value, usize)>, ProtoError> {
+    if let Some(k) = buf.get(pos)
+        && !b"+-:$*".contains(k)
+    {
+        return Err(ProtoError("an unknown reply type"));
+    }
     let Some((kind, line, after)) = line(buf, pos)? else {
         return Ok(None);
     };
@@ -139,9 +144,10 @@ fn line(buf: &[u8], pos: usize) -> Result<Option<(u8, &[u8], usize)>, ProtoError
     let Some(&kind) = rest.first() else {
         return Ok(None);
     };
-    let window = &rest[..rest.len().min(MAX_LINE + 2)];
+    // The CRLF comes after the type byte (a reply that starts with CR LF is not RESP).
+    let window = &rest[1..rest.len().min(MAX_LINE + 2)];
     match window.windows(2).position(|w| w == b"\r\n") {
-        Some(i) => Ok(Some((kind, &rest[1..i], pos + i + 2))),
+        Some(i) => Ok(Some((kind, &rest[1..i + 1], pos + i + 3))),
         None if rest.len() > MAX_LINE + 1 => Err(ProtoError("a line over the limit")),
         None => Ok(None),
     }
@@ -227,5 +233,8 @@ mod tests {
         assert!(parse(b"?what\r\n", 10).is_err());
         assert!(parse(&[b'+'; MAX_LINE + 10], 10).is_err());
         assert_eq!(parse(&[b'+'; 100], 10), Ok(None));
+        // Found by the fuzzer: a reply that starts with its CRLF (no type byte) panicked.
+        assert!(parse(b"\r\n", 10).is_err());
+        assert!(parse(b"\n", 10).is_err());
     }
 }
