@@ -36,6 +36,11 @@ pub struct Config {
     #[arg(long, default_value_t = 5000)]
     pub broker_linger_ms: u64,
 
+    /// Payload bytes of publishes waiting to be sent to the broker. More: 503 (counted in
+    /// `broker_publish_refused`), nothing sent.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub broker_max_queued_bytes: usize,
+
     /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,

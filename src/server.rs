@@ -24,6 +24,26 @@ use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::worker::{Shared, WAKER, Worker};
 use crate::stats::{self, WorkerStats};
 
+/// What the broker's subscriber thread receives goes into the process (held weakly: messages
+/// arriving during shutdown find nobody and are dropped).
+struct BrokerSink(std::sync::Weak<Shared>);
+
+impl broker::Sink for BrokerSink {
+    fn deliver(&self, channel: &str, payload: bytes::Bytes) {
+        if let Some(s) = self.0.upgrade() {
+            s.deliver_from_broker(channel, payload);
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(s) = self.0.upgrade() {
+            for mb in &s.mailboxes {
+                mb.wake();
+            }
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
@@ -98,20 +118,15 @@ impl Server {
         if let Some(url) = &cfg.broker {
             let addr = broker::parse_url(url)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            // The broker's thread holds the process weakly: messages arriving during shutdown
-            // find nobody and are dropped.
             let weak = Arc::downgrade(&shared);
             let b = Broker::start(
                 BrokerConfig {
                     addr,
                     linger: Duration::from_millis(cfg.broker_linger_ms),
                     max_message: cfg.max_body_bytes as usize,
+                    max_queued_bytes: cfg.broker_max_queued_bytes,
                 },
-                Box::new(move |channel, payload| {
-                    if let Some(s) = weak.upgrade() {
-                        s.deliver_from_broker(channel, payload);
-                    }
-                }),
+                Box::new(BrokerSink(weak)),
             )?;
             shared.bayeux.set_broker(b.clone());
             let _ = shared.broker.set(b);

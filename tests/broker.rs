@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bayeux::{Conn, deliveries, hub};
 use common::*;
 use edgecomet::Server;
 
@@ -63,13 +64,6 @@ fn with_broker(redis: &Redis) -> Server {
         c.broker = Some(url);
         c.broker_linger_ms = 200;
     })
-}
-
-fn hub(server: &Server, key: &str) -> u64 {
-    let j: serde_json::Value = serde_json::from_str(&server.stats_json()).unwrap();
-    j["hub"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no hub.{key}"))
 }
 
 /// Waits until `server` has `n` subscriptions on Redis and both connections up.
@@ -147,14 +141,17 @@ fn bayeux_wildcards_across_servers() {
     let b = with_broker(&redis);
     // A Bayeux client on `a` subscribed to /sport/* and a WebSocket subscriber of sport/tennis
     // on `b`; a publish on `b` reaches both, once.
-    let mut bay = BayeuxClient::handshake(a.local_addr());
-    bay.subscribe("/sport/*");
+    let mut bay = Conn::new(a.local_addr());
+    let id = bay.handshake();
+    let r = bay.subscribe(&id, serde_json::json!("/sport/*"));
+    assert_eq!(r["successful"], true, "{r}");
     let mut native = ws(b.local_addr(), "/sub/sport/tennis");
     assert!(subscribed(&a, 1) && subscribed(&b, 1));
     let (st, _) = Publisher::new(b.local_addr()).publish("sport/tennis", b"{\"set\":1}");
     assert_eq!(st, 202);
     assert_eq!(recv_text(&mut native), "{\"set\":1}");
-    let got = bay.connect();
+    bay.connect(&id);
+    let got = deliveries(&bay.recv().1.as_array().unwrap().clone());
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["channel"], "/sport/tennis");
     assert_eq!(got[0]["data"]["set"], 1);
@@ -163,7 +160,8 @@ fn bayeux_wildcards_across_servers() {
     assert_eq!(st, 202);
     let (st, _) = Publisher::new(b.local_addr()).publish("sport/golf", b"2");
     assert_eq!(st, 202);
-    let got = bay.connect();
+    bay.connect(&id);
+    let got = deliveries(&bay.recv().1.as_array().unwrap().clone());
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0]["channel"], "/sport/golf");
 }
@@ -203,85 +201,6 @@ fn a_bad_broker_url_is_refused_at_start() {
     cfg.broker = Some("http://127.0.0.1:1".into());
     let err = Server::start(cfg).err().expect("refused");
     assert!(err.to_string().contains("redis://"), "{err}");
-}
-
-/// A minimal Bayeux long-polling client over raw HTTP.
-struct BayeuxClient {
-    addr: SocketAddr,
-    id: String,
-    cookie: String,
-    n: u32,
-}
-
-impl BayeuxClient {
-    fn post(&mut self, body: &str) -> serde_json::Value {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let req = format!(
-            "POST /cometd HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n{}\
-             Content-Length: {}\r\n\r\n{body}",
-            if self.cookie.is_empty() {
-                String::new()
-            } else {
-                format!("Cookie: {}\r\n", self.cookie)
-            },
-            body.len()
-        );
-        use std::io::Write;
-        s.write_all(req.as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let (head, body) = read_response(&mut s, &mut buf);
-        if let Some(c) = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Set-Cookie: "))
-            .and_then(|v| v.split(';').next())
-        {
-            self.cookie = c.to_string();
-        }
-        serde_json::from_str(&body).unwrap()
-    }
-
-    fn handshake(addr: SocketAddr) -> BayeuxClient {
-        let mut c = BayeuxClient {
-            addr,
-            id: String::new(),
-            cookie: String::new(),
-            n: 0,
-        };
-        let r = c.post(
-            r#"[{"channel":"/meta/handshake","version":"1.0","supportedConnectionTypes":["long-polling"]}]"#,
-        );
-        c.id = r[0]["clientId"].as_str().unwrap().to_string();
-        let first = format!(
-            r#"[{{"channel":"/meta/connect","clientId":"{}","connectionType":"long-polling","advice":{{"timeout":0}}}}]"#,
-            c.id
-        );
-        c.post(&first);
-        c
-    }
-
-    fn subscribe(&mut self, sub: &str) {
-        let r = self.post(&format!(
-            r#"[{{"channel":"/meta/subscribe","clientId":"{}","subscription":"{sub}"}}]"#,
-            self.id
-        ));
-        assert_eq!(r[0]["successful"], true, "{r}");
-    }
-
-    /// One connect (held until something arrives, at most 5 s): the deliveries in its reply.
-    fn connect(&mut self) -> Vec<serde_json::Value> {
-        self.n += 1;
-        let r = self.post(&format!(
-            r#"[{{"channel":"/meta/connect","clientId":"{}","connectionType":"long-polling","id":"{}","advice":{{"timeout":5000}}}}]"#,
-            self.id, self.n
-        ));
-        r.as_array()
-            .unwrap()
-            .iter()
-            .filter(|m| !m["channel"].as_str().unwrap().starts_with("/meta/"))
-            .cloned()
-            .collect()
-    }
 }
 
 /// An edgecomet process (the release binary under test); killed on drop.

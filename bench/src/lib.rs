@@ -393,6 +393,20 @@ struct Sock {
     rx: u64,
 }
 
+/// Appends what `s` has to read to `s.head` (through `buf`) until it would block; true if the
+/// server closed the connection.
+fn read_into_head(s: &mut Sock, buf: &mut [u8]) -> io::Result<bool> {
+    loop {
+        match s.stream.read(buf) {
+            Ok(0) => return Ok(true),
+            Ok(n) => s.head.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// A pool of subscriber sockets served by one `mio::Poll` on the calling thread. After the
 /// handshake it only reads and counts bytes per socket (the benchmarks know the frame size).
 ///
@@ -720,19 +734,11 @@ impl Pool {
     /// goes out and the socket is open.
     fn bayeux_step(&mut self, idx: usize, ws: bool, path: &str, channel: &str) -> io::Result<()> {
         let s = &mut self.socks[idx];
-        loop {
-            match s.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("Bayeux client {idx}: server closed during the setup"),
-                    ));
-                }
-                Ok(n) => s.head.extend_from_slice(&self.buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if read_into_head(s, &mut self.buf)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("Bayeux client {idx}: server closed during the setup"),
+            ));
         }
         while let State::Bayeux(step) = s.state {
             let Some(body) = bayeux_reply(&mut s.head, ws)? else {
@@ -774,22 +780,14 @@ impl Pool {
     /// the head count as received data.
     fn read_head(&mut self, idx: usize) -> io::Result<bool> {
         let s = &mut self.socks[idx];
-        loop {
-            match s.stream.read(&mut self.buf) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!(
-                            "server closed during the upgrade: {:?}",
-                            String::from_utf8_lossy(&s.head)
-                        ),
-                    ));
-                }
-                Ok(n) => s.head.extend_from_slice(&self.buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        if read_into_head(s, &mut self.buf)? {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "server closed during the upgrade: {:?}",
+                    String::from_utf8_lossy(&s.head)
+                ),
+            ));
         }
         let Some(p) = find(&s.head, b"\r\n\r\n") else {
             return Ok(false);

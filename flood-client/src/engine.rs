@@ -670,6 +670,15 @@ impl Worker {
         self.drop_conn(key);
     }
 
+    /// The slab keys of the slow readers still open.
+    fn open_slow_readers(&self) -> Vec<usize> {
+        self.conns
+            .iter()
+            .filter(|(_, c)| c.flags & SLOW != 0 && c.is_open())
+            .map(|(k, _)| k)
+            .collect()
+    }
+
     /// Reads what the slow readers may read since the last call: `slow_rate` bytes per second
     /// each.
     fn read_slow(&mut self) {
@@ -681,13 +690,7 @@ impl Worker {
         if whole < 1.0 {
             return;
         }
-        let keys: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.flags & SLOW != 0 && c.is_open())
-            .map(|(k, _)| k)
-            .collect();
-        for k in keys {
+        for k in self.open_slow_readers() {
             self.read(k, whole as usize);
         }
     }
@@ -735,12 +738,7 @@ impl Worker {
         while start.elapsed() < Duration::from_secs(5)
             && quiet.elapsed() < Duration::from_millis(500)
         {
-            let keys: Vec<usize> = self
-                .conns
-                .iter()
-                .filter(|(_, c)| c.flags & SLOW != 0 && c.is_open())
-                .map(|(k, _)| k)
-                .collect();
+            let keys = self.open_slow_readers();
             if keys.is_empty() {
                 break;
             }

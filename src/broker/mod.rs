@@ -9,7 +9,7 @@
 //!   a channel gets its first local subscriber or loses its last); the thread brings Redis's
 //!   subscriptions in line with it, unsubscribing a key only after it has had no local interest
 //!   for `--broker-linger` (long-poll and EventSource clients come back between requests). Each
-//!   message it receives is handed to `deliver`, which enters it into the process exactly like a
+//!   message it receives is handed to the [`Sink`], which enters it into the process exactly like a
 //!   local publish (one id, one `Arc<Message>` framed once, every worker's inbox).
 //! - the **publisher**: a local publish is not fanned out locally but sent as `PUBLISH`; it comes
 //!   back through the subscriber like everyone else's, so a local subscriber gets it exactly
@@ -28,7 +28,7 @@ pub mod resp;
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -111,6 +111,8 @@ pub struct BrokerConfig {
     pub linger: Duration,
     /// Largest message accepted from Redis (larger: the connection is dropped and remade).
     pub max_message: usize,
+    /// Payload bytes that may wait for the publisher connection; beyond, publishes are refused.
+    pub max_queued_bytes: usize,
 }
 
 /// Counters of the broker, for `/stats` (`broker_*`).
@@ -155,7 +157,7 @@ impl BrokerStats {
 pub enum PublishError {
     /// No connection to Redis now.
     Down,
-    /// [`PUBLISH_QUEUE`] publishes are waiting already.
+    /// [`PUBLISH_QUEUE`] publishes, or `max_queued_bytes` of payload, are waiting already.
     Busy,
 }
 
@@ -175,35 +177,33 @@ pub struct Broker {
     pub_tx: Mutex<Option<SyncSender<Outgoing>>>,
     pub_up: AtomicBool,
     sub_up: AtomicBool,
+    /// Payload bytes in the publish queue (bounded by `max_queued_bytes`).
+    queued_bytes: AtomicUsize,
     stop: AtomicBool,
     pub stats: BrokerStats,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-type Deliver = dyn Fn(&str, Bytes) + Send + Sync;
+/// Where the subscriber thread puts what it receives.
+pub trait Sink: Send + Sync {
+    /// A message from Redis: enter it into the process (without waking anyone yet).
+    fn deliver(&self, channel: &str, payload: Bytes);
+    /// The messages of one read from Redis are in: wake whoever they are for (once per read,
+    /// not once per message).
+    fn flush(&self);
+}
 /// A queued publish: channel and payload.
 type Outgoing = (Arc<str>, Bytes);
 
 impl Broker {
-    /// Starts the two connection threads. `deliver(channel, payload)` is called (from the
-    /// subscriber thread) for every message received.
-    pub fn start(cfg: BrokerConfig, deliver: Box<Deliver>) -> io::Result<Arc<Broker>> {
-        let (tx, rx) = sync_channel(PUBLISH_QUEUE);
-        let b = Arc::new(Broker {
-            cfg,
-            interest: Mutex::new(HashMap::new()),
-            dirty: AtomicBool::new(false),
-            pub_tx: Mutex::new(Some(tx)),
-            pub_up: AtomicBool::new(false),
-            sub_up: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            stats: BrokerStats::default(),
-            threads: Mutex::new(Vec::new()),
-        });
+    /// Starts the two connection threads. `sink` gets every message received (from the
+    /// subscriber thread).
+    pub fn start(cfg: BrokerConfig, sink: Box<dyn Sink>) -> io::Result<Arc<Broker>> {
+        let (b, rx) = Broker::new(cfg);
         let s = b.clone();
         let sub = std::thread::Builder::new()
             .name("edgecomet-broker-sub".into())
-            .spawn(move || s.subscriber(&*deliver))?;
+            .spawn(move || s.subscriber(&*sink))?;
         let p = b.clone();
         let publ = std::thread::Builder::new()
             .name("edgecomet-broker-pub".into())
@@ -213,6 +213,24 @@ impl Broker {
             .unwrap_or_else(|e| e.into_inner())
             .extend([sub, publ]);
         Ok(b)
+    }
+
+    /// The broker without its threads, and the receiving end of its publish queue.
+    fn new(cfg: BrokerConfig) -> (Arc<Broker>, Receiver<Outgoing>) {
+        let (tx, rx) = sync_channel(PUBLISH_QUEUE);
+        let b = Arc::new(Broker {
+            cfg,
+            interest: Mutex::new(HashMap::new()),
+            dirty: AtomicBool::new(false),
+            pub_tx: Mutex::new(Some(tx)),
+            pub_up: AtomicBool::new(false),
+            sub_up: AtomicBool::new(false),
+            queued_bytes: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            stats: BrokerStats::default(),
+            threads: Mutex::new(Vec::new()),
+        });
+        (b, rx)
     }
 
     /// Stops both threads and waits for them (at most about a second).
@@ -273,12 +291,27 @@ impl Broker {
         if !self.is_up() {
             return refuse(PublishError::Down);
         }
+        let len = payload.len();
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > self.cfg.max_queued_bytes {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            return refuse(PublishError::Busy);
+        }
         let tx = self.pub_tx.lock().unwrap_or_else(|e| e.into_inner());
-        match tx.as_ref().map(|t| t.try_send((channel, payload))) {
+        let sent = tx.as_ref().map(|t| t.try_send((channel, payload)));
+        if !matches!(sent, Some(Ok(()))) {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+        }
+        match sent {
             Some(Ok(())) => Ok(()),
             Some(Err(TrySendError::Full(_))) => refuse(PublishError::Busy),
             Some(Err(TrySendError::Disconnected(_))) | None => refuse(PublishError::Down),
         }
+    }
+
+    /// A publish left the queue: its bytes no longer count against `max_queued_bytes`.
+    fn dequeued(&self, payload: &Bytes) {
+        self.queued_bytes
+            .fetch_sub(payload.len(), Ordering::Relaxed);
     }
 
     fn set_connected(&self) {
@@ -329,11 +362,11 @@ impl Broker {
         None
     }
 
-    fn subscriber(&self, deliver: &Deliver) {
+    fn subscriber(&self, sink: &dyn Sink) {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
         while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
-            if self.subscribed(sock, deliver) {
+            if self.subscribed(sock, sink) {
                 // It ran (and subscribed) before it failed: try again at once.
                 backoff = BACKOFF_MIN;
             } else {
@@ -347,7 +380,7 @@ impl Broker {
 
     /// Serves one subscriber connection until it fails or `stop`; whether it got as far as
     /// subscribing.
-    fn subscribed(&self, mut sock: TcpStream, deliver: &Deliver) -> bool {
+    fn subscribed(&self, mut sock: TcpStream, sink: &dyn Sink) -> bool {
         if sock
             .set_read_timeout(Some(Duration::from_millis(50)))
             .is_err()
@@ -388,15 +421,19 @@ impl Broker {
                     last_rx = Instant::now();
                     buf.extend_from_slice(&scratch[..n]);
                     let mut at = 0;
+                    let mut delivered = false;
                     loop {
                         match resp::parse(&buf[at..], self.cfg.max_message) {
                             Ok(Some((v, used))) => {
                                 at += used;
-                                self.on_push(v, &actual, deliver);
+                                delivered |= self.on_push(v, &actual, sink);
                             }
                             Ok(None) => break,
                             Err(_) => return synced,
                         }
+                    }
+                    if delivered {
+                        sink.flush();
                     }
                     buf.drain(..at);
                 }
@@ -468,37 +505,39 @@ impl Broker {
     /// One push from Redis: a message is delivered once, however many of our subscriptions
     /// match its channel (Redis sends one `message` for the channel and one `pmessage` per
     /// matching pattern): the exact subscription wins, else the first matching pattern in order.
-    fn on_push(&self, v: Value, actual: &HashSet<Key>, deliver: &Deliver) {
+    /// Whether it delivered something.
+    fn on_push(&self, v: Value, actual: &HashSet<Key>, sink: &dyn Sink) -> bool {
         let Value::Array(Some(items)) = v else {
-            return;
+            return false;
         };
         let kind = items.first().and_then(Value::bytes);
         let (channel, payload, via) = match (kind, items.len()) {
             (Some(b"message"), 3) => (items[1].bytes(), &items[2], None),
             (Some(b"pmessage"), 4) => (items[2].bytes(), &items[3], items[1].bytes()),
             // Subscription confirmations and PING replies.
-            _ => return,
+            _ => return false,
         };
         let (Some(channel), Some(payload)) = (channel, payload.bytes()) else {
-            return;
+            return false;
         };
         let Ok(channel) = std::str::from_utf8(channel) else {
-            return;
+            return false;
         };
         if let Some(pattern) = via {
             if actual.contains(&Key::Channel(channel.into())) {
-                return;
+                return false;
             }
             let first = actual
                 .iter()
                 .filter(|k| matches!(k, Key::Pattern(_)) && k.covers(channel))
                 .min();
             if first.is_none_or(|k| !matches!(k, Key::Pattern(p) if p.as_bytes() == pattern)) {
-                return;
+                return false;
             }
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        deliver(channel, Bytes::copy_from_slice(payload));
+        sink.deliver(channel, Bytes::copy_from_slice(payload));
+        true
     }
 
     // ---- the publisher connection ------------------------------------------------------------
@@ -517,7 +556,8 @@ impl Broker {
             }
             // What was queued while the connection failed cannot go out: refuse it, counted.
             let mut lost = 0;
-            while rx.try_recv().is_ok() {
+            while let Ok((_, payload)) = rx.try_recv() {
+                self.dequeued(&payload);
                 lost += 1;
             }
             self.stats.publish_lost.fetch_add(lost, Ordering::Relaxed);
@@ -560,14 +600,15 @@ impl Broker {
                 }
             };
             match next {
-                Ok((ch, payload)) => {
-                    resp::command(&mut out, &[b"PUBLISH", ch.as_bytes(), &payload]);
-                    n += 1;
-                    while n < 1024
-                        && let Ok((ch, payload)) = rx.try_recv()
-                    {
+                Ok(first) => {
+                    let mut item = Some(first);
+                    while let Some((ch, payload)) = item.take() {
+                        self.dequeued(&payload);
                         resp::command(&mut out, &[b"PUBLISH", ch.as_bytes(), &payload]);
                         n += 1;
+                        if n < 1024 {
+                            item = rx.try_recv().ok();
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => resp::command(&mut out, &[b"PING"]),
@@ -662,6 +703,36 @@ mod tests {
         assert!(Key::Pattern("a/*".into()).covers("a/b/c"));
         assert!(!Key::Pattern("a/*".into()).covers("ab"));
         assert!(Key::Pattern("*".into()).covers("x"));
+    }
+
+    #[test]
+    fn the_publish_queue_is_bounded_in_bytes() {
+        let (b, rx) = Broker::new(BrokerConfig {
+            addr: "127.0.0.1:1".into(),
+            linger: Duration::ZERO,
+            max_message: 1024,
+            max_queued_bytes: 10,
+        });
+        let ch: Arc<str> = Arc::from("c");
+        assert_eq!(
+            b.publish(ch.clone(), Bytes::from_static(b"123456")),
+            Err(PublishError::Down),
+            "refused while not connected"
+        );
+        b.pub_up.store(true, Ordering::Relaxed);
+        b.sub_up.store(true, Ordering::Relaxed);
+        assert_eq!(b.publish(ch.clone(), Bytes::from_static(b"123456")), Ok(()));
+        assert_eq!(
+            b.publish(ch.clone(), Bytes::from_static(b"123456")),
+            Err(PublishError::Busy),
+            "12 bytes would wait: over 10"
+        );
+        assert_eq!(b.stats.publish_refused.load(Ordering::Relaxed), 2);
+        // The publisher takes one: room again.
+        let (_, payload) = rx.try_recv().unwrap();
+        b.dequeued(&payload);
+        assert_eq!(b.publish(ch, Bytes::from_static(b"1234567890")), Ok(()));
+        assert!(rx.try_recv().is_ok());
     }
 
     #[test]

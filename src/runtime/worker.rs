@@ -100,9 +100,10 @@ impl Shared {
     }
 
     /// A message from the broker: enters the process as a local publish does (an id, the
-    /// history, one `Arc<Message>` in every worker's inbox, Bayeux queues), from outside any
-    /// worker. A full inbox drops it for that worker's live subscribers, counted in
-    /// `broker_inbox_drops` (it is in the history).
+    /// history, one `Arc<Message>` in every worker's inbox, Bayeux queues and wakes), from
+    /// outside any worker. Nobody is woken here: the broker wakes every worker once per batch
+    /// it read (`broker::Sink::flush`). A full inbox drops it for that worker's live
+    /// subscribers, counted in `broker_inbox_drops` (it is in the history).
     pub fn deliver_from_broker(&self, channel: &str, payload: Bytes) {
         if !crate::pubsub::valid_channel(channel, usize::MAX)
             || std::str::from_utf8(&payload).is_err()
@@ -123,12 +124,10 @@ impl Shared {
         if published.is_err() {
             refused += self.mailboxes.len() as u64;
         }
-        for mb in &self.mailboxes {
-            mb.wake();
-        }
         for w in woken {
             if let Some(mb) = self.mailboxes.get(w.worker as usize) {
-                let _ = mb.send_now(Mail::BayeuxWake {
+                // A full inbox: the held connect ends at its timeout, with what is queued.
+                let _ = mb.post(Mail::BayeuxWake {
                     idx: w.idx,
                     generation: w.generation,
                 });
@@ -717,41 +716,24 @@ impl Worker {
             return self.bad_request(idx, "message must be UTF-8 text\n", keep_alive);
         }
         let cors = self.cors_headers(origin);
-        match self.publish_message(channel, Bytes::copy_from_slice(body)) {
-            Ok(Published::Here(msg)) => {
-                let body = format!(
-                    "{{\"ok\":true,\"channel\":\"{channel}\",\"id\":\"{}\",\"bytes\":{}}}\n",
-                    msg.id,
-                    body.len()
-                );
-                let resp = http::response(
-                    200,
-                    "OK",
-                    "application/json",
-                    &cors,
-                    body.as_bytes(),
-                    keep_alive,
-                );
-                self.respond(idx, resp, keep_alive);
-            }
-            Ok(Published::Broker) => {
+        let len = body.len();
+        let (status, reason, what) =
+            match self.publish_message(channel, Bytes::copy_from_slice(body)) {
+                Ok(Published::Here(msg)) => (200, "OK", format!("\"id\":\"{}\"", msg.id)),
                 // Queued for Redis; each process assigns its own id when it comes back.
-                let body = format!(
-                    "{{\"ok\":true,\"channel\":\"{channel}\",\"broker\":true,\"bytes\":{}}}\n",
-                    body.len()
-                );
-                let resp = http::response(
-                    202,
-                    "Accepted",
-                    "application/json",
-                    &cors,
-                    body.as_bytes(),
-                    keep_alive,
-                );
-                self.respond(idx, resp, keep_alive);
-            }
-            Err(e) => self.publish_refused(idx, e, &cors, keep_alive),
-        }
+                Ok(Published::Broker) => (202, "Accepted", "\"broker\":true".to_string()),
+                Err(e) => return self.publish_refused(idx, e, &cors, keep_alive),
+            };
+        let body = format!("{{\"ok\":true,\"channel\":\"{channel}\",{what},\"bytes\":{len}}}\n");
+        let resp = http::response(
+            status,
+            reason,
+            "application/json",
+            &cors,
+            body.as_bytes(),
+            keep_alive,
+        );
+        self.respond(idx, resp, keep_alive);
     }
 
     fn publish_refused(&mut self, idx: usize, e: PubError, cors: &str, keep_alive: bool) {

@@ -7,6 +7,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use edgecomet::{Config, Server};
+
+pub mod bayeux;
 use tungstenite::WebSocket;
 
 pub type Ws = WebSocket<TcpStream>;
