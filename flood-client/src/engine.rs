@@ -93,6 +93,10 @@ pub struct WorkerPlan {
     /// second, each replaced by a new one ([`Worker::churn`]).
     #[serde(default)]
     pub churn_rate: f64,
+    /// Messages with a sequence number below this are broadcasts (`--broadcasts`): their
+    /// deliveries and latest latency are kept per number; later numbers are the publish load.
+    #[serde(default)]
+    pub broadcasts: u32,
 }
 
 /// Whether connection `g` (global index) is a slow reader when a fraction `f` of them are:
@@ -212,6 +216,16 @@ pub struct Final {
     pub slow_closed: u64,
     #[serde(default)]
     pub slow_deliveries: u64,
+    /// Per broadcast (sequence number below [`WorkerPlan::broadcasts`]): (deliveries, latest
+    /// latency in microseconds).
+    #[serde(default)]
+    pub broadcasts: Vec<(u64, u64)>,
+    /// Deliveries of the publish load (numbers from [`WorkerPlan::broadcasts`] on), and when
+    /// the last of them arrived (CLOCK_MONOTONIC ns, 0 = none).
+    #[serde(default)]
+    pub load_deliveries: u64,
+    #[serde(default)]
+    pub load_last_ns: u64,
     /// Latency histogram, as (microseconds, count) pairs.
     pub latency: Vec<(u64, u64)>,
     /// This process's PSS before connecting and with every connection open.
@@ -319,6 +333,10 @@ struct Worker {
     /// Unique messages received, per channel index (over this worker's connections).
     unique: Vec<u64>,
     hist: Histogram<u64>,
+    /// See [`Final::broadcasts`], [`Final::load_deliveries`], [`Final::load_last_ns`].
+    broadcasts: Vec<(u64, u64)>,
+    load_deliveries: u64,
+    load_last_ns: u64,
     scratch: Vec<u8>,
     start: Instant,
     ramp_end: Option<Instant>,
@@ -411,6 +429,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         plan.bayeux_path, plan.host
     )
     .into_bytes();
+    let broadcasts = vec![(0, 0); plan.broadcasts as usize];
     let mut w = Worker {
         conns: Slab::with_capacity(plan.conns as usize),
         plan,
@@ -428,6 +447,9 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         unique: vec![0; channels],
         // Latencies up to 100 s at 3 significant digits.
         hist: Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
+        broadcasts,
+        load_deliveries: 0,
+        load_last_ns: 0,
         scratch: vec![0u8; SCRATCH + 2 * MAX_HEAD],
         start: Instant::now(),
         ramp_end: None,
@@ -1255,6 +1277,13 @@ impl Worker {
         let now = msg::now_ns();
         let us = now.saturating_sub(sent_ns) / 1000;
         let _ = self.hist.record(us.max(1));
+        if let Some(b) = self.broadcasts.get_mut(seq as usize) {
+            b.0 += 1;
+            b.1 = b.1.max(us);
+        } else {
+            self.load_deliveries += 1;
+            self.load_last_ns = self.load_last_ns.max(now);
+        }
         let c = &mut self.conns[key];
         let chan = c.chan as usize;
         if seq >= c.next {
@@ -1307,6 +1336,9 @@ impl Worker {
             slow_open,
             slow_closed: self.slow_closed,
             slow_deliveries: self.slow_deliveries,
+            broadcasts: std::mem::take(&mut self.broadcasts),
+            load_deliveries: self.load_deliveries,
+            load_last_ns: self.load_last_ns,
             latency: self
                 .hist
                 .iter_recorded()

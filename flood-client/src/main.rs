@@ -141,6 +141,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub churn: f64,
 
+    /// Broadcasts before the hold: once every connection is open, publish one message on every
+    /// channel and wait until it has reached every subscriber (or deliveries stop for --drain
+    /// seconds), N times. The report gives each one's time to reach all (from the publish to
+    /// the last delivery). Then the hold, with --publish-rate if set.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub broadcasts: u32,
+
     /// Keep-alive publisher connections.
     #[arg(long, default_value_t = 2)]
     pub publishers: usize,
@@ -334,9 +341,9 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     if args.churn < 0.0 || !args.churn.is_finite() {
         return Err("--churn is connections per second, 0 or more".into());
     }
-    if args.churn > 0.0 && args.publish_rate > 0.0 {
+    if args.churn > 0.0 && (args.publish_rate > 0.0 || args.broadcasts > 0) {
         return Err(
-            "--churn and --publish-rate do not go together: a replacement connection \
+            "--churn does not go with --publish-rate or --broadcasts: a replacement connection \
                     misses what was published before it, so loss could not be counted"
                 .into(),
         );
@@ -344,7 +351,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.slow_readers) {
         return Err("--slow-readers is a fraction from 0 to 1".into());
     }
-    if args.publish_rate > 0.0 && args.size < msg::MIN_SIZE {
+    if (args.publish_rate > 0.0 || args.broadcasts > 0) && args.size < msg::MIN_SIZE {
         return Err(format!("--size must be at least {}", msg::MIN_SIZE));
     }
     let sources = match &args.source {
@@ -441,6 +448,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
             slow_fraction: args.slow_readers,
             slow_read_rate: args.slow_read_rate,
             churn_rate: args.churn * n as f64 / args.conns as f64,
+            broadcasts: args.broadcasts,
         };
         offset += n;
         let mut child = Command::new(&exe)
@@ -520,19 +528,63 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         args.conns
     );
 
+    let publish_plan = publish::PublishPlan {
+        target: target.addr,
+        host: target.host.clone(),
+        path_prefix: target.pub_prefix.clone(),
+        channel: target.channel.clone(),
+        channels: args.channels.max(1),
+        rate: args.publish_rate,
+        size: args.size,
+        connections: args.publishers,
+        first_seq: args.broadcasts,
+    };
+    // Broadcasts, one at a time.
+    let mut published = publish::Published::default();
+    for b in 0..args.broadcasts {
+        if interrupted.load(Ordering::Relaxed) || workers_gone(&mut workers) {
+            break;
+        }
+        let before: u64 = progress.iter().map(|p| p.deliveries).sum();
+        let open: u64 = progress.iter().map(|p| p.established).sum();
+        // Slow readers' deliveries are not counted, so they are not waited for.
+        let expect = open.saturating_sub((open as f64 * args.slow_readers).floor() as u64);
+                let failed = publish::broadcast(&publish_plan, b, &mut published);
+        let (mut last, mut last_change) = (before, Instant::now());
+        loop {
+            for (i, line) in pump(&rx, Duration::from_millis(50)) {
+                if let Line::Progress(p) = line {
+                    progress[i as usize] = p;
+                }
+            }
+            let d: u64 = progress.iter().map(|p| p.deliveries).sum();
+            if d != last {
+                (last, last_change) = (d, Instant::now());
+            }
+            if d - before >= expect
+                || last_change.elapsed() >= Duration::from_secs(args.drain.max(1))
+                || interrupted.load(Ordering::Relaxed)
+            {
+                break;
+            }
+        }
+        println!(
+            "flood: broadcast {}/{}: {} of {expect} delivered{}",
+            b + 1,
+            args.broadcasts,
+            last - before,
+            if failed > 0 {
+                format!(" ({failed} publish(es) failed)")
+            } else {
+                String::new()
+            }
+        );
+    }
+
     // Hold (and publish).
-    let publisher = (args.publish_rate > 0.0).then(|| {
-        publish::Publisher::start(publish::PublishPlan {
-            target: target.addr,
-            host: target.host.clone(),
-            path_prefix: target.pub_prefix.clone(),
-            channel: target.channel.clone(),
-            channels: args.channels.max(1),
-            rate: args.publish_rate,
-            size: args.size,
-            connections: args.publishers,
-        })
-    });
+    let load_start_ns = msg::now_ns();
+    let publisher = (args.publish_rate > 0.0)
+        .then(|| publish::Publisher::start(publish_plan.clone()));
     let hold_start = Instant::now();
     // Memory while holding (and publishing), once a second and at the end of the publishing:
     // what buffers fill behind slow readers.
@@ -566,18 +618,21 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         }
     }
     let _ = rate_now;
-    let published = publisher.map(|p| p.finish()).unwrap_or_default();
+    let load_published = publisher.map(|p| p.finish()).unwrap_or_default();
+    let broadcasts_published = published.total();
+    published.add(&load_published);
     let publish_secs = hold_start.elapsed().as_secs_f64();
     {
         let est: u64 = progress.iter().map(|p| p.established).sum();
         hold.push(sample(est, started.elapsed().as_secs_f64()));
     }
     // Drain: wait until deliveries stop growing (or the drain time passes).
-    if published.total() > 0 {
+    if load_published.total() > 0 {
         let until = Instant::now() + Duration::from_secs(args.drain);
         let mut last = u64::MAX;
         let mut still = 0;
-        while Instant::now() < until && still < 5 {
+        // Two seconds without a new delivery: all arrived (or they will not).
+        while Instant::now() < until && still < 20 {
             for (i, line) in pump(&rx, Duration::from_millis(100)) {
                 if let Line::Progress(p) = line {
                     progress[i as usize] = p;
@@ -626,6 +681,8 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         rate_limited: rate.is_some(),
         finals: &finals,
         published: &published,
+        broadcasts_published,
+        load_start_ns,
         server_pids: &server_pids,
         server_before,
         server_open,

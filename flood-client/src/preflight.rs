@@ -482,8 +482,33 @@ fn ports(plan: &Plan, l: &Limits) -> Finding {
     let nports = if hi >= lo { u64::from(hi - lo) + 1 } else { 0 };
     let per_target = plan.conns.div_ceil(targets);
     let capacity = sources * nports;
+    // connect(2) takes ports of one parity first; once those are all used, every connect scans
+    // them all (an established-table lookup each) before trying the others, so past half the
+    // range the connect rate collapses (RESULTS.md: 16,000/s fell to ~130/s at 31,400
+    // connections per address of 64,512 ports). Suggestions keep every address under half.
+    let fast = nports / 2;
+    let list = |n: u64| {
+        if plan.server_local {
+            loopback_range(n)
+        } else {
+            format!("{n} addresses")
+        }
+    };
     if per_target <= capacity {
-        return finding(NAME, Verdict::Ok);
+        if per_target <= sources * fast || fast == 0 {
+            return finding(NAME, Verdict::Ok);
+        }
+        let need = per_target.div_ceil(fast);
+        return finding(
+            NAME,
+            Verdict::Warn(format!(
+                "{NAME}: {per_target} connections per target over {sources} source address(es) \
+                 is more than half of their {capacity} ephemeral ports: connect(2) takes ports of \
+                 one parity first and, once those are used, scans them all on every connect, so \
+                 the connect rate collapses; use --source {} ({need} source addresses)",
+                list(need)
+            )),
+        );
     }
     let s = if sources == 1 { "" } else { "es" };
     let mut msg = format!(
@@ -502,19 +527,15 @@ fn ports(plan: &Plan, l: &Limits) -> Finding {
         );
         return finding(NAME, Verdict::Stop(msg));
     }
-    let need_sources = per_target.div_ceil(nports);
-    let list = if plan.server_local {
-        loopback_range(need_sources)
-    } else {
-        format!("{need_sources} addresses")
-    };
+    let need_sources = per_target.div_ceil(fast.max(1));
     let _ = write!(
         msg,
-        ": use --source {list} ({need_sources} source addresses)"
+        ": use --source {} ({need_sources} source addresses, each under half its ports)",
+        list(need_sources)
     );
     let widest = u64::from(WIDEST_PORT_RANGE.1 - WIDEST_PORT_RANGE.0) + 1;
     if nports < widest {
-        let with_widest = per_target.div_ceil(widest);
+        let with_widest = per_target.div_ceil(widest / 2);
         let _ = write!(
             msg,
             ", or widen net.ipv4.ip_local_port_range (`sysctl -w \
@@ -866,6 +887,13 @@ mod tests {
         }
     }
 
+    fn warn_text(findings: &[Finding], limit: &str) -> String {
+        match verdict(findings, limit) {
+            Verdict::Warn(m) => m,
+            v => panic!("{limit}: expected Warn, got {v:?}"),
+        }
+    }
+
     #[test]
     fn roomy_plan_is_all_ok() {
         let f = check(&plan(10_000), &roomy());
@@ -956,40 +984,47 @@ mod tests {
     fn ports_boundary() {
         let mut l = roomy();
         l.port_range = (32768, 60999); // 28232 ports
-        let mut p = plan(28_232);
+        // Up to half the ports of an address: fast; up to all of them: slow (a warning).
+        let mut p = plan(14_116);
         assert_eq!(verdict(&check(&p, &l), "ports"), Verdict::Ok);
+        p.conns += 1;
+        let m = warn_text(&check(&p, &l), "ports");
+        assert!(m.contains("more than half of their 28232"), "{m}");
+        assert!(m.contains("--source 127.0.0.1-127.0.0.2 (2 source addresses)"), "{m}");
+        p.conns = 28_232;
+        assert!(matches!(verdict(&check(&p, &l), "ports"), Verdict::Warn(_)));
         p.conns += 1;
         let m = stop_text(&check(&p, &l), "ports");
         assert!(
             m.starts_with("ports: 1 source address x 28232 ephemeral ports (32768-60999) = 28232 connections per target < 28233"),
             "{m}"
         );
-        assert!(m.contains("--source 127.0.0.1-127.0.0.2"), "{m}");
+        assert!(m.contains("--source 127.0.0.1-127.0.0.3"), "{m}");
         assert!(m.contains("ip_local_port_range"), "{m}");
 
         // More sources and targets multiply the room.
-        p.conns = 2 * 3 * 28_232;
+        p.conns = 2 * 3 * 14_116;
         p.sources = 3;
         p.targets = 2;
         assert_eq!(verdict(&check(&p, &l), "ports"), Verdict::Ok);
-        p.conns += 1;
+        p.conns = 2 * 3 * 28_232 + 1;
         let m = stop_text(&check(&p, &l), "ports");
         assert!(m.contains("3 source addresses x 28232"), "{m}");
         assert!(m.contains("over 2 targets"), "{m}");
 
-        // A million over one address: 36 loopback addresses, or 16 with the widest range.
+        // A million over one address: 71 loopback addresses, or 32 with the widest range.
         let p = plan(1_000_000);
         let m = stop_text(&check(&p, &l), "ports");
         assert!(
-            m.contains("--source 127.0.0.1-127.0.0.36 (36 source addresses)"),
+            m.contains("--source 127.0.0.1-127.0.0.71 (71 source addresses"),
             "{m}"
         );
-        assert!(m.contains("then 16 source addresses do"), "{m}");
+        assert!(m.contains("then 32 source addresses do"), "{m}");
         // A remote server: no loopback suggestion.
         let mut p = p;
         p.server_local = false;
         let m = stop_text(&check(&p, &l), "ports");
-        assert!(m.contains("--source 36 addresses"), "{m}");
+        assert!(m.contains("--source 71 addresses"), "{m}");
         // Empty range.
         l.port_range = (5000, 4000);
         let m = stop_text(&check(&plan(1), &l), "ports");
@@ -1070,7 +1105,7 @@ mod tests {
         let mut p = plan(100_000);
         p.conns = 2_000_000; // beyond this shell's nofile for one server process
         p.procs = 4;
-        p.sources = 40;
+        p.sources = 80; // 25,000 per address: under half of its ports
         l.nofile_soft = 600_000;
         let f = check(&p, &l);
         for name in [

@@ -27,6 +27,9 @@ pub struct PublishPlan {
     pub size: usize,
     /// Publisher connections (threads).
     pub connections: usize,
+    /// Sequence number of the first message on each channel (the broadcasts before the load
+    /// took the lower ones).
+    pub first_seq: u32,
 }
 
 /// A running publish load.
@@ -48,6 +51,17 @@ pub struct Published {
 impl Published {
     pub fn total(&self) -> u64 {
         self.per_channel.iter().sum()
+    }
+
+    /// Adds `other`'s counts to these.
+    pub fn add(&mut self, other: &Published) {
+        if self.per_channel.len() < other.per_channel.len() {
+            self.per_channel.resize(other.per_channel.len(), 0);
+        }
+        for (a, b) in self.per_channel.iter_mut().zip(&other.per_channel) {
+            *a += b;
+        }
+        self.errors += other.errors;
     }
 }
 
@@ -106,7 +120,7 @@ fn publish_loop(
     errors: &AtomicU64,
 ) {
     let mut conn: Option<HttpConn> = None;
-    let mut seq = vec![0u32; mine.len()];
+    let mut seq = vec![plan.first_seq; mine.len()];
     let start = Instant::now();
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -151,6 +165,43 @@ fn publish_loop(
             }
         }
     }
+}
+
+/// One broadcast: message `seq` on every channel, one after another on one connection. Adds
+/// what was accepted (2xx) to `published` and returns the number of failed posts.
+pub fn broadcast(plan: &PublishPlan, seq: u32, published: &mut Published) -> u64 {
+    let channels = plan.channels.max(1);
+    published.per_channel.resize(channels as usize, 0);
+    let mut conn: Option<HttpConn> = None;
+    let mut failed = 0;
+    for chan in 0..channels {
+        let path = format!(
+            "{}{}",
+            plan.path_prefix,
+            channel_name(&plan.channel, chan, plan.channels)
+        );
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match HttpConn::connect(plan.target) {
+                Ok(c) => conn.insert(c),
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            },
+        };
+        let body = msg::encode(seq, msg::now_ns(), plan.size);
+        match c.post(&plan.host, &path, &body) {
+            Ok(s) if (200..300).contains(&s) => published.per_channel[chan as usize] += 1,
+            Ok(_) => failed += 1,
+            Err(_) => {
+                failed += 1;
+                conn = None;
+            }
+        }
+    }
+    published.errors += failed;
+    failed
 }
 
 /// A keep-alive HTTP/1.1 connection for POSTs.

@@ -32,6 +32,10 @@ pub struct Inputs<'a> {
     pub rate_limited: bool,
     pub finals: &'a [Final],
     pub published: &'a Published,
+    /// Of `published`, the broadcasts (`--broadcasts`, before the hold).
+    pub broadcasts_published: u64,
+    /// When the publish load started (CLOCK_MONOTONIC ns).
+    pub load_start_ns: u64,
     pub server_pids: &'a [u32],
     pub server_before: Option<ProcMem>,
     pub server_open: Option<ProcMem>,
@@ -52,6 +56,52 @@ pub struct Report {
 
 fn per_conn(grown: Option<u64>, n: u64) -> Option<f64> {
     grown.filter(|_| n > 0).map(|g| g as f64 / n as f64)
+}
+
+/// The broadcasts, each merged over the workers: deliveries, and the time from the publish to
+/// its last delivery (the latest latency any subscriber saw); and their median.
+fn broadcasts(finals: &[Final]) -> serde_json::Value {
+    let n = finals.iter().map(|f| f.broadcasts.len()).max().unwrap_or(0);
+    let mut each = Vec::with_capacity(n);
+    let mut secs = Vec::with_capacity(n);
+    for b in 0..n {
+        let (mut count, mut max_us) = (0u64, 0u64);
+        for f in finals {
+            if let Some(&(c, m)) = f.broadcasts.get(b) {
+                count += c;
+                max_us = max_us.max(m);
+            }
+        }
+        let s = max_us as f64 / 1e6;
+        if count > 0 {
+            secs.push(s);
+        }
+        each.push(json!({ "seq": b, "deliveries": count, "secs_to_all": (count > 0).then_some(s) }));
+    }
+    secs.sort_by(f64::total_cmp);
+    let median = (!secs.is_empty()).then(|| {
+        let m = secs.len() / 2;
+        if secs.len() % 2 == 1 {
+            secs[m]
+        } else {
+            (secs[m - 1] + secs[m]) / 2.0
+        }
+    });
+    json!({ "each": each, "secs_to_all_median": median })
+}
+
+/// The publish load after the broadcasts: its deliveries over the time from its start to the
+/// last of them (so a backlog delivered after the publishing stopped is counted in the time).
+fn load(i: &Inputs<'_>) -> serde_json::Value {
+    let deliveries: u64 = i.finals.iter().map(|f| f.load_deliveries).sum();
+    let last = i.finals.iter().map(|f| f.load_last_ns).max().unwrap_or(0);
+    let secs = (last > i.load_start_ns).then(|| (last - i.load_start_ns) as f64 / 1e9);
+    json!({
+        "published": i.published.total().saturating_sub(i.broadcasts_published),
+        "deliveries": deliveries,
+        "secs_to_last_delivery": secs,
+        "deliveries_per_sec": secs.map(|s| deliveries as f64 / s),
+    })
 }
 
 /// Memory while holding, per connection open after the ramp: at the end of the publishing and
@@ -198,7 +248,7 @@ impl Report {
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
                 "slow_readers": a.slow_readers, "slow_read_rate": a.slow_read_rate,
-                "churn": a.churn,
+                "churn": a.churn, "broadcasts": a.broadcasts,
                 "open_files_per_process": i.nofile,
             },
             "transport": a.transport.name(),
@@ -235,6 +285,8 @@ impl Report {
                 "deliveries": slow_deliveries,
             },
             "loaded": loaded,
+            "broadcasts": broadcasts(i.finals),
+            "load": load(&i),
             "churn": {
                 "closed_by_client": churned,
                 "secs": churn_secs,
@@ -363,6 +415,41 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             fmt_bytes(&ld["tcp_buffer_peak_bytes_per_conn"]),
             fmt_bytes(&ld["server_pss_bytes_per_conn"]),
             fmt_bytes(&ld["server_pss_peak_bytes_per_conn"]),
+        );
+    }
+    if let Some(each) = j["broadcasts"]["each"].as_array().filter(|e| !e.is_empty()) {
+        let times: Vec<String> = each
+            .iter()
+            .map(|b| {
+                b["secs_to_all"]
+                    .as_f64()
+                    .map_or_else(|| "none".into(), |t| format!("{t:.2} s"))
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "broadcasts: {} (publish to last delivery: {}; median {})",
+            each.len(),
+            times.join(", "),
+            j["broadcasts"]["secs_to_all_median"]
+                .as_f64()
+                .map_or_else(|| "n/a".into(), |t| format!("{t:.2} s"))
+        );
+    }
+    let ld = &j["load"];
+    if ld["published"].as_u64().unwrap_or(0) > 0 {
+        let _ = writeln!(
+            s,
+            "publish load: {} published, {} delivered in {} from its start to the last delivery \
+             ({}/s)",
+            ld["published"],
+            ld["deliveries"],
+            ld["secs_to_last_delivery"]
+                .as_f64()
+                .map_or_else(|| "n/a".into(), |t| format!("{t:.2} s")),
+            ld["deliveries_per_sec"]
+                .as_f64()
+                .map_or_else(|| "n/a".into(), |r| format!("{r:.0}"))
         );
     }
     if j["params"]["churn"].as_f64().unwrap_or(0.0) > 0.0 {

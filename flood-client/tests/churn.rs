@@ -50,11 +50,17 @@ fn churn_replaces_connections_and_keeps_the_count() {
 
 #[test]
 fn churn_with_a_publish_load_is_refused() {
-    let out = Command::new(env!("CARGO_BIN_EXE_flood"))
-        .args(["--churn", "10", "--publish-rate", "10", "--conns", "1"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("--churn and --publish-rate"), "{err}");
+    for publish in [["--publish-rate", "10"], ["--broadcasts", "1"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flood"))
+            .args(["--churn", "10", "--conns", "1"])
+            .args(publish)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--churn does not go with --publish-rate or --broadcasts"),
+            "{err}"
+        );
+    }
 }

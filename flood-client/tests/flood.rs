@@ -60,3 +60,53 @@ fn five_thousand_connections_with_a_publish_load() {
     assert_eq!(l["count"].as_u64().unwrap(), published * 1250);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn broadcasts_then_a_publish_load() {
+    let srv = server();
+    let dir = std::env::temp_dir().join(format!("flood-bcast-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("report.json");
+    let status = Command::new(env!("CARGO_BIN_EXE_flood"))
+        .args(["--url", &format!("ws://{}/sub/bc", srv.local_addr())])
+        .args(["--conns", "1000", "--rate", "max", "--procs", "2"])
+        .args(["--channels", "2", "--broadcasts", "3"])
+        .args(["--duration", "2", "--publish-rate", "50"])
+        .args(["--server-pid", &std::process::id().to_string()])
+        .arg("--json")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "flood reported a failure: {status:?}");
+    let r = json(&out);
+    assert_eq!(r["conns_established"], 1000);
+    // Each broadcast is one message on each of the 2 channels: every connection gets one.
+    let each = r["broadcasts"]["each"].as_array().unwrap();
+    assert_eq!(each.len(), 3);
+    for (i, b) in each.iter().enumerate() {
+        assert_eq!(b["seq"], i);
+        assert_eq!(b["deliveries"], 1000, "{b}");
+        let t = b["secs_to_all"].as_f64().unwrap();
+        assert!(t > 0.0 && t < 10.0, "{b}");
+    }
+    assert!(r["broadcasts"]["secs_to_all_median"].as_f64().unwrap() > 0.0);
+    // The load follows, numbered after the broadcasts, and is measured apart.
+    let published = r["published"].as_u64().unwrap();
+    let load = &r["load"];
+    assert_eq!(load["published"].as_u64().unwrap(), published - 6);
+    assert!(load["published"].as_u64().unwrap() >= 50, "{load}");
+    assert_eq!(
+        load["deliveries"].as_u64().unwrap(),
+        load["published"].as_u64().unwrap() * 500
+    );
+    assert_eq!(
+        r["deliveries"].as_u64().unwrap(),
+        3000 + load["deliveries"].as_u64().unwrap()
+    );
+    let secs = load["secs_to_last_delivery"].as_f64().unwrap();
+    assert!(secs > 1.5 && secs < 10.0, "{load}");
+    assert_eq!(r["lost"], 0);
+    assert_eq!(r["reordered"], 0);
+    assert_eq!(r["duplicated"], 0);
+    std::fs::remove_dir_all(&dir).ok();
+}
