@@ -9,7 +9,7 @@ use clap::Parser;
 /// A Comet server for a million concurrent long-lived connections: WebSocket pub/sub on named
 /// channels, shard-per-core mio event loops, zero-copy fan-out.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "edgecomet", version, about, long_about = None)]
+#[command(name = "edgecomet", version, about, long_about = None, args_override_self = true)]
 pub struct Config {
     /// Address to listen on. Every worker binds it with SO_REUSEPORT.
     #[arg(long, default_value = "0.0.0.0:8080")]
@@ -40,6 +40,14 @@ pub struct Config {
     /// `broker_publish_refused`), nothing sent.
     #[arg(long, default_value_t = 64 << 20)]
     pub broker_max_queued_bytes: usize,
+
+    /// Server processes. More than 1: this process starts P processes on --listen (sharing the
+    /// port through SO_REUSEPORT; each has its own open-files limit, --workers and
+    /// --max-connections) and supervises them: SIGTERM or Ctrl-C is passed on to all, and the
+    /// `/stats` of every one of them carries the sums over all under `"processes"` (refreshed
+    /// every second). Needs --broker: processes reach each other's subscribers only through it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub processes: u32,
 
     /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
@@ -225,6 +233,13 @@ impl Config {
         if let Some(url) = &self.broker {
             crate::broker::parse_url(url)?;
         }
+        if self.processes > 1 && self.broker.is_none() {
+            return Err(format!(
+                "--processes {} needs --broker redis://HOST:PORT: without it a publish reaches only \
+                 the subscribers of the one process that took it",
+                self.processes
+            ));
+        }
         if self.session_ttl <= self.poll_timeout {
             return Err(format!(
                 "--session-ttl ({}) must be longer than --poll-timeout ({}): a session must \
@@ -271,6 +286,19 @@ mod tests {
     #[test]
     fn validation() {
         assert!(Config::defaults().validate().is_ok());
+        let c = Config::parse_from(["edgecomet", "--processes", "4"]);
+        assert!(c.validate().unwrap_err().contains("needs --broker"));
+        let c = Config::parse_from([
+            "edgecomet",
+            "--processes",
+            "4",
+            "--broker",
+            "redis://127.0.0.1:6379",
+        ]);
+        assert!(c.validate().is_ok());
+        // A later flag wins (the launcher appends --listen and --processes 1 for its children).
+        let c = Config::parse_from(["edgecomet", "--processes", "4", "--processes", "1"]);
+        assert_eq!(c.processes, 1);
         let c = Config::parse_from(["edgecomet", "--session-ttl", "30"]);
         assert!(c.validate().unwrap_err().contains("--session-ttl"));
         let c = Config::parse_from([

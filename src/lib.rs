@@ -11,6 +11,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod launcher;
 pub mod proto;
 pub mod pubsub;
 pub mod runtime;

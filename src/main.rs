@@ -1,4 +1,5 @@
-//! The `edgecomet` binary: parse flags, start the workers, wait for SIGTERM/SIGINT, drain.
+//! The `edgecomet` binary: parse flags, start the workers (or, with `--processes P`, P server
+//! processes: `launcher`), wait for SIGTERM/SIGINT, drain.
 
 use std::process::ExitCode;
 
@@ -27,6 +28,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if cfg.processes > 1 {
+        if let Err(e) = cfg.validate() {
+            eprintln!("edgecomet: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+        return edgecomet::launcher::run(&cfg, signals);
+    }
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -38,6 +46,7 @@ fn main() -> ExitCode {
         "edgecomet: listening on {} with {workers} worker(s)",
         server.local_addr()
     );
+    edgecomet::launcher::child(server.shared());
     let Some(sig) = signals.forever().next() else {
         return ExitCode::FAILURE;
     };

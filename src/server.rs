@@ -22,7 +22,7 @@ use crate::pubsub::bayeux::{BayeuxLimits, Clients};
 use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::worker::{Shared, WAKER, Worker};
-use crate::stats::{self, WorkerStats};
+use crate::stats::WorkerStats;
 
 /// What the broker's subscriber thread receives goes into the process (held weakly: messages
 /// arriving during shutdown find nobody and are dropped).
@@ -114,6 +114,7 @@ impl Server {
                 max_subscriptions: cfg.bayeux_max_subscriptions,
             }),
             broker: std::sync::OnceLock::new(),
+            processes: std::sync::Mutex::new(None),
         });
         if let Some(url) = &cfg.broker {
             let addr = broker::parse_url(url)
@@ -154,8 +155,17 @@ impl Server {
 
     /// The `/stats` document, as served.
     pub fn stats_json(&self) -> String {
-        let s: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
-        stats::render_json(&s, &self.shared.extra_stats())
+        self.shared.stats_json()
+    }
+
+    /// This process's totals as one line, for the launcher (`--processes`).
+    pub fn stats_line(&self) -> String {
+        self.shared.stats_line()
+    }
+
+    /// State shared by the workers (the launcher's child side reads and sets its stats).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Every worker's counters (live; benches and tests read them without rendering JSON).

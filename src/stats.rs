@@ -140,7 +140,11 @@ impl WorkerStats {
 
 /// The `/stats` document: the process id, every worker, then the totals, then process-wide `extra` values
 /// (the hub: history and sessions) under `"hub"`.
-pub fn render_json(workers: &[&WorkerStats], extra: &[(&str, u64)]) -> String {
+pub fn render_json(
+    workers: &[&WorkerStats],
+    extra: &[(&str, u64)],
+    processes: Option<&str>,
+) -> String {
     let snaps: Vec<_> = workers.iter().map(|w| w.snapshot()).collect();
     // The pid tells processes sharing one port (SO_REUSEPORT) apart.
     let mut out = format!("{{\"pid\":{},\"workers\":[", std::process::id());
@@ -171,7 +175,93 @@ pub fn render_json(workers: &[&WorkerStats], extra: &[(&str, u64)]) -> String {
         }
         let _ = write!(out, "\"{k}\":{v}");
     }
-    out.push_str("}}\n");
+    out.push('}');
+    if let Some(p) = processes {
+        let _ = write!(out, ",\"processes\":{p}");
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// This process's totals as one line for the launcher (`--processes`):
+/// `PID total k=v … hub k=v …`.
+pub fn render_line(workers: &[&WorkerStats], extra: &[(&str, u64)]) -> String {
+    let snaps: Vec<_> = workers.iter().map(|w| w.snapshot()).collect();
+    let mut out = format!("{} total", std::process::id());
+    if let Some(first) = snaps.first() {
+        for (j, (k, _)) in first.iter().enumerate() {
+            let sum: u64 = snaps.iter().map(|s| s[j].1).fold(0, u64::wrapping_add);
+            let _ = write!(out, " {k}={sum}");
+        }
+    }
+    out.push_str(" hub");
+    for (k, v) in extra {
+        let _ = write!(out, " {k}={v}");
+    }
+    out.push('\n');
+    out
+}
+
+/// The sum of several processes' [`render_line`]s, as the `"processes"` object of `/stats`:
+/// `{"count":N,"reporting":R,"pids":[…],"total":{…},"hub":{…}}` (keys in the first line's order;
+/// a line that does not parse is left out of the sums).
+pub fn aggregate(count: usize, lines: &[&str]) -> String {
+    let mut pids = Vec::new();
+    let mut sums: [Vec<(String, u64)>; 2] = [Vec::new(), Vec::new()];
+    for line in lines {
+        let mut words = line.split_ascii_whitespace();
+        let Some(pid) = words.next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let mut part = None;
+        let mut parsed: [Vec<(&str, u64)>; 2] = [Vec::new(), Vec::new()];
+        let mut ok = true;
+        for w in words {
+            match (w, w.split_once('=')) {
+                ("total", _) => part = Some(0),
+                ("hub", _) => part = Some(1),
+                (_, Some((k, v))) if part.is_some() => match v.parse() {
+                    Ok(v) => parsed[part.unwrap_or(0)].push((k, v)),
+                    Err(_) => ok = false,
+                },
+                _ => ok = false,
+            }
+        }
+        if !ok {
+            continue;
+        }
+        pids.push(pid);
+        for (sum, part) in sums.iter_mut().zip(parsed) {
+            for (k, v) in part {
+                match sum.iter_mut().find(|(n, _)| n == k) {
+                    Some(e) => e.1 = e.1.wrapping_add(v),
+                    None => sum.push((k.to_string(), v)),
+                }
+            }
+        }
+    }
+    let mut out = format!(
+        "{{\"count\":{count},\"reporting\":{},\"pids\":[",
+        pids.len()
+    );
+    for (i, p) in pids.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{p}");
+    }
+    out.push(']');
+    for (name, sum) in ["total", "hub"].iter().zip(&sums) {
+        let _ = write!(out, ",\"{name}\":{{");
+        for (i, (k, v)) in sum.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "\"{k}\":{v}");
+        }
+        out.push('}');
+    }
+    out.push('}');
     out
 }
 
@@ -187,7 +277,7 @@ mod tests {
         WorkerStats::add(&b.accepted, 3);
         WorkerStats::add(&b.conns_ws_sub, 5);
         WorkerStats::sub(&b.conns_ws_sub, 1);
-        let j = render_json(&[&a, &b], &[("sessions", 2)]);
+        let j = render_json(&[&a, &b], &[("sessions", 2)], None);
         assert!(j.contains("\"hub\":{\"sessions\":2}"));
         assert!(j.starts_with(&format!("{{\"pid\":{},\"workers\":[", std::process::id())));
         assert!(j.contains("\"total\":{"));
@@ -195,5 +285,34 @@ mod tests {
         let total = j.split("\"total\":").nth(1).unwrap();
         assert!(total.contains("\"accepted\":5"));
         assert!(total.contains("\"conns_ws_sub\":4"));
+    }
+
+    #[test]
+    fn processes_are_summed() {
+        let a = WorkerStats::default();
+        WorkerStats::add(&a.accepted, 2);
+        WorkerStats::add(&a.conns_ws_sub, 7);
+        let line = render_line(&[&a, &a], &[("sessions", 1), ("broker_connected", 1)]);
+        assert!(line.ends_with('\n'));
+        let other = "99 total accepted=10 conns_ws_sub=3 hub sessions=4 broker_connected=1";
+        let agg = aggregate(
+            3,
+            &[line.trim_end(), other, "garbage", "7 total accepted=x"],
+        );
+        assert!(
+            agg.starts_with(&format!(
+                "{{\"count\":3,\"reporting\":2,\"pids\":[{},99],\"total\":{{",
+                std::process::id()
+            )),
+            "{agg}"
+        );
+        assert!(agg.contains("\"accepted\":14,"), "{agg}");
+        assert!(agg.contains("\"conns_ws_sub\":17,"), "{agg}");
+        assert!(
+            agg.ends_with("\"hub\":{\"sessions\":5,\"broker_connected\":2}}"),
+            "{agg}"
+        );
+        let j = render_json(&[&a], &[], Some(&agg));
+        assert!(j.ends_with(&format!(",\"processes\":{agg}}}\n")), "{j}");
     }
 }

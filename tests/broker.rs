@@ -294,3 +294,120 @@ fn two_processes_on_one_port_share_subscribers_and_publishes() {
         no_message_within(s, Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_launcher_runs_processes_on_one_port_and_sums_their_stats() {
+    let redis = Redis::start();
+    // Port 0: the launcher picks one and every process binds it.
+    let mut launcher = Process(
+        Command::new(env!("CARGO_BIN_EXE_edgecomet"))
+            .args([
+                "--processes",
+                "3",
+                "--workers",
+                "1",
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--broker", &redis.url(), "--broker-linger-ms", "200"])
+            .args(["--ws-ping-interval", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("edgecomet binary"),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = launcher.0.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(err)).map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let addr: SocketAddr = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no launcher line; log: {log:?}"));
+        if line.contains("3 processes listening on") {
+            break line
+                .split(" on ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+        log.push(line);
+    };
+    // Every process's /stats carries the sums over all three.
+    let s = stats_via(addr);
+    let pids: Vec<u64> = s["processes"]["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert_eq!(s["processes"]["count"], 3, "{s}");
+    assert_eq!(pids.len(), 3, "{s}");
+    assert!(pids.contains(&s["pid"].as_u64().unwrap()));
+    let mut subs: Vec<Ws> = (0..30).map(|_| ws(addr, "/sub/launched")).collect();
+    let mut last = serde_json::Value::Null;
+    assert!(
+        wait_until(20, || {
+            last = stats_via(addr);
+            last["processes"]["total"]["conns_ws_sub"] == 30
+        }),
+        "sums never showed the 30 subscribers: {last}"
+    );
+    for i in 0..5 {
+        let (st, body) = Publisher::new(addr).publish("launched", format!("m{i}").as_bytes());
+        assert_eq!(st, 202, "{body}");
+    }
+    let want: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    for s in subs.iter_mut() {
+        let mut got: Vec<String> = (0..5).map(|_| recv_text(s)).collect();
+        got.sort();
+        assert_eq!(got, want);
+        no_message_within(s, Duration::from_millis(20));
+    }
+    // SIGTERM to the launcher: every process drains and exits, and so does the launcher, 0.
+    // SAFETY: kill(2) on the child this test started.
+    unsafe {
+        libc::kill(launcher.0.id() as i32, libc::SIGTERM);
+    }
+    let until = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(st) = launcher.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < until, "launcher still running");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    for p in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{p}")).exists(),
+            "pid {p} left"
+        );
+    }
+    // The subscribers were told (1001 going away), not left hanging.
+    for s in subs.iter_mut() {
+        match s.read() {
+            Ok(tungstenite::Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 1001),
+            other => panic!("expected close 1001, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_launcher_needs_a_broker() {
+    let out = Command::new(env!("CARGO_BIN_EXE_edgecomet"))
+        .args(["--processes", "2", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--processes 2 needs --broker"), "{err}");
+}

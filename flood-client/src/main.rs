@@ -549,7 +549,7 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         let open: u64 = progress.iter().map(|p| p.established).sum();
         // Slow readers' deliveries are not counted, so they are not waited for.
         let expect = open.saturating_sub((open as f64 * args.slow_readers).floor() as u64);
-                let failed = publish::broadcast(&publish_plan, b, &mut published);
+        let failed = publish::broadcast(&publish_plan, b, &mut published);
         let (mut last, mut last_change) = (before, Instant::now());
         loop {
             for (i, line) in pump(&rx, Duration::from_millis(50)) {
@@ -583,8 +583,8 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
 
     // Hold (and publish).
     let load_start_ns = msg::now_ns();
-    let publisher = (args.publish_rate > 0.0)
-        .then(|| publish::Publisher::start(publish_plan.clone()));
+    let publisher =
+        (args.publish_rate > 0.0).then(|| publish::Publisher::start(publish_plan.clone()));
     let hold_start = Instant::now();
     // Memory while holding (and publishing), once a second and at the end of the publishing:
     // what buffers fill behind slow readers.

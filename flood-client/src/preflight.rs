@@ -990,7 +990,10 @@ mod tests {
         p.conns += 1;
         let m = warn_text(&check(&p, &l), "ports");
         assert!(m.contains("more than half of their 28232"), "{m}");
-        assert!(m.contains("--source 127.0.0.1-127.0.0.2 (2 source addresses)"), "{m}");
+        assert!(
+            m.contains("--source 127.0.0.1-127.0.0.2 (2 source addresses)"),
+            "{m}"
+        );
         p.conns = 28_232;
         assert!(matches!(verdict(&check(&p, &l), "ports"), Verdict::Warn(_)));
         p.conns += 1;

@@ -76,7 +76,9 @@ fn broadcasts(finals: &[Final]) -> serde_json::Value {
         if count > 0 {
             secs.push(s);
         }
-        each.push(json!({ "seq": b, "deliveries": count, "secs_to_all": (count > 0).then_some(s) }));
+        each.push(
+            json!({ "seq": b, "deliveries": count, "secs_to_all": (count > 0).then_some(s) }),
+        );
     }
     secs.sort_by(f64::total_cmp);
     let median = (!secs.is_empty()).then(|| {

@@ -86,9 +86,25 @@ pub struct Shared {
     pub bayeux: crate::pubsub::bayeux::Clients,
     /// The Redis link (`--broker`), set once at start.
     pub broker: std::sync::OnceLock<Arc<Broker>>,
+    /// Under the launcher (`--processes`): the sums over all its processes, as the launcher last
+    /// sent them (`"processes"` in `/stats`).
+    pub processes: std::sync::Mutex<Option<String>>,
 }
 
 impl Shared {
+    /// The `/stats` document.
+    pub fn stats_json(&self) -> String {
+        let workers: Vec<&WorkerStats> = self.stats.iter().map(|s| &**s).collect();
+        let processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        stats::render_json(&workers, &self.extra_stats(), processes.as_deref())
+    }
+
+    /// This process's totals as one line for the launcher ([`stats::render_line`]).
+    pub fn stats_line(&self) -> String {
+        let workers: Vec<&WorkerStats> = self.stats.iter().map(|s| &**s).collect();
+        stats::render_line(&workers, &self.extra_stats())
+    }
+
     /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients.
     pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.hub.stats.snapshot();
@@ -692,8 +708,7 @@ impl Worker {
                     head.keep_alive(),
                 );
             }
-            let workers: Vec<&WorkerStats> = self.shared.stats.iter().map(|s| &**s).collect();
-            let json = stats::render_json(&workers, &self.shared.extra_stats());
+            let json = self.shared.stats_json();
             let resp = http::response(
                 200,
                 "OK",
