@@ -380,6 +380,13 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         targets.push(a);
     }
     let server_local = is_loopback(target.addr.ip());
+    let server_pids: Vec<u32> = if !args.server_pid.is_empty() {
+        args.server_pid.clone()
+    } else if server_local {
+        memory::pids_listening_on(target.addr.port()).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let plan = preflight::Plan {
         conns: args.conns,
         procs,
@@ -387,7 +394,8 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         targets: targets.len() as u32,
         server_local,
         client_here: true,
-        server_procs: 1,
+        // Processes sharing the port (SO_REUSEPORT) split the connections between them.
+        server_procs: (server_pids.len() as u32).max(1),
         server_strict: false,
         client_bytes_per_conn: 1024,
         server_bytes_per_conn: 1024,
@@ -404,13 +412,6 @@ fn coordinate(args: &Args) -> Result<ExitCode, String> {
         return Err("a limit stops this run (above); change it, or pass --force".into());
     }
 
-    let server_pids: Vec<u32> = if !args.server_pid.is_empty() {
-        args.server_pid.clone()
-    } else if server_local {
-        memory::pids_listening_on(target.addr.port()).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
     let server_before = memory::proc_mem(&server_pids).ok();
     let kernel_before = memory::kernel_mem().ok();
 

@@ -361,12 +361,22 @@ fn server_open_files(plan: &Plan, l: &Limits) -> Finding {
     if plan.server_strict {
         return server_open_files_strict(plan, l);
     }
-    let need = plan.conns.saturating_add(FD_MARGIN);
+    // Processes sharing the port (found listening on it) split the connections.
+    let procs = plan.server_procs.max(1);
+    let need = plan
+        .conns
+        .div_ceil(u64::from(procs))
+        .saturating_add(FD_MARGIN);
     if need <= l.nofile_soft {
         return finding(NAME, Verdict::Ok);
     }
+    let each = if procs == 1 {
+        "one server process".to_string()
+    } else {
+        format!("each of {procs} server processes")
+    };
     let mut msg = format!(
-        "{NAME}: one server process needs {need} fds for {} connections, more than this shell's \
+        "{NAME}: {each} needs {need} fds for {} connections, more than this shell's \
          `ulimit -n` {}: check the server's own limit (`grep files /proc/<pid>/limits`) and start \
          it with `ulimit -n {need}`",
         plan.conns,
@@ -1095,6 +1105,21 @@ mod tests {
             }
             v => panic!("{v:?}"),
         }
+    }
+
+    #[test]
+    fn server_processes_split_the_connections() {
+        let mut l = roomy();
+        l.nofile_soft = 20_000;
+        let mut p = plan(1_000_000);
+        p.server_procs = 60; // 16,667 each
+        assert_eq!(verdict(&check(&p, &l), "server open files"), Verdict::Ok);
+        p.server_procs = 50; // 20,000 each + the margin
+        let m = warn_text(&check(&p, &l), "server open files");
+        assert!(
+            m.contains("each of 50 server processes needs 20064 fds"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl Report {
         let (mut slow_open, mut slow_closed, mut slow_deliveries) = (0u64, 0u64, 0u64);
         let (mut churned, mut churn_secs) = (0u64, 0f64);
         let mut client_grown = 0u64;
+        let mut client_open = 0u64;
         let channels = a.channels.max(1) as usize;
         let mut conns_per_chan = vec![0u64; channels];
         let mut unique_per_chan = vec![0u64; channels];
@@ -165,6 +166,7 @@ impl Report {
             churned += f.progress.churned;
             churn_secs = churn_secs.max(f.progress.churn_secs);
             client_grown += f.pss_open.saturating_sub(f.pss_before);
+            client_open += f.pss_open;
             for &(c, n, u) in &f.per_channel {
                 if let Some(slot) = conns_per_chan.get_mut(c as usize) {
                     *slot += n;
@@ -270,6 +272,7 @@ impl Report {
             "kernel_counts_both_ends": i.server_local,
             "kernel_top_caches": top_caches,
             "client_bytes_per_conn": per_conn(Some(client_grown), established),
+            "client_pss_bytes_open": client_open,
             "published": i.published.total(),
             "publish_errors": i.published.errors,
             "deliveries": deliveries,

@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# One million concurrent WebSocket subscribers on this machine, all receiving broadcasts.
+#
+# The open-files cap here is 20,000 per process, so the million is held by NPROC edgecomet
+# processes sharing one port (`--processes`, SO_REUSEPORT, scaled out through a redis-server of
+# this run's own) and by as many flood worker processes as flood's own limit needs, connecting
+# from NSOURCES loopback source addresses (each source x target pair has its own ephemeral ports;
+# connect(2) slows to a crawl past half of them, so each source stays under half).
+#
+# Steps: build; apply the kernel-tuning profiles c1m-loadgen then c1m-server (the server's
+# buffer sizes win; every old value saved and restored at the end, whatever happens); start
+# redis-server and `edgecomet --processes NPROC`; run flood: CONNS connections as fast as
+# accepted, BROADCASTS single messages each waited for until all CONNS have it, then a publish
+# load of LOAD_RATE messages a second for LOAD_SECS seconds on the same channel; then SIGTERM to
+# the launcher (every process drains), redis stopped, sysctls restored.
+#
+# Writes to OUT (default bench/c1m/results): flood.json (flood's report), stats.json (/stats of
+# one process with the sums over all of them, read while every connection was open),
+# stats-end.json (the same after flood closed its connections: the message counters),
+# server-conns.txt (connections per process), run.log (everything printed) and summary.md.
+#
+# Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory.
+# Environment: PORT (18300), REDIS_PORT (16390), NPROC (60), CONNS (1000000), NSOURCES (40),
+# BROADCASTS (3), LOAD_RATE (0.15), LOAD_SECS (40), DRAIN (90), OUT.
+# Exit status: 0 if every connection opened and every message reached everyone, 1 otherwise,
+# 2 if a precondition failed.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+
+PORT="${PORT:-18300}"
+REDIS_PORT="${REDIS_PORT:-16390}"
+NPROC="${NPROC:-60}"
+CONNS="${CONNS:-1000000}"
+NSOURCES="${NSOURCES:-40}"
+BROADCASTS="${BROADCASTS:-3}"
+LOAD_RATE="${LOAD_RATE:-0.15}"
+LOAD_SECS="${LOAD_SECS:-40}"
+DRAIN="${DRAIN:-90}"
+OUT="${OUT:-bench/c1m/results}"
+# Every step is bounded: the whole run stays under 15 minutes.
+FLOOD_TIMEOUT=600
+
+mkdir -p "$OUT"
+exec > >(tee "$OUT/run.log") 2>&1
+
+t0=$(date +%s.%N)
+elapsed() {
+    awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
+}
+say() {
+    echo "[$(elapsed) s] $*"
+}
+run() {
+    echo "+ $*"
+    "$@"
+}
+
+ktune_state="$OUT/.ktune-saved.conf"
+launcher=""
+redis=""
+flood_pid=""
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [ -n "$flood_pid" ] && kill -0 "$flood_pid" 2>/dev/null; then
+        say "stopping flood"
+        kill -INT "$flood_pid" 2>/dev/null
+        sleep 5
+        kill -KILL "$flood_pid" 2>/dev/null
+        pkill -KILL -f 'flood --worker-plan' 2>/dev/null
+    fi
+    if [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then
+        say "SIGTERM to the edgecomet launcher ($launcher)"
+        kill -TERM "$launcher"
+        for _ in $(seq 600); do
+            kill -0 "$launcher" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$launcher" 2>/dev/null; then
+            say "launcher still running after 60 s: SIGKILL to it and its processes"
+            pkill -KILL -P "$launcher" 2>/dev/null
+            kill -KILL "$launcher" 2>/dev/null
+        fi
+        wait "$launcher" 2>/dev/null
+        say "edgecomet stopped"
+    fi
+    if [ -n "$redis" ]; then
+        kill -TERM "$redis" 2>/dev/null
+        wait "$redis" 2>/dev/null
+    fi
+    if [ -f "$ktune_state" ]; then
+        say "restoring sysctls"
+        kernel-tuning/restore --state "$ktune_state" | sed 's/^/  /'
+    fi
+    say "done (exit $status)"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+    echo "c1m: $*" >&2
+    exit 2
+}
+
+# Preconditions, before anything is changed.
+[ "$(id -u)" -eq 0 ] || fail "needs root: the kernel-tuning profiles write /proc/sys"
+for c in redis-server redis-cli jq curl cargo ss; do
+    command -v "$c" >/dev/null || fail "needs $c"
+done
+avail_kib=$(awk '/MemAvailable/ { print $2 }' /proc/meminfo)
+need_kib=$((CONNS * 14000 / 1024)) # ~14 KB per connection: both ends, flood, headroom
+[ "$avail_kib" -ge "$need_kib" ] || fail "needs about $((need_kib / 1048576)) GiB available, has $((avail_kib / 1048576)) GiB"
+[ "$(ss -Hltn "sport = :$PORT" | wc -l)" -eq 0 ] || fail "port $PORT is in use (PORT=)"
+[ "$(ss -Hltn "sport = :$REDIS_PORT" | wc -l)" -eq 0 ] || fail "port $REDIS_PORT is in use (REDIS_PORT=)"
+[ ! -f "$ktune_state" ] || fail "$ktune_state exists: a previous run did not restore; run kernel-tuning/restore --state $ktune_state"
+
+# shellcheck source=bench/machine.sh
+. bench/machine.sh
+commit="$COMMIT"
+print_machine
+
+say "build"
+run cargo build --release -p edgecomet -p edgecomet-flood || exit 2
+
+say "kernel-tuning profiles (old values saved in $ktune_state)"
+run kernel-tuning/apply --state "$ktune_state" c1m-loadgen | sed 's/^/  /'
+run kernel-tuning/apply --state "$ktune_state" c1m-server | sed 's/^/  /'
+for s in net.ipv4.ip_local_port_range net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ipv4.tcp_mem \
+    net.core.somaxconn net.ipv4.tcp_max_syn_backlog fs.file-max; do
+    echo "sysctl:  $s = $(sysctl -n "$s" | tr '\t' ' ')"
+done
+
+say "redis-server on 127.0.0.1:$REDIS_PORT"
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+    >"$OUT/.redis.log" 2>&1 &
+redis=$!
+for _ in $(seq 100); do
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+    sleep 0.1
+done
+redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || { echo "redis-server did not start"; exit 1; }
+
+mem_used() { # bytes in use: MemTotal - MemAvailable
+    awk '/MemTotal/ { t = $2 } /MemAvailable/ { a = $2 } END { printf "%.0f\n", (t - a) * 1024 }' /proc/meminfo
+}
+used_before=$(mem_used)
+
+server_cmd=(target/release/edgecomet --processes "$NPROC" --workers 1 --ws-ping-interval 0
+    --broker "redis://127.0.0.1:$REDIS_PORT" --listen "127.0.0.1:$PORT")
+say "edgecomet: $NPROC processes"
+echo "+ ${server_cmd[*]} &"
+"${server_cmd[@]}" 2>"$OUT/.server.log" &
+launcher=$!
+stats() {
+    curl -s --max-time 10 "http://127.0.0.1:$PORT/stats"
+}
+for _ in $(seq 300); do
+    [ "$(stats | jq -r '.processes.reporting // 0' 2>/dev/null)" = "$NPROC" ] && break
+    kill -0 "$launcher" 2>/dev/null || { cat "$OUT/.server.log"; exit 1; }
+    sleep 0.1
+done
+[ "$(stats | jq -r '.processes.reporting // 0')" = "$NPROC" ] || { echo "not all processes started"; exit 1; }
+tail -1 "$OUT/.server.log"
+
+last_source="127.0.0.$((NSOURCES + 1))"
+flood_cmd=(target/release/flood --url "ws://127.0.0.1:$PORT/sub/all" --conns "$CONNS"
+    --source "127.0.0.2-$last_source" --rate max --connect-timeout 30
+    --broadcasts "$BROADCASTS" --publish-rate "$LOAD_RATE" --duration "$LOAD_SECS"
+    --drain "$DRAIN" --json "$OUT/flood.json")
+say "flood"
+echo "+ ${flood_cmd[*]}"
+# flood reports once a second; every 10th line is kept here (its JSON has everything).
+timeout -s INT "$FLOOD_TIMEOUT" "${flood_cmd[@]}" > >(awk '!/^\[/ || ++n % 10 == 1') &
+flood_pid=$!
+
+# While flood holds: once every connection is open, the memory in use, the sums over the
+# processes and the connections per process (open files minus the process's own few).
+opened=""
+while kill -0 "$flood_pid" 2>/dev/null; do
+    if [ -z "$opened" ]; then
+        s=$(stats)
+        n=$(echo "$s" | jq -r '.processes.total.conns_ws_sub // 0' 2>/dev/null)
+        if [ "${n:-0}" -ge "$CONNS" ]; then
+            opened=1
+            sleep 3
+            used_open=$(mem_used)
+            stats >"$OUT/stats.json"
+            for p in $(jq -r '.processes.pids[]' "$OUT/stats.json"); do
+                echo "$p $(find "/proc/$p/fd" -mindepth 1 -maxdepth 1 | wc -l)"
+            done >"$OUT/server-conns.txt"
+            say "all $CONNS open: memory in use grew by $(((used_open - used_before) / 1048576)) MiB"
+        fi
+    fi
+    sleep 1
+done
+wait "$flood_pid"
+status=$?
+flood_pid=""
+say "flood exited ($status)"
+[ -f "$OUT/flood.json" ] || { echo "no flood report"; exit 1; }
+# The counters at the end (summed over the processes; the connections are closed by now).
+sleep 3
+stats >"$OUT/stats-end.json"
+
+# The summary.
+fds=$(awk '{ print $2 }' "$OUT/server-conns.txt" 2>/dev/null | sort -n)
+fd_min=$(echo "$fds" | head -1)
+fd_max=$(echo "$fds" | tail -1)
+jq -r --arg commit "$commit" --arg nproc "$NPROC" --arg fdmin "${fd_min:-n/a}" \
+    --arg fdmax "${fd_max:-n/a}" --arg used "$(( ${used_open:-0} - used_before ))" \
+    --arg server "${server_cmd[*]}" --arg flood "${flood_cmd[*]}" \
+    --arg date "$(date -u +%Y-%m-%d)" --arg kernel "$(uname -r)" \
+    --slurpfile end "$OUT/stats-end.json" '
+  def r: if type == "number" then round else "n/a" end;
+  def mib: if type == "number" then (. / 1048576 | round | tostring) + " MiB" else "n/a" end;
+  def s2: if type == "number" then (. * 100 | round / 100 | tostring) + " s" else "n/a" end;
+  . as $j |
+  ($j.conns_established) as $n |
+  "# One million WebSocket subscribers on one machine",
+  "",
+  "Commit \($commit), \($date), 2 cores, 24 GiB, Linux \($kernel). Produced by `bench/c1m/run.sh`:",
+  "",
+  "    \($server)",
+  "    \($flood)",
+  "",
+  "| | |",
+  "|---|---|",
+  "| connections established | \($n) of \($j.conns_target) |",
+  "| time to connect all | \($j.ramp_secs | s2) (\($j.connect_rate_per_sec | r)/s) |",
+  "| edgecomet processes | \($nproc) (\($fdmin)–\($fdmax) open files each, cap 20,000) |",
+  "| flood worker processes | \($j.params.procs) |",
+  "| errors | \($j.errors | to_entries | map(select(.value != 0) | "\(.key) \(.value)") | join(", ") | if . == "" then "none" else . end) |",
+  "| server user space (PSS, \($nproc) processes) | \($j.server_pss_bytes_per_conn | r) B per connection, \(($j.server_pss_bytes_per_conn * $n) | mib) grown; \($j.server_pss_bytes_open | mib) in all |",
+  "| kernel (both ends: slab + TCP buffers) | \($j.kernel_bytes_per_conn | r) B per connection, \(($j.kernel_bytes_per_conn * $n) | mib) |",
+  "| flood (PSS, \($j.params.procs) processes) | \($j.client_bytes_per_conn | r) B per connection grown; \($j.client_pss_bytes_open | mib) in all |",
+  "| memory in use grew (MemTotal − MemAvailable) | \($used | tonumber | mib) |",
+  "| broadcasts, publish to last of \($n) deliveries | \($j.broadcasts.each | map(.secs_to_all | s2) | join(", ")) (median \($j.broadcasts.secs_to_all_median | s2)) |",
+  "| broadcast deliveries | \($j.broadcasts.each | map(.deliveries | tostring) | join(", ")) |",
+  "| publish load | \($j.load.published) messages at \($j.params.publish_rate)/s: \($j.load.deliveries) deliveries in \($j.load.secs_to_last_delivery | s2) = **\($j.load.deliveries_per_sec | r) deliveries/s** |",
+  "| latency over all deliveries (µs) | p50 \($j.latency_us.p50), p99 \($j.latency_us.p99), max \($j.latency_us.max) |",
+  "| lost / duplicated / reordered | \($j.lost) / \($j.duplicated) / \($j.reordered) |",
+  "| server counters (sums over the processes) | messages_out \($end[0].processes.total.messages_out), slow_consumers \($end[0].processes.total.slow_consumers), drops \($end[0].processes.total.drops), broker_received \($end[0].processes.hub.broker_received), broker_inbox_drops \($end[0].processes.hub.broker_inbox_drops) |"
+' "$OUT/flood.json" >"$OUT/summary.md"
+echo
+cat "$OUT/summary.md"
+rm -f "$OUT/.redis.log"
+mv "$OUT/.server.log" "$OUT/server.log" 2>/dev/null
+say "c1m: $([ "$status" -eq 0 ] && echo PASS || echo FAIL)"
+[ "$status" -eq 0 ] || exit 1
+exit 0
