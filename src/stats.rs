@@ -203,10 +203,13 @@ pub fn render_line(workers: &[&WorkerStats], extra: &[(&str, u64)]) -> String {
 }
 
 /// The sum of several processes' [`render_line`]s, as the `"processes"` object of `/stats`:
-/// `{"count":N,"reporting":R,"pids":[…],"total":{…},"hub":{…}}` (keys in the first line's order;
-/// a line that does not parse is left out of the sums).
+/// `{"count":N,"reporting":R,"pids":[…],"open_per_process":[…],"total":{…},"hub":{…}}`
+/// (`open_per_process`: each process's open connections, in `pids` order; keys in the first
+/// line's order; a line that does not parse is left out).
 pub fn aggregate(count: usize, lines: &[&str]) -> String {
     let mut pids = Vec::new();
+    // Open connections of each process (its `conns_*` gauges), in `pids` order.
+    let mut open = Vec::new();
     let mut sums: [Vec<(String, u64)>; 2] = [Vec::new(), Vec::new()];
     for line in lines {
         let mut words = line.split_ascii_whitespace();
@@ -231,6 +234,13 @@ pub fn aggregate(count: usize, lines: &[&str]) -> String {
             continue;
         }
         pids.push(pid);
+        open.push(
+            parsed[0]
+                .iter()
+                .filter(|(k, _)| k.starts_with("conns_"))
+                .map(|(_, v)| v)
+                .fold(0u64, |a, v| a.wrapping_add(*v)),
+        );
         for (sum, part) in sums.iter_mut().zip(parsed) {
             for (k, v) in part {
                 match sum.iter_mut().find(|(n, _)| n == k) {
@@ -249,6 +259,13 @@ pub fn aggregate(count: usize, lines: &[&str]) -> String {
             out.push(',');
         }
         let _ = write!(out, "{p}");
+    }
+    out.push_str("],\"open_per_process\":[");
+    for (i, n) in open.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{n}");
     }
     out.push(']');
     for (name, sum) in ["total", "hub"].iter().zip(&sums) {
@@ -301,7 +318,8 @@ mod tests {
         );
         assert!(
             agg.starts_with(&format!(
-                "{{\"count\":3,\"reporting\":2,\"pids\":[{},99],\"total\":{{",
+                "{{\"count\":3,\"reporting\":2,\"pids\":[{},99],\"open_per_process\":[14,3],\
+                 \"total\":{{",
                 std::process::id()
             )),
             "{agg}"

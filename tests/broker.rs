@@ -361,6 +361,14 @@ fn the_launcher_runs_processes_on_one_port_and_sums_their_stats() {
         }),
         "sums never showed the 30 subscribers: {last}"
     );
+    // Each process's open connections (the subscribers, and perhaps a /stats request).
+    let open: u64 = last["processes"]["open_per_process"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert!((30..=33).contains(&open), "{last}");
     for i in 0..5 {
         let (st, body) = Publisher::new(addr).publish("launched", format!("m{i}").as_bytes());
         assert_eq!(st, 202, "{body}");
