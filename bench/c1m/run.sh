@@ -18,8 +18,9 @@
 # one process with the sums over all of them, read while every connection was open),
 # stats-end.json (the same after flood closed its connections: the message counters),
 # run.log (everything printed) and summary.md. (Connections per process come from /stats, not
-# from listing /proc/PID/fd: that listing would add a proc inode and dentry per socket, 1.4 GB
-# of kernel memory at a million, to the figures.)
+# from listing /proc/PID/fd: a listing gives every socket a proc inode and a dentry, ~0.9 KB of
+# kernel memory each, that stay cached. Something outside edgecomet on this machine lists the
+# fds of every process anyway: see the README's 1M section.)
 #
 # Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory.
 # Environment: PORT (18300), REDIS_PORT (16390), NPROC (60), CONNS (1000000), NSOURCES (40),
@@ -41,6 +42,11 @@ DRAIN="${DRAIN:-90}"
 OUT="${OUT:-bench/c1m/results}"
 # Every step is bounded: the whole run stays under 15 minutes.
 FLOOD_TIMEOUT=600
+
+# The commit before anything is written (results written into the tree would make it "dirty").
+# shellcheck source=bench/machine.sh
+. bench/machine.sh
+commit="$COMMIT"
 
 mkdir -p "$OUT"
 exec > >(tee "$OUT/run.log") 2>&1
@@ -117,9 +123,6 @@ need_kib=$((CONNS * 14000 / 1024)) # ~14 KB per connection: both ends, flood, he
 [ "$(ss -Hltn "sport = :$REDIS_PORT" | wc -l)" -eq 0 ] || fail "port $REDIS_PORT is in use (REDIS_PORT=)"
 [ ! -f "$ktune_state" ] || fail "$ktune_state exists: a previous run did not restore; run kernel-tuning/restore --state $ktune_state"
 
-# shellcheck source=bench/machine.sh
-. bench/machine.sh
-commit="$COMMIT"
 print_machine
 
 say "build"

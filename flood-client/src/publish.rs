@@ -214,7 +214,10 @@ impl HttpConn {
     fn connect(addr: SocketAddr) -> io::Result<HttpConn> {
         let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
         s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // Long: on a machine saturated by the load itself (a million subscribers on two cores)
+        // a server process busy fanning out can take over 10 s to read the next POST; a publish
+        // that timed out is counted as an error although it may have been published.
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
         Ok(HttpConn { s, buf: Vec::new() })
     }
 
