@@ -36,6 +36,12 @@ pub struct Config {
     #[arg(long, default_value_t = 5000)]
     pub broker_linger_ms: u64,
 
+    /// Seconds an HTTP publish waits for Redis's answer (it is answered when Redis has the
+    /// message, so that publishes through different processes keep their order). Past it: 504
+    /// (counted in `broker_ack_timeouts`); the message may or may not have been published.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub broker_ack_timeout: u32,
+
     /// Payload bytes of publishes waiting to be sent to the broker. More: 503 (counted in
     /// `broker_publish_refused`), nothing sent.
     #[arg(long, default_value_t = 64 << 20)]

@@ -42,6 +42,29 @@ impl broker::Sink for BrokerSink {
             }
         }
     }
+
+    fn ack(&self, to: broker::AckTo, receivers: Option<u64>) {
+        if let Some(mb) = self
+            .0
+            .upgrade()
+            .and_then(|s| s.mailboxes.get(to.worker as usize).cloned())
+        {
+            // A full inbox: the waiting publish is answered at its timeout (504).
+            let _ = mb.post(Mail::PublishAck {
+                idx: to.idx,
+                generation: to.generation,
+                receivers,
+            });
+        }
+    }
+
+    fn wake(&self, worker: u32) {
+        if let Some(s) = self.0.upgrade()
+            && let Some(mb) = s.mailboxes.get(worker as usize)
+        {
+            mb.wake();
+        }
+    }
 }
 
 /// A running server.

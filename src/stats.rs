@@ -106,6 +106,9 @@ counters! {
     bayeux_wrong_connection,
     /// Bayeux WebSocket connections closed after `--bayeux-max-interval` without a message.
     bayeux_ws_idle,
+    /// `--broker`: HTTP publishes answered 504 because Redis did not answer within
+    /// `--broker-ack-timeout` (they may or may not have been published).
+    broker_ack_timeouts,
 }
 
 impl WorkerStats {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -277,17 +278,17 @@ fn two_processes_on_one_port_share_subscribers_and_publishes() {
         }),
         "subscribers per process (ws, subscriptions): {per_pid:?}"
     );
-    // Ten publishes through the shared port (each lands on either process): every subscriber
-    // gets each exactly once. (Not necessarily in this order: the 202 is sent when a publish is
-    // queued for Redis, so the next one, through the other process, can reach Redis first.)
+    // Ten publishes through the shared port, each on a new connection (so each lands on
+    // either process): every subscriber gets each exactly once, in publish order (a publish is
+    // answered once Redis has it, so the next one, through whichever process, comes after).
     for i in 0..10 {
         let (st, body) = Publisher::new(addr).publish("shared", format!("m{i}").as_bytes());
         assert_eq!(st, 202, "{body}");
+        assert!(body.contains("\"broker_receivers\":"), "{body}");
     }
     let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
     for s in subs.iter_mut() {
-        let mut got: Vec<String> = (0..10).map(|_| recv_text(s)).collect();
-        got.sort();
+        let got: Vec<String> = (0..10).map(|_| recv_text(s)).collect();
         assert_eq!(got, want);
     }
     for s in subs.iter_mut() {
@@ -418,4 +419,72 @@ fn the_launcher_needs_a_broker() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--processes 2 needs --broker"), "{err}");
+}
+
+#[test]
+fn pipelined_publishes_are_answered_in_order_once_redis_has_them() {
+    let redis = Redis::start();
+    let srv = with_broker(&redis);
+    let mut sub = ws(srv.local_addr(), "/sub/pipe");
+    assert!(wait_until(10, || subscribed(&srv, 1)));
+    // Three publishes and a /stats in one write: each publish waits for Redis, the requests
+    // behind it wait with it, and the answers leave in request order.
+    let mut req = Vec::new();
+    for i in 0..3 {
+        req.extend_from_slice(
+            format!("POST /pub/pipe HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\np{i}")
+                .as_bytes(),
+        );
+    }
+    req.extend_from_slice(b"GET /stats HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut c = Publisher::new(srv.local_addr());
+    c.send_raw(&req);
+    for _ in 0..3 {
+        let (st, body) = c.response();
+        assert_eq!(st, 202, "{body}");
+        assert!(body.contains("\"broker_receivers\":1"), "{body}");
+    }
+    let (st, body) = c.response();
+    assert_eq!(st, 200);
+    assert!(body.starts_with("{\"pid\""), "{body}");
+    for i in 0..3 {
+        assert_eq!(recv_text(&mut sub), format!("p{i}"));
+    }
+    // The connection goes on as usual.
+    assert_eq!(c.publish("pipe", b"p3").0, 202);
+    assert_eq!(recv_text(&mut sub), "p3");
+}
+
+#[test]
+fn a_publish_redis_does_not_answer_in_time_gets_504() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let srv = server(1, move |c| {
+        c.broker = Some(url);
+        c.broker_ack_timeout = 1;
+    });
+    let _sub = ws(srv.local_addr(), "/sub/paused");
+    assert!(wait_until(10, || subscribed(&srv, 1)));
+    // Redis stops answering anyone for 4 s.
+    let mut r = TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    r.write_all(b"*4\r\n$6\r\nCLIENT\r\n$5\r\nPAUSE\r\n$4\r\n4000\r\n$3\r\nALL\r\n")
+        .unwrap();
+    let mut ok = [0u8; 5];
+    r.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"+OK\r\n");
+    let t = Instant::now();
+    let (st, body) = Publisher::new(srv.local_addr()).publish("paused", b"x");
+    assert_eq!(st, 504, "{body}");
+    assert!(
+        body.contains("may or may not have been published"),
+        "{body}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let stats: serde_json::Value = serde_json::from_str(&srv.stats_json()).unwrap();
+    assert_eq!(stats["total"]["broker_ack_timeouts"], 1);
+    // Once Redis answers again, publishes are answered 202 again.
+    assert!(wait_until(20, || Publisher::new(srv.local_addr())
+        .publish("paused", b"y")
+        .0
+        == 202));
 }

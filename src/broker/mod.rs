@@ -191,23 +191,40 @@ pub trait Sink: Send + Sync {
     /// The messages of one read from Redis are in: wake whoever they are for (once per read,
     /// not once per message).
     fn flush(&self);
+    /// Redis answered the publish that asked for `to` (`Some(receivers)`: the number of Redis
+    /// subscribers it reached), or it was lost before Redis answered (`None`: it may or may not
+    /// have been published). Called from the publisher thread; nobody is woken yet.
+    fn ack(&self, to: AckTo, receivers: Option<u64>);
+    /// Acknowledgements were given to `worker` ([`Sink::ack`]): wake it (once per batch).
+    fn wake(&self, worker: u32);
 }
-/// A queued publish: channel and payload.
-type Outgoing = (Arc<str>, Bytes);
+
+/// Who waits for a publish's acknowledgement: a connection (slot, generation) of a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckTo {
+    pub worker: u32,
+    pub idx: u32,
+    pub generation: u32,
+}
+
+/// A queued publish: channel, payload, and who waits for Redis's answer.
+type Outgoing = (Arc<str>, Bytes, Option<AckTo>);
 
 impl Broker {
     /// Starts the two connection threads. `sink` gets every message received (from the
     /// subscriber thread).
     pub fn start(cfg: BrokerConfig, sink: Box<dyn Sink>) -> io::Result<Arc<Broker>> {
         let (b, rx) = Broker::new(cfg);
+        let sink: Arc<dyn Sink> = Arc::from(sink);
         let s = b.clone();
+        let sub_sink = sink.clone();
         let sub = std::thread::Builder::new()
             .name("edgecomet-broker-sub".into())
-            .spawn(move || s.subscriber(&*sink))?;
+            .spawn(move || s.subscriber(&*sub_sink))?;
         let p = b.clone();
         let publ = std::thread::Builder::new()
             .name("edgecomet-broker-pub".into())
-            .spawn(move || p.publisher(rx))?;
+            .spawn(move || p.publisher(rx, &*sink))?;
         b.threads
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -281,7 +298,14 @@ impl Broker {
 
     /// Queues `payload` for `PUBLISH channel`. It reaches this process's subscribers (and every
     /// other process's) when Redis sends it back. Refused while either connection is down.
-    pub fn publish(&self, channel: Arc<str>, payload: Bytes) -> Result<(), PublishError> {
+    /// With `ack`, Redis's answer (or the loss of the publish) is given to the sink
+    /// ([`Sink::ack`]) for it.
+    pub fn publish(
+        &self,
+        channel: Arc<str>,
+        payload: Bytes,
+        ack: Option<AckTo>,
+    ) -> Result<(), PublishError> {
         let refuse = |e| {
             self.stats.publish_refused.fetch_add(1, Ordering::Relaxed);
             Err(e)
@@ -297,7 +321,7 @@ impl Broker {
             return refuse(PublishError::Busy);
         }
         let tx = self.pub_tx.lock().unwrap_or_else(|e| e.into_inner());
-        let sent = tx.as_ref().map(|t| t.try_send((channel, payload)));
+        let sent = tx.as_ref().map(|t| t.try_send((channel, payload, ack)));
         if !matches!(sent, Some(Ok(()))) {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
@@ -542,13 +566,14 @@ impl Broker {
 
     // ---- the publisher connection ------------------------------------------------------------
 
-    fn publisher(&self, rx: Receiver<Outgoing>) {
+    fn publisher(&self, rx: Receiver<Outgoing>, sink: &dyn Sink) {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
+        let mut acks = Acks::default();
         while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
             self.pub_up.store(true, Ordering::Relaxed);
             self.set_connected();
-            let ran = self.publishing(sock, &rx);
+            let ran = self.publishing(sock, &rx, sink, &mut acks);
             self.pub_up.store(false, Ordering::Relaxed);
             self.set_connected();
             if ran == Ran::Closed {
@@ -556,10 +581,12 @@ impl Broker {
             }
             // What was queued while the connection failed cannot go out: refuse it, counted.
             let mut lost = 0;
-            while let Ok((_, payload)) = rx.try_recv() {
+            while let Ok((_, payload, ack)) = rx.try_recv() {
                 self.dequeued(&payload);
+                acks.give(sink, ack, None);
                 lost += 1;
             }
+            acks.wake(sink);
             self.stats.publish_lost.fetch_add(lost, Ordering::Relaxed);
             if ran == Ran::Worked {
                 backoff = BACKOFF_MIN;
@@ -570,21 +597,40 @@ impl Broker {
     }
 
     /// Serves one publisher connection: batches of queued publishes, pipelined, each batch's
-    /// replies read before the next; a PING each idle second.
-    fn publishing(&self, mut sock: TcpStream, rx: &Receiver<Outgoing>) -> Ran {
+    /// replies read before the next (and acknowledged to who waits for them); a PING each idle
+    /// second.
+    fn publishing(
+        &self,
+        mut sock: TcpStream,
+        rx: &Receiver<Outgoing>,
+        sink: &dyn Sink,
+        acks: &mut Acks,
+    ) -> Ran {
         if sock.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
             return Ran::Failed;
         }
         let mut out = Vec::with_capacity(64 * 1024);
         let mut buf = Vec::with_capacity(4096);
         let mut scratch = vec![0u8; 16 * 1024];
+        let mut waiting: Vec<Option<AckTo>> = Vec::with_capacity(1024);
         let mut ran = Ran::Failed;
+        // The batch in flight is lost (counted; its waiters told): the connection failed.
+        let lose = |waiting: &mut Vec<Option<AckTo>>, got: usize, acks: &mut Acks| {
+            let n = waiting.len().saturating_sub(got);
+            self.stats
+                .publish_lost
+                .fetch_add(n as u64, Ordering::Relaxed);
+            for ack in waiting.drain(..).skip(got) {
+                acks.give(sink, ack, None);
+            }
+            acks.wake(sink);
+        };
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 return Ran::Closed;
             }
             out.clear();
-            let mut n = 0u64;
+            waiting.clear();
             // Wait in short steps, looking at the socket in between: a Redis that went away
             // is noticed within 100 ms, not at the next publish (which would be lost).
             let mut waited = Duration::ZERO;
@@ -602,11 +648,11 @@ impl Broker {
             match next {
                 Ok(first) => {
                     let mut item = Some(first);
-                    while let Some((ch, payload)) = item.take() {
+                    while let Some((ch, payload, ack)) = item.take() {
                         self.dequeued(&payload);
                         resp::command(&mut out, &[b"PUBLISH", ch.as_bytes(), &payload]);
-                        n += 1;
-                        if n < 1024 {
+                        waiting.push(ack);
+                        if waiting.len() < 1024 {
                             item = rx.try_recv().ok();
                         }
                     }
@@ -614,43 +660,72 @@ impl Broker {
                 Err(RecvTimeoutError::Timeout) => resp::command(&mut out, &[b"PING"]),
                 Err(RecvTimeoutError::Disconnected) => return Ran::Closed,
             }
+            let n = waiting.len();
             let replies = n.max(1);
             if sock.write_all(&out).is_err() {
-                self.stats.publish_lost.fetch_add(n, Ordering::Relaxed);
+                lose(&mut waiting, 0, acks);
                 return ran;
             }
-            let mut got = 0u64;
+            let mut got = 0;
             while got < replies {
                 match resp::parse(&buf, 1 << 20) {
                     Ok(Some((v, used))) => {
                         buf.drain(..used);
-                        got += 1;
-                        if n > 0 && matches!(v, Value::Int(_)) {
-                            self.stats.published.fetch_add(1, Ordering::Relaxed);
-                        } else if n > 0 {
-                            self.stats.publish_lost.fetch_add(1, Ordering::Relaxed);
+                        if n > 0 {
+                            let receivers = match v {
+                                Value::Int(r) => {
+                                    self.stats.published.fetch_add(1, Ordering::Relaxed);
+                                    Some(r.max(0) as u64)
+                                }
+                                _ => {
+                                    self.stats.publish_lost.fetch_add(1, Ordering::Relaxed);
+                                    None
+                                }
+                            };
+                            acks.give(sink, waiting[got], receivers);
                         }
+                        got += 1;
                         continue;
                     }
                     Ok(None) => {}
                     Err(_) => {
-                        self.stats
-                            .publish_lost
-                            .fetch_add(n.saturating_sub(got), Ordering::Relaxed);
+                        lose(&mut waiting, got, acks);
                         return ran;
                     }
                 }
                 match sock.read(&mut scratch) {
                     Ok(0) | Err(_) => {
-                        self.stats
-                            .publish_lost
-                            .fetch_add(n.saturating_sub(got), Ordering::Relaxed);
+                        lose(&mut waiting, got, acks);
                         return ran;
                     }
                     Ok(k) => buf.extend_from_slice(&scratch[..k]),
                 }
             }
+            acks.wake(sink);
             ran = Ran::Worked;
+        }
+    }
+}
+
+/// Acknowledgements given to the sink since the last wake, by worker.
+#[derive(Default)]
+struct Acks {
+    workers: Vec<u32>,
+}
+
+impl Acks {
+    fn give(&mut self, sink: &dyn Sink, to: Option<AckTo>, receivers: Option<u64>) {
+        if let Some(to) = to {
+            sink.ack(to, receivers);
+            if !self.workers.contains(&to.worker) {
+                self.workers.push(to.worker);
+            }
+        }
+    }
+
+    fn wake(&mut self, sink: &dyn Sink) {
+        for w in self.workers.drain(..) {
+            sink.wake(w);
         }
     }
 }
@@ -715,23 +790,29 @@ mod tests {
         });
         let ch: Arc<str> = Arc::from("c");
         assert_eq!(
-            b.publish(ch.clone(), Bytes::from_static(b"123456")),
+            b.publish(ch.clone(), Bytes::from_static(b"123456"), None),
             Err(PublishError::Down),
             "refused while not connected"
         );
         b.pub_up.store(true, Ordering::Relaxed);
         b.sub_up.store(true, Ordering::Relaxed);
-        assert_eq!(b.publish(ch.clone(), Bytes::from_static(b"123456")), Ok(()));
         assert_eq!(
-            b.publish(ch.clone(), Bytes::from_static(b"123456")),
+            b.publish(ch.clone(), Bytes::from_static(b"123456"), None),
+            Ok(())
+        );
+        assert_eq!(
+            b.publish(ch.clone(), Bytes::from_static(b"123456"), None),
             Err(PublishError::Busy),
             "12 bytes would wait: over 10"
         );
         assert_eq!(b.stats.publish_refused.load(Ordering::Relaxed), 2);
         // The publisher takes one: room again.
-        let (_, payload) = rx.try_recv().unwrap();
+        let (_, payload, _) = rx.try_recv().unwrap();
         b.dequeued(&payload);
-        assert_eq!(b.publish(ch, Bytes::from_static(b"1234567890")), Ok(()));
+        assert_eq!(
+            b.publish(ch, Bytes::from_static(b"1234567890"), None),
+            Ok(())
+        );
         assert!(rx.try_recv().is_ok());
     }
 

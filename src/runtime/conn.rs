@@ -49,8 +49,11 @@ pub mod flag {
     pub const WRITE_SHUT: u8 = 1 << 3;
     /// Closing: this was a WebSocket connection (for the close-timeout counter).
     pub const WAS_WS: u8 = 1 << 4;
-    /// Poll: the request asked for keep-alive.
+    /// Poll, or a publish waiting for the broker: the request asked for keep-alive.
     pub const KEEP_ALIVE: u8 = 1 << 5;
+    /// HTTP: a publish waits for the broker's acknowledgement (`--broker`); nothing more is
+    /// read from the connection until it is answered (responses leave in request order).
+    pub const ACK_WAIT: u8 = 1 << 6;
 }
 
 /// How an HTTP subscriber is answered.
@@ -130,6 +133,12 @@ pub enum Ext {
     },
     /// Bayeux over WebSocket.
     BayeuxWs(BayeuxWs),
+    /// A publish waiting for the broker's acknowledgement: what its answer says.
+    PubAck {
+        channel: Box<str>,
+        bytes: usize,
+        origin: u16,
+    },
 }
 
 /// A `/meta/connect` waiting for messages.

@@ -21,6 +21,13 @@ pub enum Mail {
     /// A Bayeux client whose `/meta/connect` this worker holds (slot, generation) has
     /// something queued, or the connect was replaced or its client removed.
     BayeuxWake { idx: u32, generation: u32 },
+    /// `--broker`: Redis answered the publish this worker's connection (slot, generation)
+    /// waits for, reaching `receivers` Redis subscribers; `None`: lost before an answer.
+    PublishAck {
+        idx: u32,
+        generation: u32,
+        receivers: Option<u64>,
+    },
     /// Stop accepting, close every client (1001), exit when done or at the deadline.
     Shutdown,
 }

@@ -36,7 +36,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::broker::{Broker, PublishError};
+use crate::broker::{AckTo, Broker, PublishError};
 use crate::config::Config;
 use crate::proto::http::{self, HeadLimits, HttpError, Method, Parse};
 use crate::proto::ws::frame::{self, OP_BINARY, OP_PING, OP_PONG, OP_TEXT, close_code};
@@ -486,6 +486,11 @@ impl Worker {
         let mut scratch = std::mem::take(&mut self.scratch);
         let mut budget = READ_BUDGET;
         while let Some(conn) = self.conns.get_mut(idx) {
+            if conn.has(flag::ACK_WAIT) {
+                // Read again once the publish is answered (`resume`): meanwhile the kernel's
+                // buffers hold what the client sends, bounded by TCP's window.
+                break;
+            }
             // Assemble [leftover | new bytes] in the scratch buffer, or in the leftover itself
             // when it is large (a request body in progress).
             let big_tail = conn.tail.as_ref().is_some_and(|t| t.len() > SMALL_TAIL);
@@ -574,7 +579,8 @@ impl Worker {
                     }
                 }
                 Phase::Http => {
-                    if pos == buf.len() {
+                    // Nothing more is served until the waiting publish is answered.
+                    if pos == buf.len() || conn.has(flag::ACK_WAIT) {
                         return pos;
                     }
                     match self.http_input(idx, &buf[pos..]) {
@@ -655,6 +661,7 @@ impl Worker {
         self.route(idx, &head, body);
         if let Some(conn) = self.conns.get_mut(idx)
             && conn.phase == Phase::Http
+            && !conn.has(flag::ACK_WAIT)
         {
             let at = self.tick + self.cfg.keepalive_timeout;
             conn.deadline = 0;
@@ -730,15 +737,58 @@ impl Worker {
         if std::str::from_utf8(body).is_err() {
             return self.bad_request(idx, "message must be UTF-8 text\n", keep_alive);
         }
-        let cors = self.cors_headers(origin);
+        // With --broker the answer waits for Redis's: a publish answered is in Redis, so one
+        // sent after it (through any process) comes after it everywhere.
+        let ack = self.shared.broker.get().map(|_| AckTo {
+            worker: self.id as u32,
+            idx: idx as u32,
+            generation: self.conns[idx].generation,
+        });
         let len = body.len();
-        let (status, reason, what) =
-            match self.publish_message(channel, Bytes::copy_from_slice(body)) {
-                Ok(Published::Here(msg)) => (200, "OK", format!("\"id\":\"{}\"", msg.id)),
-                // Queued for Redis; each process assigns its own id when it comes back.
-                Ok(Published::Broker) => (202, "Accepted", "\"broker\":true".to_string()),
-                Err(e) => return self.publish_refused(idx, e, &cors, keep_alive),
-            };
+        match self.publish_message(channel, Bytes::copy_from_slice(body), ack) {
+            Ok(Published::Here(msg)) => {
+                let id = format!("\"id\":\"{}\"", msg.id);
+                self.publish_answer(idx, channel, &id, len, origin, keep_alive);
+            }
+            Ok(Published::Broker) => {
+                let at = self.tick + self.cfg.broker_ack_timeout;
+                let conn = &mut self.conns[idx];
+                conn.set(flag::ACK_WAIT);
+                if keep_alive {
+                    conn.set(flag::KEEP_ALIVE);
+                }
+                conn.ext = Some(Box::new(Ext::PubAck {
+                    channel: channel.into(),
+                    bytes: len,
+                    origin,
+                }));
+                conn.deadline = 0;
+                self.set_deadline(idx, at);
+            }
+            Err(e) => {
+                let cors = self.cors_headers(origin);
+                self.publish_refused(idx, e, &cors, keep_alive)
+            }
+        }
+    }
+
+    /// `{"ok":true,"channel":..,WHAT,"bytes":..}`: 200 with the id of a local publish, 202 for
+    /// one Redis has (each process gives it its own id when Redis sends it back).
+    fn publish_answer(
+        &mut self,
+        idx: usize,
+        channel: &str,
+        what: &str,
+        len: usize,
+        origin: u16,
+        keep_alive: bool,
+    ) {
+        let (status, reason) = if what.starts_with("\"id\"") {
+            (200, "OK")
+        } else {
+            (202, "Accepted")
+        };
+        let cors = self.cors_headers(origin);
         let body = format!("{{\"ok\":true,\"channel\":\"{channel}\",{what},\"bytes\":{len}}}\n");
         let resp = http::response(
             status,
@@ -749,6 +799,82 @@ impl Worker {
             keep_alive,
         );
         self.respond(idx, resp, keep_alive);
+    }
+
+    /// Redis answered the publish `idx` waits for (`Some(receivers)`), or it was lost
+    /// (`None`), or the wait timed out (`timed_out`): answer it, then serve what the client
+    /// sent behind it.
+    fn publish_acked(&mut self, idx: usize, receivers: Option<u64>, timed_out: bool) {
+        let conn = &mut self.conns[idx];
+        let keep_alive = conn.has(flag::KEEP_ALIVE);
+        conn.clear(flag::ACK_WAIT | flag::KEEP_ALIVE);
+        conn.deadline = 0;
+        let Some(Ext::PubAck {
+            channel,
+            bytes,
+            origin,
+        }) = conn.ext.take().map(|b| *b)
+        else {
+            return self.remove(idx);
+        };
+        match receivers {
+            Some(n) => {
+                let what = format!("\"broker\":true,\"broker_receivers\":{n}");
+                self.publish_answer(idx, &channel, &what, bytes, origin, keep_alive);
+            }
+            None => {
+                let cors = self.cors_headers(origin);
+                let (status, reason, body) = if timed_out {
+                    WorkerStats::add(&self.stats.broker_ack_timeouts, 1);
+                    (
+                        504,
+                        "Gateway Timeout",
+                        "the broker (Redis) did not answer in time; the message may or may not \
+                         have been published\n",
+                    )
+                } else {
+                    (
+                        503,
+                        "Service Unavailable",
+                        "the connection to the broker (Redis) failed before it answered; the \
+                         message may or may not have been published\n",
+                    )
+                };
+                self.respond_error(
+                    idx,
+                    status,
+                    reason,
+                    &("Retry-After: 1\r\n".to_string() + &cors),
+                    body,
+                    keep_alive,
+                );
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(idx)
+            && conn.phase == Phase::Http
+        {
+            let at = self.tick + self.cfg.keepalive_timeout;
+            self.set_deadline(idx, at);
+            self.resume(idx);
+        }
+    }
+
+    /// A connection that stopped reading (a publish waiting for the broker) goes on: the bytes
+    /// read behind the publish are served, then whatever the kernel holds is read (its
+    /// readiness edge may have passed meanwhile).
+    fn resume(&mut self, idx: usize) {
+        if let Some(mut tail) = self.conns[idx].tail.take() {
+            let c = self.process(idx, &mut tail[..]);
+            if let Some(conn) = self.conns.get_mut(idx) {
+                tail.drain(..c.min(tail.len()));
+                if !tail.is_empty() {
+                    conn.tail = Some(tail);
+                }
+            }
+        }
+        if let Some(conn) = self.conns.get(idx) {
+            self.retry.push((idx as u32, conn.generation));
+        }
     }
 
     fn publish_refused(&mut self, idx: usize, e: PubError, cors: &str, keep_alive: bool) {
@@ -786,9 +912,15 @@ impl Worker {
     /// Publishes `payload` (UTF-8, checked by the caller) to `channel`: the hub gives it an id
     /// and records it; local subscribers get it in this turn's fan-out, other workers through
     /// their inboxes. With `--broker` it goes to Redis instead, and comes back from there.
-    fn publish_message(&mut self, channel: &str, payload: Bytes) -> Result<Published, PubError> {
+    /// `ack`: with `--broker`, who waits for Redis's answer (an HTTP publish).
+    fn publish_message(
+        &mut self,
+        channel: &str,
+        payload: Bytes,
+        ack: Option<AckTo>,
+    ) -> Result<Published, PubError> {
         if let Some(b) = self.shared.broker.get() {
-            b.publish(Arc::from(channel), payload)
+            b.publish(Arc::from(channel), payload, ack)
                 .map_err(PubError::Broker)?;
             WorkerStats::add(&self.stats.messages_in, 1);
             return Ok(Published::Broker);
@@ -1109,7 +1241,7 @@ impl Worker {
             if let Some(name) = self.channels.name(chan).cloned() {
                 for payload in to_publish {
                     // Text frames are UTF-8 (checked by the reader).
-                    match self.publish_message(&name, Bytes::from(payload)) {
+                    match self.publish_message(&name, Bytes::from(payload), None) {
                         Ok(_) => WorkerStats::add(&self.stats.client_messages, 1),
                         Err(PubError::Inbox(_)) => WorkerStats::add(&self.stats.client_messages, 1),
                         Err(PubError::Channels) => {
@@ -1239,6 +1371,18 @@ impl Worker {
                 }
                 Ok(Mail::BayeuxWake { idx, generation }) => {
                     self.bayeux_wakes.push((idx, generation));
+                }
+                Ok(Mail::PublishAck {
+                    idx,
+                    generation,
+                    receivers,
+                }) => {
+                    // Gone, or answered at its timeout already: nobody waits any more.
+                    if self.is_live(idx as usize, generation)
+                        && self.conns[idx as usize].has(flag::ACK_WAIT)
+                    {
+                        self.publish_acked(idx as usize, receivers, false);
+                    }
                 }
                 Ok(Mail::Shutdown) => self.begin_shutdown(),
                 Err(TryRecvError::Empty) => return,
@@ -1405,7 +1549,9 @@ impl Worker {
         conn.deadline = 0;
         match conn.phase {
             Phase::Http => {
-                if conn.has(flag::IN_REQUEST) {
+                if conn.has(flag::ACK_WAIT) {
+                    self.publish_acked(idx, None, true);
+                } else if conn.has(flag::IN_REQUEST) {
                     WorkerStats::add(&self.stats.head_timeouts, 1);
                     WorkerStats::add(&self.stats.http_errors, 1);
                     let resp = http::response(

@@ -109,7 +109,13 @@ impl Publisher {
         self.response()
     }
 
-    fn response(&mut self) -> (u16, String) {
+    /// Writes `bytes` as they are (pipelined requests); read the answers with `response`.
+    #[allow(dead_code)]
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.s.write_all(bytes).unwrap();
+    }
+
+    pub fn response(&mut self) -> (u16, String) {
         let (head, body) = read_response(&mut self.s, &mut self.buf);
         (status(head.as_bytes()), body)
     }

@@ -601,7 +601,7 @@ impl Worker {
         }
         let data = r.data.as_deref().unwrap_or("null");
         let native = bayeux::native_name(&r.channel).to_string();
-        match self.publish_message(&native, Bytes::copy_from_slice(data.as_bytes())) {
+        match self.publish_message(&native, Bytes::copy_from_slice(data.as_bytes()), None) {
             Ok(_) | Err(PubError::Inbox(_)) => Reply::to(r, true).finish(),
             Err(PubError::Channels) => Reply::to(r, false)
                 .error(503, &r.channel, "channel limit reached")

@@ -304,7 +304,7 @@ impl Worker {
         if std::str::from_utf8(body).is_err() {
             return self.refuse(idx, 400, "message must be UTF-8 text\n", cors, keep_alive);
         }
-        match self.publish_message(channel, Bytes::copy_from_slice(body)) {
+        match self.publish_message(channel, Bytes::copy_from_slice(body), None) {
             Ok(_) => {
                 WorkerStats::add(&self.stats.client_messages, 1);
                 self.respond(idx, http::no_content(cors, keep_alive), keep_alive);
