@@ -342,8 +342,16 @@ fn the_launcher_runs_processes_on_one_port_and_sums_their_stats() {
         }
         log.push(line);
     };
-    // Every process's /stats carries the sums over all three.
-    let s = stats_via(addr);
+    // Every process's /stats carries the sums over all three (from the launcher's first round,
+    // a moment after it says they listen).
+    let mut s = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            s = stats_via(addr);
+            s["processes"].is_object()
+        }),
+        "no sums in /stats: {s}"
+    );
     let pids: Vec<u64> = s["processes"]["pids"]
         .as_array()
         .unwrap()

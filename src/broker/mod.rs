@@ -68,13 +68,45 @@ impl Key {
             None => Key::Channel(native.into()),
         }
     }
+}
 
-    /// Whether a pattern key covers `channel` (patterns are always `prefix*`).
-    fn covers(&self, channel: &str) -> bool {
-        match self {
-            Key::Channel(c) => &**c == channel,
-            Key::Pattern(p) => channel.starts_with(p.strip_suffix('*').unwrap_or(p)),
+/// Whether pattern `p` covers `channel` (patterns are always `prefix*`).
+fn covers(p: &str, channel: &str) -> bool {
+    channel.starts_with(p.strip_suffix('*').unwrap_or(p))
+}
+
+/// What Redis has subscribed for this connection: channels (looked up by name, without
+/// allocating) and patterns (in order: the first that covers a channel delivers its message).
+#[derive(Debug, Default)]
+struct Subscribed {
+    channels: HashSet<Box<str>>,
+    patterns: std::collections::BTreeSet<Box<str>>,
+}
+
+impl Subscribed {
+    fn contains(&self, k: &Key) -> bool {
+        match k {
+            Key::Channel(c) => self.channels.contains(c),
+            Key::Pattern(p) => self.patterns.contains(p),
         }
+    }
+
+    fn insert(&mut self, k: Key) {
+        match k {
+            Key::Channel(c) => self.channels.insert(c),
+            Key::Pattern(p) => self.patterns.insert(p),
+        };
+    }
+
+    fn remove(&mut self, k: &Key) {
+        match k {
+            Key::Channel(c) => self.channels.remove(c),
+            Key::Pattern(p) => self.patterns.remove(p),
+        };
+    }
+
+    fn len(&self) -> usize {
+        self.channels.len() + self.patterns.len()
     }
 }
 
@@ -287,6 +319,8 @@ impl Broker {
             e.count = e.count.saturating_sub(1);
             if e.count == 0 {
                 e.idle_since = Some(Instant::now());
+                // The subscriber thread notes when its linger ends.
+                self.dirty.store(true, Ordering::Relaxed);
             }
         } else {
             debug_assert!(
@@ -411,33 +445,34 @@ impl Broker {
         {
             return false;
         }
-        let mut actual: HashSet<Key> = HashSet::new();
+        let mut actual = Subscribed::default();
         let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
         let mut scratch = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
         let mut synced = false;
-        let mut last_sync = Instant::now();
+        // When the first key without local interest has lingered long enough.
+        let mut linger_ends: Option<Instant> = None;
         let mut last_rx = Instant::now();
         let mut last_ping = Instant::now();
         self.dirty.store(true, Ordering::Relaxed);
         while !self.stop.load(Ordering::Relaxed) {
-            let lingering = last_sync.elapsed() >= Duration::from_millis(250);
-            if self.dirty.swap(false, Ordering::Relaxed) || lingering {
-                last_sync = Instant::now();
-                out.clear();
-                self.sync(&mut actual, &mut out);
-                if last_ping.elapsed() >= Duration::from_secs(1) {
-                    last_ping = Instant::now();
-                    resp::command(&mut out, &[b"PING"]);
-                }
-                if !out.is_empty() && sock.write_all(&out).is_err() {
-                    return synced;
-                }
-                if !synced {
-                    synced = true;
-                    self.sub_up.store(true, Ordering::Relaxed);
-                    self.set_connected();
-                }
+            let lingered = linger_ends.is_some_and(|t| Instant::now() >= t);
+            let ping = last_ping.elapsed() >= Duration::from_secs(1);
+            out.clear();
+            if self.dirty.swap(false, Ordering::Relaxed) || lingered {
+                linger_ends = self.sync(&mut actual, &mut out);
+            }
+            if ping {
+                last_ping = Instant::now();
+                resp::command(&mut out, &[b"PING"]);
+            }
+            if !out.is_empty() && sock.write_all(&out).is_err() {
+                return synced;
+            }
+            if !synced {
+                synced = true;
+                self.sub_up.store(true, Ordering::Relaxed);
+                self.set_connected();
             }
             match sock.read(&mut scratch) {
                 Ok(0) => return synced,
@@ -480,16 +515,32 @@ impl Broker {
     }
 
     /// Brings `actual` (what Redis has) in line with the wanted keys: commands into `out`.
-    /// Keys without interest for longer than the linger are forgotten.
-    fn sync(&self, actual: &mut HashSet<Key>, out: &mut Vec<u8>) {
-        let wanted: HashSet<Key> = {
+    /// Keys without interest for longer than the linger are forgotten. Returns when the next
+    /// lingering key is due. Only the differences are copied (no snapshot of every key).
+    fn sync(&self, actual: &mut Subscribed, out: &mut Vec<u8>) -> Option<Instant> {
+        let linger = self.cfg.linger;
+        let mut add: Vec<Key> = Vec::new();
+        let mut drop: Vec<Key> = Vec::new();
+        let mut next: Option<Instant> = None;
+        {
             let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-            let linger = self.cfg.linger;
-            m.retain(|_, i| i.count > 0 || i.idle_since.is_none_or(|t| t.elapsed() < linger));
-            m.keys().cloned().collect()
-        };
-        let mut add: Vec<&Key> = wanted.difference(actual).collect();
-        let mut drop: Vec<&Key> = actual.difference(&wanted).collect();
+            m.retain(|k, i| {
+                let ends = i.idle_since.filter(|_| i.count == 0).map(|t| t + linger);
+                if ends.is_some_and(|e| Instant::now() >= e) {
+                    if actual.contains(k) {
+                        drop.push(k.clone());
+                    }
+                    return false;
+                }
+                if let Some(e) = ends {
+                    next = Some(next.map_or(e, |n| n.min(e)));
+                }
+                if !actual.contains(k) {
+                    add.push(k.clone());
+                }
+                true
+            });
+        }
         add.sort();
         drop.sort();
         for (cmd, pattern, keys) in [
@@ -513,54 +564,54 @@ impl Broker {
                 resp::command(out, &args);
             }
         }
-        let (add, drop): (Vec<Key>, Vec<Key>) = (
-            add.into_iter().cloned().collect(),
-            drop.into_iter().cloned().collect(),
-        );
-        for k in drop {
-            actual.remove(&k);
+        for k in &drop {
+            actual.remove(k);
         }
-        actual.extend(add);
+        for k in add {
+            actual.insert(k);
+        }
         self.stats
             .subscriptions
             .store(actual.len() as u64, Ordering::Relaxed);
+        next
     }
 
     /// One push from Redis: a message is delivered once, however many of our subscriptions
     /// match its channel (Redis sends one `message` for the channel and one `pmessage` per
     /// matching pattern): the exact subscription wins, else the first matching pattern in order.
     /// Whether it delivered something.
-    fn on_push(&self, v: Value, actual: &HashSet<Key>, sink: &dyn Sink) -> bool {
-        let Value::Array(Some(items)) = v else {
+    fn on_push(&self, v: Value, actual: &Subscribed, sink: &dyn Sink) -> bool {
+        let Value::Array(Some(mut items)) = v else {
             return false;
         };
-        let kind = items.first().and_then(Value::bytes);
-        let (channel, payload, via) = match (kind, items.len()) {
-            (Some(b"message"), 3) => (items[1].bytes(), &items[2], None),
-            (Some(b"pmessage"), 4) => (items[2].bytes(), &items[3], items[1].bytes()),
+        let (at, via) = match (items.first().and_then(Value::bytes), items.len()) {
+            (Some(b"message"), 3) => (1, None),
+            (Some(b"pmessage"), 4) => (2, Some(1)),
             // Subscription confirmations and PING replies.
             _ => return false,
         };
-        let (Some(channel), Some(payload)) = (channel, payload.bytes()) else {
+        // The payload is moved out of the reply, not copied.
+        let payload = match &mut items[at + 1] {
+            Value::Bulk(Some(p)) => std::mem::take(p),
+            _ => return false,
+        };
+        let Some(Ok(channel)) = items[at].bytes().map(std::str::from_utf8) else {
             return false;
         };
-        let Ok(channel) = std::str::from_utf8(channel) else {
-            return false;
-        };
-        if let Some(pattern) = via {
-            if actual.contains(&Key::Channel(channel.into())) {
+        if let Some(via) = via {
+            let Some(pattern) = items[via].bytes() else {
+                return false;
+            };
+            if actual.channels.contains(channel) {
                 return false;
             }
-            let first = actual
-                .iter()
-                .filter(|k| matches!(k, Key::Pattern(_)) && k.covers(channel))
-                .min();
-            if first.is_none_or(|k| !matches!(k, Key::Pattern(p) if p.as_bytes() == pattern)) {
+            let first = actual.patterns.iter().find(|p| covers(p, channel));
+            if first.is_none_or(|p| p.as_bytes() != pattern) {
                 return false;
             }
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        sink.deliver(channel, Bytes::copy_from_slice(payload));
+        sink.deliver(channel, Bytes::from(payload));
         true
     }
 
@@ -775,9 +826,9 @@ mod tests {
         assert_eq!(Key::of_bayeux("/a/b/**"), Key::Pattern("a/b/*".into()));
         assert_eq!(Key::of_bayeux("/**"), Key::Pattern("*".into()));
         assert_eq!(Key::of_bayeux("/*"), Key::Pattern("*".into()));
-        assert!(Key::Pattern("a/*".into()).covers("a/b/c"));
-        assert!(!Key::Pattern("a/*".into()).covers("ab"));
-        assert!(Key::Pattern("*".into()).covers("x"));
+        assert!(covers("a/*", "a/b/c"));
+        assert!(!covers("a/*", "ab"));
+        assert!(covers("*", "x"));
     }
 
     #[test]
@@ -833,5 +884,99 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Records what the subscriber hands over.
+    #[derive(Default)]
+    struct Got(Mutex<Vec<(String, Vec<u8>)>>);
+
+    impl Sink for Got {
+        fn deliver(&self, channel: &str, payload: Bytes) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((channel.into(), payload.to_vec()));
+        }
+        fn flush(&self) {}
+        fn ack(&self, _: AckTo, _: Option<u64>) {}
+        fn wake(&self, _: u32) {}
+    }
+
+    fn broker(linger: Duration) -> Arc<Broker> {
+        Broker::new(BrokerConfig {
+            addr: "127.0.0.1:1".into(),
+            linger,
+            max_message: 1024,
+            max_queued_bytes: 1024,
+        })
+        .0
+    }
+
+    fn push(items: &[&[u8]]) -> Value {
+        Value::Array(Some(
+            items
+                .iter()
+                .map(|i| Value::Bulk(Some(i.to_vec())))
+                .collect(),
+        ))
+    }
+
+    #[test]
+    fn sync_sends_only_the_differences_and_keeps_the_linger() {
+        let b = broker(Duration::from_millis(100));
+        let mut actual = Subscribed::default();
+        let mut out = Vec::new();
+        b.add(Key::Channel("a".into()));
+        b.add(Key::Pattern("p/*".into()));
+        assert_eq!(b.sync(&mut actual, &mut out), None);
+        assert_eq!(
+            out,
+            b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n*2\r\n$10\r\nPSUBSCRIBE\r\n$3\r\np/*\r\n"
+        );
+        // Nothing changed: nothing sent.
+        out.clear();
+        assert_eq!(b.sync(&mut actual, &mut out), None);
+        assert!(out.is_empty());
+        // The last local subscriber leaves: still subscribed until the linger ends.
+        b.remove(&Key::Channel("a".into()));
+        let ends = b.sync(&mut actual, &mut out).expect("a lingers");
+        assert!(out.is_empty());
+        assert!(ends > Instant::now());
+        std::thread::sleep(ends.saturating_duration_since(Instant::now()));
+        assert_eq!(b.sync(&mut actual, &mut out), None);
+        assert_eq!(out, b"*2\r\n$11\r\nUNSUBSCRIBE\r\n$1\r\na\r\n");
+        assert!(!actual.contains(&Key::Channel("a".into())));
+        assert_eq!(b.stats.subscriptions.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_message_matching_several_subscriptions_is_delivered_once() {
+        let b = broker(Duration::ZERO);
+        let mut actual = Subscribed::default();
+        for k in [
+            Key::Channel("x/1".into()),
+            Key::Pattern("x/*".into()),
+            Key::Pattern("*".into()),
+        ] {
+            actual.insert(k);
+        }
+        let got = Got::default();
+        // The channel's own message wins; the patterns' copies are dropped.
+        assert!(b.on_push(push(&[b"message", b"x/1", b"m1"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"pmessage", b"x/*", b"x/1", b"m1"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"pmessage", b"*", b"x/1", b"m1"]), &actual, &got));
+        // No channel subscription: the first pattern in order ("*" < "x/*") delivers.
+        assert!(b.on_push(push(&[b"pmessage", b"*", b"x/2", b"m2"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"pmessage", b"x/*", b"x/2", b"m2"]), &actual, &got));
+        // Confirmations and PING replies are not messages.
+        assert!(!b.on_push(push(&[b"subscribe", b"x/1"]), &actual, &got));
+        assert_eq!(
+            *got.0.lock().unwrap(),
+            vec![
+                ("x/1".into(), b"m1".to_vec()),
+                ("x/2".into(), b"m2".to_vec())
+            ]
+        );
+        assert_eq!(b.stats.received.load(Ordering::Relaxed), 2);
     }
 }

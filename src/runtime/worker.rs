@@ -157,6 +157,11 @@ impl Shared {
     }
 }
 
+/// `{"ok":true,"channel":..,WHAT,"bytes":..}`: the body of a publish's answer.
+fn publish_body(channel: &str, what: &str, len: usize) -> String {
+    format!("{{\"ok\":true,\"channel\":\"{channel}\",{what},\"bytes\":{len}}}\n")
+}
+
 /// Why a connection must go away at once (no further bytes to it).
 #[derive(Debug)]
 struct Dead;
@@ -747,8 +752,8 @@ impl Worker {
         let len = body.len();
         match self.publish_message(channel, Bytes::copy_from_slice(body), ack) {
             Ok(Published::Here(msg)) => {
-                let id = format!("\"id\":\"{}\"", msg.id);
-                self.publish_answer(idx, channel, &id, len, origin, keep_alive);
+                let body = publish_body(channel, &format!("\"id\":\"{}\"", msg.id), len);
+                self.publish_answer(idx, 200, &body, origin, keep_alive);
             }
             Ok(Published::Broker) => {
                 let at = self.tick + self.cfg.broker_ack_timeout;
@@ -772,24 +777,18 @@ impl Worker {
         }
     }
 
-    /// `{"ok":true,"channel":..,WHAT,"bytes":..}`: 200 with the id of a local publish, 202 for
-    /// one Redis has (each process gives it its own id when Redis sends it back).
+    /// Answers a publish: 200 with the id of a local publish, 202 for one Redis has (each
+    /// process gives it its own id when Redis sends it back). `body`: [`publish_body`].
     fn publish_answer(
         &mut self,
         idx: usize,
-        channel: &str,
-        what: &str,
-        len: usize,
+        status: u16,
+        body: &str,
         origin: u16,
         keep_alive: bool,
     ) {
-        let (status, reason) = if what.starts_with("\"id\"") {
-            (200, "OK")
-        } else {
-            (202, "Accepted")
-        };
+        let reason = if status == 200 { "OK" } else { "Accepted" };
         let cors = self.cors_headers(origin);
-        let body = format!("{{\"ok\":true,\"channel\":\"{channel}\",{what},\"bytes\":{len}}}\n");
         let resp = http::response(
             status,
             reason,
@@ -820,7 +819,13 @@ impl Worker {
         match receivers {
             Some(n) => {
                 let what = format!("\"broker\":true,\"broker_receivers\":{n}");
-                self.publish_answer(idx, &channel, &what, bytes, origin, keep_alive);
+                self.publish_answer(
+                    idx,
+                    202,
+                    &publish_body(&channel, &what, bytes),
+                    origin,
+                    keep_alive,
+                );
             }
             None => {
                 let cors = self.cors_headers(origin);
