@@ -385,8 +385,7 @@ pub fn chunked_body(buf: &[u8], max_body: usize) -> Result<Option<(usize, Vec<u8
         if hex_len == 0 || hex_len > 8 {
             return Err(HttpError::BadChunk);
         }
-        let rest = &line[hex_len..];
-        if !(rest.is_empty() || rest[0] == b';' || rest[0] == b' ' || rest[0] == b'\t') {
+        if !valid_chunk_ext(&line[hex_len..]) {
             return Err(HttpError::BadChunk);
         }
         let size = line[..hex_len].iter().fold(0usize, |acc, &d| {
@@ -421,6 +420,69 @@ pub fn chunked_body(buf: &[u8], max_body: usize) -> Result<Option<(usize, Vec<u8
             return Err(HttpError::BadChunk);
         }
         pos += 2;
+    }
+}
+
+/// Whether `ext` (what follows a chunk size on its line) is a well-formed chunk extension list
+/// (RFC 9112 §7.1.1): `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`, also
+/// accepting whitespace before the line end. An unterminated quoted string, a bare `=`, a
+/// control byte or anything else is refused: the line would mean different things to
+/// different parsers.
+pub fn valid_chunk_ext(ext: &[u8]) -> bool {
+    let ws = |b: u8| b == b' ' || b == b'\t';
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let skip_ws = |i: &mut usize| {
+        while *i < ext.len() && ws(ext[*i]) {
+            *i += 1;
+        }
+    };
+    let token = |i: &mut usize| {
+        let start = *i;
+        while *i < ext.len() && tchar(ext[*i]) {
+            *i += 1;
+        }
+        *i > start
+    };
+    let mut i = 0;
+    loop {
+        skip_ws(&mut i);
+        if i == ext.len() {
+            return true;
+        }
+        if ext[i] != b';' {
+            return false;
+        }
+        i += 1;
+        skip_ws(&mut i);
+        if !token(&mut i) {
+            return false;
+        }
+        skip_ws(&mut i);
+        if i < ext.len() && ext[i] == b'=' {
+            i += 1;
+            skip_ws(&mut i);
+            if i < ext.len() && ext[i] == b'"' {
+                // quoted-string: qdtext / quoted-pair, then the closing quote.
+                i += 1;
+                loop {
+                    match ext.get(i) {
+                        None => return false,
+                        Some(b'"') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'\\') => match ext.get(i + 1) {
+                            Some(&c) if c == b'\t' || c >= 0x20 && c != 0x7f => i += 2,
+                            _ => return false,
+                        },
+                        Some(&c) if c == b'\t' || c >= 0x20 && c != 0x7f => i += 1,
+                        Some(_) => return false,
+                    }
+                }
+            } else if !token(&mut i) {
+                return false;
+            }
+        }
     }
 }
 
@@ -689,6 +751,37 @@ mod tests {
     }
 
     #[test]
+    fn chunk_extensions() {
+        for ok in [
+            &b""[..],
+            b" ",
+            b";a",
+            b";a=b",
+            b" ; a = b ;c",
+            b";a=\"\"",
+            b";a=\"x y\\\"z\"",
+            b";a=\"\xff\";b=1 ",
+        ] {
+            assert!(valid_chunk_ext(ok), "{:?}", String::from_utf8_lossy(ok));
+        }
+        for bad in [
+            &b";"[..],
+            b";=b",
+            b";a=",
+            b";a=\"b",
+            b";a=\"b\\\"",
+            b";a=\"b\\",
+            b";a=\"b\x01\"",
+            b";a b",
+            b"x",
+            b";a=b\"c\"",
+            b";a=\"b\"c",
+        ] {
+            assert!(!valid_chunk_ext(bad), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn chunked_bodies() {
         let ok = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         let end = ok.len() - 4;
@@ -712,6 +805,12 @@ mod tests {
             b"123456789\r\n",
             b"5x\r\nhello\r\n",
             b"0\r\n\n",
+            // An unterminated quoted extension value (it would swallow the line end for a
+            // parser that honours quotes).
+            b"5;a=\"b\r\nhello\r\n0\r\n\r\n",
+            b"5;\r\nhello\r\n0\r\n\r\n",
+            b"5;a=\r\nhello\r\n0\r\n\r\n",
+            b"5 x\r\nhello\r\n0\r\n\r\n",
         ] {
             assert_eq!(
                 chunked_body(bad, 1 << 20),
