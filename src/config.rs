@@ -55,6 +55,14 @@ pub struct Config {
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub processes: u32,
 
+    /// Join the processes already listening on --listen (SO_REUSEPORT: the kernel spreads
+    /// connections over all of them). Needs --broker, which is how a publish taken by one of
+    /// them reaches the subscribers of the others. Without it edgecomet refuses to start on an
+    /// address something else already listens on, rather than take a share of its clients
+    /// unseen. (--processes passes it to the processes it starts.)
+    #[arg(long)]
+    pub share_port: bool,
+
     /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     pub backlog: i32,
@@ -213,8 +221,10 @@ pub struct Config {
     #[arg(long)]
     pub bayeux_root_wildcards: bool,
 
-    /// Milliseconds a shutdown (SIGTERM/SIGINT) waits for clients to finish closing before the
-    /// process exits anyway.
+    /// Milliseconds a shutdown (SIGTERM/SIGINT) may take, from the signal to the exit: messages
+    /// already accepted are delivered, every client is told (WebSocket 1001, streams ended,
+    /// held polls answered) and their closes are awaited until then; past it the process exits
+    /// with the connections still open. SIGHUP does not stop the server.
     #[arg(long, default_value_t = 5000)]
     pub shutdown_timeout_ms: u64,
 }
@@ -245,6 +255,13 @@ impl Config {
                  the subscribers of the one process that took it",
                 self.processes
             ));
+        }
+        if self.share_port && self.broker.is_none() {
+            return Err(
+                "--share-port needs --broker redis://HOST:PORT: without it a publish reaches only \
+                 the subscribers of the one process that took it"
+                    .to_string(),
+            );
         }
         if self.session_ttl <= self.poll_timeout {
             return Err(format!(
@@ -305,6 +322,12 @@ mod tests {
         // A later flag wins (the launcher appends --listen and --processes 1 for its children).
         let c = Config::parse_from(["edgecomet", "--processes", "4", "--processes", "1"]);
         assert_eq!(c.processes, 1);
+        let c = Config::parse_from(["edgecomet", "--share-port"]);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("--share-port needs --broker")
+        );
         let c = Config::parse_from(["edgecomet", "--session-ttl", "30"]);
         assert!(c.validate().unwrap_err().contains("--session-ttl"));
         let c = Config::parse_from([

@@ -54,7 +54,7 @@ struct Proc {
 }
 
 /// Runs the launcher until every process has exited. `signals` must already be installed
-/// (SIGTERM, SIGINT).
+/// (SIGTERM, SIGINT, SIGHUP).
 pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
     let n = cfg.processes as usize;
     let (addr, _hold) = match reserve(cfg.listen) {
@@ -79,7 +79,7 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
             .args(&args)
             .arg("--listen")
             .arg(addr.to_string())
-            .args(["--processes", "1"])
+            .args(["--processes", "1", "--share-port"])
             .env(CHILD_ENV, format!("{i} {}", std::process::id()))
             // A group of its own: Ctrl-C in a terminal reaches the launcher only, which passes
             // it on once (the terminal's SIGINT plus ours would be two: "exit now").
@@ -125,6 +125,14 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
         let (live, signalled) = (live.clone(), signalled.clone());
         std::thread::spawn(move || {
             for sig in signals.forever() {
+                if sig == libc::SIGHUP {
+                    // A terminal hang-up must not stop a million clients: not passed on.
+                    eprintln!(
+                        "edgecomet: launcher: SIGHUP: nothing to reload; still serving \
+                         (SIGTERM or SIGINT stops all processes)"
+                    );
+                    continue;
+                }
                 let k = signalled.fetch_add(1, Ordering::SeqCst) + 1;
                 let live = live.lock().unwrap_or_else(|e| e.into_inner());
                 let running: Vec<i32> = live.iter().copied().filter(|&p| p != 0).collect();
@@ -270,9 +278,12 @@ fn stop_all(procs: &mut [Proc], live: &Live) {
 }
 
 /// The address every process binds. Port 0: a port chosen now and held by a bound,
-/// non-listening SO_REUSEPORT socket (returned; keep it until the end).
+/// non-listening SO_REUSEPORT socket (returned; keep it until the end). A fixed
+/// port must not be served already (the processes join each other with `--share-port`, never
+/// a stranger).
 fn reserve(addr: SocketAddr) -> std::io::Result<(SocketAddr, Option<Socket>)> {
     if addr.port() != 0 {
+        crate::server::check_not_served(addr)?;
         return Ok((addr, None));
     }
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;

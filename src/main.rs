@@ -1,10 +1,11 @@
 //! The `edgecomet` binary: parse flags, start the workers (or, with `--processes P`, P server
-//! processes: `launcher`), wait for SIGTERM/SIGINT, drain.
+//! processes: `launcher`), wait for SIGTERM/SIGINT, drain. SIGHUP (a terminal hang-up, or a
+//! reload out of habit) is logged and changes nothing: it must never drop the clients.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use edgecomet::{Config, Server};
@@ -21,7 +22,7 @@ fn main() -> ExitCode {
     }
     let deadline = cfg.shutdown_timeout();
     let workers = cfg.worker_count();
-    let mut signals = match Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edgecomet: cannot install signal handlers: {e}");
@@ -47,24 +48,39 @@ fn main() -> ExitCode {
         server.local_addr()
     );
     edgecomet::launcher::child(server.shared());
-    let Some(sig) = signals.forever().next() else {
+    let Some(sig) = next_stop(&mut signals) else {
         return ExitCode::FAILURE;
     };
     eprintln!(
         "edgecomet: signal {sig}: draining (up to {} ms)",
         deadline.as_millis()
     );
-    // A second signal during the drain exits at once.
+    // A second SIGTERM/SIGINT during the drain exits at once.
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if next_stop(&mut signals).is_some() {
             eprintln!("edgecomet: second signal: exiting now");
             std::process::exit(1);
         }
     });
-    if server.shutdown(deadline + std::time::Duration::from_millis(500)) {
+    if server.shutdown(deadline) {
         ExitCode::SUCCESS
     } else {
         eprintln!("edgecomet: drain deadline passed; exiting with connections still open");
         ExitCode::SUCCESS
     }
+}
+
+/// The next SIGTERM or SIGINT; a SIGHUP on the way is logged and ignored.
+fn next_stop(signals: &mut Signals) -> Option<i32> {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            eprintln!(
+                "edgecomet: SIGHUP: nothing to reload; still serving (SIGTERM or SIGINT drains \
+                 and stops)"
+            );
+            continue;
+        }
+        return Some(sig);
+    }
+    None
 }

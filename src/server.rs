@@ -8,7 +8,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -67,6 +67,17 @@ impl broker::Sink for BrokerSink {
     }
 }
 
+/// How long a shutdown waits for every worker to confirm that it accepts no more publishes.
+const QUIESCE_WAIT: Duration = Duration::from_secs(1);
+
+/// Posts a control mail (made by `mail`), retrying while the inbox is full (a busy worker
+/// empties it within a turn) until `until`.
+fn post_retrying(mb: &Mailbox, mail: impl Fn() -> Mail, until: Instant) {
+    while mb.send_now(mail()).is_err() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
@@ -83,6 +94,28 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener>
     sock.bind(&addr.into())?;
     sock.listen(backlog)?;
     Ok(TcpListener::from_std(sock.into()))
+}
+
+/// Fails when something already listens on `addr` (another edgecomet would otherwise share
+/// it silently through SO_REUSEPORT and take a share of the clients). Probed with a socket
+/// that does not ask for SO_REUSEPORT: its bind fails on a listening port whoever holds it.
+/// (Two servers starting in the same instant can still both pass; that is not guarded.)
+pub fn check_not_served(addr: SocketAddr) -> io::Result<()> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    match sock.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{addr} is already served by another process (another edgecomet?). Sharing a \
+                 port must be asked for: --processes P runs P processes on it, and \
+                 --share-port --broker redis://... joins processes already there; otherwise \
+                 stop the other one or pick another --listen"
+            ),
+        )),
+        Err(e) => Err(e),
+    }
 }
 
 /// Stops the kernel from backing this process's memory with transparent huge pages
@@ -102,6 +135,9 @@ impl Server {
     pub fn start(cfg: Config) -> io::Result<Server> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if !cfg.share_port && cfg.listen.port() != 0 {
+            check_not_served(cfg.listen)?;
+        }
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
         let mut addr = cfg.listen;
@@ -137,6 +173,8 @@ impl Server {
                 max_subscriptions: cfg.bayeux_max_subscriptions,
             }),
             broker: std::sync::OnceLock::new(),
+            draining: AtomicBool::new(false),
+            quiesced: AtomicUsize::new(0),
             processes: std::sync::Mutex::new(None),
         });
         if let Some(url) = &cfg.broker {
@@ -196,30 +234,46 @@ impl Server {
         &self.shared.stats
     }
 
-    /// Asks every worker to stop accepting and close its clients with 1001.
-    pub fn begin_shutdown(&self) {
-        for mb in &self.shared.mailboxes {
-            // A full inbox cannot refuse a shutdown for long; retry briefly.
-            for _ in 0..100 {
-                if mb.send_now(Mail::Shutdown).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+    /// Starts a shutdown that ends at `until`: first no publish is accepted any more
+    /// (`Shared::draining`; publishes get 503) and every worker confirms it (`Mail::Quiesce`),
+    /// so that every message already accepted is in the inboxes; with `--broker`, what Redis
+    /// has already sent this process is taken in too. Then every worker delivers what it has,
+    /// stops accepting, closes its clients (1001) and exits when they are gone or at `until`.
+    pub fn begin_shutdown(&self, until: Instant) {
+        let shared = &self.shared;
+        shared.draining.store(true, Ordering::SeqCst);
+        for mb in &shared.mailboxes {
+            post_retrying(mb, || Mail::Quiesce, until);
+        }
+        let n = shared.mailboxes.len();
+        // A worker stuck for longer than this is not waited for: the others must not miss
+        // their deadline because of it.
+        let wait = until.min(Instant::now() + QUIESCE_WAIT);
+        while shared.quiesced.load(Ordering::SeqCst) < n && Instant::now() < wait {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(b) = shared.broker.get() {
+            // Everything Redis sent before now enters the inboxes before the Shutdown below.
+            b.barrier(wait);
+        }
+        for mb in &shared.mailboxes {
+            post_retrying(mb, || Mail::Shutdown { until }, until);
         }
     }
 
-    /// Shuts down and waits for the workers, at most `deadline` (then leaves them behind).
-    /// Returns whether all of them finished.
+    /// Shuts down (see [`Server::begin_shutdown`]) and waits for the workers until `deadline`
+    /// from now (then leaves them behind). Returns whether all of them finished.
     pub fn shutdown(self, deadline: Duration) -> bool {
-        self.begin_shutdown();
         let until = Instant::now() + deadline;
+        self.begin_shutdown(until);
+        // The workers leave at `until` themselves; a little grace for their last turn.
+        let grace = until + Duration::from_millis(100);
         for t in self.threads {
             while !t.is_finished() {
-                if Instant::now() >= until {
+                if Instant::now() >= grace {
                     return false;
                 }
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(Duration::from_millis(2));
             }
             let _ = t.join();
         }

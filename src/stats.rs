@@ -109,6 +109,9 @@ counters! {
     /// `--broker`: HTTP publishes answered 504 because Redis did not answer within
     /// `--broker-ack-timeout` (they may or may not have been published).
     broker_ack_timeouts,
+    /// Publishes and requests refused because a shutdown had begun (503 / close 1001): not
+    /// accepted, so nothing of them is lost.
+    refused_draining,
 }
 
 impl WorkerStats {

@@ -185,6 +185,20 @@ fn services_meta_rules_and_bad_requests() {
         assert_eq!(v[0]["successful"], false);
     }
     assert_eq!(total(&srv, "bayeux_bad_requests"), 3);
+    // A publish must carry data (Bayeux 1.0 §5.1): none is refused and not delivered; JSON
+    // null is data.
+    let mut sub = Conn::new(a);
+    let sid = sub.handshake();
+    assert_eq!(sub.subscribe(&sid, json!("/nodata"))["successful"], true);
+    let r = c.call(json!([{"channel":"/nodata","clientId":id,"id":"p1"}]));
+    assert_eq!(r[0]["successful"], false, "{r:?}");
+    assert_eq!(r[0]["id"], "p1");
+    assert!(r[0]["error"].as_str().unwrap().starts_with("400:"), "{r:?}");
+    let r = c.call(json!([{"channel":"/nodata","clientId":id,"data":null,"id":"p2"}]));
+    assert_eq!(r[0]["successful"], true, "{r:?}");
+    let r = sub.call(json!([{"channel":"/meta/connect","clientId":sid,
+        "connectionType":"long-polling","advice":{"timeout":0},"id":"c"}]));
+    assert_eq!(data_of(&deliveries(&r)), vec![Value::Null], "{r:?}");
     // A large batch within the limit is processed in order.
     let batch: Vec<Value> = (0..10)
         .map(|i| json!({"channel":"/service/echo","clientId":id,"data":i,"id":i}))

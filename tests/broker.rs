@@ -225,7 +225,13 @@ fn process(listen: &str, redis: &Redis) -> Process {
                 "--broker",
                 &redis.url(),
             ])
-            .args(["--broker-linger-ms", "200", "--ws-ping-interval", "0"])
+            .args([
+                "--broker-linger-ms",
+                "200",
+                "--ws-ping-interval",
+                "0",
+                "--share-port",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -59,6 +59,12 @@ fn http_refusals() {
                 .to_vec(),
             400,
         ),
+        (
+            // An unterminated quoted chunk extension (issue 14): refused, not published.
+            b"POST /pub/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a=\"b\r\nhello\r\n0\r\n\r\n"
+                .to_vec(),
+            400,
+        ),
         (b"POST /pub/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 501),
         (b"POST /pub/bad%20name HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx".to_vec(), 400),
         (b"POST /pub/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n\xff\xfe".to_vec(), 400),
@@ -156,6 +162,37 @@ fn slowloris_head_gets_408_within_the_deadline() {
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
         start.elapsed()
+    );
+    assert_eq!(total(&srv, "head_timeouts"), 1);
+}
+
+#[test]
+fn the_head_timeout_never_fires_early() {
+    // --head-timeout 2: a head completed 1.9 s after its first byte is served, wherever the
+    // server's one-second tick falls; a head never completed gets 408 after more than 2 s and
+    // at most 3 s (the wheel's resolution) plus scheduling.
+    let srv = server(1, |c| c.head_timeout = 2);
+    let addr = srv.local_addr();
+    let mut late = TcpStream::connect(addr).unwrap();
+    let mut silent = TcpStream::connect(addr).unwrap();
+    for s in [&late, &silent] {
+        s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+    }
+    late.write_all(b"GET /stats HTTP/1.1\r\n").unwrap();
+    let start = Instant::now();
+    silent.write_all(b"GET /stats HTTP/1.1\r\n").unwrap();
+    // The time between the two halves is what is tested, not a wait for a condition.
+    std::thread::sleep(Duration::from_millis(1900));
+    late.write_all(b"Host: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let resp = read_to_close(&mut late);
+    assert_eq!(status(&resp), 200, "{}", String::from_utf8_lossy(&resp));
+    let resp = read_to_close(&mut silent);
+    let took = start.elapsed();
+    assert_eq!(status(&resp), 408);
+    assert!(
+        took > Duration::from_secs(2) && took < Duration::from_millis(3500),
+        "{took:?}"
     );
     assert_eq!(total(&srv, "head_timeouts"), 1);
 }

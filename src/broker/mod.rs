@@ -46,6 +46,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A connection with nothing received for this long (a PING goes out every second) is dead.
 const SILENCE: Duration = Duration::from_secs(3);
 
+/// Prefix of the `PING` argument that marks a barrier ([`Broker::barrier`]).
+const BARRIER: &str = "edgecomet-barrier-";
+
 /// What the process wants from Redis: a channel, or a pattern (`a/*`: every channel under `a/`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Key {
@@ -212,6 +215,9 @@ pub struct Broker {
     /// Payload bytes in the publish queue (bounded by `max_queued_bytes`).
     queued_bytes: AtomicUsize,
     stop: AtomicBool,
+    /// Barriers asked for ([`Broker::barrier`]) and the last one the subscriber passed.
+    barrier_asked: AtomicU64,
+    barrier_passed: AtomicU64,
     pub stats: BrokerStats,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -276,6 +282,8 @@ impl Broker {
             sub_up: AtomicBool::new(false),
             queued_bytes: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            barrier_asked: AtomicU64::new(0),
+            barrier_passed: AtomicU64::new(0),
             stats: BrokerStats::default(),
             threads: Mutex::new(Vec::new()),
         });
@@ -291,6 +299,26 @@ impl Broker {
         for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// Waits (until `until` at most) for everything Redis sent this process before now to be
+    /// handed to the sink: the subscriber sends `PING <marker>` on its connection, and Redis
+    /// answers it after every message it pushed to that connection before (a publish Redis has
+    /// acknowledged is among them). Used by a shutdown, so that the last messages accepted
+    /// reach the inboxes before the workers close their clients. Returns at once while the
+    /// subscriber is down (there is nothing in flight to wait for).
+    pub fn barrier(&self, until: Instant) -> bool {
+        if !self.sub_up.load(Ordering::SeqCst) {
+            return false;
+        }
+        let n = self.barrier_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        while self.barrier_passed.load(Ordering::SeqCst) < n {
+            if Instant::now() >= until || !self.sub_up.load(Ordering::SeqCst) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Whether both connections are up.
@@ -454,6 +482,7 @@ impl Broker {
         let mut linger_ends: Option<Instant> = None;
         let mut last_rx = Instant::now();
         let mut last_ping = Instant::now();
+        let mut barrier_sent = self.barrier_passed.load(Ordering::SeqCst);
         self.dirty.store(true, Ordering::Relaxed);
         while !self.stop.load(Ordering::Relaxed) {
             let lingered = linger_ends.is_some_and(|t| Instant::now() >= t);
@@ -465,6 +494,12 @@ impl Broker {
             if ping {
                 last_ping = Instant::now();
                 resp::command(&mut out, &[b"PING"]);
+            }
+            let asked = self.barrier_asked.load(Ordering::SeqCst);
+            if asked > barrier_sent {
+                barrier_sent = asked;
+                let marker = format!("{BARRIER}{asked}");
+                resp::command(&mut out, &[b"PING", marker.as_bytes()]);
             }
             if !out.is_empty() && sock.write_all(&out).is_err() {
                 return synced;
@@ -587,6 +622,17 @@ impl Broker {
         let (at, via) = match (items.first().and_then(Value::bytes), items.len()) {
             (Some(b"message"), 3) => (1, None),
             (Some(b"pmessage"), 4) => (2, Some(1)),
+            (Some(b"pong"), 2) => {
+                // A barrier's marker: everything before it has been delivered.
+                if let Some(n) = items[1]
+                    .bytes()
+                    .and_then(|b| b.strip_prefix(BARRIER.as_bytes()))
+                    .and_then(|n| std::str::from_utf8(n).ok()?.parse::<u64>().ok())
+                {
+                    self.barrier_passed.fetch_max(n, Ordering::SeqCst);
+                }
+                return false;
+            }
             // Subscription confirmations and PING replies.
             _ => return false,
         };

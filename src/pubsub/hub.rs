@@ -33,6 +33,7 @@ pub struct Message {
     /// Hub second of the publish (for `--history-age`).
     at: u32,
     ws: OnceLock<Bytes>,
+    ws_env: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
     chunk: OnceLock<Bytes>,
     bayeux: OnceLock<Bytes>,
@@ -46,6 +47,7 @@ impl Message {
             payload,
             at,
             ws: OnceLock::new(),
+            ws_env: OnceLock::new(),
             sse: OnceLock::new(),
             chunk: OnceLock::new(),
             bayeux: OnceLock::new(),
@@ -55,6 +57,16 @@ impl Message {
     /// The WebSocket text frame.
     pub fn ws_frame(&self) -> &Bytes {
         self.ws.get_or_init(|| frame::frame(OP_TEXT, &self.payload))
+    }
+
+    /// The WebSocket text frame of an enveloped subscriber (`?envelope=1`):
+    /// `{"id":"ID","data":"..."}`, so that it can resume with the id.
+    pub fn ws_envelope(&self) -> &Bytes {
+        self.ws_env.get_or_init(|| {
+            let mut json = Vec::with_capacity(self.payload.len() + 40);
+            self.json_element(&mut json);
+            frame::frame(OP_TEXT, &json)
+        })
     }
 
     /// The Server-Sent Events event: `id:`, one `data:` line per payload line, blank line.
@@ -562,7 +574,10 @@ impl Hub {
                     }
                 }
                 st.sessions.retain(|_, s| {
-                    let keep = s.polls > 0 || now.saturating_sub(s.last_seen) < ttl;
+                    // Whole seconds: a difference of `ttl` may be a little less than `ttl`
+                    // real seconds, so a session goes only past it (never early, at most a
+                    // second late).
+                    let keep = s.polls > 0 || now.saturating_sub(s.last_seen) <= ttl;
                     if !keep {
                         dec(&self.stats.sessions, 1);
                         dec(&self.stats.session_queued, s.queue.len() as u64);
@@ -573,7 +588,7 @@ impl Hub {
                 let keep = !st.history.is_empty()
                     || !st.sessions.is_empty()
                     || age == 0
-                    || now.saturating_sub(st.last_at) < age;
+                    || now.saturating_sub(st.last_at) <= age;
                 if !keep {
                     dec(&self.stats.channel_states, 1);
                 }
@@ -753,10 +768,10 @@ mod tests {
         let a = publish(&h, "x", "a");
         publish(&h, "x", "b");
         let now = h.now();
-        h.sweep_at(now + 9);
+        h.sweep_at(now + 10);
         // Still known: the client is told exactly what it missed.
         assert_eq!(h.since("x", Some(a)).gap, Gap::Missed(1));
-        h.sweep_at(now + 10);
+        h.sweep_at(now + 11);
         assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
         // Forgotten: still a gap, of unknown size.
         assert_eq!(h.since("x", Some(a)).gap, Gap::Unknown);
@@ -778,7 +793,7 @@ mod tests {
             "held poll keeps it"
         );
         h.session_hold("x", "c", false);
-        h.sweep_at(h.now() + 1);
+        h.sweep_at(h.now() + 2);
         assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);

@@ -54,6 +54,9 @@ pub mod flag {
     /// HTTP: a publish waits for the broker's acknowledgement (`--broker`); nothing more is
     /// read from the connection until it is answered (responses leave in request order).
     pub const ACK_WAIT: u8 = 1 << 6;
+    /// WebSocket subscriber: messages go as `{"id":..,"data":..}` (`?envelope=1`), so the client
+    /// can resume with a cursor.
+    pub const ENVELOPE: u8 = 1 << 7;
 }
 
 /// How an HTTP subscriber is answered.

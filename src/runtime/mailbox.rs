@@ -28,8 +28,14 @@ pub enum Mail {
         generation: u32,
         receivers: Option<u64>,
     },
-    /// Stop accepting, close every client (1001), exit when done or at the deadline.
-    Shutdown,
+    /// First step of a shutdown: `Shared::draining` is set, so from now on this worker accepts
+    /// no publish; it counts itself in `Shared::quiesced`. Every publish it accepted before
+    /// has been posted to its peers' inboxes by then, so a `Shutdown` sent once all workers
+    /// are counted comes after all of them in every inbox.
+    Quiesce,
+    /// Stop accepting, deliver what is pending, close every client (1001), exit when done or
+    /// at `until`.
+    Shutdown { until: std::time::Instant },
 }
 
 /// Mail queued per worker before senders see it as full: 65,536 messages is far more than one

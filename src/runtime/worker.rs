@@ -89,6 +89,11 @@ pub struct Shared {
     /// Under the launcher (`--processes`): the sums over all its processes, as the launcher last
     /// sent them (`"processes"` in `/stats`).
     pub processes: std::sync::Mutex<Option<String>>,
+    /// A shutdown has begun: no publish is accepted any more (503, counted in
+    /// `refused_draining`); see `Server::begin_shutdown`.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Workers that have confirmed `draining` (`Mail::Quiesce`).
+    pub quiesced: std::sync::atomic::AtomicUsize,
 }
 
 impl Shared {
@@ -175,6 +180,8 @@ enum PubError {
     Inbox(Arc<Message>),
     /// `--broker`: Redis is unreachable or the publish queue is full; nothing was sent.
     Broker(PublishError),
+    /// A shutdown has begun: not published.
+    Draining,
 }
 
 /// A publish that was done.
@@ -214,11 +221,18 @@ pub struct Worker {
     last_accept_log: Option<Instant>,
     /// Set when shutting down: the moment the worker exits regardless.
     drain_deadline: Option<Instant>,
+    /// A `Shutdown` arrived this turn: it starts after this turn's fan-out, so that what was
+    /// in the inbox before it is delivered before the 1001s.
+    shutdown_asked: Option<Instant>,
     start: Instant,
     /// Whole seconds since `start`, plus one (0 means "no deadline" in connection fields).
     tick: u32,
     /// Tick of the last hub sweep (worker 0 sweeps once per tick).
     swept: u32,
+    /// WebSocket subscribers that resumed this turn, with their cursor: anything at or below it
+    /// is skipped by this turn's fan-out (it was sent from the history). Everything in flight
+    /// when the history was read is delivered in this turn, so the map is emptied after it.
+    resumed: std::collections::HashMap<Key, u64>,
     /// Held Bayeux connects of this worker to look at this turn: (slot, generation).
     bayeux_wakes: Vec<(u32, u32)>,
     /// The Bayeux advice JSON (from the flags), shared by every connect reply.
@@ -273,9 +287,11 @@ impl Worker {
             accept_paused_until: None,
             last_accept_log: None,
             drain_deadline: None,
+            shutdown_asked: None,
             start: Instant::now(),
             tick: 1,
             swept: 0,
+            resumed: std::collections::HashMap::new(),
             bayeux_wakes: Vec::new(),
             bayeux_advice,
             head_limits,
@@ -306,6 +322,9 @@ impl Worker {
             self.drain_mailbox();
             self.fan_out();
             self.bayeux_wakes();
+            if let Some(until) = self.shutdown_asked.take() {
+                self.begin_shutdown(until);
+            }
             self.fire_timers();
             self.end_turn();
             if let Some(deadline) = self.drain_deadline
@@ -327,6 +346,10 @@ impl Worker {
         let mut t = Duration::from_secs(elapsed.as_secs() + 1).saturating_sub(elapsed);
         if let Some(until) = self.accept_paused_until {
             t = t.min(until.saturating_duration_since(Instant::now()));
+        }
+        if let Some(until) = self.drain_deadline {
+            // Wake at the drain deadline itself, not at the tick after it.
+            return t.min(until.saturating_duration_since(Instant::now()));
         }
         t.max(Duration::from_millis(1))
     }
@@ -416,7 +439,7 @@ impl Worker {
         entry.insert(conn);
         WorkerStats::add(&self.stats.accepted, 1);
         WorkerStats::add(&self.stats.conns_http, 1);
-        let at = self.tick + self.cfg.head_timeout;
+        let at = self.after(self.cfg.head_timeout);
         self.set_deadline(idx, at);
     }
 
@@ -605,7 +628,7 @@ impl Worker {
         let conn = &mut self.conns[idx];
         if !conn.has(flag::IN_REQUEST) {
             conn.set(flag::IN_REQUEST);
-            let at = self.tick + self.cfg.head_timeout;
+            let at = self.after(self.cfg.head_timeout);
             self.set_deadline(idx, at);
         }
         let conn = &mut self.conns[idx];
@@ -662,13 +685,27 @@ impl Worker {
         conn.clear(flag::HEAD_DONE | flag::IN_REQUEST);
         conn.http_mark = 0;
         WorkerStats::add(&self.stats.http_requests, 1);
+        if self.drain_deadline.is_some() {
+            // Shutting down: nothing new is taken on (a publish is not accepted).
+            WorkerStats::add(&self.stats.refused_draining, 1);
+            self.respond_error(
+                idx,
+                503,
+                "Service Unavailable",
+                "Retry-After: 1\r\n",
+                "the server is shutting down: request not served (a publish was not \
+                 published)\n",
+                false,
+            );
+            return Some(need);
+        }
         let body = decoded.as_deref().unwrap_or(&buf[head.head_len..need]);
         self.route(idx, &head, body);
+        let at = self.after(self.cfg.keepalive_timeout);
         if let Some(conn) = self.conns.get_mut(idx)
             && conn.phase == Phase::Http
             && !conn.has(flag::ACK_WAIT)
         {
-            let at = self.tick + self.cfg.keepalive_timeout;
             conn.deadline = 0;
             self.set_deadline(idx, at);
         }
@@ -756,7 +793,7 @@ impl Worker {
                 self.publish_answer(idx, 200, &body, origin, keep_alive);
             }
             Ok(Published::Broker) => {
-                let at = self.tick + self.cfg.broker_ack_timeout;
+                let at = self.after(self.cfg.broker_ack_timeout);
                 let conn = &mut self.conns[idx];
                 conn.set(flag::ACK_WAIT);
                 if keep_alive {
@@ -805,7 +842,8 @@ impl Worker {
     /// sent behind it.
     fn publish_acked(&mut self, idx: usize, receivers: Option<u64>, timed_out: bool) {
         let conn = &mut self.conns[idx];
-        let keep_alive = conn.has(flag::KEEP_ALIVE);
+        // While shutting down the connection ends with this answer.
+        let keep_alive = conn.has(flag::KEEP_ALIVE) && self.drain_deadline.is_none();
         conn.clear(flag::ACK_WAIT | flag::KEEP_ALIVE);
         conn.deadline = 0;
         let Some(Ext::PubAck {
@@ -858,7 +896,7 @@ impl Worker {
         if let Some(conn) = self.conns.get_mut(idx)
             && conn.phase == Phase::Http
         {
-            let at = self.tick + self.cfg.keepalive_timeout;
+            let at = self.after(self.cfg.keepalive_timeout);
             self.set_deadline(idx, at);
             self.resume(idx);
         }
@@ -883,6 +921,7 @@ impl Worker {
     }
 
     fn publish_refused(&mut self, idx: usize, e: PubError, cors: &str, keep_alive: bool) {
+        let keep_alive = keep_alive && !matches!(e, PubError::Draining);
         let (extra, body) = match e {
             PubError::Channels => {
                 WorkerStats::add(&self.stats.channel_limit, 1);
@@ -902,6 +941,10 @@ impl Worker {
             PubError::Broker(PublishError::Busy) => (
                 "Retry-After: 1\r\n".to_string(),
                 "not published: the broker's publish queue is full; nothing was sent\n",
+            ),
+            PubError::Draining => (
+                "Retry-After: 1\r\n".to_string(),
+                "not published: the server is shutting down\n",
             ),
         };
         self.respond_error(
@@ -924,6 +967,10 @@ impl Worker {
         payload: Bytes,
         ack: Option<AckTo>,
     ) -> Result<Published, PubError> {
+        if self.shared.draining.load(Ordering::SeqCst) {
+            WorkerStats::add(&self.stats.refused_draining, 1);
+            return Err(PubError::Draining);
+        }
         if let Some(b) = self.shared.broker.get() {
             b.publish(Arc::from(channel), payload, ack)
                 .map_err(PubError::Broker)?;
@@ -971,9 +1018,29 @@ impl Worker {
     }
 
     fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
+        // `?envelope=1`: messages as {"id":..,"data":..}, and a cursor resumes (raw frames
+        // carry no id, so a cursor without the envelope could never be used).
+        let mut envelope = false;
+        let mut cursor = None;
         if let Some(ch) = channel {
             if !pubsub::valid_channel(ch, self.cfg.max_channel_len) {
                 return self.bad_request(idx, "invalid channel name\n", false);
+            }
+            envelope = match http::query_param(head.path, "envelope") {
+                None | Some("0") => false,
+                Some("1") => true,
+                Some(_) => return self.bad_request(idx, "envelope must be 0 or 1\n", false),
+            };
+            cursor = match transports::request_cursor(head) {
+                Ok(c) => c,
+                Err(why) => return self.bad_request(idx, why, false),
+            };
+            if cursor.is_some() && !envelope {
+                return self.bad_request(
+                    idx,
+                    "a cursor / Last-Event-ID needs ?envelope=1 (raw frames carry no id)\n",
+                    false,
+                );
             }
             if !self.channels.admits(ch) {
                 WorkerStats::add(&self.stats.channel_limit, 1);
@@ -996,6 +1063,7 @@ impl Worker {
             None => Phase::WsEcho,
         };
         conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
+        let mut first = vec![Bytes::from(resp)];
         if let Some(ch) = channel {
             WorkerStats::add(&self.stats.conns_ws_sub, 1);
             match self.channels.subscribe(ch, idx as u32) {
@@ -1005,12 +1073,35 @@ impl Worker {
                 }
                 Err(_) => unreachable!("admits() was checked just above in the same turn"),
             }
+            if envelope {
+                conn.set(flag::ENVELOPE);
+            }
+            if cursor.is_some() {
+                let since = self.shared.hub.since(ch, cursor);
+                if since.gap.is_gap() {
+                    WorkerStats::add(&self.stats.gaps_reported, 1);
+                    let gap = format!("{{\"gap\":{}}}", since.gap.json());
+                    first.push(frame::frame(OP_TEXT, gap.as_bytes()));
+                }
+                WorkerStats::add(&self.stats.messages_out, since.msgs.len() as u64);
+                first.extend(since.msgs.iter().map(|m| m.ws_envelope().clone()));
+                // Messages at or below the cursor may still be on their way to this worker
+                // (in its inbox or this turn's pending): this turn's fan-out skips them.
+                let generation = self.conns[idx].generation;
+                self.resumed.insert((idx as u32, generation), since.cursor);
+            }
         } else {
             WorkerStats::add(&self.stats.conns_ws_echo, 1);
         }
         self.ws_activity(idx);
-        if self.send(idx, &[Bytes::from(resp)], false).is_err() {
-            self.remove(idx);
+        if self.send(idx, &first[..1], false).is_err() {
+            return self.remove(idx);
+        }
+        if first.len() > 1 {
+            if self.send(idx, &first[1..], true).is_err() {
+                return self.remove(idx);
+            }
+            self.over_backlog(idx);
         }
     }
 
@@ -1115,7 +1206,7 @@ impl Worker {
         if self.cfg.ws_ping_interval == 0 {
             conn.deadline = 0;
         } else {
-            let at = self.tick + self.cfg.ws_ping_interval;
+            let at = self.after(self.cfg.ws_ping_interval);
             self.set_deadline(idx, at);
         }
     }
@@ -1266,6 +1357,15 @@ impl Worker {
                             ));
                             break;
                         }
+                        Err(PubError::Draining) => {
+                            // Counted (refused_draining): not published, and the client is
+                            // told so by the close.
+                            close = Some(frame::close_frame(
+                                close_code::GOING_AWAY,
+                                "server shutting down",
+                            ));
+                            break;
+                        }
                     }
                 }
             }
@@ -1315,7 +1415,7 @@ impl Worker {
         if self.conns[idx].out.is_none() {
             self.after_drained(idx);
         }
-        let at = self.tick + self.cfg.close_timeout;
+        let at = self.after(self.cfg.close_timeout);
         self.conns[idx].deadline = 0;
         self.set_deadline(idx, at);
     }
@@ -1389,11 +1489,18 @@ impl Worker {
                         self.publish_acked(idx as usize, receivers, false);
                     }
                 }
-                Ok(Mail::Shutdown) => self.begin_shutdown(),
+                Ok(Mail::Quiesce) => {
+                    // Every publish this worker accepted is in its peers' inboxes already (a
+                    // publish posts them before it is answered); later ones see `draining`.
+                    self.shared.quiesced.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(Mail::Shutdown { until }) => self.shutdown_asked = Some(until),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     // The server handle is gone; shut down.
-                    self.begin_shutdown();
+                    if self.drain_deadline.is_none() {
+                        self.shutdown_asked = Some(Instant::now() + self.cfg.shutdown_timeout());
+                    }
                     return;
                 }
             }
@@ -1405,6 +1512,7 @@ impl Worker {
     /// Held polls are answered after the walk (answering unsubscribes them).
     fn fan_out(&mut self) {
         if self.pending.is_empty() {
+            self.resumed.clear();
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
@@ -1418,6 +1526,7 @@ impl Worker {
         // Held polls to answer: (connection, range of `pending` for its channel).
         let mut polls: Vec<(usize, usize, usize)> = Vec::new();
         let mut ws: Vec<Bytes> = Vec::new();
+        let mut env: Vec<Bytes> = Vec::new();
         let mut sse: Vec<Bytes> = Vec::new();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut ids: Vec<u64> = Vec::new();
@@ -1430,6 +1539,7 @@ impl Worker {
             }
             let batch = &pending[start..i];
             ws.clear();
+            env.clear();
             sse.clear();
             chunks.clear();
             ids.clear();
@@ -1437,6 +1547,21 @@ impl Worker {
             for &sub in self.channels.subscribers(chan) {
                 let conn = &mut self.conns[sub as usize];
                 let frames: &[Bytes] = match conn.phase {
+                    Phase::WsSub if conn.has(flag::ENVELOPE) => {
+                        if env.is_empty() {
+                            env.extend(batch.iter().map(|(_, m)| m.ws_envelope().clone()));
+                        }
+                        // A subscriber that resumed this turn has what is at or below its
+                        // cursor already.
+                        let from = match self.resumed.get(&(sub, conn.generation)) {
+                            Some(&c) => ids.partition_point(|&id| id <= c),
+                            None => 0,
+                        };
+                        if from == ids.len() {
+                            continue;
+                        }
+                        &env[from..]
+                    }
                     Phase::WsSub => {
                         if ws.is_empty() {
                             ws.extend(batch.iter().map(|(_, m)| m.ws_frame().clone()));
@@ -1484,6 +1609,7 @@ impl Worker {
                 }
             }
         }
+        self.resumed.clear();
         for (idx, start, end) in polls {
             self.wake_poll(idx, &pending[start..end]);
         }
@@ -1504,6 +1630,15 @@ impl Worker {
     }
 
     // ---- timers -----------------------------------------------------------------------------
+
+    /// The wheel tick by which `secs` whole seconds have surely passed: a timeout armed now
+    /// fires after more than `secs` and at most `secs + 1` seconds (the wheel's resolution).
+    /// `tick` is the current second plus one, so now lies anywhere in `[tick - 1, tick)`, and
+    /// tick `t` is processed once `t - 1` seconds have elapsed: `tick + secs + 1` is the first
+    /// tick that cannot come early.
+    fn after(&self, secs: u32) -> u32 {
+        self.tick.saturating_add(secs).saturating_add(1)
+    }
 
     /// Sets the connection's deadline to `at` and makes sure a wheel entry fires by then.
     fn set_deadline(&mut self, idx: usize, at: u32) {
@@ -1581,7 +1716,7 @@ impl Worker {
                     );
                 } else {
                     conn.set(flag::PING_OUT);
-                    let at = self.tick + self.cfg.ws_pong_timeout;
+                    let at = self.after(self.cfg.ws_pong_timeout);
                     self.set_deadline(idx, at);
                     if self
                         .send(idx, &[frame::frame(OP_PING, b"")], false)
@@ -1629,11 +1764,15 @@ impl Worker {
         }
     }
 
-    fn begin_shutdown(&mut self) {
+    /// Stops accepting and ends every client's session (this turn's fan-out has run): 1001 to
+    /// WebSockets, streams ended, held polls answered, idle HTTP connections closed. A request
+    /// in progress is read to its end and refused (503); a publish waiting for the broker is
+    /// answered. The worker exits once every connection is gone, or at `until`.
+    fn begin_shutdown(&mut self, until: Instant) {
         if self.drain_deadline.is_some() {
             return;
         }
-        self.drain_deadline = Some(Instant::now() + self.cfg.shutdown_timeout());
+        self.drain_deadline = Some(until);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
@@ -1649,7 +1788,10 @@ impl Worker {
                     )),
                 ),
                 Phase::Http => {
-                    if self.conns[idx].out.is_none() {
+                    let c = &self.conns[idx];
+                    if c.has(flag::IN_REQUEST) || c.has(flag::ACK_WAIT) || c.tail.is_some() {
+                        // Answered when complete (see `http_input`, `publish_acked`).
+                    } else if c.out.is_none() {
                         self.remove(idx);
                     } else {
                         self.begin_close(idx, None);

@@ -261,7 +261,7 @@ impl Worker {
             cors,
         }));
         conn.deadline = 0;
-        let at = self.tick + secs;
+        let at = self.after(secs);
         self.set_deadline(idx, at);
     }
 
@@ -595,11 +595,16 @@ impl Worker {
                 .error(400, &r.channel, "invalid channel")
                 .finish();
         }
+        // Bayeux 1.0 §5.1: a publish carries `data` (JSON `null` is data; no field is none).
+        let Some(data) = r.data.as_deref() else {
+            return Reply::to(r, false)
+                .error(400, &r.channel, "publish without data")
+                .finish();
+        };
         if bayeux::is_service(&r.channel) {
             // Not broadcast (`/service/echo` is answered in `bayeux_batch`).
             return Reply::to(r, true).finish();
         }
-        let data = r.data.as_deref().unwrap_or("null");
         let native = bayeux::native_name(&r.channel).to_string();
         match self.publish_message(&native, Bytes::copy_from_slice(data.as_bytes()), None) {
             Ok(_) | Err(PubError::Inbox(_)) => Reply::to(r, true).finish(),
@@ -608,6 +613,9 @@ impl Worker {
                 .finish(),
             Err(PubError::Broker(_)) => Reply::to(r, false)
                 .error(503, &r.channel, "broker unavailable")
+                .finish(),
+            Err(PubError::Draining) => Reply::to(r, false)
+                .error(503, &r.channel, "server shutting down")
                 .finish(),
         }
     }
@@ -798,7 +806,7 @@ impl Worker {
     /// (plus a second) of silence, after which it is closed: a client that keeps its session
     /// sends a connect well before.
     pub(super) fn bayeux_ws_arm(&mut self, idx: usize) {
-        let idle = self.tick + self.cfg.bayeux_max_interval + 1;
+        let idle = self.after(self.cfg.bayeux_max_interval + 1);
         let at = self
             .ws_state(idx)
             .and_then(|s| s.held.as_ref().map(|(_, until)| *until))
@@ -848,7 +856,7 @@ impl Worker {
             self.bayeux_ws_send(idx, &batch.out);
         }
         if let Some((held, secs)) = batch.hold {
-            let until = self.tick + secs;
+            let until = self.after(secs);
             if let Some(s) = self.ws_state(idx) {
                 s.held = Some((held, until));
             }

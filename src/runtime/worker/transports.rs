@@ -53,6 +53,20 @@ fn valid_header_list(v: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b' '))
 }
 
+/// The cursor a `/sub` request resumes from: `?cursor=`, `?last_event_id=` (the query wins)
+/// or the `Last-Event-ID` header; `Ok(None)` when it gives none (or an empty one).
+pub(super) fn request_cursor(head: &http::Head<'_>) -> Result<Option<u64>, &'static str> {
+    let raw = http::query_param(head.path, "cursor")
+        .or_else(|| http::query_param(head.path, "last_event_id"))
+        .map(str::as_bytes)
+        .or(head.last_event_id);
+    match raw.map(hub::parse_cursor) {
+        None => Ok(None),
+        Some(Ok(c)) => Ok(c),
+        Some(Err(_)) => Err("invalid cursor / Last-Event-ID: expected 1 to 20 decimal digits\n"),
+    }
+}
+
 /// What a `/sub` request asked for.
 struct SubRequest<'a> {
     format: Format,
@@ -238,17 +252,7 @@ impl Worker {
                 "invalid callback: JavaScript identifiers joined by '.', at most 64 bytes\n",
             );
         }
-        let raw_cursor = http::query_param(path, "cursor")
-            .or_else(|| http::query_param(path, "last_event_id"))
-            .map(str::as_bytes)
-            .or(head.last_event_id);
-        let cursor = match raw_cursor.map(hub::parse_cursor) {
-            None => None,
-            Some(Ok(c)) => c,
-            Some(Err(_)) => {
-                return Err("invalid cursor / Last-Event-ID: expected 1 to 20 decimal digits\n");
-            }
-        };
+        let cursor = request_cursor(head)?;
         let client = match head.client_id {
             Some(v) if matches!(format, Format::Text | Format::Json | Format::Jsonp) => {
                 if !valid_client_id(v) {
@@ -359,7 +363,7 @@ impl Worker {
             phase,
             SubState::new(since.cursor, req.origin, req.format),
         );
-        let at = self.tick + self.cfg.sse_heartbeat;
+        let at = self.after(self.cfg.sse_heartbeat);
         self.set_deadline(idx, at);
         if self.send(idx, &[Bytes::from(first)], false).is_err() {
             return self.remove(idx);
@@ -400,7 +404,7 @@ impl Worker {
         if self.over_backlog(idx) {
             return;
         }
-        let at = self.tick + self.cfg.sse_heartbeat;
+        let at = self.after(self.cfg.sse_heartbeat);
         self.set_deadline(idx, at);
     }
 
@@ -467,9 +471,7 @@ impl Worker {
             }));
         }
         conn.deadline = 0;
-        // The wheel turns on whole seconds: one more tick makes the hold last at least
-        // --poll-timeout (between N and N + 1 seconds), never less.
-        let at = self.tick + self.cfg.poll_timeout + 1;
+        let at = self.after(self.cfg.poll_timeout);
         self.set_deadline(idx, at);
     }
 
@@ -568,7 +570,7 @@ impl Worker {
             && conn.phase == Phase::Http
         {
             conn.deadline = 0;
-            let at = self.tick + self.cfg.keepalive_timeout;
+            let at = self.after(self.cfg.keepalive_timeout);
             self.set_deadline(idx, at);
         }
     }
