@@ -29,9 +29,9 @@ use crate::stats::WorkerStats;
 struct BrokerSink(std::sync::Weak<Shared>);
 
 impl broker::Sink for BrokerSink {
-    fn deliver(&self, channel: &str, payload: bytes::Bytes) {
+    fn deliver(&self, channel: &str, id: u64, payload: bytes::Bytes) {
         if let Some(s) = self.0.upgrade() {
-            s.deliver_from_broker(channel, payload);
+            s.deliver_from_broker(channel, id, payload);
         }
     }
 
@@ -187,6 +187,7 @@ impl Server {
                     linger: Duration::from_millis(cfg.broker_linger_ms),
                     max_message: cfg.max_body_bytes as usize,
                     max_queued_bytes: cfg.broker_max_queued_bytes,
+                    id_ttl_ms: u64::from(cfg.history_age) * 1000,
                 },
                 Box::new(BrokerSink(weak)),
             )?;

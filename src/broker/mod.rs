@@ -11,9 +11,12 @@
 //!   for `--broker-linger` (long-poll and EventSource clients come back between requests). Each
 //!   message it receives is handed to the [`Sink`], which enters it into the process exactly like a
 //!   local publish (one id, one `Arc<Message>` framed once, every worker's inbox).
-//! - the **publisher**: a local publish is not fanned out locally but sent as `PUBLISH`; it comes
+//! - the **publisher**: a local publish is not fanned out locally but sent to Redis; it comes
 //!   back through the subscriber like everyone else's, so a local subscriber gets it exactly
-//!   once. Publishes are pipelined from a bounded queue.
+//!   once. Publishes are pipelined from a bounded queue. Each is one call of a Lua script
+//!   ([`PUBLISH_SCRIPT`]) that takes the channel's next id from a counter in Redis and
+//!   publishes `ID:PAYLOAD`: a message has the same id in every process, so a client that
+//!   reconnects to another process resumes from its cursor there.
 //!
 //! Broker loss: clients stay connected. While the publisher is down, publishes are refused at
 //! once (HTTP 503, counter `broker_publish_refused`); publishes already handed to a connection
@@ -45,6 +48,35 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A connection with nothing received for this long (a PING goes out every second) is dead.
 const SILENCE: Duration = Duration::from_secs(3);
+
+/// Publishes with the channel's next id. KEYS[1]: the channel's id counter; ARGV: channel,
+/// payload, counter lifetime in ms (0: none). A new counter starts at Redis's clock in
+/// microseconds, so ids keep increasing when it expires or Redis restarts empty. The id is kept
+/// as Redis's decimal string (Lua numbers are doubles). Returns `{id, receivers}`.
+pub const PUBLISH_SCRIPT: &str = "\
+local id = redis.call('INCR', KEYS[1])
+if id == 1 then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2])))
+end
+local s = redis.call('GET', KEYS[1])
+if tonumber(ARGV[3]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return {s, redis.call('PUBLISH', ARGV[1], s .. ':' .. ARGV[2])}";
+
+/// Prefix of the id counter key of a channel.
+const ID_KEY: &str = "edgecomet:id:";
+
+/// Splits a message from Redis into its id and payload (`ID:PAYLOAD`, as [`PUBLISH_SCRIPT`]
+/// sends it). `None`: not an edgecomet message.
+pub fn split_id(msg: &[u8]) -> Option<(u64, usize)> {
+    let colon = msg.iter().take(21).position(|&b| b == b':')?;
+    let digits = &msg[..colon];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let id = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((id, colon + 1))
+}
 
 /// Prefix of the `PING` argument that marks a barrier ([`Broker::barrier`]).
 const BARRIER: &str = "edgecomet-barrier-";
@@ -148,6 +180,9 @@ pub struct BrokerConfig {
     pub max_message: usize,
     /// Payload bytes that may wait for the publisher connection; beyond, publishes are refused.
     pub max_queued_bytes: usize,
+    /// How long a channel's id counter lives in Redis after its last publish (ms; 0: for
+    /// ever): `--history-age`, as long as a process remembers a channel's ids.
+    pub id_ttl_ms: u64,
 }
 
 /// Counters of the broker, for `/stats` (`broker_*`).
@@ -169,6 +204,8 @@ pub struct BrokerStats {
     pub connected: AtomicU64,
     /// Messages from Redis a worker's full inbox refused (its live subscribers miss them).
     pub inbox_drops: AtomicU64,
+    /// Messages on Redis without an edgecomet id (published by something else): ignored.
+    pub foreign: AtomicU64,
 }
 
 impl BrokerStats {
@@ -183,6 +220,7 @@ impl BrokerStats {
             ("broker_subscriptions", g(&self.subscriptions)),
             ("broker_connected", g(&self.connected)),
             ("broker_inbox_drops", g(&self.inbox_drops)),
+            ("broker_foreign", g(&self.foreign)),
         ]
     }
 }
@@ -224,8 +262,9 @@ pub struct Broker {
 
 /// Where the subscriber thread puts what it receives.
 pub trait Sink: Send + Sync {
-    /// A message from Redis: enter it into the process (without waking anyone yet).
-    fn deliver(&self, channel: &str, payload: Bytes);
+    /// A message from Redis, with the id Redis gave it: enter it into the process (without
+    /// waking anyone yet).
+    fn deliver(&self, channel: &str, id: u64, payload: Bytes);
     /// The messages of one read from Redis are in: wake whoever they are for (once per read,
     /// not once per message).
     fn flush(&self);
@@ -641,6 +680,11 @@ impl Broker {
             Value::Bulk(Some(p)) => std::mem::take(p),
             _ => return false,
         };
+        let Some((id, skip)) = split_id(&payload) else {
+            // Published on Redis by something else than an edgecomet process: it has no id.
+            self.stats.foreign.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
         let Some(Ok(channel)) = items[at].bytes().map(std::str::from_utf8) else {
             return false;
         };
@@ -657,7 +701,7 @@ impl Broker {
             }
         }
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        sink.deliver(channel, Bytes::from(payload));
+        sink.deliver(channel, id, Bytes::from(payload).slice(skip..));
         true
     }
 
@@ -711,6 +755,27 @@ impl Broker {
         let mut scratch = vec![0u8; 16 * 1024];
         let mut waiting: Vec<Option<AckTo>> = Vec::with_capacity(1024);
         let mut ran = Ran::Failed;
+        // The script is loaded on every new connection (Redis may have restarted empty).
+        resp::command(&mut out, &[b"SCRIPT", b"LOAD", PUBLISH_SCRIPT.as_bytes()]);
+        if sock.write_all(&out).is_err() {
+            return ran;
+        }
+        let sha = loop {
+            match resp::parse(&buf, 1 << 20) {
+                Ok(Some((Value::Bulk(Some(sha)), used))) => {
+                    buf.drain(..used);
+                    break sha;
+                }
+                Ok(Some(_)) | Err(_) => return ran,
+                Ok(None) => {}
+            }
+            match sock.read(&mut scratch) {
+                Ok(0) | Err(_) => return ran,
+                Ok(k) => buf.extend_from_slice(&scratch[..k]),
+            }
+        };
+        let ttl = self.cfg.id_ttl_ms.to_string();
+        let mut key = String::new();
         // The batch in flight is lost (counted; its waiters told): the connection failed.
         let lose = |waiting: &mut Vec<Option<AckTo>>, got: usize, acks: &mut Acks| {
             let n = waiting.len().saturating_sub(got);
@@ -747,7 +812,21 @@ impl Broker {
                     let mut item = Some(first);
                     while let Some((ch, payload, ack)) = item.take() {
                         self.dequeued(&payload);
-                        resp::command(&mut out, &[b"PUBLISH", ch.as_bytes(), &payload]);
+                        key.clear();
+                        key.push_str(ID_KEY);
+                        key.push_str(&ch);
+                        resp::command(
+                            &mut out,
+                            &[
+                                b"EVALSHA",
+                                &sha,
+                                b"1",
+                                key.as_bytes(),
+                                ch.as_bytes(),
+                                &payload,
+                                ttl.as_bytes(),
+                            ],
+                        );
                         waiting.push(ack);
                         if waiting.len() < 1024 {
                             item = rx.try_recv().ok();
@@ -770,9 +849,14 @@ impl Broker {
                         buf.drain(..used);
                         if n > 0 {
                             let receivers = match v {
-                                Value::Int(r) => {
+                                Value::Array(Some(ref a))
+                                    if matches!(a.get(1), Some(Value::Int(_))) =>
+                                {
                                     self.stats.published.fetch_add(1, Ordering::Relaxed);
-                                    Some(r.max(0) as u64)
+                                    match a[1] {
+                                        Value::Int(r) => Some(r.max(0) as u64),
+                                        _ => None,
+                                    }
                                 }
                                 _ => {
                                     self.stats.publish_lost.fetch_add(1, Ordering::Relaxed);
@@ -884,6 +968,7 @@ mod tests {
             linger: Duration::ZERO,
             max_message: 1024,
             max_queued_bytes: 10,
+            id_ttl_ms: 0,
         });
         let ch: Arc<str> = Arc::from("c");
         assert_eq!(
@@ -937,11 +1022,11 @@ mod tests {
     struct Got(Mutex<Vec<(String, Vec<u8>)>>);
 
     impl Sink for Got {
-        fn deliver(&self, channel: &str, payload: Bytes) {
-            self.0
-                .lock()
-                .unwrap()
-                .push((channel.into(), payload.to_vec()));
+        fn deliver(&self, channel: &str, id: u64, payload: Bytes) {
+            let mut m = id.to_string().into_bytes();
+            m.push(b':');
+            m.extend_from_slice(&payload);
+            self.0.lock().unwrap().push((channel.into(), m));
         }
         fn flush(&self) {}
         fn ack(&self, _: AckTo, _: Option<u64>) {}
@@ -954,6 +1039,7 @@ mod tests {
             linger,
             max_message: 1024,
             max_queued_bytes: 1024,
+            id_ttl_ms: 0,
         })
         .0
     }
@@ -1008,21 +1094,45 @@ mod tests {
         }
         let got = Got::default();
         // The channel's own message wins; the patterns' copies are dropped.
-        assert!(b.on_push(push(&[b"message", b"x/1", b"m1"]), &actual, &got));
-        assert!(!b.on_push(push(&[b"pmessage", b"x/*", b"x/1", b"m1"]), &actual, &got));
-        assert!(!b.on_push(push(&[b"pmessage", b"*", b"x/1", b"m1"]), &actual, &got));
+        assert!(b.on_push(push(&[b"message", b"x/1", b"7:m1"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"pmessage", b"x/*", b"x/1", b"7:m1"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"pmessage", b"*", b"x/1", b"7:m1"]), &actual, &got));
         // No channel subscription: the first pattern in order ("*" < "x/*") delivers.
-        assert!(b.on_push(push(&[b"pmessage", b"*", b"x/2", b"m2"]), &actual, &got));
-        assert!(!b.on_push(push(&[b"pmessage", b"x/*", b"x/2", b"m2"]), &actual, &got));
-        // Confirmations and PING replies are not messages.
+        assert!(b.on_push(push(&[b"pmessage", b"*", b"x/2", b"8:m2"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"pmessage", b"x/*", b"x/2", b"8:m2"]), &actual, &got));
+        // Confirmations and PING replies are not messages; neither is a message without an id
+        // (published on Redis by something else), counted.
         assert!(!b.on_push(push(&[b"subscribe", b"x/1"]), &actual, &got));
+        assert!(!b.on_push(push(&[b"message", b"x/1", b"no id"]), &actual, &got));
+        assert_eq!(b.stats.foreign.load(Ordering::Relaxed), 1);
         assert_eq!(
             *got.0.lock().unwrap(),
             vec![
-                ("x/1".into(), b"m1".to_vec()),
-                ("x/2".into(), b"m2".to_vec())
+                ("x/1".into(), b"7:m1".to_vec()),
+                ("x/2".into(), b"8:m2".to_vec())
             ]
         );
         assert_eq!(b.stats.received.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn ids_are_split_from_payloads() {
+        assert_eq!(
+            split_id(b"1795000000000007:hello"),
+            Some((1795000000000007, 17))
+        );
+        assert_eq!(split_id(b"0:"), Some((0, 2)));
+        assert_eq!(split_id(b"12:a:b"), Some((12, 3)));
+        for bad in [
+            &b""[..],
+            b":x",
+            b"x:1",
+            b"12",
+            b"1 2:x",
+            b"99999999999999999999:x",
+            b"123456789012345678901:x",
+        ] {
+            assert_eq!(split_id(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 }

@@ -32,6 +32,10 @@ pub struct Message {
     pub payload: Bytes,
     /// Hub second of the publish (for `--history-age`).
     at: u32,
+    /// Messages of this channel this process never received just before this one (`--broker`:
+    /// ids come from Redis, and a hole means this process missed them). Every encoding with
+    /// ids reports it before the message.
+    pub gap_before: u64,
     ws: OnceLock<Bytes>,
     ws_env: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
@@ -46,6 +50,7 @@ impl Message {
             channel,
             payload,
             at,
+            gap_before: 0,
             ws: OnceLock::new(),
             ws_env: OnceLock::new(),
             sse: OnceLock::new(),
@@ -65,7 +70,14 @@ impl Message {
         self.ws_env.get_or_init(|| {
             let mut json = Vec::with_capacity(self.payload.len() + 40);
             self.json_element(&mut json);
-            frame::frame(OP_TEXT, &json)
+            let f = frame::frame(OP_TEXT, &json);
+            if self.gap_before == 0 {
+                return f;
+            }
+            let gap = format!("{{\"gap\":{}}}", Gap::Missed(self.gap_before).json());
+            let mut both = frame::frame(OP_TEXT, gap.as_bytes()).to_vec();
+            both.extend_from_slice(&f);
+            Bytes::from(both)
         })
     }
 
@@ -73,6 +85,10 @@ impl Message {
     pub fn sse_event(&self) -> &Bytes {
         self.sse.get_or_init(|| {
             let mut out = Vec::with_capacity(self.payload.len() + 40);
+            if self.gap_before > 0 {
+                let gap = Gap::Missed(self.gap_before).json();
+                let _ = write!(Wr(&mut out), "event: gap\ndata: {gap}\n\n");
+            }
             let _ = writeln!(Wr(&mut out), "id: {}", self.id);
             for line in sse_lines(&self.payload) {
                 out.extend_from_slice(b"data: ");
@@ -88,6 +104,10 @@ impl Message {
     pub fn stream_chunk(&self) -> &Bytes {
         self.chunk.get_or_init(|| {
             let mut line = Vec::with_capacity(self.payload.len() + 40);
+            if self.gap_before > 0 {
+                let gap = Gap::Missed(self.gap_before).json();
+                let _ = writeln!(Wr(&mut line), "{{\"gap\":{gap}}}");
+            }
             self.json_element(&mut line);
             line.push(b'\n');
             Bytes::from(chunked(&line))
@@ -239,6 +259,10 @@ pub struct HubStats {
     pub session_queued: AtomicU64,
     pub session_drops: AtomicU64,
     pub sessions_expired: AtomicU64,
+    /// `--broker`: messages delivered to this process twice by Redis (not delivered again).
+    pub stale: AtomicU64,
+    /// `--broker`: messages of a channel this process never received (holes in its ids).
+    pub missed_ids: AtomicU64,
 }
 
 impl HubStats {
@@ -252,6 +276,8 @@ impl HubStats {
             ("session_queued", l(&self.session_queued)),
             ("session_drops", l(&self.session_drops)),
             ("sessions_expired", l(&self.sessions_expired)),
+            ("stale_ids", l(&self.stale)),
+            ("missed_ids", l(&self.missed_ids)),
         ]
     }
 }
@@ -281,6 +307,9 @@ struct ChanState {
     base: u64,
     /// Next id to issue.
     next: u64,
+    /// No message yet (the state was made by a session or a subscriber): the first id given
+    /// from outside (`--broker`) is taken as the base, not as a hole.
+    fresh: bool,
     /// Hub second of the newest message (or of the state's creation).
     last_at: u32,
     history: VecDeque<Arc<Message>>,
@@ -375,14 +404,20 @@ impl Hub {
 
     /// The state of `channel`, created if it has none (within `--max-channels`). A new state's
     /// ids start at the current time in microseconds, or above every id issued so far.
-    fn state<'s>(&self, shard: &'s mut Shard, channel: &str) -> Result<&'s mut ChanState, Refused> {
+    fn state<'s>(
+        &self,
+        shard: &'s mut Shard,
+        channel: &str,
+        first_id: Option<u64>,
+    ) -> Result<&'s mut ChanState, Refused> {
         if !shard.contains_key(channel) {
             if self.stats.channel_states.load(Ordering::Relaxed) as usize
                 >= self.limits.max_channels
             {
                 return Err(Refused::Channels);
             }
-            let base = unix_micros().max(self.high_water.load(Ordering::Relaxed) + 1);
+            let base = first_id
+                .unwrap_or_else(|| unix_micros().max(self.high_water.load(Ordering::Relaxed) + 1));
             let name: Arc<str> = Arc::from(channel);
             shard.insert(
                 name.clone(),
@@ -390,6 +425,7 @@ impl Hub {
                     name,
                     base,
                     next: base,
+                    fresh: true,
                     last_at: self.now(),
                     history: VecDeque::new(),
                     sessions: HashMap::new(),
@@ -408,15 +444,59 @@ impl Hub {
         payload: Bytes,
         deliver: impl FnOnce(&Arc<Message>),
     ) -> Result<Arc<Message>, Refused> {
+        self.publish_at(channel, None, payload, deliver)
+            .map(|m| m.expect("an id issued here is never stale"))
+    }
+
+    /// [`Hub::publish`] with the id given (`--broker`: Redis numbers a channel's messages for
+    /// every process). `Ok(None)`: an id at or below one this process has, not delivered again
+    /// (counted in `stale`). An id beyond the next expected means this process missed the ones
+    /// between (it was not subscribed, or its Redis connection failed): they cannot be
+    /// resumed here, so the history restarts at this one, the sessions are told of the gap,
+    /// and the message carries it (`gap_before`) to its live subscribers (counted in
+    /// `missed_ids`).
+    pub fn publish_at(
+        &self,
+        channel: &str,
+        given: Option<u64>,
+        payload: Bytes,
+        deliver: impl FnOnce(&Arc<Message>),
+    ) -> Result<Option<Arc<Message>>, Refused> {
         let now = self.now();
         let mut shard = lock(self.shard(channel));
-        let st = self.state(&mut shard, channel)?;
+        let st = self.state(&mut shard, channel, given)?;
         let name = st.name.clone();
-        let id = st.next;
-        st.next += 1;
+        if st.fresh
+            && let Some(id) = given
+        {
+            st.base = id;
+            st.next = id;
+        }
+        st.fresh = false;
+        let id = given.unwrap_or(st.next);
+        let mut gap_before = 0;
+        if id < st.next {
+            inc(&self.stats.stale, 1);
+            return Ok(None);
+        }
+        if id > st.next {
+            gap_before = id - st.next;
+            inc(&self.stats.missed_ids, gap_before);
+            for old in st.history.drain(..) {
+                dec(&self.stats.history_messages, 1);
+                dec(&self.stats.history_bytes, old.payload.len() as u64);
+            }
+            st.base = id;
+            for s in st.sessions.values_mut() {
+                s.gap = s.gap.add(Gap::Missed(gap_before));
+            }
+        }
+        st.next = id + 1;
         st.last_at = now;
         self.high_water.fetch_max(id, Ordering::Relaxed);
-        let msg = Arc::new(Message::new(id, name, payload, now));
+        let mut msg = Message::new(id, name, payload, now);
+        msg.gap_before = gap_before;
+        let msg = Arc::new(msg);
         let len = msg.payload.len() as u64;
         if self.limits.history > 0 {
             st.history.push_back(msg.clone());
@@ -439,7 +519,7 @@ impl Hub {
             }
         }
         deliver(&msg);
-        Ok(msg)
+        Ok(Some(msg))
     }
 
     /// What `channel` has after `cursor` (see [`Since`]); `None` = no cursor: nothing, and the
@@ -480,7 +560,7 @@ impl Hub {
         {
             return Err(Refused::Sessions);
         }
-        let st = self.state(&mut shard, channel)?;
+        let st = self.state(&mut shard, channel, None)?;
         let since = match cursor {
             Some(c) => st.since(c),
             None => Since::default(),
@@ -801,6 +881,34 @@ mod tests {
             h.session_take("x", "c", usize::MAX).err(),
             Some(Refused::NoSession)
         );
+    }
+
+    #[test]
+    fn given_ids_are_taken_stale_ones_dropped_and_holes_reported() {
+        let h = hub(8);
+        let at = |id: u64, p: &'static str| {
+            h.publish_at("x", Some(id), Bytes::from_static(p.as_bytes()), |_| {})
+                .unwrap()
+        };
+        // A state a session made first takes the first given id as its base.
+        h.session_start("x", "c", None).unwrap();
+        assert_eq!(at(100, "a").unwrap().gap_before, 0);
+        assert_eq!(at(101, "b").unwrap().id, 101);
+        // Redis sent one twice: not again.
+        assert!(at(101, "b").is_none());
+        assert_eq!(h.stats.stale.load(Ordering::Relaxed), 1);
+        assert_eq!(h.since("x", Some(100)).msgs.len(), 1);
+        // 102..104 never came: the message says so in every encoding, the history restarts.
+        let m = at(105, "f").unwrap();
+        assert_eq!(m.gap_before, 3);
+        assert!(m.sse_event().starts_with(b"event: gap\ndata: {\"missed\":3}\n\n"));
+        assert_eq!(h.stats.missed_ids.load(Ordering::Relaxed), 3);
+        assert_eq!(h.since("x", Some(100)).gap, Gap::Unknown);
+        assert_eq!(payloads(&h.since("x", Some(104))), ["f"]);
+        // The session queue has a, b and f, and the gap of 3.
+        let s = h.session_take("x", "c", usize::MAX).unwrap();
+        assert_eq!(payloads(&s), ["a", "b", "f"]);
+        assert_eq!(s.gap, Gap::Missed(3));
     }
 
     #[test]

@@ -120,12 +120,12 @@ impl Shared {
         v
     }
 
-    /// A message from the broker: enters the process as a local publish does (an id, the
-    /// history, one `Arc<Message>` in every worker's inbox, Bayeux queues and wakes), from
+    /// A message from the broker: enters the process as a local publish does (with the id Redis
+    /// gave it: the same in every process; the history, one `Arc<Message>` in every worker's inbox, Bayeux queues and wakes), from
     /// outside any worker. Nobody is woken here: the broker wakes every worker once per batch
     /// it read (`broker::Sink::flush`). A full inbox drops it for that worker's live
     /// subscribers, counted in `broker_inbox_drops` (it is in the history).
-    pub fn deliver_from_broker(&self, channel: &str, payload: Bytes) {
+    pub fn deliver_from_broker(&self, channel: &str, id: u64, payload: Bytes) {
         if !crate::pubsub::valid_channel(channel, usize::MAX)
             || std::str::from_utf8(&payload).is_err()
         {
@@ -134,7 +134,7 @@ impl Shared {
         }
         let mut refused = 0;
         let mut woken = Vec::new();
-        let published = self.hub.publish(channel, payload, |msg| {
+        let published = self.hub.publish_at(channel, Some(id), payload, |msg| {
             for mb in &self.mailboxes {
                 if mb.post(Mail::Publish(msg.clone())).is_err() {
                     refused += 1;

@@ -501,7 +501,15 @@ impl Worker {
                 return;
             }
             let msgs: Vec<Arc<Message>> = batch[from..].iter().map(|(_, m)| m.clone()).collect();
-            self.answer_held(idx, &msgs, Gap::None);
+            // `--broker`: messages this process never received before these (see
+            // `Message::gap_before`).
+            let missed: u64 = msgs.iter().map(|m| m.gap_before).sum();
+            let gap = if missed > 0 {
+                Gap::Missed(missed)
+            } else {
+                Gap::None
+            };
+            self.answer_held(idx, &msgs, gap);
         }
     }
 
