@@ -530,7 +530,11 @@ fn a_message_has_the_same_id_everywhere_so_a_client_resumes_on_another_server() 
     let mut on_b = ws(b.local_addr(), "/sub/ids?envelope=1");
     assert!(subscribed(&a, 1) && subscribed(&b, 1));
     for i in 0..10 {
-        let via = if i % 2 == 0 { a.local_addr() } else { b.local_addr() };
+        let via = if i % 2 == 0 {
+            a.local_addr()
+        } else {
+            b.local_addr()
+        };
         let (st, body) = Publisher::new(via).publish("ids", format!("m{i}").as_bytes());
         assert_eq!(st, 202, "{body}");
     }

@@ -173,6 +173,9 @@ fn the_head_timeout_never_fires_early() {
     // at most 3 s (the wheel's resolution) plus scheduling.
     let srv = server(1, |c| c.head_timeout = 2);
     let addr = srv.local_addr();
+    // Start the requests in the middle of the server's one-second tick (its clock starts with
+    // it), where a deadline taken from the next tick came up to a second early.
+    std::thread::sleep(Duration::from_millis(600));
     let mut late = TcpStream::connect(addr).unwrap();
     let mut silent = TcpStream::connect(addr).unwrap();
     for s in [&late, &silent] {

@@ -901,7 +901,10 @@ mod tests {
         // 102..104 never came: the message says so in every encoding, the history restarts.
         let m = at(105, "f").unwrap();
         assert_eq!(m.gap_before, 3);
-        assert!(m.sse_event().starts_with(b"event: gap\ndata: {\"missed\":3}\n\n"));
+        assert!(
+            m.sse_event()
+                .starts_with(b"event: gap\ndata: {\"missed\":3}\n\n")
+        );
         assert_eq!(h.stats.missed_ids.load(Ordering::Relaxed), 3);
         assert_eq!(h.since("x", Some(100)).gap, Gap::Unknown);
         assert_eq!(payloads(&h.since("x", Some(104))), ["f"]);
