@@ -58,6 +58,12 @@ impl broker::Sink for BrokerSink {
         }
     }
 
+    fn relinked(&self) {
+        if let Some(s) = self.0.upgrade() {
+            s.hub.new_link_epoch();
+        }
+    }
+
     fn wake(&self, worker: u32) {
         if let Some(s) = self.0.upgrade()
             && let Some(mb) = s.mailboxes.get(worker as usize)

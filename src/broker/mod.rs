@@ -274,6 +274,9 @@ pub trait Sink: Send + Sync {
     fn ack(&self, to: AckTo, receivers: Option<u64>);
     /// Acknowledgements were given to `worker` ([`Sink::ack`]): wake it (once per batch).
     fn wake(&self, worker: u32);
+    /// The subscriber connection was (re)made: what comes next may follow a gap of unknown
+    /// size (messages published meanwhile, or a Redis that restarted and numbers anew).
+    fn relinked(&self) {}
 }
 
 /// Who waits for a publish's acknowledgement: a connection (slot, generation) of a worker.
@@ -491,6 +494,7 @@ impl Broker {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
         while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
+            sink.relinked();
             if self.subscribed(sock, sink) {
                 // It ran (and subscribed) before it failed: try again at once.
                 backoff = BACKOFF_MIN;

@@ -32,10 +32,10 @@ pub struct Message {
     pub payload: Bytes,
     /// Hub second of the publish (for `--history-age`).
     at: u32,
-    /// Messages of this channel this process never received just before this one (`--broker`:
+    /// What this process never received of this channel just before this message (`--broker`:
     /// ids come from Redis, and a hole means this process missed them). Every encoding with
     /// ids reports it before the message.
-    pub gap_before: u64,
+    pub gap_before: Gap,
     ws: OnceLock<Bytes>,
     ws_env: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
@@ -50,7 +50,7 @@ impl Message {
             channel,
             payload,
             at,
-            gap_before: 0,
+            gap_before: Gap::None,
             ws: OnceLock::new(),
             ws_env: OnceLock::new(),
             sse: OnceLock::new(),
@@ -71,10 +71,10 @@ impl Message {
             let mut json = Vec::with_capacity(self.payload.len() + 40);
             self.json_element(&mut json);
             let f = frame::frame(OP_TEXT, &json);
-            if self.gap_before == 0 {
+            if !self.gap_before.is_gap() {
                 return f;
             }
-            let gap = format!("{{\"gap\":{}}}", Gap::Missed(self.gap_before).json());
+            let gap = format!("{{\"gap\":{}}}", self.gap_before.json());
             let mut both = frame::frame(OP_TEXT, gap.as_bytes()).to_vec();
             both.extend_from_slice(&f);
             Bytes::from(both)
@@ -85,8 +85,8 @@ impl Message {
     pub fn sse_event(&self) -> &Bytes {
         self.sse.get_or_init(|| {
             let mut out = Vec::with_capacity(self.payload.len() + 40);
-            if self.gap_before > 0 {
-                let gap = Gap::Missed(self.gap_before).json();
+            if self.gap_before.is_gap() {
+                let gap = self.gap_before.json();
                 let _ = write!(Wr(&mut out), "event: gap\ndata: {gap}\n\n");
             }
             let _ = writeln!(Wr(&mut out), "id: {}", self.id);
@@ -104,8 +104,8 @@ impl Message {
     pub fn stream_chunk(&self) -> &Bytes {
         self.chunk.get_or_init(|| {
             let mut line = Vec::with_capacity(self.payload.len() + 40);
-            if self.gap_before > 0 {
-                let gap = Gap::Missed(self.gap_before).json();
+            if self.gap_before.is_gap() {
+                let gap = self.gap_before.json();
                 let _ = writeln!(Wr(&mut line), "{{\"gap\":{gap}}}");
             }
             self.json_element(&mut line);
@@ -191,7 +191,7 @@ impl Gap {
     }
 
     /// Combines two reports of one client.
-    fn add(self, o: Gap) -> Gap {
+    pub fn and(self, o: Gap) -> Gap {
         match (self, o) {
             (Gap::Unknown, _) | (_, Gap::Unknown) => Gap::Unknown,
             (Gap::Missed(a), Gap::Missed(b)) => Gap::Missed(a + b),
@@ -310,6 +310,9 @@ struct ChanState {
     /// No message yet (the state was made by a session or a subscriber): the first id given
     /// from outside (`--broker`) is taken as the base, not as a hole.
     fresh: bool,
+    /// [`Hub::link_epoch`] when this state last took a given id: a hole across a new epoch
+    /// (the link to Redis was remade: Redis may have restarted and renumbered) has no count.
+    epoch: u64,
     /// Hub second of the newest message (or of the state's creation).
     last_at: u32,
     history: VecDeque<Arc<Message>>,
@@ -360,6 +363,9 @@ pub struct Hub {
     hasher: RandomState,
     /// Highest id issued by this process (a new channel state starts above it).
     high_water: AtomicU64,
+    /// `--broker`: how many times the link to Redis has been (re)made. Ids before and after a
+    /// new link cannot be compared for a count (see `ChanState::epoch`).
+    link_epoch: AtomicU64,
     start: Instant,
     pub stats: HubStats,
 }
@@ -383,6 +389,7 @@ impl Hub {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             high_water: AtomicU64::new(0),
+            link_epoch: AtomicU64::new(0),
             start: Instant::now(),
             stats: HubStats::default(),
         }
@@ -390,6 +397,12 @@ impl Hub {
 
     pub fn limits(&self) -> &HubLimits {
         &self.limits
+    }
+
+    /// `--broker`: the subscriber's link to Redis was made again. A hole in a channel's ids
+    /// after it is reported without a count (Redis may have restarted and numbered anew).
+    pub fn new_link_epoch(&self) {
+        self.link_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Seconds since the hub started.
@@ -426,6 +439,7 @@ impl Hub {
                     base,
                     next: base,
                     fresh: true,
+                    epoch: self.link_epoch.load(Ordering::Relaxed),
                     last_at: self.now(),
                     history: VecDeque::new(),
                     sessions: HashMap::new(),
@@ -474,23 +488,29 @@ impl Hub {
         }
         st.fresh = false;
         let id = given.unwrap_or(st.next);
-        let mut gap_before = 0;
+        let epoch = self.link_epoch.load(Ordering::Relaxed);
+        let mut gap_before = Gap::None;
         if id < st.next {
             inc(&self.stats.stale, 1);
             return Ok(None);
         }
         if id > st.next {
-            gap_before = id - st.next;
-            inc(&self.stats.missed_ids, gap_before);
+            gap_before = if st.epoch == epoch {
+                inc(&self.stats.missed_ids, id - st.next);
+                Gap::Missed(id - st.next)
+            } else {
+                Gap::Unknown
+            };
             for old in st.history.drain(..) {
                 dec(&self.stats.history_messages, 1);
                 dec(&self.stats.history_bytes, old.payload.len() as u64);
             }
             st.base = id;
             for s in st.sessions.values_mut() {
-                s.gap = s.gap.add(Gap::Missed(gap_before));
+                s.gap = s.gap.and(gap_before);
             }
         }
+        st.epoch = epoch;
         st.next = id + 1;
         st.last_at = now;
         self.high_water.fetch_max(id, Ordering::Relaxed);
@@ -513,7 +533,7 @@ impl Hub {
             inc(&self.stats.session_queued, 1);
             if s.queue.len() > self.limits.session_queue {
                 s.queue.pop_front();
-                s.gap = s.gap.add(Gap::Missed(1));
+                s.gap = s.gap.and(Gap::Missed(1));
                 dec(&self.stats.session_queued, 1);
                 inc(&self.stats.session_drops, 1);
             }
@@ -569,7 +589,7 @@ impl Hub {
         let mut gap = since.gap;
         while queue.len() > self.limits.session_queue {
             queue.pop_front();
-            gap = gap.add(Gap::Missed(1));
+            gap = gap.and(Gap::Missed(1));
         }
         inc(&self.stats.session_queued, queue.len() as u64);
         let new = Session {
@@ -892,7 +912,7 @@ mod tests {
         };
         // A state a session made first takes the first given id as its base.
         h.session_start("x", "c", None).unwrap();
-        assert_eq!(at(100, "a").unwrap().gap_before, 0);
+        assert_eq!(at(100, "a").unwrap().gap_before, Gap::None);
         assert_eq!(at(101, "b").unwrap().id, 101);
         // Redis sent one twice: not again.
         assert!(at(101, "b").is_none());
@@ -900,7 +920,7 @@ mod tests {
         assert_eq!(h.since("x", Some(100)).msgs.len(), 1);
         // 102..104 never came: the message says so in every encoding, the history restarts.
         let m = at(105, "f").unwrap();
-        assert_eq!(m.gap_before, 3);
+        assert_eq!(m.gap_before, Gap::Missed(3));
         assert!(
             m.sse_event()
                 .starts_with(b"event: gap\ndata: {\"missed\":3}\n\n")
@@ -912,6 +932,15 @@ mod tests {
         let s = h.session_take("x", "c", usize::MAX).unwrap();
         assert_eq!(payloads(&s), ["a", "b", "f"]);
         assert_eq!(s.gap, Gap::Missed(3));
+        // After the link to Redis is remade a hole has no count (Redis may have renumbered).
+        h.new_link_epoch();
+        let m = at(2_000_000, "g").unwrap();
+        assert_eq!(m.gap_before, Gap::Unknown);
+        assert!(
+            m.sse_event()
+                .starts_with(b"event: gap\ndata: {\"missed\":null}\n\n")
+        );
+        assert_eq!(at(2_000_001, "h").unwrap().gap_before, Gap::None);
     }
 
     #[test]

@@ -503,12 +503,7 @@ impl Worker {
             let msgs: Vec<Arc<Message>> = batch[from..].iter().map(|(_, m)| m.clone()).collect();
             // `--broker`: messages this process never received before these (see
             // `Message::gap_before`).
-            let missed: u64 = msgs.iter().map(|m| m.gap_before).sum();
-            let gap = if missed > 0 {
-                Gap::Missed(missed)
-            } else {
-                Gap::None
-            };
+            let gap = msgs.iter().fold(Gap::None, |g, m| g.and(m.gap_before));
             self.answer_held(idx, &msgs, gap);
         }
     }
