@@ -10,11 +10,12 @@
 //!    [`ACCEPT_BATCH`]); for a connection, flush its queue if writable, then read until
 //!    `WouldBlock` or [`READ_BUDGET`] bytes, parsing HTTP or WebSocket from the per-worker scratch
 //!    buffer. Publishes are not delivered here: they are recorded as pending fan-out.
-//! 3. **mailbox** — publishes from other workers join the pending fan-out; shutdown starts.
+//! 3. **mailbox** — publishes from other workers join the pending fan-out; `Quiesce` is counted;
+//!    a `Shutdown` starts the drain once this turn's fan-out has delivered what came before it.
 //! 4. **fan-out drain** — pending messages grouped by channel; each subscriber gets one
 //!    `writev` of everything for it this turn, or an append to its queue if it is backlogged.
 //! 5. **timers** — wheel slots up to now: head and keep-alive timeouts, pings, pong and close
-//!    timeouts.
+//!    timeouts (armed with [`Worker::after`]: never early, at most a second late).
 //! 6. **flush** — wake each peer worker that was sent mail this turn (once), drop emptied
 //!    channels, retry accepts after a pause.
 //!
