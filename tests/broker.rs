@@ -503,22 +503,6 @@ fn a_publish_redis_does_not_answer_in_time_gets_504() {
         == 202));
 }
 
-/// Reads `n` enveloped WebSocket messages as (id, data); gap frames are returned apart.
-fn envelopes(w: &mut Ws, n: usize) -> (Vec<(u64, String)>, Vec<serde_json::Value>) {
-    let mut msgs = Vec::new();
-    let mut gaps = Vec::new();
-    while msgs.len() < n {
-        let v: serde_json::Value = serde_json::from_str(&recv_text(w)).unwrap();
-        if let Some(g) = v.get("gap") {
-            gaps.push(g.clone());
-            continue;
-        }
-        let id = v["id"].as_str().unwrap().parse().unwrap();
-        msgs.push((id, v["data"].as_str().unwrap().to_string()));
-    }
-    (msgs, gaps)
-}
-
 #[test]
 fn a_message_has_the_same_id_everywhere_so_a_client_resumes_on_another_server() {
     // Ids come from Redis: a cursor from one server is good on the other (a client whose
@@ -538,8 +522,8 @@ fn a_message_has_the_same_id_everywhere_so_a_client_resumes_on_another_server() 
         let (st, body) = Publisher::new(via).publish("ids", format!("m{i}").as_bytes());
         assert_eq!(st, 202, "{body}");
     }
-    let (got_a, gaps_a) = envelopes(&mut on_a, 10);
-    let (got_b, gaps_b) = envelopes(&mut on_b, 10);
+    let (got_a, gaps_a) = ws_envelopes(&mut on_a, 10);
+    let (got_b, gaps_b) = ws_envelopes(&mut on_b, 10);
     assert!(gaps_a.is_empty() && gaps_b.is_empty());
     assert_eq!(got_a, got_b, "the same ids in both processes");
     assert!(got_a.windows(2).all(|w| w[1].0 == w[0].0 + 1), "{got_a:?}");
@@ -548,7 +532,7 @@ fn a_message_has_the_same_id_everywhere_so_a_client_resumes_on_another_server() 
         b.local_addr(),
         &format!("/sub/ids?envelope=1&cursor={}", got_a[3].0),
     );
-    let (rest, gaps) = envelopes(&mut resumed, 6);
+    let (rest, gaps) = ws_envelopes(&mut resumed, 6);
     assert!(gaps.is_empty(), "{gaps:?}");
     assert_eq!(rest, got_a[4..]);
     assert_eq!(hub(&b, "stale_ids"), 0);

@@ -823,22 +823,6 @@ fn shutdown_answers_held_polls_and_ends_streams() {
 
 // ---- WebSocket with an envelope: ids and resume -------------------------------------------------
 
-/// Reads `n` enveloped messages (`{"id":..,"data":..}`) and any gap frame before them.
-fn ws_envelopes(w: &mut Ws, n: usize) -> (Vec<(u64, String)>, Vec<Value>) {
-    let mut msgs = Vec::new();
-    let mut gaps = Vec::new();
-    while msgs.len() < n {
-        let v: Value = serde_json::from_str(&recv_text(w)).unwrap();
-        if let Some(g) = v.get("gap") {
-            gaps.push(g.clone());
-            continue;
-        }
-        let id = v["id"].as_str().unwrap().parse().unwrap();
-        msgs.push((id, v["data"].as_str().unwrap().to_string()));
-    }
-    (msgs, gaps)
-}
-
 #[test]
 fn websocket_envelope_carries_ids_and_resumes_from_a_cursor() {
     let srv = server(1, |c| c.history = 3);

@@ -241,3 +241,20 @@ pub fn frames(mut data: &[u8]) -> Vec<(u8, Vec<u8>)> {
     }
     out
 }
+
+/// Reads `n` messages of an enveloped WebSocket subscriber (`?envelope=1`) as (id, data); gap
+/// frames (`{"gap":{..}}`) met on the way are returned apart.
+pub fn ws_envelopes(w: &mut Ws, n: usize) -> (Vec<(u64, String)>, Vec<serde_json::Value>) {
+    let mut msgs = Vec::new();
+    let mut gaps = Vec::new();
+    while msgs.len() < n {
+        let v: serde_json::Value = serde_json::from_str(&recv_text(w)).unwrap();
+        if let Some(g) = v.get("gap") {
+            gaps.push(g.clone());
+            continue;
+        }
+        let id = v["id"].as_str().unwrap().parse().unwrap();
+        msgs.push((id, v["data"].as_str().unwrap().to_string()));
+    }
+    (msgs, gaps)
+}
