@@ -194,6 +194,7 @@ impl Server {
                     max_message: cfg.max_body_bytes as usize,
                     max_queued_bytes: cfg.broker_max_queued_bytes,
                     id_ttl_ms: u64::from(cfg.history_age) * 1000,
+                    reply_timeout: Duration::from_secs(u64::from(cfg.broker_ack_timeout) + 1),
                 },
                 Box::new(BrokerSink(weak)),
             )?;

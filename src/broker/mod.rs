@@ -183,6 +183,9 @@ pub struct BrokerConfig {
     /// How long a channel's id counter lives in Redis after its last publish (ms; 0: for
     /// ever): `--history-age`, as long as a process remembers a channel's ids.
     pub id_ttl_ms: u64,
+    /// How long the publisher waits for Redis's replies before it takes the connection for
+    /// dead (`--broker-ack-timeout` + 1 s; at least 2 s).
+    pub reply_timeout: Duration,
 }
 
 /// Counters of the broker, for `/stats` (`broker_*`).
@@ -751,7 +754,13 @@ impl Broker {
         sink: &dyn Sink,
         acks: &mut Acks,
     ) -> Ran {
-        if sock.set_read_timeout(Some(Duration::from_secs(2))).is_err() {
+        // Replies may take as long as a publish may wait for them: a Redis that stalls (a slow
+        // command, CLIENT PAUSE) gets its publishes answered 504 at --broker-ack-timeout by
+        // the workers, not the connection dropped and them lost (503) after a fixed time.
+        if sock
+            .set_read_timeout(Some(self.cfg.reply_timeout.max(Duration::from_secs(2))))
+            .is_err()
+        {
             return Ran::Failed;
         }
         let mut out = Vec::with_capacity(64 * 1024);
@@ -973,6 +982,7 @@ mod tests {
             max_message: 1024,
             max_queued_bytes: 10,
             id_ttl_ms: 0,
+            reply_timeout: Duration::ZERO,
         });
         let ch: Arc<str> = Arc::from("c");
         assert_eq!(
@@ -1044,6 +1054,7 @@ mod tests {
             max_message: 1024,
             max_queued_bytes: 1024,
             id_ttl_ms: 0,
+            reply_timeout: Duration::ZERO,
         })
         .0
     }
