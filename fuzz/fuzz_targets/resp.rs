@@ -54,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
                 let args: Vec<&[u8]> = items.iter().filter_map(Value::bytes).collect();
                 let mut out = Vec::new();
                 resp::command(&mut out, &args);
-                assert_eq!(resp::parse(&out, limit).unwrap().unwrap(), (v.clone(), out.len()));
+                assert_eq!(
+                    resp::parse(&out, limit).unwrap().unwrap(),
+                    (v.clone(), out.len())
+                );
             }
         }
         Ok(None) => {
