@@ -5,5 +5,6 @@
 pub mod conn;
 pub mod mailbox;
 pub mod outq;
+pub mod shared;
 pub mod timer;
 pub mod worker;

@@ -1,0 +1,150 @@
+//! What the workers of one process share: their inboxes and statistics, the hub (ids, history,
+//! sessions), the Bayeux store, the broker link, the shutdown state — and the one path by which
+//! a message enters the process ([`Shared::enter`]), for a local publish and a broker message
+//! alike.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use bytes::Bytes;
+
+use crate::broker::Broker;
+use crate::pubsub::bayeux::{Clients, Waiter};
+use crate::pubsub::hub::{Hub, Message, Refused};
+use crate::runtime::mailbox::{Mail, Mailbox};
+use crate::stats::{self, WorkerStats};
+
+/// State shared by all workers of one server.
+#[derive(Debug)]
+pub struct Shared {
+    pub mailboxes: Vec<Mailbox>,
+    pub stats: Vec<Arc<WorkerStats>>,
+    /// Open connections over all workers (checked against `--max-connections` at accept).
+    pub conns: AtomicUsize,
+    /// Message ids, history and long-poll sessions of every channel.
+    pub hub: Hub,
+    /// Bayeux clients: subscriptions, queues, held connects.
+    pub bayeux: Clients,
+    /// The Redis link (`--broker`), set once at start.
+    pub broker: OnceLock<Arc<Broker>>,
+    /// Under the launcher (`--processes`): the sums over all its processes, as the launcher last
+    /// sent them (`"processes"` in `/stats`).
+    pub processes: Mutex<Option<String>>,
+    /// A shutdown has begun: no publish is accepted any more (503, counted in
+    /// `refused_draining`); see `Server::begin_shutdown`.
+    pub draining: AtomicBool,
+    /// Workers that have confirmed `draining` (`Mail::Quiesce`).
+    pub quiesced: AtomicUsize,
+}
+
+impl Shared {
+    /// The `/stats` document.
+    pub fn stats_json(&self) -> String {
+        let workers: Vec<&WorkerStats> = self.stats.iter().map(|s| &**s).collect();
+        let processes = self.processes.lock().unwrap_or_else(|e| e.into_inner());
+        stats::render_json(&workers, &self.extra_stats(), processes.as_deref())
+    }
+
+    /// This process's totals as one line for the launcher ([`stats::render_line`]).
+    pub fn stats_line(&self) -> String {
+        let workers: Vec<&WorkerStats> = self.stats.iter().map(|s| &**s).collect();
+        stats::render_line(&workers, &self.extra_stats())
+    }
+
+    /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients.
+    pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
+        let mut v = self.hub.stats.snapshot();
+        v.extend(self.bayeux.stats.snapshot());
+        if let Some(b) = self.broker.get() {
+            v.extend(b.stats.snapshot());
+        }
+        v
+    }
+
+    /// A message enters the process — the one path for a local publish and a message from the
+    /// broker. Under the channel's lock (hub shard): the hub gives it its id (`given`: the id
+    /// Redis gave it with `--broker`; a repeat is `Ok(None)`, see [`Hub::publish_at`]) and
+    /// records it (history, `Client-Id` sessions); `here` is called (the publishing worker
+    /// records its own subscribers' fan-out); it is posted to every other worker's inbox
+    /// (`from`: the publishing worker, which gets no mail; `posted(i)` is told which inboxes took
+    /// it, to wake them once per turn); and it is queued for every matching Bayeux client.
+    /// Posting under the lock is what makes every worker see one channel's messages in id order.
+    /// Lock order: hub shard, then the Bayeux store; never the other way.
+    pub fn enter(
+        &self,
+        channel: &str,
+        given: Option<u64>,
+        payload: Bytes,
+        from: Option<usize>,
+        here: impl FnOnce(&Arc<Message>),
+        mut posted: impl FnMut(usize),
+    ) -> Result<Option<Entered>, Refused> {
+        let mut refused = 0;
+        let mut woken = Vec::new();
+        let msg = self.hub.publish_at(channel, given, payload, |msg| {
+            here(msg);
+            for (i, mb) in self.mailboxes.iter().enumerate() {
+                if Some(i) == from {
+                    continue;
+                }
+                if mb.post(Mail::Publish(msg.clone())).is_ok() {
+                    posted(i);
+                } else {
+                    refused += 1;
+                }
+            }
+            woken = self.bayeux.deliver(&msg.channel, || msg.bayeux().clone());
+        })?;
+        Ok(msg.map(|msg| Entered {
+            msg,
+            refused,
+            woken,
+        }))
+    }
+
+    /// A message from the broker enters the process ([`Shared::enter`], with the id Redis gave
+    /// it: the same in every process), from outside any worker. Nobody is woken here: the
+    /// broker wakes every worker once per batch it read (`broker::Sink::flush`). A full inbox
+    /// drops it for that worker's live subscribers, counted in `broker_inbox_drops` (it is in
+    /// the history).
+    pub fn deliver_from_broker(&self, channel: &str, id: u64, payload: Bytes) {
+        if !crate::pubsub::valid_channel(channel, usize::MAX)
+            || std::str::from_utf8(&payload).is_err()
+        {
+            // Not something an edgecomet process publishes: left alone.
+            return;
+        }
+        let refused = match self.enter(channel, Some(id), payload, None, |_| {}, |_| {}) {
+            Ok(None) => 0,
+            Ok(Some(e)) => {
+                for w in e.woken {
+                    if let Some(mb) = self.mailboxes.get(w.worker as usize) {
+                        // A full inbox: the held connect ends at its timeout, with what is
+                        // queued.
+                        let _ = mb.post(Mail::BayeuxWake {
+                            idx: w.idx,
+                            generation: w.generation,
+                        });
+                    }
+                }
+                e.refused
+            }
+            Err(_) => self.mailboxes.len() as u64,
+        };
+        if refused > 0
+            && let Some(b) = self.broker.get()
+        {
+            b.stats.inbox_drops.fetch_add(refused, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A message that entered the process ([`Shared::enter`]).
+#[derive(Debug)]
+pub struct Entered {
+    pub msg: Arc<Message>,
+    /// Inboxes that were full: those workers' live subscribers miss it (it is in the history).
+    pub refused: u64,
+    /// Held Bayeux connects that now have something to deliver.
+    pub woken: Vec<Waiter>,
+}

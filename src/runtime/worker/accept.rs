@@ -1,0 +1,114 @@
+//! Accepting connections: at the end of each turn, up to [`ACCEPT_BATCH`] per turn from the
+//! worker's listener; `--max-connections` checked over the whole process; EMFILE and friends
+//! pause accepting for `--accept-pause-ms` instead of spinning (counted in `accept_errors`).
+
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
+
+use super::{WAKER, Worker, token};
+use crate::runtime::conn::Conn;
+use crate::stats::WorkerStats;
+
+/// Accepts per turn before yielding to established connections.
+pub(super) const ACCEPT_BATCH: usize = 256;
+
+/// Sent to a connection refused for `--max-connections`.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: edgecomet\r\n\
+    Content-Type: text/plain\r\nContent-Length: 28\r\nConnection: close\r\n\r\n\
+    connection limit reached\r\n\r\n";
+
+impl Worker {
+    pub(super) fn accept(&mut self) {
+        if let Some(until) = self.accept_paused_until {
+            if Instant::now() < until {
+                return;
+            }
+            self.accept_paused_until = None;
+        }
+        let Some(listener) = self.listener.take() else {
+            self.accept_more = false;
+            return;
+        };
+        self.accept_batch(&listener);
+        self.listener = Some(listener);
+    }
+
+    pub(super) fn accept_batch(&mut self, listener: &TcpListener) {
+        for _ in 0..ACCEPT_BATCH {
+            match listener.accept() {
+                Ok((sock, _)) => self.admit(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    return;
+                }
+                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unexpected: retrying now
+                    // would spin, so pause accepting; queued connections wait in the backlog.
+                    WorkerStats::add(&self.stats.accept_errors, 1);
+                    let now = Instant::now();
+                    if self
+                        .last_accept_log
+                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+                    {
+                        eprintln!(
+                            "edgecomet: worker {}: accept failed: {e}; pausing accepts for {} ms \
+                             (logged at most every 10 s; see accept_errors in /stats)",
+                            self.id, self.cfg.accept_pause_ms
+                        );
+                        self.last_accept_log = Some(now);
+                    }
+                    self.accept_paused_until = Some(now + self.cfg.accept_pause());
+                    return;
+                }
+            }
+        }
+        // Batch used up: continue next turn.
+    }
+
+    pub(super) fn admit(&mut self, sock: mio::net::TcpStream) {
+        let mut sock = TcpStream::from(sock);
+        let open = self.shared.conns.fetch_add(1, Ordering::Relaxed);
+        if open >= self.cfg.max_connections {
+            self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+            WorkerStats::add(&self.stats.refused, 1);
+            // Best effort: the client learns why before the close.
+            let _ = sock.write(REFUSED);
+            return;
+        }
+        // Latency over batching: frames go out when written (coalescing is done by writev).
+        let _ = sock.set_nodelay(true);
+        let generation = self.next_generation;
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
+        let entry = self.conns.vacant_entry();
+        let idx = entry.key();
+        if idx >= WAKER.0 {
+            // Cannot happen below ~4 billion connections; refuse rather than alias a token.
+            self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let conn = Conn::new(sock, generation);
+        if let Err(e) = self.poll.registry().register(
+            &mut SourceFd(&conn.sock.as_raw_fd()),
+            token(idx, generation),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            eprintln!("edgecomet: worker {}: register failed: {e}", self.id);
+            self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        entry.insert(conn);
+        WorkerStats::add(&self.stats.accepted, 1);
+        WorkerStats::add(&self.stats.conns_http, 1);
+        let at = self.after(self.cfg.head_timeout);
+        self.set_deadline(idx, at);
+    }
+}

@@ -1,0 +1,363 @@
+//! Connection I/O: readiness events, reading into the worker's scratch buffer (keeping only the
+//! unparsed rest per connection), handing bytes to the connection's phase, writing (straight to
+//! the socket, queueing only what the kernel did not take), the slow-consumer bound, and
+//! closing (orderly, with a last frame, or at once).
+
+use std::io::{self, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use mio::Token;
+
+use super::{READ_BUDGET, SCRATCH, SMALL_TAIL, Worker, split_token};
+use crate::proto::ws::frame::{self, close_code};
+use crate::runtime::conn::{Conn, NO_CHANNEL, Phase, flag};
+use crate::runtime::outq::{self, OutQueue};
+use crate::stats::WorkerStats;
+
+/// Why a connection must go away at once (no further bytes to it).
+#[derive(Debug)]
+pub(super) struct Dead;
+
+impl Worker {
+    pub(super) fn conn_event(&mut self, t: Token, ev: &mio::event::Event) {
+        let (idx, generation) = split_token(t);
+        if !self.is_live(idx, generation) {
+            return; // stale event for a previous occupant
+        }
+        if ev.is_writable() && self.on_writable(idx).is_err() {
+            self.remove(idx);
+            return;
+        }
+        // Edge-triggered: without a readable edge there is nothing new to read (a write-space
+        // wake-up alone must not cost a read(2) that returns EAGAIN).
+        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+            self.on_readable(idx);
+        }
+    }
+
+    /// Whether slot `idx` still holds the connection that had `generation`.
+    pub(super) fn is_live(&self, idx: usize, generation: u32) -> bool {
+        self.conns
+            .get(idx)
+            .is_some_and(|c| c.generation == generation)
+    }
+
+    pub(super) fn retry_reads(&mut self) {
+        if self.retry.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut self.retry);
+        for (idx, generation) in list {
+            let idx = idx as usize;
+            if self.is_live(idx, generation) {
+                self.on_readable(idx);
+            }
+        }
+    }
+
+    pub(super) fn on_writable(&mut self, idx: usize) -> Result<(), Dead> {
+        let conn = &mut self.conns[idx];
+        let Some(q) = conn.out.as_mut() else {
+            return Ok(());
+        };
+        let before = q.bytes();
+        let res = q.flush(&mut conn.sock);
+        let after = q.bytes();
+        WorkerStats::sub(&self.stats.bytes_queued, (before - after) as u64);
+        WorkerStats::add(&self.stats.bytes_out, (before - after) as u64);
+        if res.is_err() {
+            return Err(Dead);
+        }
+        if after == 0 {
+            conn.out = None;
+            self.after_drained(idx);
+        }
+        Ok(())
+    }
+
+    /// Everything queued has gone: a closing connection now shuts its write side.
+    pub(super) fn after_drained(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        if conn.phase == Phase::Closing && !conn.has(flag::WRITE_SHUT) {
+            conn.set(flag::WRITE_SHUT);
+            let _ = conn.sock.shutdown(Shutdown::Write);
+        }
+    }
+
+    pub(super) fn on_readable(&mut self, idx: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let mut budget = READ_BUDGET;
+        while let Some(conn) = self.conns.get_mut(idx) {
+            if conn.has(flag::ACK_WAIT) {
+                // Read again once the publish is answered (`resume`): meanwhile the kernel's
+                // buffers hold what the client sends, bounded by TCP's window.
+                break;
+            }
+            // Assemble [leftover | new bytes] in the scratch buffer, or in the leftover itself
+            // when it is large (a request body in progress).
+            let big_tail = conn.tail.as_ref().is_some_and(|t| t.len() > SMALL_TAIL);
+            let result = if big_tail {
+                let tail = conn.tail.as_mut().expect("checked above");
+                let old = tail.len();
+                tail.resize(old + SCRATCH, 0);
+                let r = read_some(&mut conn.sock, &mut tail[old..]);
+                tail.truncate(old + *r.as_ref().unwrap_or(&0));
+                r.map(|n| (n, old + n))
+            } else {
+                let start = conn.tail.as_ref().map_or(0, |t| t.len());
+                if let Some(t) = conn.tail.as_ref() {
+                    scratch[..start].copy_from_slice(t);
+                }
+                read_some(&mut conn.sock, &mut scratch[start..start + SCRATCH])
+                    .map(|n| (n, start + n))
+            };
+            match result {
+                Ok((0, _)) => {
+                    // Peer closed (or half-closed: we never serve a half-closed client).
+                    self.remove(idx);
+                    break;
+                }
+                Ok((n, total)) => {
+                    budget = budget.saturating_sub(n);
+                    let consumed = if big_tail {
+                        let mut tail = self.conns[idx].tail.take().expect("big tail present");
+                        let c = self.process(idx, &mut tail[..total]);
+                        if let Some(conn) = self.conns.get_mut(idx) {
+                            tail.drain(..c.min(total));
+                            if !tail.is_empty() {
+                                conn.tail = Some(tail);
+                            }
+                        }
+                        None
+                    } else {
+                        Some(self.process(idx, &mut scratch[..total]))
+                    };
+                    if let (Some(c), Some(conn)) = (consumed, self.conns.get_mut(idx)) {
+                        keep_leftover(conn, &scratch[c.min(total)..total]);
+                    }
+                    if !self.conns.contains(idx) {
+                        break;
+                    }
+                    if budget == 0 {
+                        let g = self.conns[idx].generation;
+                        self.retry.push((idx as u32, g));
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.remove(idx);
+                    break;
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Handles `buf` (leftover + new bytes) for connection `idx`; returns bytes consumed.
+    /// The connection may be gone afterwards.
+    pub(super) fn process(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+        let mut pos = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(idx) else {
+                return buf.len();
+            };
+            match conn.phase {
+                // Discarded: until the peer closes, or (streams) nothing is expected.
+                Phase::Closing | Phase::Sse | Phase::Stream => return buf.len(),
+                Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => {
+                    return pos + self.ws_input(idx, &mut buf[pos..]);
+                }
+                Phase::Poll | Phase::BayeuxPoll => {
+                    if pos == buf.len() {
+                        return pos;
+                    }
+                    // A request pipelined behind a held poll: finish the poll now, then serve
+                    // the request (responses leave in request order).
+                    if conn.phase == Phase::Poll {
+                        self.poll_interrupted(idx);
+                    } else {
+                        self.bayeux_end_hold(idx, None);
+                    }
+                }
+                Phase::Http => {
+                    // Nothing more is served until the waiting publish is answered.
+                    if pos == buf.len() || conn.has(flag::ACK_WAIT) {
+                        return pos;
+                    }
+                    match self.http_input(idx, &buf[pos..]) {
+                        Some(used) => pos += used,
+                        None => return pos, // need more bytes
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends `bufs` in order: straight to the socket when nothing is queued, else behind the
+    /// queue. `data` marks droppable data messages, subject to `--max-queued-bytes`; control
+    /// frames and HTTP responses are never dropped.
+    pub(super) fn send(&mut self, idx: usize, bufs: &[Bytes], data: bool) -> Result<(), Dead> {
+        let conn = &mut self.conns[idx];
+        send_on(conn, bufs, data, &self.stats)
+    }
+
+    /// Starts an orderly close: `last` (a close frame) is queued, the subscription ends, and
+    /// once everything queued has gone the write side is shut down.
+    pub(super) fn begin_close(&mut self, idx: usize, last: Option<Bytes>) {
+        self.release_poll(idx);
+        self.bayeux_release(idx);
+        self.unsubscribe(idx);
+        let conn = &mut self.conns[idx];
+        if conn.phase == Phase::Closing {
+            return;
+        }
+        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
+        if matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs) {
+            conn.set(flag::WAS_WS);
+        }
+        conn.phase = Phase::Closing;
+        conn.ext = None;
+        WorkerStats::add(&self.stats.conns_closing, 1);
+        if let Some(frame) = last
+            && self.send(idx, &[frame], false).is_err()
+        {
+            return self.remove(idx);
+        }
+        if self.conns[idx].out.is_none() {
+            self.after_drained(idx);
+        }
+        let at = self.after(self.cfg.close_timeout);
+        self.conns[idx].deadline = 0;
+        self.set_deadline(idx, at);
+    }
+
+    /// Slow consumer: unsent data is dropped (counted); a WebSocket client gets 1008, an event
+    /// stream just ends (the client resumes from the history with its last id).
+    pub(super) fn slow_consumer(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        if let Some(q) = conn.out.as_mut() {
+            let (msgs, bytes) = q.drop_unsent_data();
+            WorkerStats::add(&self.stats.drops, msgs);
+            WorkerStats::sub(&self.stats.bytes_queued, bytes as u64);
+        }
+        WorkerStats::add(&self.stats.slow_consumers, 1);
+        let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
+            .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
+        self.begin_close(idx, last);
+    }
+
+    /// Bounds what a client that does not read can make us queue (pipelined requests, echoes,
+    /// pongs): past `--max-queued-bytes` it is treated as a slow consumer. A WebSocket client
+    /// gets 1008 after its unsent data is dropped; an HTTP client is disconnected. Returns
+    /// whether the connection was closed or is closing.
+    pub(super) fn over_backlog(&mut self, idx: usize) -> bool {
+        let Some(conn) = self.conns.get(idx) else {
+            return true;
+        };
+        if conn.queued() <= self.cfg.max_queued_bytes {
+            return false;
+        }
+        match conn.phase {
+            Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs | Phase::Sse | Phase::Stream => {
+                self.slow_consumer(idx)
+            }
+            Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll => {
+                WorkerStats::add(&self.stats.slow_consumers, 1);
+                self.remove(idx);
+            }
+        }
+        true
+    }
+
+    pub(super) fn unsubscribe(&mut self, idx: usize) {
+        let conn = &mut self.conns[idx];
+        if conn.chan == NO_CHANNEL {
+            return;
+        }
+        let (chan, pos) = (conn.chan, conn.chan_pos);
+        conn.chan = NO_CHANNEL;
+        if let Some(moved) = self.channels.unsubscribe(chan, pos)
+            && let Some(m) = self.conns.get_mut(moved as usize)
+        {
+            m.chan_pos = pos;
+        }
+    }
+
+    /// Drops a connection now.
+    pub(super) fn remove(&mut self, idx: usize) {
+        if !self.conns.contains(idx) {
+            return;
+        }
+        self.release_poll(idx);
+        self.bayeux_release(idx);
+        self.unsubscribe(idx);
+        let conn = self.conns.remove(idx);
+        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
+        WorkerStats::sub(&self.stats.bytes_queued, conn.queued() as u64);
+        self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+        // Dropping the socket closes it, which also removes it from the epoll set.
+    }
+}
+
+/// Reads once, retrying on EINTR.
+fn read_some(sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match sock.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Keeps `rest` as the connection's leftover: the existing box is reused, a new one is made only
+/// when needed, and it is freed when nothing is left.
+fn keep_leftover(conn: &mut Conn, rest: &[u8]) {
+    if rest.is_empty() {
+        conn.tail = None;
+        return;
+    }
+    let t = conn.tail.get_or_insert_with(Default::default);
+    t.clear();
+    t.extend_from_slice(rest);
+    if t.capacity() > 4 * SMALL_TAIL && t.len() <= SMALL_TAIL {
+        t.shrink_to_fit();
+    }
+}
+
+/// [`Worker::send`] on a connection borrowed directly (the fan-out loop holds the channel table).
+/// Slow-consumer limits are the caller's business: this only writes and queues.
+pub(super) fn send_on(
+    conn: &mut Conn,
+    bufs: &[Bytes],
+    data: bool,
+    stats: &WorkerStats,
+) -> Result<(), Dead> {
+    let total: usize = bufs.iter().map(Bytes::len).sum();
+    if let Some(q) = conn.out.as_mut() {
+        // Backlogged (the last write hit WouldBlock): keep order, append behind what waits;
+        // the writable event will flush it all in one writev.
+        for b in bufs {
+            q.push(b.clone(), data);
+        }
+        WorkerStats::add(&stats.bytes_queued, total as u64);
+        return Ok(());
+    }
+    let written = outq::write_direct(&mut conn.sock, bufs).map_err(|_| Dead)?;
+    WorkerStats::add(&stats.bytes_out, written as u64);
+    if written < total {
+        let mut q = Box::<OutQueue>::default();
+        outq::queue_rest(&mut q, bufs, written, data);
+        // Write until WouldBlock (edge-triggered readiness only reports a change after it),
+        // which also covers more than MAX_IOV buffers.
+        let more = q.flush(&mut conn.sock).map_err(|_| Dead)?;
+        WorkerStats::add(&stats.bytes_out, more as u64);
+        if !q.is_empty() {
+            WorkerStats::add(&stats.bytes_queued, q.bytes() as u64);
+            conn.out = Some(q);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! The mailbox and the fan-out: mail from peers and the broker (publishes, Bayeux wakes,
+//! publish acknowledgements, quiesce, shutdown), then this turn's messages delivered per
+//! channel in id order, each subscriber getting everything for it in one `writev` in its
+//! transport's encoding (the encodings are built once per message, for everyone).
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::TryRecvError;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::Worker;
+use super::conn_io::send_on;
+use crate::runtime::conn::{Phase, Proto, flag};
+use crate::runtime::mailbox::Mail;
+use crate::runtime::outq;
+use crate::stats::WorkerStats;
+
+impl Worker {
+    pub(super) fn drain_mailbox(&mut self) {
+        loop {
+            match self.inbox.try_recv() {
+                Ok(Mail::Publish(msg)) => {
+                    if let Some(chan) = self.channels.lookup(&msg.channel) {
+                        self.pending.push((chan, msg));
+                    }
+                }
+                Ok(Mail::BayeuxWake { idx, generation }) => {
+                    self.bayeux_wakes.push((idx, generation));
+                }
+                Ok(Mail::PublishAck {
+                    idx,
+                    generation,
+                    receivers,
+                }) => {
+                    // Gone, or answered at its timeout already: nobody waits any more.
+                    if self.is_live(idx as usize, generation)
+                        && self.conns[idx as usize].has(flag::ACK_WAIT)
+                    {
+                        self.publish_acked(idx as usize, receivers, false);
+                    }
+                }
+                Ok(Mail::Quiesce) => {
+                    // Every publish this worker accepted is in its peers' inboxes already (a
+                    // publish posts them before it is answered); later ones see `draining`.
+                    self.shared.quiesced.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok(Mail::Shutdown { until }) => self.shutdown_asked = Some(until),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // The server handle is gone; shut down.
+                    if self.drain_deadline.is_none() {
+                        self.shutdown_asked = Some(Instant::now() + self.cfg.shutdown_timeout());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Delivers this turn's messages: per channel, each subscriber gets everything for it in
+    /// one `writev` (or one queue append when it is backlogged), in its transport's encoding.
+    /// Held polls are answered after the walk (answering unsubscribes them).
+    pub(super) fn fan_out(&mut self) {
+        if self.pending.is_empty() {
+            self.resumed.clear();
+            return;
+        }
+        let mut pending = std::mem::take(&mut self.pending);
+        // Per channel in id order. Arrival order is not enough: a local publish (id 5) is
+        // pending before the mailbox is drained, while a peer's earlier one (id 4, posted
+        // before our publish took the channel lock) is drained after it. Both are here in the
+        // same turn — the lock orders the post before our publish — so sorting suffices.
+        pending.sort_unstable_by_key(|(chan, m)| (*chan, m.id));
+        let mut slow: Vec<usize> = Vec::new();
+        let mut dead: Vec<usize> = Vec::new();
+        // Held polls to answer: (connection, range of `pending` for its channel).
+        let mut polls: Vec<(usize, usize, usize)> = Vec::new();
+        let mut ws: Vec<Bytes> = Vec::new();
+        let mut env: Vec<Bytes> = Vec::new();
+        let mut sse: Vec<Bytes> = Vec::new();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let mut ids: Vec<u64> = Vec::new();
+        let mut i = 0;
+        while i < pending.len() {
+            let chan = pending[i].0;
+            let start = i;
+            while i < pending.len() && pending[i].0 == chan {
+                i += 1;
+            }
+            let batch = &pending[start..i];
+            ws.clear();
+            env.clear();
+            sse.clear();
+            chunks.clear();
+            ids.clear();
+            ids.extend(batch.iter().map(|(_, m)| m.id));
+            for &sub in self.channels.subscribers(chan) {
+                let conn = &mut self.conns[sub as usize];
+                let frames: &[Bytes] = match conn.phase {
+                    Phase::WsSub if conn.has(flag::ENVELOPE) => {
+                        if env.is_empty() {
+                            env.extend(batch.iter().map(|(_, m)| m.ws_envelope().clone()));
+                        }
+                        // A subscriber that resumed this turn has what is at or below its
+                        // cursor already.
+                        let from = match self.resumed.get(&(sub, conn.generation)) {
+                            Some(&c) => ids.partition_point(|&id| id <= c),
+                            None => 0,
+                        };
+                        if from == ids.len() {
+                            continue;
+                        }
+                        &env[from..]
+                    }
+                    Phase::WsSub => {
+                        if ws.is_empty() {
+                            ws.extend(batch.iter().map(|(_, m)| m.ws_frame().clone()));
+                        }
+                        &ws
+                    }
+                    Phase::Sse | Phase::Stream => {
+                        let mut st = conn.sub();
+                        // Skip what the subscriber already has (sent from the history when it
+                        // subscribed while these were in flight).
+                        let from = ids.partition_point(|&id| id <= st.cursor());
+                        if from == ids.len() {
+                            continue;
+                        }
+                        st.set_cursor(ids[ids.len() - 1]);
+                        conn.proto = Proto::Sub(st);
+                        let v = if conn.phase == Phase::Sse {
+                            if sse.is_empty() {
+                                sse.extend(batch.iter().map(|(_, m)| m.sse_event().clone()));
+                            }
+                            &sse
+                        } else {
+                            if chunks.is_empty() {
+                                chunks.extend(batch.iter().map(|(_, m)| m.stream_chunk().clone()));
+                            }
+                            &chunks
+                        };
+                        &v[from..]
+                    }
+                    Phase::Poll => {
+                        polls.push((sub as usize, start, i));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                WorkerStats::add(&self.stats.messages_out, frames.len() as u64);
+                for group in frames.chunks(outq::MAX_IOV) {
+                    if send_on(conn, group, true, &self.stats).is_err() {
+                        dead.push(sub as usize);
+                        break;
+                    }
+                }
+                if conn.queued() > self.cfg.max_queued_bytes {
+                    slow.push(sub as usize);
+                }
+            }
+        }
+        self.resumed.clear();
+        for (idx, start, end) in polls {
+            self.wake_poll(idx, &pending[start..end]);
+        }
+        pending.clear();
+        self.pending = pending;
+        for idx in slow {
+            if self
+                .conns
+                .get(idx)
+                .is_some_and(|c| matches!(c.phase, Phase::WsSub | Phase::Sse | Phase::Stream))
+            {
+                self.slow_consumer(idx);
+            }
+        }
+        for idx in dead {
+            self.remove(idx);
+        }
+    }
+}

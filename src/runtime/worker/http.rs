@@ -1,0 +1,212 @@
+//! HTTP requests on the worker: one request at a time from the bytes read (head, then a
+//! `Content-Length` or chunked body, within the head and body limits and `--head-timeout`),
+//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish or
+//! `/stats`; the error answers.
+
+use bytes::Bytes;
+
+use super::Worker;
+use crate::proto::http::{self, HttpError, Method, Parse};
+use crate::runtime::conn::{Phase, flag};
+use crate::stats::WorkerStats;
+
+impl Worker {
+    /// Handles at most one request from `buf`. Returns the bytes it used, or `None` if the
+    /// request is not complete yet (nothing used).
+    pub(super) fn http_input(&mut self, idx: usize, buf: &[u8]) -> Option<usize> {
+        let conn = &mut self.conns[idx];
+        if !conn.has(flag::IN_REQUEST) {
+            conn.set(flag::IN_REQUEST);
+            let at = self.after(self.cfg.head_timeout);
+            self.set_deadline(idx, at);
+        }
+        let conn = &mut self.conns[idx];
+        if conn.has(flag::HEAD_DONE) && buf.len() < conn.http_mark as usize {
+            return None;
+        }
+        let scanned = if conn.has(flag::HEAD_DONE) {
+            0
+        } else {
+            conn.http_mark as usize
+        };
+        let head = match http::parse_head(buf, scanned, self.head_limits) {
+            Parse::Partial => {
+                conn.http_mark = buf.len() as u32;
+                return None;
+            }
+            Parse::Error(e) => {
+                self.http_refuse(idx, e);
+                return Some(buf.len());
+            }
+            Parse::Complete(h) => h,
+        };
+        if head.content_length > u64::from(self.cfg.max_body_bytes) {
+            self.http_refuse(idx, HttpError::BodyTooLarge);
+            return Some(buf.len());
+        }
+        // A chunked body is decoded into a copy once it is complete; until then the head is
+        // parsed again with each arrival (bounded by --max-body-bytes and --head-timeout).
+        let mut decoded: Option<Vec<u8>> = None;
+        let need = if head.chunked {
+            match http::chunked_body(&buf[head.head_len..], self.cfg.max_body_bytes as usize) {
+                Err(e) => {
+                    self.http_refuse(idx, e);
+                    return Some(buf.len());
+                }
+                Ok(None) => {
+                    conn.set(flag::HEAD_DONE);
+                    conn.http_mark = (buf.len() + 1) as u32;
+                    return None;
+                }
+                Ok(Some((used, body))) => {
+                    decoded = Some(body);
+                    head.head_len + used
+                }
+            }
+        } else {
+            head.head_len + head.content_length as usize
+        };
+        if buf.len() < need {
+            conn.set(flag::HEAD_DONE);
+            conn.http_mark = need as u32;
+            return None;
+        }
+        conn.clear(flag::HEAD_DONE | flag::IN_REQUEST);
+        conn.http_mark = 0;
+        WorkerStats::add(&self.stats.http_requests, 1);
+        if self.drain_deadline.is_some() {
+            // Shutting down: nothing new is taken on (a publish is not accepted).
+            WorkerStats::add(&self.stats.refused_draining, 1);
+            self.respond_error(
+                idx,
+                503,
+                "Service Unavailable",
+                "Retry-After: 1\r\n",
+                "the server is shutting down: request not served (a publish was not \
+                 published)\n",
+                false,
+            );
+            return Some(need);
+        }
+        let body = decoded.as_deref().unwrap_or(&buf[head.head_len..need]);
+        self.route(idx, &head, body);
+        let at = self.after(self.cfg.keepalive_timeout);
+        if let Some(conn) = self.conns.get_mut(idx)
+            && conn.phase == Phase::Http
+            && !conn.has(flag::ACK_WAIT)
+        {
+            conn.deadline = 0;
+            self.set_deadline(idx, at);
+        }
+        Some(need)
+    }
+
+    pub(super) fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
+        let path = head.path.split('?').next().unwrap_or("");
+        let bayeux = &self.cfg.bayeux_path;
+        // CometD clients append the message type: /cometd/handshake, /cometd/connect, /cometd/.
+        if path == bayeux
+            || path
+                .strip_prefix(bayeux.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
+            self.bayeux_http(idx, head, body);
+        } else if path == "/echo" {
+            if self.check_origin(idx, head).is_some() {
+                self.upgrade(idx, head, None);
+            }
+        } else if let Some(channel) = path.strip_prefix("/sub/") {
+            self.route_sub(idx, head, body, channel);
+        } else if let Some(channel) = path.strip_prefix("/pub/") {
+            let Some(origin) = self.check_origin(idx, head) else {
+                return;
+            };
+            if head.method_raw == "OPTIONS" {
+                return self.preflight(idx, head, origin);
+            }
+            if head.method() != Method::Post {
+                return self.respond_error(
+                    idx,
+                    405,
+                    "Method Not Allowed",
+                    "Allow: POST\r\n",
+                    "use POST to publish\n",
+                    head.keep_alive(),
+                );
+            }
+            self.publish(idx, channel, body, head.keep_alive(), origin);
+        } else if path == "/stats" {
+            if head.method() != Method::Get {
+                return self.respond_error(
+                    idx,
+                    405,
+                    "Method Not Allowed",
+                    "Allow: GET\r\n",
+                    "use GET\n",
+                    head.keep_alive(),
+                );
+            }
+            let json = self.shared.stats_json();
+            let resp = http::response(
+                200,
+                "OK",
+                "application/json",
+                "",
+                json.as_bytes(),
+                head.keep_alive(),
+            );
+            self.respond(idx, resp, head.keep_alive());
+        } else {
+            self.respond_error(idx, 404, "Not Found", "", "not found\n", head.keep_alive());
+        }
+    }
+
+    pub(super) fn bad_request(&mut self, idx: usize, body: &str, keep_alive: bool) {
+        self.respond_error(idx, 400, "Bad Request", "", body, keep_alive);
+    }
+
+    pub(super) fn respond_error(
+        &mut self,
+        idx: usize,
+        status: u16,
+        reason: &str,
+        extra: &str,
+        body: &str,
+        keep_alive: bool,
+    ) {
+        WorkerStats::add(&self.stats.http_errors, 1);
+        let resp = http::response(
+            status,
+            reason,
+            "text/plain; charset=utf-8",
+            extra,
+            body.as_bytes(),
+            keep_alive,
+        );
+        self.respond(idx, resp, keep_alive);
+    }
+
+    pub(super) fn http_refuse(&mut self, idx: usize, e: HttpError) {
+        WorkerStats::add(&self.stats.http_errors, 1);
+        match e {
+            HttpError::HeadTooLarge | HttpError::TooManyHeaders | HttpError::UriTooLong => {
+                WorkerStats::add(&self.stats.head_too_large, 1)
+            }
+            HttpError::BodyTooLarge => WorkerStats::add(&self.stats.body_too_large, 1),
+            _ => {}
+        }
+        self.respond(idx, http::error_response(e), false);
+    }
+
+    pub(super) fn respond(&mut self, idx: usize, resp: Vec<u8>, keep_alive: bool) {
+        if self.send(idx, &[Bytes::from(resp)], false).is_err() {
+            return self.remove(idx);
+        }
+        if self.over_backlog(idx) {
+            return;
+        }
+        if !keep_alive {
+            self.begin_close(idx, None);
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! WebSocket on the worker: the upgrade of `/sub/{channel}` (with `?envelope=1` and a resume
+//! cursor) and `/echo`, liveness (pings after `--ws-ping-interval` of silence), and what clients
+//! send: frames through the sans-IO reader, echoes, pongs, close, messages from subscribers
+//! (`--client-publish`), Bayeux arrays handed to the Bayeux glue.
+
+use bytes::Bytes;
+
+use super::Worker;
+use super::publish::PubError;
+use super::transports;
+use crate::proto::http;
+use crate::proto::ws::frame::{self, OP_BINARY, OP_PONG, OP_TEXT, close_code};
+use crate::proto::ws::handshake;
+use crate::proto::ws::reader::{Event, Fail};
+use crate::pubsub;
+use crate::runtime::conn::{Ext, Phase, Proto, flag};
+use crate::stats::WorkerStats;
+
+impl Worker {
+    pub(super) fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
+        // `?envelope=1`: messages as {"id":..,"data":..}, and a cursor resumes (raw frames
+        // carry no id, so a cursor without the envelope could never be used).
+        let mut envelope = false;
+        let mut cursor = None;
+        if let Some(ch) = channel {
+            if !pubsub::valid_channel(ch, self.cfg.max_channel_len) {
+                return self.bad_request(idx, "invalid channel name\n", false);
+            }
+            envelope = match http::query_param(head.path, "envelope") {
+                None | Some("0") => false,
+                Some("1") => true,
+                Some(_) => return self.bad_request(idx, "envelope must be 0 or 1\n", false),
+            };
+            cursor = match transports::request_cursor(head) {
+                Ok(c) => c,
+                Err(why) => return self.bad_request(idx, why, false),
+            };
+            if cursor.is_some() && !envelope {
+                return self.bad_request(
+                    idx,
+                    "a cursor / Last-Event-ID needs ?envelope=1 (raw frames carry no id)\n",
+                    false,
+                );
+            }
+            if !self.channels.admits(ch) {
+                WorkerStats::add(&self.stats.channel_limit, 1);
+                return self.respond_error(
+                    idx,
+                    503,
+                    "Service Unavailable",
+                    "",
+                    "channel limit reached\n",
+                    false,
+                );
+            }
+        }
+        let Some(resp) = self.accept_upgrade(idx, head) else {
+            return;
+        };
+        let conn = &mut self.conns[idx];
+        conn.phase = match channel {
+            Some(_) => Phase::WsSub,
+            None => Phase::WsEcho,
+        };
+        conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
+        let mut first = vec![Bytes::from(resp)];
+        if let Some(ch) = channel {
+            WorkerStats::add(&self.stats.conns_ws_sub, 1);
+            match self.channels.subscribe(ch, idx as u32) {
+                Ok((chan, pos)) => {
+                    conn.chan = chan;
+                    conn.chan_pos = pos;
+                }
+                Err(_) => unreachable!("admits() was checked just above in the same turn"),
+            }
+            if envelope {
+                conn.set(flag::ENVELOPE);
+            }
+            if cursor.is_some() {
+                let since = self.shared.hub.since(ch, cursor);
+                if since.gap.is_gap() {
+                    WorkerStats::add(&self.stats.gaps_reported, 1);
+                    let gap = format!("{{\"gap\":{}}}", since.gap.json());
+                    first.push(frame::frame(OP_TEXT, gap.as_bytes()));
+                }
+                WorkerStats::add(&self.stats.messages_out, since.msgs.len() as u64);
+                first.extend(since.msgs.iter().map(|m| m.ws_envelope().clone()));
+                // Messages at or below the cursor may still be on their way to this worker
+                // (in its inbox or this turn's pending): this turn's fan-out skips them.
+                let generation = self.conns[idx].generation;
+                self.resumed.insert((idx as u32, generation), since.cursor);
+            }
+        } else {
+            WorkerStats::add(&self.stats.conns_ws_echo, 1);
+        }
+        self.ws_activity(idx);
+        if self.send(idx, &first[..1], false).is_err() {
+            return self.remove(idx);
+        }
+        if first.len() > 1 {
+            if self.send(idx, &first[1..], true).is_err() {
+                return self.remove(idx);
+            }
+            self.over_backlog(idx);
+        }
+    }
+
+    /// Checks an upgrade request: the `101` answer to send (the connection leaves the HTTP
+    /// gauge), or `None` when it was refused (answered and closing).
+    pub(super) fn accept_upgrade(&mut self, idx: usize, head: &http::Head<'_>) -> Option<Vec<u8>> {
+        match handshake::accept(head) {
+            Ok(r) => {
+                WorkerStats::sub(&self.stats.conns_http, 1);
+                Some(r)
+            }
+            Err(e) => {
+                WorkerStats::add(&self.stats.http_errors, 1);
+                self.respond(idx, e.response(), false);
+                None
+            }
+        }
+    }
+
+    /// Any input from a WebSocket client proves it alive: push the ping back.
+    pub(super) fn ws_activity(&mut self, idx: usize) {
+        if self.conns[idx].phase == Phase::BayeuxWs {
+            // The Bayeux connect cycle is its liveness check (see `bayeux_ws_arm`).
+            return self.bayeux_ws_arm(idx);
+        }
+        let conn = &mut self.conns[idx];
+        conn.clear(flag::PING_OUT);
+        if self.cfg.ws_ping_interval == 0 {
+            conn.deadline = 0;
+        } else {
+            let at = self.after(self.cfg.ws_ping_interval);
+            self.set_deadline(idx, at);
+        }
+    }
+
+    pub(super) fn ws_input(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+        self.ws_activity(idx);
+        let max = self.cfg.max_message_bytes;
+        let stats = &*self.stats;
+        let client_publish = self.cfg.client_publish;
+        let conn = &mut self.conns[idx];
+        let echo = conn.phase == Phase::WsEcho;
+        let bayeux = conn.phase == Phase::BayeuxWs;
+        // Echo, Bayeux and (with --client-publish) subscribers assemble what the client sends.
+        let keep = echo || bayeux || client_publish;
+        // Replies are collected first and sent after the reader returns (control frames are
+        // tiny; an echoed message is one buffer). The flag marks data (droppable) frames.
+        let mut replies: Vec<(Bytes, bool)> = Vec::new();
+        let mut close: Option<Bytes> = None;
+        // Complete text messages of a subscriber, to publish once the reader returns.
+        let mut to_publish: Vec<Vec<u8>> = Vec::new();
+        // Complete Bayeux messages (JSON arrays), processed once the reader returns.
+        let mut bayeux_in: Vec<Vec<u8>> = Vec::new();
+        let ext = &mut conn.ext;
+        let Proto::Ws(reader) = &mut conn.proto else {
+            return buf.len();
+        };
+        let res = reader.feed(buf, max, |ev| match ev {
+            Event::Data { chunk, .. } => {
+                if keep {
+                    match ext
+                        .get_or_insert_with(|| Box::new(Ext::Msg(Vec::new())))
+                        .as_mut()
+                    {
+                        Ext::Msg(m) => m.extend_from_slice(chunk),
+                        Ext::BayeuxWs(s) => s.msg.extend_from_slice(chunk),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End { text } => {
+                WorkerStats::add(&stats.ws_messages_in, 1);
+                let payload = if bayeux {
+                    match ext.as_deref_mut() {
+                        Some(Ext::BayeuxWs(s)) => std::mem::take(&mut s.msg),
+                        _ => Vec::new(),
+                    }
+                } else {
+                    match ext.take().map(|b| *b) {
+                        Some(Ext::Msg(m)) => m,
+                        _ => Vec::new(),
+                    }
+                };
+                if bayeux {
+                    if !text {
+                        close.get_or_insert_with(|| {
+                            frame::close_frame(
+                                close_code::UNSUPPORTED,
+                                "Bayeux messages are JSON in text frames",
+                            )
+                        });
+                    } else if close.is_none() {
+                        bayeux_in.push(payload);
+                    }
+                } else if echo {
+                    let op = if text { OP_TEXT } else { OP_BINARY };
+                    replies.push((frame::frame(op, &payload), true));
+                } else if close.is_none() {
+                    // A subscriber speaks: a message from the client.
+                    if !text {
+                        close = Some(frame::close_frame(
+                            close_code::UNSUPPORTED,
+                            "binary messages are not accepted",
+                        ));
+                    } else if !client_publish {
+                        WorkerStats::add(&stats.client_publish_refused, 1);
+                        close = Some(frame::close_frame(
+                            close_code::POLICY,
+                            "client publish disabled",
+                        ));
+                    } else {
+                        to_publish.push(payload);
+                    }
+                }
+            }
+            Event::Ping(p) => replies.push((frame::frame(OP_PONG, p), false)),
+            Event::Pong(_) => {}
+            Event::Close { code, .. } => {
+                close = Some(match code {
+                    Some(c) => frame::close_frame(c, ""),
+                    None => frame::frame(frame::OP_CLOSE, &[]),
+                });
+            }
+        });
+        let consumed = match res {
+            Ok(n) => n,
+            Err(Fail { code, reason }) => {
+                let counter = if code == close_code::TOO_BIG {
+                    &self.stats.ws_too_big
+                } else {
+                    &self.stats.ws_protocol_errors
+                };
+                WorkerStats::add(counter, 1);
+                close = Some(frame::close_frame(code, reason));
+                buf.len()
+            }
+        };
+        for (reply, data) in replies {
+            if self.send(idx, &[reply], data).is_err() {
+                self.remove(idx);
+                return buf.len();
+            }
+        }
+        for payload in bayeux_in {
+            if close.is_some() {
+                break;
+            }
+            close = self.bayeux_ws_message(idx, payload);
+            if !self.conns.contains(idx) {
+                return buf.len();
+            }
+            if self.conns[idx].phase != Phase::BayeuxWs {
+                // Closed as a slow consumer while answering: the rest is not processed.
+                return buf.len();
+            }
+        }
+        if !to_publish.is_empty() {
+            let chan = self.conns[idx].chan;
+            if let Some(name) = self.channels.name(chan).cloned() {
+                for payload in to_publish {
+                    // Text frames are UTF-8 (checked by the reader).
+                    match self.publish_message(&name, Bytes::from(payload), None) {
+                        Ok(_) => WorkerStats::add(&self.stats.client_messages, 1),
+                        Err(PubError::Inbox(_)) => WorkerStats::add(&self.stats.client_messages, 1),
+                        Err(PubError::Channels) => {
+                            WorkerStats::add(&self.stats.channel_limit, 1);
+                            close = Some(frame::close_frame(
+                                close_code::TRY_AGAIN_LATER,
+                                "channel limit reached",
+                            ));
+                            break;
+                        }
+                        Err(PubError::Broker(_)) => {
+                            // Counted (broker_publish_refused); the client is told rather
+                            // than losing what it sends silently.
+                            close = Some(frame::close_frame(
+                                close_code::TRY_AGAIN_LATER,
+                                "broker unavailable",
+                            ));
+                            break;
+                        }
+                        Err(PubError::Draining) => {
+                            // Counted (refused_draining): not published, and the client is
+                            // told so by the close.
+                            close = Some(frame::close_frame(
+                                close_code::GOING_AWAY,
+                                "server shutting down",
+                            ));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if self.over_backlog(idx) {
+            return buf.len();
+        }
+        if let Some(c) = close {
+            self.begin_close(idx, Some(c));
+            return buf.len();
+        }
+        consumed
+    }
+}
