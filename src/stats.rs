@@ -115,22 +115,6 @@ counters! {
 }
 
 impl WorkerStats {
-    /// The connection gauge of `phase`.
-    pub fn phase_gauge(&self, phase: crate::runtime::conn::Phase) -> &AtomicU64 {
-        use crate::runtime::conn::Phase;
-        match phase {
-            Phase::Http => &self.conns_http,
-            Phase::WsSub => &self.conns_ws_sub,
-            Phase::WsEcho => &self.conns_ws_echo,
-            Phase::Sse => &self.conns_sse,
-            Phase::Stream => &self.conns_stream,
-            Phase::Poll => &self.conns_poll,
-            Phase::BayeuxPoll => &self.conns_bayeux_poll,
-            Phase::BayeuxWs => &self.conns_bayeux_ws,
-            Phase::Closing => &self.conns_closing,
-        }
-    }
-
     /// Adds `n` to a counter this worker owns.
     #[inline]
     pub fn add(c: &AtomicU64, n: u64) {

@@ -26,19 +26,22 @@
 //! are not seen by it (Redis pub/sub keeps nothing): its clients resume from the process's own
 //! history only for what it received.
 
+pub mod interest;
+mod publisher;
 pub mod resp;
 
-use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use interest::Key;
+use interest::{Interests, Subscribed, covers};
 use resp::Value;
 
 /// Publishes queued for the publisher connection before further ones are refused.
@@ -80,70 +83,6 @@ pub fn split_id(msg: &[u8]) -> Option<(u64, usize)> {
 
 /// Prefix of the `PING` argument that marks a barrier ([`Broker::barrier`]).
 const BARRIER: &str = "edgecomet-barrier-";
-
-/// What the process wants from Redis: a channel, or a pattern (`a/*`: every channel under `a/`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Key {
-    Channel(Box<str>),
-    Pattern(Box<str>),
-}
-
-impl Key {
-    /// The key of a Bayeux subscription: `/a/b` is the channel `a/b`; `/a/*` and `/a/**` are the
-    /// pattern `a/*` (a Redis glob `*` crosses `/`, so it covers both; the Bayeux index picks the
-    /// clients that match exactly); `/**` and `/*` are `*`.
-    pub fn of_bayeux(sub: &str) -> Key {
-        let native = sub.strip_prefix('/').unwrap_or(sub);
-        match native
-            .strip_suffix("/**")
-            .or_else(|| native.strip_suffix("/*"))
-        {
-            Some(prefix) => Key::Pattern(format!("{prefix}/*").into()),
-            None if native == "*" || native == "**" => Key::Pattern("*".into()),
-            None => Key::Channel(native.into()),
-        }
-    }
-}
-
-/// Whether pattern `p` covers `channel` (patterns are always `prefix*`).
-fn covers(p: &str, channel: &str) -> bool {
-    channel.starts_with(p.strip_suffix('*').unwrap_or(p))
-}
-
-/// What Redis has subscribed for this connection: channels (looked up by name, without
-/// allocating) and patterns (in order: the first that covers a channel delivers its message).
-#[derive(Debug, Default)]
-struct Subscribed {
-    channels: HashSet<Box<str>>,
-    patterns: std::collections::BTreeSet<Box<str>>,
-}
-
-impl Subscribed {
-    fn contains(&self, k: &Key) -> bool {
-        match k {
-            Key::Channel(c) => self.channels.contains(c),
-            Key::Pattern(p) => self.patterns.contains(p),
-        }
-    }
-
-    fn insert(&mut self, k: Key) {
-        match k {
-            Key::Channel(c) => self.channels.insert(c),
-            Key::Pattern(p) => self.patterns.insert(p),
-        };
-    }
-
-    fn remove(&mut self, k: &Key) {
-        match k {
-            Key::Channel(c) => self.channels.remove(c),
-            Key::Pattern(p) => self.patterns.remove(p),
-        };
-    }
-
-    fn len(&self) -> usize {
-        self.channels.len() + self.patterns.len()
-    }
-}
 
 /// Parses `redis://HOST[:PORT][/]` (port 6379 by default) into `HOST:PORT`.
 pub fn parse_url(url: &str) -> Result<String, String> {
@@ -237,17 +176,10 @@ pub enum PublishError {
     Busy,
 }
 
-/// Interest in one key: local references, and since when there have been none.
-#[derive(Debug)]
-struct Interest {
-    count: u32,
-    idle_since: Option<Instant>,
-}
-
 /// The process's link to Redis.
 pub struct Broker {
     cfg: BrokerConfig,
-    interest: Mutex<HashMap<Key, Interest>>,
+    interest: Mutex<Interests>,
     /// Interest changed: the subscriber thread should look.
     dirty: AtomicBool,
     pub_tx: Mutex<Option<SyncSender<Outgoing>>>,
@@ -320,7 +252,7 @@ impl Broker {
         let (tx, rx) = sync_channel(PUBLISH_QUEUE);
         let b = Arc::new(Broker {
             cfg,
-            interest: Mutex::new(HashMap::new()),
+            interest: Mutex::new(Interests::default()),
             dirty: AtomicBool::new(false),
             pub_tx: Mutex::new(Some(tx)),
             pub_up: AtomicBool::new(false),
@@ -374,13 +306,7 @@ impl Broker {
     /// One more local reference to `key` (subscribed on Redis at the first).
     pub fn add(&self, key: Key) {
         let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        let e = m.entry(key).or_insert(Interest {
-            count: 0,
-            idle_since: None,
-        });
-        e.count += 1;
-        e.idle_since = None;
-        if e.count == 1 {
+        if m.add(key) {
             self.dirty.store(true, Ordering::Relaxed);
         }
     }
@@ -388,18 +314,14 @@ impl Broker {
     /// One local reference to `key` fewer (unsubscribed on Redis `linger` after the last).
     pub fn remove(&self, key: &Key) {
         let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = m.get_mut(key) {
-            e.count = e.count.saturating_sub(1);
-            if e.count == 0 {
-                e.idle_since = Some(Instant::now());
-                // The subscriber thread notes when its linger ends.
-                self.dirty.store(true, Ordering::Relaxed);
-            }
-        } else {
-            debug_assert!(
+        match m.remove(key, Instant::now()) {
+            // The subscriber thread notes when its linger ends.
+            Some(true) => self.dirty.store(true, Ordering::Relaxed),
+            Some(false) => {}
+            None => debug_assert!(
                 false,
                 "broker interest removed more often than added: {key:?}"
-            );
+            ),
         }
     }
 
@@ -595,62 +517,14 @@ impl Broker {
         synced
     }
 
-    /// Brings `actual` (what Redis has) in line with the wanted keys: commands into `out`.
-    /// Keys without interest for longer than the linger are forgotten. Returns when the next
-    /// lingering key is due. Only the differences are copied (no snapshot of every key).
+    /// Brings `actual` (what Redis has) in line with the wanted keys now ([`Interests::sync`]):
+    /// commands into `out`; when the next lingering key is due.
     fn sync(&self, actual: &mut Subscribed, out: &mut Vec<u8>) -> Option<Instant> {
-        let linger = self.cfg.linger;
-        let mut add: Vec<Key> = Vec::new();
-        let mut drop: Vec<Key> = Vec::new();
-        let mut next: Option<Instant> = None;
-        {
-            let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-            m.retain(|k, i| {
-                let ends = i.idle_since.filter(|_| i.count == 0).map(|t| t + linger);
-                if ends.is_some_and(|e| Instant::now() >= e) {
-                    if actual.contains(k) {
-                        drop.push(k.clone());
-                    }
-                    return false;
-                }
-                if let Some(e) = ends {
-                    next = Some(next.map_or(e, |n| n.min(e)));
-                }
-                if !actual.contains(k) {
-                    add.push(k.clone());
-                }
-                true
-            });
-        }
-        add.sort();
-        drop.sort();
-        for (cmd, pattern, keys) in [
-            (&b"SUBSCRIBE"[..], false, &add),
-            (b"PSUBSCRIBE", true, &add),
-            (b"UNSUBSCRIBE", false, &drop),
-            (b"PUNSUBSCRIBE", true, &drop),
-        ] {
-            // One command per 512 keys.
-            let names: Vec<&[u8]> = keys
-                .iter()
-                .filter_map(|k| match (k, pattern) {
-                    (Key::Channel(c), false) | (Key::Pattern(c), true) => Some(c.as_bytes()),
-                    _ => None,
-                })
-                .collect();
-            for chunk in names.chunks(512) {
-                let mut args: Vec<&[u8]> = Vec::with_capacity(chunk.len() + 1);
-                args.push(cmd);
-                args.extend_from_slice(chunk);
-                resp::command(out, &args);
-            }
-        }
-        for k in &drop {
-            actual.remove(k);
-        }
-        for k in add {
-            actual.insert(k);
-        }
+        let next = self
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sync(actual, out, Instant::now(), self.cfg.linger);
         self.stats
             .subscriptions
             .store(actual.len() as u64, Ordering::Relaxed);
@@ -711,217 +585,6 @@ impl Broker {
         sink.deliver(channel, id, Bytes::from(payload).slice(skip..));
         true
     }
-
-    // ---- the publisher connection ------------------------------------------------------------
-
-    fn publisher(&self, rx: Receiver<Outgoing>, sink: &dyn Sink) {
-        let mut backoff = BACKOFF_MIN;
-        let mut first = true;
-        let mut acks = Acks::default();
-        while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
-            self.pub_up.store(true, Ordering::Relaxed);
-            self.set_connected();
-            let ran = self.publishing(sock, &rx, sink, &mut acks);
-            self.pub_up.store(false, Ordering::Relaxed);
-            self.set_connected();
-            if ran == Ran::Closed {
-                return;
-            }
-            // What was queued while the connection failed cannot go out: refuse it, counted.
-            let mut lost = 0;
-            while let Ok((_, payload, ack)) = rx.try_recv() {
-                self.dequeued(&payload);
-                acks.give(sink, ack, None);
-                lost += 1;
-            }
-            acks.wake(sink);
-            self.stats.publish_lost.fetch_add(lost, Ordering::Relaxed);
-            if ran == Ran::Worked {
-                backoff = BACKOFF_MIN;
-            } else {
-                self.back_off(&mut backoff);
-            }
-        }
-    }
-
-    /// Serves one publisher connection: batches of queued publishes, pipelined, each batch's
-    /// replies read before the next (and acknowledged to who waits for them); a PING each idle
-    /// second.
-    fn publishing(
-        &self,
-        mut sock: TcpStream,
-        rx: &Receiver<Outgoing>,
-        sink: &dyn Sink,
-        acks: &mut Acks,
-    ) -> Ran {
-        // Replies may take as long as a publish may wait for them: a Redis that stalls (a slow
-        // command, CLIENT PAUSE) gets its publishes answered 504 at --broker-ack-timeout by
-        // the workers, not the connection dropped and them lost (503) after a fixed time.
-        if sock
-            .set_read_timeout(Some(self.cfg.reply_timeout.max(Duration::from_secs(2))))
-            .is_err()
-        {
-            return Ran::Failed;
-        }
-        let mut out = Vec::with_capacity(64 * 1024);
-        let mut buf = Vec::with_capacity(4096);
-        let mut scratch = vec![0u8; 16 * 1024];
-        let mut waiting: Vec<Option<AckTo>> = Vec::with_capacity(1024);
-        let mut ran = Ran::Failed;
-        // The script is loaded on every new connection (Redis may have restarted empty).
-        resp::command(&mut out, &[b"SCRIPT", b"LOAD", PUBLISH_SCRIPT.as_bytes()]);
-        if sock.write_all(&out).is_err() {
-            return ran;
-        }
-        let sha = loop {
-            match resp::parse(&buf, 1 << 20) {
-                Ok(Some((Value::Bulk(Some(sha)), used))) => {
-                    buf.drain(..used);
-                    break sha;
-                }
-                Ok(Some(_)) | Err(_) => return ran,
-                Ok(None) => {}
-            }
-            match sock.read(&mut scratch) {
-                Ok(0) | Err(_) => return ran,
-                Ok(k) => buf.extend_from_slice(&scratch[..k]),
-            }
-        };
-        let ttl = self.cfg.id_ttl_ms.to_string();
-        let mut key = String::new();
-        // The batch in flight is lost (counted; its waiters told): the connection failed.
-        let lose = |waiting: &mut Vec<Option<AckTo>>, got: usize, acks: &mut Acks| {
-            let n = waiting.len().saturating_sub(got);
-            self.stats
-                .publish_lost
-                .fetch_add(n as u64, Ordering::Relaxed);
-            for ack in waiting.drain(..).skip(got) {
-                acks.give(sink, ack, None);
-            }
-            acks.wake(sink);
-        };
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Ran::Closed;
-            }
-            out.clear();
-            waiting.clear();
-            // Wait in short steps, looking at the socket in between: a Redis that went away
-            // is noticed within 100 ms, not at the next publish (which would be lost).
-            let mut waited = Duration::ZERO;
-            let next = loop {
-                match rx.recv_timeout(Duration::from_millis(100)) {
-                    Err(RecvTimeoutError::Timeout) if waited < Duration::from_secs(1) => {
-                        waited += Duration::from_millis(100);
-                        if !peer_open(&sock) {
-                            return ran;
-                        }
-                    }
-                    other => break other,
-                }
-            };
-            match next {
-                Ok(first) => {
-                    let mut item = Some(first);
-                    while let Some((ch, payload, ack)) = item.take() {
-                        self.dequeued(&payload);
-                        key.clear();
-                        key.push_str(ID_KEY);
-                        key.push_str(&ch);
-                        resp::command(
-                            &mut out,
-                            &[
-                                b"EVALSHA",
-                                &sha,
-                                b"1",
-                                key.as_bytes(),
-                                ch.as_bytes(),
-                                &payload,
-                                ttl.as_bytes(),
-                            ],
-                        );
-                        waiting.push(ack);
-                        if waiting.len() < 1024 {
-                            item = rx.try_recv().ok();
-                        }
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => resp::command(&mut out, &[b"PING"]),
-                Err(RecvTimeoutError::Disconnected) => return Ran::Closed,
-            }
-            let n = waiting.len();
-            let replies = n.max(1);
-            if sock.write_all(&out).is_err() {
-                lose(&mut waiting, 0, acks);
-                return ran;
-            }
-            let mut got = 0;
-            while got < replies {
-                match resp::parse(&buf, 1 << 20) {
-                    Ok(Some((v, used))) => {
-                        buf.drain(..used);
-                        if n > 0 {
-                            let receivers = match v {
-                                Value::Array(Some(ref a))
-                                    if matches!(a.get(1), Some(Value::Int(_))) =>
-                                {
-                                    self.stats.published.fetch_add(1, Ordering::Relaxed);
-                                    match a[1] {
-                                        Value::Int(r) => Some(r.max(0) as u64),
-                                        _ => None,
-                                    }
-                                }
-                                _ => {
-                                    self.stats.publish_lost.fetch_add(1, Ordering::Relaxed);
-                                    None
-                                }
-                            };
-                            acks.give(sink, waiting[got], receivers);
-                        }
-                        got += 1;
-                        continue;
-                    }
-                    Ok(None) => {}
-                    Err(_) => {
-                        lose(&mut waiting, got, acks);
-                        return ran;
-                    }
-                }
-                match sock.read(&mut scratch) {
-                    Ok(0) | Err(_) => {
-                        lose(&mut waiting, got, acks);
-                        return ran;
-                    }
-                    Ok(k) => buf.extend_from_slice(&scratch[..k]),
-                }
-            }
-            acks.wake(sink);
-            ran = Ran::Worked;
-        }
-    }
-}
-
-/// Acknowledgements given to the sink since the last wake, by worker.
-#[derive(Default)]
-struct Acks {
-    workers: Vec<u32>,
-}
-
-impl Acks {
-    fn give(&mut self, sink: &dyn Sink, to: Option<AckTo>, receivers: Option<u64>) {
-        if let Some(to) = to {
-            sink.ack(to, receivers);
-            if !self.workers.contains(&to.worker) {
-                self.workers.push(to.worker);
-            }
-        }
-    }
-
-    fn wake(&mut self, sink: &dyn Sink) {
-        for w in self.workers.drain(..) {
-            sink.wake(w);
-        }
-    }
 }
 
 impl std::fmt::Debug for Broker {
@@ -933,46 +596,9 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Whether the peer of an idle connection is still there (nothing to read and no EOF or error).
-fn peer_open(sock: &TcpStream) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut b = [0u8; 1];
-    let open = match sock.peek(&mut b) {
-        // Nothing was asked: bytes now would be a protocol error, a 0 is the EOF.
-        Ok(_) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-    };
-    open && sock.set_nonblocking(false).is_ok()
-}
-
-/// How a publisher connection ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ran {
-    /// It failed before a round trip worked.
-    Failed,
-    /// It worked for a while, then failed.
-    Worked,
-    /// The broker is stopping.
-    Closed,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bayeux_keys() {
-        assert_eq!(Key::of_bayeux("/a/b"), Key::Channel("a/b".into()));
-        assert_eq!(Key::of_bayeux("/a/*"), Key::Pattern("a/*".into()));
-        assert_eq!(Key::of_bayeux("/a/b/**"), Key::Pattern("a/b/*".into()));
-        assert_eq!(Key::of_bayeux("/**"), Key::Pattern("*".into()));
-        assert_eq!(Key::of_bayeux("/*"), Key::Pattern("*".into()));
-        assert!(covers("a/*", "a/b/c"));
-        assert!(!covers("a/*", "ab"));
-        assert!(covers("*", "x"));
-    }
 
     #[test]
     fn the_publish_queue_is_bounded_in_bytes() {
@@ -1066,34 +692,6 @@ mod tests {
                 .map(|i| Value::Bulk(Some(i.to_vec())))
                 .collect(),
         ))
-    }
-
-    #[test]
-    fn sync_sends_only_the_differences_and_keeps_the_linger() {
-        let b = broker(Duration::from_millis(100));
-        let mut actual = Subscribed::default();
-        let mut out = Vec::new();
-        b.add(Key::Channel("a".into()));
-        b.add(Key::Pattern("p/*".into()));
-        assert_eq!(b.sync(&mut actual, &mut out), None);
-        assert_eq!(
-            out,
-            b"*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\na\r\n*2\r\n$10\r\nPSUBSCRIBE\r\n$3\r\np/*\r\n"
-        );
-        // Nothing changed: nothing sent.
-        out.clear();
-        assert_eq!(b.sync(&mut actual, &mut out), None);
-        assert!(out.is_empty());
-        // The last local subscriber leaves: still subscribed until the linger ends.
-        b.remove(&Key::Channel("a".into()));
-        let ends = b.sync(&mut actual, &mut out).expect("a lingers");
-        assert!(out.is_empty());
-        assert!(ends > Instant::now());
-        std::thread::sleep(ends.saturating_duration_since(Instant::now()));
-        assert_eq!(b.sync(&mut actual, &mut out), None);
-        assert_eq!(out, b"*2\r\n$11\r\nUNSUBSCRIBE\r\n$1\r\na\r\n");
-        assert!(!actual.contains(&Key::Channel("a".into())));
-        assert_eq!(b.stats.subscriptions.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -11,219 +11,23 @@
 //! touched on the per-subscriber delivery path.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 
-use crate::proto::json_escape;
-use crate::proto::ws::frame::{self, OP_TEXT};
+pub(crate) use super::message::Wr;
+pub use super::message::{BadCursor, Gap, Message, Since, chunked, fits, parse_cursor};
 
-/// One published message, shared by the history, session queues, inboxes and every subscriber.
-/// Each wire encoding is built once, the first time a subscriber of that kind needs it.
-#[derive(Debug)]
-pub struct Message {
-    pub id: u64,
-    pub channel: Arc<str>,
-    /// The UTF-8 payload as published.
-    pub payload: Bytes,
-    /// Hub second of the publish (for `--history-age`).
-    at: u32,
-    /// What this process never received of this channel just before this message (`--broker`:
-    /// ids come from Redis, and a hole means this process missed them). Every encoding with
-    /// ids reports it before the message.
-    pub gap_before: Gap,
-    ws: OnceLock<Bytes>,
-    ws_env: OnceLock<Bytes>,
-    sse: OnceLock<Bytes>,
-    chunk: OnceLock<Bytes>,
-    bayeux: OnceLock<Bytes>,
-}
-
-impl Message {
-    pub fn new(id: u64, channel: Arc<str>, payload: Bytes, at: u32) -> Message {
-        Message {
-            id,
-            channel,
-            payload,
-            at,
-            gap_before: Gap::None,
-            ws: OnceLock::new(),
-            ws_env: OnceLock::new(),
-            sse: OnceLock::new(),
-            chunk: OnceLock::new(),
-            bayeux: OnceLock::new(),
-        }
-    }
-
-    /// The WebSocket text frame.
-    pub fn ws_frame(&self) -> &Bytes {
-        self.ws.get_or_init(|| frame::frame(OP_TEXT, &self.payload))
-    }
-
-    /// The WebSocket text frame of an enveloped subscriber (`?envelope=1`):
-    /// `{"id":"ID","data":"..."}`, so that it can resume with the id.
-    pub fn ws_envelope(&self) -> &Bytes {
-        self.ws_env.get_or_init(|| {
-            let mut json = Vec::with_capacity(self.payload.len() + 40);
-            self.json_element(&mut json);
-            let f = frame::frame(OP_TEXT, &json);
-            if !self.gap_before.is_gap() {
-                return f;
-            }
-            let gap = format!("{{\"gap\":{}}}", self.gap_before.json());
-            let mut both = frame::frame(OP_TEXT, gap.as_bytes()).to_vec();
-            both.extend_from_slice(&f);
-            Bytes::from(both)
-        })
-    }
-
-    /// The Server-Sent Events event: `id:`, one `data:` line per payload line, blank line.
-    pub fn sse_event(&self) -> &Bytes {
-        self.sse.get_or_init(|| {
-            let mut out = Vec::with_capacity(self.payload.len() + 40);
-            if self.gap_before.is_gap() {
-                let gap = self.gap_before.json();
-                let _ = write!(Wr(&mut out), "event: gap\ndata: {gap}\n\n");
-            }
-            let _ = writeln!(Wr(&mut out), "id: {}", self.id);
-            for line in sse_lines(&self.payload) {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(line);
-                out.push(b'\n');
-            }
-            out.push(b'\n');
-            Bytes::from(out)
-        })
-    }
-
-    /// The HTTP-streaming chunk: one NDJSON line `{"id":"..","data":".."}` in chunked framing.
-    pub fn stream_chunk(&self) -> &Bytes {
-        self.chunk.get_or_init(|| {
-            let mut line = Vec::with_capacity(self.payload.len() + 40);
-            if self.gap_before.is_gap() {
-                let gap = self.gap_before.json();
-                let _ = writeln!(Wr(&mut line), "{{\"gap\":{gap}}}");
-            }
-            self.json_element(&mut line);
-            line.push(b'\n');
-            Bytes::from(chunked(&line))
-        })
-    }
-
-    /// The Bayeux delivery `{"channel":"/name","data":..,"id":"ID"}`: `data` is the payload
-    /// when it is JSON, else the payload as a JSON string.
-    pub fn bayeux(&self) -> &Bytes {
-        self.bayeux.get_or_init(|| {
-            let channel = format!("/{}", self.channel);
-            let data = crate::proto::bayeux::data_from_payload(&self.payload);
-            Bytes::from(crate::proto::bayeux::delivery(&channel, &data, self.id))
-        })
-    }
-
-    /// Appends `{"id":"ID","data":"..."}`.
-    pub fn json_element(&self, out: &mut Vec<u8>) {
-        let _ = write!(Wr(out), "{{\"id\":\"{}\",\"data\":\"", self.id);
-        json_escape(&self.payload, out);
-        out.extend_from_slice(b"\"}");
-    }
-}
-
-/// `fmt::Write` into a byte vector.
-pub(crate) struct Wr<'a>(pub(crate) &'a mut Vec<u8>);
-
-impl std::fmt::Write for Wr<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-/// Lines of an SSE payload: CRLF, CR and LF all end a line (as EventSource parses them).
-fn sse_lines(p: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut rest = Some(p);
-    std::iter::from_fn(move || {
-        let s = rest?;
-        match s.iter().position(|&b| b == b'\n' || b == b'\r') {
-            None => {
-                rest = None;
-                Some(s)
-            }
-            Some(i) => {
-                let skip = if s[i] == b'\r' && s.get(i + 1) == Some(&b'\n') {
-                    2
-                } else {
-                    1
-                };
-                rest = Some(&s[i + skip..]);
-                Some(&s[..i])
-            }
-        }
-    })
-}
-
-/// `bytes` in HTTP/1.1 chunked framing (one chunk).
-pub fn chunked(bytes: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(bytes.len() + 12);
-    let _ = write!(Wr(&mut out), "{:x}\r\n", bytes.len());
-    out.extend_from_slice(bytes);
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-/// What a client missed between its cursor and what can still be delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Gap {
-    #[default]
-    None,
-    /// Exactly this many messages are gone.
-    Missed(u64),
-    /// Some may be gone; how many is not known (restart, expired channel, foreign cursor).
-    Unknown,
-}
-
-impl Gap {
-    pub fn is_gap(self) -> bool {
-        self != Gap::None
-    }
-
-    /// Combines two reports of one client.
-    pub fn and(self, o: Gap) -> Gap {
-        match (self, o) {
-            (Gap::Unknown, _) | (_, Gap::Unknown) => Gap::Unknown,
-            (Gap::Missed(a), Gap::Missed(b)) => Gap::Missed(a + b),
-            (Gap::None, g) | (g, Gap::None) => g,
-        }
-    }
-
-    /// `{"missed":N}` or `{"missed":null}`.
-    pub fn json(self) -> String {
-        match self {
-            Gap::Missed(n) => format!("{{\"missed\":{n}}}"),
-            _ => "{\"missed\":null}".to_string(),
-        }
-    }
-
-    /// The `Edgecomet-Gap` header value.
-    pub fn header(self) -> String {
-        match self {
-            Gap::Missed(n) => n.to_string(),
-            _ => "unknown".to_string(),
-        }
-    }
-}
-
-/// The answer to "what after this cursor?".
-#[derive(Debug, Default)]
-pub struct Since {
-    pub msgs: Vec<Arc<Message>>,
-    pub gap: Gap,
-    /// The cursor that covers what was returned: the last returned id, or — when nothing was —
-    /// the newest id the channel has issued (0 if it has no state), or the client's own cursor.
-    pub cursor: u64,
+/// The time, as the hub's caller read it: the hub reads no clock, so that its rules are tested
+/// by passing the time in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Whole seconds on the process's monotonic clock: message, channel and session ages.
+    pub secs: u32,
+    /// The wall clock in microseconds since the Unix epoch: a new channel's first id.
+    pub unix_micros: u64,
 }
 
 /// Why the hub refused.
@@ -366,14 +170,7 @@ pub struct Hub {
     /// `--broker`: how many times the link to Redis has been (re)made. Ids before and after a
     /// new link cannot be compared for a count (see `ChanState::epoch`).
     link_epoch: AtomicU64,
-    start: Instant,
     pub stats: HubStats,
-}
-
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| d.as_micros() as u64)
 }
 
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
@@ -390,7 +187,6 @@ impl Hub {
             hasher: RandomState::new(),
             high_water: AtomicU64::new(0),
             link_epoch: AtomicU64::new(0),
-            start: Instant::now(),
             stats: HubStats::default(),
         }
     }
@@ -405,11 +201,6 @@ impl Hub {
         self.link_epoch.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Seconds since the hub started.
-    pub fn now(&self) -> u32 {
-        self.start.elapsed().as_secs() as u32
-    }
-
     fn shard(&self, channel: &str) -> &Mutex<Shard> {
         let h = self.hasher.hash_one(channel) as usize;
         &self.shards[h % SHARDS]
@@ -422,6 +213,7 @@ impl Hub {
         shard: &'s mut Shard,
         channel: &str,
         first_id: Option<u64>,
+        now: Now,
     ) -> Result<&'s mut ChanState, Refused> {
         if !shard.contains_key(channel) {
             if self.stats.channel_states.load(Ordering::Relaxed) as usize
@@ -429,8 +221,10 @@ impl Hub {
             {
                 return Err(Refused::Channels);
             }
-            let base = first_id
-                .unwrap_or_else(|| unix_micros().max(self.high_water.load(Ordering::Relaxed) + 1));
+            let base = first_id.unwrap_or_else(|| {
+                now.unix_micros
+                    .max(self.high_water.load(Ordering::Relaxed) + 1)
+            });
             let name: Arc<str> = Arc::from(channel);
             shard.insert(
                 name.clone(),
@@ -440,7 +234,7 @@ impl Hub {
                     next: base,
                     fresh: true,
                     epoch: self.link_epoch.load(Ordering::Relaxed),
-                    last_at: self.now(),
+                    last_at: now.secs,
                     history: VecDeque::new(),
                     sessions: HashMap::new(),
                 },
@@ -456,9 +250,10 @@ impl Hub {
         &self,
         channel: &str,
         payload: Bytes,
+        now: Now,
         deliver: impl FnOnce(&Arc<Message>),
     ) -> Result<Arc<Message>, Refused> {
-        self.publish_at(channel, None, payload, deliver)
+        self.publish_at(channel, None, payload, now, deliver)
             .map(|m| m.expect("an id issued here is never stale"))
     }
 
@@ -474,11 +269,11 @@ impl Hub {
         channel: &str,
         given: Option<u64>,
         payload: Bytes,
+        now: Now,
         deliver: impl FnOnce(&Arc<Message>),
     ) -> Result<Option<Arc<Message>>, Refused> {
-        let now = self.now();
         let mut shard = lock(self.shard(channel));
-        let st = self.state(&mut shard, channel, given)?;
+        let st = self.state(&mut shard, channel, given, now)?;
         let name = st.name.clone();
         if st.fresh
             && let Some(id) = given
@@ -512,9 +307,9 @@ impl Hub {
         }
         st.epoch = epoch;
         st.next = id + 1;
-        st.last_at = now;
+        st.last_at = now.secs;
         self.high_water.fetch_max(id, Ordering::Relaxed);
-        let mut msg = Message::new(id, name, payload, now);
+        let mut msg = Message::new(id, name, payload, now.secs);
         msg.gap_before = gap_before;
         let msg = Arc::new(msg);
         let len = msg.payload.len() as u64;
@@ -569,8 +364,8 @@ impl Hub {
         channel: &str,
         client: &str,
         cursor: Option<u64>,
+        now: Now,
     ) -> Result<(), Refused> {
-        let now = self.now();
         let mut shard = lock(self.shard(channel));
         let exists = shard
             .get(channel)
@@ -580,7 +375,7 @@ impl Hub {
         {
             return Err(Refused::Sessions);
         }
-        let st = self.state(&mut shard, channel, None)?;
+        let st = self.state(&mut shard, channel, None, now)?;
         let since = match cursor {
             Some(c) => st.since(c),
             None => Since::default(),
@@ -595,7 +390,7 @@ impl Hub {
         let new = Session {
             queue,
             gap,
-            last_seen: now,
+            last_seen: now.secs,
             polls: 0,
         };
         if let Some(old) = st.sessions.insert(Box::from(client), new) {
@@ -615,13 +410,13 @@ impl Hub {
         channel: &str,
         client: &str,
         max_bytes: usize,
+        now: Now,
     ) -> Result<Since, Refused> {
-        let now = self.now();
         let mut shard = lock(self.shard(channel));
         let st = shard.get_mut(channel).ok_or(Refused::NoSession)?;
         let last = st.last();
         let s = st.sessions.get_mut(client).ok_or(Refused::NoSession)?;
-        s.last_seen = now;
+        s.last_seen = now.secs;
         let n = fits(s.queue.iter(), max_bytes);
         let msgs: Vec<Arc<Message>> = s.queue.drain(..n).collect();
         dec(&self.stats.session_queued, n as u64);
@@ -632,8 +427,7 @@ impl Hub {
 
     /// A poll of the session is being held (`true`) or has ended (`false`). A session with a
     /// held poll never expires; its TTL runs from the end of the last poll.
-    pub fn session_hold(&self, channel: &str, client: &str, held: bool) {
-        let now = self.now();
+    pub fn session_hold(&self, channel: &str, client: &str, held: bool, now: Now) {
         let mut shard = lock(self.shard(channel));
         if let Some(s) = shard
             .get_mut(channel)
@@ -644,7 +438,7 @@ impl Hub {
             } else {
                 s.polls = s.polls.saturating_sub(1);
             }
-            s.last_seen = now;
+            s.last_seen = now.secs;
         }
     }
 
@@ -652,11 +446,8 @@ impl Hub {
     /// session and whose newest message is older than `--history-age` (never with 0): until
     /// then its ids are remembered, so that a cursor can be told exactly what it missed even
     /// with `--history 0`. Called about once a second (by one worker).
-    pub fn sweep(&self) {
-        self.sweep_at(self.now());
-    }
-
-    fn sweep_at(&self, now: u32) {
+    pub fn sweep(&self, now: Now) {
+        let now = now.secs;
         let age = self.limits.history_age;
         let ttl = self.limits.session_ttl;
         for m in self.shards.iter() {
@@ -698,40 +489,6 @@ impl Hub {
     }
 }
 
-/// How many of `msgs` (from the front) fit in `max_bytes` of payload: at least one if there is
-/// one; `max_bytes` 0 = one.
-pub fn fits<'m>(msgs: impl Iterator<Item = &'m Arc<Message>>, max_bytes: usize) -> usize {
-    let mut total = 0;
-    let mut n = 0;
-    for m in msgs {
-        total += m.payload.len();
-        if n > 0 && (max_bytes == 0 || total > max_bytes) {
-            break;
-        }
-        n += 1;
-    }
-    n
-}
-
-/// A cursor that is not 1 to 20 decimal digits fitting in 64 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadCursor;
-
-/// Parses a cursor: 1 to 20 decimal digits that fit in 64 bits. Empty = no cursor.
-pub fn parse_cursor(v: &[u8]) -> Result<Option<u64>, BadCursor> {
-    if v.is_empty() {
-        return Ok(None);
-    }
-    if v.len() > 20 || !v.iter().all(u8::is_ascii_digit) {
-        return Err(BadCursor);
-    }
-    std::str::from_utf8(v)
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .map(Some)
-        .ok_or(BadCursor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -747,8 +504,22 @@ mod tests {
         })
     }
 
+    /// The time the tests run at (the hub reads no clock).
+    const T0: Now = Now {
+        secs: 100,
+        unix_micros: 1_750_000_000_000_000,
+    };
+
+    /// `secs` seconds after [`T0`].
+    fn later(secs: u32) -> Now {
+        Now {
+            secs: T0.secs + secs,
+            unix_micros: T0.unix_micros + u64::from(secs) * 1_000_000,
+        }
+    }
+
     fn publish(h: &Hub, ch: &str, s: &str) -> u64 {
-        h.publish(ch, Bytes::copy_from_slice(s.as_bytes()), |_| {})
+        h.publish(ch, Bytes::copy_from_slice(s.as_bytes()), T0, |_| {})
             .unwrap()
             .id
     }
@@ -766,7 +537,7 @@ mod tests {
         let a = publish(&h, "x", "a");
         let b = publish(&h, "x", "b");
         assert_eq!(b, a + 1);
-        assert!(a > 1_700_000_000_000_000, "microseconds since the epoch");
+        assert_eq!(a, T0.unix_micros, "microseconds since the epoch");
         // Another channel starts above every id issued so far.
         assert!(publish(&h, "y", "c") > b);
     }
@@ -820,22 +591,22 @@ mod tests {
     #[test]
     fn sessions_queue_between_polls_and_bound_it() {
         let h = hub(8);
-        h.session_start("x", "c1", None).unwrap();
+        h.session_start("x", "c1", None, T0).unwrap();
         publish(&h, "x", "a");
         publish(&h, "x", "b");
-        let s = h.session_take("x", "c1", 0).unwrap();
+        let s = h.session_take("x", "c1", 0, T0).unwrap();
         assert_eq!(payloads(&s), ["a"]);
-        let s = h.session_take("x", "c1", usize::MAX).unwrap();
+        let s = h.session_take("x", "c1", usize::MAX, T0).unwrap();
         assert_eq!(payloads(&s), ["b"]);
         for i in 0..6 {
             publish(&h, "x", &i.to_string());
         }
-        let s = h.session_take("x", "c1", usize::MAX).unwrap();
+        let s = h.session_take("x", "c1", usize::MAX, T0).unwrap();
         assert_eq!(payloads(&s), ["2", "3", "4", "5"]);
         assert_eq!(s.gap, Gap::Missed(2));
         assert_eq!(h.stats.session_drops.load(Ordering::Relaxed), 2);
         assert_eq!(
-            h.session_take("x", "other", usize::MAX).err(),
+            h.session_take("x", "other", usize::MAX, T0).err(),
             Some(Refused::NoSession)
         );
         // A byte budget leaves the rest queued, in order.
@@ -843,21 +614,27 @@ mod tests {
             publish(&h, "x", s);
         }
         assert_eq!(
-            payloads(&h.session_take("x", "c1", 9).unwrap()),
+            payloads(&h.session_take("x", "c1", 9, T0).unwrap()),
             ["aaaa", "bbbb"]
         );
-        assert_eq!(payloads(&h.session_take("x", "c1", 1).unwrap()), ["cccc"]);
+        assert_eq!(
+            payloads(&h.session_take("x", "c1", 1, T0).unwrap()),
+            ["cccc"]
+        );
     }
 
     #[test]
     fn session_limit_and_restart() {
         let h = hub(8);
         for i in 0..10 {
-            h.session_start("x", &i.to_string(), None).unwrap();
+            h.session_start("x", &i.to_string(), None, T0).unwrap();
         }
-        assert_eq!(h.session_start("x", "new", None), Err(Refused::Sessions));
+        assert_eq!(
+            h.session_start("x", "new", None, T0),
+            Err(Refused::Sessions)
+        );
         // Restarting an existing one is not a new session.
-        h.session_start("x", "3", None).unwrap();
+        h.session_start("x", "3", None, T0).unwrap();
         assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 10);
     }
 
@@ -867,11 +644,10 @@ mod tests {
         h.limits.history_age = 10;
         let a = publish(&h, "x", "a");
         publish(&h, "x", "b");
-        let now = h.now();
-        h.sweep_at(now + 10);
+        h.sweep(later(10));
         // Still known: the client is told exactly what it missed.
         assert_eq!(h.since("x", Some(a)).gap, Gap::Missed(1));
-        h.sweep_at(now + 11);
+        h.sweep(later(11));
         assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
         // Forgotten: still a gap, of unknown size.
         assert_eq!(h.since("x", Some(a)).gap, Gap::Unknown);
@@ -882,23 +658,23 @@ mod tests {
         let mut h = hub(0);
         h.limits.session_ttl = 0;
         h.limits.history_age = 1;
-        h.session_start("x", "c", None).unwrap();
+        h.session_start("x", "c", None, T0).unwrap();
         publish(&h, "x", "a");
         assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 1);
-        h.session_hold("x", "c", true);
-        h.sweep();
+        h.session_hold("x", "c", true, T0);
+        h.sweep(later(5));
         assert_eq!(
             h.stats.sessions.load(Ordering::Relaxed),
             1,
             "held poll keeps it"
         );
-        h.session_hold("x", "c", false);
-        h.sweep_at(h.now() + 2);
+        h.session_hold("x", "c", false, later(5));
+        h.sweep(later(7));
         assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.session_queued.load(Ordering::Relaxed), 0);
         assert_eq!(h.stats.channel_states.load(Ordering::Relaxed), 0);
         assert_eq!(
-            h.session_take("x", "c", usize::MAX).err(),
+            h.session_take("x", "c", usize::MAX, T0).err(),
             Some(Refused::NoSession)
         );
     }
@@ -907,11 +683,11 @@ mod tests {
     fn given_ids_are_taken_stale_ones_dropped_and_holes_reported() {
         let h = hub(8);
         let at = |id: u64, p: &'static str| {
-            h.publish_at("x", Some(id), Bytes::from_static(p.as_bytes()), |_| {})
+            h.publish_at("x", Some(id), Bytes::from_static(p.as_bytes()), T0, |_| {})
                 .unwrap()
         };
         // A state a session made first takes the first given id as its base.
-        h.session_start("x", "c", None).unwrap();
+        h.session_start("x", "c", None, T0).unwrap();
         assert_eq!(at(100, "a").unwrap().gap_before, Gap::None);
         assert_eq!(at(101, "b").unwrap().id, 101);
         // Redis sent one twice: not again.
@@ -929,7 +705,7 @@ mod tests {
         assert_eq!(h.since("x", Some(100)).gap, Gap::Unknown);
         assert_eq!(payloads(&h.since("x", Some(104))), ["f"]);
         // The session queue has a, b and f, and the gap of 3.
-        let s = h.session_take("x", "c", usize::MAX).unwrap();
+        let s = h.session_take("x", "c", usize::MAX, T0).unwrap();
         assert_eq!(payloads(&s), ["a", "b", "f"]);
         assert_eq!(s.gap, Gap::Missed(3));
         // After the link to Redis is remade a hole has no count (Redis may have renumbered).
@@ -949,48 +725,37 @@ mod tests {
         h.limits.max_channels = 1;
         publish(&h, "a", "1");
         assert_eq!(
-            h.publish("b", Bytes::from_static(b"x"), |_| {}).err(),
+            h.publish("b", Bytes::from_static(b"x"), T0, |_| {}).err(),
             Some(Refused::Channels)
         );
     }
 
     #[test]
-    fn encodings() {
-        let m = Message::new(
-            7,
-            Arc::from("x"),
-            Bytes::from_static(b"a\r\nb\rc\n\"q\"\x01"),
-            0,
-        );
-        assert_eq!(
-            &m.sse_event()[..],
-            b"id: 7\ndata: a\ndata: b\ndata: c\ndata: \"q\"\x01\n\n"
-        );
-        let mut j = Vec::new();
-        m.json_element(&mut j);
-        assert_eq!(
-            j,
-            b"{\"id\":\"7\",\"data\":\"a\\r\\nb\\rc\\n\\\"q\\\"\\u0001\"}"
-        );
-        let c = m.stream_chunk();
-        assert!(c.starts_with(format!("{:x}\r\n", j.len() + 1).as_bytes()));
-        assert!(c.ends_with(b"}\n\r\n"));
+    fn a_session_expires_past_its_ttl_never_before() {
+        let h = hub(8);
+        h.session_start("x", "c", None, T0).unwrap();
+        h.session_take("x", "c", 0, later(10)).unwrap();
+        // The TTL (60 s) runs from the last poll: at 60 s after it the session is still there.
+        h.sweep(later(70));
+        assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 1);
+        h.sweep(later(71));
+        assert_eq!(h.stats.sessions.load(Ordering::Relaxed), 0);
+        assert_eq!(h.stats.sessions_expired.load(Ordering::Relaxed), 1);
     }
 
     #[test]
-    fn cursors() {
-        assert_eq!(parse_cursor(b""), Ok(None));
-        assert_eq!(parse_cursor(b"42"), Ok(Some(42)));
-        assert_eq!(parse_cursor(b"18446744073709551615"), Ok(Some(u64::MAX)));
-        for bad in [
-            &b"-1"[..],
-            b"1e3",
-            b"18446744073709551616",
-            b"%31",
-            b" 1",
-            b"abc",
-        ] {
-            assert_eq!(parse_cursor(bad), Err(BadCursor), "{bad:?}");
-        }
+    fn history_ages_out_at_the_history_age() {
+        let mut h = hub(8);
+        h.limits.history_age = 30;
+        let a = publish(&h, "x", "a");
+        h.publish("x", Bytes::from_static(b"b"), later(20), |_| {})
+            .unwrap();
+        h.sweep(later(29));
+        assert_eq!(payloads(&h.since("x", Some(a - 1))), ["a", "b"]);
+        // "a" is 30 s old: gone, and a client before it is told it missed one.
+        h.sweep(later(30));
+        let s = h.since("x", Some(a - 1));
+        assert_eq!(payloads(&s), ["b"]);
+        assert_eq!(s.gap, Gap::Missed(1));
     }
 }

@@ -9,8 +9,8 @@
 
 pub mod bayeux;
 pub mod hub;
+pub mod message;
 
-use crate::broker::{Broker, Key};
 use crate::proto::segment_char;
 
 use std::collections::HashMap;
@@ -35,8 +35,18 @@ pub struct Channels {
     emptied: Vec<u32>,
     /// Most channels at once (`--max-channels`).
     max: usize,
-    /// `--broker`: told when a channel gets its first subscriber here and loses its last.
-    broker: Option<Arc<Broker>>,
+}
+
+/// A subscription made ([`Channels::subscribe`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// The channel's index.
+    pub chan: u32,
+    /// The subscriber's position in the channel's list.
+    pub pos: u32,
+    /// The channel had no subscriber in this worker before: the first local interest (the
+    /// caller tells the broker).
+    pub first: bool,
 }
 
 /// Subscribing would exceed `--max-channels`.
@@ -55,13 +65,12 @@ pub fn valid_channel(name: &str, max_len: usize) -> bool {
 }
 
 impl Channels {
-    pub fn new(max: usize, broker: Option<Arc<Broker>>) -> Self {
+    pub fn new(max: usize) -> Self {
         Channels {
             by_name: HashMap::new(),
             slots: Slab::new(),
             emptied: Vec::new(),
             max,
-            broker,
         }
     }
 
@@ -75,10 +84,11 @@ impl Channels {
         self.by_name.contains_key(name) || self.slots.len() < self.max
     }
 
-    /// Adds connection slot `conn` to `name`; returns (channel index, position in its list).
-    pub fn subscribe(&mut self, name: &str, conn: u32) -> Result<(u32, u32), TooManyChannels> {
-        let chan = match self.by_name.get(name) {
-            Some(&c) => c,
+    /// Adds connection slot `conn` to `name`: its channel index, its position in the list, and
+    /// whether the channel is new here.
+    pub fn subscribe(&mut self, name: &str, conn: u32) -> Result<Joined, TooManyChannels> {
+        let (chan, first) = match self.by_name.get(name) {
+            Some(&c) => (c, false),
             None => {
                 if self.slots.len() >= self.max {
                     return Err(TooManyChannels);
@@ -88,16 +98,17 @@ impl Channels {
                     name: name.clone(),
                     subs: Vec::new(),
                 }) as u32;
-                if let Some(b) = &self.broker {
-                    b.add(Key::Channel(Box::from(&*name)));
-                }
                 self.by_name.insert(name, c);
-                c
+                (c, true)
             }
         };
         let subs = &mut self.slots[chan as usize].subs;
         subs.push(conn);
-        Ok((chan, (subs.len() - 1) as u32))
+        Ok(Joined {
+            chan,
+            pos: (subs.len() - 1) as u32,
+            first,
+        })
     }
 
     /// Removes the subscriber at `pos` of `chan`. Returns the connection slot that was moved
@@ -129,8 +140,9 @@ impl Channels {
         self.slots.get(chan as usize).map_or(&[], |c| &c.subs)
     }
 
-    /// Removes channels that are still empty. Called once at the end of a loop turn.
-    pub fn collect_empty(&mut self) {
+    /// Removes channels that are still empty, telling `last` each one's name (the last local
+    /// interest: the caller tells the broker). Called once at the end of a loop turn.
+    pub fn collect_empty(&mut self, mut last: impl FnMut(&Arc<str>)) {
         for chan in self.emptied.drain(..) {
             if self
                 .slots
@@ -139,9 +151,7 @@ impl Channels {
             {
                 let c = self.slots.remove(chan as usize);
                 self.by_name.remove(&c.name);
-                if let Some(b) = &self.broker {
-                    b.remove(&Key::Channel(Box::from(&*c.name)));
-                }
+                last(&c.name);
             }
         }
         if self.slots.is_empty() && self.slots.capacity() > 1024 {
@@ -177,36 +187,43 @@ mod tests {
 
     #[test]
     fn subscribe_unsubscribe_keeps_positions_right() {
-        let mut t = Channels::new(10, None);
-        let (c, p0) = t.subscribe("x", 10).unwrap();
-        let (_, p1) = t.subscribe("x", 11).unwrap();
-        let (_, p2) = t.subscribe("x", 12).unwrap();
-        assert_eq!((p0, p1, p2), (0, 1, 2));
+        let mut t = Channels::new(10);
+        let a = t.subscribe("x", 10).unwrap();
+        let b = t.subscribe("x", 11).unwrap();
+        let c = t.subscribe("x", 12).unwrap();
+        assert_eq!((a.pos, b.pos, c.pos), (0, 1, 2));
+        // The first subscriber here is the first local interest, the others are not.
+        assert_eq!((a.first, b.first, c.first), (true, false, false));
+        let chan = a.chan;
         // Removing position 0 moves the last subscriber (12) into it.
-        assert_eq!(t.unsubscribe(c, p0), Some(12));
-        assert_eq!(t.subscribers(c), &[12, 11]);
-        assert_eq!(t.unsubscribe(c, 1), None);
-        assert_eq!(t.unsubscribe(c, 0), None);
-        // Still present until the end of the turn.
-        assert_eq!(t.lookup("x"), Some(c));
-        t.collect_empty();
+        assert_eq!(t.unsubscribe(chan, a.pos), Some(12));
+        assert_eq!(t.subscribers(chan), &[12, 11]);
+        assert_eq!(t.unsubscribe(chan, 1), None);
+        assert_eq!(t.unsubscribe(chan, 0), None);
+        // Still present until the end of the turn, then gone: the last local interest.
+        assert_eq!(t.lookup("x"), Some(chan));
+        let mut last = Vec::new();
+        t.collect_empty(|name| last.push(name.to_string()));
+        assert_eq!(last, ["x"]);
         assert_eq!(t.lookup("x"), None);
         assert!(t.is_empty());
     }
 
     #[test]
     fn refilled_channel_survives_collection() {
-        let mut t = Channels::new(10, None);
-        let (c, p) = t.subscribe("x", 1).unwrap();
-        t.unsubscribe(c, p);
-        t.subscribe("x", 2).unwrap();
-        t.collect_empty();
+        let mut t = Channels::new(10);
+        let j = t.subscribe("x", 1).unwrap();
+        t.unsubscribe(j.chan, j.pos);
+        assert!(!t.subscribe("x", 2).unwrap().first);
+        let mut last = Vec::new();
+        t.collect_empty(|name| last.push(name.to_string()));
+        assert!(last.is_empty(), "a refilled channel keeps its interest");
         assert_eq!(t.subscribers(t.lookup("x").unwrap()), &[2]);
     }
 
     #[test]
     fn channel_limit() {
-        let mut t = Channels::new(2, None);
+        let mut t = Channels::new(2);
         t.subscribe("a", 1).unwrap();
         t.subscribe("b", 2).unwrap();
         assert!(t.admits("a"));

@@ -6,9 +6,11 @@
 //! `&mut Conn` for the length of a call.
 
 use std::net::TcpStream;
+use std::sync::atomic::AtomicU64;
 
 use crate::proto::ws::reader::WsReader;
 use crate::runtime::outq::OutQueue;
+use crate::stats::WorkerStats;
 
 /// Protocol phase of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,28 @@ pub enum Phase {
     /// Finishing: our last bytes (close frame or final response) are queued; once flushed the
     /// write side is shut down, input is discarded until the peer closes or `--close-timeout`.
     Closing,
+}
+
+impl Phase {
+    /// This phase's connection gauge in `/stats` (`conns_*`).
+    pub fn gauge(self, s: &WorkerStats) -> &AtomicU64 {
+        match self {
+            Phase::Http => &s.conns_http,
+            Phase::WsSub => &s.conns_ws_sub,
+            Phase::WsEcho => &s.conns_ws_echo,
+            Phase::Sse => &s.conns_sse,
+            Phase::Stream => &s.conns_stream,
+            Phase::Poll => &s.conns_poll,
+            Phase::BayeuxPoll => &s.conns_bayeux_poll,
+            Phase::BayeuxWs => &s.conns_bayeux_ws,
+            Phase::Closing => &s.conns_closing,
+        }
+    }
+
+    /// Whether the connection speaks WebSocket.
+    pub fn is_ws(self) -> bool {
+        matches!(self, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
+    }
 }
 
 /// `flags` bits.
@@ -206,8 +230,82 @@ pub struct Conn {
     pub ext: Option<Box<Ext>>,
 }
 
+/// The phase transitions: each sets the phase, its protocol state and extras together and moves
+/// the connection gauges with it (the old phase's down, the new one's up), so that a gauge is
+/// never paired by hand.
 impl Conn {
-    pub fn new(sock: TcpStream, generation: u32) -> Self {
+    /// A connection just accepted: reading its first HTTP request (counted in `conns_http`).
+    pub fn open(sock: TcpStream, generation: u32, stats: &WorkerStats) -> Self {
+        WorkerStats::add(&stats.conns_http, 1);
+        Conn::new(sock, generation)
+    }
+
+    fn set_phase(&mut self, phase: Phase, stats: &WorkerStats) {
+        WorkerStats::sub(self.phase.gauge(stats), 1);
+        WorkerStats::add(phase.gauge(stats), 1);
+        self.phase = phase;
+    }
+
+    /// HTTP → WebSocket (`WsSub`, `WsEcho`, `BayeuxWs`) once the `101` is decided: the request
+    /// is over, a fresh frame reader, `ext` the phase's extras.
+    pub fn upgrade(&mut self, phase: Phase, ext: Option<Box<Ext>>, stats: &WorkerStats) {
+        debug_assert!(self.phase == Phase::Http && phase.is_ws());
+        self.set_phase(phase, stats);
+        self.clear(flag::IN_REQUEST | flag::HEAD_DONE);
+        self.proto = Proto::Ws(WsReader::default());
+        self.ext = ext;
+    }
+
+    /// HTTP → an HTTP subscriber (`Sse`, `Stream`) or a held request (`Poll`, `BayeuxPoll`),
+    /// with its state inline and its extras; `keep_alive`: a held request's connection reads
+    /// on after the answer.
+    pub fn hold(
+        &mut self,
+        phase: Phase,
+        st: SubState,
+        ext: Option<Box<Ext>>,
+        keep_alive: bool,
+        stats: &WorkerStats,
+    ) {
+        debug_assert!(self.phase == Phase::Http && !phase.is_ws() && phase != Phase::Closing);
+        self.set_phase(phase, stats);
+        self.clear(flag::IN_REQUEST | flag::HEAD_DONE | flag::KEEP_ALIVE);
+        if keep_alive {
+            self.set(flag::KEEP_ALIVE);
+        }
+        self.proto = Proto::Sub(st);
+        self.ext = ext;
+    }
+
+    /// A held request (poll, Bayeux connect) is over: an HTTP connection again.
+    pub fn back_to_http(&mut self, stats: &WorkerStats) {
+        self.set_phase(Phase::Http, stats);
+        self.proto = Proto::Ws(WsReader::default());
+        self.ext = None;
+        self.clear(flag::KEEP_ALIVE);
+    }
+
+    /// Any phase → `Closing`: extras freed, a WebSocket remembered (`WAS_WS`, for the
+    /// close-timeout counter). Whether it was not closing already.
+    pub fn begin_closing(&mut self, stats: &WorkerStats) -> bool {
+        if self.phase == Phase::Closing {
+            return false;
+        }
+        if self.phase.is_ws() {
+            self.set(flag::WAS_WS);
+        }
+        self.set_phase(Phase::Closing, stats);
+        self.ext = None;
+        true
+    }
+
+    /// The connection is gone (removed from the slab): out of its gauge and of `bytes_queued`.
+    pub fn gone(&self, stats: &WorkerStats) {
+        WorkerStats::sub(self.phase.gauge(stats), 1);
+        WorkerStats::sub(&stats.bytes_queued, self.queued() as u64);
+    }
+
+    fn new(sock: TcpStream, generation: u32) -> Self {
         Conn {
             sock,
             generation,
@@ -280,6 +378,53 @@ mod tests {
         assert_eq!(std::mem::size_of::<SlabEntry>(), 80);
         assert_eq!(std::mem::size_of::<TcpStream>(), 4);
         assert_eq!(std::mem::size_of::<Proto>(), 20);
+    }
+
+    /// Every transition moves the gauges together: one connection is in exactly one gauge.
+    #[test]
+    fn transitions_move_the_gauges_together() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let stats = WorkerStats::default();
+        let gauges = |s: &WorkerStats| {
+            use std::sync::atomic::Ordering::Relaxed;
+            [
+                Phase::Http,
+                Phase::WsSub,
+                Phase::WsEcho,
+                Phase::Sse,
+                Phase::Stream,
+                Phase::Poll,
+                Phase::BayeuxPoll,
+                Phase::BayeuxWs,
+                Phase::Closing,
+            ]
+            .map(|p| p.gauge(s).load(Relaxed))
+        };
+        let mut c = Conn::open(sock, 1, &stats);
+        assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        c.set(flag::HEAD_DONE);
+        c.hold(
+            Phase::Poll,
+            SubState::new(5, 0, Format::Json),
+            None,
+            true,
+            &stats,
+        );
+        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert!(c.has(flag::KEEP_ALIVE) && !c.has(flag::HEAD_DONE));
+        assert_eq!(c.sub().cursor(), 5);
+        c.back_to_http(&stats);
+        assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(!c.has(flag::KEEP_ALIVE));
+        c.upgrade(Phase::WsSub, None, &stats);
+        assert_eq!(gauges(&stats), [0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(c.begin_closing(&stats));
+        assert!(!c.begin_closing(&stats), "closing once");
+        assert!(c.has(flag::WAS_WS));
+        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        c.gone(&stats);
+        assert_eq!(gauges(&stats), [0; 9]);
     }
 
     #[test]

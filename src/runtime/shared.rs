@@ -5,12 +5,13 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use crate::broker::Broker;
 use crate::pubsub::bayeux::{Clients, Waiter};
-use crate::pubsub::hub::{Hub, Message, Refused};
+use crate::pubsub::hub::{Hub, Message, Now, Refused};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::stats::{self, WorkerStats};
 
@@ -35,9 +36,22 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Workers that have confirmed `draining` (`Mail::Quiesce`).
     pub quiesced: AtomicUsize,
+    /// When the process started: the hub's and the Bayeux store's seconds count from here.
+    pub start: Instant,
 }
 
 impl Shared {
+    /// The time for the hub: seconds since [`Shared::start`] and the wall clock (the one place
+    /// the process's shared state reads the clocks).
+    pub fn now(&self) -> Now {
+        Now {
+            secs: self.start.elapsed().as_secs() as u32,
+            unix_micros: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
+        }
+    }
+
     /// The `/stats` document.
     pub fn stats_json(&self) -> String {
         let workers: Vec<&WorkerStats> = self.stats.iter().map(|s| &**s).collect();
@@ -81,20 +95,22 @@ impl Shared {
     ) -> Result<Option<Entered>, Refused> {
         let mut refused = 0;
         let mut woken = Vec::new();
-        let msg = self.hub.publish_at(channel, given, payload, |msg| {
-            here(msg);
-            for (i, mb) in self.mailboxes.iter().enumerate() {
-                if Some(i) == from {
-                    continue;
+        let msg = self
+            .hub
+            .publish_at(channel, given, payload, self.now(), |msg| {
+                here(msg);
+                for (i, mb) in self.mailboxes.iter().enumerate() {
+                    if Some(i) == from {
+                        continue;
+                    }
+                    if mb.post(Mail::Publish(msg.clone())).is_ok() {
+                        posted(i);
+                    } else {
+                        refused += 1;
+                    }
                 }
-                if mb.post(Mail::Publish(msg.clone())).is_ok() {
-                    posted(i);
-                } else {
-                    refused += 1;
-                }
-            }
-            woken = self.bayeux.deliver(&msg.channel, || msg.bayeux().clone());
-        })?;
+                woken = self.bayeux.deliver(&msg.channel, || msg.bayeux().clone());
+            })?;
         Ok(msg.map(|msg| Entered {
             msg,
             refused,

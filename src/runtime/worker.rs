@@ -41,6 +41,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::broker;
 use crate::config::Config;
 use crate::proto::http::HeadLimits;
 use crate::proto::ws::frame::{self, close_code};
@@ -154,7 +155,7 @@ impl Worker {
         let bayeux_advice = bayeux::advice(&cfg);
         Ok(Worker {
             id,
-            channels: Channels::new(cfg.max_channels, shared.broker.get().cloned()),
+            channels: Channels::new(cfg.max_channels),
             cfg,
             poll,
             listener: Some(listener),
@@ -242,7 +243,7 @@ impl Worker {
     fn end_turn(&mut self) {
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
-            self.shared.hub.sweep();
+            self.shared.hub.sweep(self.shared.now());
             self.shared.bayeux.sweep();
         }
         for (i, w) in self.wake.iter_mut().enumerate() {
@@ -250,7 +251,13 @@ impl Worker {
                 self.shared.mailboxes[i].wake();
             }
         }
-        self.channels.collect_empty();
+        let broker = self.shared.broker.get();
+        self.channels.collect_empty(|name| {
+            // The last local interest: the broker unsubscribes after its linger.
+            if let Some(b) = broker {
+                b.remove(&broker::Key::Channel(Box::from(&**name)));
+            }
+        });
         self.stats
             .channels
             .store(self.channels.len() as u64, Ordering::Relaxed);

@@ -95,7 +95,7 @@ impl Worker {
             self.shared.conns.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let conn = Conn::new(sock, generation);
+        let conn = Conn::open(sock, generation, &self.stats);
         if let Err(e) = self.poll.registry().register(
             &mut SourceFd(&conn.sock.as_raw_fd()),
             token(idx, generation),
@@ -107,7 +107,6 @@ impl Worker {
         }
         entry.insert(conn);
         WorkerStats::add(&self.stats.accepted, 1);
-        WorkerStats::add(&self.stats.conns_http, 1);
         let at = self.after(self.cfg.head_timeout);
         self.set_deadline(idx, at);
     }

@@ -33,11 +33,8 @@ use super::{PubError, Worker};
 use crate::proto::bayeux::{self, AckField, Reply, Request};
 use crate::proto::http;
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
-use crate::proto::ws::reader::WsReader;
 use crate::pubsub::bayeux::{Connect, Out, Refusal, Waiter, random_id};
-use crate::runtime::conn::{
-    BayeuxWs, Ext, Format, HeldConnect, ORIGIN_ANY, Phase, Proto, SubState, flag,
-};
+use crate::runtime::conn::{BayeuxWs, Ext, Format, HeldConnect, ORIGIN_ANY, Phase, SubState, flag};
 use crate::stats::WorkerStats;
 
 /// What the handshake reply offers.
@@ -240,26 +237,21 @@ impl Worker {
             }
             return self.bayeux_answer(idx, &batch.out, callback, &extra, keep_alive);
         };
-        WorkerStats::sub(&self.stats.conns_http, 1);
-        WorkerStats::add(&self.stats.conns_bayeux_poll, 1);
         let before = batch
             .out
             .iter()
             .map(|p| String::from_utf8_lossy(p))
             .collect::<Vec<_>>()
             .join(",");
-        let conn = &mut self.conns[idx];
-        conn.phase = Phase::BayeuxPoll;
-        conn.proto = Proto::Sub(SubState::new(0, origin, Format::Json));
-        if keep_alive {
-            conn.set(flag::KEEP_ALIVE);
-        }
-        conn.ext = Some(Box::new(Ext::Bayeux {
+        let ext = Box::new(Ext::Bayeux {
             held,
             before,
             callback: callback.map(Box::from),
             cors,
-        }));
+        });
+        let st = SubState::new(0, origin, Format::Json);
+        let conn = &mut self.conns[idx];
+        conn.hold(Phase::BayeuxPoll, st, Some(ext), keep_alive, &self.stats);
         conn.deadline = 0;
         let at = self.after(secs);
         self.set_deadline(idx, at);
@@ -787,15 +779,11 @@ impl Worker {
         let Some(resp) = self.accept_upgrade(idx, head) else {
             return;
         };
-        WorkerStats::add(&self.stats.conns_bayeux_ws, 1);
-        let conn = &mut self.conns[idx];
-        conn.phase = Phase::BayeuxWs;
-        conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
-        conn.proto = Proto::Ws(WsReader::default());
-        conn.ext = Some(Box::new(Ext::BayeuxWs(BayeuxWs {
+        let ext = Box::new(Ext::BayeuxWs(BayeuxWs {
             browser: browser_cookie(head).map(String::into_boxed_str),
             ..BayeuxWs::default()
-        })));
+        }));
+        self.conns[idx].upgrade(Phase::BayeuxWs, Some(ext), &self.stats);
         self.bayeux_ws_arm(idx);
         if self.send(idx, &[Bytes::from(resp)], false).is_err() {
             self.remove(idx);

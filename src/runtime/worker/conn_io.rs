@@ -11,6 +11,7 @@ use bytes::Bytes;
 use mio::Token;
 
 use super::{READ_BUDGET, SCRATCH, SMALL_TAIL, Worker, split_token};
+use crate::broker::Key;
 use crate::proto::ws::frame::{self, close_code};
 use crate::runtime::conn::{Conn, NO_CHANNEL, Phase, flag};
 use crate::runtime::outq::{self, OutQueue};
@@ -210,17 +211,9 @@ impl Worker {
         self.release_poll(idx);
         self.bayeux_release(idx);
         self.unsubscribe(idx);
-        let conn = &mut self.conns[idx];
-        if conn.phase == Phase::Closing {
+        if !self.conns[idx].begin_closing(&self.stats) {
             return;
         }
-        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
-        if matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs) {
-            conn.set(flag::WAS_WS);
-        }
-        conn.phase = Phase::Closing;
-        conn.ext = None;
-        WorkerStats::add(&self.stats.conns_closing, 1);
         if let Some(frame) = last
             && self.send(idx, &[frame], false).is_err()
         {
@@ -272,6 +265,24 @@ impl Worker {
         true
     }
 
+    /// Subscribes connection `idx` to `channel` (admission was checked in this turn:
+    /// [`Channels::admits`](crate::pubsub::Channels::admits)); the first local interest in the
+    /// channel is told to the broker.
+    pub(super) fn subscribe(&mut self, idx: usize, channel: &str) {
+        let j = self
+            .channels
+            .subscribe(channel, idx as u32)
+            .expect("admits() was checked in the same turn");
+        let conn = &mut self.conns[idx];
+        conn.chan = j.chan;
+        conn.chan_pos = j.pos;
+        if j.first
+            && let Some(b) = self.shared.broker.get()
+        {
+            b.add(Key::Channel(Box::from(channel)));
+        }
+    }
+
     pub(super) fn unsubscribe(&mut self, idx: usize) {
         let conn = &mut self.conns[idx];
         if conn.chan == NO_CHANNEL {
@@ -294,9 +305,7 @@ impl Worker {
         self.release_poll(idx);
         self.bayeux_release(idx);
         self.unsubscribe(idx);
-        let conn = self.conns.remove(idx);
-        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
-        WorkerStats::sub(&self.stats.bytes_queued, conn.queued() as u64);
+        self.conns.remove(idx).gone(&self.stats);
         self.shared.conns.fetch_sub(1, Ordering::Relaxed);
         // Dropping the socket closes it, which also removes it from the epoll set.
     }

@@ -14,10 +14,9 @@ use bytes::Bytes;
 
 use super::Worker;
 use crate::proto::http::{self, Method};
-use crate::proto::ws::reader::WsReader;
 use crate::pubsub;
 use crate::pubsub::hub::{self, Gap, Message, Refused, Since, Wr};
-use crate::runtime::conn::{Ext, Format, ORIGIN_ANY, Phase, Proto, SubState, flag};
+use crate::runtime::conn::{Ext, Format, ORIGIN_ANY, Phase, SubState, flag};
 use crate::stats::WorkerStats;
 
 /// Longest JSONP callback name.
@@ -362,6 +361,8 @@ impl Worker {
             channel,
             phase,
             SubState::new(since.cursor, req.origin, req.format),
+            None,
+            false,
         );
         let at = self.after(self.cfg.sse_heartbeat);
         self.set_deadline(idx, at);
@@ -375,20 +376,19 @@ impl Worker {
         self.over_backlog(idx);
     }
 
-    /// Turns an HTTP connection into a subscriber of `channel` (admission was checked).
-    fn enter_sub_phase(&mut self, idx: usize, channel: &str, phase: Phase, st: SubState) {
-        WorkerStats::sub(&self.stats.conns_http, 1);
-        WorkerStats::add(self.stats.phase_gauge(phase), 1);
-        let (chan, pos) = self
-            .channels
-            .subscribe(channel, idx as u32)
-            .expect("admits() was checked in the same turn");
-        let conn = &mut self.conns[idx];
-        conn.phase = phase;
-        conn.proto = Proto::Sub(st);
-        conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
-        conn.chan = chan;
-        conn.chan_pos = pos;
+    /// Turns an HTTP connection into a subscriber of `channel` (admission was checked): a
+    /// stream, or a held poll with its extras.
+    fn enter_sub_phase(
+        &mut self,
+        idx: usize,
+        channel: &str,
+        phase: Phase,
+        st: SubState,
+        ext: Option<Box<Ext>>,
+        keep_alive: bool,
+    ) {
+        self.subscribe(idx, channel);
+        self.conns[idx].hold(phase, st, ext, keep_alive, &self.stats);
     }
 
     /// A heartbeat on an SSE or streaming subscriber, and the next one armed.
@@ -414,7 +414,9 @@ impl Worker {
         let cors = self.cors_headers(req.origin);
         let hub = &self.shared.hub;
         let since = if let Some(client) = req.client {
-            if pragma_start && let Err(e) = hub.session_start(channel, client, req.cursor) {
+            if pragma_start
+                && let Err(e) = hub.session_start(channel, client, req.cursor, self.shared.now())
+            {
                 let why = if e == Refused::Sessions {
                     "session limit reached (--max-sessions)\n"
                 } else {
@@ -423,7 +425,12 @@ impl Worker {
                 };
                 return self.refuse(idx, 503, why, &cors, req.keep_alive);
             }
-            match hub.session_take(channel, client, self.answer_budget(req.format)) {
+            match hub.session_take(
+                channel,
+                client,
+                self.answer_budget(req.format),
+                self.shared.now(),
+            ) {
                 Ok(s) => s,
                 Err(_) => {
                     WorkerStats::add(&self.stats.sessions_unknown, 1);
@@ -452,24 +459,23 @@ impl Worker {
         }
         // Nothing yet: hold the request.
         if let Some(client) = req.client {
-            hub.session_hold(channel, client, true);
+            hub.session_hold(channel, client, true, self.shared.now());
         }
+        let ext = (req.client.is_some() || req.callback.is_some()).then(|| {
+            Box::new(Ext::Poll {
+                client: req.client.map(Box::from),
+                callback: req.callback.map(Box::from),
+            })
+        });
         self.enter_sub_phase(
             idx,
             channel,
             Phase::Poll,
             SubState::new(since.cursor, req.origin, req.format),
+            ext,
+            req.keep_alive,
         );
         let conn = &mut self.conns[idx];
-        if req.keep_alive {
-            conn.set(flag::KEEP_ALIVE);
-        }
-        if req.client.is_some() || req.callback.is_some() {
-            conn.ext = Some(Box::new(Ext::Poll {
-                client: req.client.map(Box::from),
-                callback: req.callback.map(Box::from),
-            }));
-        }
         conn.deadline = 0;
         let at = self.after(self.cfg.poll_timeout);
         self.set_deadline(idx, at);
@@ -488,7 +494,11 @@ impl Worker {
                 return;
             };
             let budget = self.answer_budget(st.format);
-            let Ok(since) = self.shared.hub.session_take(name, client, budget) else {
+            let Ok(since) = self
+                .shared
+                .hub
+                .session_take(name, client, budget, self.shared.now())
+            else {
                 return; // replaced meanwhile; the poll times out empty
             };
             if since.msgs.is_empty() && !since.gap.is_gap() {
@@ -558,13 +568,7 @@ impl Worker {
 
     /// A held request (poll, Bayeux connect) is over: the connection reads HTTP again.
     pub(super) fn back_to_http(&mut self, idx: usize) {
-        let conn = &mut self.conns[idx];
-        WorkerStats::sub(self.stats.phase_gauge(conn.phase), 1);
-        WorkerStats::add(&self.stats.conns_http, 1);
-        conn.phase = Phase::Http;
-        conn.proto = Proto::Ws(WsReader::default());
-        conn.ext = None;
-        conn.clear(flag::KEEP_ALIVE);
+        self.conns[idx].back_to_http(&self.stats);
     }
 
     /// After answering a held request on a kept-alive connection: the keep-alive timeout runs.
@@ -591,7 +595,9 @@ impl Worker {
             return;
         };
         if let Some(name) = self.channels.name(conn.chan) {
-            self.shared.hub.session_hold(name, &client, false);
+            self.shared
+                .hub
+                .session_hold(name, &client, false, self.shared.now());
         }
     }
 

@@ -58,24 +58,17 @@ impl Worker {
             return;
         };
         let conn = &mut self.conns[idx];
-        conn.phase = match channel {
+        let phase = match channel {
             Some(_) => Phase::WsSub,
             None => Phase::WsEcho,
         };
-        conn.clear(flag::IN_REQUEST | flag::HEAD_DONE);
+        conn.upgrade(phase, None, &self.stats);
         let mut first = vec![Bytes::from(resp)];
         if let Some(ch) = channel {
-            WorkerStats::add(&self.stats.conns_ws_sub, 1);
-            match self.channels.subscribe(ch, idx as u32) {
-                Ok((chan, pos)) => {
-                    conn.chan = chan;
-                    conn.chan_pos = pos;
-                }
-                Err(_) => unreachable!("admits() was checked just above in the same turn"),
-            }
             if envelope {
                 conn.set(flag::ENVELOPE);
             }
+            self.subscribe(idx, ch);
             if cursor.is_some() {
                 let since = self.shared.hub.since(ch, cursor);
                 if since.gap.is_gap() {
@@ -90,8 +83,6 @@ impl Worker {
                 let generation = self.conns[idx].generation;
                 self.resumed.insert((idx as u32, generation), since.cursor);
             }
-        } else {
-            WorkerStats::add(&self.stats.conns_ws_echo, 1);
         }
         self.ws_activity(idx);
         if self.send(idx, &first[..1], false).is_err() {
@@ -105,14 +96,12 @@ impl Worker {
         }
     }
 
-    /// Checks an upgrade request: the `101` answer to send (the connection leaves the HTTP
-    /// gauge), or `None` when it was refused (answered and closing).
+    /// Checks an upgrade request: the `101` answer to send (the caller then moves the connection
+    /// on: [`Conn::upgrade`](crate::runtime::conn::Conn::upgrade)), or `None` when it was refused
+    /// (answered and closing).
     pub(super) fn accept_upgrade(&mut self, idx: usize, head: &http::Head<'_>) -> Option<Vec<u8>> {
         match handshake::accept(head) {
-            Ok(r) => {
-                WorkerStats::sub(&self.stats.conns_http, 1);
-                Some(r)
-            }
+            Ok(r) => Some(r),
             Err(e) => {
                 WorkerStats::add(&self.stats.http_errors, 1);
                 self.respond(idx, e.response(), false);
