@@ -16,6 +16,7 @@ pub mod proto;
 pub mod pubsub;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod stats;
 
 pub use config::Config;

@@ -18,7 +18,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::broker::{self, Broker, BrokerConfig};
 use crate::config::Config;
-use crate::pubsub::bayeux::{BayeuxLimits, Clients};
+use crate::session::bayeux::store::{BayeuxLimits, Clients};
 use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::worker::{Shared, WAKER, Worker};

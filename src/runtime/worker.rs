@@ -84,7 +84,7 @@ pub struct Shared {
     /// Message ids, history and long-poll sessions of every channel.
     pub hub: Hub,
     /// Bayeux clients: subscriptions, queues, held connects.
-    pub bayeux: crate::pubsub::bayeux::Clients,
+    pub bayeux: crate::session::bayeux::store::Clients,
     /// The Redis link (`--broker`), set once at start.
     pub broker: std::sync::OnceLock<Arc<Broker>>,
     /// Under the launcher (`--processes`): the sums over all its processes, as the launcher last

@@ -14,7 +14,7 @@
 //! gave one, at most `--bayeux-timeout`. Deliveries travel in connect replies only, which is
 //! what lets the ack extension number them as batches.
 //!
-//! Sessions live in [`crate::pubsub::bayeux::Clients`]; publishes go through the hub like any
+//! Sessions live in [`crate::session::bayeux::store::Clients`]; publishes go through the hub like any
 //! other, so native subscribers of `a/b` and Bayeux subscribers of `/a/b` see the same messages.
 //!
 //! Who may act for a clientId (documented in the README): over long- and callback-polling the
@@ -34,7 +34,7 @@ use crate::proto::bayeux::{self, AckField, Reply, Request};
 use crate::proto::http;
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
 use crate::proto::ws::reader::WsReader;
-use crate::pubsub::bayeux::{Connect, Out, Refusal, Waiter, random_id};
+use crate::session::bayeux::store::{Connect, Out, Refusal, Waiter, random_id};
 use crate::runtime::conn::{
     BayeuxWs, Ext, Format, HeldConnect, ORIGIN_ANY, Phase, Proto, SubState, flag,
 };

@@ -1,0 +1,3 @@
+//! Bayeux sessions.
+
+pub mod store;
