@@ -24,20 +24,23 @@
 //! `handshake`.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
 use super::transports::valid_callback;
 use super::{PubError, Worker};
+use crate::broker::{Broker, Key};
 use crate::proto::bayeux::{self, AckField, Reply, Request};
 use crate::proto::http;
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
 use crate::proto::ws::reader::WsReader;
-use crate::session::bayeux::store::{Connect, Out, Refusal, Waiter, random_id};
 use crate::runtime::conn::{
     BayeuxWs, Ext, Format, HeldConnect, ORIGIN_ANY, Phase, Proto, SubState, flag,
 };
+use crate::session::bayeux::Out;
+use crate::session::bayeux::store::{Connect, Interest, Refusal, Waiter};
 use crate::stats::WorkerStats;
 
 /// What the handshake reply offers.
@@ -78,6 +81,39 @@ enum ConnectOutcome {
     /// Hold the connect for this many seconds, after adding these (the answer to an earlier
     /// connect held on the same WebSocket).
     Hold(HeldConnect, u32, Vec<Bytes>),
+}
+
+/// Seconds on the monotonic clock the Bayeux store's `now` counts in: one clock for every
+/// worker, since a client's requests may arrive on any of them.
+fn secs() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_secs() as u32
+}
+
+/// 128 random bits from the kernel's CSPRNG: client ids and `BAYEUX_BROWSER` cookies.
+fn random_u128() -> u128 {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: getrandom writes at most the given length into the valid buffer.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n > 0 {
+            filled += n as usize;
+        }
+    }
+    u128::from_be_bytes(b)
+}
+
+/// `--broker`: follows the Bayeux store's first and last interest in a subscription.
+fn tell_broker(broker: Option<&Broker>) -> impl FnMut(Interest<'_>) + '_ {
+    move |i| {
+        if let Some(b) = broker {
+            match i {
+                Interest::First(sub) => b.add(Key::of_bayeux(sub)),
+                Interest::Last(sub) => b.remove(&Key::of_bayeux(sub)),
+            }
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -314,7 +350,9 @@ impl Worker {
                             .map(|(h, _)| h)
                     });
                     if let Some(h) = held {
-                        self.shared.bayeux.release(&h.client, self.waiter(idx));
+                        self.shared
+                            .bayeux
+                            .release(secs(), &h.client, self.waiter(idx));
                         let reply = finish_connect(h, &Out::default(), &self.bayeux_advice);
                         b.out.push(Bytes::from(reply));
                     }
@@ -435,11 +473,15 @@ impl Worker {
             (_, Some(b)) => (Some(b.clone()), None),
             (Via::WebSocket, None) => (None, None),
             (_, None) => {
-                let b = random_id();
+                let b = format!("{:032x}", random_u128());
                 (Some(b.clone()), Some(b))
             }
         };
-        match self.shared.bayeux.handshake(ack, browser.as_deref()) {
+        match self
+            .shared
+            .bayeux
+            .handshake(secs(), ack, browser.as_deref(), &mut random_u128)
+        {
             Ok(id) => {
                 if let Some(s) = self.ws_state(idx) {
                     s.client = Some(Box::from(id.as_str()));
@@ -479,7 +521,10 @@ impl Worker {
         if ctx.via == Via::WebSocket
             && let Some((prev, _)) = self.ws_state(idx).and_then(|s| s.held.take())
         {
-            let out = self.shared.bayeux.finish(&prev.client, self.waiter(idx));
+            let out = self
+                .shared
+                .bayeux
+                .finish(secs(), &prev.client, self.waiter(idx));
             parts.extend(out.msgs.iter().cloned());
             parts.push(Bytes::from(finish_connect(prev, &out, &self.bayeux_advice)));
         }
@@ -503,7 +548,7 @@ impl Worker {
         match self
             .shared
             .bayeux
-            .connect(&held.client, hold.then_some(waiter), ack)
+            .connect(self::secs(), &held.client, hold.then_some(waiter), ack)
         {
             Err(_) => {
                 parts.push(Bytes::from(self.unknown_client(r)));
@@ -545,9 +590,17 @@ impl Worker {
             .collect();
         let store = &self.shared.bayeux;
         let res = if subscribe {
-            store.subscribe_all(&client, &subs)
+            store.subscribe_all(
+                &client,
+                &subs,
+                &mut tell_broker(self.shared.broker.get().map(|b| &**b)),
+            )
         } else {
-            store.unsubscribe_all(&client, &subs)
+            store.unsubscribe_all(
+                &client,
+                &subs,
+                &mut tell_broker(self.shared.broker.get().map(|b| &**b)),
+            )
         };
         if let Err((e, s)) = res {
             let (code, why) = match e {
@@ -573,7 +626,12 @@ impl Worker {
             Ok(c) => c,
             Err(reply) => return reply,
         };
-        match self.shared.bayeux.disconnect(&client) {
+        let broker = self.shared.broker.get().map(|b| &**b);
+        let gone = self
+            .shared
+            .bayeux
+            .disconnect(&client, &mut tell_broker(broker));
+        match gone {
             Ok(waiter) => {
                 if let Some(w) = waiter {
                     self.bayeux_wake(w);
@@ -659,7 +717,7 @@ impl Worker {
             let Some(client) = self.held_client(idx) else {
                 continue;
             };
-            if let Some(out) = self.shared.bayeux.take(&client, self.waiter(idx)) {
+            if let Some(out) = self.shared.bayeux.take(secs(), &client, self.waiter(idx)) {
                 self.bayeux_end_hold(idx, Some(out));
             }
         }
@@ -674,7 +732,8 @@ impl Worker {
             let Some((held, _)) = self.ws_state(idx).and_then(|s| s.held.take()) else {
                 return;
             };
-            let out = out.unwrap_or_else(|| self.shared.bayeux.finish(&held.client, waiter));
+            let out =
+                out.unwrap_or_else(|| self.shared.bayeux.finish(secs(), &held.client, waiter));
             let mut parts: Vec<Bytes> = out.msgs.clone();
             parts.push(Bytes::from(finish_connect(held, &out, &self.bayeux_advice)));
             WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
@@ -694,7 +753,7 @@ impl Worker {
         else {
             return;
         };
-        let out = out.unwrap_or_else(|| self.shared.bayeux.finish(&held.client, waiter));
+        let out = out.unwrap_or_else(|| self.shared.bayeux.finish(secs(), &held.client, waiter));
         self.back_to_http(idx);
         let mut parts: Vec<Bytes> = Vec::with_capacity(out.msgs.len() + 2);
         if !before.is_empty() {
@@ -707,11 +766,17 @@ impl Worker {
         self.keepalive_again(idx);
     }
 
+    /// Expires idle Bayeux clients (worker 0, once a tick).
+    pub(super) fn bayeux_sweep(&mut self) {
+        let broker = self.shared.broker.get().map(|b| &**b);
+        self.shared.bayeux.sweep(secs(), &mut tell_broker(broker));
+    }
+
     /// A held connect's connection is closing or gone: the store forgets it.
     pub(super) fn bayeux_release(&mut self, idx: usize) {
         if let Some(client) = self.held_client(idx) {
             let waiter = self.waiter(idx);
-            self.shared.bayeux.release(&client, waiter);
+            self.shared.bayeux.release(secs(), &client, waiter);
         }
     }
 

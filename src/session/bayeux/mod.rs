@@ -1,3 +1,7 @@
 //! Bayeux sessions.
 
+mod client;
+pub mod ids;
 pub mod store;
+
+pub use client::Out;
