@@ -5,6 +5,8 @@
 //!   the cross-worker mailbox.
 //! - [`proto`]: wire formats, sans-IO — HTTP/1.1 heads, the WebSocket handshake, frames, UTF-8.
 //! - [`pubsub`]: policy, sans-IO — channels and their subscribers within one worker.
+//! - [`session`]: protocol rules with state, sans-IO, `now` and randomness passed in — Bayeux
+//!   sessions (meta channels, holds, ack, timesync) and their client store.
 //!
 //! [`server`] wires them together; [`config`] holds every flag and limit; [`stats`] the counters.
 //! See `ARCHITECTURE.md` for the loop turn and a map from concept to file.
@@ -16,6 +18,7 @@ pub mod proto;
 pub mod pubsub;
 pub mod runtime;
 pub mod server;
+pub mod session;
 pub mod stats;
 
 pub use config::Config;

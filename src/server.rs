@@ -18,10 +18,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::broker::{self, Broker, BrokerConfig};
 use crate::config::Config;
-use crate::pubsub::bayeux::{BayeuxLimits, Clients};
 use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::worker::{Shared, WAKER, Worker};
+use crate::session::bayeux::store::{BayeuxLimits, Clients};
 use crate::stats::WorkerStats;
 
 /// What the broker's subscriber thread receives goes into the process (held weakly: messages
@@ -199,7 +199,6 @@ impl Server {
                 },
                 Box::new(BrokerSink(weak)),
             )?;
-            shared.bayeux.set_broker(b.clone());
             let _ = shared.broker.set(b);
         }
         let mut threads = Vec::with_capacity(n);

@@ -1,6 +1,7 @@
 //! Bayeux 1.0 (CometD) wire format, sans-IO: channel names and subscription patterns, a
 //! request batch parsed with simd-json into [`Request`]s, and the JSON of replies and delivered
-//! messages. Session state, transports and fan-out live elsewhere; nothing here does I/O.
+//! messages. Session rules and state live in `session::bayeux`, transports in the runtime;
+//! nothing here does I/O.
 //!
 //! Channels are absolute paths of segments (`/a/b`). A subscription may end in `/*` (one more
 //! segment) or `/**` (any depth below). `/meta/**` channels are the protocol's own,

@@ -7,7 +7,6 @@
 //! of the turn, so a channel index held by pending fan-out work stays valid for the whole turn.
 //! This module must never touch sockets: it hands out slot numbers, the worker does the I/O.
 
-pub mod bayeux;
 pub mod hub;
 pub mod message;
 

@@ -168,16 +168,8 @@ pub enum Ext {
     },
 }
 
-/// A `/meta/connect` waiting for messages.
-#[derive(Debug)]
-pub struct HeldConnect {
-    pub client: Box<str>,
-    /// The connect's `id` (as JSON); its reply is written when the hold ends.
-    pub id: Option<Box<str>>,
-    /// The client's timesync sample and when the connect arrived (ms since the epoch); boxed,
-    /// since few clients use the extension.
-    pub timesync: Option<Box<(crate::proto::bayeux::TimeSync, i64)>>,
-}
+/// A `/meta/connect` waiting for messages (the Bayeux rules' own type).
+pub use crate::session::bayeux::HeldConnect;
 
 /// State of a Bayeux WebSocket connection.
 #[derive(Debug, Default)]

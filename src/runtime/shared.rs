@@ -10,9 +10,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::broker::Broker;
-use crate::pubsub::bayeux::{Clients, Waiter};
 use crate::pubsub::hub::{Hub, Message, Now, Refused};
 use crate::runtime::mailbox::{Mail, Mailbox};
+use crate::session::bayeux::Waiter;
+use crate::session::bayeux::store::Clients;
 use crate::stats::{self, WorkerStats};
 
 /// State shared by all workers of one server.

@@ -244,7 +244,7 @@ impl Worker {
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
             self.shared.hub.sweep(self.shared.now());
-            self.shared.bayeux.sweep();
+            self.bayeux_sweep();
         }
         for (i, w) in self.wake.iter_mut().enumerate() {
             if std::mem::take(w) {

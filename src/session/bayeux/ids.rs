@@ -1,0 +1,51 @@
+//! Client ids and `BAYEUX_BROWSER` cookie values: 128 bits, written as 32 hex digits. Kept as
+//! numbers, so the client table and the subscription index hold 16 bytes per entry and no
+//! string. The bits are drawn by the caller (see [`super::Env::random`]), never here.
+
+/// A client id.
+pub type Id = u128;
+
+/// The id written as `id` (32 hex digits, either case); `None` for anything else, which can
+/// name no client.
+pub fn parse_id(id: &str) -> Option<Id> {
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u128::from_str_radix(id, 16).ok())
+        .flatten()
+}
+
+/// `id` as written on the wire: 32 lowercase hex digits.
+pub fn hex(id: Id) -> String {
+    format!("{id:032x}")
+}
+
+/// A `BAYEUX_BROWSER` cookie value as stored: 32 hex digits, not zero, as two halves (so the
+/// client record keeps 8-byte alignment).
+pub fn browser_of(cookie: Option<&str>) -> Option<[u64; 2]> {
+    let id = cookie.and_then(parse_id).filter(|&id| id != 0)?;
+    Some([(id >> 64) as u64, id as u64])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B1: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn ids_parse_only_as_32_hex_digits() {
+        assert_eq!(parse_id(B1), Some(0x0123456789abcdef0123456789abcdef));
+        assert_eq!(parse_id(&B1.to_uppercase()), parse_id(B1));
+        for bad in [
+            "",
+            "0123",
+            "+123456789abcdef0123456789abcdef",
+            "g123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad}");
+        }
+        assert_eq!(hex(7), "00000000000000000000000000000007");
+        assert_eq!(parse_id(&hex(u128::MAX)), Some(u128::MAX));
+        assert_eq!(browser_of(Some(&hex(0))), None, "zero is no cookie");
+        assert_eq!(browser_of(Some(B1)), Some([0x0123456789abcdef; 2]));
+    }
+}
