@@ -1,7 +1,7 @@
 //! Command-line flags and the limits they set. Every limit the server enforces is here, with its
 //! default and the reason for it; `edgecomet --help` prints the same text.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use clap::Parser;
@@ -247,7 +247,7 @@ impl Config {
     /// Checks flag combinations that clap cannot (called before the server starts).
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.broker {
-            crate::broker::parse_url(url)?;
+            redis_addr(url)?;
         }
         if self.processes > 1 && self.broker.is_none() {
             return Err(format!(
@@ -292,6 +292,30 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
+}
+
+/// Parses `redis://HOST[:PORT][/]` (port 6379 by default) into `HOST:PORT`.
+pub fn redis_addr(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| format!("--broker {url}: expected redis://HOST:PORT"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '@', '?']) {
+        return Err(format!(
+            "--broker {url}: expected redis://HOST:PORT (no user, database or options)"
+        ));
+    }
+    let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
+        rest.to_string()
+    } else {
+        format!("{rest}:6379")
+    };
+    with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("--broker {url}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--broker {url}: resolves to no address"))?;
+    Ok(with_port)
 }
 
 #[cfg(test)]
@@ -347,5 +371,24 @@ mod tests {
     fn header_limit_is_bounded() {
         assert!(Config::try_parse_from(["edgecomet", "--max-headers", "129"]).is_err());
         assert!(Config::try_parse_from(["edgecomet", "--max-headers", "128"]).is_ok());
+    }
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            redis_addr("redis://127.0.0.1:7000").unwrap(),
+            "127.0.0.1:7000"
+        );
+        assert_eq!(redis_addr("redis://127.0.0.1/").unwrap(), "127.0.0.1:6379");
+        assert_eq!(redis_addr("redis://localhost:1").unwrap(), "localhost:1");
+        for bad in [
+            "http://x:1",
+            "redis://",
+            "redis://u:p@h:1",
+            "redis://h:1/2",
+            "redis://h:x",
+        ] {
+            assert!(redis_addr(bad).is_err(), "{bad}");
+        }
     }
 }

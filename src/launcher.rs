@@ -31,7 +31,7 @@ use signal_hook::iterator::Signals;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
-use crate::runtime::worker::Shared;
+use crate::runtime::shared::Shared;
 use crate::stats;
 
 /// Set in a process the launcher started: `INDEX LAUNCHER_PID`.

@@ -1,14 +1,21 @@
 //! edgecomet: a Comet server for a million concurrent long-lived connections.
 //!
-//! Layers, dependencies pointing one way:
-//! - [`runtime`]: mechanism — sockets, slab, timing wheel, queues, the per-core worker loop and
-//!   the cross-worker mailbox.
-//! - [`proto`]: wire formats, sans-IO — HTTP/1.1 heads, the WebSocket handshake, frames, UTF-8.
-//! - [`pubsub`]: policy, sans-IO — channels and their subscribers within one worker.
+//! Layers, dependencies pointing down only (each uses those below it, never those above):
+//! - [`server`], [`launcher`]: process wiring — workers and their listeners, the broker link,
+//!   shutdown; `--processes` runs several copies of the process on one port.
+//! - [`runtime`]: mechanism — sockets, the slab, the timing wheel, queues, the per-core worker
+//!   loop, the cross-worker mailbox, and the state the workers share (`runtime::shared`). It
+//!   moves bytes and applies what the layers below decide.
+//! - [`broker`]: `--broker`, the Redis link (two threads); its interest table and RESP codec are
+//!   sans-IO.
 //! - [`session`]: protocol rules with state, sans-IO, `now` and randomness passed in — Bayeux
 //!   sessions (meta channels, holds, ack, timesync) and their client store.
+//! - [`pubsub`]: channels within one worker; the hub shared by all workers (ids, history,
+//!   `Client-Id` sessions); the message and its encodings. Sans-IO, `now` passed in.
+//! - [`proto`]: wire formats, sans-IO — HTTP/1.1 heads and bodies, the WebSocket handshake,
+//!   frames, UTF-8, Bayeux JSON.
+//! - [`config`] (every flag and limit) and [`stats`] (the counters) are used by all and use none.
 //!
-//! [`server`] wires them together; [`config`] holds every flag and limit; [`stats`] the counters.
 //! See `ARCHITECTURE.md` for the loop turn and a map from concept to file.
 
 pub mod broker;

@@ -20,7 +20,8 @@ use crate::broker::{self, Broker, BrokerConfig};
 use crate::config::Config;
 use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
-use crate::runtime::worker::{Shared, WAKER, Worker};
+use crate::runtime::shared::Shared;
+use crate::runtime::worker::{WAKER, Worker};
 use crate::session::bayeux::store::{BayeuxLimits, Clients};
 use crate::stats::WorkerStats;
 
@@ -185,7 +186,7 @@ impl Server {
             processes: std::sync::Mutex::new(None),
         });
         if let Some(url) = &cfg.broker {
-            let addr = broker::parse_url(url)
+            let addr = crate::config::redis_addr(url)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
             let weak = Arc::downgrade(&shared);
             let b = Broker::start(

@@ -84,30 +84,6 @@ pub fn split_id(msg: &[u8]) -> Option<(u64, usize)> {
 /// Prefix of the `PING` argument that marks a barrier ([`Broker::barrier`]).
 const BARRIER: &str = "edgecomet-barrier-";
 
-/// Parses `redis://HOST[:PORT][/]` (port 6379 by default) into `HOST:PORT`.
-pub fn parse_url(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| format!("--broker {url}: expected redis://HOST:PORT"))?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() || rest.contains(['/', '@', '?']) {
-        return Err(format!(
-            "--broker {url}: expected redis://HOST:PORT (no user, database or options)"
-        ));
-    }
-    let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
-        rest.to_string()
-    } else {
-        format!("{rest}:6379")
-    };
-    with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("--broker {url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--broker {url}: resolves to no address"))?;
-    Ok(with_port)
-}
-
 /// How the broker behaves.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -636,25 +612,6 @@ mod tests {
             Ok(())
         );
         assert!(rx.try_recv().is_ok());
-    }
-
-    #[test]
-    fn urls() {
-        assert_eq!(
-            parse_url("redis://127.0.0.1:7000").unwrap(),
-            "127.0.0.1:7000"
-        );
-        assert_eq!(parse_url("redis://127.0.0.1/").unwrap(), "127.0.0.1:6379");
-        assert_eq!(parse_url("redis://localhost:1").unwrap(), "localhost:1");
-        for bad in [
-            "http://x:1",
-            "redis://",
-            "redis://u:p@h:1",
-            "redis://h:1/2",
-            "redis://h:x",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad}");
-        }
     }
 
     /// Records what the subscriber hands over.

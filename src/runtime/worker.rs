@@ -78,7 +78,7 @@ mod timers;
 mod transports;
 mod ws;
 
-pub use crate::runtime::shared::Shared;
+use crate::runtime::shared::Shared;
 // The Bayeux glue names it from here.
 use publish::PubError;
 

@@ -1,12 +1,11 @@
-//! HTTP/1.1 request heads and the small responses the server writes, sans-IO.
+//! HTTP/1.1 request heads, sans-IO (bodies: `chunked.rs`; header and query values: `values.rs`;
+//! the small responses the server writes: `response.rs`).
 //!
 //! Bytes in, a borrowed [`Head`] out. The parser never allocates, never consumes anything on
 //! [`Parse::Partial`], and finds the end of the head by scanning only the bytes that are new since
 //! the previous call, so a head trickled one byte per segment costs O(bytes), not O(bytes²).
 //! It must never panic on any input: every malformed head is an [`HttpError`] with the status
 //! the server answers.
-
-use std::fmt::Write as _;
 
 /// Outcome of one parse attempt.
 #[derive(Debug, PartialEq, Eq)]
@@ -335,7 +334,7 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
-fn trim(v: &[u8]) -> &[u8] {
+pub(super) fn trim(v: &[u8]) -> &[u8] {
     let start = v
         .iter()
         .position(|b| !matches!(b, b' ' | b'\t'))
@@ -364,250 +363,13 @@ fn protocol_name(t: &[u8]) -> &[u8] {
     t.split(|&b| b == b'/').next().unwrap_or(t)
 }
 
-/// Longest chunk-size line (hex digits and extensions) and trailer section accepted.
-const MAX_CHUNK_LINE: usize = 1024;
-const MAX_TRAILERS: usize = 4096;
+mod chunked;
+mod response;
+mod values;
 
-/// Decodes a chunked body (RFC 9112 §7.1) at the start of `buf`: `Ok(None)` if incomplete,
-/// `Ok(Some((bytes used, body)))` once the last chunk and the trailer section are in. Line ends
-/// must be CRLF (a bare LF is refused, as a request-smuggling shape); the decoded body may not
-/// exceed `max_body` (413), a size line `MAX_CHUNK_LINE` bytes, the trailers `MAX_TRAILERS`.
-pub fn chunked_body(buf: &[u8], max_body: usize) -> Result<Option<(usize, Vec<u8>)>, HttpError> {
-    let mut body = Vec::new();
-    let mut pos = 0;
-    loop {
-        // chunk-size [ chunk-ext ] CRLF
-        let Some(eol) = find_crlf(&buf[pos..], MAX_CHUNK_LINE)? else {
-            return Ok(None);
-        };
-        let line = &buf[pos..pos + eol];
-        let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-        if hex_len == 0 || hex_len > 8 {
-            return Err(HttpError::BadChunk);
-        }
-        if !valid_chunk_ext(&line[hex_len..]) {
-            return Err(HttpError::BadChunk);
-        }
-        let size = line[..hex_len].iter().fold(0usize, |acc, &d| {
-            acc * 16 + (d as char).to_digit(16).unwrap_or(0) as usize
-        });
-        pos += eol + 2;
-        if size == 0 {
-            // trailer-section CRLF: header lines until an empty one.
-            let start = pos;
-            loop {
-                let Some(eol) = find_crlf(&buf[pos..], MAX_TRAILERS)? else {
-                    return Ok(None);
-                };
-                pos += eol + 2;
-                if eol == 0 {
-                    return Ok(Some((pos, body)));
-                }
-                if pos - start > MAX_TRAILERS {
-                    return Err(HttpError::BadChunk);
-                }
-            }
-        }
-        if body.len() + size > max_body {
-            return Err(HttpError::BodyTooLarge);
-        }
-        if buf.len() < pos + size + 2 {
-            return Ok(None);
-        }
-        body.extend_from_slice(&buf[pos..pos + size]);
-        pos += size;
-        if &buf[pos..pos + 2] != b"\r\n" {
-            return Err(HttpError::BadChunk);
-        }
-        pos += 2;
-    }
-}
-
-/// Whether `ext` (what follows a chunk size on its line) is a well-formed chunk extension list
-/// (RFC 9112 §7.1.1): `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`, also
-/// accepting whitespace before the line end. An unterminated quoted string, a bare `=`, a
-/// control byte or anything else is refused: the line would mean different things to
-/// different parsers.
-pub fn valid_chunk_ext(ext: &[u8]) -> bool {
-    let ws = |b: u8| b == b' ' || b == b'\t';
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    let skip_ws = |i: &mut usize| {
-        while *i < ext.len() && ws(ext[*i]) {
-            *i += 1;
-        }
-    };
-    let token = |i: &mut usize| {
-        let start = *i;
-        while *i < ext.len() && tchar(ext[*i]) {
-            *i += 1;
-        }
-        *i > start
-    };
-    let mut i = 0;
-    loop {
-        skip_ws(&mut i);
-        if i == ext.len() {
-            return true;
-        }
-        if ext[i] != b';' {
-            return false;
-        }
-        i += 1;
-        skip_ws(&mut i);
-        if !token(&mut i) {
-            return false;
-        }
-        skip_ws(&mut i);
-        if i < ext.len() && ext[i] == b'=' {
-            i += 1;
-            skip_ws(&mut i);
-            if i < ext.len() && ext[i] == b'"' {
-                // quoted-string: qdtext / quoted-pair, then the closing quote.
-                i += 1;
-                loop {
-                    match ext.get(i) {
-                        None => return false,
-                        Some(b'"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(b'\\') => match ext.get(i + 1) {
-                            Some(&c) if c == b'\t' || c >= 0x20 && c != 0x7f => i += 2,
-                            _ => return false,
-                        },
-                        Some(&c) if c == b'\t' || c >= 0x20 && c != 0x7f => i += 1,
-                        Some(_) => return false,
-                    }
-                }
-            } else if !token(&mut i) {
-                return false;
-            }
-        }
-    }
-}
-
-/// Offset of the next CRLF in `b` (within `max` bytes). A bare LF is an error.
-fn find_crlf(b: &[u8], max: usize) -> Result<Option<usize>, HttpError> {
-    match b.iter().take(max + 2).position(|&c| c == b'\n') {
-        Some(0) => Err(HttpError::BadChunk),
-        Some(i) if b[i - 1] == b'\r' => Ok(Some(i - 1)),
-        Some(_) => Err(HttpError::BadChunk),
-        None if b.len() > max + 1 => Err(HttpError::BadChunk),
-        None => Ok(None),
-    }
-}
-
-/// The raw value of query parameter `name` in `path` (`?a=1&b=2`), undecoded. The first
-/// occurrence wins; a parameter without `=` has an empty value.
-pub fn query_param<'p>(path: &'p str, name: &str) -> Option<&'p str> {
-    let (_, query) = path.split_once('?')?;
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
-    })
-}
-
-/// The value of cookie `name` in a `Cookie` header (`a=1; b=2`).
-pub fn cookie<'c>(header: &'c [u8], name: &str) -> Option<&'c [u8]> {
-    header.split(|&b| b == b';').find_map(|pair| {
-        let pair = trim(pair);
-        let eq = pair.iter().position(|&b| b == b'=')?;
-        (trim(&pair[..eq]) == name.as_bytes()).then(|| trim(&pair[eq + 1..]))
-    })
-}
-
-/// The origin (`scheme://host[:port]`) of a `Referer` URL, as a browser would send it in
-/// `Origin`; `None` when it is not an absolute http(s) URL.
-pub fn referer_origin(referer: &[u8]) -> Option<&[u8]> {
-    let rest = referer
-        .strip_prefix(b"http://")
-        .or_else(|| referer.strip_prefix(b"https://"))?;
-    let scheme = referer.len() - rest.len();
-    let host = rest
-        .iter()
-        .position(|b| matches!(b, b'/' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    (host > 0).then(|| &referer[..scheme + host])
-}
-
-/// Decodes a query value (`%XX` escapes, `+` for a space, as forms and servlet containers
-/// do). `None` for a truncated or non-hex escape.
-pub fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Some(out)
-}
-
-/// Builds a complete response with a small body. Used for every non-upgrade answer; the bodies
-/// are at most a few kilobytes (`/stats` is the largest).
-pub fn response(
-    status: u16,
-    reason: &str,
-    content_type: &str,
-    extra_headers: &str,
-    body: &[u8],
-    keep_alive: bool,
-) -> Vec<u8> {
-    let mut head = String::with_capacity(160 + extra_headers.len());
-    // Writing to a String cannot fail.
-    let _ = write!(
-        head,
-        "HTTP/1.1 {status} {reason}\r\nServer: edgecomet\r\nContent-Type: {content_type}\r\n\
-         Content-Length: {}\r\nCache-Control: no-store\r\n{}{extra_headers}\r\n",
-        body.len(),
-        if keep_alive {
-            ""
-        } else {
-            "Connection: close\r\n"
-        },
-    );
-    let mut out = head.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
-/// A `204 No Content` answer (no body, no `Content-Length`, as RFC 9110 §8.6 requires).
-pub fn no_content(extra_headers: &str, keep_alive: bool) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 204 No Content\r\nServer: edgecomet\r\nCache-Control: no-store\r\n{}{extra_headers}\r\n",
-        if keep_alive { "" } else { "Connection: close\r\n" },
-    )
-    .into_bytes()
-}
-
-/// A plain-text error response for `err`; the connection is closed after it.
-pub fn error_response(err: HttpError) -> Vec<u8> {
-    let (status, reason) = err.status();
-    let mut body = err.message().as_bytes().to_vec();
-    body.push(b'\n');
-    response(
-        status,
-        reason,
-        "text/plain; charset=utf-8",
-        "",
-        &body,
-        false,
-    )
-}
+pub use chunked::{chunked_body, valid_chunk_ext};
+pub use response::{error_response, no_content, response};
+pub use values::{cookie, percent_decode, query_param, referer_origin};
 
 #[cfg(test)]
 mod tests {
@@ -751,80 +513,6 @@ mod tests {
     }
 
     #[test]
-    fn chunk_extensions() {
-        for ok in [
-            &b""[..],
-            b" ",
-            b";a",
-            b";a=b",
-            b" ; a = b ;c",
-            b";a=\"\"",
-            b";a=\"x y\\\"z\"",
-            b";a=\"\xff\";b=1 ",
-        ] {
-            assert!(valid_chunk_ext(ok), "{:?}", String::from_utf8_lossy(ok));
-        }
-        for bad in [
-            &b";"[..],
-            b";=b",
-            b";a=",
-            b";a=\"b",
-            b";a=\"b\\\"",
-            b";a=\"b\\",
-            b";a=\"b\x01\"",
-            b";a b",
-            b"x",
-            b";a=b\"c\"",
-            b";a=\"b\"c",
-        ] {
-            assert!(!valid_chunk_ext(bad), "{:?}", String::from_utf8_lossy(bad));
-        }
-    }
-
-    #[test]
-    fn chunked_bodies() {
-        let ok = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
-        let end = ok.len() - 4;
-        assert_eq!(
-            chunked_body(ok, 100),
-            Ok(Some((end, b"hello world".to_vec())))
-        );
-        // Every proper prefix is incomplete, never an error.
-        for n in 0..end {
-            assert_eq!(chunked_body(&ok[..n], 100), Ok(None), "prefix {n}");
-        }
-        assert_eq!(chunked_body(b"0\r\n\r\n", 0), Ok(Some((5, Vec::new()))));
-        assert_eq!(
-            chunked_body(b"5\r\nhello\r\n0\r\n\r\n", 4),
-            Err(HttpError::BodyTooLarge)
-        );
-        for bad in [
-            &b"x\r\n"[..],
-            b"5\nhello\r\n0\r\n\r\n",
-            b"5\r\nhelloXX0\r\n\r\n",
-            b"123456789\r\n",
-            b"5x\r\nhello\r\n",
-            b"0\r\n\n",
-            // An unterminated quoted extension value (it would swallow the line end for a
-            // parser that honours quotes).
-            b"5;a=\"b\r\nhello\r\n0\r\n\r\n",
-            b"5;\r\nhello\r\n0\r\n\r\n",
-            b"5;a=\r\nhello\r\n0\r\n\r\n",
-            b"5 x\r\nhello\r\n0\r\n\r\n",
-        ] {
-            assert_eq!(
-                chunked_body(bad, 1 << 20),
-                Err(HttpError::BadChunk),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-        // An endless size line is refused, not buffered.
-        let long = vec![b'0'; 2000];
-        assert_eq!(chunked_body(&long, 100), Err(HttpError::BadChunk));
-    }
-
-    #[test]
     fn host_is_required_once() {
         assert_eq!(error(b"GET / HTTP/1.1\r\n\r\n"), HttpError::BadHost);
         assert_eq!(
@@ -900,42 +588,5 @@ mod tests {
         assert!(h.keep_alive());
         let h = complete(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: WebSocket/13, h2c\r\n\r\n");
         assert!(h.upgrade_websocket && !h.connection_upgrade);
-    }
-
-    #[test]
-    fn cookies_and_query_values() {
-        let h = b"theme=dark; BAYEUX_BROWSER=ab12 ;x=";
-        assert_eq!(cookie(h, "BAYEUX_BROWSER"), Some(&b"ab12"[..]));
-        assert_eq!(cookie(h, "x"), Some(&b""[..]));
-        assert_eq!(cookie(h, "BAYEUX"), None);
-        assert_eq!(cookie(b"", "x"), None);
-        assert_eq!(
-            referer_origin(b"http://127.0.0.1:8000/pages/a.html?x#y"),
-            Some(&b"http://127.0.0.1:8000"[..])
-        );
-        assert_eq!(
-            referer_origin(b"https://example.com"),
-            Some(&b"https://example.com"[..])
-        );
-        for bad in [&b"ftp://x/"[..], b"http:///a", b"/relative", b""] {
-            assert_eq!(referer_origin(bad), None);
-        }
-        assert_eq!(
-            percent_decode("%5B%7B%22a%22%3A1%7D%5D+x%E2%98%83").unwrap(),
-            "[{\"a\":1}] x\u{2603}".as_bytes()
-        );
-        for bad in ["%", "%4", "%zz", "a%G1"] {
-            assert_eq!(percent_decode(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn responses_are_well_formed() {
-        let r = error_response(HttpError::BodyTooLarge);
-        let text = String::from_utf8(r).unwrap();
-        assert!(text.starts_with("HTTP/1.1 413 Content Too Large\r\n"));
-        assert!(text.contains("Connection: close\r\n"));
-        let (_, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(text.contains(&format!("Content-Length: {}\r\n", body.len())));
     }
 }
