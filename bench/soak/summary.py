@@ -22,6 +22,7 @@ import os
 import sys
 
 FLAT_PER_HOUR = 0.05
+MEMORY_SERIES = ("RSS (VmRSS)", "PSS", "RSS anonymous")
 
 # The gauges of /stats (the other fields are counters, which only grow).
 TOTAL_GAUGES = [
@@ -307,6 +308,29 @@ def main():
     w("")
     if zeros:
         w(f"Always 0 in the window: {', '.join(zeros)}.")
+        w("")
+    # A leak keeps rising to the end; allocator warm-up (arenas and free lists growing to the
+    # load's working set) rises and then stops. The second half of the window tells them apart.
+    half = [r for r in window if r["t"] >= (window[0]["t"] + window[-1]["t"]) / 2] if window else []
+    if len(half) >= 3:
+        w(f"Memory over the second half of the window only (t = {half[0]['t']:.0f}–{half[-1]['t']:.0f} s, "
+          f"{len(half)} samples), where a leak would still be rising and a warm-up has stopped:")
+        w("")
+        w("| series | first | last | min | max | slope / h | of mean / h | verdict |")
+        w("|---|---|---|---|---|---|---|---|")
+        for name, unit, get in series_of(rows):
+            if name not in MEMORY_SERIES:
+                continue
+            pts = [(r["t"], get(r)) for r in half if get(r) is not None]
+            if len(pts) < 3:
+                continue
+            vals = [v for _, v in pts]
+            hf = fit(pts)
+            rel = abs(hf["slope_h"]) / abs(hf["mean"]) if hf and hf["mean"] else None
+            rel = (math.copysign(rel, hf["slope_h"]) if rel is not None else None)
+            w(f"| {name} | {human(vals[0], unit)} | {human(vals[-1], unit)} | {human(min(vals), unit)} | "
+              f"{human(max(vals), unit)} | {human(hf['slope_h'] if hf else None, unit)} | {pct(rel)} | "
+              f"{verdict(hf, vals)} |")
         w("")
     f = fits.get("RSS (VmRSS)")
     if f and len(window) >= 2:
