@@ -88,6 +88,7 @@ impl ServerProc {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
+        // SAFETY: kill(2) on the child this handle started and has not reaped (try_wait above).
         unsafe {
             libc::kill(self.pid as libc::pid_t, libc::SIGTERM);
         }
@@ -144,7 +145,9 @@ pub fn smaps_rollup(pid: u32) -> io::Result<Mem> {
 
 /// CPU time (user + system) of the calling thread: `getrusage(RUSAGE_THREAD)`.
 pub fn thread_cpu() -> Duration {
+    // SAFETY: rusage is plain old data; all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the valid, owned struct and nothing else.
     unsafe {
         libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
     }
@@ -431,6 +434,8 @@ fn start_connect(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
     let SocketAddr::V4(dst) = dst else {
         return Err(io::Error::other("IPv4 only"));
     };
+    // SAFETY: socket/setsockopt/bind/connect on the fd created here, with pointers to live
+    // values of the stated sizes; the fd is owned by the TcpStream built from it or closed on error.
     unsafe {
         let fd = libc::socket(
             libc::AF_INET,
@@ -897,6 +902,7 @@ impl Pool {
                     l_onoff: 1,
                     l_linger: 0,
                 };
+                // SAFETY: setsockopt on the stream's open fd with a pointer to a live linger of its size.
                 unsafe {
                     libc::setsockopt(
                         s.stream.as_raw_fd(),
@@ -1000,6 +1006,7 @@ pub fn die(msg: &str) -> ! {
 /// Largest number of open files this process may have (RLIMIT_NOFILE soft limit), after
 /// raising the soft limit to the hard one.
 pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit on a valid, owned struct; rlimit is plain old data.
     unsafe {
         let mut rl: libc::rlimit = std::mem::zeroed();
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);

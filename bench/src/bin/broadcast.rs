@@ -424,6 +424,7 @@ fn baseline_server(mut a: Args) -> ExitCode {
     let run = || -> io::Result<(u64, u64)> {
         let data = TcpListener::bind("127.0.0.1:0")?;
         // std listens with a small backlog; widen it like the server's (capped by somaxconn).
+        // SAFETY: listen(2) on the listener's open fd, integer arguments only.
         unsafe {
             libc::listen(data.as_raw_fd(), 4096);
         }
@@ -456,6 +457,7 @@ fn baseline_server(mut a: Args) -> ExitCode {
             };
             for _ in 0..got {
                 for &fd in &fds {
+                    // SAFETY: write(2) from a live buffer of the stated length to an open fd.
                     let w = unsafe {
                         libc::write(fd, frame.as_ptr() as *const libc::c_void, frame.len())
                     };
