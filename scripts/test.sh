@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one test command (README: "Run all tests"). Installs what it needs on a fresh machine, then
+# The one test command (README: "Two commands"). Installs what it needs on a fresh machine, then
 # runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
 # benches and fuzz targets compiled, the Python `websockets` client tests, the headless Chromium
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the

@@ -1,4 +1,4 @@
-//! Every limit and refusal answers what the README says, over real sockets.
+//! Every limit and refusal answers what docs/api.md says, over real sockets.
 
 mod common;
 

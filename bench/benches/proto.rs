@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the sans-IO wire code: HTTP head parse, WebSocket frame decode + unmask,
-//! frame encode. Results and the command that produced them are in the README.
+//! frame encode. Results and the command that produced them are in bench/RESULTS.md.
 
 use std::hint::black_box;
 

@@ -20,7 +20,7 @@
 # run.log (everything printed) and summary.md. (Connections per process come from /stats, not
 # from listing /proc/PID/fd: a listing gives every socket a proc inode and a dentry, ~0.9 KB of
 # kernel memory each, that stay cached. Something outside edgecomet on this machine lists the
-# fds of every process anyway: see the README's 1M section.)
+# fds of every process anyway: see bench/RESULTS.md, One million WebSocket subscribers.)
 #
 # Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory.
 # Environment: PORT (18300), REDIS_PORT (16390), NPROC (60), CONNS (1000000), NSOURCES (40),

@@ -34,8 +34,8 @@
 use edgecomet::proto::http::{HttpError, chunked_body, valid_chunk_ext};
 use libfuzzer_sys::fuzz_target;
 
-/// The documented limits of `chunked_body` (`MAX_CHUNK_LINE`, `MAX_TRAILERS`; README: "size
-/// line over 1 KiB, trailers over 4 KiB").
+/// The documented limits of `chunked_body` (`MAX_CHUNK_LINE`, `MAX_TRAILERS`; docs/api.md,
+/// Errors: "size line over 1 KiB, trailers over 4 KiB").
 const MAX_LINE: usize = 1024;
 const MAX_TRAILERS: usize = 4096;
 

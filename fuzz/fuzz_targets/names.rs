@@ -14,7 +14,7 @@
 //! Checked on every input (any failure aborts the fuzzer), for the text, `a` and `b`:
 //! - nothing panics;
 //! - native `valid_channel(s, max)` equals a byte-by-byte reference of the documented rule
-//!   (README "Channel names"): 1..=max bytes of `A-Z a-z 0-9 - _ . : @ ~`, segments separated
+//!   (docs/api.md, Endpoints: "Channel names"): 1..=max bytes of `A-Z a-z 0-9 - _ . : @ ~`, segments separated
 //!   by single `/`, no leading, trailing or doubled `/`; so an accepted name is non-empty,
 //!   within `max`, ASCII, and neither starts nor ends with `/` nor contains `//`;
 //! - the Bayeux channel of a native name is the name with a leading `/`, one byte longer (the

@@ -47,7 +47,7 @@ idle_memory: server memory per idle subscriber (PSS growth / N)
   --settle-secs S            sleep before each reading [2]
   --sources N                client source addresses 127.0.0.1.. [4]
   --max-bytes-per-conn B     fail if the median PSS growth per connection exceeds B [256 for
-                             ws, sse and longpoll (the README's target); none for Bayeux,
+                             ws, sse and longpoll (the target in bench/RESULTS.md); none for Bayeux,
                              which has no target yet]
   --thp                      start the server with --transparent-huge-pages (heap growth in
                              2 MiB steps instead of 4 KiB pages)

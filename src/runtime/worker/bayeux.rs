@@ -427,7 +427,7 @@ impl Worker {
 
     /// A script load (callback-polling) carries no `Origin`; with `--allow-origin` set, its
     /// `Referer`, when present, must come from an allowed origin. (Without a `Referer` it is
-    /// let through: JSONP cannot be held to CORS; see the README.)
+    /// let through: JSONP cannot be held to CORS; see docs/bayeux.md.)
     fn referer_allowed(&self, head: &http::Head<'_>) -> bool {
         let list = &self.cfg.allow_origin;
         if list.is_empty() || head.origin.is_some() || list.iter().any(|o| o == "*") {

@@ -108,7 +108,7 @@ mod tests {
     #[test]
     fn a_client_record_stays_small() {
         // Kept inline in the client table (which also holds empty buckets): every byte here is
-        // paid about twice per client. Measured per parked client: README, Numbers.
+        // paid about twice per client. Measured per parked client: bench/RESULTS.md, Memory per parked Bayeux client.
         assert_eq!(std::mem::size_of::<Client>(), 112);
     }
 }
