@@ -80,6 +80,7 @@ mod ws;
 
 use crate::runtime::shared::Shared;
 // The Bayeux glue names it from here.
+use conn_io::{Dead, Handled};
 use publish::PubError;
 
 pub struct Worker {
@@ -281,38 +282,45 @@ impl Worker {
         self.accept_more = false;
         let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for idx in idxs {
-            match self.conns[idx].phase {
-                Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => self.begin_close(
-                    idx,
-                    Some(frame::close_frame(
-                        close_code::GOING_AWAY,
-                        "server shutting down",
-                    )),
-                ),
-                Phase::Http => {
-                    let c = &self.conns[idx];
-                    if c.has(flag::IN_REQUEST) || c.has(flag::ACK_WAIT) || c.tail.is_some() {
-                        // Answered when complete (see `http_input`, `publish_acked`).
-                    } else if c.out.is_none() {
-                        self.remove(idx);
-                    } else {
-                        self.begin_close(idx, None);
-                    }
+            let r = self.end_session(idx);
+            self.settle(idx, r);
+        }
+    }
+
+    /// One connection's part of [`Worker::begin_shutdown`].
+    fn end_session(&mut self, idx: usize) -> Handled {
+        match self.conns[idx].phase {
+            Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => self.begin_close(
+                idx,
+                Some(frame::close_frame(
+                    close_code::GOING_AWAY,
+                    "server shutting down",
+                )),
+            ),
+            Phase::Http => {
+                let c = &self.conns[idx];
+                if c.has(flag::IN_REQUEST) || c.has(flag::ACK_WAIT) || c.tail.is_some() {
+                    // Answered when complete (see `http_input`, `publish_acked`).
+                    Ok(())
+                } else if c.out.is_none() {
+                    Err(Dead) // idle: nothing to finish
+                } else {
+                    self.begin_close(idx, None)
                 }
-                // The stream ends (chunked: with its last chunk); clients reconnect and resume.
-                Phase::Sse => self.begin_close(idx, None),
-                Phase::Stream => self.begin_close(idx, Some(Bytes::from_static(b"0\r\n\r\n"))),
-                // Answered now (empty) and closed: the client polls again elsewhere or later.
-                Phase::Poll => {
-                    self.conns[idx].clear(flag::KEEP_ALIVE);
-                    self.answer_held(idx, &[], Gap::None);
-                }
-                Phase::BayeuxPoll => {
-                    self.conns[idx].clear(flag::KEEP_ALIVE);
-                    self.bayeux_end_hold(idx, None);
-                }
-                Phase::Closing => {}
             }
+            // The stream ends (chunked: with its last chunk); clients reconnect and resume.
+            Phase::Sse => self.begin_close(idx, None),
+            Phase::Stream => self.begin_close(idx, Some(Bytes::from_static(b"0\r\n\r\n"))),
+            // Answered now (empty) and closed: the client polls again elsewhere or later.
+            Phase::Poll => {
+                self.conns[idx].clear(flag::KEEP_ALIVE);
+                self.answer_held(idx, &[], Gap::None)
+            }
+            Phase::BayeuxPoll => {
+                self.conns[idx].clear(flag::KEEP_ALIVE);
+                self.bayeux_end_hold(idx, None)
+            }
+            Phase::Closing => Ok(()),
         }
     }
 }

@@ -21,6 +21,7 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
+use super::conn_io::{Dead, Handled};
 use super::transports::valid_callback;
 use super::{PubError, Worker};
 use crate::broker::{Broker, Key};
@@ -115,10 +116,15 @@ impl Worker {
     }
 
     /// A request on `{bayeux_path}`: long-polling, callback-polling or a WebSocket upgrade.
-    pub(super) fn bayeux_http(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
+    pub(super) fn bayeux_http(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+        body: &[u8],
+    ) -> Handled {
         let keep_alive = head.keep_alive();
-        let Some(origin) = self.check_origin(idx, head) else {
-            return;
+        let Some(origin) = self.check_origin(idx, head)? else {
+            return Ok(());
         };
         // The CometD client's long-polling sends credentials (`withCredentials`), so answers
         // to a browser name the origin and allow credentials.
@@ -221,6 +227,7 @@ impl Worker {
         conn.deadline = 0;
         let at = self.after(secs);
         self.set_deadline(idx, at);
+        Ok(())
     }
 
     /// The rules over the messages of one request or frame, in order, with the publishes they
@@ -336,30 +343,31 @@ impl Worker {
                     .bayeux
                     .take(self.shared.now().secs, &client, self.waiter(idx))
             {
-                self.bayeux_end_hold(idx, Some(out));
+                let r = self.bayeux_end_hold(idx, Some(out));
+                self.settle(idx, r);
             }
         }
     }
 
     /// Ends the connect held on `idx`: with `out` (woken), or with whatever the store has for
     /// it now (timeout, interrupted, shutdown).
-    pub(super) fn bayeux_end_hold(&mut self, idx: usize, out: Option<Out>) {
+    pub(super) fn bayeux_end_hold(&mut self, idx: usize, out: Option<Out>) -> Handled {
         let waiter = self.waiter(idx);
         let now = self.bayeux_now();
         let conn = &mut self.conns[idx];
         if conn.phase == Phase::BayeuxWs {
             let Some((held, _)) = self.ws_state(idx).and_then(|s| s.held.take()) else {
-                return;
+                return Ok(());
             };
             let (out, reply) = self.bayeux_rules().end_hold(held, waiter, out, now);
             WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
             let mut parts = out.msgs;
             parts.push(reply);
-            self.bayeux_ws_send(idx, &parts);
-            if self.conns.contains(idx) && self.conns[idx].phase == Phase::BayeuxWs {
+            self.bayeux_ws_send(idx, &parts)?;
+            if self.conns[idx].phase == Phase::BayeuxWs {
                 self.bayeux_ws_arm(idx);
             }
-            return;
+            return Ok(());
         }
         let keep_alive = conn.has(flag::KEEP_ALIVE);
         let Some(Ext::Bayeux {
@@ -369,7 +377,7 @@ impl Worker {
             cors,
         }) = conn.ext.take().map(|b| *b)
         else {
-            return;
+            return Ok(());
         };
         let (out, reply) = self.bayeux_rules().end_hold(held, waiter, out, now);
         self.back_to_http(idx);
@@ -380,8 +388,9 @@ impl Worker {
         WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
         parts.extend(out.msgs);
         parts.push(reply);
-        self.bayeux_answer(idx, &parts, callback.as_deref(), &cors, keep_alive);
+        self.bayeux_answer(idx, &parts, callback.as_deref(), &cors, keep_alive)?;
         self.keepalive_again(idx);
+        Ok(())
     }
 
     /// Expires idle Bayeux clients (worker 0, once a tick).
@@ -447,7 +456,7 @@ impl Worker {
         callback: Option<&str>,
         extra: &str,
         keep_alive: bool,
-    ) {
+    ) -> Handled {
         let resp = match callback {
             None => http::response(
                 200,
@@ -466,15 +475,15 @@ impl Worker {
                 keep_alive,
             ),
         };
-        self.respond(idx, resp, keep_alive);
+        self.respond(idx, resp, keep_alive)
     }
 
     // ---- WebSocket --------------------------------------------------------------------------
 
     /// `GET {bayeux_path}` with an upgrade: the connection speaks Bayeux in text frames.
-    fn bayeux_upgrade(&mut self, idx: usize, head: &http::Head<'_>) {
-        let Some(resp) = self.accept_upgrade(idx, head) else {
-            return;
+    fn bayeux_upgrade(&mut self, idx: usize, head: &http::Head<'_>) -> Handled {
+        let Some(resp) = self.accept_upgrade(idx, head)? else {
+            return Ok(());
         };
         let ext = Box::new(Ext::BayeuxWs(BayeuxWs {
             browser: browser_cookie(head).map(String::into_boxed_str),
@@ -482,9 +491,7 @@ impl Worker {
         }));
         self.conns[idx].upgrade(Phase::BayeuxWs, Some(ext), &self.stats);
         self.bayeux_ws_arm(idx);
-        if self.send(idx, &[Bytes::from(resp)], false).is_err() {
-            self.remove(idx);
-        }
+        self.send(idx, &[Bytes::from(resp)], false)
     }
 
     /// The connection's deadline: the end of its held connect, else `--bayeux-max-interval`
@@ -501,7 +508,7 @@ impl Worker {
     }
 
     /// The deadline passed: a held connect ends, or a silent connection is closed.
-    pub(super) fn bayeux_ws_timeout(&mut self, idx: usize) {
+    pub(super) fn bayeux_ws_timeout(&mut self, idx: usize) -> Handled {
         if self.held_client(idx).is_some() {
             return self.bayeux_end_hold(idx, None);
         }
@@ -512,17 +519,21 @@ impl Worker {
                 close_code::POLICY,
                 "no Bayeux message within maxInterval",
             )),
-        );
+        )
     }
 
     /// One complete text message from a Bayeux WebSocket client. Returns a close frame when
     /// the connection must end.
-    pub(super) fn bayeux_ws_message(&mut self, idx: usize, mut payload: Vec<u8>) -> Option<Bytes> {
+    pub(super) fn bayeux_ws_message(
+        &mut self,
+        idx: usize,
+        mut payload: Vec<u8>,
+    ) -> Result<Option<Bytes>, Dead> {
         let reqs = match bayeux::parse(&mut payload, self.cfg.bayeux_max_batch) {
             Ok(r) => r,
             Err(e) => {
                 WorkerStats::add(&self.stats.bayeux_bad_requests, 1);
-                return Some(frame::close_frame(close_code::POLICY, e.message()));
+                return Ok(Some(frame::close_frame(close_code::POLICY, e.message())));
             }
         };
         WorkerStats::add(&self.stats.bayeux_messages_in, reqs.len() as u64);
@@ -548,24 +559,23 @@ impl Worker {
             s.client = link.client;
             s.held = held;
         }
-        if !self.conns.contains(idx) || self.conns[idx].phase != Phase::BayeuxWs {
-            return None;
+        if self.conns[idx].phase != Phase::BayeuxWs {
+            return Ok(None);
         }
         if !batch.out.is_empty() {
-            self.bayeux_ws_send(idx, &batch.out);
+            self.bayeux_ws_send(idx, &batch.out)?;
         }
-        if self.conns.contains(idx) && self.conns[idx].phase == Phase::BayeuxWs {
+        if self.conns[idx].phase == Phase::BayeuxWs {
             self.bayeux_ws_arm(idx);
         }
-        None
+        Ok(None)
     }
 
     /// Sends `parts` as one text frame holding a JSON array.
-    fn bayeux_ws_send(&mut self, idx: usize, parts: &[Bytes]) {
+    fn bayeux_ws_send(&mut self, idx: usize, parts: &[Bytes]) -> Handled {
         let f = frame::frame(OP_TEXT, &json_array(parts, "", ""));
-        if self.send(idx, &[f], false).is_err() {
-            return self.remove(idx);
-        }
-        self.over_backlog(idx);
+        self.send(idx, &[f], false)?;
+        self.over_backlog(idx)?;
+        Ok(())
     }
 }

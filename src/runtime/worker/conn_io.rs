@@ -21,20 +21,37 @@ use crate::stats::WorkerStats;
 #[derive(Debug)]
 pub(super) struct Dead;
 
+/// What a handler leaves behind: `Ok(())`, the connection stays (serving, holding, or closing
+/// in order); `Err(Dead)`, it must go now. A handler only ever drops the connection it was
+/// called for, and only by returning `Err(Dead)` up to the entry point of the loop turn that
+/// called it, which hands it to [`Worker::settle`]: the one place a connection is removed.
+/// So no handler finds its own connection gone under it.
+pub(super) type Handled = Result<(), Dead>;
+
 impl Worker {
     pub(super) fn conn_event(&mut self, t: Token, ev: &mio::event::Event) {
         let (idx, generation) = split_token(t);
         if !self.is_live(idx, generation) {
             return; // stale event for a previous occupant
         }
-        if ev.is_writable() && self.on_writable(idx).is_err() {
-            self.remove(idx);
-            return;
-        }
+        let mut r = if ev.is_writable() {
+            self.on_writable(idx)
+        } else {
+            Ok(())
+        };
         // Edge-triggered: without a readable edge there is nothing new to read (a write-space
         // wake-up alone must not cost a read(2) that returns EAGAIN).
-        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-            self.on_readable(idx);
+        if r.is_ok() && (ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+            r = self.on_readable(idx);
+        }
+        self.settle(idx, r);
+    }
+
+    /// Where every handler's result ends: a connection that must go is removed here, and
+    /// nowhere else.
+    pub(super) fn settle(&mut self, idx: usize, r: Handled) {
+        if r.is_err() {
+            self.remove(idx);
         }
     }
 
@@ -53,12 +70,13 @@ impl Worker {
         for (idx, generation) in list {
             let idx = idx as usize;
             if self.is_live(idx, generation) {
-                self.on_readable(idx);
+                let r = self.on_readable(idx);
+                self.settle(idx, r);
             }
         }
     }
 
-    pub(super) fn on_writable(&mut self, idx: usize) -> Result<(), Dead> {
+    pub(super) fn on_writable(&mut self, idx: usize) -> Handled {
         let conn = &mut self.conns[idx];
         let Some(q) = conn.out.as_mut() else {
             return Ok(());
@@ -87,10 +105,19 @@ impl Worker {
         }
     }
 
-    pub(super) fn on_readable(&mut self, idx: usize) {
+    pub(super) fn on_readable(&mut self, idx: usize) -> Handled {
         let mut scratch = std::mem::take(&mut self.scratch);
+        let r = self.read_loop(idx, &mut scratch);
+        self.scratch = scratch;
+        r
+    }
+
+    /// Reads and handles until the socket is drained, the read budget is spent (retried next
+    /// turn) or the connection waits for the broker.
+    fn read_loop(&mut self, idx: usize, scratch: &mut [u8]) -> Handled {
         let mut budget = READ_BUDGET;
-        while let Some(conn) = self.conns.get_mut(idx) {
+        loop {
+            let conn = &mut self.conns[idx];
             if conn.has(flag::ACK_WAIT) {
                 // Read again once the publish is answered (`resume`): meanwhile the kernel's
                 // buffers hold what the client sends, bounded by TCP's window.
@@ -115,31 +142,20 @@ impl Worker {
                     .map(|n| (n, start + n))
             };
             match result {
-                Ok((0, _)) => {
-                    // Peer closed (or half-closed: we never serve a half-closed client).
-                    self.remove(idx);
-                    break;
-                }
+                // Peer closed (or half-closed: we never serve a half-closed client).
+                Ok((0, _)) => return Err(Dead),
                 Ok((n, total)) => {
                     budget = budget.saturating_sub(n);
-                    let consumed = if big_tail {
+                    if big_tail {
                         let mut tail = self.conns[idx].tail.take().expect("big tail present");
-                        let c = self.process(idx, &mut tail[..total]);
-                        if let Some(conn) = self.conns.get_mut(idx) {
-                            tail.drain(..c.min(total));
-                            if !tail.is_empty() {
-                                conn.tail = Some(tail);
-                            }
+                        let c = self.process(idx, &mut tail[..total])?;
+                        tail.drain(..c.min(total));
+                        if !tail.is_empty() {
+                            self.conns[idx].tail = Some(tail);
                         }
-                        None
                     } else {
-                        Some(self.process(idx, &mut scratch[..total]))
-                    };
-                    if let (Some(c), Some(conn)) = (consumed, self.conns.get_mut(idx)) {
-                        keep_leftover(conn, &scratch[c.min(total)..total]);
-                    }
-                    if !self.conns.contains(idx) {
-                        break;
+                        let c = self.process(idx, &mut scratch[..total])?;
+                        keep_leftover(&mut self.conns[idx], &scratch[c.min(total)..total]);
                     }
                     if budget == 0 {
                         let g = self.conns[idx].generation;
@@ -148,49 +164,43 @@ impl Worker {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.remove(idx);
-                    break;
-                }
+                Err(_) => return Err(Dead),
             }
         }
-        self.scratch = scratch;
+        Ok(())
     }
 
     /// Handles `buf` (leftover + new bytes) for connection `idx`; returns bytes consumed.
-    /// The connection may be gone afterwards.
-    pub(super) fn process(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+    pub(super) fn process(&mut self, idx: usize, buf: &mut [u8]) -> Result<usize, Dead> {
         let mut pos = 0;
         loop {
-            let Some(conn) = self.conns.get_mut(idx) else {
-                return buf.len();
-            };
+            let conn = &self.conns[idx];
             match conn.phase {
                 // Discarded: until the peer closes, or (streams) nothing is expected.
-                Phase::Closing | Phase::Sse | Phase::Stream => return buf.len(),
+                Phase::Closing | Phase::Sse | Phase::Stream => return Ok(buf.len()),
                 Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => {
-                    return pos + self.ws_input(idx, &mut buf[pos..]);
+                    return Ok(pos + self.ws_input(idx, &mut buf[pos..])?);
                 }
                 Phase::Poll | Phase::BayeuxPoll => {
                     if pos == buf.len() {
-                        return pos;
+                        return Ok(pos);
                     }
                     // A request pipelined behind a held poll: finish the poll now, then serve
                     // the request (responses leave in request order).
                     if conn.phase == Phase::Poll {
-                        self.poll_interrupted(idx);
+                        self.poll_interrupted(idx)?;
                     } else {
-                        self.bayeux_end_hold(idx, None);
+                        self.bayeux_end_hold(idx, None)?;
                     }
                 }
                 Phase::Http => {
                     // Nothing more is served until the waiting publish is answered.
                     if pos == buf.len() || conn.has(flag::ACK_WAIT) {
-                        return pos;
+                        return Ok(pos);
                     }
-                    match self.http_input(idx, &buf[pos..]) {
+                    match self.http_input(idx, &buf[pos..])? {
                         Some(used) => pos += used,
-                        None => return pos, // need more bytes
+                        None => return Ok(pos), // need more bytes
                     }
                 }
             }
@@ -200,24 +210,22 @@ impl Worker {
     /// Sends `bufs` in order: straight to the socket when nothing is queued, else behind the
     /// queue. `data` marks droppable data messages, subject to `--max-queued-bytes`; control
     /// frames and HTTP responses are never dropped.
-    pub(super) fn send(&mut self, idx: usize, bufs: &[Bytes], data: bool) -> Result<(), Dead> {
+    pub(super) fn send(&mut self, idx: usize, bufs: &[Bytes], data: bool) -> Handled {
         let conn = &mut self.conns[idx];
         send_on(conn, bufs, data, &self.stats)
     }
 
     /// Starts an orderly close: `last` (a close frame) is queued, the subscription ends, and
     /// once everything queued has gone the write side is shut down.
-    pub(super) fn begin_close(&mut self, idx: usize, last: Option<Bytes>) {
+    pub(super) fn begin_close(&mut self, idx: usize, last: Option<Bytes>) -> Handled {
         self.release_poll(idx);
         self.bayeux_release(idx);
         self.unsubscribe(idx);
         if !self.conns[idx].begin_closing(&self.stats) {
-            return;
+            return Ok(());
         }
-        if let Some(frame) = last
-            && self.send(idx, &[frame], false).is_err()
-        {
-            return self.remove(idx);
+        if let Some(frame) = last {
+            self.send(idx, &[frame], false)?;
         }
         if self.conns[idx].out.is_none() {
             self.after_drained(idx);
@@ -225,11 +233,12 @@ impl Worker {
         let at = self.after(self.cfg.close_timeout);
         self.conns[idx].deadline = 0;
         self.set_deadline(idx, at);
+        Ok(())
     }
 
     /// Slow consumer: unsent data is dropped (counted); a WebSocket client gets 1008, an event
     /// stream just ends (the client resumes from the history with its last id).
-    pub(super) fn slow_consumer(&mut self, idx: usize) {
+    pub(super) fn slow_consumer(&mut self, idx: usize) -> Handled {
         let conn = &mut self.conns[idx];
         if let Some(q) = conn.out.as_mut() {
             let (msgs, bytes) = q.drop_unsent_data();
@@ -239,30 +248,28 @@ impl Worker {
         WorkerStats::add(&self.stats.slow_consumers, 1);
         let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
             .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
-        self.begin_close(idx, last);
+        self.begin_close(idx, last)
     }
 
     /// Bounds what a client that does not read can make us queue (pipelined requests, echoes,
     /// pongs): past `--max-queued-bytes` it is treated as a slow consumer. A WebSocket client
     /// gets 1008 after its unsent data is dropped; an HTTP client is disconnected. Returns
-    /// whether the connection was closed or is closing.
-    pub(super) fn over_backlog(&mut self, idx: usize) -> bool {
-        let Some(conn) = self.conns.get(idx) else {
-            return true;
-        };
+    /// whether the connection is now closing (nothing more is to be served on it).
+    pub(super) fn over_backlog(&mut self, idx: usize) -> Result<bool, Dead> {
+        let conn = &self.conns[idx];
         if conn.queued() <= self.cfg.max_queued_bytes {
-            return false;
+            return Ok(false);
         }
         match conn.phase {
             Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs | Phase::Sse | Phase::Stream => {
-                self.slow_consumer(idx)
+                self.slow_consumer(idx)?;
+                Ok(true)
             }
             Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
-                self.remove(idx);
+                Err(Dead)
             }
         }
-        true
     }
 
     /// Subscribes connection `idx` to `channel` (admission was checked in this turn:
@@ -297,8 +304,8 @@ impl Worker {
         }
     }
 
-    /// Drops a connection now.
-    pub(super) fn remove(&mut self, idx: usize) {
+    /// Drops a connection now: only through [`Worker::settle`].
+    fn remove(&mut self, idx: usize) {
         if !self.conns.contains(idx) {
             return;
         }
@@ -338,12 +345,7 @@ fn keep_leftover(conn: &mut Conn, rest: &[u8]) {
 
 /// [`Worker::send`] on a connection borrowed directly (the fan-out loop holds the channel table).
 /// Slow-consumer limits are the caller's business: this only writes and queues.
-pub(super) fn send_on(
-    conn: &mut Conn,
-    bufs: &[Bytes],
-    data: bool,
-    stats: &WorkerStats,
-) -> Result<(), Dead> {
+pub(super) fn send_on(conn: &mut Conn, bufs: &[Bytes], data: bool, stats: &WorkerStats) -> Handled {
     let total: usize = bufs.iter().map(Bytes::len).sum();
     if let Some(q) = conn.out.as_mut() {
         // Backlogged (the last write hit WouldBlock): keep order, append behind what waits;

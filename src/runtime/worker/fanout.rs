@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Worker;
-use super::conn_io::send_on;
+use super::conn_io::{Dead, send_on};
 use crate::runtime::conn::{Phase, Proto, flag};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::outq;
@@ -37,7 +37,8 @@ impl Worker {
                     if self.is_live(idx as usize, generation)
                         && self.conns[idx as usize].has(flag::ACK_WAIT)
                     {
-                        self.publish_acked(idx as usize, receivers, false);
+                        let r = self.publish_acked(idx as usize, receivers, false);
+                        self.settle(idx as usize, r);
                     }
                 }
                 Ok(Mail::Quiesce) => {
@@ -162,7 +163,8 @@ impl Worker {
         }
         self.resumed.clear();
         for (idx, start, end) in polls {
-            self.wake_poll(idx, &pending[start..end]);
+            let r = self.wake_poll(idx, &pending[start..end]);
+            self.settle(idx, r);
         }
         pending.clear();
         self.pending = pending;
@@ -172,11 +174,13 @@ impl Worker {
                 .get(idx)
                 .is_some_and(|c| matches!(c.phase, Phase::WsSub | Phase::Sse | Phase::Stream))
             {
-                self.slow_consumer(idx);
+                let r = self.slow_consumer(idx);
+                self.settle(idx, r);
             }
         }
+        // (One that was also slow may be gone already: removing it again does nothing.)
         for idx in dead {
-            self.remove(idx);
+            self.settle(idx, Err(Dead));
         }
     }
 }

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::Worker;
+use super::conn_io::{Dead, Handled};
 use crate::proto::http::{self, HttpError, Method, Parse};
 use crate::runtime::conn::{Phase, flag};
 use crate::stats::WorkerStats;
@@ -13,7 +14,7 @@ use crate::stats::WorkerStats;
 impl Worker {
     /// Handles at most one request from `buf`. Returns the bytes it used, or `None` if the
     /// request is not complete yet (nothing used).
-    pub(super) fn http_input(&mut self, idx: usize, buf: &[u8]) -> Option<usize> {
+    pub(super) fn http_input(&mut self, idx: usize, buf: &[u8]) -> Result<Option<usize>, Dead> {
         let conn = &mut self.conns[idx];
         if !conn.has(flag::IN_REQUEST) {
             conn.set(flag::IN_REQUEST);
@@ -22,7 +23,7 @@ impl Worker {
         }
         let conn = &mut self.conns[idx];
         if conn.has(flag::HEAD_DONE) && buf.len() < conn.http_mark as usize {
-            return None;
+            return Ok(None);
         }
         let scanned = if conn.has(flag::HEAD_DONE) {
             0
@@ -32,17 +33,17 @@ impl Worker {
         let head = match http::parse_head(buf, scanned, self.head_limits) {
             Parse::Partial => {
                 conn.http_mark = buf.len() as u32;
-                return None;
+                return Ok(None);
             }
             Parse::Error(e) => {
-                self.http_refuse(idx, e);
-                return Some(buf.len());
+                self.http_refuse(idx, e)?;
+                return Ok(Some(buf.len()));
             }
             Parse::Complete(h) => h,
         };
         if head.content_length > u64::from(self.cfg.max_body_bytes) {
-            self.http_refuse(idx, HttpError::BodyTooLarge);
-            return Some(buf.len());
+            self.http_refuse(idx, HttpError::BodyTooLarge)?;
+            return Ok(Some(buf.len()));
         }
         // A chunked body is decoded into a copy once it is complete; until then the head is
         // parsed again with each arrival (bounded by --max-body-bytes and --head-timeout).
@@ -50,13 +51,13 @@ impl Worker {
         let need = if head.chunked {
             match http::chunked_body(&buf[head.head_len..], self.cfg.max_body_bytes as usize) {
                 Err(e) => {
-                    self.http_refuse(idx, e);
-                    return Some(buf.len());
+                    self.http_refuse(idx, e)?;
+                    return Ok(Some(buf.len()));
                 }
                 Ok(None) => {
                     conn.set(flag::HEAD_DONE);
                     conn.http_mark = (buf.len() + 1) as u32;
-                    return None;
+                    return Ok(None);
                 }
                 Ok(Some((used, body))) => {
                     decoded = Some(body);
@@ -69,7 +70,7 @@ impl Worker {
         if buf.len() < need {
             conn.set(flag::HEAD_DONE);
             conn.http_mark = need as u32;
-            return None;
+            return Ok(None);
         }
         conn.clear(flag::HEAD_DONE | flag::IN_REQUEST);
         conn.http_mark = 0;
@@ -85,23 +86,21 @@ impl Worker {
                 "the server is shutting down: request not served (a publish was not \
                  published)\n",
                 false,
-            );
-            return Some(need);
+            )?;
+            return Ok(Some(need));
         }
         let body = decoded.as_deref().unwrap_or(&buf[head.head_len..need]);
-        self.route(idx, &head, body);
+        self.route(idx, &head, body)?;
         let at = self.after(self.cfg.keepalive_timeout);
-        if let Some(conn) = self.conns.get_mut(idx)
-            && conn.phase == Phase::Http
-            && !conn.has(flag::ACK_WAIT)
-        {
+        let conn = &mut self.conns[idx];
+        if conn.phase == Phase::Http && !conn.has(flag::ACK_WAIT) {
             conn.deadline = 0;
             self.set_deadline(idx, at);
         }
-        Some(need)
+        Ok(Some(need))
     }
 
-    pub(super) fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) {
+    pub(super) fn route(&mut self, idx: usize, head: &http::Head<'_>, body: &[u8]) -> Handled {
         let path = head.path.split('?').next().unwrap_or("");
         let bayeux = &self.cfg.bayeux_path;
         // CometD clients append the message type: /cometd/handshake, /cometd/connect, /cometd/.
@@ -110,16 +109,17 @@ impl Worker {
                 .strip_prefix(bayeux.as_str())
                 .is_some_and(|rest| rest.starts_with('/'))
         {
-            self.bayeux_http(idx, head, body);
+            self.bayeux_http(idx, head, body)
         } else if path == "/echo" {
-            if self.check_origin(idx, head).is_some() {
-                self.upgrade(idx, head, None);
+            match self.check_origin(idx, head)? {
+                Some(_) => self.upgrade(idx, head, None),
+                None => Ok(()),
             }
         } else if let Some(channel) = path.strip_prefix("/sub/") {
-            self.route_sub(idx, head, body, channel);
+            self.route_sub(idx, head, body, channel)
         } else if let Some(channel) = path.strip_prefix("/pub/") {
-            let Some(origin) = self.check_origin(idx, head) else {
-                return;
+            let Some(origin) = self.check_origin(idx, head)? else {
+                return Ok(());
             };
             if head.method_raw == "OPTIONS" {
                 return self.preflight(idx, head, origin);
@@ -134,7 +134,7 @@ impl Worker {
                     head.keep_alive(),
                 );
             }
-            self.publish(idx, channel, body, head.keep_alive(), origin);
+            self.publish(idx, channel, body, head.keep_alive(), origin)
         } else if path == "/stats" {
             if head.method() != Method::Get {
                 return self.respond_error(
@@ -155,14 +155,14 @@ impl Worker {
                 json.as_bytes(),
                 head.keep_alive(),
             );
-            self.respond(idx, resp, head.keep_alive());
+            self.respond(idx, resp, head.keep_alive())
         } else {
-            self.respond_error(idx, 404, "Not Found", "", "not found\n", head.keep_alive());
+            self.respond_error(idx, 404, "Not Found", "", "not found\n", head.keep_alive())
         }
     }
 
-    pub(super) fn bad_request(&mut self, idx: usize, body: &str, keep_alive: bool) {
-        self.respond_error(idx, 400, "Bad Request", "", body, keep_alive);
+    pub(super) fn bad_request(&mut self, idx: usize, body: &str, keep_alive: bool) -> Handled {
+        self.respond_error(idx, 400, "Bad Request", "", body, keep_alive)
     }
 
     pub(super) fn respond_error(
@@ -173,7 +173,7 @@ impl Worker {
         extra: &str,
         body: &str,
         keep_alive: bool,
-    ) {
+    ) -> Handled {
         WorkerStats::add(&self.stats.http_errors, 1);
         let resp = http::response(
             status,
@@ -183,10 +183,10 @@ impl Worker {
             body.as_bytes(),
             keep_alive,
         );
-        self.respond(idx, resp, keep_alive);
+        self.respond(idx, resp, keep_alive)
     }
 
-    pub(super) fn http_refuse(&mut self, idx: usize, e: HttpError) {
+    pub(super) fn http_refuse(&mut self, idx: usize, e: HttpError) -> Handled {
         WorkerStats::add(&self.stats.http_errors, 1);
         match e {
             HttpError::HeadTooLarge | HttpError::TooManyHeaders | HttpError::UriTooLong => {
@@ -195,18 +195,14 @@ impl Worker {
             HttpError::BodyTooLarge => WorkerStats::add(&self.stats.body_too_large, 1),
             _ => {}
         }
-        self.respond(idx, http::error_response(e), false);
+        self.respond(idx, http::error_response(e), false)
     }
 
-    pub(super) fn respond(&mut self, idx: usize, resp: Vec<u8>, keep_alive: bool) {
-        if self.send(idx, &[Bytes::from(resp)], false).is_err() {
-            return self.remove(idx);
+    pub(super) fn respond(&mut self, idx: usize, resp: Vec<u8>, keep_alive: bool) -> Handled {
+        self.send(idx, &[Bytes::from(resp)], false)?;
+        if self.over_backlog(idx)? || keep_alive {
+            return Ok(());
         }
-        if self.over_backlog(idx) {
-            return;
-        }
-        if !keep_alive {
-            self.begin_close(idx, None);
-        }
+        self.begin_close(idx, None)
     }
 }

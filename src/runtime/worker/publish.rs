@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::Worker;
+use super::conn_io::{Dead, Handled};
 use crate::broker::{AckTo, PublishError};
 use crate::proto::http;
 use crate::pubsub;
@@ -52,7 +53,7 @@ impl Worker {
         body: &[u8],
         keep_alive: bool,
         origin: u16,
-    ) {
+    ) -> Handled {
         if !pubsub::valid_channel(channel, self.cfg.max_channel_len) {
             return self.bad_request(idx, "invalid channel name\n", keep_alive);
         }
@@ -70,7 +71,7 @@ impl Worker {
         match self.publish_message(channel, Bytes::copy_from_slice(body), ack) {
             Ok(Published::Here(msg)) => {
                 let body = publish_body(channel, &format!("\"id\":\"{}\"", msg.id), len);
-                self.publish_answer(idx, 200, &body, origin, keep_alive);
+                self.publish_answer(idx, 200, &body, origin, keep_alive)
             }
             Ok(Published::Broker) => {
                 let at = self.after(self.cfg.broker_ack_timeout);
@@ -86,6 +87,7 @@ impl Worker {
                 }));
                 conn.deadline = 0;
                 self.set_deadline(idx, at);
+                Ok(())
             }
             Err(e) => {
                 let cors = self.cors_headers(origin);
@@ -103,7 +105,7 @@ impl Worker {
         body: &str,
         origin: u16,
         keep_alive: bool,
-    ) {
+    ) -> Handled {
         let reason = if status == 200 { "OK" } else { "Accepted" };
         let cors = self.cors_headers(origin);
         let resp = http::response(
@@ -114,13 +116,18 @@ impl Worker {
             body.as_bytes(),
             keep_alive,
         );
-        self.respond(idx, resp, keep_alive);
+        self.respond(idx, resp, keep_alive)
     }
 
     /// Redis answered the publish `idx` waits for (`Some(receivers)`), or it was lost
     /// (`None`), or the wait timed out (`timed_out`): answer it, then serve what the client
     /// sent behind it.
-    pub(super) fn publish_acked(&mut self, idx: usize, receivers: Option<u64>, timed_out: bool) {
+    pub(super) fn publish_acked(
+        &mut self,
+        idx: usize,
+        receivers: Option<u64>,
+        timed_out: bool,
+    ) -> Handled {
         let conn = &mut self.conns[idx];
         // While shutting down the connection ends with this answer.
         let keep_alive = conn.has(flag::KEEP_ALIVE) && self.drain_deadline.is_none();
@@ -132,7 +139,7 @@ impl Worker {
             origin,
         }) = conn.ext.take().map(|b| *b)
         else {
-            return self.remove(idx);
+            return Err(Dead);
         };
         match receivers {
             Some(n) => {
@@ -143,7 +150,7 @@ impl Worker {
                     &publish_body(&channel, &what, bytes),
                     origin,
                     keep_alive,
-                );
+                )?;
             }
             None => {
                 let cors = self.cors_headers(origin);
@@ -170,34 +177,30 @@ impl Worker {
                     &("Retry-After: 1\r\n".to_string() + &cors),
                     body,
                     keep_alive,
-                );
+                )?;
             }
         }
-        if let Some(conn) = self.conns.get_mut(idx)
-            && conn.phase == Phase::Http
-        {
+        if self.conns[idx].phase == Phase::Http {
             let at = self.after(self.cfg.keepalive_timeout);
             self.set_deadline(idx, at);
-            self.resume(idx);
+            self.resume(idx)?;
         }
+        Ok(())
     }
 
     /// A connection that stopped reading (a publish waiting for the broker) goes on: the bytes
     /// read behind the publish are served, then whatever the kernel holds is read (its
     /// readiness edge may have passed meanwhile).
-    pub(super) fn resume(&mut self, idx: usize) {
+    pub(super) fn resume(&mut self, idx: usize) -> Handled {
         if let Some(mut tail) = self.conns[idx].tail.take() {
-            let c = self.process(idx, &mut tail[..]);
-            if let Some(conn) = self.conns.get_mut(idx) {
-                tail.drain(..c.min(tail.len()));
-                if !tail.is_empty() {
-                    conn.tail = Some(tail);
-                }
+            let c = self.process(idx, &mut tail[..])?;
+            tail.drain(..c.min(tail.len()));
+            if !tail.is_empty() {
+                self.conns[idx].tail = Some(tail);
             }
         }
-        if let Some(conn) = self.conns.get(idx) {
-            self.retry.push((idx as u32, conn.generation));
-        }
+        self.retry.push((idx as u32, self.conns[idx].generation));
+        Ok(())
     }
 
     pub(super) fn publish_refused(
@@ -206,7 +209,7 @@ impl Worker {
         e: PubError,
         cors: &str,
         keep_alive: bool,
-    ) {
+    ) -> Handled {
         let keep_alive = keep_alive && !matches!(e, PubError::Draining);
         let (extra, body) = match e {
             PubError::Channels => {
@@ -240,7 +243,7 @@ impl Worker {
             &(extra + cors),
             body,
             keep_alive,
-        );
+        )
     }
 
     /// Publishes `payload` (UTF-8, checked by the caller) to `channel`: the hub gives it an id

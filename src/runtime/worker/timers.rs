@@ -5,6 +5,7 @@
 //! close timeout.
 
 use super::Worker;
+use super::conn_io::{Dead, Handled};
 use crate::proto::http;
 use crate::proto::ws::frame::{self, OP_PING, close_code};
 use crate::pubsub::hub::Gap;
@@ -61,18 +62,19 @@ impl Worker {
         for (idx, generation) in due {
             let idx = idx as usize;
             if self.is_live(idx, generation) {
-                self.on_timeout(idx);
+                let r = self.on_timeout(idx);
+                self.settle(idx, r);
             }
         }
     }
 
-    pub(super) fn on_timeout(&mut self, idx: usize) {
+    pub(super) fn on_timeout(&mut self, idx: usize) -> Handled {
         let conn = &mut self.conns[idx];
         conn.deadline = 0;
         match conn.phase {
             Phase::Http => {
                 if conn.has(flag::ACK_WAIT) {
-                    self.publish_acked(idx, None, true);
+                    self.publish_acked(idx, None, true)
                 } else if conn.has(flag::IN_REQUEST) {
                     WorkerStats::add(&self.stats.head_timeouts, 1);
                     WorkerStats::add(&self.stats.http_errors, 1);
@@ -84,9 +86,9 @@ impl Worker {
                         b"request head not completed in time\n",
                         false,
                     );
-                    self.respond(idx, resp, false);
+                    self.respond(idx, resp, false)
                 } else {
-                    self.remove(idx); // idle keep-alive connection
+                    Err(Dead) // idle keep-alive connection
                 }
             }
             Phase::WsSub | Phase::WsEcho => {
@@ -95,23 +97,18 @@ impl Worker {
                     self.begin_close(
                         idx,
                         Some(frame::close_frame(close_code::GOING_AWAY, "ping timeout")),
-                    );
+                    )
                 } else {
                     conn.set(flag::PING_OUT);
                     let at = self.after(self.cfg.ws_pong_timeout);
                     self.set_deadline(idx, at);
-                    if self
-                        .send(idx, &[frame::frame(OP_PING, b"")], false)
-                        .is_err()
-                    {
-                        self.remove(idx);
-                    }
+                    self.send(idx, &[frame::frame(OP_PING, b"")], false)
                 }
             }
             Phase::Sse | Phase::Stream => self.heartbeat(idx),
             Phase::Poll => {
                 WorkerStats::add(&self.stats.poll_timeouts, 1);
-                self.answer_held(idx, &[], Gap::None);
+                self.answer_held(idx, &[], Gap::None)
             }
             Phase::BayeuxPoll => self.bayeux_end_hold(idx, None),
             Phase::BayeuxWs => self.bayeux_ws_timeout(idx),
@@ -119,7 +116,7 @@ impl Worker {
                 if conn.has(flag::WAS_WS) {
                     WorkerStats::add(&self.stats.close_timeouts, 1);
                 }
-                self.remove(idx);
+                Err(Dead)
             }
         }
     }

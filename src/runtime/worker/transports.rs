@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Worker;
+use super::conn_io::{Dead, Handled};
 use crate::proto::http::{self, Method};
 use crate::pubsub;
 use crate::pubsub::hub::{self, Gap, Message, Refused, Since, Wr};
@@ -81,19 +82,23 @@ impl Worker {
 
     /// Checks `Origin` against `--allow-origin`. Returns the CORS answer code (see
     /// [`SubState::origin`]), or `None` after refusing the request with 403.
-    pub(super) fn check_origin(&mut self, idx: usize, head: &http::Head<'_>) -> Option<u16> {
+    pub(super) fn check_origin(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+    ) -> Result<Option<u16>, Dead> {
         let list = &self.cfg.allow_origin;
         let Some(origin) = head.origin.filter(|_| !list.is_empty()) else {
-            return Some(0);
+            return Ok(Some(0));
         };
         if list.iter().any(|o| o == "*") {
-            return Some(ORIGIN_ANY);
+            return Ok(Some(ORIGIN_ANY));
         }
         if let Some(i) = list
             .iter()
             .position(|o| o.as_bytes().eq_ignore_ascii_case(origin))
         {
-            return Some(i as u16 + 1);
+            return Ok(Some(i as u16 + 1));
         }
         WorkerStats::add(&self.stats.origin_refused, 1);
         // A refused upgrade ends the connection, as other failed handshakes do.
@@ -105,8 +110,8 @@ impl Worker {
             "",
             "origin not allowed (see --allow-origin)\n",
             head.keep_alive() && !upgrade,
-        );
-        None
+        )?;
+        Ok(None)
     }
 
     /// The CORS headers of an answer to origin code `origin` (empty when none apply).
@@ -131,9 +136,9 @@ impl Worker {
     }
 
     /// Answers an `OPTIONS` request (a CORS preflight when it comes from an allowed origin).
-    pub(super) fn preflight(&mut self, idx: usize, head: &http::Head<'_>, origin: u16) {
+    pub(super) fn preflight(&mut self, idx: usize, head: &http::Head<'_>, origin: u16) -> Handled {
         let cors = self.cors_headers(origin);
-        self.preflight_with(idx, head, origin, cors);
+        self.preflight_with(idx, head, origin, cors)
     }
 
     /// [`Worker::preflight`] with the CORS headers given.
@@ -143,7 +148,7 @@ impl Worker {
         head: &http::Head<'_>,
         origin: u16,
         cors: String,
-    ) {
+    ) -> Handled {
         let mut extra = cors;
         if origin == 0 {
             extra.push_str("Allow: GET, POST, OPTIONS\r\n");
@@ -161,7 +166,7 @@ impl Worker {
             }
         }
         let keep_alive = head.keep_alive();
-        self.respond(idx, http::no_content(&extra, keep_alive), keep_alive);
+        self.respond(idx, http::no_content(&extra, keep_alive), keep_alive)
     }
 
     // ---- routing ----------------------------------------------------------------------------
@@ -173,10 +178,10 @@ impl Worker {
         head: &http::Head<'_>,
         body: &[u8],
         channel: &str,
-    ) {
+    ) -> Handled {
         let keep_alive = head.keep_alive();
-        let Some(origin) = self.check_origin(idx, head) else {
-            return;
+        let Some(origin) = self.check_origin(idx, head)? else {
+            return Ok(());
         };
         if head.method_raw == "OPTIONS" {
             return self.preflight(idx, head, origin);
@@ -273,14 +278,21 @@ impl Worker {
     }
 
     /// An error answer that keeps the CORS headers (so a browser page can read it).
-    fn refuse(&mut self, idx: usize, status: u16, body: &str, cors: &str, keep_alive: bool) {
+    fn refuse(
+        &mut self,
+        idx: usize,
+        status: u16,
+        body: &str,
+        cors: &str,
+        keep_alive: bool,
+    ) -> Handled {
         let reason = match status {
             400 => "Bad Request",
             403 => "Forbidden",
             410 => "Gone",
             _ => "Service Unavailable",
         };
-        self.respond_error(idx, status, reason, cors, body, keep_alive);
+        self.respond_error(idx, status, reason, cors, body, keep_alive)
     }
 
     // ---- messages from clients --------------------------------------------------------------
@@ -293,7 +305,7 @@ impl Worker {
         body: &[u8],
         cors: &str,
         keep_alive: bool,
-    ) {
+    ) -> Handled {
         if !self.cfg.client_publish {
             WorkerStats::add(&self.stats.client_publish_refused, 1);
             return self.refuse(
@@ -310,7 +322,7 @@ impl Worker {
         match self.publish_message(channel, Bytes::copy_from_slice(body), None) {
             Ok(_) => {
                 WorkerStats::add(&self.stats.client_messages, 1);
-                self.respond(idx, http::no_content(cors, keep_alive), keep_alive);
+                self.respond(idx, http::no_content(cors, keep_alive), keep_alive)
             }
             Err(e) => self.publish_refused(idx, e, cors, keep_alive),
         }
@@ -318,7 +330,7 @@ impl Worker {
 
     // ---- SSE and streaming ------------------------------------------------------------------
 
-    fn start_stream(&mut self, idx: usize, channel: &str, req: &SubRequest<'_>) {
+    fn start_stream(&mut self, idx: usize, channel: &str, req: &SubRequest<'_>) -> Handled {
         let since = self.shared.hub.since(channel, req.cursor);
         let cors = self.cors_headers(req.origin);
         let sse = req.format == Format::Sse;
@@ -366,14 +378,13 @@ impl Worker {
         );
         let at = self.after(self.cfg.sse_heartbeat);
         self.set_deadline(idx, at);
-        if self.send(idx, &[Bytes::from(first)], false).is_err() {
-            return self.remove(idx);
-        }
+        self.send(idx, &[Bytes::from(first)], false)?;
         WorkerStats::add(&self.stats.messages_out, history.len() as u64);
-        if !history.is_empty() && self.send(idx, &history, true).is_err() {
-            return self.remove(idx);
+        if !history.is_empty() {
+            self.send(idx, &history, true)?;
         }
-        self.over_backlog(idx);
+        self.over_backlog(idx)?;
+        Ok(())
     }
 
     /// Turns an HTTP connection into a subscriber of `channel` (admission was checked): a
@@ -392,25 +403,30 @@ impl Worker {
     }
 
     /// A heartbeat on an SSE or streaming subscriber, and the next one armed.
-    pub(super) fn heartbeat(&mut self, idx: usize) {
+    pub(super) fn heartbeat(&mut self, idx: usize) -> Handled {
         let hb = if self.conns[idx].phase == Phase::Sse {
             SSE_HEARTBEAT
         } else {
             STREAM_HEARTBEAT
         };
-        if self.send(idx, &[Bytes::from_static(hb)], false).is_err() {
-            return self.remove(idx);
-        }
-        if self.over_backlog(idx) {
-            return;
+        self.send(idx, &[Bytes::from_static(hb)], false)?;
+        if self.over_backlog(idx)? {
+            return Ok(());
         }
         let at = self.after(self.cfg.sse_heartbeat);
         self.set_deadline(idx, at);
+        Ok(())
     }
 
     // ---- long-poll --------------------------------------------------------------------------
 
-    fn start_poll(&mut self, idx: usize, channel: &str, req: &SubRequest<'_>, pragma_start: bool) {
+    fn start_poll(
+        &mut self,
+        idx: usize,
+        channel: &str,
+        req: &SubRequest<'_>,
+        pragma_start: bool,
+    ) -> Handled {
         let cors = self.cors_headers(req.origin);
         let hub = &self.shared.hub;
         let since = if let Some(client) = req.client {
@@ -479,19 +495,20 @@ impl Worker {
         conn.deadline = 0;
         let at = self.after(self.cfg.poll_timeout);
         self.set_deadline(idx, at);
+        Ok(())
     }
 
     /// The fan-out has `batch` (this turn's messages of the channel, in id order) for the held
     /// poll `idx`: answer it if anything is new for it.
-    pub(super) fn wake_poll(&mut self, idx: usize, batch: &[(u32, Arc<Message>)]) {
+    pub(super) fn wake_poll(&mut self, idx: usize, batch: &[(u32, Arc<Message>)]) -> Handled {
         let Some(conn) = self.conns.get(idx).filter(|c| c.phase == Phase::Poll) else {
-            return;
+            return Ok(());
         };
         let st = conn.sub();
         let (client, _) = conn.poll_ext();
         if let Some(client) = client {
             let Some(name) = self.channels.name(conn.chan) else {
-                return;
+                return Ok(());
             };
             let budget = self.answer_budget(st.format);
             let Ok(since) = self
@@ -499,22 +516,22 @@ impl Worker {
                 .hub
                 .session_take(name, client, budget, self.shared.now())
             else {
-                return; // replaced meanwhile; the poll times out empty
+                return Ok(()); // replaced meanwhile; the poll times out empty
             };
             if since.msgs.is_empty() && !since.gap.is_gap() {
-                return; // another poll of the session took it
+                return Ok(()); // another poll of the session took it
             }
-            self.answer_held(idx, &since.msgs, since.gap);
+            self.answer_held(idx, &since.msgs, since.gap)
         } else {
             let from = batch.partition_point(|(_, m)| m.id <= st.cursor());
             if from == batch.len() {
-                return;
+                return Ok(());
             }
             let msgs: Vec<Arc<Message>> = batch[from..].iter().map(|(_, m)| m.clone()).collect();
             // `--broker`: messages this process never received before these (see
             // `Message::gap_before`).
             let gap = msgs.iter().fold(Gap::None, |g, m| g.and(m.gap_before));
-            self.answer_held(idx, &msgs, gap);
+            self.answer_held(idx, &msgs, gap)
         }
     }
 
@@ -530,13 +547,13 @@ impl Worker {
     }
 
     /// A request arrived behind the held poll: answer the poll now.
-    pub(super) fn poll_interrupted(&mut self, idx: usize) {
-        self.answer_held(idx, &[], Gap::None);
+    pub(super) fn poll_interrupted(&mut self, idx: usize) -> Handled {
+        self.answer_held(idx, &[], Gap::None)
     }
 
     /// Answers the held poll `idx` with `msgs` (empty: the timeout answer) and takes the
     /// connection back to HTTP.
-    pub(super) fn answer_held(&mut self, idx: usize, msgs: &[Arc<Message>], gap: Gap) {
+    pub(super) fn answer_held(&mut self, idx: usize, msgs: &[Arc<Message>], gap: Gap) -> Handled {
         let conn = &self.conns[idx];
         let st = conn.sub();
         let keep_alive = conn.has(flag::KEEP_ALIVE);
@@ -554,8 +571,9 @@ impl Worker {
             st.origin,
             callback.as_deref(),
             keep_alive,
-        );
+        )?;
         self.keepalive_again(idx);
+        Ok(())
     }
 
     /// Ends the held poll: the session hold is released, the subscription ends, the
@@ -573,9 +591,8 @@ impl Worker {
 
     /// After answering a held request on a kept-alive connection: the keep-alive timeout runs.
     pub(super) fn keepalive_again(&mut self, idx: usize) {
-        if let Some(conn) = self.conns.get_mut(idx)
-            && conn.phase == Phase::Http
-        {
+        let conn = &mut self.conns[idx];
+        if conn.phase == Phase::Http {
             conn.deadline = 0;
             let at = self.after(self.cfg.keepalive_timeout);
             self.set_deadline(idx, at);
@@ -610,7 +627,7 @@ impl Worker {
         origin: u16,
         callback: Option<&str>,
         keep_alive: bool,
-    ) {
+    ) -> Handled {
         let mut extra = self.cors_headers(origin);
         if since.gap.is_gap() {
             WorkerStats::add(&self.stats.gaps_reported, 1);
@@ -674,7 +691,7 @@ impl Worker {
             };
             http::response(200, "OK", ctype, &extra, &body, keep_alive)
         };
-        self.respond(idx, resp, keep_alive);
+        self.respond(idx, resp, keep_alive)
     }
 }
 

@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::Worker;
+use super::conn_io::{Dead, Handled};
 use super::publish::PubError;
 use super::transports;
 use crate::proto::http;
@@ -17,7 +18,12 @@ use crate::runtime::conn::{Ext, Phase, Proto, flag};
 use crate::stats::WorkerStats;
 
 impl Worker {
-    pub(super) fn upgrade(&mut self, idx: usize, head: &http::Head<'_>, channel: Option<&str>) {
+    pub(super) fn upgrade(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+        channel: Option<&str>,
+    ) -> Handled {
         // `?envelope=1`: messages as {"id":..,"data":..}, and a cursor resumes (raw frames
         // carry no id, so a cursor without the envelope could never be used).
         let mut envelope = false;
@@ -54,8 +60,8 @@ impl Worker {
                 );
             }
         }
-        let Some(resp) = self.accept_upgrade(idx, head) else {
-            return;
+        let Some(resp) = self.accept_upgrade(idx, head)? else {
+            return Ok(());
         };
         let conn = &mut self.conns[idx];
         let phase = match channel {
@@ -85,27 +91,28 @@ impl Worker {
             }
         }
         self.ws_activity(idx);
-        if self.send(idx, &first[..1], false).is_err() {
-            return self.remove(idx);
-        }
+        self.send(idx, &first[..1], false)?;
         if first.len() > 1 {
-            if self.send(idx, &first[1..], true).is_err() {
-                return self.remove(idx);
-            }
-            self.over_backlog(idx);
+            self.send(idx, &first[1..], true)?;
+            self.over_backlog(idx)?;
         }
+        Ok(())
     }
 
     /// Checks an upgrade request: the `101` answer to send (the caller then moves the connection
     /// on: [`Conn::upgrade`](crate::runtime::conn::Conn::upgrade)), or `None` when it was refused
     /// (answered and closing).
-    pub(super) fn accept_upgrade(&mut self, idx: usize, head: &http::Head<'_>) -> Option<Vec<u8>> {
+    pub(super) fn accept_upgrade(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+    ) -> Result<Option<Vec<u8>>, Dead> {
         match handshake::accept(head) {
-            Ok(r) => Some(r),
+            Ok(r) => Ok(Some(r)),
             Err(e) => {
                 WorkerStats::add(&self.stats.http_errors, 1);
-                self.respond(idx, e.response(), false);
-                None
+                self.respond(idx, e.response(), false)?;
+                Ok(None)
             }
         }
     }
@@ -126,7 +133,7 @@ impl Worker {
         }
     }
 
-    pub(super) fn ws_input(&mut self, idx: usize, buf: &mut [u8]) -> usize {
+    pub(super) fn ws_input(&mut self, idx: usize, buf: &mut [u8]) -> Result<usize, Dead> {
         self.ws_activity(idx);
         let max = self.cfg.max_message_bytes;
         let stats = &*self.stats;
@@ -146,7 +153,7 @@ impl Worker {
         let mut bayeux_in: Vec<Vec<u8>> = Vec::new();
         let ext = &mut conn.ext;
         let Proto::Ws(reader) = &mut conn.proto else {
-            return buf.len();
+            return Ok(buf.len());
         };
         let res = reader.feed(buf, max, |ev| match ev {
             Event::Data { chunk, .. } => {
@@ -229,22 +236,16 @@ impl Worker {
             }
         };
         for (reply, data) in replies {
-            if self.send(idx, &[reply], data).is_err() {
-                self.remove(idx);
-                return buf.len();
-            }
+            self.send(idx, &[reply], data)?;
         }
         for payload in bayeux_in {
             if close.is_some() {
                 break;
             }
-            close = self.bayeux_ws_message(idx, payload);
-            if !self.conns.contains(idx) {
-                return buf.len();
-            }
+            close = self.bayeux_ws_message(idx, payload)?;
             if self.conns[idx].phase != Phase::BayeuxWs {
                 // Closed as a slow consumer while answering: the rest is not processed.
-                return buf.len();
+                return Ok(buf.len());
             }
         }
         if !to_publish.is_empty() {
@@ -285,13 +286,13 @@ impl Worker {
                 }
             }
         }
-        if self.over_backlog(idx) {
-            return buf.len();
+        if self.over_backlog(idx)? {
+            return Ok(buf.len());
         }
         if let Some(c) = close {
-            self.begin_close(idx, Some(c));
-            return buf.len();
+            self.begin_close(idx, Some(c))?;
+            return Ok(buf.len());
         }
-        consumed
+        Ok(consumed)
     }
 }
