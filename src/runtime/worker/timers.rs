@@ -88,7 +88,10 @@ impl Worker {
                     );
                     self.respond(idx, resp, false)
                 } else {
-                    Err(Dead) // idle keep-alive connection
+                    if self.tls_handshaking(idx) {
+                        WorkerStats::add(&self.stats.tls_handshake_timeouts, 1);
+                    }
+                    Err(Dead) // idle keep-alive connection, or a TLS handshake not finished
                 }
             }
             Phase::WsSub | Phase::WsEcho => {
