@@ -65,7 +65,14 @@ impl Worker {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => return Err(Dead),
+                Err(_) => {
+                    // A reset (the peer closed with our records unread) is a close without
+                    // close_notify too.
+                    if !tls.peer_closed() {
+                        WorkerStats::add(&self.stats.tls_no_close_notify, 1);
+                    }
+                    return Err(Dead);
+                }
             };
             let total = start + n;
             budget = budget.saturating_sub(n);
