@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::Args;
+use crate::cli::Args;
 use crate::engine::{Errors, Final, Transport};
 use crate::memory::{KernelMem, ProcMem};
 use crate::plot;
