@@ -136,7 +136,7 @@ pub fn next_unit(
             (u, r.len)
         })),
         ConnType::WebSocket => {
-            let Some((fin, op, at, len)) = crate::engine::frame_header(buf) else {
+            let Some((fin, op, at, len)) = crate::ws::frame_header(buf) else {
                 return Ok(None);
             };
             if len > max {

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use clap::Parser;
 
 use crate::bayeux::ConnType;
-use crate::engine::Transport;
+use crate::plan::Transport;
 
 /// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll and
 /// CometD/Bayeux subscribers that reports what each connection costs.

@@ -10,7 +10,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::cli::{Args, is_loopback, parse_sources, parse_url};
-use crate::engine::{Errors, Final, Line, Progress, WorkerPlan};
+use crate::plan::{Errors, Final, Line, Progress, WorkerPlan};
 use crate::report::{self, Report, Sample};
 use crate::sys::raise_nofile;
 use crate::{memory, msg, preflight, publish};

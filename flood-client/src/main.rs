@@ -12,7 +12,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use flood::cli::Args;
-use flood::engine::{self, WorkerPlan};
+use flood::engine;
+use flood::plan::WorkerPlan;
 use flood::{coordinator, kcheck, sys};
 
 #[global_allocator]

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::engine::channel_name;
 use crate::msg;
+use crate::plan::channel_name;
 
 /// What to publish.
 #[derive(Debug, Clone)]

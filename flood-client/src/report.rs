@@ -7,8 +7,8 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::cli::Args;
-use crate::engine::{Errors, Final, Transport};
 use crate::memory::{KernelMem, ProcMem};
+use crate::plan::{Errors, Final, Transport};
 use crate::plot;
 use crate::publish::Published;
 
