@@ -35,20 +35,13 @@ impl Worker {
         );
         let b = &mut self.poll_buf;
         b.clear();
-        match t {
-            ConnType::LongPolling => {
-                let _ = write!(
-                    b,
-                    "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-                     Content-Length: {}\r\n\r\n",
-                    self.plan.bayeux_path,
-                    self.plan.host,
-                    self.bayeux_body.len()
-                );
-                b.extend_from_slice(&self.bayeux_body);
-            }
-            ConnType::WebSocket => ws::client_frame_into(b, 0x1, &self.bayeux_body),
-        }
+        bayeux::frame_request(
+            b,
+            t,
+            &self.plan.bayeux_path,
+            &self.plan.host,
+            &self.bayeux_body,
+        );
         match c.sock.write(b) {
             Ok(n) if n == b.len() => {
                 c.flags &= !UNSENT;
