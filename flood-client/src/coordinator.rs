@@ -1,17 +1,17 @@
 //! The coordinator: the `flood` process the user started. [`coordinate`] runs a load test as
 //! one step per phase, in this order:
 //!
-//! 1. [`Setup::new`]: check the flags, raise the open-files limit, resolve the targets, find the
+//! 1. `Setup::new`: check the flags, raise the open-files limit, resolve the targets, find the
 //!    server's processes, and let [`crate::preflight`] say whether a limit stops the run;
-//! 2. [`Run::spawn`]: fork the worker processes (this binary with `--worker-plan`), each with
+//! 2. `Run::spawn`: fork the worker processes (this binary with `--worker-plan`), each with
 //!    its share of the connections and below its own open-files limit;
-//! 3. [`Run::ramp`]: until every worker has settled its connections, sampling memory; then
+//! 3. `Run::ramp`: until every worker has settled its connections, sampling memory; then
 //!    memory with every connection open;
-//! 4. [`Run::broadcasts`]: `--broadcasts`, one at a time, each waited for;
-//! 5. [`Run::hold`]: hold the connections for `--duration` while the publish load runs;
-//! 6. [`Run::drain`]: wait for the last deliveries;
-//! 7. [`Run::close`]: tell the workers to close, gather their finals;
-//! 8. [`finish`]: the report (summary, JSON, SVG) and the exit code.
+//! 4. `Run::broadcasts`: `--broadcasts`, one at a time, each waited for;
+//! 5. `Run::hold`: hold the connections for `--duration` while the publish load runs;
+//! 6. `Run::drain`: wait for the last deliveries;
+//! 7. `Run::close`: tell the workers to close, gather their finals;
+//! 8. `finish`: the report (summary, JSON, SVG) and the exit code.
 //!
 //! Workers talk back in JSON lines ([`crate::plan::Line`]), read by one thread per worker into
 //! one channel; the coordinator never touches a subscriber connection itself.

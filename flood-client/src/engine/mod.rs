@@ -3,13 +3,13 @@
 //! and records delivery latency, and reports to the coordinator as JSON lines on stdout. It stops
 //! when its stdin says `close` or closes.
 //!
-//! Cost per connection in this process: one slab entry ([`Conn`], 40 bytes) and an optional
+//! Cost per connection in this process: one slab entry (`Conn`, 40 bytes) and an optional
 //! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
-//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see [`Conn`]). Reads land
+//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see `Conn`). Reads land
 //! in one 64 KiB scratch buffer. Never a thread or a timer per connection.
 
 //!
-//! The per-transport wire work (requests written, replies parsed) is in [`transports`]; this
+//! The per-transport wire work (requests written, replies parsed) is in `transports`; this
 //! file holds the connection table, the event loop, pacing, slow readers, churn and the
 //! sequence-number accounting.
 
