@@ -28,14 +28,12 @@ const CHILD_ENV: &str = "EDGECOMET_FANOUT_CHILD";
 /// Child: subscribe `SUBSCRIBERS` sockets to `bench` at `addr`, print "ready", drain until the
 /// parent closes our stdin.
 fn child(addr: SocketAddr) {
-    let req =
-        b"GET /sub/bench HTTP/1.1\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let req = flood::ws::upgrade_request("/sub/bench", "b");
     let poll = Poll::new().unwrap();
     let mut socks = Vec::with_capacity(SUBSCRIBERS);
     for i in 0..SUBSCRIBERS {
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(req).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -91,12 +89,7 @@ fn fanout(c: &mut Criterion) {
     let mut publisher = TcpStream::connect(addr).unwrap();
     publisher.set_nodelay(true).unwrap();
     let payload = [b'x'; 64];
-    let mut req = format!(
-        "POST /pub/bench HTTP/1.1\r\nHost: b\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(&payload);
+    let req = flood::http::request_bytes("POST", "b", "/pub/bench", &payload);
     let mut resp = [0u8; 4096];
 
     let mut g = c.benchmark_group("fanout");

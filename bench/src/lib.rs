@@ -4,19 +4,30 @@
 //! - [`Pool`]: a single-threaded `mio` pool of raw TCP/WebSocket subscribers that performs the
 //!   upgrade (or a Bayeux client's handshake, subscribe and first connects), then only reads and
 //!   counts bytes (frames have a known size);
-//! - [`HttpConn`], [`get_stats`]: a tiny keep-alive HTTP/1.1 client for `/stats` and `/pub`;
-//! - [`smaps_rollup`]: PSS/RSS of a process; [`thread_cpu`]: CPU time of the calling thread;
+//! - [`http_conn`], [`get_stats`]: `/stats` and `/pub` over flood's keep-alive HTTP client;
+//! - [`thread_cpu`]: CPU time of the calling thread;
 //! - small statistics and argument helpers.
+//!
+//! The client toolkit itself is flood's ([`flood`], the library of `flood-client/`): the
+//! source-bound connect and the open-files limit ([`flood::sys`]), WebSocket upgrade and frames
+//! ([`flood::ws`]), Bayeux requests and replies ([`flood::bayeux`]), HTTP ([`flood::http`]) and
+//! `/proc` memory readings ([`flood::memory`]). Nothing of it is written again here.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use flood::bayeux::{self, ConnType, Event, Request, Unit};
+use flood::http::{self, HttpConn};
+use flood::ws;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+
+/// The `Host:` of every request the tools send (the servers ignore it).
+const HOST: &str = "127.0.0.1";
 
 // ---- server processes ---------------------------------------------------------------------
 
@@ -114,34 +125,7 @@ impl Drop for ServerProc {
     }
 }
 
-// ---- memory and CPU -----------------------------------------------------------------------
-
-/// Memory of a process from `/proc/PID/smaps_rollup`, in bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct Mem {
-    pub pss: u64,
-    pub rss: u64,
-    /// Transparent huge pages mapped (`AnonHugePages:`): memory comes in 2 MiB steps there.
-    pub anon_huge: u64,
-}
-
-/// Reads the `Pss:`, `Rss:` and `AnonHugePages:` lines of `/proc/PID/smaps_rollup`.
-pub fn smaps_rollup(pid: u32) -> io::Result<Mem> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
-    let field = |name: &str| -> io::Result<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| io::Error::other(format!("no {name} line in smaps_rollup")))
-    };
-    Ok(Mem {
-        pss: field("Pss:")?,
-        rss: field("Rss:")?,
-        anon_huge: field("AnonHugePages:").unwrap_or(0),
-    })
-}
+// ---- CPU ---------------------------------------------------------------------------------
 
 /// CPU time (user + system) of the calling thread: `getrusage(RUSAGE_THREAD)`.
 pub fn thread_cpu() -> Duration {
@@ -155,99 +139,21 @@ pub fn thread_cpu() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-// ---- tiny HTTP client ---------------------------------------------------------------------
+// ---- HTTP ----------------------------------------------------------------------------------
 
-/// One keep-alive HTTP/1.1 connection (blocking, TCP_NODELAY, 10 s read timeout).
-pub struct HttpConn {
-    sock: std::net::TcpStream,
-    buf: Vec<u8>,
+/// A keep-alive connection to `addr` (10 s read timeout), flood's [`HttpConn`].
+pub fn http_conn(addr: SocketAddr) -> io::Result<HttpConn> {
+    HttpConn::connect(addr, HOST, Duration::from_secs(10))
 }
 
 /// A `POST /pub/{channel}` request with `body`, ready to be written.
 pub fn pub_request(channel: &str, body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "POST /pub/{channel} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(body);
-    r
-}
-
-impl HttpConn {
-    pub fn connect(addr: SocketAddr) -> io::Result<HttpConn> {
-        let sock = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        sock.set_nodelay(true)?;
-        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(HttpConn {
-            sock,
-            buf: Vec::with_capacity(4096),
-        })
-    }
-
-    /// Writes a complete, pre-built request.
-    pub fn send_raw(&mut self, req: &[u8]) -> io::Result<()> {
-        self.sock.write_all(req)
-    }
-
-    /// Reads one response (needs `Content-Length`); returns the status and the body.
-    pub fn read_response(&mut self) -> io::Result<(u16, Vec<u8>)> {
-        let mut chunk = [0u8; 8192];
-        let head_end = loop {
-            if let Some(p) = find(&self.buf, b"\r\n\r\n") {
-                break p + 4;
-            }
-            let n = self.sock.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed before a complete response head",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        let status: u16 = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
-        let len = content_length(&head).unwrap_or(0);
-        while self.buf.len() < head_end + len {
-            let n = self.sock.read(&mut chunk)?;
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "connection closed within a response body",
-                ));
-            }
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-        let body = self.buf[head_end..head_end + len].to_vec();
-        self.buf.drain(..head_end + len);
-        Ok((status, body))
-    }
-
-    /// Sends a request and reads the response.
-    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n").into_bytes();
-        if method != "GET" || !body.is_empty() {
-            req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
-        }
-        req.extend_from_slice(b"\r\n");
-        req.extend_from_slice(body);
-        self.send_raw(&req)?;
-        self.read_response()
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    http::request_bytes("POST", HOST, &format!("/pub/{channel}"), body)
 }
 
 /// `GET /stats` on a fresh connection; returns the parsed JSON.
 pub fn get_stats(addr: SocketAddr) -> io::Result<serde_json::Value> {
-    let mut c = HttpConn::connect(addr)?;
+    let mut c = http_conn(addr)?;
     let (status, body) = c.request("GET", "/stats", b"")?;
     if status != 200 {
         return Err(io::Error::other(format!("/stats answered {status}")));
@@ -293,61 +199,6 @@ pub fn wait_stat(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-// ---- WebSocket frames ---------------------------------------------------------------------
-
-/// Bytes of an unmasked server text frame carrying `payload_len` bytes.
-pub fn frame_len(payload_len: usize) -> usize {
-    payload_len
-        + match payload_len {
-            0..=125 => 2,
-            126..=65535 => 4,
-            _ => 10,
-        }
-}
-
-/// A masked text frame (FIN, opcode 1) with `payload`: what a client sends. The mask is fixed
-/// (the server unmasks whatever it is).
-pub fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5A, 0xA5, 0x3C, 0xC3];
-    let n = payload.len();
-    let mut f = Vec::with_capacity(frame_len(n) + 4);
-    f.push(0x81);
-    match n {
-        0..=125 => f.push(0x80 | n as u8),
-        126..=65535 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
-}
-
-/// An unmasked text frame (FIN, opcode 1) with `payload`: what a server sends.
-pub fn text_frame(payload: &[u8]) -> Vec<u8> {
-    let n = payload.len();
-    let mut f = Vec::with_capacity(frame_len(n));
-    f.push(0x81);
-    match n {
-        0..=125 => f.push(n as u8),
-        126..=65535 => {
-            f.push(126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        _ => {
-            f.push(127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(payload);
-    f
 }
 
 // ---- subscriber pool ----------------------------------------------------------------------
@@ -428,88 +279,33 @@ pub struct Pool {
     pub bad_frames: u64,
 }
 
-/// A non-blocking socket bound to `src` (port chosen at connect: IP_BIND_ADDRESS_NO_PORT)
-/// and connecting to `dst`.
-fn start_connect(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(dst) = dst else {
-        return Err(io::Error::other("IPv4 only"));
-    };
-    // SAFETY: socket/setsockopt/bind/connect on the fd created here, with pointers to live
-    // values of the stated sizes; the fd is owned by the TcpStream built from it or closed on error.
-    unsafe {
-        let fd = libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        );
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // Owned from here: closed on any early return.
-        let std_sock = std::net::TcpStream::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            &one as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-        let sa = |a: SocketAddrV4| libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: a.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*a.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let s = sa(SocketAddrV4::new(src, 0));
-        if libc::bind(fd, &s as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let d = sa(dst);
-        if libc::connect(fd, &d as *const _ as *const libc::sockaddr, len) != 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(e);
-            }
-        }
-        Ok(TcpStream::from_std(std_sock))
+/// Largest Bayeux reply accepted during a client's setup (they are a few hundred bytes).
+const MAX_REPLY: usize = 1 << 20;
+
+/// The Bayeux transport: over a WebSocket or long-polling.
+fn conn_type(ws: bool) -> ConnType {
+    if ws {
+        ConnType::WebSocket
+    } else {
+        ConnType::LongPolling
     }
 }
 
 /// Writes request `step` of a Bayeux client's setup: the handshake (0), the subscribe to
 /// `channel` (1), the first connect with `advice.timeout` 0 (2), the connect to be held (3). As
-/// a `POST {path}` (long-polling) or a masked text frame (websocket).
+/// a `POST {path}` (long-polling) or a masked text frame (websocket), encoded by flood.
 fn bayeux_send(s: &mut Sock, ws: bool, path: &str, step: u8, channel: &str) -> io::Result<()> {
-    use serde_json::json;
-    let t = if ws { "websocket" } else { "long-polling" };
-    let c = s.client.as_str();
-    let id = (step + 1).to_string();
-    let msg = match step {
-        0 => json!({"id": id, "channel": "/meta/handshake", "version": "1.0",
-            "minimumVersion": "1.0", "supportedConnectionTypes": [t],
-            "advice": {"timeout": 60000, "interval": 0}}),
-        1 => json!({"id": id, "channel": "/meta/subscribe", "subscription": channel,
-            "clientId": c}),
-        2 => json!({"id": id, "channel": "/meta/connect", "connectionType": t,
-            "advice": {"timeout": 0}, "clientId": c}),
-        _ => json!({"id": id, "channel": "/meta/connect", "connectionType": t, "clientId": c}),
-    };
-    let body = json!([msg]).to_string();
-    let req = if ws {
-        masked_text_frame(body.as_bytes())
-    } else {
-        let mut r = format!(
-            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        r.extend_from_slice(body.as_bytes());
-        r
-    };
+    let what = [
+        Request::Handshake,
+        Request::Subscribe,
+        Request::FirstConnect,
+        Request::Connect,
+    ][usize::from(step.min(3))];
+    let t = conn_type(ws);
+    let mut body = Vec::new();
+    bayeux::request(&mut body, what, u64::from(step) + 1, t, &s.client, channel);
+    let mut req = Vec::new();
+    bayeux::frame_request(&mut req, t, path, HOST, &body);
     // One request at a time on the connection: the send buffer is empty and takes it whole.
     let w = s.stream.write(&req)?;
     if w != req.len() {
@@ -518,57 +314,23 @@ fn bayeux_send(s: &mut Sock, ws: bool, path: &str, step: u8, channel: &str) -> i
     Ok(())
 }
 
-/// The body of the next complete Bayeux reply at the start of `buf` (consumed), if one is
-/// complete: a `200` response with `Content-Length` (long-polling) or a text frame (websocket).
-fn bayeux_reply(buf: &mut Vec<u8>, ws: bool) -> io::Result<Option<Vec<u8>>> {
-    if ws {
-        if buf.len() < 2 {
-            return Ok(None);
+/// Checks that `body` holds the successful reply to setup request `step` (see
+/// [`bayeux_send`]); returns the clientId for the handshake.
+fn setup_reply(body: &[u8], step: u8) -> Result<Option<String>, String> {
+    let text = || String::from_utf8_lossy(body).into_owned();
+    let events = bayeux::replies(body)
+        .map_err(|e| format!("Bayeux reply is not JSON ({e}): {:?}", text()))?;
+    for ev in events {
+        match (step, ev) {
+            (0, Event::Handshake { client_id }) => return Ok(Some(client_id.into_owned())),
+            (1, Event::Subscribe) | (2, Event::Connect { .. }) => return Ok(None),
+            (_, f @ Event::Failed { .. }) => return Err(f.to_string()),
+            _ => {}
         }
-        let (at, len) = match buf[1] & 0x7F {
-            126 if buf.len() >= 4 => (4, usize::from(u16::from_be_bytes([buf[2], buf[3]]))),
-            127 if buf.len() >= 10 => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&buf[2..10]);
-                (10, u64::from_be_bytes(a) as usize)
-            }
-            126 | 127 => return Ok(None),
-            n => (2, usize::from(n)),
-        };
-        if buf.len() < at + len {
-            return Ok(None);
-        }
-        if buf[0] != 0x81 {
-            return Err(io::Error::other(format!(
-                "Bayeux over WebSocket: frame 0x{:02x}, expected a text frame",
-                buf[0]
-            )));
-        }
-        let body = buf[at..at + len].to_vec();
-        buf.drain(..at + len);
-        return Ok(Some(body));
     }
-    let Some(p) = find(buf, b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = String::from_utf8_lossy(&buf[..p]).into_owned();
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(io::Error::other(format!(
-            "Bayeux request answered {head:?}"
-        )));
-    }
-    let len = content_length(&head)
-        .ok_or_else(|| io::Error::other("Bayeux reply without Content-Length"))?;
-    if buf.len() < p + 4 + len {
-        return Ok(None);
-    }
-    let body = buf[p + 4..p + 4 + len].to_vec();
-    buf.drain(..p + 4 + len);
-    Ok(Some(body))
+    let meta = ["/meta/handshake", "/meta/subscribe", "/meta/connect"][usize::from(step.min(2))];
+    Err(format!("no successful {meta} reply in {}", text()))
 }
-
-const UPGRADE_TAIL: &str = "Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
 impl Pool {
     pub fn new() -> io::Result<Pool> {
@@ -614,9 +376,11 @@ impl Pool {
         while opened < n {
             while started < n && pending < inflight.max(1) {
                 let src = sources[started % sources.len()];
-                let mut stream = start_connect(src, dst).map_err(|e| {
-                    io::Error::new(e.kind(), format!("connection {started} from {src}: {e}"))
-                })?;
+                let mut stream = flood::sys::connect(dst, Some(src))
+                    .map(TcpStream::from_std)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("connection {started} from {src}: {e}"))
+                    })?;
                 let idx = first + started;
                 self.poll.registry().register(
                     &mut stream,
@@ -672,8 +436,7 @@ impl Pool {
                             s.state = State::Open;
                         }
                         Handshake::WebSocket(path) => {
-                            let req =
-                                format!("GET {} HTTP/1.1\r\n{UPGRADE_TAIL}", path(idx - first));
+                            let req = ws::upgrade_request(&path(idx - first), HOST);
                             // A fresh socket's send buffer takes this whole.
                             let w = s.stream.write(req.as_bytes())?;
                             if w != req.len() {
@@ -682,7 +445,7 @@ impl Pool {
                             s.state = State::Upgrading;
                         }
                         Handshake::Bayeux { ws: true, path, .. } => {
-                            let req = format!("GET {path} HTTP/1.1\r\n{UPGRADE_TAIL}");
+                            let req = ws::upgrade_request(path, HOST);
                             let w = s.stream.write(req.as_bytes())?;
                             if w != req.len() {
                                 return Err(io::Error::other("short write of the upgrade request"));
@@ -746,27 +509,20 @@ impl Pool {
             ));
         }
         while let State::Bayeux(step) = s.state {
-            let Some(body) = bayeux_reply(&mut s.head, ws)? else {
+            let fail = |e: String| io::Error::other(format!("Bayeux client {idx}: {e}"));
+            let Some((unit, len)) =
+                bayeux::next_unit(&s.head, conn_type(ws), MAX_REPLY).map_err(|e| fail(e.into()))?
+            else {
                 return Ok(());
             };
-            let meta = ["/meta/handshake", "/meta/subscribe", "/meta/connect"][usize::from(step)];
-            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
-                io::Error::other(format!("Bayeux reply is not JSON ({e}): {body:?}"))
-            })?;
-            let reply = v
-                .as_array()
-                .and_then(|a| a.iter().find(|m| m["channel"] == meta))
-                .filter(|m| m["successful"] == true)
-                .ok_or_else(|| {
-                    io::Error::other(format!(
-                        "Bayeux client {idx}: no successful {meta} reply in {v}"
-                    ))
-                })?;
-            if step == 0 {
-                s.client = reply["clientId"]
-                    .as_str()
-                    .ok_or_else(|| io::Error::other("handshake reply without clientId"))?
-                    .to_string();
+            let client = match unit {
+                Unit::Body(body) => setup_reply(body, step).map_err(fail)?,
+                Unit::Status(code) => return Err(fail(format!("request answered {code}"))),
+                _ => return Err(fail("a frame other than text during the setup".into())),
+            };
+            s.head.drain(..len);
+            if let Some(id) = client {
+                s.client = id;
             }
             // Next: subscribe (1), first connect (2), the held connect (3).
             bayeux_send(s, ws, path, step + 1, channel)?;
@@ -794,7 +550,7 @@ impl Pool {
                 ),
             ));
         }
-        let Some(p) = find(&s.head, b"\r\n\r\n") else {
+        let Some(p) = http::head_end(&s.head) else {
             return Ok(false);
         };
         if !s.head.starts_with(b"HTTP/1.1 101") {
@@ -1001,30 +757,4 @@ impl Args {
 pub fn die(msg: &str) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(2);
-}
-
-/// Largest number of open files this process may have (RLIMIT_NOFILE soft limit), after
-/// raising the soft limit to the hard one.
-pub fn raise_nofile() -> u64 {
-    // SAFETY: getrlimit/setrlimit on a valid, owned struct; rlimit is plain old data.
-    unsafe {
-        let mut rl: libc::rlimit = std::mem::zeroed();
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-        if rl.rlim_cur < rl.rlim_max {
-            rl.rlim_cur = rl.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl);
-        }
-        rl.rlim_cur
-    }
-}
-
-/// The `Content-Length` of a response head, if it has one that parses.
-fn content_length(head: &str) -> Option<usize> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| v.trim().parse().ok())?
-    })
 }

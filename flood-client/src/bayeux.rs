@@ -26,7 +26,7 @@ use std::io::Write as _;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::longpoll;
+use crate::{longpoll, ws};
 
 /// The Bayeux transport (`connectionType`) a flood connection uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -96,6 +96,23 @@ pub fn request(out: &mut Vec<u8>, r: Request, id: u64, t: ConnType, client: &str
     out.extend_from_slice(b"}]");
 }
 
+/// Appends request `body` (from [`request`]) to `out` as `t` carries it: a `POST {path}` to
+/// `host` (long-polling) or a masked text frame (websocket, after the upgrade to `path`).
+pub fn frame_request(out: &mut Vec<u8>, t: ConnType, path: &str, host: &str, body: &[u8]) {
+    match t {
+        ConnType::LongPolling => {
+            let _ = write!(
+                out,
+                "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n",
+                body.len()
+            );
+            out.extend_from_slice(body);
+        }
+        ConnType::WebSocket => ws::client_frame_into(out, ws::OP_TEXT, body),
+    }
+}
+
 /// Appends `s` as a JSON string.
 fn json_string(out: &mut Vec<u8>, s: &str) {
     // Writing a `str` into a `Vec` cannot fail.
@@ -136,7 +153,7 @@ pub fn next_unit(
             (u, r.len)
         })),
         ConnType::WebSocket => {
-            let Some((fin, op, at, len)) = crate::engine::frame_header(buf) else {
+            let Some((fin, op, at, len)) = crate::ws::frame_header(buf) else {
                 return Ok(None);
             };
             if len > max {

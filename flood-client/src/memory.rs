@@ -24,9 +24,12 @@ pub struct ProcMem {
     pub pss: u64,
     /// Resident set size: every resident page, shared ones counted in full.
     pub rss: u64,
+    /// Transparent huge pages mapped (`AnonHugePages:`, part of RSS): memory grows in 2 MiB
+    /// steps there, which a figure per connection must be read against.
+    pub anon_huge: u64,
 }
 
-/// Sum of `Pss:` / `Rss:` from `/proc/PID/smaps_rollup` over the pids. Falls back to
+/// Sum of `Pss:` / `Rss:` / `AnonHugePages:` from `/proc/PID/smaps_rollup` over the pids. Falls back to
 /// `/proc/PID/smaps` on kernels without `smaps_rollup` (before 4.14). A process without an
 /// address space (a kernel thread) counts as zero. The error names the pid that failed, and keeps
 /// the kind of the underlying error (`NotFound` when the process is gone).
@@ -41,11 +44,12 @@ pub fn proc_mem(pids: &[u32]) -> io::Result<ProcMem> {
         })?;
         total.pss = total.pss.saturating_add(m.pss);
         total.rss = total.rss.saturating_add(m.rss);
+        total.anon_huge = total.anon_huge.saturating_add(m.anon_huge);
     }
     Ok(total)
 }
 
-/// This process's own PSS and RSS (`/proc/self/smaps_rollup`).
+/// This process's own PSS, RSS and huge pages (`/proc/self/smaps_rollup`).
 pub fn own_mem() -> io::Result<ProcMem> {
     smaps_of("self").map_err(|e| io::Error::new(e.kind(), format!("/proc/self/smaps_rollup: {e}")))
 }
@@ -64,7 +68,7 @@ fn smaps_of(who: &str) -> io::Result<ProcMem> {
     parse_smaps(&text)
 }
 
-/// Sums the `Pss:` and `Rss:` lines of `smaps_rollup` (one of each) or `smaps` (one per mapping).
+/// Sums the `Pss:`, `Rss:` and `AnonHugePages:` lines of `smaps_rollup` (one of each) or `smaps` (one per mapping).
 /// Values are in kB. Missing lines count as zero (an empty file is a kernel thread).
 fn parse_smaps(text: &str) -> io::Result<ProcMem> {
     let mut m = ProcMem::default();
@@ -75,6 +79,7 @@ fn parse_smaps(text: &str) -> io::Result<ProcMem> {
         let slot = match key {
             "Pss" => &mut m.pss,
             "Rss" => &mut m.rss,
+            "AnonHugePages" => &mut m.anon_huge,
             _ => continue,
         };
         *slot = slot.saturating_add(parse_kb(value)?);
@@ -379,6 +384,7 @@ Pss_Dirty:           116 kB
 Pss_Anon:            116 kB
 Pss_File:            499 kB
 Shared_Clean:       1464 kB
+AnonHugePages:      2048 kB
 Swap:                  0 kB
 SwapPss:               0 kB
 ";
@@ -388,6 +394,7 @@ SwapPss:               0 kB
         let m = parse_smaps(ROLLUP).expect("valid sample");
         assert_eq!(m.rss, 1692 * 1024);
         assert_eq!(m.pss, 615 * 1024); // not Pss_Dirty, Pss_Anon, SwapPss, ...
+        assert_eq!(m.anon_huge, 2048 * 1024);
     }
 
     #[test]
@@ -407,7 +414,8 @@ Pss:                  12 kB
             m,
             ProcMem {
                 pss: 16 * 1024,
-                rss: 20 * 1024
+                rss: 20 * 1024,
+                anon_huge: 0,
             }
         );
     }

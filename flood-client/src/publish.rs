@@ -2,15 +2,16 @@
 //! connections. Each publisher thread owns a disjoint set of channels and their sequence
 //! counters, so numbers on one channel are strictly increasing in publish order.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::engine::channel_name;
+use crate::http::HttpConn;
 use crate::msg;
+use crate::plan::channel_name;
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -143,7 +144,7 @@ fn publish_loop(
         );
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match HttpConn::connect(plan.target) {
+            None => match connect(plan) {
                 Ok(c) => conn.insert(c),
                 Err(_) => {
                     errors.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +153,7 @@ fn publish_loop(
                 }
             },
         };
-        match c.post(&plan.host, &path, &body) {
+        match post(c, &path, &body) {
             Ok(s) if (200..300).contains(&s) => {
                 published[chan].fetch_add(1, Ordering::Relaxed);
             }
@@ -182,7 +183,7 @@ pub fn broadcast(plan: &PublishPlan, seq: u32, published: &mut Published) -> u64
         );
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match HttpConn::connect(plan.target) {
+            None => match connect(plan) {
                 Ok(c) => conn.insert(c),
                 Err(_) => {
                     failed += 1;
@@ -191,7 +192,7 @@ pub fn broadcast(plan: &PublishPlan, seq: u32, published: &mut Published) -> u64
             },
         };
         let body = msg::encode(seq, msg::now_ns(), plan.size);
-        match c.post(&plan.host, &path, &body) {
+        match post(c, &path, &body) {
             Ok(s) if (200..300).contains(&s) => published.per_channel[chan as usize] += 1,
             Ok(_) => failed += 1,
             Err(_) => {
@@ -204,59 +205,15 @@ pub fn broadcast(plan: &PublishPlan, seq: u32, published: &mut Published) -> u64
     failed
 }
 
-/// A keep-alive HTTP/1.1 connection for POSTs.
-struct HttpConn {
-    s: TcpStream,
-    buf: Vec<u8>,
+/// A publisher's keep-alive connection. The read timeout is long: on a machine saturated by the
+/// load itself (a million subscribers on two cores) a server process busy fanning out can take
+/// over 10 s to read the next POST; a publish that timed out is counted as an error although it
+/// may have been published.
+fn connect(plan: &PublishPlan) -> io::Result<HttpConn> {
+    HttpConn::connect(plan.target, &plan.host, Duration::from_secs(60))
 }
 
-impl HttpConn {
-    fn connect(addr: SocketAddr) -> io::Result<HttpConn> {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        s.set_nodelay(true)?;
-        // Long: on a machine saturated by the load itself (a million subscribers on two cores)
-        // a server process busy fanning out can take over 10 s to read the next POST; a publish
-        // that timed out is counted as an error although it may have been published.
-        s.set_read_timeout(Some(Duration::from_secs(60)))?;
-        Ok(HttpConn { s, buf: Vec::new() })
-    }
-
-    /// POSTs `body`, returns the status.
-    fn post(&mut self, host: &str, path: &str, body: &[u8]) -> io::Result<u16> {
-        let mut req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        req.extend_from_slice(body);
-        self.s.write_all(&req)?;
-        let mut tmp = [0u8; 4096];
-        loop {
-            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
-                let status: u16 = head
-                    .split(' ')
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| io::Error::other("bad status line"))?;
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        let (k, v) = l.split_once(':')?;
-                        k.eq_ignore_ascii_case("content-length")
-                            .then(|| v.trim().parse().ok())?
-                    })
-                    .unwrap_or(0);
-                if self.buf.len() >= end + 4 + len {
-                    self.buf.drain(..end + 4 + len);
-                    return Ok(status);
-                }
-            }
-            let n = self.s.read(&mut tmp)?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            self.buf.extend_from_slice(&tmp[..n]);
-        }
-    }
+/// POSTs `body` to `path`; returns the status.
+fn post(c: &mut HttpConn, path: &str, body: &[u8]) -> io::Result<u16> {
+    c.request("POST", path, body).map(|(status, _)| status)
 }

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
-use crate::Args;
-use crate::engine::{Errors, Final, Transport};
+use crate::cli::Args;
 use crate::memory::{KernelMem, ProcMem};
+use crate::plan::{Errors, Final, Transport};
 use crate::plot;
 use crate::publish::Published;
 

@@ -22,10 +22,14 @@ use std::os::fd::AsRawFd;
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
+use edgecomet::proto::ws::frame::{OP_TEXT, frame};
 use edgecomet_bench::{
-    Args, Handshake, HttpConn, Pool, ServerProc, die, frame_len, get_stats, median, percentile,
-    pub_request, raise_nofile, sources, text_frame, thread_cpu, token_after, total, wait_stat,
+    Args, Handshake, Pool, ServerProc, die, get_stats, http_conn, median, percentile, pub_request,
+    sources, thread_cpu, token_after, total, wait_stat,
 };
+use flood::http::HttpConn;
+use flood::sys::raise_nofile;
+use flood::ws::server_frame_len;
 
 const HELP: &str = "\
 broadcast: deliveries/s of one message to N subscribers, edgecomet vs. a write(2)-loop baseline
@@ -122,7 +126,7 @@ fn main() -> ExitCode {
         ));
     }
     let started = Instant::now();
-    let flen = frame_len(cfg.size);
+    let flen = server_frame_len(cfg.size);
     println!(
         "broadcast: {} subscribers, {}-byte payload ({flen}-byte frame), {rounds} rounds per side \
          in {blocks} alternating blocks (+{} warm-up rounds per segment), edgecomet --workers {}",
@@ -306,7 +310,7 @@ impl Trigger {
 fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Result<Seg> {
     let timeout = Duration::from_secs(60);
     let payload = vec![b'x'; cfg.size];
-    let flen = frame_len(cfg.size) as u64;
+    let flen = server_frame_len(cfg.size) as u64;
     let mut pool = Pool::new()?;
     let (mut srv, mut trig, connect_secs) = match side {
         Side::Edge => {
@@ -332,7 +336,7 @@ fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Resul
             )?;
             wait_stat(srv.addr, "conns_ws_sub", cfg.n as u64, timeout)?;
             let secs = c0.elapsed().as_secs_f64();
-            let conn = HttpConn::connect(srv.addr)?;
+            let conn = http_conn(srv.addr)?;
             let req = pub_request(CHANNEL, &payload);
             (srv, Trigger::Publish { conn, req }, secs)
         }
@@ -444,7 +448,7 @@ fn baseline_server(mut a: Args) -> ExitCode {
             socks.push(s);
         }
         let fds: Vec<i32> = socks.iter().map(|s| s.as_raw_fd()).collect();
-        let frame = text_frame(&vec![b'x'; size]);
+        let frame = frame(OP_TEXT, &vec![b'x'; size]);
         ctl.write_all(b"R")?;
         let (mut rounds, mut short) = (0u64, 0u64);
         let mut b = [0u8; 64];

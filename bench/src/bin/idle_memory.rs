@@ -22,10 +22,9 @@
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use edgecomet_bench::{
-    Args, Handshake, Pool, ServerProc, die, median, raise_nofile, smaps_rollup, sources, total,
-    wait_stat,
-};
+use edgecomet_bench::{Args, Handshake, Pool, ServerProc, die, median, sources, total, wait_stat};
+use flood::memory::proc_mem;
+use flood::sys::raise_nofile;
 
 /// The gauge of WebSocket connections carrying a Bayeux client.
 const BAYEUX_WS_GAUGE: &str = "conns_bayeux_ws";
@@ -317,7 +316,7 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         }
     }
     std::thread::sleep(settle);
-    let m0 = smaps_rollup(srv.pid)?;
+    let m0 = proc_mem(&[srv.pid])?;
 
     let mut pool = Pool::new()?;
     let c0 = Instant::now();
@@ -336,7 +335,7 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         }
     }
     std::thread::sleep(settle);
-    let m1 = smaps_rollup(srv.pid)?;
+    let m1 = proc_mem(&[srv.pid])?;
     // Still all there after the settle?
     wait_stat(addr, gauge, n as u64, Duration::from_secs(1))?;
 

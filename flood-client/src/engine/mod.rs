@@ -3,14 +3,21 @@
 //! and records delivery latency, and reports to the coordinator as JSON lines on stdout. It stops
 //! when its stdin says `close` or closes.
 //!
-//! Cost per connection in this process: one slab entry ([`Conn`], 40 bytes) and an optional
+//! Cost per connection in this process: one slab entry (`Conn`, 40 bytes) and an optional
 //! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
-//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see [`Conn`]). Reads land
+//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see `Conn`). Reads land
 //! in one 64 KiB scratch buffer. Never a thread or a timer per connection.
+
+//!
+//! The per-transport wire work (requests written, replies parsed) is in `transports`; this
+//! file holds the connection table, the event loop, pacing, slow readers, churn and the
+//! sequence-number accounting.
+
+mod transports;
 
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -18,227 +25,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
-use serde::{Deserialize, Serialize};
 use slab::Slab;
 
-use crate::bayeux::{self, ClientId, ConnType, Event, Unit};
-use crate::longpoll;
-use crate::memory;
-use crate::msg;
-use crate::sse;
-
-/// How a connection subscribes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    /// WebSocket: `GET /sub/{channel}` with an upgrade; each message is a text frame.
-    #[default]
-    Ws,
-    /// Server-Sent Events: `GET /sub/{channel}` with `Accept: text/event-stream`.
-    Sse,
-    /// JSON long-poll: `GET /sub/{channel}?cursor=ID` with `Accept: application/json`, again and
-    /// again on one keep-alive connection.
-    Longpoll,
-    /// CometD/Bayeux 1.0 on the Bayeux endpoint: `/meta/handshake`, `/meta/subscribe` to the
-    /// channel, then `/meta/connect` again and again, over long-polling (one keep-alive
-    /// connection) or a WebSocket (`--bayeux-transport`). Messages arrive in connect replies.
-    Bayeux,
-}
-
-impl Transport {
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Ws => "ws",
-            Transport::Sse => "sse",
-            Transport::Longpoll => "longpoll",
-            Transport::Bayeux => "bayeux",
-        }
-    }
-}
-
-/// What the coordinator tells a worker to do.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkerPlan {
-    pub index: u32,
-    pub conns: u64,
-    /// Global index of this worker's first connection (channel = global index % channels).
-    pub offset: u64,
-    /// Connections per second for this worker; `None` = as fast as possible.
-    pub rate: Option<f64>,
-    /// Server addresses; connection g goes to `targets[g % len]`.
-    pub targets: Vec<SocketAddr>,
-    pub host: String,
-    /// Path prefix without the channel, e.g. `/sub/`.
-    pub path_prefix: String,
-    pub channel: String,
-    pub channels: u32,
-    pub sources: Vec<Ipv4Addr>,
-    pub connect_timeout_ms: u64,
-    /// Connections in progress at once (connect + handshake).
-    pub max_in_flight: usize,
-    pub transport: Transport,
-    /// Bayeux: long-polling or websocket.
-    #[serde(default)]
-    pub bayeux: ConnType,
-    /// Bayeux: the endpoint's path (`/cometd`).
-    #[serde(default)]
-    pub bayeux_path: String,
-    /// Fraction of the connections that read slowly once open (which ones: [`is_slow`]).
-    #[serde(default)]
-    pub slow_fraction: f64,
-    /// Bytes per second each slow reader reads; 0 = nothing once open.
-    #[serde(default)]
-    pub slow_read_rate: u64,
-    /// Once every connection has been attempted: open connections closed by this client per
-    /// second, each replaced by a new one ([`Worker::churn`]).
-    #[serde(default)]
-    pub churn_rate: f64,
-    /// Messages with a sequence number below this are broadcasts (`--broadcasts`): their
-    /// deliveries and latest latency are kept per number; later numbers are the publish load.
-    #[serde(default)]
-    pub broadcasts: u32,
-}
-
-/// Whether connection `g` (global index) is a slow reader when a fraction `f` of them are:
-/// every time the running count `floor(g * f)` steps up, so that slow readers are spread evenly
-/// (f = 0.1: connections 9, 19, 29, ...) and the total is `floor(N * f)` whatever the split into
-/// processes.
-pub fn is_slow(g: u64, f: f64) -> bool {
-    f > 0.0 && ((g + 1) as f64 * f).floor() > (g as f64 * f).floor()
-}
-
-/// Errors by kind, as the summary names them.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Errors {
-    pub refused: u64,
-    pub reset: u64,
-    pub timeout: u64,
-    pub eaddrnotavail: u64,
-    pub emfile: u64,
-    /// The server answered the upgrade with something other than 101 (WebSocket), the stream
-    /// or a poll with something other than 200 (SSE, long-poll).
-    pub http_status: u64,
-    /// The server sent something this client cannot parse (a malformed response, a long-poll
-    /// answer that is not the documented JSON, a frame or event over 64 MiB).
-    #[serde(default)]
-    pub protocol: u64,
-    /// The server closed an established connection (close frame or EOF) before the end.
-    pub closed_by_server: u64,
-    /// A Bayeux meta reply failed (`successful` not true: `402::Unknown client`, a refused
-    /// handshake or subscribe) or advised `reconnect: handshake` / `none`. A real client would
-    /// handshake again and lose what was queued for the old one; flood counts it and closes the
-    /// connection instead, so that the loss is never silent.
-    #[serde(default)]
-    pub bayeux: u64,
-    pub other: u64,
-}
-
-impl Errors {
-    pub fn total(&self) -> u64 {
-        self.refused
-            + self.reset
-            + self.timeout
-            + self.eaddrnotavail
-            + self.emfile
-            + self.http_status
-            + self.protocol
-            + self.bayeux
-            + self.other
-    }
-
-    pub fn add(&mut self, o: &Errors) {
-        self.refused += o.refused;
-        self.reset += o.reset;
-        self.timeout += o.timeout;
-        self.eaddrnotavail += o.eaddrnotavail;
-        self.emfile += o.emfile;
-        self.http_status += o.http_status;
-        self.protocol += o.protocol;
-        self.closed_by_server += o.closed_by_server;
-        self.bayeux += o.bayeux;
-        self.other += o.other;
-    }
-
-    fn count(&mut self, e: &io::Error) {
-        let slot = match e.raw_os_error() {
-            Some(libc::ECONNREFUSED) => &mut self.refused,
-            Some(libc::ECONNRESET) | Some(libc::EPIPE) => &mut self.reset,
-            Some(libc::ETIMEDOUT) => &mut self.timeout,
-            Some(libc::EADDRNOTAVAIL) | Some(libc::EADDRINUSE) => &mut self.eaddrnotavail,
-            Some(libc::EMFILE) | Some(libc::ENFILE) => &mut self.emfile,
-            _ => &mut self.other,
-        };
-        *slot += 1;
-    }
-}
-
-/// Progress line, sent every 250 ms.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Progress {
-    pub index: u32,
-    pub established: u64,
-    pub attempted: u64,
-    pub errors: Errors,
-    pub deliveries: u64,
-    /// Every connection has been attempted and is either open or failed.
-    pub ramp_done: bool,
-    /// Seconds from the first connect to the last connection settled.
-    pub ramp_secs: f64,
-    /// Connections this client closed to replace them (`--churn`).
-    #[serde(default)]
-    pub churned: u64,
-    /// Seconds from the first of those closes to the last.
-    #[serde(default)]
-    pub churn_secs: f64,
-}
-
-/// The final report of one worker.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Final {
-    pub progress: Progress,
-    /// Per channel: (channel index, connections on it that were open at the end, unique
-    /// messages they received in total).
-    pub per_channel: Vec<(u32, u64, u64)>,
-    pub duplicated: u64,
-    pub reordered: u64,
-    /// Frames whose payload did not carry our sequence header (not counted for loss).
-    pub foreign: u64,
-    /// Gaps the server reported (SSE `gap` events, long-poll `gap` fields): messages it could
-    /// no longer deliver.
-    #[serde(default)]
-    pub gaps: u64,
-    /// Slow readers (`--slow-readers`) still open at the end, closed by the server meanwhile
-    /// (a slow consumer let go: not an error), and the messages they read. They are left out of
-    /// `per_channel`, loss, latency and `deliveries`.
-    #[serde(default)]
-    pub slow_open: u64,
-    #[serde(default)]
-    pub slow_closed: u64,
-    #[serde(default)]
-    pub slow_deliveries: u64,
-    /// Per broadcast (sequence number below [`WorkerPlan::broadcasts`]): (deliveries, latest
-    /// latency in microseconds).
-    #[serde(default)]
-    pub broadcasts: Vec<(u64, u64)>,
-    /// Deliveries of the publish load (numbers from [`WorkerPlan::broadcasts`] on), and when
-    /// the last of them arrived (CLOCK_MONOTONIC ns, 0 = none).
-    #[serde(default)]
-    pub load_deliveries: u64,
-    #[serde(default)]
-    pub load_last_ns: u64,
-    /// Latency histogram, as (microseconds, count) pairs.
-    pub latency: Vec<(u64, u64)>,
-    /// This process's PSS before connecting and with every connection open.
-    pub pss_before: u64,
-    pub pss_open: u64,
-}
-
-/// The lines a worker writes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub enum Line {
-    Progress(Progress),
-    Final(Box<Final>),
-}
+use crate::bayeux::{ClientId, ConnType};
+pub use crate::plan::{
+    Errors, Final, Line, Progress, Transport, WorkerPlan, channel_name, is_slow,
+};
+use crate::{longpoll, memory, msg, sys, ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
@@ -404,12 +197,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
                 channel_name(&plan.channel, c as u32, plan.channels)
             );
             match plan.transport {
-                Transport::Ws => format!(
-                    "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\n\
-                     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-                     Sec-WebSocket-Version: 13\r\n\r\n",
-                    plan.host
-                ),
+                Transport::Ws => ws::upgrade_request(&path, &plan.host),
                 Transport::Sse => format!(
                     "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
                     plan.host
@@ -423,12 +211,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
             .into_bytes()
         })
         .collect();
-    let bayeux_upgrade = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        plan.bayeux_path, plan.host
-    )
-    .into_bytes();
+    let bayeux_upgrade = ws::upgrade_request(&plan.bayeux_path, &plan.host).into_bytes();
     let broadcasts = vec![(0, 0); plan.broadcasts as usize];
     let mut w = Worker {
         conns: Slab::with_capacity(plan.conns as usize),
@@ -542,15 +325,6 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     Ok(())
 }
 
-/// The channel name of channel index `c` of `k` (`name` itself when k = 1).
-pub fn channel_name(name: &str, c: u32, k: u32) -> String {
-    if k <= 1 {
-        name.to_string()
-    } else {
-        format!("{name}-{c}")
-    }
-}
-
 fn emit(line: &Line) -> io::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer(&mut out, line).map_err(io::Error::other)?;
@@ -599,7 +373,7 @@ impl Worker {
             };
             let chan = (g % u64::from(self.plan.channels.max(1))) as u32;
             let target = self.plan.targets[(g % self.plan.targets.len() as u64) as usize];
-            match connect(target, src) {
+            match sys::connect(target, src) {
                 Ok(sock) => {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
@@ -845,92 +619,6 @@ impl Worker {
         self.read(key, usize::MAX);
     }
 
-    /// Writes the Bayeux request of `key`'s phase: handshake, subscribe, first connect, connect.
-    /// If the socket would block, the request is marked [`UNSENT`] and written on the next
-    /// writable event.
-    fn send_bayeux(&mut self, key: usize) -> io::Result<()> {
-        let c = &mut self.conns[key];
-        let what = match c.st {
-            St::Handshake => bayeux::Request::Handshake,
-            St::Subscribe => bayeux::Request::Subscribe,
-            St::FirstConnect => bayeux::Request::FirstConnect,
-            _ => bayeux::Request::Connect,
-        };
-        let id = c.last_id + 1;
-        let t = self.plan.bayeux;
-        self.client_ids[key].write(&mut self.client_text);
-        bayeux::request(
-            &mut self.bayeux_body,
-            what,
-            id,
-            t,
-            &self.client_text,
-            // The Bayeux channel name, built from a `String` in `run`: always UTF-8.
-            std::str::from_utf8(&self.request[c.chan as usize]).unwrap_or("/"),
-        );
-        let b = &mut self.poll_buf;
-        b.clear();
-        match t {
-            ConnType::LongPolling => {
-                let _ = write!(
-                    b,
-                    "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-                     Content-Length: {}\r\n\r\n",
-                    self.plan.bayeux_path,
-                    self.plan.host,
-                    self.bayeux_body.len()
-                );
-                b.extend_from_slice(&self.bayeux_body);
-            }
-            ConnType::WebSocket => client_frame_into(b, 0x1, &self.bayeux_body),
-        }
-        match c.sock.write(b) {
-            Ok(n) if n == b.len() => {
-                c.flags &= !UNSENT;
-                c.last_id = id;
-                Ok(())
-            }
-            Ok(_) => Err(io::Error::other("short write of a Bayeux request")),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                c.flags |= UNSENT;
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes the next long-poll request of `key` (with its cursor, if it has one). `Ok(true)`:
-    /// sent, the connection is `Open`; `Ok(false)`: the socket would block, it waits (as
-    /// `Connecting` or `Resend`) for the next writable event.
-    fn send_poll(&mut self, key: usize) -> io::Result<bool> {
-        let c = &mut self.conns[key];
-        let b = &mut self.poll_buf;
-        b.clear();
-        b.extend_from_slice(&self.request[c.chan as usize]);
-        if c.last_id != NO_CURSOR {
-            let _ = write!(b, "?cursor={}", c.last_id);
-        }
-        let _ = write!(
-            b,
-            " HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
-            self.plan.host
-        );
-        match c.sock.write(b) {
-            Ok(n) if n == b.len() => {
-                c.st = St::Open;
-                Ok(true)
-            }
-            Ok(_) => Err(io::Error::other("short write of a poll")),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if c.st != St::Connecting {
-                    c.st = St::Resend;
-                }
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// Reads what `key` has, at most `budget` bytes (a slow reader's share), and handles it.
     fn read(&mut self, key: usize, mut budget: usize) {
         let mut scratch = std::mem::take(&mut self.scratch);
@@ -988,270 +676,6 @@ impl Worker {
             }
         }
         self.scratch = scratch;
-    }
-
-    /// Handles received bytes; returns how many were used (the rest is an incomplete unit).
-    fn consume(&mut self, key: usize, buf: &[u8]) -> usize {
-        let mut pos = 0;
-        if self.conns[key].st == St::Upgrading {
-            let Some(end) = find(buf, b"\r\n\r\n") else {
-                if buf.len() > MAX_HEAD {
-                    self.errors.http_status += 1;
-                    self.drop_conn(key);
-                    return buf.len();
-                }
-                return 0;
-            };
-            let want: &[u8] = match self.plan.transport {
-                Transport::Ws | Transport::Bayeux => b"HTTP/1.1 101",
-                _ => b"HTTP/1.1 200",
-            };
-            if !buf.starts_with(want) {
-                self.errors.http_status += 1;
-                self.drop_conn(key);
-                return buf.len();
-            }
-            pos = end + 4;
-            if self.plan.transport == Transport::Bayeux {
-                // Over the WebSocket, the handshake comes next; open after the first connect.
-                self.conns[key].st = St::Handshake;
-                if let Err(e) = self.send_bayeux(key) {
-                    self.fail(key, &e);
-                    return buf.len();
-                }
-            } else {
-                self.conns[key].st = St::Open;
-                self.in_flight -= 1;
-                self.established += 1;
-            }
-        }
-        match self.plan.transport {
-            Transport::Ws => self.consume_frames(key, buf, pos),
-            Transport::Sse => self.consume_events(key, buf, pos),
-            Transport::Longpoll => self.consume_answers(key, buf),
-            Transport::Bayeux => self.consume_bayeux(key, buf, pos),
-        }
-    }
-
-    /// Bayeux: complete replies (HTTP responses or WebSocket frames). After the reply to each
-    /// request, the next request.
-    fn consume_bayeux(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
-        let t = self.plan.bayeux;
-        while pos < buf.len() {
-            let (unit, len) = match bayeux::next_unit(&buf[pos..], t, MAX_FRAME) {
-                Ok(Some(u)) => u,
-                Ok(None) => return pos,
-                Err(_) => {
-                    self.errors.protocol += 1;
-                    self.drop_conn(key);
-                    return buf.len();
-                }
-            };
-            pos += len;
-            match unit {
-                Unit::Body(body) => {
-                    if !self.on_bayeux(key, body) {
-                        return buf.len();
-                    }
-                }
-                Unit::Status(_) => {
-                    self.errors.http_status += 1;
-                    self.drop_conn(key);
-                    return buf.len();
-                }
-                Unit::Ping(p) => {
-                    let pong = client_frame(0xA, p);
-                    let _ = self.conns[key].sock.write(&pong);
-                }
-                Unit::Close => {
-                    self.closed_by_server(key);
-                    return buf.len();
-                }
-                Unit::Ignored => {}
-            }
-        }
-        pos
-    }
-
-    /// One Bayeux reply body: deliveries are counted; the reply to the outstanding request
-    /// moves the client to its next phase and sends the next request. `false`: the connection
-    /// was dropped (a failed meta reply, or a reply flood cannot follow).
-    fn on_bayeux(&mut self, key: usize, body: &[u8]) -> bool {
-        let Ok(events) = bayeux::replies(body) else {
-            self.errors.protocol += 1;
-            self.drop_conn(key);
-            return false;
-        };
-        // The outstanding request was answered (at most one reply per body: one request at a
-        // time).
-        let mut answered = false;
-        for ev in events {
-            let st = self.conns[key].st;
-            let next = match ev {
-                Event::Delivery(data) => {
-                    self.on_message(key, data.as_deref().map_or(b"", str::as_bytes));
-                    continue;
-                }
-                Event::Other => continue,
-                Event::Failed { .. } => {
-                    self.errors.bayeux += 1;
-                    self.drop_conn(key);
-                    return false;
-                }
-                Event::Handshake { client_id } if st == St::Handshake && !answered => {
-                    self.client_ids[key] = ClientId::new(&client_id);
-                    St::Subscribe
-                }
-                Event::Subscribe if st == St::Subscribe && !answered => St::FirstConnect,
-                Event::Connect { dropped } if !answered => {
-                    if dropped > 0 {
-                        // Messages dropped from the queue: a gap the server reports.
-                        self.gap(key);
-                    }
-                    match st {
-                        St::FirstConnect => {
-                            self.in_flight -= 1;
-                            self.established += 1;
-                        }
-                        St::Open => {}
-                        _ => return self.bayeux_confused(key),
-                    }
-                    St::Open
-                }
-                // A reply to a request that is not outstanding.
-                _ => return self.bayeux_confused(key),
-            };
-            answered = true;
-            let c = &mut self.conns[key];
-            c.st = next;
-            if c.flags & UNSENT != 0 {
-                // Answered before it was written: the server is not answering us.
-                return self.bayeux_confused(key);
-            }
-        }
-        if !answered {
-            // Over long-polling every response answers the request sent; over a WebSocket,
-            // frames of deliveries alone are normal.
-            if self.plan.bayeux == ConnType::LongPolling {
-                return self.bayeux_confused(key);
-            }
-            return true;
-        }
-        if let Err(e) = self.send_bayeux(key) {
-            self.fail(key, &e);
-            return false;
-        }
-        true
-    }
-
-    /// A reply flood cannot place: a protocol error, the connection is dropped.
-    fn bayeux_confused(&mut self, key: usize) -> bool {
-        self.errors.protocol += 1;
-        self.drop_conn(key);
-        false
-    }
-
-    /// SSE: the event stream after the response head.
-    fn consume_events(&mut self, key: usize, buf: &[u8], pos: usize) -> usize {
-        let mut after_cr = self.conns[key].flags & AFTER_CR != 0;
-        let mut data = std::mem::take(&mut self.sse_data);
-        let used = sse::parse(&buf[pos..], &mut after_cr, &mut data, |ev| match ev.kind {
-            sse::Kind::Message => self.on_message(key, ev.data),
-            sse::Kind::Gap => self.gap(key),
-            sse::Kind::Other => self.foreign += 1,
-        });
-        self.sse_data = data;
-        let c = &mut self.conns[key];
-        c.flags = if after_cr {
-            c.flags | AFTER_CR
-        } else {
-            c.flags & !AFTER_CR
-        };
-        if buf.len() - (pos + used) > MAX_FRAME {
-            self.errors.protocol += 1;
-            self.drop_conn(key);
-            return buf.len();
-        }
-        pos + used
-    }
-
-    /// Long-poll: complete answers (head and body); after each, the next poll.
-    fn consume_answers(&mut self, key: usize, buf: &[u8]) -> usize {
-        let mut pos = 0;
-        while pos < buf.len() {
-            let r = match longpoll::response(&buf[pos..], MAX_FRAME) {
-                Ok(Some(r)) => r,
-                Ok(None) => return pos,
-                Err(_) => {
-                    self.errors.protocol += 1;
-                    self.drop_conn(key);
-                    return buf.len();
-                }
-            };
-            pos += r.len;
-            if r.status != 200 {
-                self.errors.http_status += 1;
-                self.drop_conn(key);
-                return buf.len();
-            }
-            let Ok(answer) = longpoll::answer(r.body) else {
-                self.errors.protocol += 1;
-                self.drop_conn(key);
-                return buf.len();
-            };
-            let Some(cursor) = answer.cursor_id() else {
-                self.errors.protocol += 1;
-                self.drop_conn(key);
-                return buf.len();
-            };
-            if answer.gap.is_some() {
-                self.gap(key);
-            }
-            for m in &answer.messages {
-                self.on_message(key, m.data.as_bytes());
-            }
-            self.conns[key].last_id = cursor;
-            if let Err(e) = self.send_poll(key) {
-                self.fail(key, &e);
-                return buf.len();
-            }
-        }
-        pos
-    }
-
-    /// WebSocket: frames after the handshake.
-    fn consume_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
-        while pos < buf.len() {
-            let rest = &buf[pos..];
-            let Some((_, op, payload_at, len)) = frame_header(rest) else {
-                return pos;
-            };
-            if len > MAX_FRAME {
-                let e = io::Error::other("frame over 64 MiB");
-                self.fail(key, &e);
-                return buf.len();
-            }
-            if rest.len() < payload_at + len {
-                return pos;
-            }
-            let payload = &rest[payload_at..payload_at + len];
-            pos += payload_at + len;
-            match op {
-                0x1 | 0x2 => self.on_message(key, payload),
-                0x9 => {
-                    // Answer pings (masked, as a client must).
-                    let pong = client_frame(0xA, payload);
-                    let c = &mut self.conns[key];
-                    let _ = c.sock.write(&pong);
-                }
-                0x8 => {
-                    self.closed_by_server(key);
-                    return buf.len();
-                }
-                _ => {}
-            }
-        }
-        pos
     }
 
     /// A gap the server reported on `key` (messages it could no longer deliver). A slow
@@ -1350,115 +774,9 @@ impl Worker {
     }
 }
 
-/// Starts a non-blocking connect from `src` (port chosen at connect time, so that the same port
-/// may serve several targets: IP_BIND_ADDRESS_NO_PORT).
-fn connect(target: SocketAddr, src: Option<Ipv4Addr>) -> io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
-    s.set_tcp_nodelay(true)?;
-    if let Some(ip) = src {
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt with a valid fd and a pointer to a live c_int of the stated size.
-        unsafe {
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        s.bind(&SocketAddr::V4(SocketAddrV4::new(ip, 0)).into())?;
-    }
-    match s.connect(&target.into()) {
-        Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(s.into())
-}
-
-/// (FIN, opcode, payload offset, payload length) of a server frame at the start of `b`; `None`
-/// while the header is incomplete (or its 64-bit length does not fit a `usize`).
-pub(crate) fn frame_header(b: &[u8]) -> Option<(bool, u8, usize, usize)> {
-    let (&b0, &b1) = (b.first()?, b.get(1)?);
-    let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0F);
-    match b1 & 0x7F {
-        126 => Some((
-            fin,
-            op,
-            4,
-            usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])),
-        )),
-        127 => {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(b.get(2..10)?);
-            Some((fin, op, 10, usize::try_from(u64::from_be_bytes(a)).ok()?))
-        }
-        n => Some((fin, op, 2, usize::from(n))),
-    }
-}
-
-/// A masked client frame of any length (FIN set) appended to `out`. The mask is fixed: the
-/// server must unmask whatever it is, and a load generator need not hide from proxies.
-fn client_frame_into(out: &mut Vec<u8>, op: u8, payload: &[u8]) {
-    let mask = [0x5A, 0xA5, 0x3C, 0xC3];
-    out.push(0x80 | op);
-    match payload.len() {
-        n @ 0..=125 => out.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-}
-
-/// A small masked client frame (control frames).
-fn client_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x5A, 0xA5, 0x3C, 0xC3];
-    let mut v = vec![0x80 | op, 0x80 | payload.len().min(125) as u8];
-    v.extend_from_slice(&mask);
-    v.extend(
-        payload
-            .iter()
-            .take(125)
-            .enumerate()
-            .map(|(i, b)| b ^ mask[i % 4]),
-    );
-    v
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slow_readers_are_spread_evenly_and_counted_exactly() {
-        let slow = |n: u64, f: f64| (0..n).filter(|&g| is_slow(g, f)).count() as u64;
-        assert_eq!(slow(1000, 0.0), 0);
-        assert_eq!(slow(1000, 1.0), 1000);
-        assert_eq!(slow(1000, 0.1), 100);
-        assert_eq!(slow(1000, 0.5), 500);
-        assert_eq!(slow(10, 0.25), 2);
-        let first: Vec<u64> = (0..40).filter(|&g| is_slow(g, 0.1)).collect();
-        assert_eq!(first, [9, 19, 29, 39]);
-        // The split into processes does not matter: the index is global.
-        assert_eq!(
-            slow(500, 0.1) + (500..1000).filter(|&g| is_slow(g, 0.1)).count() as u64,
-            100
-        );
-    }
 
     #[test]
     fn conn_entry_is_small() {
@@ -1466,40 +784,5 @@ mod tests {
         // 32 of the WebSocket-only entry plus the long-poll cursor (8); the SSE parser's bit
         // lives in the padding after `st`.
         assert_eq!(std::mem::size_of::<Conn>(), 40);
-    }
-
-    #[test]
-    fn frame_headers() {
-        assert_eq!(frame_header(&[0x81, 5]), Some((true, 1, 2, 5)));
-        assert_eq!(frame_header(&[0x01, 126, 1, 0]), Some((false, 1, 4, 256)));
-        assert_eq!(frame_header(&[0x81]), None);
-        assert_eq!(frame_header(&[0x81, 127, 0, 0]), None);
-    }
-
-    #[test]
-    fn client_frames_unmask_to_the_payload() {
-        for n in [0, 5, 125, 126, 300, 0xFFFF, 0x10000] {
-            let payload: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-            let mut f = Vec::new();
-            client_frame_into(&mut f, 0x1, &payload);
-            // The header as a server reads it: FIN, text, the mask bit, then the key.
-            let (fin, op, at, len) = frame_header(&f).unwrap();
-            assert_eq!((fin, op, len), (true, 1, n), "length {n}");
-            assert_eq!(f[1] & 0x80, 0x80);
-            let key = [f[at], f[at + 1], f[at + 2], f[at + 3]];
-            let body: Vec<u8> = f[at + 4..]
-                .iter()
-                .enumerate()
-                .map(|(i, b)| b ^ key[i % 4])
-                .collect();
-            assert_eq!(body, payload, "length {n}");
-        }
-        assert_eq!(client_frame(0xA, b"hi")[..2], [0x8A, 0x82]);
-    }
-
-    #[test]
-    fn channel_names() {
-        assert_eq!(channel_name("bench", 0, 1), "bench");
-        assert_eq!(channel_name("bench", 3, 8), "bench-3");
     }
 }

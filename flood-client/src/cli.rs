@@ -1,0 +1,291 @@
+//! `flood`'s command line: the flags ([`Args`]), the subscribe URL ([`parse_url`]) and the
+//! source addresses ([`parse_sources`]). Parsing only: nothing here opens a socket.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+
+use clap::Parser;
+
+use crate::bayeux::ConnType;
+use crate::plan::Transport;
+
+/// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll and
+/// CometD/Bayeux subscribers that reports what each connection costs.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "flood", version, about)]
+pub struct Args {
+    /// Subscribe URL: ws://HOST:PORT/PREFIX/{channel} (http:// is the same: --transport says how
+    /// to subscribe). The publish URL is the same with the last `/sub/` replaced by `/pub/` (see
+    /// --pub-path).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/sub/flood")]
+    pub url: String,
+
+    /// How each connection subscribes: `ws` (WebSocket upgrade, a text frame per message), `sse`
+    /// (GET with `Accept: text/event-stream`, an event per message; `event: gap` counted as a
+    /// gap) or `longpoll` (GET with `Accept: application/json` again and again on a keep-alive
+    /// connection, `?cursor=` of the previous answer; a long-poll connection counts as open once
+    /// its first poll is sent, since no answer comes before a message), or `bayeux` (a
+    /// CometD/Bayeux 1.0 client per connection on --bayeux-path: `/meta/handshake`,
+    /// `/meta/subscribe` to `/{channel}`, then `/meta/connect` again and again, the first with
+    /// `advice.timeout` 0; open once that first connect is answered; messages arrive in connect
+    /// replies; a failed meta reply or `reconnect: handshake` counts as an error and closes the
+    /// connection).
+    #[arg(long, value_enum, default_value_t = Transport::Ws)]
+    pub transport: Transport,
+
+    /// With --transport bayeux: `long-polling` (each request a POST of a JSON array, answered by
+    /// a JSON array; handshake, subscribe and every connect one after another on ONE keep-alive
+    /// connection per client, where the official client uses two) or `websocket` (one upgrade
+    /// to the bare --bayeux-path per client, JSON arrays in text frames both ways).
+    #[arg(long, value_enum, default_value_t = ConnType::LongPolling)]
+    pub bayeux_transport: ConnType,
+
+    /// With --transport bayeux: the Bayeux endpoint on the URL's host. The channel is still
+    /// the URL's last segment (Bayeux `/{channel}`) and publishing still goes to the native
+    /// `POST /pub/{channel}`.
+    #[arg(long, default_value = "/cometd")]
+    pub bayeux_path: String,
+
+    /// More targets of the same server (HOST:PORT, comma-separated, e.g. 127.0.0.2:8080 for a
+    /// server listening on 0.0.0.0): connections are spread over the URL's address and these,
+    /// each pair of source and target address giving another set of ephemeral ports. Publishing
+    /// goes to the URL's address.
+    #[arg(long, value_delimiter = ',')]
+    pub also_target: Vec<String>,
+
+    /// Path prefix for publishing (the channel name is appended).
+    #[arg(long)]
+    pub pub_path: Option<String>,
+
+    /// Connections to open (up to 1,000,000).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub conns: u64,
+
+    /// New connections per second over all processes, or `max` (as fast as the server accepts;
+    /// the report gives the rate reached).
+    #[arg(long, default_value = "5000")]
+    pub rate: String,
+
+    /// Seconds to hold the connections once all are open (publishing meanwhile if
+    /// --publish-rate is set). 0 = until Ctrl-C.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+
+    /// Worker processes. Default: enough that each stays below its open-files limit (with a
+    /// margin of 64).
+    #[arg(long)]
+    pub procs: Option<u32>,
+
+    /// Source addresses, e.g. 127.0.0.2-127.0.0.40 (each gives another set of ephemeral
+    /// ports). Default: the kernel chooses.
+    #[arg(long)]
+    pub source: Option<String>,
+
+    /// Spread connections over K channels named {channel}-0 … {channel}-(K-1) (K = 1: {channel}).
+    #[arg(long, default_value_t = 1)]
+    pub channels: u32,
+
+    /// Messages per second published (over all channels) while holding. 0 = no publishing.
+    #[arg(long, default_value_t = 0.0)]
+    pub publish_rate: f64,
+
+    /// Bytes per published message (at least 32: sequence number and timestamp).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+
+    /// Fraction (0 to 1) of the connections that read slowly once open: every
+    /// round(1/FRACTION)-th connection, spread evenly over channels and processes. A slow reader
+    /// reads --slow-read-rate bytes per second (0: nothing at all), so the server's and the
+    /// kernel's buffers fill behind it. Slow readers are reported apart: their deliveries, and
+    /// how many the server closed, are not loss or errors; loss and latency cover the others.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_readers: f64,
+
+    /// Bytes per second each slow reader reads (see --slow-readers). 0 = it never reads again
+    /// once open (a stalled client).
+    #[arg(long, default_value_t = 0)]
+    pub slow_read_rate: u64,
+
+    /// Connections per second (over all processes) that the client closes and replaces with new
+    /// ones while holding: connection turnover, as long-poll clients without keep-alive or
+    /// page reloads cause. The client closes first, so TIME-WAIT sockets (and their ports) are
+    /// on this side; the report gives the turnover reached, TIME-WAIT peak and the connect errors
+    /// (EADDRNOTAVAIL when the ports run out). Not with --publish-rate (a new connection misses
+    /// what was published before it).
+    #[arg(long, default_value_t = 0.0)]
+    pub churn: f64,
+
+    /// Broadcasts before the hold: once every connection is open, publish one message on every
+    /// channel and wait until it has reached every subscriber (or deliveries stop for --drain
+    /// seconds), N times. The report gives each one's time to reach all (from the publish to
+    /// the last delivery). Then the hold, with --publish-rate if set.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub broadcasts: u32,
+
+    /// Keep-alive publisher connections.
+    #[arg(long, default_value_t = 2)]
+    pub publishers: usize,
+
+    /// Seconds to wait for deliveries after the last publish.
+    #[arg(long, default_value_t = 3)]
+    pub drain: u64,
+
+    /// Server process ids (comma-separated) for the memory figures. Default: the processes that
+    /// listen on the target port (local targets only).
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
+
+    /// Seconds before a connection that has not completed its handshake counts as a timeout.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+
+    /// Connections in progress at once per process.
+    #[arg(long, default_value_t = 1000)]
+    pub max_in_flight: usize,
+
+    /// Write the report as JSON.
+    #[arg(long)]
+    pub json: Option<String>,
+
+    /// Write an SVG: memory per connection during the ramp, and the latency distribution.
+    #[arg(long)]
+    pub plot: Option<String>,
+
+    /// Allow a target outside 127.0.0.0/8 and ::1 (a load test of somebody else's machine).
+    #[arg(long)]
+    pub allow_remote: bool,
+
+    /// Start even if the preflight check says a limit stops the run.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Internal: run as a worker with this plan (JSON).
+    #[arg(long, hide = true)]
+    pub worker_plan: Option<String>,
+}
+
+/// Parsed target.
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host: String,
+    pub sub_prefix: String,
+    pub pub_prefix: String,
+    pub channel: String,
+}
+
+pub fn parse_url(args: &Args) -> Result<Target, String> {
+    let rest = args
+        .url
+        .strip_prefix("ws://")
+        .or_else(|| args.url.strip_prefix("http://"))
+        .ok_or("--url must start with ws:// or http:// (TLS is not supported)")?;
+    let (host, path) = rest
+        .split_once('/')
+        .ok_or("--url needs a path: /sub/{channel}")?;
+    let addr = host
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} resolves to nothing"))?;
+    let path = format!("/{path}");
+    let cut = path.rfind('/').unwrap_or(0) + 1;
+    let (sub_prefix, channel) = path.split_at(cut);
+    if channel.is_empty() {
+        return Err("--url must end with a channel name".into());
+    }
+    let pub_prefix = match &args.pub_path {
+        Some(p) => p.clone(),
+        None => match sub_prefix.rfind("/sub/") {
+            Some(i) => format!("{}/pub/{}", &sub_prefix[..i], &sub_prefix[i + 5..]),
+            None => return Err("cannot derive the publish path: give --pub-path".into()),
+        },
+    };
+    Ok(Target {
+        addr,
+        host: host.to_string(),
+        sub_prefix: sub_prefix.to_string(),
+        pub_prefix,
+        channel: channel.to_string(),
+    })
+}
+
+/// `127.0.0.2-127.0.0.40` or `127.0.0.2` or a comma list of either.
+pub fn parse_sources(s: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let a: Ipv4Addr = a.trim().parse().map_err(|_| format!("bad address {a:?}"))?;
+        let b: Ipv4Addr = b.trim().parse().map_err(|_| format!("bad address {b:?}"))?;
+        let (a, b) = (u32::from(a), u32::from(b));
+        if b < a || b - a > 1 << 16 {
+            return Err(format!("bad range {part:?}"));
+        }
+        out.extend((a..=b).map(Ipv4Addr::from));
+    }
+    Ok(out)
+}
+
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.is_loopback()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(url: &str) -> Args {
+        Args::parse_from(["flood", "--url", url])
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url(&args("ws://127.0.0.1:9000/sub/news")).unwrap();
+        assert_eq!(t.addr.port(), 9000);
+        assert_eq!(t.sub_prefix, "/sub/");
+        assert_eq!(t.pub_prefix, "/pub/");
+        assert_eq!(t.channel, "news");
+        let t = parse_url(&args("ws://localhost:9000/app/sub/x")).unwrap();
+        assert_eq!(t.pub_prefix, "/app/pub/");
+        let t = parse_url(&args("http://127.0.0.1:9000/sub/x")).unwrap();
+        assert_eq!((t.addr.port(), t.channel.as_str()), (9000, "x"));
+        assert!(parse_url(&args("https://127.0.0.1/sub/x")).is_err());
+        assert!(parse_url(&args("wss://127.0.0.1/sub/x")).is_err());
+        assert!(parse_url(&args("ws://127.0.0.1:1/sub/")).is_err());
+    }
+
+    #[test]
+    fn transports() {
+        assert_eq!(args("ws://127.0.0.1/sub/x").transport, Transport::Ws);
+        for (t, want) in [
+            ("ws", Transport::Ws),
+            ("sse", Transport::Sse),
+            ("longpoll", Transport::Longpoll),
+            ("bayeux", Transport::Bayeux),
+        ] {
+            let a = Args::parse_from(["flood", "--transport", t]);
+            assert_eq!(a.transport, want);
+            assert_eq!(want.name(), t);
+        }
+        assert!(Args::try_parse_from(["flood", "--transport", "stream"]).is_err());
+        let a = Args::parse_from(["flood", "--transport", "bayeux"]);
+        assert_eq!(a.bayeux_transport, ConnType::LongPolling);
+        assert_eq!(a.bayeux_path, "/cometd");
+        for (t, want) in [
+            ("long-polling", ConnType::LongPolling),
+            ("websocket", ConnType::WebSocket),
+        ] {
+            let a = Args::parse_from(["flood", "--transport", "bayeux", "--bayeux-transport", t]);
+            assert_eq!(a.bayeux_transport, want);
+            assert_eq!(want.name(), t);
+        }
+        assert!(Args::try_parse_from(["flood", "--bayeux-transport", "ws"]).is_err());
+    }
+
+    #[test]
+    fn sources() {
+        let s = parse_sources("127.0.0.2-127.0.0.4,127.0.0.9").unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[3], Ipv4Addr::new(127, 0, 0, 9));
+        assert!(parse_sources("127.0.0.4-127.0.0.2").is_err());
+        assert!(parse_sources("x").is_err());
+    }
+}

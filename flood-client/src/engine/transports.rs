@@ -1,0 +1,355 @@
+//! The wire work of a worker's connections, one transport at a time: the requests written
+//! (long-poll polls, Bayeux requests) and what is read after the response head (WebSocket
+//! frames, SSE events, long-poll answers, Bayeux replies). Parsing itself is sans-IO, in
+//! [`crate::ws`], [`crate::sse`], [`crate::longpoll`] and [`crate::bayeux`].
+
+use std::io::{self, Write};
+
+use super::{AFTER_CR, MAX_FRAME, MAX_HEAD, NO_CURSOR, St, Transport, UNSENT, Worker};
+use crate::bayeux::{self, ClientId, ConnType, Event, Unit};
+use crate::{http, longpoll, sse, ws};
+
+impl Worker {
+    /// Writes the Bayeux request of `key`'s phase: handshake, subscribe, first connect, connect.
+    /// If the socket would block, the request is marked [`UNSENT`] and written on the next
+    /// writable event.
+    pub(super) fn send_bayeux(&mut self, key: usize) -> io::Result<()> {
+        let c = &mut self.conns[key];
+        let what = match c.st {
+            St::Handshake => bayeux::Request::Handshake,
+            St::Subscribe => bayeux::Request::Subscribe,
+            St::FirstConnect => bayeux::Request::FirstConnect,
+            _ => bayeux::Request::Connect,
+        };
+        let id = c.last_id + 1;
+        let t = self.plan.bayeux;
+        self.client_ids[key].write(&mut self.client_text);
+        bayeux::request(
+            &mut self.bayeux_body,
+            what,
+            id,
+            t,
+            &self.client_text,
+            // The Bayeux channel name, built from a `String` in `run`: always UTF-8.
+            std::str::from_utf8(&self.request[c.chan as usize]).unwrap_or("/"),
+        );
+        let b = &mut self.poll_buf;
+        b.clear();
+        bayeux::frame_request(
+            b,
+            t,
+            &self.plan.bayeux_path,
+            &self.plan.host,
+            &self.bayeux_body,
+        );
+        match c.sock.write(b) {
+            Ok(n) if n == b.len() => {
+                c.flags &= !UNSENT;
+                c.last_id = id;
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::other("short write of a Bayeux request")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.flags |= UNSENT;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the next long-poll request of `key` (with its cursor, if it has one). `Ok(true)`:
+    /// sent, the connection is `Open`; `Ok(false)`: the socket would block, it waits (as
+    /// `Connecting` or `Resend`) for the next writable event.
+    pub(super) fn send_poll(&mut self, key: usize) -> io::Result<bool> {
+        let c = &mut self.conns[key];
+        let b = &mut self.poll_buf;
+        b.clear();
+        b.extend_from_slice(&self.request[c.chan as usize]);
+        if c.last_id != NO_CURSOR {
+            let _ = write!(b, "?cursor={}", c.last_id);
+        }
+        let _ = write!(
+            b,
+            " HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            self.plan.host
+        );
+        match c.sock.write(b) {
+            Ok(n) if n == b.len() => {
+                c.st = St::Open;
+                Ok(true)
+            }
+            Ok(_) => Err(io::Error::other("short write of a poll")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if c.st != St::Connecting {
+                    c.st = St::Resend;
+                }
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Handles received bytes; returns how many were used (the rest is an incomplete unit).
+    pub(super) fn consume(&mut self, key: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        if self.conns[key].st == St::Upgrading {
+            let Some(end) = http::head_end(buf) else {
+                if buf.len() > MAX_HEAD {
+                    self.errors.http_status += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+                return 0;
+            };
+            let want: &[u8] = match self.plan.transport {
+                Transport::Ws | Transport::Bayeux => b"HTTP/1.1 101",
+                _ => b"HTTP/1.1 200",
+            };
+            if !buf.starts_with(want) {
+                self.errors.http_status += 1;
+                self.drop_conn(key);
+                return buf.len();
+            }
+            pos = end + 4;
+            if self.plan.transport == Transport::Bayeux {
+                // Over the WebSocket, the handshake comes next; open after the first connect.
+                self.conns[key].st = St::Handshake;
+                if let Err(e) = self.send_bayeux(key) {
+                    self.fail(key, &e);
+                    return buf.len();
+                }
+            } else {
+                self.conns[key].st = St::Open;
+                self.in_flight -= 1;
+                self.established += 1;
+            }
+        }
+        match self.plan.transport {
+            Transport::Ws => self.consume_frames(key, buf, pos),
+            Transport::Sse => self.consume_events(key, buf, pos),
+            Transport::Longpoll => self.consume_answers(key, buf),
+            Transport::Bayeux => self.consume_bayeux(key, buf, pos),
+        }
+    }
+
+    /// Bayeux: complete replies (HTTP responses or WebSocket frames). After the reply to each
+    /// request, the next request.
+    fn consume_bayeux(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
+        let t = self.plan.bayeux;
+        while pos < buf.len() {
+            let (unit, len) = match bayeux::next_unit(&buf[pos..], t, MAX_FRAME) {
+                Ok(Some(u)) => u,
+                Ok(None) => return pos,
+                Err(_) => {
+                    self.errors.protocol += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+            };
+            pos += len;
+            match unit {
+                Unit::Body(body) => {
+                    if !self.on_bayeux(key, body) {
+                        return buf.len();
+                    }
+                }
+                Unit::Status(_) => {
+                    self.errors.http_status += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+                Unit::Ping(p) => {
+                    let pong = ws::client_frame(ws::OP_PONG, p);
+                    let _ = self.conns[key].sock.write(&pong);
+                }
+                Unit::Close => {
+                    self.closed_by_server(key);
+                    return buf.len();
+                }
+                Unit::Ignored => {}
+            }
+        }
+        pos
+    }
+
+    /// One Bayeux reply body: deliveries are counted; the reply to the outstanding request
+    /// moves the client to its next phase and sends the next request. `false`: the connection
+    /// was dropped (a failed meta reply, or a reply flood cannot follow).
+    fn on_bayeux(&mut self, key: usize, body: &[u8]) -> bool {
+        let Ok(events) = bayeux::replies(body) else {
+            self.errors.protocol += 1;
+            self.drop_conn(key);
+            return false;
+        };
+        // The outstanding request was answered (at most one reply per body: one request at a
+        // time).
+        let mut answered = false;
+        for ev in events {
+            let st = self.conns[key].st;
+            let next = match ev {
+                Event::Delivery(data) => {
+                    self.on_message(key, data.as_deref().map_or(b"", str::as_bytes));
+                    continue;
+                }
+                Event::Other => continue,
+                Event::Failed { .. } => {
+                    self.errors.bayeux += 1;
+                    self.drop_conn(key);
+                    return false;
+                }
+                Event::Handshake { client_id } if st == St::Handshake && !answered => {
+                    self.client_ids[key] = ClientId::new(&client_id);
+                    St::Subscribe
+                }
+                Event::Subscribe if st == St::Subscribe && !answered => St::FirstConnect,
+                Event::Connect { dropped } if !answered => {
+                    if dropped > 0 {
+                        // Messages dropped from the queue: a gap the server reports.
+                        self.gap(key);
+                    }
+                    match st {
+                        St::FirstConnect => {
+                            self.in_flight -= 1;
+                            self.established += 1;
+                        }
+                        St::Open => {}
+                        _ => return self.bayeux_confused(key),
+                    }
+                    St::Open
+                }
+                // A reply to a request that is not outstanding.
+                _ => return self.bayeux_confused(key),
+            };
+            answered = true;
+            let c = &mut self.conns[key];
+            c.st = next;
+            if c.flags & UNSENT != 0 {
+                // Answered before it was written: the server is not answering us.
+                return self.bayeux_confused(key);
+            }
+        }
+        if !answered {
+            // Over long-polling every response answers the request sent; over a WebSocket,
+            // frames of deliveries alone are normal.
+            if self.plan.bayeux == ConnType::LongPolling {
+                return self.bayeux_confused(key);
+            }
+            return true;
+        }
+        if let Err(e) = self.send_bayeux(key) {
+            self.fail(key, &e);
+            return false;
+        }
+        true
+    }
+
+    /// A reply flood cannot place: a protocol error, the connection is dropped.
+    fn bayeux_confused(&mut self, key: usize) -> bool {
+        self.errors.protocol += 1;
+        self.drop_conn(key);
+        false
+    }
+
+    /// SSE: the event stream after the response head.
+    fn consume_events(&mut self, key: usize, buf: &[u8], pos: usize) -> usize {
+        let mut after_cr = self.conns[key].flags & AFTER_CR != 0;
+        let mut data = std::mem::take(&mut self.sse_data);
+        let used = sse::parse(&buf[pos..], &mut after_cr, &mut data, |ev| match ev.kind {
+            sse::Kind::Message => self.on_message(key, ev.data),
+            sse::Kind::Gap => self.gap(key),
+            sse::Kind::Other => self.foreign += 1,
+        });
+        self.sse_data = data;
+        let c = &mut self.conns[key];
+        c.flags = if after_cr {
+            c.flags | AFTER_CR
+        } else {
+            c.flags & !AFTER_CR
+        };
+        if buf.len() - (pos + used) > MAX_FRAME {
+            self.errors.protocol += 1;
+            self.drop_conn(key);
+            return buf.len();
+        }
+        pos + used
+    }
+
+    /// Long-poll: complete answers (head and body); after each, the next poll.
+    fn consume_answers(&mut self, key: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let r = match longpoll::response(&buf[pos..], MAX_FRAME) {
+                Ok(Some(r)) => r,
+                Ok(None) => return pos,
+                Err(_) => {
+                    self.errors.protocol += 1;
+                    self.drop_conn(key);
+                    return buf.len();
+                }
+            };
+            pos += r.len;
+            if r.status != 200 {
+                self.errors.http_status += 1;
+                self.drop_conn(key);
+                return buf.len();
+            }
+            let Ok(answer) = longpoll::answer(r.body) else {
+                self.errors.protocol += 1;
+                self.drop_conn(key);
+                return buf.len();
+            };
+            let Some(cursor) = answer.cursor_id() else {
+                self.errors.protocol += 1;
+                self.drop_conn(key);
+                return buf.len();
+            };
+            if answer.gap.is_some() {
+                self.gap(key);
+            }
+            for m in &answer.messages {
+                self.on_message(key, m.data.as_bytes());
+            }
+            self.conns[key].last_id = cursor;
+            if let Err(e) = self.send_poll(key) {
+                self.fail(key, &e);
+                return buf.len();
+            }
+        }
+        pos
+    }
+
+    /// WebSocket: frames after the handshake.
+    fn consume_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
+        while pos < buf.len() {
+            let rest = &buf[pos..];
+            let Some((_, op, payload_at, len)) = ws::frame_header(rest) else {
+                return pos;
+            };
+            if len > MAX_FRAME {
+                let e = io::Error::other("frame over 64 MiB");
+                self.fail(key, &e);
+                return buf.len();
+            }
+            if rest.len() < payload_at + len {
+                return pos;
+            }
+            let payload = &rest[payload_at..payload_at + len];
+            pos += payload_at + len;
+            match op {
+                0x1 | 0x2 => self.on_message(key, payload),
+                0x9 => {
+                    // Answer pings (masked, as a client must).
+                    let pong = ws::client_frame(ws::OP_PONG, payload);
+                    let c = &mut self.conns[key];
+                    let _ = c.sock.write(&pong);
+                }
+                0x8 => {
+                    self.closed_by_server(key);
+                    return buf.len();
+                }
+                _ => {}
+            }
+        }
+        pos
+    }
+}

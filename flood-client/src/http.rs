@@ -1,0 +1,163 @@
+//! Plain HTTP/1.1 on the client side: where a response head ends ([`head_end`]), a request
+//! ([`request_bytes`]) and a blocking keep-alive connection ([`HttpConn`]) for publishing and
+//! for the benchmark tools' `/stats` and `/pub` calls.
+//!
+//! [`HttpConn`] is lenient on purpose (a response without `Content-Length` has an empty body):
+//! it talks to the server under test and to the servers it is compared with. The strict parser
+//! for what subscribers read is [`crate::longpoll::response`].
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The offset of the `\r\n\r\n` that ends the response head at the start of `buf`, if it is
+/// there.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+/// A whole request: `Content-Length` on everything but a `GET` without a body.
+pub fn request_bytes(method: &str, host: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n").into_bytes();
+    if method != "GET" || !body.is_empty() {
+        req.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    req
+}
+
+/// One blocking keep-alive HTTP/1.1 connection (TCP_NODELAY), one request at a time.
+pub struct HttpConn {
+    sock: TcpStream,
+    /// What was read past the last response (normally nothing).
+    buf: Vec<u8>,
+    /// The `Host:` of every request.
+    host: String,
+}
+
+impl HttpConn {
+    /// Connects within 5 s; a read that waits longer than `read_timeout` fails.
+    pub fn connect(addr: SocketAddr, host: &str, read_timeout: Duration) -> io::Result<HttpConn> {
+        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+        sock.set_nodelay(true)?;
+        sock.set_read_timeout(Some(read_timeout))?;
+        Ok(HttpConn {
+            sock,
+            buf: Vec::with_capacity(4096),
+            host: host.to_string(),
+        })
+    }
+
+    /// Writes a complete, pre-built request.
+    pub fn send_raw(&mut self, req: &[u8]) -> io::Result<()> {
+        self.sock.write_all(req)
+    }
+
+    /// Reads one response; returns the status and the body (`Content-Length` bytes, none if
+    /// the head has no length).
+    pub fn read_response(&mut self) -> io::Result<(u16, Vec<u8>)> {
+        let mut chunk = [0u8; 8192];
+        let at = loop {
+            if let Some(p) = head_end(&self.buf) {
+                break p + 4;
+            }
+            self.fill(
+                &mut chunk,
+                "connection closed before a complete response head",
+            )?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..at]).into_owned();
+        let status: u16 = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
+        let len = content_length(&head).unwrap_or(0);
+        while self.buf.len() < at + len {
+            self.fill(&mut chunk, "connection closed within a response body")?;
+        }
+        let body = self.buf[at..at + len].to_vec();
+        self.buf.drain(..at + len);
+        Ok((status, body))
+    }
+
+    /// Sends a request and reads the response.
+    pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> io::Result<(u16, Vec<u8>)> {
+        let req = request_bytes(method, &self.host, path, body);
+        self.send_raw(&req)?;
+        self.read_response()
+    }
+
+    /// Appends one read to `buf`; end of stream is an `UnexpectedEof` saying `what`.
+    fn fill(&mut self, chunk: &mut [u8], what: &str) -> io::Result<()> {
+        let n = self.sock.read(chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, what));
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+}
+
+/// The `Content-Length` of a response head, if it has one that parses.
+fn content_length(head: &str) -> Option<usize> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        assert_eq!(
+            request_bytes("GET", "h", "/stats", b""),
+            b"GET /stats HTTP/1.1\r\nHost: h\r\n\r\n"
+        );
+        assert_eq!(
+            request_bytes("POST", "h", "/pub/a", b"xy"),
+            b"POST /pub/a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nxy"
+        );
+    }
+
+    #[test]
+    fn lengths() {
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n\r\nbody"), Some(15));
+        assert_eq!(head_end(b"HTTP/1.1 200 OK\r\n"), None);
+        let head = "HTTP/1.1 200 OK\r\ncontent-length:  12\r\n\r\n";
+        assert_eq!(content_length(head), Some(12));
+        assert_eq!(content_length("HTTP/1.1 204 No Content\r\n\r\n"), None);
+    }
+
+    #[test]
+    fn a_keep_alive_exchange() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut got = Vec::new();
+            let mut b = [0u8; 256];
+            while head_end(&got).is_none() {
+                let n = s.read(&mut b).unwrap();
+                got.extend_from_slice(&b[..n]);
+            }
+            // Two responses in one write: the second waits in the buffer.
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 404 X\r\n\r\n")
+                .unwrap();
+            got
+        });
+        let mut c = HttpConn::connect(addr, "here", Duration::from_secs(5)).unwrap();
+        assert_eq!(c.request("GET", "/x", b"").unwrap(), (200, b"ok".to_vec()));
+        assert_eq!(c.read_response().unwrap(), (404, Vec::new()));
+        assert_eq!(
+            server.join().unwrap(),
+            b"GET /x HTTP/1.1\r\nHost: here\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,44 @@
+//! flood, the client toolkit of edgecomet: the `flood` load generator's coordinator and
+//! workers, and the pieces the benchmark tools (`bench/`) share with it. `src/main.rs` only
+//! parses the flags and starts the coordinator or a worker.
+//!
+//! | concept | module |
+//! |---|---|
+//! | flags, subscribe URL, source addresses | [`cli`] |
+//! | the run's phases (preflight, spawn, ramp, broadcasts, hold, drain, close, report) | [`coordinator`] |
+//! | coordinator ↔ worker messages (plan, progress, finals, error kinds) | [`plan`] |
+//! | a worker: connection table, event loop, pacing, slow readers, churn, loss accounting | [`engine`] |
+//! | a worker's per-transport wire work | `engine/transports.rs` |
+//! | WebSocket client: upgrade request, server frame headers, masked frames | [`ws`] |
+//! | SSE stream parser | [`sse`] |
+//! | long-poll answers (strict HTTP response framing) | [`longpoll`] |
+//! | Bayeux requests, reply framing and decoding, clientIds | [`bayeux`] |
+//! | HTTP client: head end, requests, keep-alive `HttpConn` | [`http`] |
+//! | source-bound non-blocking connect, open-files limit | [`sys`] |
+//! | `/proc` readings: PSS/RSS/huge pages, kernel memory, listening pids | [`memory`] |
+//! | message payload: sequence number and timestamp | [`msg`] |
+//! | the publish load and broadcasts | [`publish`] |
+//! | machine limits before a run; `flood check` | [`preflight`], [`kcheck`] |
+//! | the report (summary, JSON) and its SVG charts | [`report`], [`plot`] |
+//!
+//! Dependencies point one way: the sans-IO parsers ([`ws`], [`sse`], [`longpoll`], [`bayeux`],
+//! [`msg`], [`http::head_end`]) import nothing above them; [`engine`] and [`coordinator`] use
+//! them and [`plan`], and never each other.
+
+pub mod bayeux;
+pub mod cli;
+pub mod coordinator;
+pub mod engine;
+pub mod http;
+pub mod kcheck;
+pub mod longpoll;
+pub mod memory;
+pub mod msg;
+pub mod plan;
+pub mod plot;
+pub mod preflight;
+pub mod publish;
+pub mod report;
+pub mod sse;
+pub mod sys;
+pub mod ws;
