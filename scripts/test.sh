@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README: "Two commands"). Installs what it needs on a fresh machine, then
 # runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
-# benches and fuzz targets compiled, the Python `websockets` client tests, the headless Chromium
+# benches and fuzz targets compiled, the Python `websockets` client tests (plaintext, and TLS with
+# Python's ssl and `openssl s_client`, installed with apt if missing), the headless Chromium
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
 # official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
 # redis-server (installed with apt if missing) and the
@@ -53,8 +54,22 @@ install_redis() {
     redis-server --version
 }
 
+install_openssl() {
+    # The openssl CLI: the TLS tests make their CA with it and check resumption with s_client.
+    if ! command -v openssl >/dev/null; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "test.sh: need root to apt-get install openssl" >&2
+            return 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null
+    fi
+    openssl version
+}
+
 step "install: python3 venv (websockets)" install_python3_venv
 step "install: redis-server (apt)" install_redis
+step "install: openssl (apt)" install_openssl
 step "install: autobahn (python 2.7)" scripts/autobahn/install.sh
 
 # ---- static checks -------------------------------------------------------------------------
@@ -97,6 +112,8 @@ python_tests() {
     return $rc
 }
 step "python websockets client tests" python_tests
+step "TLS with clients we did not write (python websockets over wss, python ssl, openssl s_client)" \
+    .tools/py3/bin/python tests/python/test_tls.py target/release/edgecomet
 step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD)" scripts/browser-tests.sh
 step "kernel-tuning apply/restore (in a network namespace of its own)" \
     python3 kernel-tuning/tests/test_apply.py

@@ -15,6 +15,30 @@ pub struct Config {
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Also serve TLS (https://, wss://) on this address, with --tls-cert and --tls-key: every
+    /// transport, as on --listen. Both are served at once; --listen stays plaintext (bind it to
+    /// 127.0.0.1 to keep it for local publishers and /stats). Every worker binds it with
+    /// SO_REUSEPORT, like --listen.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// Certificate chain for --tls-listen: PEM, the server's certificate first. Read again on
+    /// SIGHUP (new handshakes use the new chain; a file that does not load is refused with a
+    /// log line and the old chain stays; counted in tls_reloads / tls_reload_errors).
+    #[arg(long, requires = "tls_listen")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// Private key for --tls-listen: PEM (PKCS#8, PKCS#1 or SEC1), matching --tls-cert's
+    /// certificate. Read again on SIGHUP with the chain.
+    #[arg(long, requires = "tls_listen")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// TLS sessions remembered for resumption by session id (TLS 1.2, and TLS 1.3 clients that
+    /// do not take tickets); TLS 1.3 clients resume with tickets, which cost the server no
+    /// memory. The least recently used session is forgotten beyond it.
+    #[arg(long, default_value_t = 20_000)]
+    pub tls_session_cache: usize,
+
     /// Worker threads (one event loop each). 0 = one per core.
     #[arg(long, default_value_t = 0)]
     pub workers: usize,

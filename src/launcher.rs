@@ -57,6 +57,30 @@ struct Proc {
 /// (SIGTERM, SIGINT, SIGHUP).
 pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
     let n = cfg.processes as usize;
+    if let Some(tls) = cfg.tls_listen {
+        // Every process binds the same TLS address: it needs a port, free unless shared.
+        let checked = if tls.port() == 0 {
+            Err(
+                "--tls-listen needs a port other than 0 with --processes (each process \
+                 would pick its own)"
+                    .to_string(),
+            )
+        } else if cfg.share_port {
+            Ok(())
+        } else {
+            crate::server::check_not_served(tls).map_err(|e| e.to_string())
+        };
+        // The certificate is checked here too, so that a bad file stops the start once, with
+        // its name, instead of in every process.
+        let loaded = checked.and_then(|()| match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => crate::tls::Certs::load(c, k, 1).map(|_| ()),
+            _ => Ok(()),
+        });
+        if let Err(e) = loaded {
+            eprintln!("edgecomet: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let (addr, _hold) = match reserve(cfg.listen) {
         Ok(r) => r,
         Err(e) => {
@@ -123,14 +147,32 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
     let signalled = Arc::new(AtomicUsize::new(0));
     {
         let (live, signalled) = (live.clone(), signalled.clone());
+        let tls = cfg.tls_listen.is_some();
         std::thread::spawn(move || {
             for sig in signals.forever() {
                 if sig == libc::SIGHUP {
-                    // A terminal hang-up must not stop a million clients: not passed on.
-                    eprintln!(
-                        "edgecomet: launcher: SIGHUP: nothing to reload; still serving \
-                         (SIGTERM or SIGINT stops all processes)"
-                    );
+                    // A terminal hang-up must not stop a million clients. With TLS each process
+                    // reads the certificate again (and logs how that went); SIGHUP is passed on
+                    // as SIGHUP.
+                    if tls {
+                        let live = live.lock().unwrap_or_else(|e| e.into_inner());
+                        for &pid in live.iter().filter(|&&p| p != 0) {
+                            // SAFETY: kill(2) on a child not yet reaped (see `Live`).
+                            unsafe {
+                                libc::kill(pid, libc::SIGHUP);
+                            }
+                        }
+                        eprintln!(
+                            "edgecomet: launcher: SIGHUP: passed on to {} processes (TLS \
+                             certificate reload)",
+                            live.iter().filter(|&&p| p != 0).count()
+                        );
+                    } else {
+                        eprintln!(
+                            "edgecomet: launcher: SIGHUP: nothing to reload; still serving \
+                             (SIGTERM or SIGINT stops all processes)"
+                        );
+                    }
                     continue;
                 }
                 let k = signalled.fetch_add(1, Ordering::SeqCst) + 1;

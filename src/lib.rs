@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

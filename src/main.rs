@@ -1,6 +1,7 @@
 //! The `edgecomet` binary: parse flags, start the workers (or, with `--processes P`, P server
-//! processes: `launcher`), wait for SIGTERM/SIGINT, drain. SIGHUP (a terminal hang-up, or a
-//! reload out of habit) is logged and changes nothing: it must never drop the clients.
+//! processes: `launcher`), wait for SIGTERM/SIGINT, drain. SIGHUP reads the TLS certificate
+//! again (`--tls-listen`); without TLS it is logged and changes nothing. It never drops the
+//! clients.
 
 use std::process::ExitCode;
 
@@ -43,12 +44,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "edgecomet: listening on {} with {workers} worker(s)",
-        server.local_addr()
-    );
+    match server.tls_addr() {
+        Some(tls) => eprintln!(
+            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s)",
+            server.local_addr()
+        ),
+        None => eprintln!(
+            "edgecomet: listening on {} with {workers} worker(s)",
+            server.local_addr()
+        ),
+    }
     edgecomet::launcher::child(server.shared());
-    let Some(sig) = next_stop(&mut signals) else {
+    let Some(sig) = next_stop(&mut signals, &|| server.reload()) else {
         return ExitCode::FAILURE;
     };
     eprintln!(
@@ -57,7 +64,7 @@ fn main() -> ExitCode {
     );
     // A second SIGTERM/SIGINT during the drain exits at once.
     std::thread::spawn(move || {
-        if next_stop(&mut signals).is_some() {
+        if next_stop(&mut signals, &|| "draining: nothing reloaded".to_string()).is_some() {
             eprintln!("edgecomet: second signal: exiting now");
             std::process::exit(1);
         }
@@ -70,13 +77,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// The next SIGTERM or SIGINT; a SIGHUP on the way is logged and ignored.
-fn next_stop(signals: &mut Signals) -> Option<i32> {
+/// The next SIGTERM or SIGINT; a SIGHUP on the way runs `reload` and logs what it says.
+fn next_stop(signals: &mut Signals, reload: &dyn Fn() -> String) -> Option<i32> {
     for sig in signals.forever() {
         if sig == SIGHUP {
             eprintln!(
-                "edgecomet: SIGHUP: nothing to reload; still serving (SIGTERM or SIGINT drains \
-                 and stops)"
+                "edgecomet: SIGHUP: {}; still serving (SIGTERM or SIGINT drains and stops)",
+                reload()
             );
             continue;
         }

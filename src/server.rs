@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::pubsub::hub::{Hub, HubLimits};
 use crate::runtime::mailbox::{Mail, Mailbox};
 use crate::runtime::shared::Shared;
-use crate::runtime::worker::{WAKER, Worker};
+use crate::runtime::worker::{Listeners, WAKER, Worker};
 use crate::session::bayeux::store::{BayeuxLimits, Clients};
 use crate::stats::WorkerStats;
 
@@ -88,6 +88,7 @@ fn post_retrying(mb: &Mailbox, mail: impl Fn() -> Mail, until: Instant) {
 /// A running server.
 pub struct Server {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -145,19 +146,50 @@ impl Server {
         if !cfg.share_port && cfg.listen.port() != 0 {
             check_not_served(cfg.listen)?;
         }
+        if let Some(a) = cfg.tls_listen
+            && !cfg.share_port
+            && a.port() != 0
+        {
+            check_not_served(a)?;
+        }
+        // The certificate is read before anything listens: a file that does not load stops the
+        // start with its name.
+        let tls = match (&cfg.tls_listen, &cfg.tls_cert, &cfg.tls_key) {
+            (Some(_), Some(cert), Some(key)) => Some(Arc::new(
+                crate::tls::Certs::load(cert, key, cfg.tls_session_cache)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            )),
+            _ => None,
+        };
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
         let mut addr = cfg.listen;
         let mut parts = Vec::with_capacity(n);
         let mut mailboxes = Vec::with_capacity(n);
+        let mut tls_addr = cfg.tls_listen;
         for _ in 0..n {
             let listener = bind_reuseport(addr, cfg.backlog)?;
             addr = listener.local_addr()?;
+            let tls_listener = match tls_addr {
+                Some(a) => {
+                    let l = bind_reuseport(a, cfg.backlog)?;
+                    tls_addr = Some(l.local_addr()?);
+                    Some(l)
+                }
+                None => None,
+            };
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (mailbox, inbox) = Mailbox::new(waker);
             mailboxes.push(mailbox);
-            parts.push((poll, listener, inbox));
+            parts.push((
+                poll,
+                Listeners {
+                    plain: listener,
+                    tls: tls_listener,
+                },
+                inbox,
+            ));
         }
         let shared = Arc::new(Shared {
             mailboxes,
@@ -184,6 +216,7 @@ impl Server {
             quiesced: AtomicUsize::new(0),
             start: std::time::Instant::now(),
             processes: std::sync::Mutex::new(None),
+            tls,
         });
         if let Some(url) = &cfg.broker {
             let addr = crate::config::redis_addr(url)
@@ -213,9 +246,27 @@ impl Server {
         }
         Ok(Server {
             addr,
+            tls_addr,
             shared,
             threads,
         })
+    }
+
+    /// The TLS address actually bound (`--tls-listen`), if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// SIGHUP: the certificate files are read again (with `--tls-listen`); the log line says
+    /// what happened. Without TLS there is nothing to reload.
+    pub fn reload(&self) -> String {
+        match &self.shared.tls {
+            None => "nothing to reload".to_string(),
+            Some(t) => match t.reload() {
+                Ok(()) => "TLS certificate reloaded: new handshakes use it".to_string(),
+                Err(e) => format!("TLS certificate NOT reloaded, the old one stays in use: {e}"),
+            },
+        }
     }
 
     /// The address actually bound (the real port when `--listen` used port 0).

@@ -112,6 +112,23 @@ counters! {
     /// Publishes and requests refused because a shutdown had begun (503 / close 1001): not
     /// accepted, so nothing of them is lost.
     refused_draining,
+    /// Gauge: open connections on `--tls-listen` (also counted in their phase's `conns_*`).
+    tls_conns,
+    /// TLS handshakes completed (full and resumed).
+    tls_handshakes,
+    /// Of those, resumed (by ticket or session id).
+    tls_resumed,
+    /// TLS handshakes refused: no common version or cipher suite, a malformed or unexpected
+    /// message, a renegotiation attempt. The client gets an alert and the connection ends.
+    tls_handshake_errors,
+    /// Bytes on the TLS port that were not TLS (plaintext HTTP is answered 400, plaintext).
+    tls_not_tls,
+    /// TLS handshakes not completed within `--head-timeout` (slow or stalled clients).
+    tls_handshake_timeouts,
+    /// Records after the handshake that did not decrypt or were otherwise bad (connection ended).
+    tls_record_errors,
+    /// TLS peers that closed the TCP connection without a close_notify alert.
+    tls_no_close_notify,
 }
 
 impl WorkerStats {

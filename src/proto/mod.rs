@@ -4,6 +4,7 @@
 
 pub mod bayeux;
 pub mod http;
+pub mod tls;
 pub mod ws;
 
 /// Whether `b` may appear in a channel name segment (native and Bayeux channels alike):

@@ -39,6 +39,8 @@ pub struct Shared {
     pub quiesced: AtomicUsize,
     /// When the process started: the hub's and the Bayeux store's seconds count from here.
     pub start: Instant,
+    /// `--tls-listen`: the certificate new handshakes use (replaced on SIGHUP).
+    pub tls: Option<Arc<crate::tls::Certs>>,
 }
 
 impl Shared {
@@ -72,6 +74,10 @@ impl Shared {
         v.extend(self.bayeux.stats.snapshot());
         if let Some(b) = self.broker.get() {
             v.extend(b.stats.snapshot());
+        }
+        if let Some(t) = &self.tls {
+            v.push(("tls_reloads", t.reloads.load(Ordering::Relaxed)));
+            v.push(("tls_reload_errors", t.reload_errors.load(Ordering::Relaxed)));
         }
         v
     }

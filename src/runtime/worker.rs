@@ -54,6 +54,15 @@ use crate::stats::WorkerStats;
 
 /// Token of the worker's listener.
 pub const LISTENER: Token = Token(u32::MAX as usize);
+/// Token of the worker's TLS listener (`--tls-listen`).
+pub const TLS_LISTENER: Token = Token(u32::MAX as usize - 2);
+
+/// A worker's listening sockets: plaintext (`--listen`) and TLS (`--tls-listen`).
+#[derive(Debug)]
+pub struct Listeners {
+    pub plain: TcpListener,
+    pub tls: Option<TcpListener>,
+}
 /// Token of the worker's mailbox waker.
 pub const WAKER: Token = Token(u32::MAX as usize - 1);
 
@@ -75,6 +84,7 @@ mod fanout;
 mod http;
 mod publish;
 mod timers;
+mod tls;
 mod transports;
 mod ws;
 
@@ -88,6 +98,15 @@ pub struct Worker {
     cfg: Arc<Config>,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// `--tls-listen`: connections accepted here speak TLS (`tls.rs`).
+    tls_listener: Option<TcpListener>,
+    /// TLS sessions by connection slot (empty without `--tls-listen`): beside the slab, so that
+    /// a plaintext connection's entry does not grow.
+    tls: Vec<Option<Box<crate::proto::tls::Tls>>>,
+    /// TLS: plaintext gathered for one encryption, and the records made from it (or from a
+    /// read: handshake messages, alerts) before they are written.
+    tls_plain: Vec<u8>,
+    tls_out: Vec<u8>,
     inbox: Receiver<Mail>,
     shared: Arc<Shared>,
     stats: Arc<WorkerStats>,
@@ -104,6 +123,7 @@ pub struct Worker {
     wake: Vec<bool>,
     /// Listener work left over (batch limit or pause).
     accept_more: bool,
+    accept_more_tls: bool,
     accept_paused_until: Option<Instant>,
     last_accept_log: Option<Instant>,
     /// Set when shutting down: the moment the worker exits regardless.
@@ -141,12 +161,20 @@ impl Worker {
         id: usize,
         cfg: Arc<Config>,
         poll: Poll,
-        mut listener: TcpListener,
+        listeners: Listeners,
         inbox: Receiver<Mail>,
         shared: Arc<Shared>,
     ) -> io::Result<Worker> {
+        let Listeners {
+            plain: mut listener,
+            tls: mut tls_listener,
+        } = listeners;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        if let Some(l) = tls_listener.as_mut() {
+            poll.registry()
+                .register(l, TLS_LISTENER, Interest::READABLE)?;
+        }
         let stats = shared.stats[id].clone();
         let n = shared.mailboxes.len();
         let head_limits = HeadLimits {
@@ -160,6 +188,10 @@ impl Worker {
             cfg,
             poll,
             listener: Some(listener),
+            tls_listener,
+            tls: Vec::new(),
+            tls_plain: Vec::new(),
+            tls_out: Vec::new(),
             inbox,
             shared,
             stats,
@@ -171,6 +203,7 @@ impl Worker {
             retry: Vec::new(),
             wake: vec![false; n],
             accept_more: false,
+            accept_more_tls: false,
             accept_paused_until: None,
             last_accept_log: None,
             drain_deadline: None,
@@ -201,6 +234,7 @@ impl Worker {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_more = true,
+                    TLS_LISTENER => self.accept_more_tls = true,
                     WAKER => {}
                     t => self.conn_event(t, ev),
                 }
@@ -224,7 +258,9 @@ impl Worker {
 
     fn poll_timeout(&self) -> Duration {
         let busy = !self.retry.is_empty()
-            || (self.accept_more && self.accept_paused_until.is_none() && self.listener.is_some());
+            || (self.accept_paused_until.is_none()
+                && ((self.accept_more && self.listener.is_some())
+                    || (self.accept_more_tls && self.tls_listener.is_some())));
         if busy {
             return Duration::ZERO;
         }
@@ -262,7 +298,7 @@ impl Worker {
         self.stats
             .channels
             .store(self.channels.len() as u64, Ordering::Relaxed);
-        if self.accept_more {
+        if self.accept_more || self.accept_more_tls {
             self.accept();
         }
     }
@@ -279,7 +315,11 @@ impl Worker {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        if let Some(mut l) = self.tls_listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
         self.accept_more = false;
+        self.accept_more_tls = false;
         let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for idx in idxs {
             let r = self.end_session(idx);

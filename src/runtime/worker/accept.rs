@@ -32,22 +32,32 @@ impl Worker {
             }
             self.accept_paused_until = None;
         }
-        let Some(listener) = self.listener.take() else {
-            self.accept_more = false;
-            return;
-        };
-        self.accept_batch(&listener);
-        self.listener = Some(listener);
+        if self.accept_more {
+            match self.listener.take() {
+                Some(listener) => {
+                    self.accept_more = self.accept_batch(&listener, false);
+                    self.listener = Some(listener);
+                }
+                None => self.accept_more = false,
+            }
+        }
+        if self.accept_more_tls && self.accept_paused_until.is_none() {
+            match self.tls_listener.take() {
+                Some(listener) => {
+                    self.accept_more_tls = self.accept_batch(&listener, true);
+                    self.tls_listener = Some(listener);
+                }
+                None => self.accept_more_tls = false,
+            }
+        }
     }
 
-    pub(super) fn accept_batch(&mut self, listener: &TcpListener) {
+    /// Accepts up to [`ACCEPT_BATCH`] connections; whether more may be waiting.
+    pub(super) fn accept_batch(&mut self, listener: &TcpListener, tls: bool) -> bool {
         for _ in 0..ACCEPT_BATCH {
             match listener.accept() {
-                Ok((sock, _)) => self.admit(sock),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_more = false;
-                    return;
-                }
+                Ok((sock, _)) => self.admit(sock, tls),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => {}
                 Err(e) => {
@@ -67,23 +77,38 @@ impl Worker {
                         self.last_accept_log = Some(now);
                     }
                     self.accept_paused_until = Some(now + self.cfg.accept_pause());
-                    return;
+                    return true;
                 }
             }
         }
         // Batch used up: continue next turn.
+        true
     }
 
-    pub(super) fn admit(&mut self, sock: mio::net::TcpStream) {
+    pub(super) fn admit(&mut self, sock: mio::net::TcpStream, tls: bool) {
         let mut sock = TcpStream::from(sock);
         let open = self.shared.conns.fetch_add(1, Ordering::Relaxed);
         if open >= self.cfg.max_connections {
             self.shared.conns.fetch_sub(1, Ordering::Relaxed);
             WorkerStats::add(&self.stats.refused, 1);
-            // Best effort: the client learns why before the close.
-            let _ = sock.write(REFUSED);
+            // Best effort: the client learns why before the close (a TLS client could not
+            // read a plaintext answer; it sees the close).
+            if !tls {
+                let _ = sock.write(REFUSED);
+            }
             return;
         }
+        let session = match (tls, &self.shared.tls) {
+            (true, Some(certs)) => match crate::proto::tls::Tls::new(certs.current()) {
+                Ok(s) => Some(Box::new(s)),
+                Err(_) => {
+                    self.shared.conns.fetch_sub(1, Ordering::Relaxed);
+                    WorkerStats::add(&self.stats.tls_handshake_errors, 1);
+                    return;
+                }
+            },
+            _ => None,
+        };
         // Latency over batching: frames go out when written (coalescing is done by writev).
         let _ = sock.set_nodelay(true);
         let generation = self.next_generation;
@@ -106,6 +131,13 @@ impl Worker {
             return;
         }
         entry.insert(conn);
+        if let Some(s) = session {
+            if self.tls.len() <= idx {
+                self.tls.resize_with(idx + 1, || None);
+            }
+            self.tls[idx] = Some(s);
+            WorkerStats::add(&self.stats.tls_conns, 1);
+        }
         WorkerStats::add(&self.stats.accepted, 1);
         let at = self.after(self.cfg.head_timeout);
         self.set_deadline(idx, at);

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 use mio::Token;
 
+use super::tls::send_tls;
 use super::{READ_BUDGET, SCRATCH, SMALL_TAIL, Worker, split_token};
 use crate::broker::Key;
 use crate::proto::ws::frame::{self, close_code};
@@ -98,8 +99,10 @@ impl Worker {
 
     /// Everything queued has gone: a closing connection now shuts its write side.
     pub(super) fn after_drained(&mut self, idx: usize) {
-        let conn = &mut self.conns[idx];
+        let conn = &self.conns[idx];
         if conn.phase == Phase::Closing && !conn.has(flag::WRITE_SHUT) {
+            self.tls_close_notify(idx);
+            let conn = &mut self.conns[idx];
             conn.set(flag::WRITE_SHUT);
             let _ = conn.sock.shutdown(Shutdown::Write);
         }
@@ -107,7 +110,11 @@ impl Worker {
 
     pub(super) fn on_readable(&mut self, idx: usize) -> Handled {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let r = self.read_loop(idx, &mut scratch);
+        let r = if self.is_tls(idx) {
+            self.tls_read_loop(idx, &mut scratch)
+        } else {
+            self.read_loop(idx, &mut scratch)
+        };
         self.scratch = scratch;
         r
     }
@@ -212,6 +219,16 @@ impl Worker {
     /// frames and HTTP responses are never dropped.
     pub(super) fn send(&mut self, idx: usize, bufs: &[Bytes], data: bool) -> Handled {
         let conn = &mut self.conns[idx];
+        if let Some(tls) = self.tls.get_mut(idx).and_then(|t| t.as_deref_mut()) {
+            return send_tls(
+                conn,
+                tls,
+                bufs,
+                &self.stats,
+                &mut self.tls_plain,
+                &mut self.tls_out,
+            );
+        }
         send_on(conn, bufs, data, &self.stats)
     }
 
@@ -312,6 +329,7 @@ impl Worker {
         self.release_poll(idx);
         self.bayeux_release(idx);
         self.unsubscribe(idx);
+        self.tls_forget(idx);
         self.conns.remove(idx).gone(&self.stats);
         self.shared.conns.fetch_sub(1, Ordering::Relaxed);
         // Dropping the socket closes it, which also removes it from the epoll set.
@@ -330,7 +348,7 @@ fn read_some(sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Keeps `rest` as the connection's leftover: the existing box is reused, a new one is made only
 /// when needed, and it is freed when nothing is left.
-fn keep_leftover(conn: &mut Conn, rest: &[u8]) {
+pub(super) fn keep_leftover(conn: &mut Conn, rest: &[u8]) {
     if rest.is_empty() {
         conn.tail = None;
         return;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::Worker;
 use super::conn_io::{Dead, send_on};
+use super::tls::send_tls;
 use crate::runtime::conn::{Phase, Proto, flag};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::outq;
@@ -150,10 +151,30 @@ impl Worker {
                     _ => continue,
                 };
                 WorkerStats::add(&self.stats.messages_out, frames.len() as u64);
-                for group in frames.chunks(outq::MAX_IOV) {
-                    if send_on(conn, group, true, &self.stats).is_err() {
+                if let Some(tls) = self
+                    .tls
+                    .get_mut(sub as usize)
+                    .and_then(|t| t.as_deref_mut())
+                {
+                    // Everything due to it this turn in as few records as possible.
+                    if send_tls(
+                        conn,
+                        tls,
+                        frames,
+                        &self.stats,
+                        &mut self.tls_plain,
+                        &mut self.tls_out,
+                    )
+                    .is_err()
+                    {
                         dead.push(sub as usize);
-                        break;
+                    }
+                } else {
+                    for group in frames.chunks(outq::MAX_IOV) {
+                        if send_on(conn, group, true, &self.stats).is_err() {
+                            dead.push(sub as usize);
+                            break;
+                        }
                     }
                 }
                 if conn.queued() > self.cfg.max_queued_bytes {

@@ -75,7 +75,11 @@ impl Worker {
             Phase::Http => {
                 if conn.has(flag::ACK_WAIT) {
                     self.publish_acked(idx, None, true)
-                } else if conn.has(flag::IN_REQUEST) {
+                } else if self.tls_handshaking(idx) {
+                    // No 408 can be sent before the handshake is done.
+                    WorkerStats::add(&self.stats.tls_handshake_timeouts, 1);
+                    Err(Dead)
+                } else if self.conns[idx].has(flag::IN_REQUEST) {
                     WorkerStats::add(&self.stats.head_timeouts, 1);
                     WorkerStats::add(&self.stats.http_errors, 1);
                     let resp = http::response(

@@ -1,0 +1,194 @@
+//! TLS on the worker (`--tls-listen`): reading records into plaintext for the HTTP and
+//! WebSocket code, and encrypting what it sends. The session rules are in
+//! [`crate::proto::tls`]; here only bytes move.
+//!
+//! A TLS connection's session lives in `Worker::tls` beside the slab (a plaintext connection's
+//! entry stays as it is). Ciphertext is read into the worker's scratch buffer after the
+//! incomplete record kept from the last read; records are decrypted there in place and the
+//! plaintext is handed to [`Worker::process`] like a plaintext connection's bytes (its unparsed
+//! rest kept in `Conn::tail`, as plaintext). What a handler sends is gathered, encrypted into
+//! `Worker::tls_out` and written; only what the kernel does not take is queued, as ciphertext
+//! (never dropped: a TLS stream cannot skip a record).
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+
+use bytes::Bytes;
+
+use super::conn_io::{Dead, Handled, keep_leftover, send_on};
+use super::{READ_BUDGET, Worker};
+use crate::proto::tls::{Tls, TlsError};
+use crate::runtime::conn::{Conn, flag};
+use crate::stats::WorkerStats;
+
+/// The answer to plaintext HTTP on the TLS port (sent in plaintext, then the connection ends).
+const NOT_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: edgecomet\r\n\
+    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 53\r\nConnection: close\r\n\r\n\
+    this port speaks TLS: use https:// or wss:// here\r\n\r\n";
+
+impl Worker {
+    /// The TLS session of slot `idx`, if it is a TLS connection.
+    pub(super) fn is_tls(&self, idx: usize) -> bool {
+        self.tls.get(idx).is_some_and(Option::is_some)
+    }
+
+    /// [`Worker::on_readable`] for a TLS connection.
+    pub(super) fn tls_read_loop(&mut self, idx: usize, scratch: &mut [u8]) -> Handled {
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        let r = self.tls_read(idx, scratch, &mut plain);
+        plain.clear();
+        if plain.capacity() > scratch.len() {
+            plain.shrink_to(scratch.len());
+        }
+        self.tls_plain = plain;
+        r
+    }
+
+    fn tls_read(&mut self, idx: usize, scratch: &mut [u8], plain: &mut Vec<u8>) -> Handled {
+        let mut budget = READ_BUDGET;
+        loop {
+            let conn = &mut self.conns[idx];
+            if conn.has(flag::ACK_WAIT) {
+                break; // read again once the publish is answered (see `resume`)
+            }
+            let tls = self.tls[idx].as_deref_mut().expect("a TLS connection");
+            let start = tls.pending.as_ref().map_or(0, |p| p.len());
+            if let Some(p) = tls.pending.as_deref() {
+                scratch[..start].copy_from_slice(p);
+            }
+            let n = match read_some(&mut conn.sock, &mut scratch[start..]) {
+                Ok(0) => {
+                    if !tls.peer_closed() {
+                        WorkerStats::add(&self.stats.tls_no_close_notify, 1);
+                    }
+                    return Err(Dead);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    // A reset (the peer closed with our records unread) is a close without
+                    // close_notify too.
+                    if !tls.peer_closed() {
+                        WorkerStats::add(&self.stats.tls_no_close_notify, 1);
+                    }
+                    return Err(Dead);
+                }
+            };
+            let total = start + n;
+            budget = budget.saturating_sub(n);
+            plain.clear();
+            if let Some(t) = conn.tail.take() {
+                plain.extend_from_slice(&t);
+            }
+            let before = plain.len();
+            self.tls_out.clear();
+            let res = tls.read(&mut scratch[..total], plain, &mut self.tls_out);
+            if !self.tls_out.is_empty() {
+                // Handshake messages, tickets, an alert: ahead of anything else we send.
+                let out = Bytes::copy_from_slice(&self.tls_out);
+                send_on(&mut self.conns[idx], &[out], false, &self.stats)?;
+            }
+            let tls = self.tls[idx].as_deref_mut().expect("a TLS connection");
+            let r = match res {
+                Ok(r) => r,
+                Err(TlsError::NotTls) => {
+                    WorkerStats::add(&self.stats.tls_not_tls, 1);
+                    let _ = self.conns[idx].sock.write(NOT_TLS);
+                    let _ = self.conns[idx].sock.shutdown(Shutdown::Write);
+                    return Err(Dead);
+                }
+                Err(TlsError::Handshake(_)) => {
+                    WorkerStats::add(&self.stats.tls_handshake_errors, 1);
+                    return Err(Dead);
+                }
+                Err(TlsError::Record(_)) => {
+                    WorkerStats::add(&self.stats.tls_record_errors, 1);
+                    return Err(Dead);
+                }
+            };
+            tls.pending = (r.used < total).then(|| Box::new(scratch[r.used..total].to_vec()));
+            if r.handshake_done {
+                WorkerStats::add(&self.stats.tls_handshakes, 1);
+                if tls.resumed() {
+                    WorkerStats::add(&self.stats.tls_resumed, 1);
+                }
+            }
+            if plain.len() > before {
+                let c = self.process(idx, plain)?;
+                keep_leftover(&mut self.conns[idx], &plain[c.min(plain.len())..]);
+            } else if !plain.is_empty() {
+                keep_leftover(&mut self.conns[idx], plain); // nothing new: the rest as it was
+            }
+            if r.peer_closed {
+                // The client is done sending (close_notify); it is not served further.
+                return Err(Dead);
+            }
+            if budget == 0 {
+                let g = self.conns[idx].generation;
+                self.retry.push((idx as u32, g));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The connection is closing and everything queued has gone: close_notify, then the write
+    /// side is shut (by the caller).
+    pub(super) fn tls_close_notify(&mut self, idx: usize) {
+        if let Some(tls) = self.tls.get_mut(idx).and_then(|t| t.as_deref_mut()) {
+            self.tls_out.clear();
+            tls.close_notify(&mut self.tls_out);
+            // Best effort: the peer may be gone already.
+            let _ = self.conns[idx].sock.write(&self.tls_out);
+        }
+    }
+
+    /// A TLS connection is dropped: its session goes with it.
+    pub(super) fn tls_forget(&mut self, idx: usize) {
+        if self.tls.get_mut(idx).and_then(Option::take).is_some() {
+            WorkerStats::sub(&self.stats.tls_conns, 1);
+        }
+    }
+
+    /// Whether slot `idx` is a TLS connection still in its handshake.
+    pub(super) fn tls_handshaking(&self, idx: usize) -> bool {
+        self.tls
+            .get(idx)
+            .and_then(Option::as_deref)
+            .is_some_and(Tls::is_handshaking)
+    }
+}
+
+/// [`send_on`] for a TLS connection: `bufs` are gathered into `plain`, encrypted into `out`
+/// (one record per 16 KiB) and sent; what the kernel does not take is queued as ciphertext.
+pub(super) fn send_tls(
+    conn: &mut Conn,
+    tls: &mut Tls,
+    bufs: &[Bytes],
+    stats: &WorkerStats,
+    plain: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Handled {
+    plain.clear();
+    for b in bufs {
+        plain.extend_from_slice(b);
+    }
+    out.clear();
+    tls.write(plain, out).map_err(|_| Dead)?;
+    let r = send_on(conn, &[Bytes::copy_from_slice(out)], false, stats);
+    if plain.capacity() > 1 << 20 {
+        *plain = Vec::new();
+        *out = Vec::new();
+    }
+    r
+}
+
+/// Reads once, retrying on EINTR.
+fn read_some(sock: &mut std::net::TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match sock.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
+}
