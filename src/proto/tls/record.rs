@@ -107,6 +107,8 @@ pub struct Traffic {
     rx: Key,
     peer_closed: bool,
     sent_close: bool,
+    /// [`REKEY_AFTER`] (smaller in tests).
+    rekey_after: u64,
 }
 
 impl std::fmt::Debug for Traffic {
@@ -134,11 +136,18 @@ impl Traffic {
             rx: Key::new(rx_seq, rx)?,
             peer_closed: false,
             sent_close: false,
+            rekey_after: REKEY_AFTER,
         })
     }
 
     pub fn peer_closed(&self) -> bool {
         self.peer_closed
+    }
+
+    /// Tests: update the key after `n` records instead of [`REKEY_AFTER`].
+    #[cfg(test)]
+    pub(super) fn set_rekey_after(&mut self, n: u64) {
+        self.rekey_after = n;
     }
 
     /// Seals `plain` (at most [`MAX_PLAIN`] bytes) as one record of `typ` onto `out`.
@@ -187,7 +196,7 @@ impl Traffic {
     pub fn write(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
         out.reserve(plain.len() + (plain.len() / MAX_PLAIN + 1) * 32);
         for chunk in plain.chunks(MAX_PLAIN) {
-            if self.tx.seq >= REKEY_AFTER {
+            if self.tx.seq >= self.rekey_after {
                 self.rekey_tx(out)?;
             }
             self.seal(APPLICATION_DATA, chunk, out)?;

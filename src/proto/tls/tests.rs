@@ -419,3 +419,28 @@ fn an_idle_session_after_the_handshake_is_small() {
         std::mem::size_of::<super::record::Traffic>()
     );
 }
+
+#[test]
+fn the_server_updates_its_key_before_the_limit() {
+    let p = pki("rekey");
+    let mut t = Pair::new(&p);
+    t.handshake(usize::MAX);
+    t.server.traffic.as_mut().unwrap().set_rekey_after(5);
+    // 20 records: a KeyUpdate of the server's own every 5; the client follows each.
+    let mut out = Vec::new();
+    for i in 0..20u8 {
+        t.server.write(&[i; 100], &mut out).unwrap();
+    }
+    t.server_sends(&out);
+    let got = t.client_plain();
+    assert_eq!(got.len(), 2000);
+    assert!(
+        got.chunks(100)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8))
+    );
+    // And the session goes on both ways.
+    t.client.writer().write_all(b"still here").unwrap();
+    t.client_sends(usize::MAX).unwrap();
+    assert_eq!(t.got, b"still here");
+}
