@@ -108,6 +108,10 @@ fn build(
     config.ticketer = tickets.clone();
     // Early data is off (it could be replayed; nothing here needs it).
     config.max_early_data_size = 0;
+    // After the handshake the session is handed over as traffic secrets and the records are
+    // protected by `proto::tls::record` (rustls' kernel-TLS interface): an idle connection
+    // then keeps its keys and sequence numbers, not rustls' whole connection.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

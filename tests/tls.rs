@@ -4,6 +4,9 @@
 
 mod common;
 
+#[path = "common/chaos.rs"]
+mod chaos;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -450,6 +453,78 @@ fn sighup_loads_a_new_certificate_and_keeps_the_old_one_when_the_new_is_broken()
     .unwrap();
     assert!(
         stats.contains("\"tls_reloads\":1") && stats.contains("\"tls_reload_errors\":1"),
+        "{stats}"
+    );
+}
+
+#[test]
+fn tls_under_the_launcher_and_the_broker() {
+    // Two processes on one TLS port (and one plaintext port), joined through Redis: wss
+    // subscribers spread over both get a publish made over https, once each.
+    let p = Pki::new("launcher");
+    let redis = chaos::Redis::start();
+    let tls_port = chaos::free_port();
+    let tls_addr: SocketAddr = format!("127.0.0.1:{tls_port}").parse().unwrap();
+    let cert = p.cert().to_string_lossy().into_owned();
+    let key = p.key().to_string_lossy().into_owned();
+    let url = redis.url();
+    let launcher = chaos::Launcher::start(
+        2,
+        &[
+            "--broker",
+            &url,
+            "--tls-listen",
+            &tls_addr.to_string(),
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    );
+    let cfg = p.client();
+    let mut subs: Vec<_> = (0..20)
+        .map(|_| {
+            tungstenite::client(
+                format!("wss://localhost:{tls_port}/sub/l"),
+                connect(tls_addr, &cfg),
+            )
+            .expect("wss upgrade")
+            .0
+        })
+        .collect();
+    // Every process has its share and is subscribed on Redis.
+    let mut stats = serde_json::Value::Null;
+    assert!(
+        wait_until(10, || {
+            let body = raw(
+                launcher.addr,
+                b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            let at = find(&body, b"\r\n\r\n").map_or(0, |i| i + 4);
+            stats = serde_json::from_slice(&body[at..]).unwrap_or_default();
+            stats["processes"]["total"]["conns_ws_sub"] == 20 && redis.numsub("l") == 2
+        }),
+        "{stats}"
+    );
+    let answer = publish(tls_addr, &cfg, "l", "through redis");
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    for s in &mut subs {
+        match s.read().unwrap() {
+            tungstenite::Message::Text(t) => assert_eq!(t.as_str(), "through redis"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // The launcher's sums count the handshakes of both processes (20 wss and the publish).
+    assert!(
+        wait_until(5, || {
+            let body = raw(
+                launcher.addr,
+                b"GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            );
+            let at = find(&body, b"\r\n\r\n").map_or(0, |i| i + 4);
+            stats = serde_json::from_slice(&body[at..]).unwrap_or_default();
+            stats["processes"]["total"]["tls_handshakes"].as_u64() >= Some(21)
+        }),
         "{stats}"
     );
 }

@@ -12,6 +12,9 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::server::UnbufferedServerConnection;
+
+pub mod record;
+use record::Traffic;
 use rustls::unbuffered::{ConnectionState, EncryptError, InsufficientSizeError};
 
 /// What the peer did wrong, or why the session cannot go on; each kind has a counter.
@@ -54,19 +57,25 @@ pub fn looks_like_tls(first: u8) -> bool {
     (20..=23).contains(&first)
 }
 
-/// One connection's TLS session.
+/// One connection's TLS session: rustls' connection until the handshake is done, then only
+/// the record layer ([`record::Traffic`]).
 pub struct Tls {
-    conn: UnbufferedServerConnection,
+    /// The handshake (rustls' state machine), until it is complete.
+    hs: Option<Box<UnbufferedServerConnection>>,
+    /// After the handshake: keys, IVs, sequence numbers.
+    traffic: Option<Box<Traffic>>,
     /// Ciphertext received but not yet a whole record (only while one is incomplete).
     pub pending: Option<Box<Vec<u8>>>,
     peer_closed: bool,
     sent_close: bool,
+    resumed: bool,
 }
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
-            .field("handshaking", &self.conn.is_handshaking())
+            .field("handshaking", &self.is_handshaking())
+            .field("traffic", &self.traffic)
             .field("pending", &self.pending.as_ref().map(|p| p.len()))
             .finish()
     }
@@ -77,23 +86,36 @@ impl Tls {
         let conn = UnbufferedServerConnection::new(config)
             .map_err(|e| TlsError::Handshake(e.to_string()))?;
         Ok(Tls {
-            conn,
+            hs: Some(Box::new(conn)),
+            traffic: None,
             pending: None,
             peer_closed: false,
             sent_close: false,
+            resumed: false,
         })
     }
 
     pub fn is_handshaking(&self) -> bool {
-        self.conn.is_handshaking()
+        self.hs.as_ref().is_some_and(|c| c.is_handshaking())
     }
 
     /// Whether this session resumed an earlier one (ticket or session id).
     pub fn resumed(&self) -> bool {
-        matches!(
-            self.conn.handshake_kind(),
-            Some(rustls::HandshakeKind::Resumed)
-        )
+        self.resumed
+    }
+
+    /// The handshake is over and nothing is left to send: rustls hands the session over as
+    /// traffic secrets, and its connection (kilobytes) is freed.
+    fn hand_over(&mut self) -> Result<(), TlsError> {
+        let Some(conn) = self.hs.take() else {
+            return Ok(());
+        };
+        self.resumed = matches!(conn.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        let (secrets, kernel) = (*conn)
+            .dangerous_into_kernel_connection()
+            .map_err(|e| TlsError::Record(format!("handing over the session: {e}")))?;
+        self.traffic = Some(Box::new(Traffic::new(secrets, kernel)?));
+        Ok(())
     }
 
     /// Processes the ciphertext in `incoming`: application data is appended to `plain`,
@@ -106,18 +128,28 @@ impl Tls {
         plain: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<Read, TlsError> {
+        if let Some(t) = self.traffic.as_mut() {
+            let r = t.read(incoming, plain, out)?;
+            self.peer_closed |= r.peer_closed;
+            return Ok(r);
+        }
         let mut r = Read::default();
-        let was_handshaking = self.conn.is_handshaking();
+        let Some(conn) = self.hs.as_mut() else {
+            return Err(TlsError::Record("no session".into()));
+        };
+        let was_handshaking = conn.is_handshaking();
+        let mut at_rest = false;
         if was_handshaking && r.used == 0 && !incoming.is_empty() && !looks_like_tls(incoming[0]) {
             return Err(TlsError::NotTls);
         }
         loop {
-            let status = self.conn.process_tls_records(&mut incoming[r.used..]);
+            let conn = self.hs.as_mut().expect("checked above");
+            let status = conn.process_tls_records(&mut incoming[r.used..]);
             let mut used = status.discard;
             let state = match status.state {
                 Ok(s) => s,
                 Err(e) => {
-                    let handshaking = self.conn.is_handshaking();
+                    let handshaking = conn.is_handshaking();
                     // rustls keeps its place in the buffer: go on from after the discard.
                     let rest = r.used + used;
                     self.flush_alert(&mut incoming[rest..], out);
@@ -165,9 +197,11 @@ impl Tls {
                     r.peer_closed = true;
                     true
                 }
-                ConnectionState::Closed
-                | ConnectionState::BlockedHandshake
-                | ConnectionState::WriteTraffic(_) => false,
+                ConnectionState::WriteTraffic(_) => {
+                    at_rest = true;
+                    false
+                }
+                ConnectionState::Closed | ConnectionState::BlockedHandshake => false,
                 _ => false,
             };
             r.used += used;
@@ -175,7 +209,11 @@ impl Tls {
                 break;
             }
         }
-        r.handshake_done = was_handshaking && !self.conn.is_handshaking();
+        let handshaking = self.is_handshaking();
+        r.handshake_done = was_handshaking && !handshaking;
+        if !handshaking && at_rest && !self.peer_closed {
+            self.hand_over()?;
+        }
         Ok(r)
     }
 
@@ -186,12 +224,17 @@ impl Tls {
         if plain.is_empty() {
             return Ok(());
         }
+        if let Some(t) = self.traffic.as_mut() {
+            return t.write(plain, out);
+        }
+        let Some(conn) = self.hs.as_mut() else {
+            return Err(TlsError::Record("no session".into()));
+        };
         // The incomplete record kept from the last read goes in again (rustls remembers offsets
         // into it); with no complete record in it, nothing is consumed.
         let mut pending = self.pending.take();
-        let status = self
-            .conn
-            .process_tls_records(pending.as_deref_mut().map_or(&mut [][..], |p| &mut p[..]));
+        let status =
+            conn.process_tls_records(pending.as_deref_mut().map_or(&mut [][..], |p| &mut p[..]));
         let r = match status.state {
             Ok(ConnectionState::WriteTraffic(mut w)) => {
                 let mut result = Ok(());
@@ -217,13 +260,18 @@ impl Tls {
 
     /// Appends a close_notify alert to `out` (once; nothing if the session cannot send).
     pub fn close_notify(&mut self, out: &mut Vec<u8>) {
-        if self.sent_close || self.conn.is_handshaking() {
+        if let Some(t) = self.traffic.as_mut() {
+            return t.close_notify(out);
+        }
+        if self.sent_close || self.is_handshaking() {
             return;
         }
+        let Some(conn) = self.hs.as_mut() else {
+            return;
+        };
         self.sent_close = true;
         let mut pending = self.pending.take();
-        if let Ok(ConnectionState::WriteTraffic(mut w)) = self
-            .conn
+        if let Ok(ConnectionState::WriteTraffic(mut w)) = conn
             .process_tls_records(pending.as_deref_mut().map_or(&mut [][..], |p| &mut p[..]))
             .state
         {
@@ -244,8 +292,11 @@ impl Tls {
     /// After an error rustls may have an alert to send: encoded into `out`. `incoming`: the
     /// ciphertext after the error's discard (rustls remembers offsets into it).
     fn flush_alert(&mut self, incoming: &mut [u8], out: &mut Vec<u8>) {
+        let Some(conn) = self.hs.as_mut() else {
+            return;
+        };
         for _ in 0..4 {
-            let status = self.conn.process_tls_records(incoming);
+            let status = conn.process_tls_records(incoming);
             if status.discard != 0 {
                 return;
             }

@@ -289,3 +289,158 @@ fn root_of(p: &Pki) -> RootCertStore {
     roots.add(chain[1].clone()).unwrap();
     roots
 }
+
+/// A client offering one version and one cipher suite.
+fn client_with(
+    p: &Pki,
+    version: &'static rustls::SupportedProtocolVersion,
+    suite: &str,
+) -> Arc<ClientConfig> {
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .retain(|s| format!("{:?}", s.suite()) == suite);
+    assert_eq!(provider.cipher_suites.len(), 1, "{suite}");
+    Arc::new(
+        ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(root_of(p))
+            .with_no_client_auth(),
+    )
+}
+
+#[test]
+fn after_the_handshake_every_version_and_suite_carries_data_both_ways() {
+    let p = pki("suites");
+    use rustls::version::{TLS12, TLS13};
+    for (v, suite) in [
+        (&TLS13, "TLS13_AES_256_GCM_SHA384"),
+        (&TLS13, "TLS13_AES_128_GCM_SHA256"),
+        (&TLS13, "TLS13_CHACHA20_POLY1305_SHA256"),
+        (&TLS12, "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+        (&TLS12, "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+        (&TLS12, "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+    ] {
+        let mut t = Pair::with_client(&p, client_with(&p, v, suite));
+        t.handshake(usize::MAX);
+        assert!(
+            t.server.traffic.is_some(),
+            "{suite}: handed over to the record layer"
+        );
+        assert!(t.server.hs.is_none(), "{suite}: rustls' connection freed");
+        for round in 0..3 {
+            let msg: Vec<u8> = (0..(round * 20_000 + 7)).map(|i| (i * 7) as u8).collect();
+            t.client.writer().write_all(&msg).unwrap();
+            t.client_sends(if round == 1 { 1 } else { usize::MAX })
+                .unwrap();
+            assert_eq!(std::mem::take(&mut t.got), msg, "{suite}: client to server");
+            let mut out = Vec::new();
+            t.server.write(&msg, &mut out).unwrap();
+            t.server_sends(&out);
+            assert_eq!(t.client_plain(), msg, "{suite}: server to client");
+        }
+        t.client.send_close_notify();
+        assert!(t.client_sends(usize::MAX).unwrap().peer_closed, "{suite}");
+        let mut out = Vec::new();
+        t.server.close_notify(&mut out);
+        let mut rd = &out[..];
+        t.client.read_tls(&mut rd).unwrap();
+        t.client.process_new_packets().unwrap();
+        let mut buf = [0u8; 4];
+        assert_eq!(
+            t.client.reader().read(&mut buf).unwrap(),
+            0,
+            "{suite}: clean EOF"
+        );
+    }
+}
+
+#[test]
+fn a_client_key_update_is_followed_and_answered() {
+    let p = pki("keyupdate");
+    let mut t = Pair::new(&p);
+    t.handshake(usize::MAX);
+    for _ in 0..3 {
+        // The client asks for an update (update_requested): the server follows, answers with its
+        // own, and both keep talking with the new keys.
+        t.client.refresh_traffic_keys().unwrap();
+        t.client.writer().write_all(b"after the update").unwrap();
+        let mut wire = Vec::new();
+        while t.client.wants_write() {
+            t.client.write_tls(&mut wire).unwrap();
+        }
+        t.pending.extend_from_slice(&wire);
+        let mut out = Vec::new();
+        let r = t.server.read(&mut t.pending, &mut t.got, &mut out).unwrap();
+        t.pending.drain(..r.used);
+        assert_eq!(std::mem::take(&mut t.got), b"after the update");
+        assert!(!out.is_empty(), "the server's KeyUpdate");
+        t.server.write(b"answered", &mut out).unwrap();
+        t.server_sends(&out);
+        assert_eq!(t.client_plain(), b"answered");
+    }
+}
+
+#[test]
+fn a_tampered_record_ends_the_session_with_an_alert() {
+    let p = pki("tamper");
+    let mut t = Pair::new(&p);
+    t.handshake(usize::MAX);
+    t.client.writer().write_all(b"hello").unwrap();
+    let mut wire = Vec::new();
+    while t.client.wants_write() {
+        t.client.write_tls(&mut wire).unwrap();
+    }
+    let last = wire.len() - 1;
+    wire[last] ^= 1;
+    let mut out = Vec::new();
+    match t.server.read(&mut wire, &mut Vec::new(), &mut out) {
+        Err(TlsError::Record(_)) => {}
+        other => panic!("expected a record error, got {other:?}"),
+    }
+    assert!(!out.is_empty(), "bad_record_mac alert");
+}
+
+#[test]
+fn an_idle_session_after_the_handshake_is_small() {
+    let p = pki("small");
+    let mut t = Pair::new(&p);
+    t.handshake(usize::MAX);
+    assert!(
+        std::mem::size_of::<Tls>() <= 48,
+        "{}",
+        std::mem::size_of::<Tls>()
+    );
+    assert!(
+        std::mem::size_of::<super::record::Traffic>() <= 720,
+        "{}",
+        std::mem::size_of::<super::record::Traffic>()
+    );
+}
+
+#[test]
+fn the_server_updates_its_key_before_the_limit() {
+    let p = pki("rekey");
+    let mut t = Pair::new(&p);
+    t.handshake(usize::MAX);
+    t.server.traffic.as_mut().unwrap().set_rekey_after(5);
+    // 20 records: a KeyUpdate of the server's own every 5; the client follows each.
+    let mut out = Vec::new();
+    for i in 0..20u8 {
+        t.server.write(&[i; 100], &mut out).unwrap();
+    }
+    t.server_sends(&out);
+    let got = t.client_plain();
+    assert_eq!(got.len(), 2000);
+    assert!(
+        got.chunks(100)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|&b| b == i as u8))
+    );
+    // And the session goes on both ways.
+    t.client.writer().write_all(b"still here").unwrap();
+    t.client_sends(usize::MAX).unwrap();
+    assert_eq!(t.got, b"still here");
+}
