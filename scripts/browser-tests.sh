@@ -8,8 +8,13 @@
 # the wire (a recording proxy) to use that transport only: JSONP GETs; credentialed JSON POSTs
 # with CORS preflights; one WebSocket upgrade to /cometd and text frames.
 #
-# Installs what it needs on a fresh Debian machine (as root): the Debian packages chromium and
-# nodejs/npm when missing, and the npm packages pinned in tests/browser/package-lock.json with
+# Two passes: plaintext (http:// pages, http:// and ws:// to edgecomet), then every test again over
+# TLS (`run.js --tls`: https:// pages, https:// and wss:// to edgecomet's --tls-listen port, a test
+# CA made with the openssl CLI at run time and trusted in chromium's NSS database with certutil;
+# see tests/browser/README.md). BROWSER_TESTS_PASSES="plain" or "tls" runs one of them.
+#
+# Installs what it needs on a fresh Debian machine (as root): the Debian packages chromium,
+# nodejs/npm, openssl and libnss3-tools (certutil) when missing, and the npm packages pinned in tests/browser/package-lock.json with
 # `npm ci` when the lockfile changed (stamp in the git-ignored tests/browser/node_modules/).
 # Builds target/release/edgecomet when missing; EDGECOMET_BIN=PATH tests another binary.
 #
@@ -35,6 +40,17 @@ fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "browser-tests: installing the Debian packages nodejs and npm"
     apt_install nodejs npm
+fi
+PASSES=${BROWSER_TESTS_PASSES:-plain tls}
+if [[ " $PASSES " == *" tls "* ]]; then
+    if ! command -v openssl >/dev/null; then
+        echo "browser-tests: installing the Debian package openssl (the test CA)"
+        apt_install openssl
+    fi
+    if ! command -v certutil >/dev/null; then
+        echo "browser-tests: installing the Debian package libnss3-tools (certutil: chromium's NSS database)"
+        apt_install libnss3-tools
+    fi
 fi
 
 stamp=$DIR/node_modules/.stamp-$(cat "$DIR/package.json" "$DIR/package-lock.json" | sha256sum | cut -c1-16)
@@ -72,15 +88,30 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# run.js bounds itself (110 s); the outer timeout is the backstop.
-timeout -k 5 120 node "$DIR/run.js" &
-runner=$!
-rc=0
-wait "$runner" || rc=$?
-runner=
-if [ "$rc" = 124 ]; then
-    echo "not ok - browser tests: timed out after 120 s"
-elif [ "$rc" -gt 128 ]; then
-    echo "not ok - browser tests: the runner died (exit status $rc)"
-fi
-exit "$rc"
+# One pass: run.js bounds itself (110 s); the outer timeout is the backstop.
+run_pass() {
+    local name=$1
+    shift
+    local rc=0
+    timeout -k 5 120 node "$DIR/run.js" "$@" &
+    runner=$!
+    wait "$runner" || rc=$?
+    runner=
+    if [ "$rc" = 124 ]; then
+        echo "not ok - browser tests ($name): timed out after 120 s"
+    elif [ "$rc" -gt 128 ]; then
+        echo "not ok - browser tests ($name): the runner died (exit status $rc)"
+    fi
+    return "$rc"
+}
+
+status=0
+for pass in $PASSES; do
+    case $pass in
+        plain) echo "# browser tests, plaintext pass"; run_pass plain || status=$? ;;
+        tls) echo "# browser tests, TLS pass"; run_pass tls --tls || status=$? ;;
+        *) echo "browser-tests: unknown pass '$pass' in BROWSER_TESTS_PASSES (plain, tls)" >&2; exit 2 ;;
+    esac
+    [ "$status" -gt 128 ] && break # interrupted
+done
+exit "$status"

@@ -6,7 +6,8 @@
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
 # official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
 # redis-server (installed with apt if missing) and the
-# Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json.
+# Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json, over ws://
+# and again over wss:// (--tls-listen, a test CA made with the openssl CLI, wstest verifying).
 #
 # Tools go into the git-ignored .tools/ folder. Set EDGECOMET_SKIP_AUTOBAHN=1 to skip the
 # Autobahn step locally (CI never sets it; skipping is reported in the summary).
@@ -93,6 +94,8 @@ start_server() {
     for _ in $(seq 1 100); do
         if grep -q "listening on" "$SERVER_LOG"; then
             SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$SERVER_LOG" | head -1)
+            # With --tls-listen: "listening on A and B (TLS)".
+            SERVER_TLS_ADDR=$(sed -n 's/.*listening on [0-9.:]* and \([0-9.:]*\) (TLS).*/\1/p' "$SERVER_LOG" | head -1)
             return 0
         fi
         sleep 0.05
@@ -129,10 +132,36 @@ autobahn() {
     stop_server
     return $rc
 }
+autobahn_wss() {
+    # The same cases against --tls-listen, diffed against the same golden file. A test CA and a
+    # certificate for 127.0.0.1 made here with the openssl CLI; wstest verifies the chain and the
+    # IP against that CA (run.sh --ca).
+    local dir rc=0
+    dir=$(mktemp -d)
+    local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    if ! { openssl req -x509 "${ec[@]}" -keyout "$dir/ca.key" -out "$dir/ca.pem" -days 2 \
+               -subj "/CN=edgecomet autobahn test CA" &&
+           openssl req "${ec[@]}" -keyout "$dir/key.pem" -out "$dir/server.csr" -subj "/CN=localhost" &&
+           printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$dir/ext.cnf" &&
+           openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" \
+               -set_serial "0x$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')" -days 2 \
+               -extfile "$dir/ext.cnf" -out "$dir/cert.pem"; } >/dev/null 2>&1; then
+        echo "autobahn wss: could not make the test certificates with openssl"
+        rm -rf "$dir"
+        return 1
+    fi
+    start_server --workers 2 --max-message-bytes 16777216 --max-queued-bytes 33554432 \
+        --tls-listen 127.0.0.1:0 --tls-cert "$dir/cert.pem" --tls-key "$dir/key.pem" || { rm -rf "$dir"; return 1; }
+    AUTOBAHN_OUT=$ROOT/target/autobahn-wss scripts/autobahn/run.sh "wss://$SERVER_TLS_ADDR/echo" --ca "$dir/ca.pem" || rc=$?
+    stop_server
+    rm -rf "$dir"
+    return $rc
+}
 if [ "${EDGECOMET_SKIP_AUTOBAHN:-0}" = 1 ] && [ "${CI:-}" != true ]; then
     echo "=== autobahn: SKIPPED (EDGECOMET_SKIP_AUTOBAHN=1)"
 else
     step "autobahn fuzzingclient (cases 1-7, 9, 10)" autobahn
+    step "autobahn fuzzingclient over wss (cases 1-7, 9, 10; certificate verified)" autobahn_wss
 fi
 rm -f "$SERVER_LOG"
 

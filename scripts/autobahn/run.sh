@@ -2,12 +2,17 @@
 # Run the Autobahn|Testsuite fuzzing client against a running WebSocket echo
 # endpoint and compare the results with the committed golden file.
 #
-#   scripts/autobahn/run.sh URL [--update] [--expected PATH]
+#   scripts/autobahn/run.sh URL [--update] [--expected PATH] [--ca PATH]
 #
-#   URL          echo endpoint, e.g. ws://127.0.0.1:9001/echo (the server must
-#                already be running; this script does not start it)
+#   URL          echo endpoint, e.g. ws://127.0.0.1:9001/echo or wss://127.0.0.1:9443/echo
+#                (the server must already be running; this script does not start it)
 #   --update     write the results to the expected file instead of comparing
 #   --expected   golden file (default: $EXPECTED or tests/autobahn/expected-results.json)
+#   --ca         wss: verify the server's certificate against this CA (PEM) and the URL's
+#                host (name or IP). Without it wstest does not verify at all (Twisted's
+#                ClientContextFactory, no SNI); with it wstest uses Twisted's
+#                optionsForClientTLS (the server spec's "hostname") with SSL_CERT_FILE=PATH
+#                as its only trust root, so a certificate it does not accept fails every case.
 #
 # Environment:
 #   EXPECTED             golden file path (same as --expected)
@@ -24,17 +29,20 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 
-usage() { sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "autobahn: error: $*" >&2; exit 1; }
 
 URL=""
 UPDATE=0
+CA=""
 EXPECTED="${EXPECTED:-$REPO_ROOT/tests/autobahn/expected-results.json}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --update) UPDATE=1 ;;
         --expected) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; EXPECTED="$2"; shift ;;
         --expected=*) EXPECTED="${1#--expected=}" ;;
+        --ca) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; CA="$2"; shift ;;
+        --ca=*) CA="${1#--ca=}" ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "autobahn: unknown option: $1" >&2; usage >&2; exit 2 ;;
         *) [[ -z "$URL" ]] || { echo "autobahn: more than one URL given" >&2; exit 2; }
@@ -44,6 +52,11 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -n "$URL" ]] || { usage >&2; exit 2; }
 [[ "$URL" =~ ^wss?:// ]] || die "URL must start with ws:// or wss://, got: $URL"
+if [[ -n "$CA" ]]; then
+    [[ "$URL" == wss://* ]] || die "--ca is for wss:// URLs"
+    [[ -r "$CA" ]] || die "cannot read the CA file $CA"
+    CA="$(cd "$(dirname "$CA")" && pwd)/$(basename "$CA")"
+fi
 
 OUT="${AUTOBAHN_OUT:-$REPO_ROOT/target/autobahn}"
 TIMEOUT="${AUTOBAHN_TIMEOUT:-1800}"
@@ -57,11 +70,11 @@ WSTEST="${AUTOBAHN_TOOLS:-$REPO_ROOT/.tools/autobahn}/bin/wstest"
 # 1. Is the endpoint up and speaking WebSocket? Do a real opening handshake
 #    (and a clean close) so a wrong path or a non-WebSocket port fails here
 #    instead of producing 500 "failed" cases.
-python3 - "$URL" "$WAIT" <<'PY' || exit 1
+python3 - "$URL" "$WAIT" "$CA" <<'PY' || exit 1
 import base64, hashlib, os, socket, ssl, sys, time
 from urllib.parse import urlsplit
 
-url, wait = sys.argv[1], float(sys.argv[2])
+url, wait, ca = sys.argv[1], float(sys.argv[2]), sys.argv[3] or None
 u = urlsplit(url)
 host, port = u.hostname, u.port or (443 if u.scheme == "wss" else 80)
 path = (u.path or "/") + ("?" + u.query if u.query else "")
@@ -71,7 +84,7 @@ def probe():
     s = socket.create_connection((host, port), timeout=5)
     try:
         if u.scheme == "wss":
-            s = ssl.create_default_context().wrap_socket(s, server_hostname=host)
+            s = ssl.create_default_context(cafile=ca).wrap_socket(s, server_hostname=host)
         key = base64.b64encode(os.urandom(16)).decode()
         s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\n"
                    "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
@@ -120,28 +133,34 @@ PY
 
 # 2. Write the config from the template.
 mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)" # wstest runs in $OUT: a relative AUTOBAHN_OUT would not resolve there
 REPORT="$OUT/report"
 CONFIG="$OUT/fuzzingclient.json"
 LOG="$OUT/wstest.log"
 rm -rf "$REPORT"
-python3 - "$SCRIPT_DIR/fuzzingclient.json" "$CONFIG" "$URL" "$REPORT" <<'PY'
+python3 - "$SCRIPT_DIR/fuzzingclient.json" "$CONFIG" "$URL" "$REPORT" "$CA" <<'PY'
 import json, sys
-template, out, url, report = sys.argv[1:]
+from urllib.parse import urlsplit
+template, out, url, report, ca = sys.argv[1:]
 with open(template) as f:
     spec = json.load(f)
 spec["outdir"] = report
 assert len(spec["servers"]) == 1, "template must have exactly one server"
 spec["servers"][0]["url"] = url
+if ca:
+    # wstest then connects with optionsForClientTLS(hostname): SNI, chain and name verified.
+    spec["servers"][0]["hostname"] = urlsplit(url).hostname
 with open(out, "w") as f:
     json.dump(spec, f, indent=2)
     f.write("\n")
 PY
 
 # 3. Run the fuzzing client.
-echo "autobahn: running wstest fuzzingclient against $URL (log: $LOG)" >&2
+echo "autobahn: running wstest fuzzingclient against $URL${CA:+ (certificate verified against $CA)} (log: $LOG)" >&2
 start=$(date +%s)
 rc=0
-(cd "$OUT" && timeout --kill-after=10 "$TIMEOUT" "$WSTEST" -m fuzzingclient -s "$CONFIG") \
+(cd "$OUT" && if [[ -n "$CA" ]]; then export SSL_CERT_FILE="$CA"; unset SSL_CERT_DIR; fi
+    timeout --kill-after=10 "$TIMEOUT" "$WSTEST" -m fuzzingclient -s "$CONFIG") \
     >"$LOG" 2>&1 || rc=$?
 elapsed=$(( $(date +%s) - start ))
 if [[ $rc -eq 124 || $rc -eq 137 ]]; then

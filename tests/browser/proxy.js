@@ -15,8 +15,16 @@
 // requests and responses pair up in order per connection. The bytes are relayed untouched,
 // whatever the recorder makes of them: a stream it cannot follow (a chunked or open-ended
 // response body such as an SSE stream) is scanned for the next head instead.
+//
+// With { keylog } (a KeyLog of tls.js: chromium's --ssl-key-log-file) the connections are TLS 1.3
+// between the browser and edgecomet's TLS port: the proxy still relays the ciphertext untouched
+// (the browser verifies edgecomet's certificate, the proxy holds no key) and records the
+// plaintext it decrypts with the traffic secrets chromium logged. Records whose secrets are not
+// in the log yet wait for them; settle() resolves once nothing waits (call it before reading the
+// records), `at` is when the record went through, not when it was decrypted.
 
 const net = require('net');
+const { tls13Decoder, newTlsConn } = require('./tls');
 
 const REQ_AT_START = /^[A-Z]+ \/\S* HTTP\/1\.[01]\r\n/;
 const REQ_ANYWHERE = /[A-Z]+ \/\S* HTTP\/1\.[01]\r\n/;
@@ -85,6 +93,7 @@ function recorder(side, conn, rec) {
         buf = buf.subarray(off + len);
         return { fin, rsv, opcode, masked, payload };
     };
+    let now = 0; // when the bytes being parsed went through the proxy
     const push = (chunk) => {
         buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
         for (;;) {
@@ -102,7 +111,7 @@ function recorder(side, conn, rec) {
             if (mode === 'ws') {
                 const f = frame();
                 if (!f) return;
-                const base = { at: Date.now(), conn, from: side, masked: f.masked };
+                const base = { at: now, conn, from: side, masked: f.masked };
                 if (f.opcode === 0x8) {
                     rec.frames.push({ ...base, opcode: 'close', code: f.payload.length >= 2 ? f.payload.readUInt16BE(0) : null, reason: f.payload.subarray(2).toString('utf8') });
                 } else if (f.opcode === 0x9 || f.opcode === 0xa) {
@@ -132,7 +141,7 @@ function recorder(side, conn, rec) {
                     return;
                 }
                 const head = s.slice(0, end);
-                const entry = { at: Date.now(), conn, head };
+                const entry = { at: now, conn, head };
                 (side === 'client' ? rec.heads : rec.responses).push(entry);
                 buf = buf.subarray(end + 4);
                 mode = afterHead(head, entry);
@@ -148,7 +157,8 @@ function recorder(side, conn, rec) {
             mode = 'head';
         }
     };
-    return (chunk) => {
+    return (chunk, at = Date.now()) => {
+        now = at;
         try {
             push(chunk);
         } catch (e) {
@@ -159,9 +169,40 @@ function recorder(side, conn, rec) {
     };
 }
 
-function startProxy(targetPort, targetHost = '127.0.0.1') {
+function startProxy(targetPort, { targetHost = '127.0.0.1', keylog = null } = {}) {
     const conns = new Set();
-    const rec = { heads: [], responses: [], frames: [], errors: [] };
+    const rec = { heads: [], responses: [], frames: [], errors: [], cutInHandshake: 0, clientDecoders: [] };
+    const decoders = new Set(); // TLS: decoders with records waiting for their secrets
+    let retryTimer = null;
+    const retry = () => {
+        retryTimer = null;
+        for (const d of decoders) {
+            d.retry();
+            // A connection cut before chromium had the server's hello never has its secrets
+            // logged; what waits then is handshake records, nothing to record.
+            if (d.pending() && !d.inApplicationPhase() && d.closedAt && Date.now() - d.closedAt > 500) {
+                rec.cutInHandshake++;
+                decoders.delete(d);
+            }
+            if (!d.pending()) decoders.delete(d);
+        }
+        if (decoders.size) retryTimer = setTimeout(retry, 5);
+    };
+    // The function that takes one direction's bytes as they go through.
+    const tap = (side, id, tlsConn) => {
+        const r = recorder(side, id, rec);
+        if (!keylog) return r;
+        const d = tls13Decoder(side, tlsConn, keylog, r, (msg) => rec.errors.push(`#${id} TLS ${msg}`));
+        tlsConn.decoders = (tlsConn.decoders || []).concat(d);
+        if (side === 'client') rec.clientDecoders.push(d);
+        return (chunk) => {
+            d.feed(chunk, Date.now());
+            if (d.pending()) {
+                decoders.add(d);
+                if (!retryTimer) retryTimer = setTimeout(retry, 5);
+            }
+        };
+    };
     let accepted = 0;
     let downUntil = 0;
     const server = net.createServer((client) => {
@@ -175,11 +216,13 @@ function startProxy(targetPort, targetHost = '127.0.0.1') {
         const upstream = net.connect(targetPort, targetHost);
         const pair = { client, upstream };
         conns.add(pair);
-        client.on('data', recorder('client', id, rec));
-        upstream.on('data', recorder('server', id, rec));
+        const tlsConn = newTlsConn();
+        client.on('data', tap('client', id, tlsConn));
+        upstream.on('data', tap('server', id, tlsConn));
         client.pipe(upstream);
         upstream.pipe(client);
         const done = () => {
+            for (const d of tlsConn.decoders || []) d.closedAt = d.closedAt || Date.now();
             conns.delete(pair);
             client.destroy();
             upstream.destroy();
@@ -199,7 +242,18 @@ function startProxy(targetPort, targetHost = '127.0.0.1') {
                 frames: rec.frames,
                 // What the recorder could not parse (a bug of the recorder, not of the server).
                 errors: rec.errors,
+                // TLS: connections decrypted (their application data reached), and those cut
+                // before their handshake finished (nothing to decode).
+                decrypted: () => rec.clientDecoders.filter((d) => d.inApplicationPhase()).length,
+                cutInHandshake: () => rec.cutInHandshake,
                 accepted: () => accepted,
+                // Resolves when every record seen so far is decoded (TLS: its secrets were in
+                // chromium's key log) or, after 3 s, with what is still waiting noted in errors.
+                async settle() {
+                    const until = Date.now() + 3000;
+                    while (decoders.size && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+                    if (decoders.size) rec.errors.push(`${decoders.size} TLS stream(s) still waiting for their secrets after 3 s`);
+                },
                 open: () => conns.size,
                 // Reset both sides of every open connection; returns how many were open. With
                 // downMs, connections made in the next downMs milliseconds are reset too (an
@@ -217,6 +271,7 @@ function startProxy(targetPort, targetHost = '127.0.0.1') {
                     return n;
                 },
                 close() {
+                    clearTimeout(retryTimer);
                     for (const { client, upstream } of conns) {
                         client.destroy();
                         upstream.destroy();

@@ -18,6 +18,16 @@
 //     proxy) and knows exactly what it published and when; the pages record what they receive
 //     and the runner compares.
 //
+// `run.js --tls` runs every test once more over TLS, named "tls NAME": edgecomet with
+// --tls-listen and a certificate for 127.0.0.1 from a test CA made at test time (tls.js, the
+// openssl CLI), chromium trusting that CA through its NSS database ($HOME/.pki/nssdb of a HOME of
+// the run's own, certutil) and nothing else, the pages served over https, every URL the pages use
+// https:// or wss:// on the TLS port. The proxies relay the TLS bytes untouched and record the
+// plaintext by decrypting with the secrets chromium logs (--ssl-key-log-file). The runner's own
+// publishes and /stats go to the plaintext port (a local publisher, as docs/api.md suggests).
+// A first test checks that chromium really verifies: edgecomet's chain is accepted (TLS 1.3, the
+// test CA as issuer), a certificate from another CA is refused.
+//
 // Output: "ok - NAME" or "not ok - NAME: DETAILS" per test, diagnostics on lines starting with
 // "#"; exit status 1 if any test failed. BROWSER_TESTS_ONLY=REGEX runs the tests whose name
 // matches (the others are listed as skipped and the run fails, so a partial run is never taken
@@ -31,6 +41,7 @@ const { spawn } = require('child_process');
 const puppeteer = require('puppeteer-core');
 const { startStatic } = require('./static-server');
 const { startProxy } = require('./proxy');
+const { makeTestPki, makeNssDb, KeyLog } = require('./tls');
 
 const BIN = path.resolve(
     process.env.EDGECOMET_BIN || path.join(__dirname, '..', '..', 'target', 'release', 'edgecomet'),
@@ -43,6 +54,9 @@ const PIDFILE = process.env.BROWSER_TESTS_PIDFILE || null;
 const RUN_DEADLINE_MS = 110_000;
 const TEST_TIMEOUT_MS = 30_000;
 const POLL_TIMEOUT_S = 2;
+const TLS = process.argv.includes('--tls');
+const HTTP = TLS ? 'https' : 'http'; // the scheme of every URL the browser uses
+const WS = TLS ? 'wss' : 'ws';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -58,12 +72,20 @@ function notePid(key, pid) {
 }
 
 class Edgecomet {
-    constructor(args) {
+    // tls: { cert, key } PEM paths for --tls-listen, or null.
+    constructor(args, tls = null) {
         this.args = args;
-        this.port = 0;
+        this.tls = tls;
+        this.port = 0; // plaintext: the runner's publishes and /stats
+        this.tlsPort = 0;
         this.proc = null;
         this.out = '';
         this.agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+    }
+
+    // The port the browser talks to.
+    get bport() {
+        return this.tls ? this.tlsPort : this.port;
     }
 
     logTail(n = 1500) {
@@ -88,6 +110,7 @@ class Edgecomet {
     startOnce() {
         return new Promise((resolve, reject) => {
             const args = ['--listen', `127.0.0.1:${this.port}`, ...this.args];
+            if (this.tls) args.push('--tls-listen', `127.0.0.1:${this.tlsPort}`, '--tls-cert', this.tls.cert, '--tls-key', this.tls.key);
             const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
             this.proc = proc;
             notePid('edgecomet', proc.pid);
@@ -100,11 +123,12 @@ class Edgecomet {
             const onData = (d) => {
                 mine += d;
                 this.out += d;
-                const m = /listening on 127\.0\.0\.1:(\d+)/.exec(mine);
-                if (m && !done) {
+                const m = /listening on 127\.0\.0\.1:(\d+)(?: and 127\.0\.0\.1:(\d+) \(TLS\))?/.exec(mine);
+                if (m && !done && (!this.tls || m[2])) {
                     done = true;
                     clearTimeout(timer);
                     this.port = Number(m[1]);
+                    if (this.tls) this.tlsPort = Number(m[2]);
                     resolve();
                 }
             };
@@ -227,14 +251,31 @@ class TestContext {
         return `bt-${tag}-${crypto.randomBytes(4).toString('hex')}`;
     }
 
+    // edgecomet as the browser reaches it: http:// or https:// (the TLS port).
     get edgeUrl() {
-        return `http://127.0.0.1:${this.server.port}`;
+        return `${HTTP}://127.0.0.1:${this.server.bport}`;
+    }
+
+    // The same for WebSocket: ws:// or wss://.
+    get edgeWs() {
+        return `${WS}://127.0.0.1:${this.server.bport}`;
     }
 
     async proxy() {
-        const p = await startProxy(this.server.port);
+        const p = await startProxy(this.server.bport, { keylog: this.env.keylog });
+        p.url = `${HTTP}://127.0.0.1:${p.port}`;
+        p.ws = `${WS}://127.0.0.1:${p.port}`;
         this.proxies.push(p);
         return p;
+    }
+
+    // Before reading what a proxy recorded: over TLS, waits until every record is decrypted and
+    // fails the test if the proxy could not follow a connection (its record would be partial).
+    async wire(proxy) {
+        await proxy.settle();
+        const bad = proxy.errors.filter((e) => / TLS /.test(e) || /still waiting/.test(e));
+        check(bad.length === 0, () => `the proxy could not decrypt what went through it: ${bad.slice(0, 3).join(' | ')}`);
+        return proxy;
     }
 
     async open(file, port = this.env.staticPort) {
@@ -245,7 +286,7 @@ class TestContext {
         page.on('requestfailed', (r) =>
             this.pageLog.push(`requestfailed: ${r.method()} ${r.url()} ${r.failure() && r.failure().errorText}`),
         );
-        await page.goto(`http://127.0.0.1:${port}/${file}`, { waitUntil: 'load', timeout: 10_000 });
+        await page.goto(`${HTTP}://127.0.0.1:${port}/${file}`, { waitUntil: 'load', timeout: 10_000 });
         this.page = page;
         return page;
     }
@@ -324,13 +365,34 @@ function summarize(st) {
 // ---- the tests -----------------------------------------------------------------------------------
 
 const tests = [];
-const test = (name, fn) => tests.push({ name, fn });
+const test = (name, fn) => tests.push({ name: TLS ? `tls ${name}` : name, fn });
+
+if (TLS) {
+    test('chromium verifies the certificates: edgecomet\'s (test CA, in its NSS db) over TLS 1.3, another CA\'s refused', async (t) => {
+        const page = await t.env.browser.newPage();
+        t.pages.push(page);
+        const r = await page.goto(`${t.edgeUrl}/stats`, { waitUntil: 'load', timeout: 10_000 });
+        check(r && r.status() === 200, () => `GET ${t.edgeUrl}/stats: ${r && r.status()}`);
+        const sd = r.securityDetails();
+        check(sd && sd.protocol() === 'TLS 1.3' && sd.issuer() === 'edgecomet browser-test CA' && sd.subjectAlternativeNames().includes('127.0.0.1'), () =>
+            `security details: ${sd && JSON.stringify({ protocol: sd.protocol(), issuer: sd.issuer(), subject: sd.subjectName(), san: sd.subjectAlternativeNames() })}`);
+        let refused = null;
+        try {
+            await page.goto(`https://127.0.0.1:${t.env.untrusted.address().port}/`, { waitUntil: 'load', timeout: 10_000 });
+        } catch (e) {
+            refused = e.message;
+        }
+        check(refused && /ERR_CERT_AUTHORITY_INVALID/.test(refused), () =>
+            `a page from a certificate of an untrusted CA: ${refused === null ? 'loaded (chromium does not verify?)' : refused}`);
+        t.note(`edgecomet: ${sd.protocol()}, issuer "${sd.issuer()}", SAN ${sd.subjectAlternativeNames().join(' ')}; the other CA: ${refused.split(' at ')[0]}`);
+    });
+}
 
 test('sse: EventSource gets 200 messages once and in order across a cut, resumed by Last-Event-ID', async (t) => {
     const ch = t.channel('sse');
     const proxy = await t.proxy();
     await t.open('index.html');
-    await t.page.evaluate((u) => T.sse(u), `http://127.0.0.1:${proxy.port}/sub/${ch}`);
+    await t.page.evaluate((u) => T.sse(u), `${proxy.url}/sub/${ch}`);
     await t.until('EventSource open', () => T.st.opens >= 1);
     const want = range('sse-', 1, 200);
     // 1..80 while connected, then the proxy resets the connection (whatever is in flight is
@@ -362,6 +424,7 @@ test('sse: EventSource gets 200 messages once and in order across a cut, resumed
     check(st.errors >= 1, 'EventSource saw no error event at the cut');
     const lastId = st.lastIdAtError[0];
     check(lastId, `no message had arrived before the cut (events: ${st.events.join('; ')})`);
+    await t.wire(proxy);
     const resumes = proxy.heads.filter((h) => h.at >= cutAt && h.head.startsWith(`GET /sub/${ch} `));
     check(resumes.length >= 1, `no request for /sub/${ch} through the proxy after the cut`);
     const leid = /\r\nlast-event-id: *([^\r]*)/i.exec(resumes[0].head);
@@ -377,7 +440,7 @@ test('long-poll: fetch JSON polls get 200 messages once and in order across cuts
     await t.open('index.html');
     await t.page.evaluate((u) => {
         T.longPoll(u);
-    }, `http://127.0.0.1:${proxy.port}/sub/${ch}`);
+    }, `${proxy.url}/sub/${ch}`);
     await t.until('the first poll', () => T.st && T.st.inFlight);
     const want = range('lp-', 1, 200);
     for (const m of want.slice(0, 60)) await t.server.publish(ch, m);
@@ -418,6 +481,7 @@ test('long-poll: fetch JSON polls get 200 messages once and in order across cuts
     check(st.gaps.length === 0, () => `gap reported where nothing was lost: ${st.gaps.join(', ')}`);
     check(st.fetchErrors.length >= 1, 'no poll failed in the page at the cut');
     const lastBeforeCut = held.ids[held.ids.length - 1];
+    await t.wire(proxy);
     const resumed = proxy.heads.filter((h) => h.at >= cutAt && h.head.includes(`/sub/${ch}?cursor=${lastBeforeCut} `));
     check(resumed.length >= 1, () =>
         `no poll with ?cursor=${lastBeforeCut} (the last id before the cut) reached the server after the cut; polls after it: ${proxy.heads
@@ -432,7 +496,7 @@ test('websocket: browser WebSocket gets 200 messages once and in order, its own 
     const ch = t.channel('ws');
     const proxy = await t.proxy();
     await t.open('index.html');
-    await t.page.evaluate((u) => T.ws(u), `ws://127.0.0.1:${proxy.port}/sub/${ch}`);
+    await t.page.evaluate((u) => T.ws(u), `${proxy.ws}/sub/${ch}`);
     await t.until('WebSocket open', () => T.st.opened || T.st.closes.length);
     let st = await t.state();
     check(st.opened, () => `WebSocket did not open: ${JSON.stringify(st.closes)}`);
@@ -526,7 +590,7 @@ test('dojox/socket LongPoll: send() is published to the channel and comes back o
 test('dojox/socket over WebSocket: receives 50 messages in order and send() comes back', async (t) => {
     const ch = t.channel('dws');
     await t.openDojo();
-    await t.page.evaluate((u) => D.webSocket('ws', u), `ws://127.0.0.1:${t.server.port}/sub/${ch}`);
+    await t.page.evaluate((u) => D.webSocket('ws', u), `${t.edgeWs}/sub/${ch}`);
     const opt = { expr: 'D.st.ws' };
     await t.until('open', () => D.st.ws.opens >= 1 || D.st.ws.closes.length, undefined, opt);
     let st = await t.state('D.st.ws');
@@ -566,7 +630,7 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
             D.longPoll('rlpIdle', lpu, id2, iv, 300);
             D.eventSource('es', lpu);
         },
-        `ws://127.0.0.1:${t.server.port}/sub/${ch}`,
+        `${t.edgeWs}/sub/${ch}`,
         `${t.edgeUrl}/sub/${ch}`,
         id(),
         id(),
@@ -642,7 +706,7 @@ test('dojox/socket Reconnect: WebSocket and LongPoll sockets come back after a s
 test('cors: the page publishes with a cross-origin fetch POST /pub and reads the answer', async (t) => {
     const ch = t.channel('cors');
     await t.open('index.html');
-    await t.page.evaluate((u) => T.ws(u), `ws://127.0.0.1:${t.server.port}/sub/${ch}`);
+    await t.page.evaluate((u) => T.ws(u), `${t.edgeWs}/sub/${ch}`);
     await t.until('WebSocket open', () => T.st.opened || T.st.closes.length);
     const r = await t.page.evaluate((u) => T.publish(u, 'from-fetch'), `${t.edgeUrl}/pub/${ch}`);
     check(!r.error, () => `fetch failed (CORS headers missing?): ${r.error}`);
@@ -663,11 +727,11 @@ test('cors: the page publishes with a cross-origin fetch POST /pub and reads the
 
 test('cors: an origin that is not allowed is refused (WebSocket, fetch, preflight)', async (t) => {
     const ch = t.channel('deny');
-    const other = `http://127.0.0.1:${t.env.otherStaticPort}`;
+    const other = `${HTTP}://127.0.0.1:${t.env.otherStaticPort}`;
     await t.open('index.html', t.env.otherStaticPort);
     const r = await t.page.evaluate(
         (ws, poll) => T.refused(ws, poll),
-        `ws://127.0.0.1:${t.server.port}/sub/${ch}`,
+        `${t.edgeWs}/sub/${ch}`,
         `${t.edgeUrl}/sub/${ch}`,
     );
     check(!r.ws.opened, () => `WebSocket from ${other} opened: ${JSON.stringify(r.ws)}`);
@@ -892,7 +956,7 @@ async function cometdConnect(t, page = t.page) {
 const wireMessages = (st, prefix) =>
     st.in.filter((m) => !m.channel.startsWith('/meta/') && !('successful' in m) && m.channel.startsWith(prefix));
 
-const bayeuxEndpoint = (proxy) => `http://127.0.0.1:${proxy.port}/cometd`;
+const bayeuxEndpoint = (proxy) => `${proxy.url}/cometd`;
 
 // How each transport looks from the test: the words for its requests, and the /stats counter of
 // a connection holding a /meta/connect (a WebSocket counts as Bayeux WebSocket all along).
@@ -940,6 +1004,7 @@ function cometdTests(tp) {
             `GET /stats: bayeux_messages_in grew by ${s.bayeux_messages_in - before.bayeux_messages_in}, the client sent ${sentMsgs} messages`);
         // On the wire: the handshake offered the transport under test alone; every connect says
         // so and carries the clientId; one request (frame) per message.
+        await t.wire(proxy);
         const sends = checkWire(t, tp, proxy);
         const first = sends[0].messages[0];
         check(first.channel === '/meta/handshake' && JSON.stringify(first.supportedConnectionTypes) === JSON.stringify([tp]), () =>
@@ -997,6 +1062,7 @@ function cometdTests(tp) {
         const dw = diffSeq(wire.map(key), want.map((x) => `seq-${x.seq}`));
         check(!dw, () => `on the wire: ${dw}`);
         const after = await t.stats();
+        await t.wire(proxy);
         checkWire(t, tp, proxy);
         // Deliveries travel in /meta/connect replies: how many each carried.
         const perConnect = [];
@@ -1043,6 +1109,7 @@ function cometdTests(tp) {
         const gotB = st.subs[`/${b}/**`].map((m) => m.channel);
         check(JSON.stringify(gotA) === JSON.stringify([`/${a}/b`, `/${a}/c`, `/${a}/zz-end`]), () => `/${a}/* callback got ${JSON.stringify(gotA)}`);
         check(JSON.stringify(gotB) === JSON.stringify([`/${b}/b`, `/${b}/b/c`, `/${b}/b/c/d`, `/${b}/zz-end`]), () => `/${b}/** callback got ${JSON.stringify(gotB)}`);
+        await t.wire(proxy);
         checkWire(t, tp, proxy);
     });
 
@@ -1091,7 +1158,9 @@ function cometdTests(tp) {
         });
         const dn = diffSeq(native, wantJson);
         check(!dn, () => `native long-poll of ${ch}/chat (the Bayeux data as JSON text): ${dn}`);
+        await t.wire(pSub);
         checkWire(t, tp, pSub, 'subscriber tab');
+        await t.wire(pPub);
         const pubSends = checkWire(t, tp, pPub, 'publishing tab');
         const publishes = pubSends.filter((q) => q.messages.some((m) => m.channel === channel));
         const path = sendPath(tp, channel);
@@ -1115,6 +1184,7 @@ function cometdTests(tp) {
             check(r.successful === true, () => `remoteCall("echo", ${JSON.stringify(payloads[i])}): ${JSON.stringify(r)}`);
             check(JSON.stringify(r.data) === JSON.stringify(payloads[i]), () => `remoteCall("echo") answered ${JSON.stringify(r.data)}, sent ${JSON.stringify(payloads[i])}`);
         }
+        await t.wire(proxy);
         const sends = checkWire(t, tp, proxy);
         const calls = sends.filter((q) => q.messages.some((m) => m.channel === '/service/echo'));
         check(calls.length >= 1, 'no request carried a /service/echo message');
@@ -1149,12 +1219,14 @@ function cometdTests(tp) {
         check(status.status === 'disconnected', () => `client state after the disconnect: ${JSON.stringify(status)}`);
         const quietFrom = Date.now();
         await sleep(700);
+        await t.wire(proxy);
         const later = checkWire(t, tp, proxy).filter((q) => q.at >= quietFrom);
         check(later.length === 0, () => `the client still sent requests after the disconnect: ${later.map((q) => q.line).join(' | ')}`);
         // The session is gone: the same request now gets 402.
         const gone = await t.page.evaluate(([u, c, id]) => C.raw(u, [{ id: 'raw-2', channel: c, data: { after: true }, clientId: id }]), [rawUrl, ch, hs.clientId]);
         check(gone.replies && gone.replies.length === 1 && gone.replies[0].successful === false && /^402:/.test(gone.replies[0].error || '') && gone.replies[0].id === 'raw-2', () =>
             `publish with the clientId after the disconnect: ${JSON.stringify(gone)}, expected successful false, error 402::…`);
+        await t.wire(proxy);
         const sends = checkWire(t, tp, proxy);
         const dreq = sends.filter((q) => !q.raw && q.messages[0].channel === '/meta/disconnect');
         check(dreq.length === 1 && dreq[0].path === sendPath(tp, '/meta/disconnect'), () => `disconnect requests: ${dreq.map((q) => `${q.path} ${q.line}`).join(' | ')}`);
@@ -1172,6 +1244,7 @@ function cometdTests(tp) {
             if (c[0] < d[0] || (c[0] === d[0] && c[1] < d[1])) {
                 await t.until('the client to close its WebSocket', () => C.status().socketsOpen === 0, undefined, { expr: 'C.status()', timeout: 2000 });
                 const s2 = await t.page.evaluate(() => C.status());
+                await t.wire(proxy);
                 const closes = proxy.frames.filter((f) => f.opcode === 'close' && f.from === 'client');
                 check(s2.sockets.length === 1 && s2.sockets[0].closed && closes.length === 1 && closes[0].code === 1000, () =>
                     `the client's WebSocket after the disconnect: ${JSON.stringify(s2.sockets)}; close frames from the client: ${JSON.stringify(closes)}`);
@@ -1192,8 +1265,9 @@ const env = {};
 async function cleanup() {
     if (env.browser) await env.browser.close().catch(() => {});
     if (env.server) await env.server.kill('SIGKILL');
-    for (const s of [env.static, env.otherStatic]) if (s) s.close();
+    for (const s of [env.static, env.otherStatic, env.untrusted]) if (s) s.close();
     notePid('chromium', null);
+    if (env.tmp) fs.rmSync(env.tmp, { recursive: true, force: true });
 }
 
 let exiting = false; // set by bail(): no more tests, no more results
@@ -1213,10 +1287,27 @@ async function main() {
 
     check(fs.existsSync(BIN), `no edgecomet binary at ${BIN}`);
     check(CHROMIUM, 'no chromium (install the Debian package chromium)');
-    env.static = await startStatic(0);
+    const launchArgs = [];
+    let launchEnv;
+    if (TLS) {
+        // The CA, certificates, chromium's HOME (with .pki/nssdb) and key log, removed at exit.
+        env.tmp = fs.mkdtempSync(path.join(require('os').tmpdir(), 'edgecomet-browser-tls-'));
+        env.pki = makeTestPki(env.tmp);
+        const home = path.join(env.tmp, 'home');
+        makeNssDb(home, env.pki.ca);
+        const keylogFile = path.join(env.tmp, 'keylog.txt');
+        env.keylog = new KeyLog(keylogFile);
+        launchArgs.push(`--ssl-key-log-file=${keylogFile}`);
+        launchEnv = { ...process.env, HOME: home };
+        delete launchEnv.SSLKEYLOGFILE;
+        // The negative control: a certificate for 127.0.0.1 from a CA nobody trusts.
+        env.untrusted = await startStatic(0, env.pki.untrusted);
+    }
+    const pageTls = TLS ? env.pki : null;
+    env.static = await startStatic(0, pageTls);
     env.staticPort = env.static.address().port;
-    env.origin = `http://127.0.0.1:${env.staticPort}`;
-    env.otherStatic = await startStatic(0); // the same pages from an origin that is not allowed
+    env.origin = `${HTTP}://127.0.0.1:${env.staticPort}`;
+    env.otherStatic = await startStatic(0, pageTls); // the same pages from an origin that is not allowed
     env.otherStaticPort = env.otherStatic.address().port;
     env.server = new Edgecomet([
         '--workers', '2',
@@ -1227,17 +1318,18 @@ async function main() {
         '--history', '1000',
         '--poll-timeout', String(POLL_TIMEOUT_S),
         '--sse-heartbeat', '1',
-    ]);
+    ], pageTls);
     await env.server.start();
     env.browser = await puppeteer.launch({
         executablePath: CHROMIUM,
         headless: true,
-        args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--no-first-run', '--no-default-browser-check'],
+        args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu', '--no-first-run', '--no-default-browser-check', ...launchArgs],
+        env: launchEnv,
         timeout: 20_000,
     });
     notePid('chromium', -env.browser.process().pid); // puppeteer starts it as a process group
     console.log(`# ${await env.browser.version()} (${CHROMIUM}), puppeteer-core ${require('puppeteer-core/package.json').version}`);
-    console.log(`# edgecomet ${BIN} on 127.0.0.1:${env.server.port}, pages from ${env.origin}`);
+    console.log(`# edgecomet ${BIN} on 127.0.0.1:${env.server.port}${TLS ? ` and 127.0.0.1:${env.server.tlsPort} (TLS; the browser uses this one)` : ''}, pages from ${env.origin}`);
 
     let failed = 0;
     for (const { name, fn } of tests) {
@@ -1255,7 +1347,15 @@ async function main() {
         let timer;
         try {
             await Promise.race([
-                fn(t),
+                (async () => {
+                    await fn(t);
+                    for (const p of t.proxies) await t.wire(p); // over TLS: every connection decrypted
+                    if (TLS && t.proxies.length) {
+                        const n = (f) => t.proxies.reduce((a, p) => a + p[f](), 0);
+                        const cut = n('cutInHandshake');
+                        t.note(`TLS through the proxy: ${n('decrypted')} of ${n('accepted')} connection(s) decrypted${cut ? `, ${cut} cut in the handshake` : ''}`);
+                    }
+                })(),
                 new Promise((_, rej) => (timer = setTimeout(() => rej(new Failure(`test timed out after ${TEST_TIMEOUT_MS / 1000} s`)), TEST_TIMEOUT_MS))),
             ]);
         } catch (e) {

@@ -2,11 +2,13 @@
 // Tiny static file server for the browser tests: serves tests/browser/pages/ at / and the dojo,
 // dojox and cometd packages at /node_modules/dojo/, /node_modules/dojox/ and /node_modules/cometd/
 // (cometd 9 is ES modules: its .js files go out as application/javascript). Nothing else. It
-// listens on 127.0.0.1 only; the port it got is returned (port 0 = a free one).
+// listens on 127.0.0.1 only; the port it got is returned (port 0 = a free one). With { cert, key }
+// (PEM file paths) it serves https (the TLS pass of run.js: pages from an https origin).
 //
 //   node static-server.js [PORT]      (standalone, for looking at the pages by hand)
 
 const http = require('http');
+const https = require('https');
 const fs = require('fs');
 const path = require('path');
 
@@ -67,9 +69,11 @@ function handler(req, res) {
     });
 }
 
-function startStatic(port = 0) {
+function startStatic(port = 0, tls = null) {
     return new Promise((resolveP, reject) => {
-        const server = http.createServer(handler);
+        const server = tls
+            ? https.createServer({ cert: fs.readFileSync(tls.cert), key: fs.readFileSync(tls.key) }, handler)
+            : http.createServer(handler);
         server.keepAliveTimeout = 1000;
         server.once('error', reject);
         server.listen(port, '127.0.0.1', () => resolveP(server));
