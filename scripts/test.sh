@@ -117,7 +117,7 @@ python_tests() {
 step "python websockets client tests" python_tests
 step "TLS with clients we did not write (python websockets over wss, python ssl, openssl s_client)" \
     .tools/py3/bin/python tests/python/test_tls.py target/release/edgecomet
-step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD)" scripts/browser-tests.sh
+step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD; plaintext, then https/wss)" scripts/browser-tests.sh
 step "kernel-tuning apply/restore (in a network namespace of its own)" \
     python3 kernel-tuning/tests/test_apply.py
 step "cometd tests (official CometD client over websocket and long-polling, raw Bayeux)" \
