@@ -15,10 +15,11 @@ use std::net::Shutdown;
 
 use bytes::Bytes;
 
-use super::conn_io::{Dead, Handled, keep_leftover, send_on};
+use super::conn_io::{Dead, Handled, keep_leftover};
 use super::{READ_BUDGET, Worker};
 use crate::proto::tls::{Tls, TlsError};
 use crate::runtime::conn::{Conn, flag};
+use crate::runtime::outq::OutQueue;
 use crate::stats::WorkerStats;
 
 /// The answer to plaintext HTTP on the TLS port (sent in plaintext, then the connection ends).
@@ -85,8 +86,7 @@ impl Worker {
             let res = tls.read(&mut scratch[..total], plain, &mut self.tls_out);
             if !self.tls_out.is_empty() {
                 // Handshake messages, tickets, an alert: ahead of anything else we send.
-                let out = Bytes::copy_from_slice(&self.tls_out);
-                send_on(&mut self.conns[idx], &[out], false, &self.stats)?;
+                send_cipher(&mut self.conns[idx], &self.tls_out, &self.stats)?;
             }
             let tls = self.tls[idx].as_deref_mut().expect("a TLS connection");
             let r = match res {
@@ -175,12 +175,42 @@ pub(super) fn send_tls(
     }
     out.clear();
     tls.write(plain, out).map_err(|_| Dead)?;
-    let r = send_on(conn, &[Bytes::copy_from_slice(out)], false, stats);
+    let r = send_cipher(conn, out, stats);
     if plain.capacity() > 1 << 20 {
         *plain = Vec::new();
         *out = Vec::new();
     }
     r
+}
+
+/// Writes records straight from the worker's buffer; only what the kernel does not take is
+/// copied into the connection's queue (behind what waits there already). Ciphertext is never
+/// droppable: a TLS stream cannot skip a record.
+pub(super) fn send_cipher(conn: &mut Conn, cipher: &[u8], stats: &WorkerStats) -> Handled {
+    if let Some(q) = conn.out.as_mut() {
+        q.push(Bytes::copy_from_slice(cipher), false);
+        WorkerStats::add(&stats.bytes_queued, cipher.len() as u64);
+        return Ok(());
+    }
+    let mut written = 0;
+    while written < cipher.len() {
+        match conn.sock.write(&cipher[written..]) {
+            Ok(0) => return Err(Dead),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Dead),
+        }
+    }
+    WorkerStats::add(&stats.bytes_out, written as u64);
+    if written < cipher.len() {
+        // Edge-triggered: the writable event that follows this WouldBlock flushes the queue.
+        let mut q = Box::<OutQueue>::default();
+        q.push(Bytes::copy_from_slice(&cipher[written..]), false);
+        WorkerStats::add(&stats.bytes_queued, (cipher.len() - written) as u64);
+        conn.out = Some(q);
+    }
+    Ok(())
 }
 
 /// Reads once, retrying on EINTR.
