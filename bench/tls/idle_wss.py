@@ -1,13 +1,16 @@
 """Server memory per idle TLS WebSocket subscriber, against plaintext in the same run.
 
 Usage: bench/tls/idle_wss.py [--bin target/release/edgecomet] [--conns 5000] [--repeat 3]
+                             [--transport ws|sse|longpoll]
 
 Makes a CA and a P-256 certificate with the openssl CLI (in a temporary directory), then per
 repetition starts a fresh server (`--workers 2 --ws-ping-interval 0`, plaintext and TLS
 listeners), opens and closes 100 warm-up subscribers, reads the server's PSS, opens --conns
-subscribers over wss:// (or ws://), waits 3 s and reads the PSS again; prints the growth per
-connection for each and the medians. Clients are Python `websockets` (run it with the venv
-test.sh makes: .tools/py3/bin/python). Needs open files for --conns clients and the server.
+subscribers over TLS and over plaintext (wss:// and ws://, or an SSE stream / a held JSON
+long-poll over https:// and http://), waits 3 s and reads the PSS again; prints the growth per
+connection for each and the medians. Clients are Python `websockets` and asyncio streams (run
+it with the venv test.sh makes: .tools/py3/bin/python). Needs open files for --conns clients
+and the server.
 """
 
 import argparse
@@ -26,6 +29,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default="target/release/edgecomet")
 ap.add_argument("--conns", type=int, default=5000)
 ap.add_argument("--repeat", type=int, default=3)
+ap.add_argument("--transport", choices=["ws", "sse", "longpoll"], default="ws")
 args = ap.parse_args()
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -75,13 +79,31 @@ async def one(tls):
         url = f"{'wss' if tls else 'ws'}://localhost:{port}/sub/idle"
         kw = {"ssl": CTX} if tls else {}
 
+        async def http_sub():
+            # An SSE stream, or a long-poll held by the server: the request, then only its
+            # answer's head (SSE) or nothing (the poll) is read.
+            r, w = await asyncio.open_connection("127.0.0.1", int(port), **(
+                {"ssl": CTX, "server_hostname": "localhost"} if tls else {}))
+            if args.transport == "sse":
+                w.write(b"GET /sub/idle?transport=sse HTTP/1.1\r\nHost: x\r\n\r\n")
+                await r.readuntil(b"\r\n\r\n")
+            else:
+                w.write(b"GET /sub/idle HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n")
+                await w.drain()
+            return w
+
         async def batch(n):
+            if args.transport != "ws":
+                return await asyncio.gather(*[http_sub() for _ in range(n)])
             return await asyncio.gather(*[websockets.connect(
                 url, ping_interval=None, max_queue=1, **kw) for _ in range(n)])
 
         warm = await batch(100)
         for c in warm:
-            await c.close()
+            if args.transport == "ws":
+                await c.close()
+            else:
+                c.close()
         await asyncio.sleep(2)
         p0 = pss(srv.pid)
         conns = []
@@ -98,15 +120,16 @@ async def one(tls):
 
 
 async def main():
-    res = {"ws": [], "wss": []}
+    res = {"plain": [], "tls": []}
     for r in range(args.repeat):
         for tls in (False, True):
             b = await one(tls)
-            res["wss" if tls else "ws"].append(b)
-            print(f"run {r + 1} {'wss' if tls else 'ws '}: {b:.0f} B/conn", flush=True)
-    ws, wss = statistics.median(res["ws"]), statistics.median(res["wss"])
-    print(f"idle_wss: {args.conns} idle subscribers, median PSS growth: ws {ws:.0f} B/conn, "
-          f"wss {wss:.0f} B/conn (TLS adds {wss - ws:.0f} B)")
+            res["tls" if tls else "plain"].append(b)
+            print(f"run {r + 1} {args.transport} {'TLS  ' if tls else 'plain'}: {b:.0f} B/conn",
+                  flush=True)
+    plain, tls = statistics.median(res["plain"]), statistics.median(res["tls"])
+    print(f"idle_wss: {args.conns} idle {args.transport} subscribers, median PSS growth: "
+          f"plaintext {plain:.0f} B/conn, TLS {tls:.0f} B/conn (TLS adds {tls - plain:.0f} B)")
 
 
 asyncio.run(main())
