@@ -1,7 +1,7 @@
 """Server memory per idle TLS WebSocket subscriber, against plaintext in the same run.
 
 Usage: bench/tls/idle_wss.py [--bin target/release/edgecomet] [--conns 5000] [--repeat 3]
-                             [--transport ws|sse|longpoll]
+                             [--transport ws|sse|longpoll] [--nchan]
 
 Makes a CA and a P-256 certificate with the openssl CLI (in a temporary directory), then per
 repetition starts a fresh server (`--workers 2 --ws-ping-interval 0`, plaintext and TLS
@@ -11,6 +11,10 @@ long-poll over https:// and http://), waits 3 s and reads the PSS again; prints 
 connection for each and the medians. Clients are Python `websockets` and asyncio streams (run
 it with the venv test.sh makes: .tools/py3/bin/python). Needs open files for --conns clients
 and the server.
+
+--nchan (WebSocket only): nginx + nchan in the same run, over TLS and plaintext on the same
+certificate, with nginx's TLS defaults and bench/compare/nchan.conf's settings (2 workers); its
+PSS is the sum over the master and its workers (Debian packages nginx, libnginx-mod-nchan).
 """
 
 import argparse
@@ -30,6 +34,7 @@ ap.add_argument("--bin", default="target/release/edgecomet")
 ap.add_argument("--conns", type=int, default=5000)
 ap.add_argument("--repeat", type=int, default=3)
 ap.add_argument("--transport", choices=["ws", "sse", "longpoll"], default="ws")
+ap.add_argument("--nchan", action="store_true")
 args = ap.parse_args()
 
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -60,6 +65,95 @@ def pss(pid):
             if line.startswith("Pss:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no Pss")
+
+
+NCHAN_CONF = """
+load_module /usr/lib/nginx/modules/ngx_nchan_module.so;
+worker_processes 2;
+worker_rlimit_nofile 19000;
+pid logs/nginx.pid;
+error_log logs/error.log warn;
+events { worker_connections 19000; }
+http {
+    access_log off;
+    client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fastcgi;
+    uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;
+    nchan_max_reserved_memory 32M;
+    server {
+        listen 127.0.0.1:PLAIN reuseport backlog=4096;
+        listen 127.0.0.1:TLS ssl reuseport backlog=4096;
+        ssl_certificate CERT;
+        ssl_certificate_key KEY;
+        nchan_message_buffer_length 10;
+        nchan_message_timeout 60s;
+        nchan_subscriber_first_message newest;
+        location ~ ^/sub/([\\w.:@~-]+)$ { nchan_subscriber websocket; nchan_channel_id $1; }
+        location ~ ^/pub/([\\w.:@~-]+)$ { nchan_publisher; nchan_channel_id $1; }
+    }
+}
+"""
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def tree_pss(pid):
+    total = pss(pid)
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        kids = []
+    return total + sum(tree_pss(k) for k in kids)
+
+
+async def one_nchan(tls):
+    import os
+    prefix = tempfile.mkdtemp(prefix="nchan-", dir=DIR)
+    for d in ("logs", "tmp"):
+        os.makedirs(f"{prefix}/{d}")
+    plain_port, tls_port = free_port(), free_port()
+    conf = (NCHAN_CONF.replace("PLAIN", str(plain_port)).replace("TLS", str(tls_port))
+            .replace("CERT", f"{DIR}/cert.pem").replace("KEY", f"{DIR}/key.pem"))
+    with open(f"{prefix}/nginx.conf", "w") as f:
+        f.write(conf)
+    srv = subprocess.Popen(["nginx", "-c", f"{prefix}/nginx.conf", "-p", f"{prefix}/", "-e",
+                            f"{prefix}/logs/error.log", "-g", "daemon off;"])
+    try:
+        port = tls_port if tls else plain_port
+        url = f"{'wss' if tls else 'ws'}://localhost:{port}/sub/idle"
+        kw = {"ssl": CTX} if tls else {}
+        for _ in range(200):
+            try:
+                c = await websockets.connect(url, ping_interval=None, **kw)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        await c.close()
+        warm = await asyncio.gather(*[websockets.connect(url, ping_interval=None, **kw)
+                                      for _ in range(100)])
+        for c in warm:
+            await c.close()
+        await asyncio.sleep(2)
+        p0 = tree_pss(srv.pid)
+        conns = []
+        for _ in range(0, args.conns, 100):
+            conns += await asyncio.gather(*[websockets.connect(
+                url, ping_interval=None, max_queue=1, **kw) for _ in range(100)])
+        await asyncio.sleep(3)
+        p1 = tree_pss(srv.pid)
+        for c in conns:
+            c.transport.abort()
+        return (p1 - p0) / args.conns
+    finally:
+        srv.terminate()
+        srv.wait(10)
 
 
 async def one(tls):
@@ -130,6 +224,17 @@ async def main():
     plain, tls = statistics.median(res["plain"]), statistics.median(res["tls"])
     print(f"idle_wss: {args.conns} idle {args.transport} subscribers, median PSS growth: "
           f"plaintext {plain:.0f} B/conn, TLS {tls:.0f} B/conn (TLS adds {tls - plain:.0f} B)")
+    if args.nchan:
+        n = {"plain": [], "tls": []}
+        for r in range(args.repeat):
+            for tls_ in (False, True):
+                b = await one_nchan(tls_)
+                n["tls" if tls_ else "plain"].append(b)
+                print(f"run {r + 1} nginx+nchan {'TLS  ' if tls_ else 'plain'}: {b:.0f} B/conn",
+                      flush=True)
+        print(f"nginx+nchan: {args.conns} idle ws subscribers, median PSS growth (master and "
+              f"workers): plaintext {statistics.median(n['plain']):.0f} B/conn, TLS "
+              f"{statistics.median(n['tls']):.0f} B/conn")
 
 
 asyncio.run(main())
