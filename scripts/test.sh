@@ -92,7 +92,8 @@ start_server() {
     ./target/release/edgecomet --listen 127.0.0.1:0 "$@" >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do
-        if grep -q "listening on" "$SERVER_LOG"; then
+        # The whole line (it ends with the worker count).
+        if grep -q "listening on .* worker" "$SERVER_LOG"; then
             SERVER_ADDR=$(sed -n 's/.*listening on \([0-9.:]*\).*/\1/p' "$SERVER_LOG" | head -1)
             # With --tls-listen: "listening on A and B (TLS)".
             SERVER_TLS_ADDR=$(sed -n 's/.*listening on [0-9.:]* and \([0-9.:]*\) (TLS).*/\1/p' "$SERVER_LOG" | head -1)

@@ -223,11 +223,13 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
         std::thread::sleep(Duration::from_millis(20));
     }
     let pids: Vec<String> = procs.iter().map(|p| p.child.id().to_string()).collect();
-    eprintln!(
-        "edgecomet: launcher {}: {n} processes listening on {addr} (pids {})",
+    // One write(2), as the server's own "listening on" line (scripts read the address).
+    let line = format!(
+        "edgecomet: launcher {}: {n} processes listening on {addr} (pids {})\n",
         std::process::id(),
         pids.join(",")
     );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
 
     // Supervise: the sums once a second, exits reported, until all have exited.
     loop {

@@ -44,16 +44,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server.tls_addr() {
-        Some(tls) => eprintln!(
-            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s)",
+    let line = match server.tls_addr() {
+        Some(tls) => format!(
+            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s)\n",
             server.local_addr()
         ),
-        None => eprintln!(
-            "edgecomet: listening on {} with {workers} worker(s)",
+        None => format!(
+            "edgecomet: listening on {} with {workers} worker(s)\n",
             server.local_addr()
         ),
-    }
+    };
+    // One write(2): scripts wait for this line and read the addresses from it (eprintln! on
+    // unbuffered stderr may write it in pieces).
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     edgecomet::launcher::child(server.shared());
     let Some(sig) = next_stop(&mut signals, &|| server.reload()) else {
         return ExitCode::FAILURE;
