@@ -466,6 +466,8 @@ fn encode(
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read as _, Write as _};
+
     use super::*;
 
     #[test]
@@ -496,6 +498,101 @@ mod tests {
         assert!(client_config(None, true, true).is_ok());
         let e = client_config(Some(Path::new("/nonexistent/ca.pem")), false, true).unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+    }
+
+    /// A server for in-memory sessions: rustls' buffered one with a certificate rcgen made, and
+    /// a client configuration that trusts it.
+    fn pair() -> (Arc<rustls::ServerConfig>, Arc<ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!("flood-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join(format!("ca-{:?}.pem", std::thread::current().id()));
+        std::fs::write(&ca, cert.pem()).unwrap();
+        let client = client_config(Some(&ca), false, true).unwrap();
+        std::fs::remove_file(&ca).ok();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        (Arc::new(server), client)
+    }
+
+    /// Runs a handshake and an exchange both ways, the server's bytes given to the client
+    /// `piece` bytes at a time (incomplete records kept and given again, as the worker does).
+    /// Returns whether the session resumed.
+    fn exchange(
+        server: &Arc<rustls::ServerConfig>,
+        client: &Arc<ClientConfig>,
+        piece: usize,
+    ) -> bool {
+        let mut srv = rustls::ServerConnection::new(server.clone()).unwrap();
+        let mut cli = ClientTls::new(client.clone(), server_name("localhost").unwrap()).unwrap();
+        let mut to_server = Vec::new();
+        cli.start(&mut to_server).unwrap();
+        let mut pending: Vec<u8> = Vec::new();
+        let mut plain = Vec::new();
+        let mut sent_request = false;
+        for _ in 0..10_000 {
+            if !to_server.is_empty() {
+                srv.read_tls(&mut &to_server[..]).unwrap();
+                srv.process_new_packets().unwrap();
+                to_server.clear();
+            }
+            let mut from_server = Vec::new();
+            while srv.wants_write() {
+                srv.write_tls(&mut from_server).unwrap();
+            }
+            let mut got = false;
+            for chunk in from_server.chunks(piece) {
+                got = true;
+                pending.extend_from_slice(chunk);
+                let r = cli.read(&mut pending, &mut plain, &mut to_server).unwrap();
+                pending.drain(..r.used);
+                if r.handshake_done {
+                    cli.write(b"GET / HTTP/1.1\r\n\r\n", &mut to_server)
+                        .unwrap();
+                    sent_request = true;
+                }
+            }
+            if sent_request && !srv.is_handshaking() {
+                let mut req = [0u8; 64];
+                if let Ok(n) = srv.reader().read(&mut req)
+                    && n > 0
+                {
+                    assert_eq!(&req[..n], b"GET / HTTP/1.1\r\n\r\n");
+                    srv.writer().write_all(b"HTTP/1.1 200 OK\r\n\r\n").unwrap();
+                }
+            }
+            if plain == b"HTTP/1.1 200 OK\r\n\r\n" {
+                assert!(pending.is_empty(), "every record used");
+                return cli.resumed();
+            }
+            assert!(got || !to_server.is_empty() || srv.wants_write(), "stuck");
+        }
+        panic!("no answer");
+    }
+
+    #[test]
+    fn a_session_with_records_split_anywhere_and_resumption() {
+        let (server, client) = pair();
+        // The first handshake is a full one; later ones, with the same ClientConfig (its
+        // session store), resume.
+        assert!(!exchange(&server, &client, 1 << 20));
+        // Records cut within the header, within the body, and whole flights.
+        for piece in [1, 2, 3, 5, 7, 64, 1000, 1 << 20] {
+            assert!(exchange(&server, &client, piece), "piece {piece}");
+        }
     }
 
     #[test]
