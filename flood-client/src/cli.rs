@@ -14,8 +14,8 @@ use crate::plan::Transport;
 #[command(name = "flood", version, about)]
 pub struct Args {
     /// Subscribe URL: ws://HOST:PORT/PREFIX/{channel} (http:// is the same: --transport says how
-    /// to subscribe). The publish URL is the same with the last `/sub/` replaced by `/pub/` (see
-    /// --pub-path).
+    /// to subscribe; wss:// or https:// for TLS, with --ca or --insecure). The publish URL is the
+    /// same with the last `/sub/` replaced by `/pub/` (see --pub-path), over TLS too.
     #[arg(long, default_value = "ws://127.0.0.1:8080/sub/flood")]
     pub url: String,
 
@@ -158,13 +158,39 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
 
+    /// With a wss:// or https:// URL: the PEM file of the CA(s) that signed the server's
+    /// certificate (the trust anchors; the certificate must name the URL's host).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<String>,
+
+    /// With a wss:// or https:// URL: do not verify the server's certificate (the session is
+    /// encrypted, not authenticated). One of --ca and --insecure is required for TLS.
+    #[arg(long)]
+    pub insecure: bool,
+
+    /// TLS session resumption: `on` (each worker process keeps the sessions and tickets the
+    /// server gives, and a new connection offers one: reconnects and churn resume) or `off`
+    /// (every handshake is a full one).
+    #[arg(long, default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
+    pub tls_resume: bool,
+
     /// Internal: run as a worker with this plan (JSON).
     #[arg(long, hide = true)]
     pub worker_plan: Option<String>,
 }
 
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("on or off".into()),
+    }
+}
+
 /// Parsed target.
 pub struct Target {
+    /// `wss://` or `https://`.
+    pub tls: bool,
     pub addr: SocketAddr,
     pub host: String,
     pub sub_prefix: String,
@@ -173,15 +199,28 @@ pub struct Target {
 }
 
 pub fn parse_url(args: &Args) -> Result<Target, String> {
-    let rest = args
-        .url
-        .strip_prefix("ws://")
-        .or_else(|| args.url.strip_prefix("http://"))
-        .ok_or("--url must start with ws:// or http:// (TLS is not supported)")?;
+    let (tls, rest) = [
+        ("ws://", false),
+        ("http://", false),
+        ("wss://", true),
+        ("https://", true),
+    ]
+    .iter()
+    .find_map(|&(scheme, tls)| Some((tls, args.url.strip_prefix(scheme)?)))
+    .ok_or("--url must start with ws://, http://, wss:// or https://")?;
     let (host, path) = rest
         .split_once('/')
         .ok_or("--url needs a path: /sub/{channel}")?;
-    let addr = host
+    // Without a port: 80, or 443 for TLS.
+    let has_port = host
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok());
+    let with_port = if has_port {
+        host.to_string()
+    } else {
+        format!("{host}:{}", if tls { 443 } else { 80 })
+    };
+    let addr = with_port
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {host}: {e}"))?
         .next()
@@ -200,6 +239,7 @@ pub fn parse_url(args: &Args) -> Result<Target, String> {
         },
     };
     Ok(Target {
+        tls,
         addr,
         host: host.to_string(),
         sub_prefix: sub_prefix.to_string(),
@@ -247,8 +287,21 @@ mod tests {
         assert_eq!(t.pub_prefix, "/app/pub/");
         let t = parse_url(&args("http://127.0.0.1:9000/sub/x")).unwrap();
         assert_eq!((t.addr.port(), t.channel.as_str()), (9000, "x"));
-        assert!(parse_url(&args("https://127.0.0.1/sub/x")).is_err());
-        assert!(parse_url(&args("wss://127.0.0.1/sub/x")).is_err());
+        assert!(!t.tls);
+        let t = parse_url(&args("https://127.0.0.1/sub/x")).unwrap();
+        assert!(t.tls);
+        assert_eq!((t.addr.port(), t.host.as_str()), (443, "127.0.0.1"));
+        let t = parse_url(&args("wss://localhost:8443/sub/x")).unwrap();
+        assert!(t.tls);
+        assert_eq!((t.addr.port(), t.host.as_str()), (8443, "localhost:8443"));
+        assert_eq!(
+            parse_url(&args("ws://127.0.0.1/sub/x"))
+                .unwrap()
+                .addr
+                .port(),
+            80
+        );
+        assert!(parse_url(&args("ftp://127.0.0.1/sub/x")).is_err());
         assert!(parse_url(&args("ws://127.0.0.1:1/sub/")).is_err());
     }
 
@@ -278,6 +331,18 @@ mod tests {
             assert_eq!(want.name(), t);
         }
         assert!(Args::try_parse_from(["flood", "--bayeux-transport", "ws"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags() {
+        let a = args("wss://127.0.0.1:1/sub/x");
+        assert!(a.tls_resume);
+        assert!(!a.insecure);
+        assert_eq!(a.ca, None);
+        let a = Args::parse_from(["flood", "--tls-resume", "off", "--ca", "ca.pem"]);
+        assert!(!a.tls_resume);
+        assert_eq!(a.ca.as_deref(), Some("ca.pem"));
+        assert!(Args::try_parse_from(["flood", "--tls-resume", "maybe"]).is_err());
     }
 
     #[test]

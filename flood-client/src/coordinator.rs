@@ -29,6 +29,7 @@ use crate::plan::{Errors, Final, Line, Progress, WorkerPlan};
 use crate::publish::{self, PublishPlan, Published, Publisher};
 use crate::report::{self, Report, Sample};
 use crate::sys::raise_nofile;
+use crate::tls::{TlsClient, TlsPlan};
 use crate::{msg, preflight};
 
 /// Runs a whole load test as the coordinator; the exit code says whether the report is clean.
@@ -51,6 +52,7 @@ pub fn coordinate(args: &Args) -> Result<ExitCode, String> {
         size: args.size,
         connections: args.publishers,
         first_seq: args.broadcasts,
+        tls: setup.tls.as_ref().map(|(_, c)| c.clone()),
     };
     let mut published = run.broadcasts(&publish_plan);
     let hold = run.hold(&publish_plan);
@@ -78,6 +80,7 @@ pub fn coordinate(args: &Args) -> Result<ExitCode, String> {
         samples: &samples,
         hold: &hold.samples,
         server_local: setup.server_local,
+        tls: setup.tls.as_ref().map(|(p, _)| p),
     })
 }
 
@@ -96,6 +99,8 @@ struct Setup {
     server_local: bool,
     /// The server's processes, for its memory figures (empty: not known).
     server_pids: Vec<u32>,
+    /// `wss://`, `https://`: what the workers are told, and the settings of the publishers.
+    tls: Option<(TlsPlan, TlsClient)>,
 }
 
 impl Setup {
@@ -104,6 +109,20 @@ impl Setup {
     /// stops the run is an error unless `--force`.
     fn new(args: &Args) -> Result<Setup, String> {
         let (target, rate) = check_flags(args)?;
+        let tls = match target.tls {
+            true => {
+                let plan = TlsPlan {
+                    server_name: target.host.clone(),
+                    ca: args.ca.clone(),
+                    insecure: args.insecure,
+                    resume: args.tls_resume,
+                };
+                // Built here too (for the publishers), so that a bad --ca stops the run now.
+                let client = TlsClient::new(&plan)?;
+                Some((plan, client))
+            }
+            false => None,
+        };
         let sources = match &args.source {
             Some(s) => parse_sources(s)?,
             None => Vec::new(),
@@ -133,7 +152,7 @@ impl Setup {
             // Processes sharing the port (SO_REUSEPORT) split the connections between them.
             server_procs: (server_pids.len() as u32).max(1),
             server_strict: false,
-            client_bytes_per_conn: 1024,
+            client_bytes_per_conn: preflight::client_bytes_per_conn(target.tls),
             server_bytes_per_conn: 1024,
         };
         let findings = preflight::check(&plan, &limits);
@@ -156,6 +175,7 @@ impl Setup {
             procs,
             server_local,
             server_pids,
+            tls,
         })
     }
 }
@@ -164,6 +184,19 @@ impl Setup {
 /// flags that must agree with each other.
 fn check_flags(args: &Args) -> Result<(Target, Option<f64>), String> {
     let target = parse_url(args)?;
+    if !target.tls && (args.ca.is_some() || args.insecure) {
+        return Err("--ca and --insecure are for wss:// and https:// URLs".into());
+    }
+    if args.ca.is_some() && args.insecure {
+        return Err("--ca and --insecure do not go together: verify, or do not".into());
+    }
+    if target.tls && args.ca.is_none() && !args.insecure {
+        return Err(format!(
+            "{} is TLS: give --ca FILE (the PEM certificate of the CA that signed the server's \
+             certificate) or --insecure (no certificate verification)",
+            args.url
+        ));
+    }
     if !is_loopback(target.addr.ip()) && !args.allow_remote {
         return Err(format!(
             "{} is not a loopback address; pass --allow-remote to load another machine",
@@ -302,6 +335,7 @@ impl<'a> Run<'a> {
                 slow_read_rate: args.slow_read_rate,
                 churn_rate: args.churn * n as f64 / args.conns as f64,
                 broadcasts: args.broadcasts,
+                tls: setup.tls.as_ref().map(|(p, _)| p.clone()),
             };
             offset += n;
             let mut child = Command::new(&exe)
@@ -564,7 +598,7 @@ impl<'a> Run<'a> {
             self.tty,
             phase,
             &self.progress,
-            self.args.conns,
+            self.args,
             self.started,
             &self.samples,
             deliveries_per_sec,
@@ -647,11 +681,14 @@ fn print_progress(
     tty: bool,
     phase: &str,
     progress: &[Progress],
-    target: u64,
+    args: &Args,
     started: Instant,
     samples: &[Sample],
     deliveries_per_sec: f64,
 ) {
+    let target = args.conns;
+    // TLS takes one of --ca and --insecure, plaintext neither (`check_flags`).
+    let tls = args.ca.is_some() || args.insecure;
     let est: u64 = progress.iter().map(|p| p.established).sum();
     let mut errs = Errors::default();
     for p in progress {
@@ -682,6 +719,21 @@ fn print_progress(
         errs.bayeux,
         errs.closed_by_server,
     );
+    let line = if tls {
+        let hs: u64 = progress.iter().map(|p| p.tls_handshakes).sum();
+        let resumed: u64 = progress.iter().map(|p| p.tls_resumed).sum();
+        let rate = if phase == "ramp" {
+            format!(" ({:.0}/s)", hs as f64 / secs.max(0.001))
+        } else {
+            String::new()
+        };
+        format!(
+            "{line}, TLS {hs} handshakes{rate}, {resumed} resumed, failures cert {} handshake {}",
+            errs.tls_cert, errs.tls_handshake
+        )
+    } else {
+        line
+    };
     if tty {
         print!("\r\x1b[2K{line}");
         let _ = std::io::stdout().flush();

@@ -1,6 +1,8 @@
 //! Plain HTTP/1.1 on the client side: where a response head ends ([`head_end`]), a request
 //! ([`request_bytes`]) and a blocking keep-alive connection ([`HttpConn`]) for publishing and
-//! for the benchmark tools' `/stats` and `/pub` calls.
+//! for the benchmark tools' `/stats` and `/pub` calls, in plaintext or over TLS
+//! ([`HttpConn::connect_tls`]: rustls' buffered client, boxed; there are only a few of these
+//! connections, so their buffers do not matter).
 //!
 //! [`HttpConn`] is lenient on purpose (a response without `Content-Length` has an empty body):
 //! it talks to the server under test and to the servers it is compared with. The strict parser
@@ -9,6 +11,10 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
+
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::tls::TlsClient;
 
 /// The offset of the `\r\n\r\n` that ends the response head at the start of `buf`, if it is
 /// there.
@@ -27,9 +33,40 @@ pub fn request_bytes(method: &str, host: &str, path: &str, body: &[u8]) -> Vec<u
     req
 }
 
+/// The byte stream under an [`HttpConn`].
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// One blocking keep-alive HTTP/1.1 connection (TCP_NODELAY), one request at a time.
 pub struct HttpConn {
-    sock: TcpStream,
+    sock: Stream,
     /// What was read past the last response (normally nothing).
     buf: Vec<u8>,
     /// The `Host:` of every request.
@@ -39,14 +76,35 @@ pub struct HttpConn {
 impl HttpConn {
     /// Connects within 5 s; a read that waits longer than `read_timeout` fails.
     pub fn connect(addr: SocketAddr, host: &str, read_timeout: Duration) -> io::Result<HttpConn> {
-        let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        sock.set_nodelay(true)?;
-        sock.set_read_timeout(Some(read_timeout))?;
-        Ok(HttpConn {
+        let sock = tcp(addr, read_timeout)?;
+        Ok(HttpConn::over(Stream::Plain(sock), host))
+    }
+
+    /// [`HttpConn::connect`] over TLS with `tls`'s settings (and its session store: a
+    /// reconnect resumes). The handshake is done here, so that a refused certificate is this
+    /// call's error.
+    pub fn connect_tls(
+        addr: SocketAddr,
+        host: &str,
+        read_timeout: Duration,
+        tls: &TlsClient,
+    ) -> io::Result<HttpConn> {
+        let mut sock = tcp(addr, read_timeout)?;
+        let mut conn = ClientConnection::new(tls.config.clone(), tls.name.clone())
+            .map_err(io::Error::other)?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)?;
+        }
+        let s = StreamOwned::new(conn, sock);
+        Ok(HttpConn::over(Stream::Tls(Box::new(s)), host))
+    }
+
+    fn over(sock: Stream, host: &str) -> HttpConn {
+        HttpConn {
             sock,
             buf: Vec::with_capacity(4096),
             host: host.to_string(),
-        })
+        }
     }
 
     /// Writes a complete, pre-built request.
@@ -98,6 +156,14 @@ impl HttpConn {
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
+}
+
+/// A blocking TCP connection (within 5 s, TCP_NODELAY, reads time out after `read_timeout`).
+fn tcp(addr: SocketAddr, read_timeout: Duration) -> io::Result<TcpStream> {
+    let sock = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    sock.set_nodelay(true)?;
+    sock.set_read_timeout(Some(read_timeout))?;
+    Ok(sock)
 }
 
 /// The `Content-Length` of a response head, if it has one that parses.

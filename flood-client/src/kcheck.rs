@@ -52,6 +52,10 @@ pub struct CheckArgs {
     /// A flood JSON report (`flood --json`) to take the server's bytes per connection from.
     #[arg(long)]
     pub flood_report: Option<String>,
+    /// The connections are TLS (wss://, https://): each flood connection adds its TLS session
+    /// to the client's memory estimate (see `preflight::TLS_CLIENT_BYTES_PER_CONN`).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// The server's bytes per connection in a flood JSON report.
@@ -74,7 +78,13 @@ pub fn plan(a: &CheckArgs, limits: &Limits, server_bytes: u64) -> Plan {
         client_here: a.role != Role::Server,
         server_procs: a.server_procs.max(1),
         server_strict: true,
-        client_bytes_per_conn: 64,
+        // The 40-byte entry, rounded up; plus the session over TLS.
+        client_bytes_per_conn: 64
+            + if a.tls {
+                preflight::TLS_CLIENT_BYTES_PER_CONN
+            } else {
+                0
+            },
         server_bytes_per_conn: server_bytes,
     }
 }
@@ -340,7 +350,26 @@ mod tests {
             procs: None,
             server_bytes: None,
             flood_report: None,
+            tls: false,
         }
+    }
+
+    #[test]
+    fn tls_adds_the_session_to_the_client_estimate() {
+        let l = capped();
+        let plain = plan(&args(1000, Role::Client), &l, 1024);
+        let tls = plan(
+            &CheckArgs {
+                tls: true,
+                ..args(1000, Role::Client)
+            },
+            &l,
+            1024,
+        );
+        assert_eq!(
+            tls.client_bytes_per_conn - plain.client_bytes_per_conn,
+            preflight::TLS_CLIENT_BYTES_PER_CONN
+        );
     }
 
     fn run(a: &CheckArgs, l: &Limits) -> (Vec<Finding>, Plan) {

@@ -15,6 +15,7 @@
 //! | Bayeux requests, reply framing and decoding, clientIds | [`bayeux`] |
 //! | HTTP client: head end, requests, keep-alive `HttpConn` | [`http`] |
 //! | source-bound non-blocking connect, open-files limit | [`sys`] |
+//! | TLS: client settings (`--ca`, `--insecure`, resumption), a connection's sans-IO session | [`tls`] |
 //! | `/proc` readings: PSS/RSS/huge pages, kernel memory, listening pids | [`memory`] |
 //! | message payload: sequence number and timestamp | [`msg`] |
 //! | the publish load and broadcasts | [`publish`] |
@@ -41,4 +42,5 @@ pub mod publish;
 pub mod report;
 pub mod sse;
 pub mod sys;
+pub mod tls;
 pub mod ws;

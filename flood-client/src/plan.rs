@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::bayeux::ConnType;
+use crate::tls::TlsPlan;
 
 /// How a connection subscribes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -81,6 +82,10 @@ pub struct WorkerPlan {
     /// deliveries and latest latency are kept per number; later numbers are the publish load.
     #[serde(default)]
     pub broadcasts: u32,
+    /// `wss://` or `https://`: how to verify the server and whether to resume sessions; `None`:
+    /// plaintext.
+    #[serde(default)]
+    pub tls: Option<TlsPlan>,
 }
 
 /// Whether connection `g` (global index) is a slow reader when a fraction `f` of them are:
@@ -114,6 +119,13 @@ pub struct Errors {
     /// connection instead, so that the loss is never silent.
     #[serde(default)]
     pub bayeux: u64,
+    /// TLS: the handshake failed (an alert from the server, no common version or cipher suite,
+    /// a malformed message, a bad record afterwards).
+    #[serde(default)]
+    pub tls_handshake: u64,
+    /// TLS: the server's certificate was refused (not signed by `--ca`, another name, expired).
+    #[serde(default)]
+    pub tls_cert: u64,
     pub other: u64,
 }
 
@@ -127,6 +139,8 @@ impl Errors {
             + self.http_status
             + self.protocol
             + self.bayeux
+            + self.tls_handshake
+            + self.tls_cert
             + self.other
     }
 
@@ -140,6 +154,8 @@ impl Errors {
         self.protocol += o.protocol;
         self.closed_by_server += o.closed_by_server;
         self.bayeux += o.bayeux;
+        self.tls_handshake += o.tls_handshake;
+        self.tls_cert += o.tls_cert;
         self.other += o.other;
     }
 
@@ -175,6 +191,14 @@ pub struct Progress {
     /// Seconds from the first of those closes to the last.
     #[serde(default)]
     pub churn_secs: f64,
+    /// TLS handshakes completed, those that resumed a session, and those completed before the
+    /// ramp ended (for the handshake rate of the ramp).
+    #[serde(default)]
+    pub tls_handshakes: u64,
+    #[serde(default)]
+    pub tls_resumed: u64,
+    #[serde(default)]
+    pub tls_ramp_handshakes: u64,
 }
 
 /// The final report of one worker.
@@ -216,6 +240,9 @@ pub struct Final {
     /// This process's PSS before connecting and with every connection open.
     pub pss_before: u64,
     pub pss_open: u64,
+    /// The first TLS failure's text (rustls'), to say what went wrong.
+    #[serde(default)]
+    pub tls_first_error: Option<String>,
 }
 
 /// The lines a worker writes.

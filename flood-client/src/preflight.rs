@@ -250,6 +250,23 @@ pub struct Finding {
     pub verdict: Verdict,
 }
 
+/// flood's own memory per plaintext connection, as the coordinator plans it: its 40-byte entry
+/// and the buffers of the few connections that have a partial unit, rounded up generously.
+pub const CLIENT_BYTES_PER_CONN: u64 = 1024;
+
+/// What a TLS session adds to a flood connection (`wss://`, `https://`): rustls' unbuffered
+/// client state after the handshake (keys, record layer, the state machine, the server's
+/// certificate it keeps) on the heap, its box and the 8-byte slot that points to it. Measured:
+/// flood's own PSS grew by 4,225–4,344 B per open wss connection (5,000 connections, TLS 1.3,
+/// P-256 certificate, release build, against 9–48 B in plaintext); rounded up.
+pub const TLS_CLIENT_BYTES_PER_CONN: u64 = 4608;
+
+/// flood's memory per connection for the memory check: [`CLIENT_BYTES_PER_CONN`], plus
+/// [`TLS_CLIENT_BYTES_PER_CONN`] over TLS.
+pub fn client_bytes_per_conn(tls: bool) -> u64 {
+    CLIENT_BYTES_PER_CONN + if tls { TLS_CLIENT_BYTES_PER_CONN } else { 0 }
+}
+
 /// Processes needed so each stays below its soft `RLIMIT_NOFILE` with the margin of
 /// [`FD_MARGIN`] fds. At least 1; `u32::MAX` if the limit leaves no room at all.
 pub fn procs_needed(conns: u64, nofile_soft: u64) -> u32 {

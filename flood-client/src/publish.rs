@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::http::HttpConn;
 use crate::msg;
 use crate::plan::channel_name;
+use crate::tls::TlsClient;
 
 /// What to publish.
 #[derive(Debug, Clone)]
@@ -31,6 +32,8 @@ pub struct PublishPlan {
     /// Sequence number of the first message on each channel (the broadcasts before the load
     /// took the lower ones).
     pub first_seq: u32,
+    /// `https://`: publish over TLS with these settings (shared by the publisher threads).
+    pub tls: Option<TlsClient>,
 }
 
 /// A running publish load.
@@ -210,7 +213,11 @@ pub fn broadcast(plan: &PublishPlan, seq: u32, published: &mut Published) -> u64
 /// over 10 s to read the next POST; a publish that timed out is counted as an error although it
 /// may have been published.
 fn connect(plan: &PublishPlan) -> io::Result<HttpConn> {
-    HttpConn::connect(plan.target, &plan.host, Duration::from_secs(60))
+    let timeout = Duration::from_secs(60);
+    match &plan.tls {
+        Some(t) => HttpConn::connect_tls(plan.target, &plan.host, timeout, t),
+        None => HttpConn::connect(plan.target, &plan.host, timeout),
+    }
 }
 
 /// POSTs `body` to `path`; returns the status.

@@ -11,6 +11,7 @@ use crate::memory::{KernelMem, ProcMem};
 use crate::plan::{Errors, Final, Transport};
 use crate::plot;
 use crate::publish::Published;
+use crate::tls::TlsPlan;
 
 /// One memory sample during the ramp.
 #[derive(Debug, Clone)]
@@ -45,6 +46,8 @@ pub struct Inputs<'a> {
     /// Memory while holding: once a second, the last at the end of the publishing.
     pub hold: &'a [Sample],
     pub server_local: bool,
+    /// `wss://`, `https://`: how the server was verified and whether sessions were resumed.
+    pub tls: Option<&'a TlsPlan>,
 }
 
 pub struct Report {
@@ -133,6 +136,34 @@ fn loaded(i: &Inputs<'_>, established: u64) -> serde_json::Value {
         "tcp_buffer_peak_bytes_per_conn": peak(&buffers),
         "server_pss_bytes_per_conn": at_end(&server),
         "server_pss_peak_bytes_per_conn": peak(&server),
+    })
+}
+
+/// TLS (null in plaintext): the handshakes completed (over the run; during the ramp, and
+/// their rate over the ramp), how many resumed a session, the failures by kind and the first
+/// failure's text.
+fn tls(i: &Inputs<'_>, errors: &Errors) -> serde_json::Value {
+    let Some(p) = i.tls else {
+        return serde_json::Value::Null;
+    };
+    let sum = |f: fn(&Final) -> u64| i.finals.iter().map(f).sum::<u64>();
+    let handshakes = sum(|f| f.progress.tls_handshakes);
+    let resumed = sum(|f| f.progress.tls_resumed);
+    let ramp = sum(|f| f.progress.tls_ramp_handshakes);
+    json!({
+        "verify": if p.insecure { "none" } else { "ca" },
+        "ca": p.ca,
+        "resume": p.resume,
+        "handshakes": handshakes,
+        "resumed": resumed,
+        "full_handshakes": handshakes - resumed.min(handshakes),
+        "ramp_handshakes": ramp,
+        "handshakes_per_sec_ramp": if i.ramp_secs > 0.0 { ramp as f64 / i.ramp_secs } else { 0.0 },
+        "failures": {
+            "cert": errors.tls_cert,
+            "handshake": errors.tls_handshake,
+        },
+        "first_error": i.finals.iter().find_map(|f| f.tls_first_error.clone()),
     })
 }
 
@@ -244,6 +275,7 @@ impl Report {
         let bayeux_transport =
             (a.transport == Transport::Bayeux).then(|| a.bayeux_transport.name());
         let loaded = loaded(&i, established);
+        let tls = tls(&i, &errors);
         let json = json!({
             "params": {
                 "url": a.url, "transport": a.transport.name(), "bayeux_transport": bayeux_transport,
@@ -300,6 +332,7 @@ impl Report {
                 "tcp_orphan_peak": i.hold.iter().filter_map(|s| Some(s.kernel.as_ref()?.tcp_orphan)).max(),
             },
             "ramp": ramp,
+            "tls": tls,
         });
         let ok = established == a.conns
             && lost == 0
@@ -378,6 +411,28 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         },
         fmt_bytes(&j["client_bytes_per_conn"]),
     );
+    let t = &j["tls"];
+    if t.is_object() {
+        let _ = writeln!(
+            s,
+            "TLS (verify: {}, resumption {}): {} handshakes, {:.0}/s during the ramp; {} resumed; \
+             failures: certificate {}, handshake {}",
+            t["verify"].as_str().unwrap_or("?"),
+            if t["resume"].as_bool() == Some(true) {
+                "on"
+            } else {
+                "off"
+            },
+            t["handshakes"],
+            t["handshakes_per_sec_ramp"].as_f64().unwrap_or(0.0),
+            t["resumed"],
+            t["failures"]["cert"],
+            t["failures"]["handshake"],
+        );
+        if let Some(e) = t["first_error"].as_str() {
+            let _ = writeln!(s, "  first TLS failure: {e}");
+        }
+    }
     if j["server_pids"].as_array().is_some_and(|a| a.is_empty()) {
         let _ = writeln!(
             s,
@@ -482,7 +537,7 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         let _ = writeln!(
             s,
             "errors: refused {} reset {} timeout {} eaddrnotavail {} emfile {} http {} \
-             protocol {} bayeux {} closed-by-server {} other {}",
+             protocol {} bayeux {} tls-cert {} tls-handshake {} closed-by-server {} other {}",
             e.refused,
             e.reset,
             e.timeout,
@@ -491,6 +546,8 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             e.http_status,
             e.protocol,
             e.bayeux,
+            e.tls_cert,
+            e.tls_handshake,
             e.closed_by_server,
             e.other
         );
@@ -550,6 +607,20 @@ pub fn hints(e: &Errors) -> Vec<&'static str> {
              (402 unknown client: expired after --bayeux-max-interval, or the server lost it; \
              503: its client limit; a handshake without a common connection type): check the \
              server's Bayeux counters and limits",
+        );
+    }
+    if e.tls_cert > 0 {
+        h.push(
+            "tls-cert: the server's certificate was refused (first failure above): give the CA \
+             that signed it with --ca, use the name it was issued for in --url (localhost or the \
+             IP in its subjectAltName), or --insecure to skip verification",
+        );
+    }
+    if e.tls_handshake > 0 {
+        h.push(
+            "tls-handshake: the TLS handshake failed (first failure above): is this port TLS \
+             (https:// and wss:// need the server's --tls-listen port)? Does the server offer \
+             TLS 1.2 or 1.3?",
         );
     }
     if e.closed_by_server > 0 {

@@ -6,13 +6,16 @@
 //! Cost per connection in this process: one slab entry (`Conn`, 40 bytes) and an optional
 //! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
 //! reads; a Bayeux client adds its clientId in a side table (24 bytes, see `Conn`). Reads land
-//! in one 64 KiB scratch buffer. Never a thread or a timer per connection.
+//! in one 64 KiB scratch buffer. Never a thread or a timer per connection. Over TLS
+//! (`wss://`, `https://`) a connection adds its session, boxed in a side table (see
+//! `Worker::sessions` and `tls`).
 
 //!
 //! The per-transport wire work (requests written, replies parsed) is in `transports`; this
 //! file holds the connection table, the event loop, pacing, slow readers, churn and the
 //! sequence-number accounting.
 
+mod tls;
 mod transports;
 
 use std::collections::VecDeque;
@@ -31,12 +34,15 @@ use crate::bayeux::{ClientId, ConnType};
 pub use crate::plan::{
     Errors, Final, Line, Progress, Transport, WorkerPlan, channel_name, is_slow,
 };
+use crate::tls::{ClientTls, TlsClient};
 use crate::{longpoll, memory, msg, sys, ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
     /// TCP connect in progress, request not written yet.
     Connecting,
+    /// TLS: connected, the ClientHello sent, the handshake in progress; the request follows.
+    TlsHandshake,
     /// Request written, waiting for the response head (WebSocket 101, SSE 200).
     Upgrading,
     /// Bayeux: `/meta/handshake` sent (or due, [`UNSENT`]), its reply awaited.
@@ -166,6 +172,22 @@ struct Worker {
     churn_last: Option<Instant>,
     churn_carry: f64,
     churn_cursor: usize,
+    /// TLS (`wss://`, `https://`): the settings and session store every connection of this
+    /// process shares (so that a new connection resumes an earlier session); `None`: plaintext.
+    tls: Option<TlsClient>,
+    /// TLS: each connection's session, indexed by slab key (empty in plaintext). Boxed, so that
+    /// a slot costs 8 bytes; the session itself is what rustls' unbuffered client keeps (its
+    /// size: `tls::tests`), no buffers but an incomplete record or unsent ciphertext while they
+    /// last.
+    sessions: Vec<Option<Box<ClientTls>>>,
+    /// TLS: records to send are encrypted here; plaintext read is decrypted into `tls_plain`.
+    tls_out: Vec<u8>,
+    tls_plain: Vec<u8>,
+    /// TLS handshakes completed, resumed, completed during the ramp; the first failure's text.
+    tls_handshakes: u64,
+    tls_resumed: u64,
+    tls_ramp_handshakes: u64,
+    tls_first_error: Option<String>,
 }
 
 /// Runs a worker to completion. `commands` yields lines from the coordinator.
@@ -213,6 +235,10 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         .collect();
     let bayeux_upgrade = ws::upgrade_request(&plan.bayeux_path, &plan.host).into_bytes();
     let broadcasts = vec![(0, 0); plan.broadcasts as usize];
+    let tls = match &plan.tls {
+        Some(p) => Some(TlsClient::new(p).map_err(io::Error::other)?),
+        None => None,
+    };
     let mut w = Worker {
         conns: Slab::with_capacity(plan.conns as usize),
         plan,
@@ -255,6 +281,14 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         churn_last: None,
         churn_carry: 0.0,
         churn_cursor: 0,
+        tls,
+        sessions: Vec::new(),
+        tls_out: Vec::with_capacity(4096),
+        tls_plain: Vec::new(),
+        tls_handshakes: 0,
+        tls_resumed: 0,
+        tls_ramp_handshakes: 0,
+        tls_first_error: None,
     };
     w.slow_rate = w.plan.slow_read_rate;
     // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
@@ -350,6 +384,9 @@ impl Worker {
                 .unwrap_or_else(Instant::now)
                 .duration_since(self.start)
                 .as_secs_f64(),
+            tls_handshakes: self.tls_handshakes,
+            tls_resumed: self.tls_resumed,
+            tls_ramp_handshakes: self.tls_ramp_handshakes,
         }
     }
 
@@ -436,6 +473,9 @@ impl Worker {
         if let Some(id) = self.client_ids.get_mut(key) {
             *id = ClientId::None;
         }
+        if let Some(s) = self.sessions.get_mut(key) {
+            *s = None;
+        }
         if let Some(c) = self.conns.try_remove(key) {
             if c.is_open() {
                 self.established -= 1;
@@ -511,6 +551,7 @@ impl Worker {
             self.churn_cursor = key + 1;
             scanned += 1;
             if self.conns.get(key).is_some_and(Conn::is_open) {
+                self.close_notify(key);
                 self.drop_conn(key);
                 self.churned += 1;
                 self.plan.conns += 1;
@@ -552,6 +593,14 @@ impl Worker {
 
     /// `closed`: the event says the peer closed or the socket failed.
     fn on_event(&mut self, key: usize, closed: bool) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        if !self.sessions.is_empty()
+            && let Err(e) = self.flush_tls(key)
+        {
+            return self.fail(key, &e);
+        }
         let Some(c) = self.conns.get_mut(key) else {
             return;
         };
@@ -573,38 +622,13 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return, // still connecting
                 Err(e) => return self.fail(key, &e),
             }
-            if self.plan.transport == Transport::Bayeux && self.plan.bayeux == ConnType::LongPolling
-            {
-                // Long-polling: the handshake goes out at once on the new connection.
-                c.st = St::Handshake;
-                if let Err(e) = self.send_bayeux(key) {
-                    return self.fail(key, &e);
-                }
-            } else if self.plan.transport == Transport::Longpoll {
-                // No answer comes until a message is published (or the poll times out): the
-                // connection counts as open once its first poll is sent.
-                match self.send_poll(key) {
-                    Ok(true) => {
-                        self.in_flight -= 1;
-                        self.established += 1;
-                    }
-                    Ok(false) => return,
-                    Err(e) => return self.fail(key, &e),
-                }
+            let r = if self.tls.is_some() {
+                self.start_tls(key)
             } else {
-                let req = if self.plan.transport == Transport::Bayeux {
-                    &self.bayeux_upgrade
-                } else {
-                    &self.request[c.chan as usize]
-                };
-                match c.sock.write(req) {
-                    Ok(n) if n == req.len() => c.st = St::Upgrading,
-                    Ok(_) => {
-                        return self.fail(key, &io::Error::other("short write of the request"));
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(e) => return self.fail(key, &e),
-                }
+                self.on_connected(key)
+            };
+            if let Err(e) = r {
+                return self.fail(key, &e);
             }
         } else if c.st == St::Resend {
             match self.send_poll(key) {
@@ -619,8 +643,46 @@ impl Worker {
         self.read(key, usize::MAX);
     }
 
+    /// The connection `key` is ready for its first request (TCP connected; over TLS, the
+    /// handshake done): the WebSocket upgrade or SSE request, the first poll or the Bayeux
+    /// handshake. If the socket would block, it stays `Connecting` and is tried again on the
+    /// next writable event (a TLS write never blocks: its ciphertext is queued).
+    fn on_connected(&mut self, key: usize) -> io::Result<()> {
+        if self.plan.transport == Transport::Bayeux && self.plan.bayeux == ConnType::LongPolling {
+            // Long-polling: the handshake goes out at once on the new connection.
+            self.conns[key].st = St::Handshake;
+            return self.send_bayeux(key);
+        }
+        if self.plan.transport == Transport::Longpoll {
+            // No answer comes until a message is published (or the poll times out): the
+            // connection counts as open once its first poll is sent.
+            if self.send_poll(key)? {
+                self.in_flight -= 1;
+                self.established += 1;
+            }
+            return Ok(());
+        }
+        let c = &mut self.conns[key];
+        let req = if self.plan.transport == Transport::Bayeux {
+            &self.bayeux_upgrade
+        } else {
+            &self.request[c.chan as usize]
+        };
+        let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+        match tls::send(&c.sock, tls, req, &mut self.tls_out) {
+            Ok(n) if n == req.len() => c.st = St::Upgrading,
+            Ok(_) => return Err(io::Error::other("short write of the request")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     /// Reads what `key` has, at most `budget` bytes (a slow reader's share), and handles it.
     fn read(&mut self, key: usize, mut budget: usize) {
+        if !self.sessions.is_empty() {
+            return self.read_tls(key, budget);
+        }
         let mut scratch = std::mem::take(&mut self.scratch);
         while budget > 0
             && let Some(c) = self.conns.get_mut(key)
@@ -742,6 +804,12 @@ impl Worker {
             }
         }
         let progress = self.progress();
+        if self.tls.is_some() {
+            let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+            for k in keys {
+                self.close_notify(k);
+            }
+        }
         // Close everything: dropping a socket sends FIN.
         self.conns.clear();
         self.client_ids.clear();
@@ -770,6 +838,7 @@ impl Worker {
                 .collect(),
             pss_before,
             pss_open,
+            tls_first_error: self.tls_first_error.take(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::io::{self, Write};
 
+use super::tls::send;
 use super::{AFTER_CR, MAX_FRAME, MAX_HEAD, NO_CURSOR, St, Transport, UNSENT, Worker};
 use crate::bayeux::{self, ClientId, ConnType, Event, Unit};
 use crate::{http, longpoll, sse, ws};
@@ -42,7 +43,8 @@ impl Worker {
             &self.plan.host,
             &self.bayeux_body,
         );
-        match c.sock.write(b) {
+        let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+        match send(&c.sock, tls, b, &mut self.tls_out) {
             Ok(n) if n == b.len() => {
                 c.flags &= !UNSENT;
                 c.last_id = id;
@@ -73,7 +75,8 @@ impl Worker {
             " HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
             self.plan.host
         );
-        match c.sock.write(b) {
+        let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+        match send(&c.sock, tls, b, &mut self.tls_out) {
             Ok(n) if n == b.len() => {
                 c.st = St::Open;
                 Ok(true)
@@ -160,7 +163,8 @@ impl Worker {
                 }
                 Unit::Ping(p) => {
                     let pong = ws::client_frame(ws::OP_PONG, p);
-                    let _ = self.conns[key].sock.write(&pong);
+                    let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+                    let _ = send(&self.conns[key].sock, tls, &pong, &mut self.tls_out);
                 }
                 Unit::Close => {
                     self.closed_by_server(key);
@@ -340,8 +344,8 @@ impl Worker {
                 0x9 => {
                     // Answer pings (masked, as a client must).
                     let pong = ws::client_frame(ws::OP_PONG, payload);
-                    let c = &mut self.conns[key];
-                    let _ = c.sock.write(&pong);
+                    let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+                    let _ = send(&self.conns[key].sock, tls, &pong, &mut self.tls_out);
                 }
                 0x8 => {
                     self.closed_by_server(key);

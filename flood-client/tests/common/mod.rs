@@ -49,24 +49,31 @@ pub fn flood(srv: &Server, channel: &str, args: &[&str]) -> serde_json::Value {
 
 /// Runs flood; its exit status and JSON report.
 pub fn flood_status(srv: &Server, channel: &str, args: &[&str]) -> (ExitStatus, serde_json::Value) {
-    let dir: PathBuf =
-        std::env::temp_dir().join(format!("flood-tr-{}-{channel}", std::process::id()));
+    let url = format!("http://{}/sub/{channel}", srv.local_addr());
+    let (status, _, r) = flood_url(&url, channel, args);
+    (status, r)
+}
+
+/// Runs flood on `url` (the server is this process); its exit status, what it printed on
+/// stdout, and its JSON report.
+pub fn flood_url(url: &str, name: &str, args: &[&str]) -> (ExitStatus, String, serde_json::Value) {
+    let dir: PathBuf = std::env::temp_dir().join(format!("flood-tr-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("report.json");
-    let status = Command::new(env!("CARGO_BIN_EXE_flood"))
-        .args([
-            "--url",
-            &format!("http://{}/sub/{channel}", srv.local_addr()),
-        ])
+    let o = Command::new(env!("CARGO_BIN_EXE_flood"))
+        .args(["--url", url])
         .args(["--server-pid", &std::process::id().to_string()])
         .args(args)
         .arg("--json")
         .arg(&out)
-        .status()
+        .output()
         .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&o.stderr));
     let r = json(&out);
     std::fs::remove_dir_all(&dir).ok();
-    (status, r)
+    (o.status, stdout, r)
 }
 
 /// Every message reached each of `per_channel` subscribers once, in order, with no gap.
