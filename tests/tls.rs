@@ -529,3 +529,38 @@ fn tls_under_the_launcher_and_the_broker() {
         "{stats}"
     );
 }
+
+#[test]
+fn a_giant_handshake_message_is_refused_and_the_server_goes_on() {
+    let p = Pki::new("giant");
+    let (srv, addr) = tls_server(&p, |_| {});
+    // A ClientHello claiming 65,000 bytes, sent in full 16 KiB handshake records: rustls would
+    // join them in the buffer; past 32 KiB kept the connection is refused.
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut msg = vec![1u8, 0, 0xfd, 0xe8]; // client_hello, length 65,000
+    msg.extend(std::iter::repeat_n(0u8, 65_000));
+    for chunk in msg.chunks(16_384) {
+        let mut rec = vec![
+            0x16,
+            0x03,
+            0x01,
+            (chunk.len() >> 8) as u8,
+            chunk.len() as u8,
+        ];
+        rec.extend_from_slice(chunk);
+        if s.write_all(&rec).is_err() {
+            break; // already refused
+        }
+    }
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(matches!(s.read(&mut buf), Ok(0) | Err(_)), "closed");
+    assert!(wait_until(5, || total(&srv, "tls_handshake_errors") == 1));
+    // The worker is alive: another client is served.
+    let a = https(
+        addr,
+        &p.client(),
+        "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(a.starts_with("HTTP/1.1 200"), "{a}");
+}

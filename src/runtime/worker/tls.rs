@@ -22,6 +22,11 @@ use crate::runtime::conn::{Conn, flag};
 use crate::runtime::outq::OutQueue;
 use crate::stats::WorkerStats;
 
+/// Most ciphertext kept for an incomplete record or handshake message (rustls joins a
+/// handshake message over records in place, up to 64 KiB): beyond it the connection is refused.
+/// Well below the scratch buffer, which must hold it and a read after it.
+const MAX_PENDING: usize = 32 * 1024;
+
 /// The answer to plaintext HTTP on the TLS port (sent in plaintext, then the connection ends).
 const NOT_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: edgecomet\r\n\
     Content-Type: text/plain; charset=utf-8\r\nContent-Length: 53\r\nConnection: close\r\n\r\n\
@@ -54,6 +59,12 @@ impl Worker {
             }
             let tls = self.tls[idx].as_deref_mut().expect("a TLS connection");
             let start = tls.pending.as_ref().map_or(0, |p| p.len());
+            if start > MAX_PENDING {
+                // An incomplete handshake message this large is not a browser's ClientHello (a
+                // few KiB); after the handshake a record is at most 18 KiB.
+                WorkerStats::add(&self.stats.tls_handshake_errors, 1);
+                return Err(Dead);
+            }
             if let Some(p) = tls.pending.as_deref() {
                 scratch[..start].copy_from_slice(p);
             }
