@@ -90,7 +90,16 @@ fn build(
     // keys; it builds with the C compiler alone. (Deprecated in rustls for its lack of
     // post-quantum key exchange, which aws-lc-rs has at the price of a much longer build.)
     #[allow(deprecated)]
-    let provider = Arc::new(ring::default_provider());
+    let mut provider = ring::default_provider();
+    // Key exchange: X25519 first, then P-256, then P-384 (ring's default order puts P-384
+    // first). rustls takes the client's first group it supports, so this order decides only
+    // where the client leaves it to the server; P-384 costs several times X25519 in ring.
+    provider.kx_groups = vec![
+        ring::kx_group::X25519,
+        ring::kx_group::SECP256R1,
+        ring::kx_group::SECP384R1,
+    ];
+    let provider = Arc::new(provider);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS versions: {e}"))?
