@@ -22,9 +22,13 @@
 # kernel memory each, that stay cached. Something outside edgecomet on this machine lists the
 # fds of every process anyway: see bench/RESULTS.md, One million WebSocket subscribers.)
 #
+# TLS=1: the subscribers connect over wss:// to --tls-listen on TLS_PORT (default PORT + 1), with
+# a CA and an ECDSA P-256 certificate made for the run with the openssl CLI (in OUT/.tls, removed
+# at the end); publishes and /stats stay on the plaintext port.
+#
 # Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory.
 # Environment: PORT (18300), REDIS_PORT (16390), NPROC (60), CONNS (1000000), NSOURCES (40),
-# BROADCASTS (3), LOAD_RATE (0.15), LOAD_SECS (40), DRAIN (90), OUT.
+# BROADCASTS (3), LOAD_RATE (0.15), LOAD_SECS (40), DRAIN (90), TLS (0), TLS_PORT, OUT.
 # Exit status: 0 if every connection opened and every message reached everyone, 1 otherwise,
 # 2 if a precondition failed.
 set -uo pipefail
@@ -40,6 +44,8 @@ LOAD_RATE="${LOAD_RATE:-0.15}"
 LOAD_SECS="${LOAD_SECS:-40}"
 DRAIN="${DRAIN:-90}"
 OUT="${OUT:-bench/c1m/results}"
+TLS="${TLS:-0}"
+TLS_PORT="${TLS_PORT:-$((PORT + 1))}"
 # Every step is bounded: the whole run stays under 15 minutes.
 FLOOD_TIMEOUT=600
 
@@ -153,6 +159,21 @@ used_before=$(mem_used)
 
 server_cmd=(target/release/edgecomet --processes "$NPROC" --workers 1 --ws-ping-interval 0
     --broker "redis://127.0.0.1:$REDIS_PORT" --listen "127.0.0.1:$PORT")
+sub_url="ws://127.0.0.1:$PORT/sub/all"
+tls_args=()
+if [ "$TLS" = 1 ]; then
+    tdir="$OUT/.tls"
+    mkdir -p "$tdir"
+    ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+    openssl req -x509 "${ec[@]}" -keyout "$tdir/ca.key" -out "$tdir/ca.pem" -days 2 -subj "/CN=c1m CA" 2>/dev/null &&
+        openssl req "${ec[@]}" -keyout "$tdir/key.pem" -out "$tdir/srv.csr" -subj "/CN=localhost" 2>/dev/null &&
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$tdir/ext.cnf" &&
+        openssl x509 -req -in "$tdir/srv.csr" -CA "$tdir/ca.pem" -CAkey "$tdir/ca.key" -CAcreateserial \
+            -out "$tdir/cert.pem" -days 2 -extfile "$tdir/ext.cnf" 2>/dev/null || { echo "openssl failed"; exit 1; }
+    server_cmd+=(--tls-listen "127.0.0.1:$TLS_PORT" --tls-cert "$tdir/cert.pem" --tls-key "$tdir/key.pem")
+    sub_url="wss://127.0.0.1:$TLS_PORT/sub/all"
+    tls_args=(--ca "$tdir/ca.pem")
+fi
 say "edgecomet: $NPROC processes"
 echo "+ ${server_cmd[*]} &"
 "${server_cmd[@]}" 2>"$OUT/.server.log" &
@@ -169,7 +190,7 @@ done
 tail -1 "$OUT/.server.log"
 
 last_source="127.0.0.$((NSOURCES + 1))"
-flood_cmd=(target/release/flood --url "ws://127.0.0.1:$PORT/sub/all" --conns "$CONNS"
+flood_cmd=(target/release/flood --url "$sub_url" "${tls_args[@]}" --conns "$CONNS"
     --source "127.0.0.2-$last_source" --rate max --connect-timeout 30
     --broadcasts "$BROADCASTS" --publish-rate "$LOAD_RATE" --duration "$LOAD_SECS"
     --drain "$DRAIN" --json "$OUT/flood.json")
@@ -218,6 +239,7 @@ jq -r --arg commit "$commit" --arg nproc "$NPROC" --arg fdmin "${fd_min:-n/a}" \
 echo
 cat "$OUT/summary.md"
 rm -f "$OUT/.redis.log"
+rm -rf "$OUT/.tls"
 mv "$OUT/.server.log" "$OUT/server.log" 2>/dev/null
 say "c1m: $([ "$status" -eq 0 ] && echo PASS || echo FAIL)"
 [ "$status" -eq 0 ] || exit 1

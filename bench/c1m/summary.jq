@@ -5,7 +5,8 @@
   def s2: if type == "number" then (. * 100 | round / 100 | tostring) + " s" else "n/a" end;
   . as $j |
   ($j.conns_established) as $n |
-  "# One million WebSocket subscribers on one machine",
+  (if $j.conns_target == 1000000 then "One million" else ($j.conns_target | tostring) end) as $count |
+  "# \($count) WebSocket subscribers\(if ($j.tls // null) != null then " over TLS" else "" end) on one machine",
   "",
   "Commit \($commit), \($date), 2 cores, 24 GiB, Linux \($kernel). Produced by `bench/c1m/run.sh`:",
   "",
