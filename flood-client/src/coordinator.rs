@@ -153,7 +153,7 @@ impl Setup {
             server_procs: (server_pids.len() as u32).max(1),
             server_strict: false,
             client_bytes_per_conn: preflight::client_bytes_per_conn(target.tls),
-            server_bytes_per_conn: 1024,
+            server_bytes_per_conn: preflight::server_bytes_per_conn(target.tls),
         };
         let findings = preflight::check(&plan, &limits);
         let text = preflight::render(&findings);

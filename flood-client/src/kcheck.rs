@@ -46,14 +46,15 @@ pub struct CheckArgs {
     #[arg(long)]
     pub procs: Option<u32>,
     /// Server bytes per connection for the memory projection (default: the flood report's
-    /// `server_pss_bytes_per_conn` with --flood-report, else 1024).
+    /// `server_pss_bytes_per_conn` with --flood-report, else 1024, plus 1,152 with --tls).
     #[arg(long)]
     pub server_bytes: Option<u64>,
     /// A flood JSON report (`flood --json`) to take the server's bytes per connection from.
     #[arg(long)]
     pub flood_report: Option<String>,
-    /// The connections are TLS (wss://, https://): each flood connection adds its TLS session
-    /// to the client's memory estimate (see `preflight::TLS_CLIENT_BYTES_PER_CONN`).
+    /// The connections are TLS (wss://, https://): each connection adds its TLS session to the
+    /// client's memory estimate and to the server's default one (see
+    /// `preflight::TLS_CLIENT_BYTES_PER_CONN`, `preflight::TLS_SERVER_BYTES_PER_CONN`).
     #[arg(long)]
     pub tls: bool,
 }
@@ -301,7 +302,10 @@ pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
         },
         None => None,
     };
-    let server_bytes = a.server_bytes.or(from_report).unwrap_or(1024);
+    let server_bytes = a
+        .server_bytes
+        .or(from_report)
+        .unwrap_or(preflight::server_bytes_per_conn(a.tls));
     let p = plan(&a, &limits, server_bytes);
     let findings = preflight::check(&p, &limits);
     print!("{}", table(&findings, &p, &limits));
@@ -370,6 +374,15 @@ mod tests {
             tls.client_bytes_per_conn - plain.client_bytes_per_conn,
             preflight::TLS_CLIENT_BYTES_PER_CONN
         );
+    }
+
+    #[test]
+    fn tls_adds_edgecomets_session_to_the_servers_default_estimate() {
+        assert_eq!(
+            preflight::server_bytes_per_conn(true) - preflight::server_bytes_per_conn(false),
+            preflight::TLS_SERVER_BYTES_PER_CONN
+        );
+        assert_eq!(preflight::server_bytes_per_conn(false), 1024);
     }
 
     fn run(a: &CheckArgs, l: &Limits) -> (Vec<Finding>, Plan) {

@@ -261,6 +261,19 @@ pub const CLIENT_BYTES_PER_CONN: u64 = 1024;
 /// P-256 certificate, release build, against 9–48 B in plaintext); rounded up.
 pub const TLS_CLIENT_BYTES_PER_CONN: u64 = 4608;
 
+/// What TLS adds to an edgecomet connection (its session after the handshake: keys, IVs,
+/// sequence numbers, rustls' key schedule). Measured: 990–1,056 B more server PSS per idle
+/// subscriber over TLS than in plaintext (wss, SSE, held long-poll; bench/RESULTS.md); rounded
+/// up.
+pub const TLS_SERVER_BYTES_PER_CONN: u64 = 1152;
+
+/// The server's memory per connection for the memory check: 1,024 B (an idle edgecomet
+/// subscriber measures about 180–215 B; the rest is margin), plus
+/// [`TLS_SERVER_BYTES_PER_CONN`] over TLS.
+pub fn server_bytes_per_conn(tls: bool) -> u64 {
+    1024 + if tls { TLS_SERVER_BYTES_PER_CONN } else { 0 }
+}
+
 /// flood's memory per connection for the memory check: [`CLIENT_BYTES_PER_CONN`], plus
 /// [`TLS_CLIENT_BYTES_PER_CONN`] over TLS.
 pub fn client_bytes_per_conn(tls: bool) -> u64 {
