@@ -444,3 +444,23 @@ fn the_server_updates_its_key_before_the_limit() {
     t.client_sends(usize::MAX).unwrap();
     assert_eq!(t.got, b"still here");
 }
+
+#[test]
+fn an_oversized_record_after_the_handshake_gets_record_overflow() {
+    let p = pki("overflow");
+    let mut t = Pair::new(&p);
+    t.handshake(usize::MAX);
+    // A TLS 1.3 application-data record claiming 20,000 bytes (the limit is 16 KiB + 256).
+    let mut rec = vec![23, 3, 3, (20_000u16 >> 8) as u8, 20_000u16 as u8];
+    rec.extend(std::iter::repeat_n(0u8, 100));
+    let mut out = Vec::new();
+    match t.server.read(&mut rec, &mut Vec::new(), &mut out) {
+        Err(TlsError::Record(e)) => assert!(e.contains("20000"), "{e}"),
+        other => panic!("expected a record error, got {other:?}"),
+    }
+    // The alert is encrypted: the client reads record_overflow.
+    let mut rd = &out[..];
+    t.client.read_tls(&mut rd).unwrap();
+    let err = t.client.process_new_packets().unwrap_err();
+    assert!(format!("{err:?}").contains("RecordOverflow"), "{err:?}");
+}
