@@ -31,6 +31,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError};
 use rustls::{ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore, SignatureScheme};
 
+/// The buffer helpers for rustls' unbuffered API, shared with the server's session.
+use edgecomet::proto::tls::{encode, encrypt};
+
 /// TLS 1.3 tickets kept per server name. rustls' own store keeps 8, which a ramp or a churn of
 /// hundreds of connections per second runs through (each new connection takes one; edgecomet
 /// gives 2 per handshake): with it, 5,000 connections at `--rate max` resumed 4–5 % of their
@@ -522,38 +525,6 @@ fn encode_error(e: EncodeError) -> Option<InsufficientSizeError> {
         EncodeError::InsufficientSize(s) => Some(s),
         EncodeError::AlreadyEncoded => None,
     }
-}
-
-/// Runs `f` on the spare end of `out` (at least `hint` + record overhead), growing it once to
-/// the size `f` asks for if that was too small; `out` keeps what `f` wrote.
-fn encrypt(
-    out: &mut Vec<u8>,
-    hint: usize,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<InsufficientSizeError>>,
-) {
-    // Per 16 KiB record: a 5-byte header, the content type and a 16-byte tag (TLS 1.3), or an
-    // 8-byte explicit nonce and the tag (TLS 1.2 GCM): 64 is ample.
-    let room = hint + (hint / 16384 + 1) * 64;
-    let start = out.len();
-    out.resize(start + room, 0);
-    match f(&mut out[start..]) {
-        Ok(n) => out.truncate(start + n),
-        Err(Some(s)) => {
-            out.resize(start + s.required_size, 0);
-            let n = f(&mut out[start..]).unwrap_or(0);
-            out.truncate(start + n);
-        }
-        Err(None) => out.truncate(start),
-    }
-}
-
-/// [`encrypt`] for a handshake message (a ClientHello with its key shares fits in 512 bytes;
-/// a larger one is grown to).
-fn encode(
-    out: &mut Vec<u8>,
-    f: impl FnMut(&mut [u8]) -> Result<usize, Option<InsufficientSizeError>>,
-) {
-    encrypt(out, 512, f)
 }
 
 #[cfg(test)]

@@ -317,8 +317,9 @@ impl Tls {
 }
 
 /// Runs `f` on the spare end of `out` (at least `hint` + record overhead), growing it once to
-/// the size `f` asks for if that was too small; `out` keeps what `f` wrote.
-fn encrypt(
+/// the size `f` asks for if that was too small; `out` keeps what `f` wrote. (rustls' unbuffered
+/// API writes records into a caller's slice; flood's client uses this too.)
+pub fn encrypt(
     out: &mut Vec<u8>,
     hint: usize,
     mut f: impl FnMut(&mut [u8]) -> Result<usize, Option<InsufficientSizeError>>,
@@ -340,7 +341,7 @@ fn encrypt(
 }
 
 /// [`encrypt`] for an already-encoded handshake message.
-fn encode(
+pub fn encode(
     out: &mut Vec<u8>,
     f: impl FnMut(&mut [u8]) -> Result<usize, Option<InsufficientSizeError>>,
 ) {
