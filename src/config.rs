@@ -245,6 +245,75 @@ pub struct Config {
     #[arg(long)]
     pub bayeux_root_wildcards: bool,
 
+    /// A key that `POST /pub` must carry as `Authorization: Bearer KEY` (401 otherwise). Repeat
+    /// or separate with commas for several at once (rotation: add the new key, move publishers
+    /// over, drop the old one). At least 16 characters. Also from the environment variable
+    /// EDGECOMET_PUBLISH_KEY, which keeps keys out of `ps`. No key: anyone may publish.
+    #[arg(
+        long,
+        env = "EDGECOMET_PUBLISH_KEY",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub publish_key: Vec<String>,
+
+    /// A file of publish keys, one per line (`#` comments), added to --publish-key. Read
+    /// again on SIGHUP, so keys rotate without a restart.
+    #[arg(long)]
+    pub publish_key_file: Option<std::path::PathBuf>,
+
+    /// HMAC secret (at least 32 bytes) for HS256/HS384/HS512 subscribe tokens (JSON Web
+    /// Tokens). With a token key configured, every subscription needs a token that names its
+    /// channel. Repeat or separate with commas for rotation. Also from EDGECOMET_TOKEN_SECRET.
+    #[arg(
+        long,
+        env = "EDGECOMET_TOKEN_SECRET",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub token_secret: Vec<String>,
+
+    /// A file of HMAC token secrets, one per line (`#` comments), added to --token-secret.
+    /// Read again on SIGHUP.
+    #[arg(long)]
+    pub token_secret_file: Option<std::path::PathBuf>,
+
+    /// PEM public key for ES256/ES384 (EC), RS256/PS256 and their larger sizes (RSA) or EdDSA
+    /// (Ed25519) subscribe tokens. Repeat for several (rotation). Read again on SIGHUP.
+    #[arg(long)]
+    pub token_public_key: Vec<std::path::PathBuf>,
+
+    /// Seconds of clock skew allowed on a token's `exp` and `nbf`. A connection ends at
+    /// `exp` + this.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub token_leeway: u32,
+
+    /// A token must carry this `aud` (audience). Unset: `aud` is not checked.
+    #[arg(long)]
+    pub token_audience: Option<String>,
+
+    /// A token must carry this `iss` (issuer). Unset: `iss` is not checked.
+    #[arg(long)]
+    pub token_issuer: Option<String>,
+
+    /// Largest message sent to a private push address (`/push/{address}`), bytes. More: 413.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub push_max_bytes: u32,
+
+    /// Sends to push addresses per second per source IP address (a token bucket; 0 = no
+    /// limit). More: 429 with Retry-After. Per process.
+    #[arg(long, default_value_t = 10)]
+    pub push_rate: u32,
+
+    /// Burst of the per-source push rate: sends a source may make at once after a pause.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub push_burst: u32,
+
+    /// Source addresses the push rate limit remembers (a bounded table; beyond it, sources
+    /// whose bucket has refilled are forgotten first).
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    pub push_max_sources: u32,
+
     /// Milliseconds a shutdown (SIGTERM/SIGINT) may take, from the signal to the exit: messages
     /// already accepted are delivered, every client is told (WebSocket 1001, streams ended,
     /// held polls answered) and their closes are awaited until then; past it the process exits
@@ -307,6 +376,23 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Whether any publish key or token key is configured (without one, no request takes the
+    /// authorization path at all).
+    pub fn auth_configured(&self) -> bool {
+        !self.publish_key.is_empty()
+            || self.publish_key_file.is_some()
+            || !self.token_secret.is_empty()
+            || self.token_secret_file.is_some()
+            || !self.token_public_key.is_empty()
+    }
+
+    /// Whether a token key is configured: subscriptions need a token.
+    pub fn tokens_configured(&self) -> bool {
+        !self.token_secret.is_empty()
+            || self.token_secret_file.is_some()
+            || !self.token_public_key.is_empty()
     }
 
     pub fn accept_pause(&self) -> Duration {

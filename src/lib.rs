@@ -18,6 +18,7 @@
 //!
 //! See `ARCHITECTURE.md` for the loop turn and a map from concept to file.
 
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod launcher;

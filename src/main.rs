@@ -57,6 +57,7 @@ fn main() -> ExitCode {
     // One write(2): scripts wait for this line and read the addresses from it (eprintln! on
     // unbuffered stderr may write it in pieces).
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    eprintln!("edgecomet: {}", server.auth_summary());
     edgecomet::launcher::child(server.shared());
     let Some(sig) = next_stop(&mut signals, &|| server.reload()) else {
         return ExitCode::FAILURE;

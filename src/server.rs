@@ -91,6 +91,7 @@ pub struct Server {
     tls_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    cfg: Arc<Config>,
 }
 
 /// Binds a non-blocking listener with SO_REUSEADDR and SO_REUSEPORT.
@@ -161,6 +162,14 @@ impl Server {
             )),
             _ => None,
         };
+        // The keys are read before anything listens too.
+        let auth = if cfg.auth_configured() {
+            let a = crate::auth::Auth::load(&crate::auth::Sources::of(&cfg))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Some(std::sync::RwLock::new(Arc::new(a)))
+        } else {
+            None
+        };
         let cfg = Arc::new(cfg);
         let n = cfg.worker_count();
         let mut addr = cfg.listen;
@@ -217,6 +226,12 @@ impl Server {
             start: std::time::Instant::now(),
             processes: std::sync::Mutex::new(None),
             tls,
+            auth,
+            push_limit: std::sync::Mutex::new(crate::auth::push::Limiter::new(
+                cfg.push_rate,
+                cfg.push_burst,
+                cfg.push_max_sources as usize,
+            )),
         });
         if let Some(url) = &cfg.broker {
             let addr = crate::config::redis_addr(url)
@@ -249,6 +264,7 @@ impl Server {
             tls_addr,
             shared,
             threads,
+            cfg,
         })
     }
 
@@ -260,12 +276,41 @@ impl Server {
     /// SIGHUP: the certificate files are read again (with `--tls-listen`); the log line says
     /// what happened. Without TLS there is nothing to reload.
     pub fn reload(&self) -> String {
-        match &self.shared.tls {
-            None => "nothing to reload".to_string(),
-            Some(t) => match t.reload() {
+        let mut said = Vec::new();
+        if let Some(t) = &self.shared.tls {
+            said.push(match t.reload() {
                 Ok(()) => "TLS certificate reloaded: new handshakes use it".to_string(),
                 Err(e) => format!("TLS certificate NOT reloaded, the old one stays in use: {e}"),
-            },
+            });
+        }
+        said.extend(self.shared.reload_auth(&self.cfg));
+        if said.is_empty() {
+            "nothing to reload".to_string()
+        } else {
+            said.join("; ")
+        }
+    }
+
+    /// What authorization is in force, for the start-up log: said once, so that an open server
+    /// is a decision someone saw.
+    pub fn auth_summary(&self) -> String {
+        match self.shared.auth() {
+            None => "authorization: OPEN: anyone who reaches the port may publish and subscribe \
+                     to any channel (see --publish-key, --token-secret, --token-public-key)"
+                .to_string(),
+            Some(a) => format!(
+                "authorization: publishing {}; subscribing {}",
+                if a.publish_keys() {
+                    "needs a publish key"
+                } else {
+                    "OPEN (no --publish-key)"
+                },
+                if a.tokens() {
+                    "needs a token"
+                } else {
+                    "OPEN (no --token-secret / --token-public-key)"
+                }
+            ),
         }
     }
 

@@ -129,6 +129,36 @@ counters! {
     tls_record_errors,
     /// TLS peers that closed the TCP connection without a close_notify alert.
     tls_no_close_notify,
+    /// `POST /pub` refused for a missing or wrong publish key (`--publish-key`: 401).
+    auth_publish_refused,
+    /// Subscribe tokens accepted (a subscription, a push address, a Bayeux handshake).
+    auth_tokens_accepted,
+    /// Subscriptions refused: no token (401).
+    auth_token_missing,
+    /// Subscriptions refused: a malformed token, or one with an `alg` no key is configured for
+    /// (`none`, an HS token with only public keys...) (401).
+    auth_token_malformed,
+    /// Subscriptions refused: the token's signature did not verify (401).
+    auth_token_bad_signature,
+    /// Subscriptions refused: the token had expired (401).
+    auth_token_expired,
+    /// Subscriptions refused: the token's `nbf` had not come (401).
+    auth_token_not_yet_valid,
+    /// Subscriptions refused: the token's `aud`/`iss` were not the configured ones (401).
+    auth_token_claims,
+    /// Subscriptions and client publishes refused: the token does not name the channel (403).
+    auth_token_channel,
+    /// Connections ended because their token expired (WebSocket close 4001, streams ended,
+    /// held polls answered 401).
+    auth_expired_closes,
+    /// Private push addresses made (`POST /push/new`).
+    push_addresses,
+    /// Messages sent to push addresses (`/push/{address}`).
+    push_messages,
+    /// Sends to push addresses refused by the per-source rate limit (429).
+    push_rate_limited,
+    /// Sends to push addresses over `--push-max-bytes` (413).
+    push_too_large,
 }
 
 impl WorkerStats {

@@ -64,23 +64,26 @@ impl Phase {
 pub mod flag {
     /// HTTP: bytes of a request have arrived and the request is not answered yet (the head
     /// timeout runs rather than the keep-alive timeout).
-    pub const IN_REQUEST: u8 = 1 << 0;
+    pub const IN_REQUEST: u16 = 1 << 0;
     /// HTTP: the head is complete and `http_mark` is the total the request needs.
-    pub const HEAD_DONE: u8 = 1 << 1;
+    pub const HEAD_DONE: u16 = 1 << 1;
     /// WebSocket: a ping is out and unanswered.
-    pub const PING_OUT: u8 = 1 << 2;
+    pub const PING_OUT: u16 = 1 << 2;
     /// Closing: the write side has been shut down.
-    pub const WRITE_SHUT: u8 = 1 << 3;
+    pub const WRITE_SHUT: u16 = 1 << 3;
     /// Closing: this was a WebSocket connection (for the close-timeout counter).
-    pub const WAS_WS: u8 = 1 << 4;
+    pub const WAS_WS: u16 = 1 << 4;
     /// Poll, or a publish waiting for the broker: the request asked for keep-alive.
-    pub const KEEP_ALIVE: u8 = 1 << 5;
+    pub const KEEP_ALIVE: u16 = 1 << 5;
     /// HTTP: a publish waits for the broker's acknowledgement (`--broker`); nothing more is
     /// read from the connection until it is answered (responses leave in request order).
-    pub const ACK_WAIT: u8 = 1 << 6;
+    pub const ACK_WAIT: u16 = 1 << 6;
     /// WebSocket subscriber: messages go as `{"id":..,"data":..}` (`?envelope=1`), so the client
     /// can resume with a cursor.
-    pub const ENVELOPE: u8 = 1 << 7;
+    pub const ENVELOPE: u16 = 1 << 7;
+    /// WebSocket subscriber, subscribe tokens configured: its token lets it publish to its
+    /// channel (the `publish` claim), so its messages are published with `--client-publish`.
+    pub const MAY_PUBLISH: u16 = 1 << 8;
 }
 
 /// How an HTTP subscriber is answered.
@@ -202,9 +205,13 @@ pub struct Conn {
     pub deadline: u32,
     /// Tick of this connection's live timing-wheel entry; 0 = none armed.
     pub timer_at: u32,
+    /// Tick by which the subscription's token ends (`exp`, see `worker/auth.rs`): the
+    /// deadline never lies beyond it. 0 = no token. Set when a subscription starts, cleared
+    /// when the connection goes back to HTTP or closes.
+    pub expires: u32,
     pub phase: Phase,
     /// Bits from [`flag`].
-    pub flags: u8,
+    pub flags: u16,
     /// HTTP: before `HEAD_DONE`, bytes already searched for the end of the head; after, the
     /// bytes (head + body) the request needs in total.
     pub http_mark: u32,
@@ -274,7 +281,8 @@ impl Conn {
         self.set_phase(Phase::Http, stats);
         self.proto = Proto::Ws(WsReader::default());
         self.ext = None;
-        self.clear(flag::KEEP_ALIVE);
+        self.expires = 0;
+        self.clear(flag::KEEP_ALIVE | flag::MAY_PUBLISH);
     }
 
     /// Any phase → `Closing`: extras freed, a WebSocket remembered (`WAS_WS`, for the
@@ -288,6 +296,7 @@ impl Conn {
         }
         self.set_phase(Phase::Closing, stats);
         self.ext = None;
+        self.expires = 0;
         true
     }
 
@@ -303,6 +312,7 @@ impl Conn {
             generation,
             deadline: 0,
             timer_at: 0,
+            expires: 0,
             phase: Phase::Http,
             flags: flag::IN_REQUEST,
             http_mark: 0,
@@ -315,15 +325,15 @@ impl Conn {
         }
     }
 
-    pub fn has(&self, f: u8) -> bool {
+    pub fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
 
-    pub fn set(&mut self, f: u8) {
+    pub fn set(&mut self, f: u16) {
         self.flags |= f;
     }
 
-    pub fn clear(&mut self, f: u8) {
+    pub fn clear(&mut self, f: u16) {
         self.flags &= !f;
     }
 
@@ -354,9 +364,10 @@ mod tests {
     use super::*;
 
     /// The entry is the per-connection cost in user space; growing it is a decision, so this
-    /// test pins it. 80 bytes: fd 4 + generation 4 + timers 8 + phase/flags 2 + http_mark 4 +
-    /// channel 8 + WsReader or SubState 20 (the enum tag lives in a
-    /// niche of the reader) + three optional boxes 24, rounded up by alignment.
+    /// test pins it. 80 bytes: fd 4 + generation 4 + timers 8 + token expiry 4 + phase 1 +
+    /// flags 2 + http_mark 4 + channel 8 + WsReader or SubState 20 (the enum tag lives in a
+    /// niche of the reader) + three optional boxes 24 = 79, rounded up by alignment (the token
+    /// expiry took 4 of the 6 bytes of padding: authorization made the entry no larger).
     #[test]
     fn conn_entry_size_is_pinned() {
         assert_eq!(std::mem::size_of::<Conn>(), 80);

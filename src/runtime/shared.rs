@@ -4,11 +4,12 @@
 //! alike.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+use crate::auth::{Auth, push};
 use crate::broker::Broker;
 use crate::pubsub::hub::{Hub, Message, Now, Refused};
 use crate::runtime::mailbox::{Mail, Mailbox};
@@ -41,6 +42,11 @@ pub struct Shared {
     pub start: Instant,
     /// `--tls-listen`: the certificate new handshakes use (replaced on SIGHUP).
     pub tls: Option<Arc<crate::tls::Certs>>,
+    /// The publish and token keys (read again on SIGHUP); `None` when no flag names a key: the
+    /// server is open and no request takes the authorization path.
+    pub auth: Option<RwLock<Arc<Auth>>>,
+    /// The per-source rate limit of sends to private push addresses.
+    pub push_limit: Mutex<push::Limiter>,
 }
 
 impl Shared {
@@ -53,6 +59,31 @@ impl Shared {
                 .duration_since(UNIX_EPOCH)
                 .map_or(1, |d| d.as_micros() as u64),
         }
+    }
+
+    /// The keys in effect, when any is configured.
+    pub fn auth(&self) -> Option<Arc<Auth>> {
+        self.auth
+            .as_ref()
+            .map(|a| a.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// SIGHUP: the key files are read again; on an error the old keys stay. What happened, for
+    /// the log (`None`: no key is configured).
+    pub fn reload_auth(&self, cfg: &crate::Config) -> Option<String> {
+        let slot = self.auth.as_ref()?;
+        Some(match Auth::load(&crate::auth::Sources::of(cfg)) {
+            Ok(a) => {
+                *slot.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(a);
+                "publish and token keys reloaded".to_string()
+            }
+            Err(e) => format!("keys NOT reloaded, the old ones stay in use: {e}"),
+        })
+    }
+
+    /// Wall-clock seconds since the epoch (token times).
+    pub fn unix_secs(&self) -> u64 {
+        self.now().unix_micros / 1_000_000
     }
 
     /// The `/stats` document.

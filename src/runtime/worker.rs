@@ -78,6 +78,7 @@ const READ_BUDGET: usize = 4 * SCRATCH;
 const EVENTS: usize = 1024;
 
 mod accept;
+mod auth;
 mod bayeux;
 mod conn_io;
 mod fanout;

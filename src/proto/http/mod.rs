@@ -147,6 +147,8 @@ pub struct Head<'b> {
     pub cookie: Option<&'b [u8]>,
     /// `Referer` value.
     pub referer: Option<&'b [u8]>,
+    /// `Authorization` (a publish key or a subscribe token: `Bearer …`).
+    pub authorization: Option<&'b [u8]>,
 }
 
 impl Head<'_> {
@@ -295,6 +297,8 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
             head.cookie = Some(trim(value));
         } else if name.eq_ignore_ascii_case("referer") {
             head.referer = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.authorization = Some(trim(value));
         }
     }
     if version == 1 && head.host_count != 1 || head.host_count > 1 {

@@ -134,7 +134,13 @@ impl Worker {
                     head.keep_alive(),
                 );
             }
+            let cors = self.cors_headers(origin);
+            if !self.authorize_publish(idx, head, &cors)? {
+                return Ok(());
+            }
             self.publish(idx, channel, body, head.keep_alive(), origin)
+        } else if path.starts_with("/push/") {
+            self.route_push(idx, head, body)
         } else if path == "/stats" {
             if head.method() != Method::Get {
                 return self.respond_error(

@@ -23,10 +23,19 @@ impl Worker {
         self.tick.saturating_add(secs).saturating_add(1)
     }
 
-    /// Sets the connection's deadline to `at` and makes sure a wheel entry fires by then.
+    /// Sets the connection's deadline to `at` (0: none) and makes sure a wheel entry fires by
+    /// then. A subscription's token expiry (`Conn::expires`) caps it: no deadline lies beyond
+    /// the token's end, and `at` = 0 leaves the expiry as the deadline.
     pub(super) fn set_deadline(&mut self, idx: usize, at: u32) {
         let conn = &mut self.conns[idx];
+        let at = match (at, conn.expires) {
+            (0, e) | (e, 0) => e,
+            (a, e) => a.min(e),
+        };
         conn.deadline = at;
+        if at == 0 {
+            return;
+        }
         if conn.timer_at == 0 || at < conn.timer_at {
             conn.timer_at = self.wheel.arm(at, (idx as u32, conn.generation));
         }
@@ -71,6 +80,9 @@ impl Worker {
     pub(super) fn on_timeout(&mut self, idx: usize) -> Handled {
         let conn = &mut self.conns[idx];
         conn.deadline = 0;
+        if conn.expires != 0 && self.tick >= conn.expires {
+            return self.token_expired(idx);
+        }
         match conn.phase {
             Phase::Http => {
                 if conn.has(flag::ACK_WAIT) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::Worker;
+use super::auth::Authz;
 use super::conn_io::{Dead, Handled};
 use crate::proto::http::{self, Method};
 use crate::pubsub;
@@ -179,17 +180,51 @@ impl Worker {
         body: &[u8],
         channel: &str,
     ) -> Handled {
-        let keep_alive = head.keep_alive();
         let Some(origin) = self.check_origin(idx, head)? else {
             return Ok(());
         };
         if head.method_raw == "OPTIONS" {
             return self.preflight(idx, head, origin);
         }
+        let cors = self.cors_headers(origin);
+        let subscribing = head.method() != Method::Post || body.is_empty();
+        let grant = if subscribing && pubsub::valid_channel(channel, self.cfg.max_channel_len) {
+            match self.authorize_sub(idx, head, Some(channel), &cors)? {
+                Authz::Refused => return Ok(()),
+                Authz::Granted(g) => Some(g),
+                Authz::Open => None,
+            }
+        } else {
+            None
+        };
+        self.route_sub_as(idx, head, body, channel, origin, &cors)?;
+        // The subscription that started (not one answered at once) ends with its token.
+        if let Some(g) = grant
+            && matches!(
+                self.conns[idx].phase,
+                Phase::WsSub | Phase::Sse | Phase::Stream | Phase::Poll
+            )
+        {
+            self.bind_grant(idx, &g, channel);
+        }
+        Ok(())
+    }
+
+    /// [`Worker::route_sub`] once the request is authorized.
+    fn route_sub_as(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+        body: &[u8],
+        channel: &str,
+        origin: u16,
+        cors: &str,
+    ) -> Handled {
+        let keep_alive = head.keep_alive();
         if head.upgrade_present || head.connection_upgrade {
             return self.upgrade(idx, head, Some(channel));
         }
-        let cors = self.cors_headers(origin);
+        let cors = cors.to_string();
         let method = head.method();
         if !matches!(method, Method::Get | Method::Post) {
             return self.respond_error(
@@ -205,6 +240,9 @@ impl Worker {
             return self.refuse(idx, 400, "invalid channel name\n", &cors, keep_alive);
         }
         if method == Method::Post && !body.is_empty() {
+            if !self.authorize_client_publish(idx, head, channel, &cors)? {
+                return Ok(());
+            }
             return self.client_message(idx, channel, body, &cors, keep_alive);
         }
         let req = match self.sub_request(head, origin) {
@@ -578,7 +616,7 @@ impl Worker {
 
     /// Ends the held poll: the session hold is released, the subscription ends, the
     /// connection is an HTTP connection again.
-    fn finish_poll(&mut self, idx: usize) {
+    pub(super) fn finish_poll(&mut self, idx: usize) {
         self.release_poll(idx);
         self.unsubscribe(idx);
         self.back_to_http(idx);

@@ -125,12 +125,11 @@ impl Worker {
         }
         let conn = &mut self.conns[idx];
         conn.clear(flag::PING_OUT);
-        if self.cfg.ws_ping_interval == 0 {
-            conn.deadline = 0;
-        } else {
-            let at = self.after(self.cfg.ws_ping_interval);
-            self.set_deadline(idx, at);
-        }
+        let at = match self.cfg.ws_ping_interval {
+            0 => 0,
+            secs => self.after(secs),
+        };
+        self.set_deadline(idx, at);
     }
 
     pub(super) fn ws_input(&mut self, idx: usize, buf: &mut [u8]) -> Result<usize, Dead> {
@@ -139,6 +138,8 @@ impl Worker {
         let stats = &*self.stats;
         let client_publish = self.cfg.client_publish;
         let conn = &mut self.conns[idx];
+        // With subscribe tokens, the token must have named the channel in `publish`.
+        let token_allows = !self.cfg.tokens_configured() || conn.has(flag::MAY_PUBLISH);
         let echo = conn.phase == Phase::WsEcho;
         let bayeux = conn.phase == Phase::BayeuxWs;
         // Echo, Bayeux and (with --client-publish) subscribers assemble what the client sends.
@@ -207,6 +208,12 @@ impl Worker {
                         close = Some(frame::close_frame(
                             close_code::POLICY,
                             "client publish disabled",
+                        ));
+                    } else if !token_allows {
+                        WorkerStats::add(&stats.auth_token_channel, 1);
+                        close = Some(frame::close_frame(
+                            close_code::POLICY,
+                            "the token does not allow publishing to this channel",
                         ));
                     } else {
                         to_publish.push(payload);

@@ -1,0 +1,69 @@
+//! Channel patterns of a token's `channels` and `publish` claims: a channel (`news/eu`), its
+//! children one level down (`news/*`), everything below it (`news/**`), or every channel
+//! (`*`: top-level ones, `**`: all). The Bayeux patterns, on native names; a leading `/` is
+//! accepted and dropped, so `/news/*` in a token means the same. Private push channels
+//! (`~push/…`, [`super::push`]) are never matched by a wildcard.
+
+use super::push;
+
+/// Whether the pattern `pat` (from a token) covers the native channel `channel`.
+pub fn covers(pat: &str, channel: &str) -> bool {
+    let pat = pat.strip_prefix('/').unwrap_or(pat);
+    if pat == channel {
+        return true;
+    }
+    if push::is_private(channel) {
+        return false;
+    }
+    let (prefix, deep) = if let Some(p) = pat.strip_suffix("**") {
+        (p, true)
+    } else if let Some(p) = pat.strip_suffix('*') {
+        (p, false)
+    } else {
+        return false;
+    };
+    // `prefix` is empty (`*`, `**`) or ends in `/` (`a/*`); anything else (`a*`) is no pattern.
+    if !(prefix.is_empty() || prefix.ends_with('/')) {
+        return false;
+    }
+    match channel.strip_prefix(prefix) {
+        Some(rest) if !rest.is_empty() => deep || !rest.contains('/'),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn exact_children_descendants() {
+        assert!(covers("news", "news"));
+        assert!(covers("/news", "news"));
+        assert!(!covers("news", "news/eu"));
+        assert!(covers("news/*", "news/eu"));
+        assert!(!covers("news/*", "news"));
+        assert!(!covers("news/*", "news/eu/fr"));
+        assert!(covers("news/**", "news/eu/fr"));
+        assert!(covers("/news/**", "news/eu"));
+        assert!(!covers("news/**", "news"));
+        assert!(!covers("news/**", "newsroom/a"));
+        assert!(covers("*", "news"));
+        assert!(!covers("*", "news/eu"));
+        assert!(covers("**", "news/eu"));
+        assert!(
+            !covers("new*", "news"),
+            "a star inside a segment is no pattern"
+        );
+        assert!(!covers("", "news"));
+    }
+
+    #[test]
+    fn private_channels_only_by_name() {
+        let ch = "~push/0123456789abcdef0123456789abcdef";
+        assert!(!covers("**", ch));
+        assert!(!covers("~push/*", ch));
+        assert!(!covers("~push/**", ch));
+        assert!(covers(ch, ch));
+    }
+}
