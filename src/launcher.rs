@@ -147,14 +147,15 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
     let signalled = Arc::new(AtomicUsize::new(0));
     {
         let (live, signalled) = (live.clone(), signalled.clone());
-        let tls = cfg.tls_listen.is_some();
+        // Something to reload: the certificate, or key files.
+        let reloadable = cfg.tls_listen.is_some() || cfg.auth_configured();
         std::thread::spawn(move || {
             for sig in signals.forever() {
                 if sig == libc::SIGHUP {
-                    // A terminal hang-up must not stop a million clients. With TLS each process
-                    // reads the certificate again (and logs how that went); SIGHUP is passed on
-                    // as SIGHUP.
-                    if tls {
+                    // A terminal hang-up must not stop a million clients. With TLS or keys each
+                    // process reads the certificate and key files again (and logs how that
+                    // went); SIGHUP is passed on as SIGHUP.
+                    if reloadable {
                         let live = live.lock().unwrap_or_else(|e| e.into_inner());
                         for &pid in live.iter().filter(|&&p| p != 0) {
                             // SAFETY: kill(2) on a child not yet reaped (see `Live`).
@@ -164,7 +165,7 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
                         }
                         eprintln!(
                             "edgecomet: launcher: SIGHUP: passed on to {} processes (TLS \
-                             certificate reload)",
+                             certificate and key files reload)",
                             live.iter().filter(|&&p| p != 0).count()
                         );
                     } else {

@@ -10,6 +10,8 @@
 //!   sans-IO.
 //! - [`session`]: protocol rules with state, sans-IO, `now` and randomness passed in — Bayeux
 //!   sessions (meta channels, holds, ack, timesync) and their client store.
+//! - [`auth`]: publish keys, subscribe tokens and their grants (the wall clock passed in),
+//!   private push addresses and their rate limit.
 //! - [`pubsub`]: channels within one worker; the hub shared by all workers (ids, history,
 //!   `Client-Id` sessions); the message and its encodings. Sans-IO, `now` passed in.
 //! - [`proto`]: wire formats, sans-IO — HTTP/1.1 heads and bodies, the WebSocket handshake,

@@ -1,7 +1,7 @@
 //! The `edgecomet` binary: parse flags, start the workers (or, with `--processes P`, P server
 //! processes: `launcher`), wait for SIGTERM/SIGINT, drain. SIGHUP reads the TLS certificate
-//! again (`--tls-listen`); without TLS it is logged and changes nothing. It never drops the
-//! clients.
+//! (`--tls-listen`) and the publish and token key files again; without them it is logged and
+//! changes nothing. It never drops the clients.
 
 use std::process::ExitCode;
 

@@ -177,6 +177,11 @@ impl Grant {
         self.publish.iter().any(|p| pattern::covers(p, channel))
     }
 
+    /// The `channels` patterns.
+    pub fn channel_patterns(&self) -> impl Iterator<Item = &str> {
+        self.channels.iter().map(|p| &**p)
+    }
+
     /// Seconds it has left at `now_unix` (0 once ended).
     pub fn left(&self, now_unix: u64) -> u64 {
         self.ends.saturating_sub(now_unix)

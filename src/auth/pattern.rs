@@ -32,9 +32,71 @@ pub fn covers(pat: &str, channel: &str) -> bool {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Exact,
+    Children,
+    Descendants,
+}
+
+/// A pattern as (prefix, kind): `a/*` → (`a`, children), `**` → (``, descendants).
+fn split(p: &str) -> (&str, Kind) {
+    let p = p.strip_prefix('/').unwrap_or(p);
+    if p == "**" {
+        ("", Kind::Descendants)
+    } else if p == "*" {
+        ("", Kind::Children)
+    } else if let Some(x) = p.strip_suffix("/**") {
+        (x, Kind::Descendants)
+    } else if let Some(x) = p.strip_suffix("/*") {
+        (x, Kind::Children)
+    } else {
+        (p, Kind::Exact)
+    }
+}
+
+/// Whether the token pattern `pat` covers a Bayeux subscription `sub` (`/a/b`, `/a/*`,
+/// `/a/**`): every channel the subscription can match is one the token allows.
+pub fn covers_subscription(pat: &str, sub: &str) -> bool {
+    let (sp, skind) = split(sub);
+    if skind == Kind::Exact {
+        return covers(pat, sp);
+    }
+    let (tp, tkind) = split(pat);
+    match (tkind, skind) {
+        (Kind::Exact, _) | (Kind::Children, Kind::Descendants) => false,
+        (Kind::Children, _) => tp == sp,
+        (Kind::Descendants, _) => {
+            tp.is_empty()
+                || sp == tp
+                || sp
+                    .strip_prefix(tp)
+                    .is_some_and(|rest| rest.starts_with('/'))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::covers;
+    use super::{covers, covers_subscription};
+
+    #[test]
+    fn subscriptions_are_covered_when_all_they_match_is() {
+        assert!(covers_subscription("news/*", "/news/eu"));
+        assert!(covers_subscription("news/*", "/news/*"));
+        assert!(!covers_subscription("news/*", "/news/**"));
+        assert!(!covers_subscription("news/*", "/news/eu/*"));
+        assert!(covers_subscription("news/**", "/news/*"));
+        assert!(covers_subscription("news/**", "/news/eu/**"));
+        assert!(covers_subscription("/news/**", "/news/**"));
+        assert!(!covers_subscription("news/**", "/newsroom/*"));
+        assert!(!covers_subscription("news/**", "/**"));
+        assert!(covers_subscription("**", "/**"));
+        assert!(covers_subscription("*", "/*"));
+        assert!(!covers_subscription("*", "/**"));
+        assert!(!covers_subscription("news", "/news/*"));
+        assert!(covers_subscription("news", "/news"));
+    }
 
     #[test]
     fn exact_children_descendants() {

@@ -107,6 +107,8 @@ pub struct Request {
     pub ext_ack: Option<AckField>,
     /// `ext.timesync` (the timesync extension's clock sample), when its fields are numbers.
     pub ext_timesync: Option<TimeSync>,
+    /// `ext.auth.token` of a handshake: the subscribe token (`docs/auth.md`).
+    pub ext_auth_token: Option<String>,
 }
 
 /// The client's `ext.timesync`: its clock `tc` (ms since the epoch) and its current estimates
@@ -268,6 +270,11 @@ fn message(m: &BorrowedValue<'_>) -> Result<Request, ParseError> {
             .and_then(|a| a.get("timeout"))
             .and_then(|t| t.as_u64()),
         ext_ack,
+        ext_auth_token: ext
+            .and_then(|e| e.get("auth"))
+            .and_then(|a| a.get("token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_string),
         ext_timesync: ext.and_then(|e| e.get("timesync")).and_then(|t| {
             let n = |k: &str| t.get(k).and_then(|v| v.as_i64());
             Some(TimeSync {

@@ -21,6 +21,8 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
+use crate::auth::Auth;
+
 use super::conn_io::{Dead, Handled};
 use super::transports::valid_callback;
 use super::{PubError, Worker};
@@ -251,11 +253,17 @@ impl Worker {
             waiter: self.waiter(idx),
         };
         let reqs = in_effect(reqs);
+        // With subscribe tokens, the keys in effect for this batch.
+        let auth = if self.cfg.tokens_configured() {
+            shared.auth()
+        } else {
+            None
+        };
         let mut b = Batch::default();
         for (i, r) in reqs.iter().enumerate() {
             let last = i + 1 == reqs.len();
             let step = self
-                .bayeux_rules()
+                .bayeux_rules(auth.as_deref())
                 .message(&mut b, link, r, last, &ctx, &mut env);
             if let Step::Publish { native, data } = step {
                 let payload = Bytes::copy_from_slice(data.as_bytes());
@@ -265,10 +273,17 @@ impl Worker {
                     Err(PubError::Broker(_)) => Err(PublishRefusal::BrokerUnavailable),
                     Err(PubError::Draining) => Err(PublishRefusal::Draining),
                 };
-                self.bayeux_rules().published(&mut b, r, res);
+                self.bayeux_rules(None).published(&mut b, r, res);
             }
         }
         WorkerStats::add(&self.stats.bayeux_wrong_connection, b.wrong_connection);
+        let t = b.tokens;
+        WorkerStats::add(&self.stats.auth_tokens_accepted, t.accepted);
+        WorkerStats::add(&self.stats.auth_token_channel, t.channel);
+        WorkerStats::add(&self.stats.auth_expired_closes, t.expired);
+        if let Some(e) = t.refused {
+            self.count_token_error(e);
+        }
         for w in std::mem::take(&mut b.wake) {
             self.bayeux_wake(w);
         }
@@ -276,11 +291,12 @@ impl Worker {
     }
 
     /// The Bayeux rules over the process's store, with this worker's settings.
-    fn bayeux_rules(&self) -> Rules<'_> {
+    fn bayeux_rules<'a>(&'a self, auth: Option<&'a Auth>) -> Rules<'a> {
         Rules {
             store: &self.shared.bayeux,
             advice: &self.bayeux_advice,
             timeout: self.cfg.bayeux_timeout,
+            auth,
         }
     }
 
@@ -359,7 +375,7 @@ impl Worker {
             let Some((held, _)) = self.ws_state(idx).and_then(|s| s.held.take()) else {
                 return Ok(());
             };
-            let (out, reply) = self.bayeux_rules().end_hold(held, waiter, out, now);
+            let (out, reply) = self.bayeux_rules(None).end_hold(held, waiter, out, now);
             WorkerStats::add(&self.stats.messages_out, out.msgs.len() as u64);
             let mut parts = out.msgs;
             parts.push(reply);
@@ -379,7 +395,7 @@ impl Worker {
         else {
             return Ok(());
         };
-        let (out, reply) = self.bayeux_rules().end_hold(held, waiter, out, now);
+        let (out, reply) = self.bayeux_rules(None).end_hold(held, waiter, out, now);
         self.back_to_http(idx);
         let mut parts: Vec<Bytes> = Vec::with_capacity(out.msgs.len() + 2);
         if !before.is_empty() {

@@ -113,6 +113,21 @@ pub struct Batch {
     pub wake: Vec<Waiter>,
     /// Messages refused for naming another client than the one their WebSocket acts for.
     pub wrong_connection: u64,
+    /// What the subscribe tokens decided (counted by the caller).
+    pub tokens: TokenCounts,
+}
+
+/// Token decisions in a batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCounts {
+    /// Handshakes whose token was accepted.
+    pub accepted: u64,
+    /// A handshake refused, and why.
+    pub refused: Option<crate::auth::TokenError>,
+    /// Subscribes and publishes outside the token's grant (403).
+    pub channel: u64,
+    /// Messages of a client whose token had ended (the client was removed: 401).
+    pub expired: u64,
 }
 
 /// What a message asks of the caller.

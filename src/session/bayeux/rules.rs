@@ -24,7 +24,19 @@ use super::{
     Batch, Clients, Connect, Ctx, Env, HeldConnect, Link, Now, Out, PublishRefusal, Refusal, Step,
     Via, Waiter,
 };
+use crate::auth::{Auth, Grant, TokenError, pattern, push};
 use crate::proto::bayeux::{self, AckField, Reply, Request};
+
+/// With subscribe tokens, a client whose token has less than this left (ms) is done: its hold
+/// would have to end within a second, and every connect would come straight back.
+const TOKEN_MIN_LEFT_MS: i64 = 2000;
+
+/// The longest hold (seconds) that still ends before the token does, or `None` when the token
+/// has (all but) ended. A hold of S seconds ends after more than S and at most S + 1 seconds.
+fn hold_within(ends: u64, now_ms: i64) -> Option<u32> {
+    let left = (ends as i64).saturating_mul(1000).saturating_sub(now_ms);
+    (left >= TOKEN_MIN_LEFT_MS).then(|| (left / 1000 - 1).clamp(1, i64::from(u32::MAX)) as u32)
+}
 
 /// The rules over one store, with the settings they answer with.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +46,9 @@ pub struct Rules<'a> {
     pub advice: &'a str,
     /// `--bayeux-timeout`: the longest hold of a connect, seconds (at least 1).
     pub timeout: u32,
+    /// With subscribe tokens configured: the keys. A handshake then needs `ext.auth.token`, and
+    /// what the client does is bounded by the token's grant and its end.
+    pub auth: Option<&'a Auth>,
 }
 
 /// The messages of a request that take effect: a handshake goes alone (Bayeux 1.0: the other
@@ -59,7 +74,7 @@ impl Rules<'_> {
     ) -> Step<'r> {
         let reply = match r.channel.as_str() {
             "/meta/handshake" => {
-                let (reply, cookie) = self.handshake(link, r, ctx, env);
+                let (reply, cookie) = self.handshake(b, link, r, ctx, env);
                 b.set_cookie = cookie;
                 reply
             }
@@ -73,7 +88,7 @@ impl Rules<'_> {
                 // Over HTTP a connect is held only when it is the last message of the request
                 // (its reply must come last); over WebSocket replies travel on their own.
                 let may_hold = ctx.via == Via::WebSocket || last;
-                self.connect(b, link, r, ctx, may_hold);
+                self.connect(b, link, r, ctx, env, may_hold);
                 return Step::Done;
             }
             "/meta/subscribe" | "/meta/unsubscribe" => self.subscribe(b, link, r, ctx, env),
@@ -92,7 +107,7 @@ impl Rules<'_> {
             c if bayeux::is_meta(c) => Reply::to(r, false)
                 .error(400, c, "unknown meta channel")
                 .finish(),
-            "/service/echo" => match self.authorize(b, link, r, ctx) {
+            "/service/echo" => match self.authorize(b, link, r, ctx, env) {
                 // A remote call: the answer (same id, with data) and the plain publish reply
                 // (same id, no data), which the client needs to clear its timer.
                 Ok(_) => {
@@ -103,7 +118,7 @@ impl Rules<'_> {
                 }
                 Err(reply) => reply,
             },
-            _ => return self.publish(b, link, r, ctx),
+            _ => return self.publish(b, link, r, ctx, env),
         };
         b.out.push(Bytes::from(reply));
         Step::Done
@@ -147,6 +162,34 @@ impl Rules<'_> {
         link: &mut Link,
         r: &Request,
         ctx: &Ctx<'_>,
+        env: &mut dyn Env,
+    ) -> Result<String, String> {
+        let client = self.authorize_client(b, link, r, ctx)?;
+        // With tokens: a client whose token has ended is removed, and told so; it handshakes
+        // again with a fresh token.
+        if self.auth.is_some() {
+            let ends = self.store.with_grant(&client, |g| g.map(|g| g.ends));
+            if ends.is_none_or(|e| hold_within(e, ctx.now.unix_ms).is_none()) {
+                if let Ok(w) = self.store.disconnect(&client, &mut |i| env.interest(i)) {
+                    b.wake.extend(w);
+                }
+                b.tokens.expired += 1;
+                return Err(Reply::to(r, false)
+                    .error(401, "", TokenError::Expired.message())
+                    .raw("advice", "{\"reconnect\":\"handshake\",\"interval\":0}")
+                    .finish());
+            }
+        }
+        Ok(client)
+    }
+
+    /// [`Rules::authorize`] without the token's end.
+    fn authorize_client(
+        &self,
+        b: &mut Batch,
+        link: &mut Link,
+        r: &Request,
+        ctx: &Ctx<'_>,
     ) -> Result<String, String> {
         let Some(client) = r.client_id.as_deref() else {
             return Err(unknown_client(r));
@@ -174,6 +217,7 @@ impl Rules<'_> {
     /// The handshake reply, and the cookie to set (long- and callback-polling).
     fn handshake(
         &self,
+        b: &mut Batch,
         link: &mut Link,
         r: &Request,
         ctx: &Ctx<'_>,
@@ -194,6 +238,20 @@ impl Rules<'_> {
                 .finish();
             return (reply, None);
         }
+        let grant = match self.auth {
+            None => None,
+            Some(auth) => match self.verify_token(auth, r, ctx) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    b.tokens.refused = Some(e);
+                    let reply = Reply::to(r, false)
+                        .error(401, "", e.message())
+                        .raw("advice", "{\"reconnect\":\"none\"}")
+                        .finish();
+                    return (reply, None);
+                }
+            },
+        };
         let ack = r.ext_ack == Some(AckField::Enabled);
         let (browser, set_cookie) = match (ctx.via, ctx.browser) {
             (_, Some(b)) => (Some(b.to_string()), None),
@@ -204,11 +262,15 @@ impl Rules<'_> {
             }
         };
         let mut random = || env.random();
+        let accepted = grant.is_some();
         match self
             .store
-            .handshake(ctx.now.secs, ack, browser.as_deref(), &mut random)
+            .handshake(ctx.now.secs, ack, browser.as_deref(), grant, &mut random)
         {
             Ok(id) => {
+                if accepted {
+                    b.tokens.accepted += 1;
+                }
                 if ctx.via == Via::WebSocket {
                     link.client = Some(Box::from(id.as_str()));
                 }
@@ -233,8 +295,28 @@ impl Rules<'_> {
         }
     }
 
-    fn connect(&self, b: &mut Batch, link: &mut Link, r: &Request, ctx: &Ctx<'_>, may_hold: bool) {
-        let client = match self.authorize(b, link, r, ctx) {
+    /// The handshake's `ext.auth.token`, checked at the request's time: its grant, or why not.
+    fn verify_token(&self, auth: &Auth, r: &Request, ctx: &Ctx<'_>) -> Result<Grant, TokenError> {
+        let token = r.ext_auth_token.as_deref().unwrap_or("");
+        let now_ms = ctx.now.unix_ms;
+        let g = auth.verify(token, u64::try_from(now_ms / 1000).unwrap_or(0))?;
+        // A token about to end would end the session at once (see `hold_within`).
+        if hold_within(g.ends, now_ms).is_none() {
+            return Err(TokenError::Expired);
+        }
+        Ok(g)
+    }
+
+    fn connect(
+        &self,
+        b: &mut Batch,
+        link: &mut Link,
+        r: &Request,
+        ctx: &Ctx<'_>,
+        env: &mut dyn Env,
+        may_hold: bool,
+    ) {
+        let client = match self.authorize(b, link, r, ctx, env) {
             Ok(c) => c,
             Err(reply) => return b.out.push(Bytes::from(reply)),
         };
@@ -250,10 +332,19 @@ impl Rules<'_> {
         }
         // `advice.timeout: 0` (the client's first connect) is answered at once; another
         // advised timeout shortens the hold (never beyond `--bayeux-timeout`).
-        let secs = match r.advice_timeout {
+        let mut secs = match r.advice_timeout {
             Some(ms) if ms > 0 => (ms.div_ceil(1000) as u32).clamp(1, self.timeout.max(1)),
             _ => self.timeout,
         };
+        // With a token, the hold ends before the token does (`authorize` made sure there is
+        // time for one).
+        if self.auth.is_some()
+            && let Some(within) = self.store.with_grant(&client, |g| {
+                g.and_then(|g| hold_within(g.ends, now.unix_ms))
+            })
+        {
+            secs = secs.min(within);
+        }
         let hold = may_hold && r.advice_timeout != Some(0) && secs > 0;
         let ack = match r.ext_ack {
             Some(AckField::Batch(n)) => Some(n),
@@ -292,7 +383,7 @@ impl Rules<'_> {
         ctx: &Ctx<'_>,
         env: &mut dyn Env,
     ) -> String {
-        let client = match self.authorize(b, link, r, ctx) {
+        let client = match self.authorize(b, link, r, ctx, env) {
             Ok(c) => c,
             Err(reply) => return reply,
         };
@@ -311,6 +402,23 @@ impl Rules<'_> {
             .filter(|s| !bayeux::is_service(s))
             .cloned()
             .collect();
+        // With tokens, a subscription the token does not cover is refused (an unsubscribe
+        // never is).
+        if subscribe && self.auth.is_some() {
+            let denied = self.store.with_grant(&client, |g| {
+                subs.iter()
+                    .find(|s| !g.is_some_and(|g| grant_covers(g, s)))
+                    .cloned()
+            });
+            if let Some(s) = denied {
+                b.tokens.channel += 1;
+                return Reply::to(r, false)
+                    .str("clientId", &client)
+                    .raw("subscription", subs_json)
+                    .error(403, &s, TokenError::Channel.message())
+                    .finish();
+            }
+        }
         let mut interest = |i: super::Interest<'_>| env.interest(i);
         let res = if subscribe {
             self.store.subscribe_all(&client, &subs, &mut interest)
@@ -344,7 +452,7 @@ impl Rules<'_> {
         ctx: &Ctx<'_>,
         env: &mut dyn Env,
     ) -> String {
-        let client = match self.authorize(b, link, r, ctx) {
+        let client = match self.authorize_client(b, link, r, ctx) {
             Ok(c) => c,
             Err(reply) => return reply,
         };
@@ -365,9 +473,29 @@ impl Rules<'_> {
         link: &mut Link,
         r: &'r Request,
         ctx: &Ctx<'_>,
+        env: &mut dyn Env,
     ) -> Step<'r> {
-        let reply = match self.authorize(b, link, r, ctx) {
+        let reply = match self.authorize(b, link, r, ctx, env) {
             Err(reply) => reply,
+            // With tokens, a broadcast publish needs the channel in the token's `publish`
+            // (a private push channel: knowing it is enough; `/service/**` is not broadcast).
+            Ok(client)
+                if self.auth.is_some()
+                    && !bayeux::is_service(&r.channel)
+                    && !push::valid_private(bayeux::native_name(&r.channel))
+                    && !self.store.with_grant(&client, |g| {
+                        g.is_some_and(|g| g.may_publish(bayeux::native_name(&r.channel)))
+                    }) =>
+            {
+                b.tokens.channel += 1;
+                Reply::to(r, false)
+                    .error(
+                        403,
+                        &r.channel,
+                        "the token does not allow publishing to this channel",
+                    )
+                    .finish()
+            }
             Ok(_) if !bayeux::valid_channel(&r.channel, self.store.limits().max_channel_len) => {
                 Reply::to(r, false)
                     .error(400, &r.channel, "invalid channel")
@@ -391,4 +519,13 @@ impl Rules<'_> {
         b.out.push(Bytes::from(reply));
         Step::Done
     }
+}
+
+/// Whether a grant covers a Bayeux subscription: a private push channel by its exact name
+/// needs no grant (knowing it is the permission); anything else must be covered by one of the
+/// token's `channels` patterns.
+fn grant_covers(g: &Grant, sub: &str) -> bool {
+    push::valid_private(bayeux::native_name(sub))
+        || g.channel_patterns()
+            .any(|p| pattern::covers_subscription(p, sub))
 }

@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::client::{Client, Out};
 use super::ids::{Id, browser_of, hex, parse_id};
+use crate::auth::{Grant, push};
 use crate::proto::bayeux::{Pattern, pattern};
 
 /// A connection holding a client's `/meta/connect`: worker, slot, generation.
@@ -156,6 +157,7 @@ impl Clients {
         now: u32,
         ack: bool,
         browser: Option<&str>,
+        grant: Option<Grant>,
         random: &mut dyn FnMut() -> u128,
     ) -> Result<String, Refusal> {
         let mut g = self.lock();
@@ -172,11 +174,19 @@ impl Clients {
                 last_seen: now,
                 ack: ack.then(Box::default),
                 browser: browser_of(browser).unwrap_or_default(),
+                grant: grant.map(Box::new),
                 ..Client::default()
             },
         );
         self.stats.clients.fetch_add(1, Ordering::Relaxed);
         Ok(hex(id))
+    }
+
+    /// `f` of the client's token grant (`None`: no such client, or tokens are off).
+    pub fn with_grant<R>(&self, client: &str, f: impl FnOnce(Option<&Grant>) -> R) -> R {
+        let g = self.lock();
+        let c = parse_id(client).and_then(|id| g.clients.get(&id));
+        f(c.and_then(|c| c.grant.as_deref()))
     }
 
     pub fn exists(&self, client: &str) -> bool {
@@ -454,7 +464,8 @@ impl Clients {
         let mut keys: Vec<String> = vec![channel.to_string()];
         let mut prefix = channel;
         let mut first = true;
-        while let Some(cut) = prefix.rfind('/') {
+        // A private push channel is matched by its exact name only.
+        while let Some(cut) = prefix.rfind('/').filter(|_| !push::is_private(native)) {
             prefix = &prefix[..cut];
             if first {
                 keys.push(format!("{prefix}/*"));

@@ -39,6 +39,8 @@ struct World {
     now: Now,
     next_id: u64,
     woken: Vec<Waiter>,
+    /// Subscribe tokens (`None`: open).
+    auth: Option<crate::auth::Auth>,
 }
 
 fn world() -> World {
@@ -58,6 +60,7 @@ fn world() -> World {
         },
         next_id: 1,
         woken: Vec::new(),
+        auth: None,
     }
 }
 
@@ -88,6 +91,7 @@ impl World {
             store: &self.store,
             advice: ADVICE,
             timeout: 30,
+            auth: self.auth.as_ref(),
         }
     }
 
@@ -106,6 +110,7 @@ impl World {
             store: &self.store,
             advice: ADVICE,
             timeout: 30,
+            auth: self.auth.as_ref(),
         };
         let reqs = in_effect(&reqs);
         let mut b = Batch::default();
@@ -519,6 +524,7 @@ fn publishes_are_refused_as_the_caller_reports() {
         store: &w.store,
         advice: ADVICE,
         timeout: 30,
+        auth: None,
     };
     let mut b = Batch::default();
     let step = rules.message(&mut b, &mut c.link, &reqs[0], false, &ctx, &mut w.env);
@@ -546,4 +552,125 @@ fn publishes_are_refused_as_the_caller_reports() {
         r[4],
         json!({"channel": "/service/echo", "successful": true, "id": 6})
     );
+}
+
+/// Subscribe tokens: the handshake's `ext.auth.token` is required and checked at the request's
+/// time; subscribes and publishes stay inside the grant; the hold ends before the token; a
+/// client whose token ended is removed and told 401.
+#[test]
+fn tokens_bound_what_a_client_may_do_and_for_how_long() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+    const SECRET: &str = "bayeux-token-secret-0123456789abcdef";
+    let mut w = world();
+    w.auth = Some(
+        crate::auth::Auth::load(&crate::auth::Sources {
+            token_secrets: vec![SECRET.into()],
+            ..Default::default()
+        })
+        .unwrap(),
+    );
+    let now_s = (w.now.unix_ms / 1000) as u64;
+    let token = |claims: Value| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut c = conn(Via::WebSocket, 1);
+    let hs = |tok: Option<String>| {
+        let ext = match tok {
+            Some(t) => json!({"auth": {"token": t}}),
+            None => json!({}),
+        };
+        json!([{"channel": "/meta/handshake", "version": "1.0", "id": "1",
+            "supportedConnectionTypes": ["websocket"], "ext": ext}])
+    };
+    // Refused handshakes: none, expired, bad signature. Nothing is made.
+    for (tok, why) in [
+        (None, "a token is required"),
+        (
+            Some(token(json!({"exp": now_s - 1, "channels": ["a"]}))),
+            "token expired",
+        ),
+        (
+            Some(format!("{}x", token(json!({"exp": now_s + 60})))),
+            "bad token signature",
+        ),
+    ] {
+        let b = w.send(&mut c, hs(tok));
+        let r = &replies(&b)[0];
+        assert_eq!(r["successful"], false);
+        assert!(r["error"].as_str().unwrap().starts_with("401::"), "{r}");
+        assert!(r["error"].as_str().unwrap().contains(why), "{r}");
+        assert_eq!(r["advice"]["reconnect"], "none");
+        assert!(b.tokens.refused.is_some());
+    }
+    assert_eq!(w.store.stats.snapshot()[0], ("bayeux_clients", 0));
+    // A token for chat/* that may publish on chat/room, ending in 10 s.
+    let b = w.send(
+        &mut c,
+        hs(Some(token(json!({"exp": now_s + 10, "sub": "u1",
+            "channels": ["chat/*"], "publish": "chat/room"})))),
+    );
+    let id = replies(&b)[0]["clientId"].as_str().unwrap().to_string();
+    assert_eq!(b.tokens.accepted, 1);
+    let sub = |id: &str, s: &str| json!([{"channel": "/meta/subscribe", "clientId": id, "subscription": s, "id": "s"}]);
+    for ok in ["/chat/room", "/chat/*"] {
+        assert_eq!(
+            replies(&w.send(&mut c, sub(&id, ok)))[0]["successful"],
+            true,
+            "{ok}"
+        );
+    }
+    for no in ["/chat/**", "/other", "/chat/a/b"] {
+        let b = w.send(&mut c, sub(&id, no));
+        let r = &replies(&b)[0];
+        assert_eq!(r["successful"], false, "{no}");
+        assert_eq!(
+            r["error"],
+            format!("403:{no}:the token does not grant this channel")
+        );
+        assert_eq!(b.tokens.channel, 1);
+    }
+    // A private push channel by its exact name needs no grant.
+    let private = "/~push/0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        replies(&w.send(&mut c, sub(&id, private)))[0]["successful"],
+        true
+    );
+    // Publishing: only chat/room.
+    let publish = |ch: &str| json!([{"channel": ch, "clientId": id, "data": 1, "id": "p"}]);
+    assert_eq!(
+        replies(&w.send(&mut c, publish("/chat/room")))[0]["successful"],
+        true
+    );
+    let b = w.send(&mut c, publish("/chat/other"));
+    assert!(
+        replies(&b)[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("403:/chat/other:")
+    );
+    // A connect is held at most until just before the token ends: 10 s left → 9 s (the
+    // first connect takes what the publish queued).
+    let b = w.send(&mut c, json!([connect(&id, json!({}))]));
+    assert!(
+        b.hold.is_none() && replies(&b).len() == 2,
+        "{:?}",
+        replies(&b)
+    );
+    let b = w.send(&mut c, json!([connect(&id, json!({}))]));
+    assert_eq!(b.hold.as_ref().unwrap().1, 9);
+    // 8.5 s later, less than 2 s are left: the client is done.
+    w.now.unix_ms += 8_500;
+    w.now.secs += 8;
+    let b = w.send(&mut c, json!([connect(&id, json!({}))]));
+    let r = &replies(&b);
+    assert_eq!(r.last().unwrap()["error"], "401::token expired");
+    assert_eq!(r.last().unwrap()["advice"]["reconnect"], "handshake");
+    assert_eq!(b.tokens.expired, 1);
+    assert!(!w.store.exists(&id), "removed with its subscriptions");
+    assert!(w.env.interest.contains(&"-/chat/*".to_string()));
 }

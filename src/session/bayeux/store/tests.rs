@@ -29,7 +29,7 @@ fn hs(c: &Clients, ack: bool, browser: Option<&str>) -> Result<String, Refusal> 
             n.get()
         })
     };
-    c.handshake(0, ack, browser, &mut random)
+    c.handshake(0, ack, browser, None, &mut random)
 }
 
 fn clients() -> Clients {
@@ -60,8 +60,8 @@ fn ids_are_the_given_random_bits_drawn_again_while_taken() {
         let mut v = [5, 5, 9].into_iter();
         move || v.next().unwrap()
     };
-    let a = c.handshake(0, false, None, &mut random).unwrap();
-    let b = c.handshake(0, false, None, &mut random).unwrap();
+    let a = c.handshake(0, false, None, None, &mut random).unwrap();
+    let b = c.handshake(0, false, None, None, &mut random).unwrap();
     assert_eq!(a, hex(5));
     assert_eq!(b, hex(9), "5 was taken: drawn again");
     assert!(c.exists(&a) && c.exists(&b));
@@ -342,4 +342,27 @@ fn first_and_last_interest_go_to_the_caller_in_order() {
         ["+/z/**", "-/z/**"],
         "expired: the last client went"
     );
+}
+
+/// A private push channel (`~push/…`) reaches only its exact subscribers, never a wildcard.
+#[test]
+fn private_channels_match_no_wildcard() {
+    let c = clients();
+    let exact = hs(&c, false, None).unwrap();
+    let wild = hs(&c, false, None).unwrap();
+    let addr = "~push/0123456789abcdef0123456789abcdef";
+    c.subscribe(&exact, &format!("/{addr}"), &mut none).unwrap();
+    c.subscribe(&wild, "/~push/*", &mut none).unwrap();
+    c.subscribe(&wild, "/~push/**", &mut none).unwrap();
+    let queued = |id: &str| match c.connect(0, id, None, None).unwrap() {
+        Connect::Now(out) => out.msgs.len(),
+        Connect::Held(_) => unreachable!("no waiter given"),
+    };
+    c.deliver(addr, msg("m"));
+    assert_eq!(queued(&exact), 1);
+    assert_eq!(queued(&wild), 0);
+    // Wildcards under another first segment still match.
+    c.subscribe(&wild, "/~pushy/*", &mut none).unwrap();
+    c.deliver("~pushy/x", msg("n"));
+    assert_eq!(queued(&wild), 1);
 }
