@@ -6,7 +6,10 @@
 # long-polling and websocket in turn, each registered alone: handshake, 100 messages from
 # POST /pub, wildcards, publish from the page, remoteCall echo, disconnect; each test checked on
 # the wire (a recording proxy) to use that transport only: JSONP GETs; credentialed JSON POSTs
-# with CORS preflights; one WebSocket upgrade to /cometd and text frames.
+# with CORS preflights; one WebSocket upgrade to /cometd and text frames. Authorization: a page
+# gets a private push address and receives what a page of another origin sends it by JSONP;
+# against a second server with --token-secret, EventSource and WebSocket with ?token= (valid,
+# refused, ended at exp with close 4001 / event: expired).
 #
 # Two passes: plaintext (http:// pages, http:// and ws:// to edgecomet), then every test again over
 # TLS (`run.js --tls`: https:// pages, https:// and wss:// to edgecomet's --tls-listen port, a test

@@ -41,8 +41,8 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
-# run.js lists the edgecomet process it starts in PIDFILE; whatever is still listed when this
-# script exits, however it exits, is killed.
+# run.js lists the edgecomet processes it starts (the main one and the one with --token-secret) in
+# PIDFILE; whatever is still listed when this script exits, however it exits, is killed.
 work=$(mktemp -d)
 export COMETD_TESTS_PIDFILE=$work/pids
 runner=

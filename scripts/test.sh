@@ -2,7 +2,8 @@
 # The one test command (README: "Two commands"). Installs what it needs on a fresh machine, then
 # runs every check: formatting, clippy, unit and integration tests (real sockets, real clients),
 # benches and fuzz targets compiled, the Python `websockets` client tests (plaintext, and TLS with
-# Python's ssl and `openssl s_client`, installed with apt if missing), the headless Chromium
+# Python's ssl and `openssl s_client`, installed with apt if missing; authorization with PyJWT
+# tokens), the headless Chromium
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
 # official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
 # redis-server (installed with apt if missing) and the
@@ -118,6 +119,8 @@ python_tests() {
 step "python websockets client tests" python_tests
 step "TLS with clients we did not write (python websockets over wss, python ssl, openssl s_client)" \
     .tools/py3/bin/python tests/python/test_tls.py target/release/edgecomet
+step "authorization with clients we did not write (PyJWT tokens, python websockets, http.client)" \
+    .tools/py3/bin/python tests/python/test_auth.py target/release/edgecomet
 step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD; plaintext, then https/wss)" scripts/browser-tests.sh
 step "kernel-tuning apply/restore (in a network namespace of its own)" \
     python3 kernel-tuning/tests/test_apply.py

@@ -538,3 +538,31 @@ fn a_message_has_the_same_id_everywhere_so_a_client_resumes_on_another_server() 
     assert_eq!(hub(&b, "stale_ids"), 0);
     assert_eq!(hub(&b, "missed_ids"), 0);
 }
+
+/// A private push address made on one server is reached from another, through Redis: the
+/// address is a channel like any other there.
+#[test]
+fn a_push_address_works_across_servers() {
+    let redis = Redis::start();
+    let a = with_broker(&redis);
+    let b = with_broker(&redis);
+    let mut p = Publisher::new(a.local_addr());
+    p.send_raw(b"POST /push/new HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    let (st, body) = p.response();
+    assert_eq!(st, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let mut sub = ws(b.local_addr(), v["subscribe"].as_str().unwrap());
+    assert!(subscribed(&b, 1));
+    let send = v["send"].as_str().unwrap();
+    p.send_raw(
+        format!("POST {send} HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nping").as_bytes(),
+    );
+    let (st, body) = p.response();
+    assert_eq!(st, 202, "{body}");
+    assert_eq!(recv_text(&mut sub), "ping");
+    let (st, body) = p.get(&format!("{send}?message=pong&callback=cb"));
+    assert_eq!(st, 200);
+    assert_eq!(body, "cb({\"ok\":true});\n");
+    assert_eq!(recv_text(&mut sub), "pong");
+    no_message_within(&mut sub, Duration::from_millis(300));
+}

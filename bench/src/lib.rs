@@ -6,6 +6,7 @@
 //!   counts bytes (frames have a known size);
 //! - [`http_conn`], [`get_stats`]: `/stats` and `/pub` over flood's keep-alive HTTP client;
 //! - [`thread_cpu`]: CPU time of the calling thread;
+//! - [`token`]: a subscribe token for `--token-secret` runs;
 //! - small statistics and argument helpers.
 //!
 //! The client toolkit itself is flood's ([`flood`], the library of `flood-client/`): the
@@ -757,4 +758,19 @@ impl Args {
 pub fn die(msg: &str) -> ! {
     eprintln!("error: {msg}");
     std::process::exit(2);
+}
+
+/// An HS256 subscribe token signed with `secret`, for every channel (`**`), valid for an hour:
+/// what a `--token-secret` run's subscribers bring.
+pub fn token(secret: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"exp": exp, "channels": ["**"]}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signs with any secret")
 }

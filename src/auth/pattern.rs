@@ -22,8 +22,9 @@ pub fn covers(pat: &str, channel: &str) -> bool {
     } else {
         return false;
     };
-    // `prefix` is empty (`*`, `**`) or ends in `/` (`a/*`); anything else (`a*`) is no pattern.
-    if !(prefix.is_empty() || prefix.ends_with('/')) {
+    // `prefix` is empty (`*`, `**`) or a name and `/` (`a/*`); anything else (`a*`, `//*`) is
+    // no pattern.
+    if !(prefix.is_empty() || prefix.ends_with('/') && !prefix.starts_with('/')) {
         return false;
     }
     match channel.strip_prefix(prefix) {
@@ -42,13 +43,15 @@ enum Kind {
 /// A pattern as (prefix, kind): `a/*` → (`a`, children), `**` → (``, descendants).
 fn split(p: &str) -> (&str, Kind) {
     let p = p.strip_prefix('/').unwrap_or(p);
+    // A prefix is a name: not empty, no leading `/` (as `covers` wants it).
+    let name = |x: &str| !x.is_empty() && !x.starts_with('/');
     if p == "**" {
         ("", Kind::Descendants)
     } else if p == "*" {
         ("", Kind::Children)
-    } else if let Some(x) = p.strip_suffix("/**") {
+    } else if let Some(x) = p.strip_suffix("/**").filter(|x| name(x)) {
         (x, Kind::Descendants)
-    } else if let Some(x) = p.strip_suffix("/*") {
+    } else if let Some(x) = p.strip_suffix("/*").filter(|x| name(x)) {
         (x, Kind::Children)
     } else {
         (p, Kind::Exact)

@@ -17,6 +17,10 @@
 //   - this runner publishes with POST /pub/{channel} straight to edgecomet (never through a
 //     proxy) and knows exactly what it published and when; the pages record what they receive
 //     and the runner compares.
+//   - for the token tests (docs/auth.md), a second edgecomet with --token-secret (random per run);
+//     the runner signs the HS256 tokens itself (node's crypto) and passes them to the pages,
+//     which use them in ?token=. The push test (a private address made by one page, sent to by a
+//     page of another origin with JSONP) runs against the first.
 //
 // `run.js --tls` runs every test once more over TLS, named "tls NAME": edgecomet with
 // --tls-listen and a certificate for 127.0.0.1 from a test CA made at test time (tls.js, the
@@ -72,10 +76,12 @@ function notePid(key, pid) {
 }
 
 class Edgecomet {
-    // tls: { cert, key } PEM paths for --tls-listen, or null.
-    constructor(args, tls = null) {
+    // tls: { cert, key } PEM paths for --tls-listen, or null. name: its key in PIDFILE (one
+    // per instance: the token tests run a second edgecomet).
+    constructor(args, tls = null, name = 'edgecomet') {
         this.args = args;
         this.tls = tls;
+        this.name = name;
         this.port = 0; // plaintext: the runner's publishes and /stats
         this.tlsPort = 0;
         this.proc = null;
@@ -113,7 +119,7 @@ class Edgecomet {
             if (this.tls) args.push('--tls-listen', `127.0.0.1:${this.tlsPort}`, '--tls-cert', this.tls.cert, '--tls-key', this.tls.key);
             const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
             this.proc = proc;
-            notePid('edgecomet', proc.pid);
+            notePid(this.name, proc.pid);
             let mine = '';
             let done = false;
             const timer = setTimeout(() => {
@@ -139,7 +145,7 @@ class Edgecomet {
                 done = true;
             });
             proc.on('exit', (code, sig) => {
-                if (this.proc === proc) notePid('edgecomet', null);
+                if (this.proc === proc) notePid(this.name, null);
                 this.out += `[edgecomet exited: ${code !== null ? `status ${code}` : sig}]\n`;
                 if (!done) {
                     done = true;
@@ -249,6 +255,12 @@ class TestContext {
 
     channel(tag) {
         return `bt-${tag}-${crypto.randomBytes(4).toString('hex')}`;
+    }
+
+    // Runs the rest of the test against another edgecomet (the token tests' env.tokenServer):
+    // edgeUrl, edgeWs, proxy(), stats() and the log tail of a failure then use it.
+    use(server) {
+        this.server = server;
     }
 
     // edgecomet as the browser reaches it: http:// or https:// (the TLS port).
@@ -750,6 +762,279 @@ test('cors: an origin that is not allowed is refused (WebSocket, fetch, prefligh
         `preflight from the allowed origin: ${ok.status} ${JSON.stringify(ok.headers)}`);
 });
 
+// ---- authorization (docs/auth.md): private push addresses, subscribe tokens -----------------------
+//
+// pages/auth.html, pages/auth-tests.js: A.pushNew (fetch POST /push/new), A.eventSource and
+// A.webSocket record what they see in A.st[name]; A.send sends to a push address with a JSONP
+// <script> and says whether its callback ran and whether the script loaded or failed.
+//
+// The token tests run against a second edgecomet, env.tokenServer: --token-secret TOKEN_SECRET
+// (made at random per run), --allow-origin the page origin, --sse-retry 300 (an EventSource tries
+// again soon). The runner signs the tokens itself: HS256 JWTs, HMAC-SHA256 with node's crypto.
+
+const TOKEN_SECRET = crypto.randomBytes(24).toString('hex'); // 48 bytes (at least 32)
+const nowS = () => Math.floor(Date.now() / 1000);
+
+// A JSON Web Token (RFC 7519) with these claims, signed HS256 with `secret`.
+function jwt(claims, secret = TOKEN_SECRET) {
+    const b64 = (x) => Buffer.from(JSON.stringify(x)).toString('base64url');
+    const signed = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+    return `${signed}.${crypto.createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+
+const onA = (page, timeout = 10_000) => ({ expr: 'A.st', page, timeout });
+
+// The differences between two /stats totals, for the counters named.
+const grew = (s0, s1, names) => Object.fromEntries(names.map((n) => [n, (s1[n] ?? NaN) - (s0[n] ?? NaN)]));
+
+test('push: a page makes a private address (fetch POST /push/new), a page of another origin sends to it by JSONP, it arrives once; a malformed address is a script error (404)', async (t) => {
+    const s0 = await t.stats();
+    const a = await t.open('auth.html');
+    const made = await a.evaluate((u) => A.pushNew(u), `${t.edgeUrl}/push/new`);
+    check(!made.error && made.status === 200 && made.json, () => `fetch POST /push/new from ${t.env.origin}: ${JSON.stringify(made)}`);
+    const { address, channel, subscribe, send } = made.json;
+    check(/^[0-9a-f]{32}$/.test(address || '') && channel === `~push/${address}` && subscribe === `/sub/~push/${address}` && send === `/push/${address}`, () =>
+        `POST /push/new answered ${made.text}`);
+    const another = await a.evaluate((u) => A.pushNew(u), `${t.edgeUrl}/push/new`);
+    check(another.json && /^[0-9a-f]{32}$/.test(another.json.address || '') && another.json.address !== address, () =>
+        `a second POST /push/new: ${JSON.stringify(another)} (the first: ${address})`);
+    // Page A subscribes to its address with an EventSource and a WebSocket.
+    await a.evaluate((es, ws) => {
+        A.eventSource('es', es);
+        A.webSocket('ws', ws);
+    }, `${t.edgeUrl}${subscribe}`, `${t.edgeWs}${subscribe}`);
+    await t.until('the EventSource and the WebSocket on the address to open', () =>
+        (A.st.es.opens >= 1 || A.st.es.closed) && (A.st.ws.opened || A.st.ws.closes.length >= 1), undefined, onA(a));
+    let st = await t.state('A.st', a);
+    check(st.es.opens === 1 && st.ws.opened && st.ws.closes.length === 0, () => `subscribing to ${subscribe}: ${summarize(st)}`);
+
+    // Page B: another tab, from the origin edgecomet does not allow (JSONP needs no CORS), given
+    // the address by the runner; it sends through a recording proxy, so the runner sees the wire.
+    const proxy = await t.proxy();
+    const bOrigin = `${HTTP}://127.0.0.1:${t.env.otherStaticPort}`;
+    const b = await t.open('auth.html', t.env.otherStaticPort);
+    const tag = crypto.randomBytes(3).toString('hex');
+    const msg = `from another origin ${tag}: ünïcødé € 💬 & = + % ? # "q" <b> \\`;
+    const sent = await b.evaluate((u, ad, m) => A.send('msg', u, ad, m), proxy.url, address, msg);
+    check(sent.load && !sent.error && sent.called.length === 1, () => `JSONP send from ${bOrigin}: ${JSON.stringify(sent)}`);
+    const answer = sent.called[0][0];
+    check(sent.called[0].length === 1 && answer && answer.ok === true && /^[0-9]{1,20}$/.test(answer.id || ''), () =>
+        `the JSONP callback got ${JSON.stringify(sent.called)}, expected one argument {"ok":true,"id":"…"}`);
+    // Malformed addresses: 404, so the <script> fails (its error event) and its callback never runs.
+    const bad = [['short', '0123'], ['long', `${address}0`], ['nonhex', `${address.slice(0, 31)}g`]];
+    if (address.toUpperCase() !== address) bad.push(['upper', address.toUpperCase()]);
+    for (const [k, ad] of bad) {
+        const r = await b.evaluate((n, u, x, m) => A.send(n, u, x, m), `bad_${k}`, proxy.url, ad, `bad-${k}-${tag}`);
+        check(r.error && !r.load && !r.timeout && r.called.length === 0, () => `JSONP send to the malformed address ${ad} (${k}): ${JSON.stringify(r)}, expected a script error`);
+    }
+    // An end marker sent the same way: once it is in, everything sent before it is too (one
+    // channel, in order), so "exactly once" needs no waiting for what does not come.
+    const endMsg = `end-${tag}`;
+    const sentEnd = await b.evaluate((u, ad, m) => A.send('end', u, ad, m), proxy.url, address, endMsg);
+    check(sentEnd.load && sentEnd.called.length === 1 && sentEnd.called[0][0].ok === true, () => `JSONP send of the end marker: ${JSON.stringify(sentEnd)}`);
+    await t.until('the end marker on the EventSource and the WebSocket', (m) => A.st.es.data.includes(m) && A.st.ws.data.includes(m), endMsg, onA(a));
+    st = await t.state('A.st', a);
+    for (const n of ['es', 'ws']) {
+        const d = diffSeq(st[n].data, [msg, endMsg]);
+        check(!d, () => `page A's ${st[n].kind} on its address: ${d}`);
+    }
+    checkIds(st.es.ids);
+    check(st.es.ids[0] === answer.id, () => `the EventSource got the message as id ${st.es.ids[0]}; the JSONP answer said ${answer.id}`);
+    check(st.es.errors.length === 0 && st.ws.closes.length === 0 && st.es.gaps.length === 0, () => `page A: ${summarize(st)}`);
+    // On the wire: every send a GET loaded as a <script> from another origin, answered 200
+    // JavaScript (the message %-decoded as sent) or 404.
+    await t.wire(proxy);
+    const reqs = httpExchanges(proxy);
+    check(reqs.length === bad.length + 2, () => `${reqs.length} requests through the proxy, expected ${bad.length + 2}: ${reqs.map((r) => r.line).join(' | ')}`);
+    for (const r of reqs) {
+        const good = r.path === `/push/${address}`;
+        check(r.method === 'GET' && r.headers['sec-fetch-dest'] === 'script' && r.headers['sec-fetch-site'] && r.headers['sec-fetch-site'] !== 'same-origin', () =>
+            `${r.line}: Sec-Fetch-Dest ${r.headers['sec-fetch-dest']}, Sec-Fetch-Site ${r.headers['sec-fetch-site']}: not a cross-origin <script>`);
+        check(r.response && r.response.status === (good ? 200 : 404), () => `${r.line}: answered ${r.response && r.response.line}, expected ${good ? 200 : 404}`);
+        if (good) {
+            check(/^application\/javascript/.test(r.response.headers['content-type'] || '') && [msg, endMsg].includes(r.query.get('message')), () =>
+                `${r.line}: answered ${JSON.stringify(r.response.headers)}, message=${JSON.stringify(r.query.get('message'))}`);
+        }
+    }
+    const s1 = await t.stats();
+    const g = grew(s0, s1, ['push_addresses', 'push_messages']);
+    check(g.push_addresses === 2 && g.push_messages === 2, () => `/stats: ${JSON.stringify(g)}, expected 2 addresses made and 2 messages sent`);
+    const origins = [...new Set(reqs.map((r) => r.headers.origin || '(none)'))].join(', ');
+    t.note(`address ${address.slice(0, 8)}…; JSONP answer ${JSON.stringify(answer)}; Sec-Fetch-Site ${reqs[0].headers['sec-fetch-site']}, Origin ${origins}; 404 for ${bad.map(([k]) => k).join(', ')}`);
+});
+
+test('tokens: an EventSource and a WebSocket with ?token= get a published message', async (t) => {
+    t.use(t.env.tokenServer);
+    const ch = t.channel('tok');
+    const tok = jwt({ exp: nowS() + 600, sub: 'browser-test', channels: [ch] });
+    const s0 = await t.stats();
+    const a = await t.open('auth.html');
+    const q = `/sub/${ch}?token=${encodeURIComponent(tok)}`;
+    await a.evaluate((es, ws) => {
+        A.eventSource('es', es);
+        A.webSocket('ws', ws);
+    }, `${t.edgeUrl}${q}`, `${t.edgeWs}${q}`);
+    await t.until('the EventSource and the WebSocket to open', () =>
+        (A.st.es.opens >= 1 || A.st.es.closed) && (A.st.ws.opened || A.st.ws.closes.length >= 1), undefined, onA(a));
+    let st = await t.state('A.st', a);
+    check(st.es.opens === 1 && st.es.errors.length === 0 && st.ws.opened && st.ws.closes.length === 0, () => `with a valid token: ${summarize(st)}`);
+    const want = [`tok-1-${ch}`, `tok-end-${ch}`];
+    for (const m of want) await t.server.publish(ch, m);
+    await t.until('the messages on both', (m) => A.st.es.data.includes(m) && A.st.ws.data.includes(m), want[1], onA(a));
+    st = await t.state('A.st', a);
+    for (const n of ['es', 'ws']) {
+        const d = diffSeq(st[n].data, want);
+        check(!d, () => `${st[n].kind} with a token: ${d}`);
+    }
+    checkIds(st.es.ids);
+    const g = grew(s0, await t.stats(), ['auth_tokens_accepted']);
+    check(g.auth_tokens_accepted === 2, () => `/stats: ${JSON.stringify(g)}, expected 2 tokens accepted`);
+});
+
+test('tokens: refused before the subscription starts: a token for another channel, an expired token, none, a bad signature (WebSocket never opens, EventSource CLOSED)', async (t) => {
+    t.use(t.env.tokenServer);
+    const ch = t.channel('tokno');
+    const proxy = await t.proxy();
+    const later = nowS() + 600;
+    const otherSecret = crypto.randomBytes(24).toString('hex');
+    // Each case on a channel of its own, so that its request is told apart on the wire.
+    const invalid = (d) => new RegExp(`^Bearer realm="edgecomet", error="invalid_token", error_description="${d}"$`);
+    const cases = [
+        { name: 'wsOther', kind: 'ws', token: (c) => jwt({ exp: later, channels: [`${c}-not`] }), status: 403, www: /^Bearer realm="edgecomet", error="insufficient_scope", error_description="the token does not grant this channel"$/, counter: 'auth_token_channel' },
+        { name: 'esOther', kind: 'es', token: (c) => jwt({ exp: later, channels: [`${c}-not`, 'other/**'] }), status: 403, www: /error="insufficient_scope"/, counter: 'auth_token_channel' },
+        { name: 'esExpired', kind: 'es', token: (c) => jwt({ exp: nowS() - 30, channels: [c] }), status: 401, www: invalid('token expired'), counter: 'auth_token_expired' },
+        { name: 'wsExpired', kind: 'ws', token: (c) => jwt({ exp: nowS() - 30, channels: [c] }), status: 401, www: invalid('token expired'), counter: 'auth_token_expired' },
+        { name: 'esNone', kind: 'es', token: null, status: 401, www: /^Bearer realm="edgecomet"$/, counter: 'auth_token_missing' },
+        { name: 'wsBadSignature', kind: 'ws', token: (c) => jwt({ exp: later, channels: [c] }, otherSecret), status: 401, www: invalid('bad token signature'), counter: 'auth_token_bad_signature' },
+    ];
+    for (const c of cases) {
+        c.channel = `${ch}-${c.name}`;
+        c.path = `/sub/${c.channel}${c.token ? `?token=${encodeURIComponent(c.token(c.channel))}` : ''}`;
+    }
+    const s0 = await t.stats();
+    const a = await t.open('auth.html');
+    await a.evaluate((list) => {
+        for (const c of list) c.kind === 'es' ? A.eventSource(c.name, c.es) : A.webSocket(c.name, c.ws);
+    }, cases.map((c) => ({ name: c.name, kind: c.kind, es: `${proxy.url}${c.path}`, ws: `${proxy.ws}${c.path}` })));
+    // A refused WebSocket ends (error, then close 1006) without opening; a refused EventSource
+    // fails for good (readyState CLOSED: no retry after a non-200 answer).
+    await t.until('every refused socket to end', (names) => names.every(([n, k]) => (k === 'es' ? A.st[n].closed : A.st[n].closes.length >= 1)),
+        cases.map((c) => [c.name, c.kind]), onA(a));
+    const st = await t.state('A.st', a);
+    for (const c of cases) {
+        const s = st[c.name];
+        if (c.kind === 'ws') {
+            check(!s.opened && s.errors.length >= 1 && s.closes.length === 1 && s.closes[0].code === 1006 && !s.closes[0].opened, () =>
+                `${c.name}: the WebSocket should fail before open (error, close 1006): ${summarize(s)}`);
+        } else {
+            check(s.opens === 0 && s.closed && s.errors.length === 1 && s.errors[0].readyState === 2 && s.data.length === 0, () =>
+                `${c.name}: the EventSource should fail at once, readyState CLOSED, never open: ${summarize(s)}`);
+        }
+    }
+    // What the page cannot see: each answer's status and WWW-Authenticate, one request each.
+    await t.wire(proxy);
+    const reqs = httpExchanges(proxy);
+    for (const c of cases) {
+        const mine = reqs.filter((r) => r.path === `/sub/${c.channel}`);
+        check(mine.length === 1, () => `${c.name}: ${mine.length} requests for /sub/${c.channel} through the proxy, expected 1 (no retry): ${mine.map((r) => r.line).join(' | ')}`);
+        const r = mine[0].response;
+        check(r && r.status === c.status && c.www.test(r.headers['www-authenticate'] || ''), () =>
+            `${c.name}: answered ${r && r.line} WWW-Authenticate ${JSON.stringify(r && r.headers['www-authenticate'])}, expected ${c.status} and ${c.www}`);
+        if (c.kind === 'ws') check(/^websocket$/i.test(mine[0].headers.upgrade || ''), () => `${c.name}: not a WebSocket upgrade: ${mine[0].line}`);
+    }
+    check(proxy.frames.length === 0, () => `WebSocket frames through the proxy: ${JSON.stringify(proxy.frames.slice(0, 3))}`);
+    const names = [...new Set(cases.map((c) => c.counter)), 'auth_tokens_accepted'];
+    const g = grew(s0, await t.stats(), names);
+    const want = Object.fromEntries(names.map((n) => [n, cases.filter((c) => c.counter === n).length]));
+    check(JSON.stringify(g) === JSON.stringify(want), () => `/stats counters grew ${JSON.stringify(g)}, expected ${JSON.stringify(want)}`);
+    t.note(cases.map((c) => `${c.name} ${c.status}`).join(', '));
+});
+
+test('tokens: at its token\'s exp a WebSocket is closed 4001 "token expired", an EventSource gets event: expired and its reconnect is refused', async (t) => {
+    t.use(t.env.tokenServer);
+    const ch = t.channel('tokexp');
+    const proxy = await t.proxy();
+    // exp is whole seconds: 3 to 4 s from now.
+    const exp = Math.ceil(Date.now() / 1000 + 3);
+    const tok = jwt({ exp, channels: [ch] });
+    const q = `/sub/${ch}?token=${encodeURIComponent(tok)}`;
+    const s0 = await t.stats();
+    const a = await t.open('auth.html');
+    await a.evaluate((es, ws) => {
+        A.eventSource('es', es);
+        A.webSocket('ws', ws);
+    }, `${proxy.url}${q}`, `${proxy.ws}${q}`);
+    await t.until('the EventSource and the WebSocket to open', () =>
+        (A.st.es.opens >= 1 || A.st.es.closed) && (A.st.ws.opened || A.st.ws.closes.length >= 1), undefined, onA(a));
+    let st = await t.state('A.st', a);
+    check(st.es.opens === 1 && st.ws.opened && st.ws.closes.length === 0, () => `with a token valid until ${exp}: ${summarize(st)}`);
+    // Live until then: a message arrives on both.
+    const m = `before-exp-${ch}`;
+    await t.server.publish(ch, m);
+    await t.until('the message on both', (x) => A.st.es.data.includes(x) && A.st.ws.data.includes(x), m, onA(a));
+    const liveAt = Date.now();
+    check(liveAt < exp * 1000 - 1000, () => `the message arrived ${liveAt - exp * 1000} ms from exp: the machine is too slow for this test to show anything`);
+    // The WebSocket's close, and the EventSource's end of stream, reconnect (after 300 ms) and
+    // refusal: at most exp + a few seconds.
+    await t.until('the WebSocket to close and the EventSource to give up', () => A.st.ws.closes.length >= 1 && A.st.es.closed, undefined,
+        onA(a, Math.max(0, exp * 1000 - Date.now()) + 5000));
+    st = await t.state('A.st', a);
+    const ws = st.ws.closes[0];
+    check(ws.code === 4001 && ws.reason === 'token expired' && ws.wasClean === true, () => `the WebSocket's CloseEvent: ${JSON.stringify(ws)}, expected 4001 "token expired", clean`);
+    check(diffSeq(st.ws.data, [m]) === null && diffSeq(st.es.data, [m]) === null, () => `messages: WebSocket ${JSON.stringify(st.ws.data)}, EventSource ${JSON.stringify(st.es.data)}`);
+    // EventSource: event: expired, the stream ends (error, CONNECTING: it retries), the retry
+    // with the same token is refused (error, CLOSED).
+    const es = st.es;
+    check(JSON.stringify(es.expired) === '["token expired"]' && es.opens === 1 && es.errors.length === 2 && es.errors[0].readyState === 0 && es.errors[1].readyState === 2, () =>
+        `the EventSource: ${summarize(es)}; expected one event: expired "token expired", an error while CONNECTING (end of stream), then one while CLOSED (the retry refused)`);
+    check(es.events.findIndex((e) => e.startsWith('expired')) < es.events.findIndex((e) => e.startsWith('error')), () => `EventSource events out of order: ${es.events.join('; ')}`);
+    // On the wire: the server's close frame came at exp or within the second before, never later
+    // (docs/auth.md; +250 ms for the proxy to see it). (Whether the browser's answering close
+    // frame shows up depends on timing: edgecomet half-closes after its close frame, and the
+    // proxy, a plain net.Socket pair, then ends both sides; wasClean above is the browser's word.)
+    await t.wire(proxy);
+    const closes = proxy.frames.filter((f) => f.opcode === 'close');
+    const srv = closes.find((f) => f.from === 'server');
+    check(srv && srv.code === 4001 && srv.reason === 'token expired', () => `close frames on the wire: ${JSON.stringify(closes)}`);
+    const rel = srv.at - exp * 1000;
+    check(rel <= 250 && rel >= -1500, () => `the server's close frame went through ${rel} ms from exp (allowed: -1500 .. +250)`);
+    const esReqs = httpExchanges(proxy).filter((r) => r.path === `/sub/${ch}` && !/^websocket$/i.test(r.headers.upgrade || ''));
+    check(esReqs.length === 2 && esReqs[0].response && esReqs[0].response.status === 200 && esReqs[1].response && esReqs[1].response.status === 401 &&
+        /error_description="token expired"/.test(esReqs[1].response.headers['www-authenticate'] || ''), () =>
+        `EventSource requests: ${esReqs.map((r) => `${r.line} -> ${r.response && r.response.line} ${JSON.stringify(r.response && r.response.headers['www-authenticate'])}`).join(' | ')}; expected 200, then 401 token expired`);
+    const g = grew(s0, await t.stats(), ['auth_tokens_accepted', 'auth_expired_closes', 'auth_token_expired']);
+    check(g.auth_tokens_accepted === 2 && g.auth_expired_closes === 2 && g.auth_token_expired === 1, () =>
+        `/stats counters grew ${JSON.stringify(g)}, expected 2 accepted, 2 expired closes, 1 expired refusal`);
+    t.note(`close 4001 on the wire ${rel} ms from exp; EventSource stream ended ${es.errors[0].at - exp * 1000} ms from exp, retry refused ${es.errors[1].at - exp * 1000} ms from exp`);
+});
+
+test('tokens: /push/new and a subscription to the address need a valid token (whatever its channels)', async (t) => {
+    t.use(t.env.tokenServer);
+    const tok = jwt({ exp: nowS() + 600, channels: [] });
+    const a = await t.open('auth.html');
+    const refused = await a.evaluate((u) => A.pushNew(u), `${t.edgeUrl}/push/new`);
+    check(refused.status === 401, () => `fetch POST /push/new without a token: ${JSON.stringify(refused)}, expected a readable 401`);
+    const made = await a.evaluate((u) => A.pushNew(u), `${t.edgeUrl}/push/new?token=${encodeURIComponent(tok)}`);
+    check(made.status === 200 && made.json && /^[0-9a-f]{32}$/.test(made.json.address || ''), () => `fetch POST /push/new?token=: ${JSON.stringify(made)}`);
+    const { address, subscribe } = made.json;
+    await a.evaluate((none, es) => {
+        A.eventSource('none', none);
+        A.eventSource('es', es);
+    }, `${t.edgeUrl}${subscribe}`, `${t.edgeUrl}${subscribe}?token=${encodeURIComponent(tok)}`);
+    await t.until('the EventSources to open or fail', () => A.st.none.closed && (A.st.es.opens >= 1 || A.st.es.closed), undefined, onA(a));
+    let st = await t.state('A.st', a);
+    check(st.none.opens === 0 && st.es.opens === 1 && !st.es.closed, () => `EventSource on ${subscribe} without and with a token: ${summarize(st)}`);
+    const want = [`pushed-${address.slice(0, 6)}`, 'end'];
+    for (const m of want) {
+        const r = await t.server.request('POST', `/push/${address}`, { body: m });
+        check(r.status === 200 && /"ok":true/.test(r.body), () => `POST /push/${address}: ${r.status} ${r.body}`);
+    }
+    await t.until('the messages', () => A.st.es.data.includes('end'), undefined, onA(a));
+    st = await t.state('A.st', a);
+    const d = diffSeq(st.es.data, want);
+    check(!d, d);
+});
+
 // ---- the official CometD client, one transport at a time -----------------------------------------
 //
 // pages/cometd-tests.js: npm cometd 9 (ES modules from the static server's origin) with one
@@ -798,7 +1083,7 @@ function httpExchanges(proxy) {
         const n = seen.get(conn) || 0;
         seen.set(conn, n + 1);
         const response = (responses.get(conn) || [])[n] || null;
-        return { at, conn, method, path: u.pathname, jsonp: u.searchParams.get('jsonp'), messages, headers, body, response, line: line.slice(0, 300) };
+        return { at, conn, method, path: u.pathname, query: u.searchParams, jsonp: u.searchParams.get('jsonp'), messages, headers, body, response, line: line.slice(0, 300) };
     });
 }
 
@@ -1265,6 +1550,7 @@ const env = {};
 async function cleanup() {
     if (env.browser) await env.browser.close().catch(() => {});
     if (env.server) await env.server.kill('SIGKILL');
+    if (env.tokenServer) await env.tokenServer.kill('SIGKILL');
     for (const s of [env.static, env.otherStatic, env.untrusted]) if (s) s.close();
     notePid('chromium', null);
     if (env.tmp) fs.rmSync(env.tmp, { recursive: true, force: true });
@@ -1320,6 +1606,16 @@ async function main() {
         '--sse-heartbeat', '1',
     ], pageTls);
     await env.server.start();
+    // The token tests' edgecomet: every subscription needs a token signed with TOKEN_SECRET.
+    env.tokenServer = new Edgecomet([
+        '--workers', '2',
+        '--allow-origin', env.origin,
+        '--token-secret', TOKEN_SECRET,
+        '--sse-retry', '300',
+        '--poll-timeout', String(POLL_TIMEOUT_S),
+        '--sse-heartbeat', '1',
+    ], pageTls, 'edgecomet-tokens');
+    await env.tokenServer.start();
     env.browser = await puppeteer.launch({
         executablePath: CHROMIUM,
         headless: true,
@@ -1330,6 +1626,7 @@ async function main() {
     notePid('chromium', -env.browser.process().pid); // puppeteer starts it as a process group
     console.log(`# ${await env.browser.version()} (${CHROMIUM}), puppeteer-core ${require('puppeteer-core/package.json').version}`);
     console.log(`# edgecomet ${BIN} on 127.0.0.1:${env.server.port}${TLS ? ` and 127.0.0.1:${env.server.tlsPort} (TLS; the browser uses this one)` : ''}, pages from ${env.origin}`);
+    console.log(`# the token tests' edgecomet (--token-secret) on 127.0.0.1:${env.tokenServer.port}${TLS ? ` and 127.0.0.1:${env.tokenServer.tlsPort} (TLS)` : ''}`);
 
     let failed = 0;
     for (const { name, fn } of tests) {
@@ -1373,12 +1670,14 @@ async function main() {
             console.log(`not ok - ${name}: ${msg}`);
             for (const n of notes) console.log(`#   ${n}`);
             for (const l of t.pageLog.slice(-15)) console.log(`#   page: ${l}`);
-            console.log(`#   edgecomet log tail: ${JSON.stringify(env.server.logTail(600))}`);
+            console.log(`#   edgecomet log tail: ${JSON.stringify(t.server.logTail(600))}`);
         }
         await t.close();
-        if (!env.server.proc || env.server.proc.exitCode !== null || env.server.proc.signalCode !== null) {
-            console.log('# edgecomet is not running after that test; starting it again');
-            await env.server.start();
+        for (const srv of [env.server, env.tokenServer]) {
+            if (!srv.proc || srv.proc.exitCode !== null || srv.proc.signalCode !== null) {
+                console.log(`# ${srv.name} is not running after that test; starting it again`);
+                await srv.start();
+            }
         }
     }
     if (exiting) return; // bail() reports, cleans up and exits

@@ -5,6 +5,8 @@
 //   node run.js --url http://127.0.0.1:P/cometd   a Bayeux server already running
 //   node run.js --edgecomet-bin PATH [--edgecomet-args "..."]
 //                                              starts PATH --listen 127.0.0.1:0 --workers 2 ...
+//                                              and, for the subscribe-token tests (issue 17), a
+//                                              second one with --token-secret S --client-publish
 //
 // Other options: --transport websocket|long-polling (default both), --only REGEX (tests whose name
 // matches; the others are listed as skipped and the run fails, so a partial run is never taken for
@@ -151,23 +153,52 @@ let clientLogSeq = 0;
 
 // ---- target server --------------------------------------------------------------------------------
 
-const target = { port: 0, path: '/cometd', origin: null, close: async () => {}, maxIntervalMs: opts.maxIntervalMs, describe: '' };
+const target = { port: 0, path: '/cometd', origin: null, close: async () => {}, maxIntervalMs: opts.maxIntervalMs, describe: '', name: 'server', extraArgs: [] };
+// The subscribe-token tests (issue 17) need a server started with --token-secret: with
+// --edgecomet-bin, a second edgecomet process (the same flags as the main one, plus
+// --token-secret and --client-publish), started and stopped like the main one. The secret is
+// this run's own; the tests mint their tokens with it.
+const TOKEN_SECRET = crypto.randomBytes(32).toString('hex');
+const tokenTarget = {
+    port: 0,
+    path: '/cometd',
+    origin: null,
+    close: async () => {},
+    maxIntervalMs: opts.maxIntervalMs,
+    describe: '(not started)',
+    name: 'token server',
+    extraArgs: ['--token-secret', TOKEN_SECRET, ...(opts.binArgs.includes('--client-publish') ? [] : ['--client-publish'])],
+    startError: null,
+};
 const PIDFILE = process.env.COMETD_TESTS_PIDFILE || null;
+// The edgecomet processes running, by server name: the pid file lists them all.
+const livePids = new Map();
+function writePidFile() {
+    if (PIDFILE) fs.writeFileSync(PIDFILE, [...livePids.values()].map((pid) => `${pid}\n`).join(''));
+}
 
-// Starts (or, after it died, restarts) edgecomet on a free port. Its output accumulates in one log
-// across restarts; tests read their slice of it.
-let serverOut = '';
-async function startEdgecomet() {
-    const args = ['--listen', '127.0.0.1:0', '--workers', '2', ...opts.binArgs];
+// Starts (or, after it died, restarts) edgecomet on a free port, as `srv` (target or
+// tokenTarget). Its output accumulates in one log per server across restarts; tests read their
+// slice of it.
+async function startEdgecomet(srv = target) {
+    const args = ['--listen', '127.0.0.1:0', '--workers', '2', ...opts.binArgs, ...srv.extraArgs];
     const proc = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    if (PIDFILE) fs.writeFileSync(PIDFILE, `${proc.pid}\n`);
-    const startAt = serverOut.length;
-    target.log = () => serverOut;
-    target.port = await new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no "listening on" within 10 s: ${serverOut.slice(startAt).slice(-1000)}`)), 10_000);
+    livePids.set(srv.name, proc.pid);
+    writePidFile();
+    proc.once('exit', () => {
+        if (livePids.get(srv.name) === proc.pid) {
+            livePids.delete(srv.name);
+            writePidFile();
+        }
+    });
+    if (srv.out === undefined) srv.out = '';
+    const startAt = srv.out.length;
+    srv.log = () => srv.out;
+    srv.port = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no "listening on" within 10 s: ${srv.out.slice(startAt).slice(-1000)}`)), 10_000);
         const onData = (d) => {
-            serverOut += d;
-            const m = /listening on 127\.0\.0\.1:(\d+)/.exec(serverOut.slice(startAt));
+            srv.out += d;
+            const m = /listening on 127\.0\.0\.1:(\d+)/.exec(srv.out.slice(startAt));
             if (m) {
                 clearTimeout(timer);
                 resolve(Number(m[1]));
@@ -181,12 +212,12 @@ async function startEdgecomet() {
         });
         proc.on('exit', (code, sig) => {
             clearTimeout(timer);
-            reject(new Error(`${opts.bin} ${args.join(' ')} exited (${code ?? sig}) before listening: ${serverOut.slice(startAt).slice(-1000)}`));
+            reject(new Error(`${opts.bin} ${args.join(' ')} exited (${code ?? sig}) before listening: ${srv.out.slice(startAt).slice(-1000)}`));
         });
     });
-    target.proc = proc;
-    target.origin = `http://127.0.0.1:${target.port}`;
-    target.close = () =>
+    srv.proc = proc;
+    srv.origin = `http://127.0.0.1:${srv.port}`;
+    srv.close = () =>
         new Promise((resolve) => {
             if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
             const k = setTimeout(() => proc.kill('SIGKILL'), 3000);
@@ -196,18 +227,20 @@ async function startEdgecomet() {
             });
             proc.kill('SIGTERM');
         });
-    target.describe = `edgecomet ${opts.bin} ${args.join(' ')} on 127.0.0.1:${target.port}`;
+    // The secret is not printed.
+    const shown = args.map((a, i) => (args[i - 1] === '--token-secret' ? '<this run\'s secret>' : a));
+    srv.describe = `edgecomet ${opts.bin} ${shown.join(' ')} on 127.0.0.1:${srv.port}`;
 }
 
-const serverDied = () => target.proc && (target.proc.exitCode !== null || target.proc.signalCode !== null);
+const serverDied = (srv = target) => srv.proc && (srv.proc.exitCode !== null || srv.proc.signalCode !== null);
 
 // After a failed test: is edgecomet still serving? A crashing process can keep its sockets open
 // for a while (a core dump), so ask it something (GET /stats, 1 s); if it does not answer, wait for
 // it to exit (5 s), else kill it. Returns false when the server is gone.
-async function serverAnswers() {
-    if (!target.proc || serverDied()) return !serverDied();
+async function serverAnswers(srv = target) {
+    if (!srv.proc || serverDied(srv)) return !serverDied(srv);
     const ok = await new Promise((resolve) => {
-        const req = http.get({ host: '127.0.0.1', port: target.port, path: '/stats', agent: false }, (res) => {
+        const req = http.get({ host: '127.0.0.1', port: srv.port, path: '/stats', agent: false }, (res) => {
             res.resume();
             resolve(true);
         });
@@ -215,16 +248,18 @@ async function serverAnswers() {
         req.on('error', () => resolve(false));
     });
     if (ok) return true;
-    const proc = target.proc;
-    if (!serverDied()) {
+    const proc = srv.proc;
+    if (!serverDied(srv)) {
         await Promise.race([new Promise((r) => proc.once('exit', r)), sleep(5000)]);
-        if (!serverDied()) {
+        if (!serverDied(srv)) {
             proc.kill('SIGKILL');
             await new Promise((r) => proc.once('exit', r));
         }
     }
     return false;
 }
+
+const closeServers = () => Promise.all([target.close(), tokenTarget.close()]);
 
 async function startTarget() {
     if (opts.mode === 'reference') {
@@ -297,17 +332,20 @@ function diffSeq(got, want) {
 const tests = [];
 // kind: undefined | 'edgecomet-only' | 'reference-gap' (the reference server cannot do it: runs
 // against edgecomet/--url only, and is reported as skipped with the reason in reference mode).
-function test(name, fn, { timeoutMs = TEST_TIMEOUT_MS, kind, gap, parallel = false } = {}) {
-    tests.push({ name, fn, timeoutMs, kind, gap, parallel });
+// tokens: runs against the token server (tokenTarget), which only --edgecomet-bin starts: with
+// --url it is reported as skipped (and with --reference as edgecomet-only).
+function test(name, fn, { timeoutMs = TEST_TIMEOUT_MS, kind, gap, parallel = false, tokens = false } = {}) {
+    tests.push({ name, fn, timeoutMs, kind, gap, parallel, tokens });
 }
 
 let recordIndex = 0;
 
 class TestContext {
-    constructor(name) {
+    constructor(name, server = target) {
         this.name = name;
+        this.server = server; // the server this test talks to: target, or tokenTarget
         this.logFrom = clientLogSeq;
-        this.serverLogFrom = target.log ? target.log().length : 0;
+        this.serverLogFrom = server.log ? server.log().length : 0;
         this.cleanups = [];
         this.proxies = [];
         this.notes = [];
@@ -325,7 +363,7 @@ class TestContext {
     // A recording proxy to the target; `transport` tags it for the check that only that transport
     // went through it.
     async proxy(label = 'proxy', transport = null) {
-        const p = await startWireProxy(target.port, { name: label });
+        const p = await startWireProxy(this.server.port, { name: label });
         p.transport = transport;
         this.proxies.push(p);
         return p;
@@ -335,12 +373,14 @@ class TestContext {
     // (or `proxy`). The first registered extension records every message as received (before any
     // other extension) and as sent (after every other extension), so tests can look at exactly
     // what the server sent, including what the client's own wildcard dispatch would hide.
-    async client(transport, { proxy, ack = false, timesync = false, label = 'client' } = {}) {
+    // `extensions`: [name, extension] pairs registered after the recorder (so their outgoing
+    // changes are recorded as sent, and they see incoming messages after it).
+    async client(transport, { proxy, ack = false, timesync = false, label = 'client', extensions = [] } = {}) {
         const p = proxy || (await this.proxy(label, transport));
         const cometd = new CometD(`${label}-${transport}`);
         for (const type of cometd.getTransportTypes()) if (type !== transport) cometd.unregisterTransport(type);
         cometd.configure({
-            url: `http://127.0.0.1:${p.port}${target.path}`,
+            url: `http://127.0.0.1:${p.port}${this.server.path}`,
             logLevel: 'warn',
             maxNetworkDelay: 5000,
             backoffIncrement: 100,
@@ -357,6 +397,7 @@ class TestContext {
                 return m;
             },
         });
+        for (const [name, ext] of extensions) cometd.registerExtension(name, ext);
         if (ack) cometd.registerExtension('ack', new AckExtension());
         const ts = timesync ? new TimeSyncExtension() : null;
         if (ts) cometd.registerExtension('timesync', ts);
@@ -394,7 +435,7 @@ class TestContext {
         if (!opts.record) return;
         fs.mkdirSync(opts.record, { recursive: true });
         const file = path.join(opts.record, `${String(++recordIndex).padStart(2, '0')}-${this.name.replace(/[^A-Za-z0-9]+/g, '-').slice(0, 80)}.json`);
-        fs.writeFileSync(file, JSON.stringify({ test: this.name, target: target.describe, proxies: this.proxies.map((p) => ({ name: p.name, transport: p.transport, events: p.events })) }, null, 1));
+        fs.writeFileSync(file, JSON.stringify({ test: this.name, target: this.server.describe, proxies: this.proxies.map((p) => ({ name: p.name, transport: p.transport, events: p.events })) }, null, 1));
     }
 }
 
@@ -415,6 +456,11 @@ class Client {
         this.label = label;
         this.timesync = timesync;
         this.received = {}; // channel subscribed -> messages given to the subscription callback
+    }
+
+    // The reply to a handshake, successful or not.
+    handshakeReply(props) {
+        return withTimeout(new Promise((resolve) => this.cometd.handshake(props, resolve)), 8000, `${this.label}: handshake reply`);
     }
 
     handshake(props) {
@@ -548,12 +594,13 @@ function errorCode(reply) {
     return typeof reply.error === 'string' ? reply.error.split(':')[0] : null;
 }
 
-// POST /pub/{channel} on the native API (edgecomet only), straight to the server.
-function nativePublish(channel, body) {
+// POST /pub/{channel} on the native API (edgecomet only), straight to the server (the main one,
+// or the one on `port`).
+function nativePublish(channel, body, port = target.port) {
     return new Promise((resolve, reject) => {
         const buf = Buffer.from(body, 'utf8');
         const req = http.request(
-            { host: '127.0.0.1', port: target.port, method: 'POST', path: `/pub/${channel}`, headers: { 'Content-Length': buf.length }, agent: false },
+            { host: '127.0.0.1', port, method: 'POST', path: `/pub/${channel}`, headers: { 'Content-Length': buf.length }, agent: false },
             (res) => {
                 let text = '';
                 res.on('data', (d) => (text += d));
@@ -864,6 +911,241 @@ for (const T of opts.transports) {
         // publish {"n":1} -> the native message text is `{"n":1}`), and a WebSocket subscriber of
         // /sub/x gets that text as one frame.
     }, { kind: 'edgecomet-only' });
+}
+
+// ---- subscribe tokens (issue 17), with the official client, over each transport -------------------
+//
+// Against the token server (tokenTarget: edgecomet with --token-secret and --client-publish, started
+// by --edgecomet-bin only). The spec: docs/auth.md, "Subscribe tokens" and its Bayeux paragraph.
+
+// An HS256 JSON Web Token (RFC 7519) over `claims`, signed with `secret` (this run's by default):
+// base64url(header).base64url(claims).base64url(HMAC-SHA256 of the two).
+function mintToken(claims, secret = TOKEN_SECRET) {
+    const part = (o) => Buffer.from(JSON.stringify(o), 'utf8').toString('base64url');
+    const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+    return `${signed}.${crypto.createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+const unixNow = () => Math.floor(Date.now() / 1000);
+
+// A client extension that puts `next()` into the `ext.auth.token` of every /meta/handshake the
+// client sends, as an application refreshing its token does: the CometD client reuses the props of
+// the first handshake when it handshakes again by itself, so only an extension can bring a fresh
+// token then.
+function tokenExtension(next) {
+    return {
+        outgoing(m) {
+            if (m.channel === '/meta/handshake') m.ext = { ...(m.ext || {}), auth: { token: next() } };
+            return m;
+        },
+    };
+}
+
+// The /meta/handshake messages a client sent through its proxy (what the server saw).
+const handshakesOnWire = (proxy) =>
+    clientUnits(proxy.events)
+        .flatMap((u) => u.messages)
+        .filter((m) => m && m.channel === '/meta/handshake');
+
+// A subscribe's reply, successful or not.
+function subscribeReply(client, channel, onMessage = () => {}) {
+    return withTimeout(new Promise((resolve) => client.cometd.subscribe(channel, onMessage, resolve)), 8000, `${client.label}: reply to subscribe ${channel}`);
+}
+
+// A publish's reply, successful or not.
+function publishReply(client, channel, data) {
+    return withTimeout(new Promise((resolve) => client.cometd.publish(channel, data, resolve)), 8000, `${client.label}: reply to the publish to ${channel}`);
+}
+
+// A client refused at its handshake gives up (advice reconnect: none); a client that retried
+// would send its next handshake after backoffIncrement (100 ms) and more each time: this long
+// without one is its absence on the wire.
+const NO_RETRY_WINDOW_MS = 600;
+
+for (const T of opts.transports) {
+    // Native names (the token's patterns); the Bayeux channel of `x` is `/x`.
+    const base = `t${RUN}/${TC[T]}/tok`;
+    const tok = { kind: 'edgecomet-only', tokens: true };
+
+    test(`${T}: tokens: a handshake with a valid ext.auth.token succeeds; a granted subscription gets a POST /pub message`, async (t) => {
+        const token = mintToken({ exp: unixNow() + 60, sub: 'alice', channels: [`${base}/ok/*`] });
+        const c = await t.client(T, { label: 'alice' });
+        const reply = await c.handshake({ ext: { auth: { token } } });
+        check(c.cometd.getTransport().type === T, () => `client negotiated ${c.cometd.getTransport().type}`);
+        const sent = handshakesOnWire(c.proxy);
+        check(sent.length === 1 && sent[0].ext && sent[0].ext.auth && sent[0].ext.auth.token === token, () => `the server was sent ${fmt(sent)}`);
+        check(typeof reply.clientId === 'string' && reply.clientId.length >= 22, () => `handshake reply ${describe(reply)}`);
+        await c.connected();
+        const chan = `/${base}/ok/news`;
+        await c.subscribe(chan);
+        const body = '{"hello":"token","n":[1,2]}';
+        await nativePublish(`${base}/ok/news`, body, t.server.port);
+        await waitUntil(() => c.received[chan].length >= 1, 5000, () => `the message published with POST /pub/${base}/ok/news did not arrive`);
+        check(c.received[chan].length === 1 && c.received[chan][0].channel === chan && deepEqual(c.received[chan][0].data, JSON.parse(body)), () => `received ${fmt(c.received[chan])}`);
+        t.note(`handshake reply: ${describe(reply)}`);
+    }, tok);
+
+    test(`${T}: tokens: a handshake without a token, with an expired or badly signed or malformed one fails with 401:: and advice reconnect none; the client does not retry`, async (t) => {
+        const claims = { exp: unixNow() + 60, channels: [`${base}/**`] };
+        const cases = [
+            ['no token', {}, /required/],
+            ['expired token', { ext: { auth: { token: mintToken({ ...claims, exp: unixNow() - 10 }) } } }, /expired/],
+            ['bad signature', { ext: { auth: { token: mintToken(claims, crypto.randomBytes(32).toString('hex')) } } }, /signature/],
+            ['malformed token', { ext: { auth: { token: 'not-a.json-web.token' } } }, /malformed/],
+        ];
+        await Promise.all(
+            cases.map(async ([what, props, reason]) => {
+                const c = await t.client(T, { label: what.replace(/ /g, '-') });
+                const heard = [];
+                c.cometd.addListener('/meta/handshake', (m) => heard.push(m));
+                const reply = await c.handshakeReply(props);
+                check(reply.successful === false, () => `${what}: handshake callback got ${describe(reply)}`);
+                await waitUntil(() => heard.length >= 1, 2000, `${what}: the /meta/handshake listener was not called`);
+                const h = heard[0];
+                check(h.successful === false && typeof h.error === 'string' && h.error.startsWith('401::'), () => `${what}: the handshake listener saw ${describe(h)}, expected successful=false and an error starting with 401::`);
+                check(reason.test(h.error), () => `${what}: error ${fmt(h.error)} does not say ${reason}`);
+                const onWire = c.wire.in.find((x) => x.m.channel === '/meta/handshake').m;
+                const asked = c.wire.out.find((x) => x.m.channel === '/meta/handshake').m;
+                check(onWire.id === asked.id, () => `${what}: reply id ${fmt(onWire.id)}, request id ${fmt(asked.id)}`);
+                check(onWire.advice && onWire.advice.reconnect === 'none', () => `${what}: reply advice ${fmt(onWire.advice)}, expected reconnect: none`);
+                await waitUntil(() => c.cometd.isDisconnected(), 3000, () => `${what}: the client did not give up (status ${c.cometd.getStatus()})`);
+                await sleep(NO_RETRY_WINDOW_MS); // an absence: see NO_RETRY_WINDOW_MS
+                const sent = handshakesOnWire(c.proxy);
+                check(sent.length === 1, () => `${what}: the server got ${sent.length} handshakes from the client, expected 1 (no retry after reconnect: none)`);
+                check(heard.length === 1, () => `${what}: the handshake listener was called ${heard.length} times`);
+                t.note(`${what}: ${fmt(onWire, 300)}`);
+            }),
+        );
+    }, tok);
+
+    test(`${T}: tokens: a subscribe outside the token's channels fails with 403:; the client stays connected and a granted subscribe works`, async (t) => {
+        const token = mintToken({ exp: unixNow() + 60, channels: [`${base}/sub/ok/*`] });
+        const c = await t.client(T, { label: 'sub' });
+        await c.handshake({ ext: { auth: { token } } });
+        await c.connected();
+        const refusedAt = [];
+        for (const sub of [`/${base}/sub/no`, `/${base}/sub/ok/deeper/no`, `/${base}/sub/ok/**`, `/${base}/sub/*`, `/${base}/**`]) {
+            const r = await subscribeReply(c, sub);
+            check(r.successful === false && typeof r.error === 'string' && r.error.startsWith('403:'), () => `subscribe ${sub}: ${describe(r)}, expected successful=false and an error starting with 403:`);
+            check(r.error === `403:${sub}:the token does not grant this channel`, () => `subscribe ${sub}: error ${fmt(r.error)}, expected "403:${sub}:the token does not grant this channel"`);
+            refusedAt.push(Date.now());
+            t.note(`${sub}: ${fmt(r.error)}`);
+        }
+        check(c.cometd.getStatus() === 'connected', () => `after the refusals the client is ${c.cometd.getStatus()}`);
+        const ok = `/${base}/sub/ok/news`;
+        const okStar = `/${base}/sub/ok/*`;
+        await c.subscribe(ok);
+        await c.subscribe(okStar);
+        await nativePublish(`${base}/sub/no`, '{"to":"refused"}', t.server.port);
+        await nativePublish(`${base}/sub/ok/news`, '{"to":"granted"}', t.server.port);
+        await waitUntil(() => c.received[ok].length >= 1 && c.received[okStar].length >= 1, 5000, () => `granted subscriptions got ${c.received[ok].length} and ${c.received[okStar].length} messages`);
+        const delivered = c.delivered().map((m) => m.channel);
+        check(deepEqual(delivered, [ok]), () => `on the wire the client received messages on ${fmt(delivered)}, expected ${ok} only (once)`);
+        const last = refusedAt[refusedAt.length - 1];
+        check(c.wire.in.some((x) => x.t >= last && x.m.channel === '/meta/connect' && x.m.successful === true), 'no successful /meta/connect after the refusals');
+        check(handshakesOnWire(c.proxy).length === 1, () => `the client handshook ${handshakesOnWire(c.proxy).length} times`);
+    }, tok);
+
+    test(`${T}: tokens: a publish inside the token's publish claim succeeds, outside it fails with 403: and reaches nobody`, async (t) => {
+        const exp = unixNow() + 60;
+        const s = await t.client(T, { label: 'sub' });
+        const p = await t.client(T, { label: 'pub' });
+        await s.handshake({ ext: { auth: { token: mintToken({ exp, channels: [`${base}/pub/**`] }) } } });
+        await p.handshake({ ext: { auth: { token: mintToken({ exp, publish: [`${base}/pub/open`, `${base}/pub/many/*`] }) } } });
+        const all = `/${base}/pub/**`;
+        await s.subscribe(all);
+        const refusal = (chan) => `403:${chan}:the token does not allow publishing to this channel`;
+        const cases = [
+            [p, `/${base}/pub/open`, true],
+            [p, `/${base}/pub/many/x`, true],
+            [p, `/${base}/pub/closed`, false],
+            [p, `/${base}/pub/many/x/y`, false],
+            [p, `/${base}/pub`, false],
+            [s, `/${base}/pub/open`, false], // a token without a publish claim
+        ];
+        for (const [who, chan, allowed] of cases) {
+            const r = await publishReply(who, chan, { from: who.label, to: chan });
+            if (allowed) {
+                check(r.successful === true, () => `${who.label}: publish to ${chan}: ${describe(r)}, expected successful`);
+            } else {
+                check(r.successful === false && typeof r.error === 'string' && r.error.startsWith('403:'), () => `${who.label}: publish to ${chan}: ${describe(r)}, expected successful=false and an error starting with 403:`);
+                check(r.error === refusal(chan), () => `${who.label}: publish to ${chan}: error ${fmt(r.error)}, expected ${fmt(refusal(chan))}`);
+            }
+            t.note(`${who.label} → ${chan}: ${r.successful ? 'successful' : fmt(r.error)}`);
+        }
+        // The end marker, natively: what the subscriber got before it is all it will get.
+        await nativePublish(`${base}/pub/end`, '{"end":true}', t.server.port);
+        await waitUntil(() => s.received[all].some((m) => m.channel === `/${base}/pub/end`), 5000, () => `the end marker did not arrive; received ${fmt(s.received[all].map((m) => m.channel))}`);
+        const chans = s.delivered().map((m) => m.channel);
+        check(deepEqual(chans, [`/${base}/pub/open`, `/${base}/pub/many/x`, `/${base}/pub/end`]), () => `the subscriber received on the wire ${fmt(chans)}, expected the two allowed publishes and the end marker`);
+        check(s.delivered().slice(0, 2).every((m) => m.data.from === 'pub' && m.data.to === m.channel), () => `data ${fmt(s.delivered())}`);
+    }, tok);
+
+    test(`${T}: tokens: near the token's end the client is told 401::token expired, handshakes again with a fresh token and gets what is published after`, async (t) => {
+        const chan = `/${base}/exp/news`;
+        const issued = []; // { exp, token } per handshake the client sent
+        const next = () => {
+            const exp = unixNow() + (issued.length === 0 ? 4 : 60);
+            const token = mintToken({ exp, sub: `refresh-${issued.length + 1}`, channels: [`${base}/exp/*`] });
+            issued.push({ exp, token });
+            return token;
+        };
+        const c = await t.client(T, { label: 'expiring', extensions: [['token', tokenExtension(next)]] });
+        const handshakes = []; // every handshake reply, as the listener saw it
+        const subscribed = []; // { handshake: n, reply } for the subscribe made after handshake n
+        const got = [];
+        // The CometD client forgets its subscriptions at a handshake: subscribe in the listener,
+        // after every successful one.
+        c.cometd.addListener('/meta/handshake', (m) => {
+            handshakes.push({ t: Date.now(), m });
+            if (!m.successful) return;
+            const n = handshakes.length;
+            c.cometd.subscribe(chan, (msg) => got.push(msg.data), (reply) => subscribed.push({ handshake: n, reply }));
+        });
+        c.cometd.handshake();
+        await waitUntil(() => subscribed.length >= 1, 8000, () => `no subscribe reply after the first handshake (handshakes: ${fmt(handshakes.map((h) => describe(h.m)))})`);
+        check(handshakes[0].m.successful === true && subscribed[0].reply.successful === true, () => `first handshake ${describe(handshakes[0].m)}, subscribe ${describe(subscribed[0].reply)}`);
+        await nativePublish(`${base}/exp/news`, '{"phase":1}', t.server.port);
+        await waitUntil(() => got.some((d) => d.phase === 1), 3000, 'the message published during the first token did not arrive');
+
+        // The 401, at the latest when the first token ends.
+        const exp1 = issued[0].exp * 1000;
+        const is401 = (x) => x.m.channel === '/meta/connect' && x.m.successful === false;
+        const r401 = await waitUntil(() => c.wire.in.find(is401), Math.max(1000, exp1 - Date.now() + 3000), () => `no unsuccessful /meta/connect reply by 3 s after the token's exp (${new Date(exp1).toISOString()})`);
+        check(r401.m.error === '401::token expired', () => `the /meta/connect was answered ${fmt(r401.m)}, expected error "401::token expired"`);
+        check(r401.m.advice && r401.m.advice.reconnect === 'handshake' && r401.m.advice.interval === 0, () => `advice ${fmt(r401.m.advice)}, expected {reconnect: handshake, interval: 0}`);
+        const early = exp1 - r401.t;
+        check(early >= -300, () => `the 401 came ${-early} ms after the token's exp: a connection outlived its token`);
+        check(early <= 2500, () => `the 401 came ${early} ms before the token's exp: more than 2.5 s early`);
+        const before = c.wire.in.filter((x) => x.m.channel === '/meta/connect' && x.m.successful === true && x.t < r401.t);
+        check(before.every((x) => x.t <= exp1), () => `a successful /meta/connect reply arrived after the token's exp`);
+        t.note(`401 ${early} ms before exp; ${before.length} successful /meta/connect replies before it, the last ${exp1 - before[before.length - 1].t} ms before exp`);
+
+        // The client handshakes again by itself, with the fresh token.
+        await waitUntil(() => handshakes.length >= 2, 5000, () => `the client did not handshake again (status ${c.cometd.getStatus()})`);
+        check(handshakes[1].m.successful === true, () => `the second handshake: ${describe(handshakes[1].m)}`);
+        const sent = handshakesOnWire(c.proxy);
+        check(sent.length === 2 && issued.length === 2, () => `the server got ${sent.length} handshakes, the extension minted ${issued.length} tokens, expected 2 each`);
+        check(sent[1].ext && sent[1].ext.auth && sent[1].ext.auth.token === issued[1].token, () => `the second handshake carried ${fmt(sent[1].ext)}, not the fresh token`);
+        check(handshakes[1].m.clientId !== handshakes[0].m.clientId, 'the second handshake got the same clientId');
+        await waitUntil(() => subscribed.some((s) => s.handshake === 2), 5000, 'no subscribe reply after the second handshake');
+        const sub2 = subscribed.find((s) => s.handshake === 2).reply;
+        check(sub2.successful === true, () => `subscribe after the second handshake: ${describe(sub2)}`);
+        await nativePublish(`${base}/exp/news`, '{"phase":2}', t.server.port);
+        await waitUntil(() => got.some((d) => d.phase === 2), 3000, () => `the message published after the re-handshake did not arrive (got ${fmt(got)})`);
+        // The new session lives on the fresh token, past the first one's end (over WebSocket on
+        // the same connection: nothing about it ends with the first token).
+        const upsBefore = requestKinds(c.proxy.events).upgrades.length;
+        const wait = exp1 + 1000 - Date.now();
+        if (wait > 0) await sleep(wait); // the clock is the condition: a moment after the first token's exp
+        await nativePublish(`${base}/exp/news`, '{"phase":3}', t.server.port);
+        await waitUntil(() => got.some((d) => d.phase === 3), 3000, () => `the message published 1 s after the first token's exp did not arrive (got ${fmt(got)})`);
+        check(deepEqual(got, [{ phase: 1 }, { phase: 2 }, { phase: 3 }]), () => `received ${fmt(got)}`);
+        check(c.cometd.getStatus() === 'connected', () => `the client is ${c.cometd.getStatus()}`);
+        check(handshakesOnWire(c.proxy).length === 2, () => `the client handshook ${handshakesOnWire(c.proxy).length} times`);
+        const ups = requestKinds(c.proxy.events).upgrades.length;
+        if (T === 'websocket') check(ups === upsBefore, () => `the client opened ${ups - upsBefore} new WebSocket(s) after the first token's exp: the server closed the one it had`);
+        t.note(`second handshake ${handshakes[1].t - r401.t} ms after the 401${T === 'websocket' ? `; ${ups} WebSocket upgrade(s) in all` : ''}`);
+    }, tok);
 }
 
 // ---- raw HTTP protocol tests --------------------------------------------------------------------
@@ -1261,7 +1543,7 @@ if (opts.transports.includes('websocket')) {
 // ---- running --------------------------------------------------------------------------------------
 
 async function runOne(tc) {
-    const t = new TestContext(tc.name);
+    const t = new TestContext(tc.name, tc.tokens ? tokenTarget : target);
     const started = Date.now();
     let error = null;
     try {
@@ -1285,9 +1567,9 @@ function report(tc, { t, error, ms }) {
         for (const n of t.notes) console.log(`#   ${n}`);
         const mine = t.clients.length ? clientLog.filter((l) => l.seq > t.logFrom).slice(-6) : [];
         for (const l of mine) console.log(`#   client ${l.line.replace(/\n/g, ' ')}`);
-        if (target.log) {
-            const out = target.log().slice(t.serverLogFrom).trim();
-            if (out) console.log(`#   server output: ${out.slice(-600).replace(/\n/g, '\n#   ')}`);
+        if (t.server.log) {
+            const out = t.server.log().slice(t.serverLogFrom).trim();
+            if (out) console.log(`#   ${t.server.name} output: ${out.slice(-600).replace(/\n/g, '\n#   ')}`);
         }
         return false;
     }
@@ -1298,7 +1580,7 @@ function report(tc, { t, error, ms }) {
 
 async function main() {
     const deadline = Date.now() + RUN_DEADLINE_MS;
-    const counts = { passed: 0, failed: 0, skipped: 0, edgecometOnlySkipped: 0, gapSkipped: 0, edgecometOnlyRun: 0, edgecometOnlyPassed: 0, filtered: 0, restarts: 0 };
+    const counts = { passed: 0, failed: 0, skipped: 0, edgecometOnlySkipped: 0, gapSkipped: 0, tokenSkipped: 0, edgecometOnlyRun: 0, edgecometOnlyPassed: 0, filtered: 0, restarts: 0 };
     try {
         await startTarget();
     } catch (e) {
@@ -1313,10 +1595,21 @@ async function main() {
         if (opts.only && !opts.only.test(tc.name)) return ['filtered', 'not selected by --only'];
         if (tc.kind === 'edgecomet-only' && !IS_EDGECOMET) return ['edgecomet-only', 'edgecomet-only'];
         if (tc.kind === 'reference-gap' && !IS_EDGECOMET) return ['gap', `reference gap: ${tc.gap}`];
+        if (tc.tokens && opts.mode !== 'edgecomet') return ['tokens', 'edgecomet-only, needs a second server started with --token-secret, which only --edgecomet-bin starts'];
         return null;
     };
     const runnable = tests.filter((tc) => !skipReason(tc));
+    if (runnable.some((tc) => tc.tokens)) {
+        try {
+            await startEdgecomet(tokenTarget);
+            console.log(`# token server: ${tokenTarget.describe}`);
+        } catch (e) {
+            tokenTarget.startError = e.message;
+            console.log(`# the token server did not start: ${e.message}`);
+        }
+    }
     let lastFailed = false;
+    let lastServer = target;
     const parallel = new Map();
     for (const tc of runnable.filter((x) => x.parallel)) parallel.set(tc, runOne(tc));
 
@@ -1335,23 +1628,35 @@ async function main() {
             counts.skipped++;
             if (skip[0] === 'edgecomet-only') counts.edgecometOnlySkipped++;
             if (skip[0] === 'gap') counts.gapSkipped++;
+            if (skip[0] === 'tokens') counts.tokenSkipped++;
             if (skip[0] === 'filtered') counts.filtered++;
             continue;
         }
         if (tc.parallel) continue;
-        if (target.proc && (serverDied() || (lastFailed && !(await serverAnswers())))) {
-            // A crash fails the test it happened in (and the parallel ones); the others still get
-            // a server, so one crash does not hide every other result.
-            const how = target.proc.exitCode !== null ? `status ${target.proc.exitCode}` : target.proc.signalCode;
+        // A crash fails the test it happened in (and the parallel ones); the others still get a
+        // server, so one crash does not hide every other result. After a failed test, the server
+        // it used must still answer.
+        let restartFailed = false;
+        for (const srv of [target, tokenTarget]) {
+            if (!(srv.proc && (serverDied(srv) || (lastFailed && lastServer === srv && !(await serverAnswers(srv)))))) continue;
+            const how = srv.proc.exitCode !== null ? `status ${srv.proc.exitCode}` : srv.proc.signalCode;
             counts.restarts++;
-            console.log(`# the server process died (${how}); restarting it for the remaining tests`);
+            console.log(`# the ${srv.name} process died (${how}); restarting it for the remaining tests`);
             try {
-                await startEdgecomet();
+                await startEdgecomet(srv);
             } catch (e) {
-                console.log(`not ok - restart the server: ${e.message}`);
+                console.log(`not ok - restart the ${srv.name}: ${e.message}`);
                 counts.failed++;
-                break;
+                if (srv === target) restartFailed = true;
+                srv.startError = e.message;
+                srv.proc = null;
             }
+        }
+        if (restartFailed) break;
+        if (tc.tokens && tokenTarget.startError) {
+            console.log(`not ok - ${tc.name}: not run: the token server did not start: ${tokenTarget.startError}`);
+            counts.failed++;
+            continue;
         }
         if (Date.now() > deadline) {
             console.log(`not ok - ${tc.name}: not run: the run passed its ${RUN_DEADLINE_MS / 1000} s deadline`);
@@ -1361,6 +1666,7 @@ async function main() {
         const ok = report(tc, await runOne(tc));
         tally(tc, ok);
         lastFailed = !ok;
+        lastServer = tc.tokens ? tokenTarget : target;
     }
     for (const [tc, p] of parallel) {
         const left = Math.max(1000, deadline - Date.now());
@@ -1377,23 +1683,24 @@ async function main() {
     const parts = [];
     if (counts.edgecometOnlySkipped) parts.push(`${counts.edgecometOnlySkipped} edgecomet-only, not run against the reference server and not counted as passed`);
     if (counts.gapSkipped) parts.push(`${counts.gapSkipped} the reference server cannot do (run against edgecomet)`);
+    if (counts.tokenSkipped) parts.push(`${counts.tokenSkipped} edgecomet-only needing the token server, which only --edgecomet-bin starts`);
     if (counts.filtered) parts.push(`${counts.filtered} not selected by --only`);
     if (parts.length) summary += ` (${parts.join('; ')})`;
     console.log(summary);
     if (IS_EDGECOMET) console.log(`# edgecomet-only tests run: ${counts.edgecometOnlyRun} (${counts.edgecometOnlyPassed} passed)`);
-    if (counts.restarts) console.log(`# the server died and was restarted ${counts.restarts} time(s): see "the server process died" above`);
+    if (counts.restarts) console.log(`# a server died and was restarted ${counts.restarts} time(s): see "process died" above`);
     return counts.failed > 0 || counts.filtered > 0 ? 1 : 0;
 }
 
 let exitCode = 1;
 const hardStop = setTimeout(() => {
     console.log(`not ok - the run did not finish within ${RUN_DEADLINE_MS / 1000 + 8} s`);
-    target.close().finally(() => process.exit(1));
+    closeServers().finally(() => process.exit(1));
 }, RUN_DEADLINE_MS + 8000);
 hardStop.unref();
 for (const sig of ['SIGINT', 'SIGTERM']) {
     process.on(sig, () => {
-        target.close().finally(() => process.exit(130));
+        closeServers().finally(() => process.exit(130));
     });
 }
 try {
@@ -1402,6 +1709,6 @@ try {
     console.log(`not ok - runner: ${(e && e.stack) || e}`);
     exitCode = 1;
 } finally {
-    await Promise.race([target.close(), sleep(5000)]);
+    await Promise.race([closeServers(), sleep(5000)]);
 }
 process.exit(exitCode);

@@ -43,6 +43,8 @@ broadcast: deliveries/s of one message to N subscribers, edgecomet vs. a write(2
   --workers N          edgecomet workers: 1 or 2 [1]
   --sources N          client source addresses 127.0.x.y per segment [4]
   --min-ratio X        fail if median(edgecomet) / median(baseline) < X [0.90]
+  --token-secret S     start edgecomet with --token-secret S; subscribers bring a token
+                       (?token=, an HS256 JWT for every channel, valid an hour)
   --json FILE          also write the results as JSON
 ";
 
@@ -68,6 +70,8 @@ struct Cfg {
     warmup: usize,
     workers: usize,
     nsrc: usize,
+    /// `--token-secret`: the server needs a token, the subscribers bring one.
+    token_secret: Option<String>,
 }
 
 /// One measured round.
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         warmup: a.get("--warmup", 3),
         workers: a.get("--workers", 1),
         nsrc: a.get("--sources", 4).max(1),
+        token_secret: a.opt("--token-secret"),
     };
     let rounds: usize = a.get("--rounds", 30).max(1);
     let blocks: usize = a.get("--blocks", 3).clamp(1, rounds);
@@ -323,8 +328,15 @@ fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Resul
                 "--ws-ping-interval",
                 "0",
             ]);
+            let query = match &cfg.token_secret {
+                Some(secret) => {
+                    cmd.args(["--token-secret", secret]);
+                    format!("?token={}", edgecomet_bench::token(secret))
+                }
+                None => String::new(),
+            };
             let srv = ServerProc::spawn(cmd, "edgecomet", Duration::from_secs(10))?;
-            let path = |_: usize| format!("/sub/{CHANNEL}");
+            let path = |_: usize| format!("/sub/{CHANNEL}{query}");
             let c0 = Instant::now();
             pool.connect(
                 srv.addr,

@@ -50,6 +50,9 @@ idle_memory: server memory per idle subscriber (PSS growth / N)
                              which has no target yet]
   --thp                      start the server with --transparent-huge-pages (heap growth in
                              2 MiB steps instead of 4 KiB pages)
+  --token-secret S           start the server with --token-secret S and subscribe with a
+                             token (?token=, an HS256 JWT for every channel, valid an hour):
+                             what authorization costs an idle subscriber (ws, sse, longpoll)
   --json FILE                also write the results as JSON
 ";
 
@@ -83,6 +86,11 @@ fn main() -> ExitCode {
     let thp = a.flag("--thp");
     let json: Option<String> = a.opt("--json");
     let transport: String = a.get("--transport", "ws".to_string());
+    let token_secret: Option<String> = a.opt("--token-secret");
+    // `?token=…` on every subscription when the server needs one.
+    let query: String = token_secret.as_deref().map_or(String::new(), |s| {
+        format!("?token={}", edgecomet_bench::token(s))
+    });
     a.finish();
     let max_bpc = max_bpc.unwrap_or(if transport.starts_with("bayeux") {
         f64::INFINITY
@@ -114,7 +122,8 @@ fn main() -> ExitCode {
         ));
     }
     let srcs = sources(0, nsrc);
-    let path = move |i: usize| format!("/sub/idle-{}", i % channels);
+    let q = query.clone();
+    let path = move |i: usize| format!("/sub/idle-{}{q}", i % channels);
     let accept = if transport == "sse" {
         "text/event-stream"
     } else {
@@ -122,7 +131,7 @@ fn main() -> ExitCode {
     };
     let request = move |i: usize| {
         format!(
-            "GET /sub/idle-{} HTTP/1.1\r\nHost: b\r\nAccept: {accept}\r\n\r\n",
+            "GET /sub/idle-{}{query} HTTP/1.1\r\nHost: b\r\nAccept: {accept}\r\n\r\n",
             i % channels
         )
     };
@@ -152,6 +161,7 @@ fn main() -> ExitCode {
         transport: &transport,
         gauge,
         thp,
+        token_secret: token_secret.as_deref(),
     };
     let mut reps = Vec::new();
     for r in 0..repeat {
@@ -203,6 +213,7 @@ fn main() -> ExitCode {
             "channels": channels,
             "workers": workers,
             "server_transparent_huge_pages": thp,
+            "tokens": token_secret.is_some(),
             "runs": reps.iter().map(|r| serde_json::json!({
                 "pss_before": r.pss0, "pss_after": r.pss1,
                 "rss_before": r.rss0, "rss_after": r.rss1,
@@ -246,6 +257,7 @@ struct Opts<'a> {
     transport: &'a str,
     gauge: &'a str,
     thp: bool,
+    token_secret: Option<&'a str>,
 }
 
 fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
@@ -262,11 +274,15 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         transport,
         gauge,
         thp,
+        token_secret,
     } = *o;
     let bayeux = transport.starts_with("bayeux");
     let mut cmd = Command::new(bin);
     if thp {
         cmd.arg("--transparent-huge-pages");
+    }
+    if let Some(secret) = token_secret {
+        cmd.args(["--token-secret", secret]);
     }
     cmd.args([
         "--listen",

@@ -398,7 +398,8 @@ impl Worker {
         let Ok(peer) = self.conns[idx].sock.peer_addr() else {
             return true; // gone: its answer will not arrive anyway
         };
-        let now_ms = self.start.elapsed().as_millis() as u64;
+        // The process's clock, not the worker's: every worker shares the limiter.
+        let now_ms = self.shared.start.elapsed().as_millis() as u64;
         self.shared
             .push_limit
             .lock()
