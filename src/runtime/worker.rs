@@ -146,6 +146,11 @@ pub struct Worker {
     /// The Bayeux advice JSON (from the flags), shared by every connect reply.
     bayeux_advice: String,
     head_limits: HeadLimits,
+    /// Authorization refusals since the last log line, and the last one's description: one
+    /// summary line per second at most (`worker/auth.rs`), never a line per request.
+    auth_refused: u64,
+    auth_last: Option<String>,
+    auth_logged: u32,
 }
 
 /// Builds the mio token of a connection slot.
@@ -216,6 +221,9 @@ impl Worker {
             bayeux_wakes: Vec::new(),
             bayeux_advice,
             head_limits,
+            auth_refused: 0,
+            auth_last: None,
+            auth_logged: 0,
         })
     }
 
@@ -279,6 +287,7 @@ impl Worker {
     }
 
     fn end_turn(&mut self) {
+        self.log_auth();
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
             self.shared.hub.sweep(self.shared.now());

@@ -27,11 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.parse
 
 import jwt
 import websockets
+
+import harness  # tests/python/harness.py: the runner shared by these files
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -666,24 +667,4 @@ def test_push_rate_limit_and_size():
     assert again[0] == 200, again
 
 
-async def main():
-    tests = [(n, f) for n, f in globals().items() if n.startswith("test_")]
-    passed = failed = 0
-    for name, f in tests:
-        try:
-            r = f()
-            if asyncio.iscoroutine(r):
-                await asyncio.wait_for(r, 60)
-            print(f"ok   {name}", flush=True)
-            passed += 1
-        except Exception as e:  # noqa: BLE001 - each test reports its own failure
-            # Where in this file it failed: an assert's own line says what was checked.
-            here = [f for f in traceback.extract_tb(e.__traceback__) if f.filename == __file__]
-            at = f" (line {here[-1].lineno}: {here[-1].line})" if here else ""
-            print(f"FAIL {name}: {type(e).__name__}: {e}{at}", flush=True)
-            failed += 1
-    print(f"{passed} passed, {failed} failed")
-    return failed
-
-
-sys.exit(1 if asyncio.run(main()) else 0)
+sys.exit(1 if asyncio.run(harness.run(globals(), __file__)) else 0)

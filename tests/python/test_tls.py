@@ -23,6 +23,8 @@ import warnings
 
 import websockets
 
+import harness  # tests/python/harness.py: the runner shared by these files
+
 BIN = sys.argv[1]
 DIR = tempfile.mkdtemp(prefix="edgecomet-tls-py-")
 
@@ -179,25 +181,8 @@ def test_counters():
     assert t["tls_handshake_errors"] >= 1, t  # the TLS 1.1 attempt
 
 
-async def main():
-    tests = [(n, f) for n, f in globals().items() if n.startswith("test_")]
-    passed = failed = 0
-    for name, f in tests:
-        try:
-            r = f()
-            if asyncio.iscoroutine(r):
-                await asyncio.wait_for(r, 60)
-            print(f"ok   {name}")
-            passed += 1
-        except Exception as e:  # noqa: BLE001 - each test reports its own failure
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
-            failed += 1
-    print(f"{passed} passed, {failed} failed")
-    return failed
-
-
 try:
-    rc = asyncio.run(main())
+    rc = asyncio.run(harness.run(globals(), __file__))
 finally:
     SERVER.terminate()
     SERVER.wait(10)

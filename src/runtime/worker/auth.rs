@@ -81,25 +81,59 @@ impl Worker {
         };
         let token = request_token(head);
         let now = self.shared.unix_secs();
-        let verdict =
-            auth.verify(token.as_deref().unwrap_or(""), now)
-                .and_then(|g| match channel {
-                    Some(ch) if !private && !g.may_subscribe(ch) => Err(TokenError::Channel),
-                    // A token whose end falls in the current second would be ended at once (see
-                    // `tick_at_unix`): expired already, as far as a new subscription goes.
-                    _ if self.tick_at_unix(g.ends) <= self.tick => Err(TokenError::Expired),
-                    _ => Ok(g),
-                });
+        let mut sub = None;
+        let verdict = auth
+            .verify(token.as_deref().unwrap_or(""), now)
+            .inspect(|g| sub = g.sub.clone())
+            .and_then(|g| match channel {
+                Some(ch) if !private && !g.may_subscribe(ch) => Err(TokenError::Channel),
+                // A token whose end falls in the current second would be ended at once (see
+                // `tick_at_unix`): expired already, as far as a new subscription goes.
+                _ if self.tick_at_unix(g.ends) <= self.tick => Err(TokenError::Expired),
+                _ => Ok(g),
+            });
         match verdict {
             Ok(g) => {
                 WorkerStats::add(&self.stats.auth_tokens_accepted, 1);
                 Ok(Authz::Granted(g))
             }
             Err(e) => {
+                self.note_refusal(e.message(), sub.as_deref(), channel);
                 self.token_refused(idx, e, extra, keep_alive)?;
                 Ok(Authz::Refused)
             }
         }
+    }
+
+    /// Remembers a refusal for the once-a-second summary line ([`Worker::log_auth`]).
+    fn note_refusal(&mut self, why: &str, sub: Option<&str>, channel: Option<&str>) {
+        self.auth_refused += 1;
+        let mut last = why.to_string();
+        if let Some(s) = sub {
+            // The token's subject as the client gave it, shortened and printable.
+            let s: String = s.chars().take(64).filter(|c| !c.is_control()).collect();
+            last.push_str(&format!(", sub {s:?}"));
+        }
+        if let Some(c) = channel {
+            last.push_str(&format!(", channel {c}"));
+        }
+        self.auth_last = Some(last);
+    }
+
+    /// At most once a second: how many requests authorization refused since the last line,
+    /// and the last one (its reason, the token's `sub` when it was valid, the channel).
+    pub(super) fn log_auth(&mut self) {
+        if self.auth_refused == 0 || self.auth_logged == self.tick {
+            return;
+        }
+        self.auth_logged = self.tick;
+        eprintln!(
+            "edgecomet: worker {}: authorization refused {} request(s) since its last such line \
+             (counted in /stats auth_*); the last: {}",
+            self.id,
+            std::mem::take(&mut self.auth_refused),
+            self.auth_last.take().unwrap_or_default()
+        );
     }
 
     /// Counts a refused token by its reason and answers 401 / 403 with `WWW-Authenticate`.
@@ -185,6 +219,7 @@ impl Worker {
             Err(KeyError::Wrong) => "wrong publish key\n",
         };
         WorkerStats::add(&self.stats.auth_publish_refused, 1);
+        self.note_refusal(why.trim_end(), None, None);
         let headers = format!("WWW-Authenticate: Bearer realm=\"edgecomet\"\r\n{extra}");
         self.respond_error(idx, 401, "Unauthorized", &headers, why, head.keep_alive())?;
         Ok(false)
