@@ -684,6 +684,49 @@ mod tests {
     }
 
     #[test]
+    fn defaults_with_units_are_the_numbers_they_always_were() {
+        let c = Config::defaults();
+        assert_eq!(
+            (c.broker_linger_ms, c.accept_pause_ms, c.shutdown_timeout_ms),
+            (5000, 500, 5000)
+        );
+        assert_eq!(
+            (c.sse_retry, c.history_age, c.keepalive_timeout),
+            (2000, 3600, 60)
+        );
+        assert_eq!(
+            (
+                c.broker_max_queued_bytes,
+                c.max_head_bytes,
+                c.max_queued_bytes
+            ),
+            (64 << 20, 8192, 1 << 20)
+        );
+        assert_eq!(
+            (c.max_body_bytes, c.max_message_bytes, c.push_max_bytes),
+            (1 << 20, 1 << 20, 4096)
+        );
+        let c = Config::parse_from([
+            "edgecomet",
+            "--head-timeout",
+            "2m",
+            "--max-body-bytes",
+            "1GB",
+        ]);
+        assert_eq!((c.head_timeout, c.max_body_bytes), (120, 1_000_000_000));
+        assert!(Config::try_parse_from(["edgecomet", "--head-timeout", "1500ms"]).is_err());
+        assert!(Config::try_parse_from(["edgecomet", "--max-body-bytes", "4GiB"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let c = Config::parse_from(["edgecomet", "--tls-listen", "127.0.0.1:0"]);
+        assert!(c.validate().unwrap_err().contains("needs --tls-cert"));
+        let c = Config::parse_from(["edgecomet", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(c.validate().unwrap_err().contains("need --tls-listen"));
+    }
+
+    #[test]
     fn header_limit_is_bounded() {
         assert!(Config::try_parse_from(["edgecomet", "--max-headers", "129"]).is_err());
         assert!(Config::try_parse_from(["edgecomet", "--max-headers", "128"]).is_ok());

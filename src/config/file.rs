@@ -355,6 +355,9 @@ impl Loaded {
         let mut out = String::from(
             "# edgecomet --print-config: the effective configuration (file < environment < flags)\n",
         );
+        if let Some(path) = &self.config.config {
+            out.push_str(&format!("# file: {}\n", path.display()));
+        }
         for (heading, args) in by_heading(file_settings(&self.cmd)) {
             out.push_str(&format!("\n# {heading}\n"));
             for a in args {
