@@ -23,6 +23,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
     if loaded.config.print_config {
         print!("{}", loaded.render());
         return ExitCode::SUCCESS;

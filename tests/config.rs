@@ -164,6 +164,62 @@ fn precedence_is_file_then_environment_then_flags() {
 }
 
 #[test]
+fn print_config_output_is_a_config_file_giving_the_same_settings() {
+    let (out, first, stderr) = run(edgecomet().args([
+        "--print-config",
+        "--max-connections",
+        "42",
+        "--allow-origin",
+        "https://a.test,https://b.test",
+        "--client-publish",
+        "--bayeux-path",
+        "/bay \"eux\"",
+        "--token-audience",
+        "007",
+        "--max-queued-bytes",
+        "256KiB",
+    ]));
+    assert!(out.status.success(), "{stderr}");
+    let file = TempFile::new("printed.toml", &first);
+    let (out, second, stderr) = run(edgecomet()
+        .arg("--config")
+        .arg(&file.0)
+        .arg("--print-config"));
+    assert!(out.status.success(), "{stderr}\n{first}");
+    let values = |s: &str| -> Vec<(String, String)> {
+        printed(s).into_iter().map(|(k, (v, _))| (k, v)).collect()
+    };
+    assert_eq!(values(&first), values(&second));
+    assert_eq!(printed(&second)["max-connections"].1, "file");
+}
+
+#[test]
+fn a_file_with_secrets_that_others_may_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let file = TempFile::new(
+        "secret.toml",
+        "publish-key = [\"0123456789abcdef-secret\"]\n",
+    );
+    std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (out, stdout, stderr) = run(edgecomet()
+        .arg("--config")
+        .arg(&file.0)
+        .arg("--print-config"));
+    assert!(out.status.success());
+    assert!(
+        stderr.contains("holds secrets (publish-key) and others may read it (mode 644)"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("abcdef") && !stderr.contains("abcdef"));
+    std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, _, stderr) = run(edgecomet()
+        .arg("--config")
+        .arg(&file.0)
+        .arg("--print-config"));
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[test]
 fn old_millisecond_flag_names_still_work() {
     let (out, stdout, stderr) = run(edgecomet().args([
         "--print-config",

@@ -272,6 +272,8 @@ fn with_defaults(cmd: Command, values: &BTreeMap<String, Vec<String>>) -> Comman
 /// The configuration and where each setting came from.
 pub struct Loaded {
     pub config: Config,
+    /// Things to tell the operator before starting (a file with secrets that others may read).
+    pub warnings: Vec<String>,
     cmd: Command,
     matches: ArgMatches,
     /// Ids of the settings the file set.
@@ -298,12 +300,14 @@ impl Config {
             .clone()
             .try_get_matches_from(&args)
             .map_err(LoadError::Clap)?;
+        let mut warnings = Vec::new();
         let (cmd, matches, from_file) = match matches.get_one::<std::path::PathBuf>("config") {
             None => (cmd, matches, BTreeSet::new()),
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| LoadError::File(format!("--config {}: {e}", path.display())))?;
                 let values = file_values(&cmd, path, &text).map_err(LoadError::File)?;
+                warnings.extend(secrets_readable_by_others(&cmd, path, &values));
                 let cmd = with_defaults(cmd, &values);
                 let matches = cmd
                     .clone()
@@ -315,11 +319,35 @@ impl Config {
         let config = Config::from_arg_matches(&matches).map_err(LoadError::Clap)?;
         Ok(Loaded {
             config,
+            warnings,
             cmd,
             matches,
             from_file,
         })
     }
+}
+
+/// A warning when the file sets a secret (a flag whose environment value is hidden) and its
+/// group or others may read it.
+fn secrets_readable_by_others(
+    cmd: &Command,
+    path: &Path,
+    values: &BTreeMap<String, Vec<String>>,
+) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets: Vec<&str> = file_settings(cmd)
+        .filter(|a| a.is_hide_env_values_set() && values.contains_key(a.get_id().as_str()))
+        .filter_map(Arg::get_long)
+        .collect();
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (!secrets.is_empty() && mode & 0o077 != 0).then(|| {
+        format!(
+            "edgecomet: warning: {} holds secrets ({}) and others may read it (mode {mode:03o}); \
+             chmod 600 it",
+            path.display(),
+            secrets.join(", ")
+        )
+    })
 }
 
 /// `s` as a TOML basic string.
