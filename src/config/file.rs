@@ -111,7 +111,8 @@ pub fn command() -> Command {
 
 /// The line (from 1) of byte `offset` of `text`.
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+    let before = &text.as_bytes()[..offset.min(text.len())];
+    before.iter().filter(|&&b| b == b'\n').count() + 1
 }
 
 /// A TOML value as the text a flag would be given, or why it cannot be one.
@@ -534,4 +535,38 @@ pub fn example() -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_and_near_names() {
+        assert_eq!(line_of("a\nb\nc", 0), 1);
+        assert_eq!(line_of("a\nb\nc", 2), 2);
+        assert_eq!(line_of("a\nb\nc", 99), 3);
+        let names: Vec<String> = ["max-connections", "max-channels", "listen"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            closest("max-conections", names.iter()).map(String::as_str),
+            Some("max-connections")
+        );
+        assert_eq!(closest("colour", names.iter()), None);
+    }
+
+    #[test]
+    fn values_as_toml() {
+        let cmd = command();
+        let arg = |id: &str| cmd.get_arguments().find(|a| a.get_id() == id).unwrap();
+        assert_eq!(toml_value(arg("history"), "64"), "64");
+        assert_eq!(toml_value(arg("history"), "0"), "0");
+        assert_eq!(toml_value(arg("token_audience"), "007"), "\"007\"");
+        assert_eq!(toml_value(arg("bayeux_path"), "/a\"b\\"), "\"/a\\\"b\\\\\"");
+        assert_eq!(toml_value(arg("client_publish"), "true"), "true");
+        assert_eq!(toml_value(arg("listen"), "true"), "\"true\"");
+        assert_eq!(toml_string("tab\there"), "\"tab\\u0009here\"");
+        assert_eq!(comment("one two three", 9), "# one two\n# three\n");
+    }
 }
