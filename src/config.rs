@@ -6,319 +6,517 @@ use std::time::Duration;
 
 use clap::Parser;
 
+pub mod file;
+pub mod units;
+
+pub use file::{LoadError, Loaded, command, env_name, example};
+
 /// A Comet server for a million concurrent long-lived connections: WebSocket pub/sub on named
 /// channels, shard-per-core mio event loops, zero-copy fan-out.
+///
+/// Every flag can also be given in a TOML file (--config FILE; the key is the flag's long name:
+/// `max-connections = 50_000`) and as an environment variable (EDGECOMET_ and the long name in
+/// capitals, `-` as `_`: EDGECOMET_MAX_CONNECTIONS=50000; lists separated by commas). A flag
+/// wins over the environment, which wins over the file. Durations take units (500ms, 30s, 2m,
+/// 1h), sizes too (512KiB, 64MiB, 1GB); a bare number is in the flag's own unit (seconds, or
+/// milliseconds for --shutdown-timeout, --accept-pause, --broker-linger, --sse-retry; bytes
+/// for sizes). --print-config shows the result. `-h` is the short list, `--help` the long one.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "edgecomet", version, about, long_about = None, args_override_self = true)]
+#[command(
+    name = "edgecomet",
+    version,
+    about,
+    long_about,
+    args_override_self = true
+)]
 pub struct Config {
-    /// Address to listen on. Every worker binds it with SO_REUSEPORT.
-    #[arg(long, default_value = "0.0.0.0:8080")]
+    /// Read settings from this TOML file (one key per flag; see edgecomet.example.toml).
+    ///
+    /// Flags and EDGECOMET_* environment variables override its values. An unknown key or a
+    /// bad value stops the start with the file's name, the line and the key. The processes
+    /// that --processes starts read the same file.
+    #[arg(long, value_name = "FILE", help_heading = "Configuration")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Print the effective configuration as TOML (file < environment < flags) and exit.
+    ///
+    /// Every key, with where its value came from; secrets (--publish-key, --token-secret) are
+    /// printed as "(redacted)". Without the secrets the output is a valid --config file.
+    #[arg(long, help_heading = "Configuration")]
+    pub print_config: bool,
+
+    /// Address to listen on.
+    ///
+    /// Every worker binds it with SO_REUSEPORT.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080",
+        help_heading = "Listen"
+    )]
     pub listen: SocketAddr,
 
-    /// Also serve TLS (https://, wss://) on this address, with --tls-cert and --tls-key: every
-    /// transport, as on --listen. Both are served at once; --listen stays plaintext (bind it to
-    /// 127.0.0.1 to keep it for local publishers and /stats). Every worker binds it with
+    /// Also serve TLS (https://, wss://) on this address, with --tls-cert and --tls-key.
+    ///
+    /// Every transport, as on --listen. Both are served at once; --listen stays plaintext (bind
+    /// it to 127.0.0.1 to keep it for local publishers and /stats). Every worker binds it with
     /// SO_REUSEPORT, like --listen.
-    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    #[arg(long, value_name = "ADDR", help_heading = "TLS")]
     pub tls_listen: Option<SocketAddr>,
 
-    /// Certificate chain for --tls-listen: PEM, the server's certificate first. Read again on
-    /// SIGHUP (new handshakes use the new chain; a file that does not load is refused with a
-    /// log line and the old chain stays; counted in tls_reloads / tls_reload_errors).
-    #[arg(long, requires = "tls_listen")]
+    /// Certificate chain for --tls-listen: PEM, the server's certificate first.
+    ///
+    /// Read again on SIGHUP (new handshakes use the new chain; a file that does not load is
+    /// refused with a log line and the old chain stays; counted in tls_reloads /
+    /// tls_reload_errors).
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub tls_cert: Option<std::path::PathBuf>,
 
-    /// Private key for --tls-listen: PEM (PKCS#8, PKCS#1 or SEC1), matching --tls-cert's
-    /// certificate. Read again on SIGHUP with the chain.
-    #[arg(long, requires = "tls_listen")]
+    /// Private key for --tls-listen: PEM (PKCS#8, PKCS#1 or SEC1).
+    ///
+    /// It matches --tls-cert's certificate. Read again on SIGHUP with the chain.
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
     pub tls_key: Option<std::path::PathBuf>,
 
-    /// TLS sessions remembered for resumption by session id (TLS 1.2, and TLS 1.3 clients that
-    /// do not take tickets); TLS 1.3 clients resume with tickets, which cost the server no
-    /// memory. The least recently used session is forgotten beyond it.
-    #[arg(long, default_value_t = 20_000)]
+    /// TLS sessions remembered for resumption by session id.
+    ///
+    /// For TLS 1.2, and TLS 1.3 clients that do not take tickets; TLS 1.3 clients resume with
+    /// tickets, which cost the server no memory. The least recently used session is forgotten
+    /// beyond it.
+    #[arg(long, value_name = "N", default_value_t = 20_000, help_heading = "TLS")]
     pub tls_session_cache: usize,
 
     /// Worker threads (one event loop each). 0 = one per core.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, help_heading = "Listen")]
     pub workers: usize,
 
-    /// Most open client connections, over all workers. Beyond it new connections get a 503 and
-    /// are closed (counted as `refused`).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Most open client connections, over all workers.
+    ///
+    /// Beyond it new connections get a 503 and are closed (counted as `refused`). Each one is an
+    /// open file: at start the open-files limit is raised to its hard limit, and a warning says
+    /// when that is too low for this many.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        help_heading = "Limits"
+    )]
     pub max_connections: usize,
 
-    /// Scale out through Redis pub/sub: `redis://HOST[:PORT]`. Each process subscribes on Redis
-    /// to the channels its clients use (patterns for Bayeux wildcards) and publishes there; a
-    /// local publish reaches local subscribers through Redis, once. Without it: in-process
-    /// fan-out only. While Redis is unreachable clients stay connected and publishes get 503.
-    #[arg(long)]
+    /// Scale out through Redis pub/sub: `redis://HOST[:PORT]`.
+    ///
+    /// Each process subscribes on Redis to the channels its clients use (patterns for Bayeux
+    /// wildcards) and publishes there; a local publish reaches local subscribers through Redis,
+    /// once. Without it: in-process fan-out only. While Redis is unreachable clients stay
+    /// connected and publishes get 503.
+    #[arg(long, value_name = "URL", help_heading = "Broker")]
     pub broker: Option<String>,
 
-    /// Milliseconds a channel stays subscribed on the broker after its last local subscriber
-    /// left (long-poll and EventSource clients come back between requests).
-    #[arg(long, default_value_t = 5000)]
+    /// How long a channel stays subscribed on the broker after its last local subscriber left.
+    ///
+    /// Long-poll and EventSource clients come back between requests. A bare number is
+    /// milliseconds (the flag was --broker-linger-ms, still accepted).
+    #[arg(
+        long = "broker-linger",
+        visible_alias = "broker-linger-ms",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = units::millis::<u64>(0, u64::MAX),
+        help_heading = "Broker"
+    )]
     pub broker_linger_ms: u64,
 
-    /// Seconds an HTTP publish waits for Redis's answer (it is answered when Redis has the
-    /// message, so that publishes through different processes keep their order). Past it: 504
-    /// (counted in `broker_ack_timeouts`); the message may or may not have been published.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    /// How long an HTTP publish waits for Redis's answer (1s to 1h).
+    ///
+    /// It is answered when Redis has the message, so that publishes through different processes
+    /// keep their order. Past it: 504 (counted in `broker_ack_timeouts`); the message may or may
+    /// not have been published. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::secs(1, 3600), help_heading = "Broker")]
     pub broker_ack_timeout: u32,
 
-    /// Payload bytes of publishes waiting to be sent to the broker. More: 503 (counted in
-    /// `broker_publish_refused`), nothing sent.
-    #[arg(long, default_value_t = 64 << 20)]
+    /// Payload bytes of publishes waiting to be sent to the broker.
+    ///
+    /// More: 503 (counted in `broker_publish_refused`), nothing sent.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = units::bytes::<usize>(0, u64::MAX), help_heading = "Broker")]
     pub broker_max_queued_bytes: usize,
 
-    /// Server processes. More than 1: this process starts P processes on --listen (sharing the
-    /// port through SO_REUSEPORT; each has its own open-files limit, --workers and
-    /// --max-connections) and supervises them: SIGTERM or Ctrl-C is passed on to all, and the
-    /// `/stats` of every one of them carries the sums over all under `"processes"` (refreshed
-    /// every second). Needs --broker: processes reach each other's subscribers only through it.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// Server processes (1 to 1024); more than 1 needs --broker.
+    ///
+    /// More than 1: this process starts P processes on --listen (sharing the port through
+    /// SO_REUSEPORT; each has its own open-files limit, --workers and --max-connections) and
+    /// supervises them: SIGTERM or Ctrl-C is passed on to all, and the `/stats` of every one of
+    /// them carries the sums over all under `"processes"` (refreshed every second). Needs
+    /// --broker: processes reach each other's subscribers only through it.
+    #[arg(long, value_name = "P", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024), help_heading = "Listen")]
     pub processes: u32,
 
-    /// Join the processes already listening on --listen (SO_REUSEPORT: the kernel spreads
-    /// connections over all of them). Needs --broker, which is how a publish taken by one of
-    /// them reaches the subscribers of the others. Without it edgecomet refuses to start on an
-    /// address something else already listens on, rather than take a share of its clients
-    /// unseen. (--processes passes it to the processes it starts.)
-    #[arg(long)]
+    /// Join the processes already listening on --listen (needs --broker).
+    ///
+    /// SO_REUSEPORT: the kernel spreads connections over all of them. Needs --broker, which is
+    /// how a publish taken by one of them reaches the subscribers of the others. Without it
+    /// edgecomet refuses to start on an address something else already listens on, rather than
+    /// take a share of its clients unseen. (--processes passes it to the processes it starts.)
+    #[arg(long, help_heading = "Listen")]
     pub share_port: bool,
 
     /// Listen backlog of each worker's socket (the kernel caps it at net.core.somaxconn).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4096,
+        help_heading = "Listen"
+    )]
     pub backlog: i32,
 
-    /// Longest HTTP request head (request line + headers), bytes. Longer: 431 (414 if the
-    /// request line alone is longer).
-    #[arg(long, default_value_t = 8192)]
+    /// Longest HTTP request head (request line + headers).
+    ///
+    /// Longer: 431 (414 if the request line alone is longer).
+    #[arg(long, value_name = "SIZE", default_value = "8KiB", value_parser = units::bytes::<usize>(0, u64::MAX), help_heading = "Limits")]
     pub max_head_bytes: usize,
 
     /// Most header fields in one request (at most 128). More: 431.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=128))]
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=128), help_heading = "Limits")]
     pub max_headers: u16,
 
-    /// Largest request body (a published message), bytes. Larger: 413.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest request body (a published message). Larger: 413.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = units::bytes::<u32>(0, u64::MAX), help_heading = "Limits")]
     pub max_body_bytes: u32,
 
-    /// Seconds a client has to finish a request head once it started one (slowloris guard).
-    /// Expired: 408, then close.
-    #[arg(long, default_value_t = 10)]
+    /// Time a client has to finish a request head once it started one (slowloris guard).
+    ///
+    /// Expired: 408, then close. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::secs(0, u32::MAX), help_heading = "Timeouts")]
     pub head_timeout: u32,
 
-    /// Seconds an idle keep-alive HTTP connection is kept between requests.
-    #[arg(long, default_value_t = 60)]
+    /// How long an idle keep-alive HTTP connection is kept between requests.
+    ///
+    /// Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::secs(0, u32::MAX), help_heading = "Timeouts")]
     pub keepalive_timeout: u32,
 
-    /// Largest WebSocket message a client may send (all fragments together), bytes. Larger:
-    /// close 1009, decided from the frame header before the payload is read.
-    #[arg(long, default_value_t = 1 << 20)]
+    /// Largest WebSocket message a client may send (all fragments together).
+    ///
+    /// Larger: close 1009, decided from the frame header before the payload is read.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = units::bytes::<u32>(0, u64::MAX), help_heading = "Limits")]
     pub max_message_bytes: u32,
 
     /// Bytes that may wait in one subscriber's outbound queue (what the kernel did not take).
+    ///
     /// Past it the subscriber is a slow consumer: its unsent messages are dropped, it gets close
     /// 1008 "slow consumer" and is counted (an event stream is closed and resumes from the
     /// history); the others keep receiving. Also the most payload one long-poll answer carries.
-    #[arg(long, default_value_t = 1 << 20)]
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = units::bytes::<usize>(0, u64::MAX), help_heading = "Limits")]
     pub max_queued_bytes: usize,
 
-    /// Seconds of silence from a WebSocket client before the server pings it. 0 = never ping
-    /// (dead peers are then found only by TCP).
-    #[arg(long, default_value_t = 30)]
+    /// Silence from a WebSocket client before the server pings it. 0 = never ping.
+    ///
+    /// With 0, dead peers are found only by TCP. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::secs(0, u32::MAX), help_heading = "Timeouts")]
     pub ws_ping_interval: u32,
 
-    /// Seconds to wait for any frame after a ping before closing the connection (1001).
-    #[arg(long, default_value_t = 10)]
+    /// Wait for any frame after a ping before closing the connection (1001).
+    ///
+    /// Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::secs(0, u32::MAX), help_heading = "Timeouts")]
     pub ws_pong_timeout: u32,
 
-    /// Seconds to wait for the peer to finish closing (WebSocket closing handshake, or a
-    /// lingering HTTP close) before the socket is dropped.
-    #[arg(long, default_value_t = 5)]
+    /// Wait for the peer to finish closing before the socket is dropped.
+    ///
+    /// The WebSocket closing handshake, or a lingering HTTP close. Whole seconds; a bare number
+    /// is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = units::secs(0, u32::MAX), help_heading = "Timeouts")]
     pub close_timeout: u32,
 
-    /// Longest channel name, bytes. Names use A-Z a-z 0-9 and `-_.:@~`. Longer or other: 400.
-    #[arg(long, default_value_t = 255)]
+    /// Longest channel name, bytes.
+    ///
+    /// Names use A-Z a-z 0-9 and `-_.:@~`. Longer or other: 400.
+    #[arg(long, value_name = "N", default_value_t = 255, help_heading = "Limits")]
     pub max_channel_len: usize,
 
     /// Most distinct channels with subscribers in one worker. More: the subscribe gets 503.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        help_heading = "Limits"
+    )]
     pub max_channels: usize,
 
-    /// Milliseconds to stop accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM from accept(2).
-    #[arg(long, default_value_t = 500)]
+    /// Pause in accepting after EMFILE/ENFILE/ENOBUFS/ENOMEM from accept(2).
+    ///
+    /// A bare number is milliseconds (the flag was --accept-pause-ms, still accepted).
+    #[arg(
+        long = "accept-pause",
+        visible_alias = "accept-pause-ms",
+        value_name = "DURATION",
+        default_value = "500ms",
+        value_parser = units::millis::<u64>(0, u64::MAX),
+        help_heading = "Timeouts"
+    )]
     pub accept_pause_ms: u64,
 
-    /// Let the kernel back the heap with transparent huge pages. Off by default: the server's
-    /// memory is many small per-connection pieces, and huge pages make the heap grow in 2 MiB
-    /// steps (PR_SET_THP_DISABLE). Turn on to trade memory for fewer TLB misses.
-    #[arg(long)]
+    /// Let the kernel back the heap with transparent huge pages.
+    ///
+    /// Off by default: the server's memory is many small per-connection pieces, and huge pages
+    /// make the heap grow in 2 MiB steps (PR_SET_THP_DISABLE). Turn on to trade memory for
+    /// fewer TLB misses.
+    #[arg(long, help_heading = "Limits")]
     pub transparent_huge_pages: bool,
 
-    /// Messages kept per channel for clients that come back with a cursor or `Last-Event-ID`
-    /// (shared by all transports and workers). 0 = no history: nothing can be resumed.
-    #[arg(long, default_value_t = 64)]
+    /// Messages kept per channel for clients that come back with a cursor or `Last-Event-ID`.
+    ///
+    /// Shared by all transports and workers. 0 = no history: nothing can be resumed.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 64,
+        help_heading = "Transports"
+    )]
     pub history: usize,
 
-    /// Seconds a message stays in the history; 0 = until pushed out by newer ones. A channel
-    /// without session whose newest message is older than this is forgotten (its ids too).
-    #[arg(long, default_value_t = 3600)]
+    /// How long a message stays in the history; 0 = until pushed out by newer ones.
+    ///
+    /// A channel without session whose newest message is older than this is forgotten (its ids
+    /// too). Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = units::secs(0, u32::MAX), help_heading = "Transports")]
     pub history_age: u32,
 
-    /// Seconds a long-poll is held when nothing is pending, then answered empty (the client
-    /// polls again). Keep it under intermediaries' idle timeouts (often 60 s).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    /// How long a long-poll is held when nothing is pending (1s to 1h).
+    ///
+    /// Then it is answered empty (the client polls again). Keep it under intermediaries' idle
+    /// timeouts (often 60 s). Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::secs(1, 3600), help_heading = "Transports")]
     pub poll_timeout: u32,
 
-    /// Seconds between comment heartbeats on Server-Sent Events and HTTP streams (keeps
-    /// proxies from closing idle streams).
-    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    /// Time between comment heartbeats on Server-Sent Events and HTTP streams (1s to 1h).
+    ///
+    /// Keeps proxies from closing idle streams. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = units::secs(1, 3600), help_heading = "Transports")]
     pub sse_heartbeat: u32,
 
-    /// Reconnect delay suggested to EventSource clients (`retry:`), milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    /// Reconnect delay suggested to EventSource clients (`retry:`).
+    ///
+    /// A bare number is milliseconds.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = units::millis::<u32>(0, u64::MAX), help_heading = "Transports")]
     pub sse_retry: u32,
 
-    /// Seconds a `Client-Id` long-poll session outlives its last poll; then its queue is freed
-    /// and the client must start a new series. Must exceed `--poll-timeout`.
-    #[arg(long, default_value_t = 60)]
+    /// How long a `Client-Id` long-poll session outlives its last poll.
+    ///
+    /// Then its queue is freed and the client must start a new series. Must exceed
+    /// `--poll-timeout`. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::secs(0, u32::MAX), help_heading = "Transports")]
     pub session_ttl: u32,
 
-    /// Messages a `Client-Id` session queues between polls. When full the oldest is dropped,
-    /// counted (`session_drops`) and reported to the client as a gap.
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Messages a `Client-Id` session queues between polls.
+    ///
+    /// When full the oldest is dropped, counted (`session_drops`) and reported to the client as
+    /// a gap.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Transports")]
     pub session_queue: u32,
 
     /// Most `Client-Id` sessions at once, over all workers. More: 503.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        help_heading = "Transports"
+    )]
     pub max_sessions: usize,
 
-    /// Publish messages that subscribers send (a POST body to `/sub/{channel}`, a WebSocket
-    /// text frame) to the channel. Off: the POST gets 403, the WebSocket is closed with 1008.
-    #[arg(long)]
+    /// Publish messages that subscribers send to the channel.
+    ///
+    /// A POST body to `/sub/{channel}`, a WebSocket text frame. Off: the POST gets 403, the
+    /// WebSocket is closed with 1008.
+    #[arg(long, help_heading = "Transports")]
     pub client_publish: bool,
 
-    /// Origins allowed to use `/sub` and `/pub` from a browser (CORS, preflight, WebSocket
-    /// Origin check). Repeat or separate with commas; `*` allows any. Unset: no CORS headers
-    /// and Origin is not checked.
-    #[arg(long, value_delimiter = ',')]
+    /// Origins allowed to use `/sub` and `/pub` from a browser; `*` allows any.
+    ///
+    /// CORS, preflight, WebSocket Origin check. Repeat or separate with commas. Unset: no CORS
+    /// headers and Origin is not checked.
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        help_heading = "Transports"
+    )]
     pub allow_origin: Vec<String>,
 
-    /// Path of the CometD/Bayeux endpoint and every path under it: long-polling (`POST` a JSON
-    /// array of messages), callback-polling (`GET ?jsonp=&message=`), WebSocket (upgrade).
-    #[arg(long, default_value = "/cometd")]
+    /// Path of the CometD/Bayeux endpoint and every path under it.
+    ///
+    /// Long-polling (`POST` a JSON array of messages), callback-polling (`GET ?jsonp=&message=`),
+    /// WebSocket (upgrade).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/cometd",
+        help_heading = "Bayeux"
+    )]
     pub bayeux_path: String,
 
-    /// Seconds a Bayeux `/meta/connect` is held when nothing is queued (advice `timeout`); a
-    /// shorter `advice.timeout` sent by the client is honoured.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    /// How long a Bayeux `/meta/connect` is held when nothing is queued (1s to 1h).
+    ///
+    /// Advice `timeout`; a shorter `advice.timeout` sent by the client is honoured. Whole
+    /// seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::secs(1, 3600), help_heading = "Bayeux")]
     pub bayeux_timeout: u32,
 
-    /// Seconds a Bayeux client lives without a `/meta/connect` (`maxInterval`); then it is
-    /// removed with everything it holds and gets `402::Unknown client`. A Bayeux WebSocket that
-    /// sends nothing for this long + 1 s (with no connect held) is closed (1008).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    /// How long a Bayeux client lives without a `/meta/connect` (`maxInterval`).
+    ///
+    /// Then it is removed with everything it holds and gets `402::Unknown client`. A Bayeux
+    /// WebSocket that sends nothing for this long + 1 s (with no connect held) is closed (1008).
+    /// Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::secs(1, u32::MAX), help_heading = "Bayeux")]
     pub bayeux_max_interval: u32,
 
-    /// Messages queued per Bayeux client between connects, unacknowledged ones (ack
-    /// extension) included. Beyond, the oldest are dropped, counted (`bayeux_dropped`) and the
-    /// next connect reply says how many (`ext.dropped`).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Messages queued per Bayeux client between connects, unacknowledged ones included.
+    ///
+    /// Unacknowledged: the ack extension. Beyond, the oldest are dropped, counted
+    /// (`bayeux_dropped`) and the next connect reply says how many (`ext.dropped`).
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Bayeux")]
     pub bayeux_max_queue: u32,
 
     /// Most Bayeux clients at once. More: the handshake fails (`503::too many clients`).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        help_heading = "Bayeux"
+    )]
     pub bayeux_max_clients: usize,
 
-    /// Most messages in one Bayeux request or WebSocket frame. More: the request is refused
-    /// (400; WebSocket: close 1008).
-    #[arg(long, default_value_t = 1000)]
+    /// Most messages in one Bayeux request or WebSocket frame.
+    ///
+    /// More: the request is refused (400; WebSocket: close 1008).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        help_heading = "Bayeux"
+    )]
     pub bayeux_max_batch: usize,
 
     /// Subscriptions one Bayeux client may hold. More: the subscribe fails (403).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1000,
+        help_heading = "Bayeux"
+    )]
     pub bayeux_max_subscriptions: usize,
 
     /// Allow Bayeux subscriptions to `/*` and `/**` (every channel).
-    #[arg(long)]
+    #[arg(long, help_heading = "Bayeux")]
     pub bayeux_root_wildcards: bool,
 
-    /// A key that `POST /pub` must carry as `Authorization: Bearer KEY` (401 otherwise). Repeat
-    /// or separate with commas for several at once (rotation: add the new key, move publishers
-    /// over, drop the old one). At least 16 characters. Also from the environment variable
-    /// EDGECOMET_PUBLISH_KEY, which keeps keys out of `ps`. No key: anyone may publish.
+    /// A key that `POST /pub` must carry as `Authorization: Bearer KEY` (401 otherwise).
+    ///
+    /// Repeat or separate with commas for several at once (rotation: add the new key, move
+    /// publishers over, drop the old one). At least 16 characters. Also from the environment
+    /// variable EDGECOMET_PUBLISH_KEY, which keeps keys out of `ps`. No key: anyone may publish.
     #[arg(
         long,
+        value_name = "KEY",
         env = "EDGECOMET_PUBLISH_KEY",
         hide_env_values = true,
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Authorization"
     )]
     pub publish_key: Vec<String>,
 
-    /// A file of publish keys, one per line (`#` comments), added to --publish-key. Read
-    /// again on SIGHUP, so keys rotate without a restart.
-    #[arg(long)]
+    /// A file of publish keys, one per line (`#` comments), added to --publish-key.
+    ///
+    /// Read again on SIGHUP, so keys rotate without a restart.
+    #[arg(long, value_name = "FILE", help_heading = "Authorization")]
     pub publish_key_file: Option<std::path::PathBuf>,
 
-    /// HMAC secret (at least 32 bytes) for HS256/HS384/HS512 subscribe tokens (JSON Web
-    /// Tokens). With a token key configured, every subscription needs a token that names its
-    /// channel. Repeat or separate with commas for rotation. Also from EDGECOMET_TOKEN_SECRET.
+    /// HMAC secret (at least 32 bytes) for HS256/HS384/HS512 subscribe tokens (JWT).
+    ///
+    /// With a token key configured, every subscription needs a token that names its channel.
+    /// Repeat or separate with commas for rotation. Also from EDGECOMET_TOKEN_SECRET.
     #[arg(
         long,
+        value_name = "SECRET",
         env = "EDGECOMET_TOKEN_SECRET",
         hide_env_values = true,
-        value_delimiter = ','
+        value_delimiter = ',',
+        help_heading = "Authorization"
     )]
     pub token_secret: Vec<String>,
 
     /// A file of HMAC token secrets, one per line (`#` comments), added to --token-secret.
+    ///
     /// Read again on SIGHUP.
-    #[arg(long)]
+    #[arg(long, value_name = "FILE", help_heading = "Authorization")]
     pub token_secret_file: Option<std::path::PathBuf>,
 
-    /// PEM public key for ES256/ES384 (EC), RS256/PS256 and their larger sizes (RSA) or EdDSA
-    /// (Ed25519) subscribe tokens. Repeat for several (rotation). Read again on SIGHUP.
-    #[arg(long)]
+    /// PEM public key for ES*, RS*/PS* or EdDSA subscribe tokens; repeatable.
+    ///
+    /// ES256/ES384 (EC), RS256/PS256 and their larger sizes (RSA) or EdDSA (Ed25519). Repeat or
+    /// separate with commas for several (rotation). Read again on SIGHUP.
+    #[arg(
+        long,
+        value_name = "FILE",
+        value_delimiter = ',',
+        help_heading = "Authorization"
+    )]
     pub token_public_key: Vec<std::path::PathBuf>,
 
-    /// Seconds of clock skew allowed on a token's `exp` and `nbf`. A connection ends at
-    /// `exp` + this.
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    /// Clock skew allowed on a token's `exp` and `nbf` (at most 1h).
+    ///
+    /// A connection ends at `exp` + this. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = units::secs(0, 3600), help_heading = "Authorization")]
     pub token_leeway: u32,
 
     /// A token must carry this `aud` (audience). Unset: `aud` is not checked.
-    #[arg(long)]
+    #[arg(long, value_name = "AUD", help_heading = "Authorization")]
     pub token_audience: Option<String>,
 
     /// A token must carry this `iss` (issuer). Unset: `iss` is not checked.
-    #[arg(long)]
+    #[arg(long, value_name = "ISS", help_heading = "Authorization")]
     pub token_issuer: Option<String>,
 
-    /// Largest message sent to a private push address (`/push/{address}`), bytes. More: 413.
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    /// Largest message sent to a private push address (`/push/{address}`; at most 16MiB).
+    ///
+    /// More: 413.
+    #[arg(long, value_name = "SIZE", default_value = "4KiB", value_parser = units::bytes::<u32>(1, 16 << 20), help_heading = "Authorization")]
     pub push_max_bytes: u32,
 
-    /// Sends to push addresses per second per source IP address (a token bucket; 0 = no
-    /// limit). More: 429 with Retry-After. Per process.
-    #[arg(long, default_value_t = 10)]
+    /// Sends to push addresses per second per source IP address (0 = no limit).
+    ///
+    /// A token bucket. More: 429 with Retry-After. Per process.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        help_heading = "Authorization"
+    )]
     pub push_rate: u32,
 
     /// Burst of the per-source push rate: sends a source may make at once after a pause.
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Authorization")]
     pub push_burst: u32,
 
-    /// Source addresses the push rate limit remembers (a bounded table; beyond it, sources
-    /// whose bucket has refilled are forgotten first).
-    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Source addresses the push rate limit remembers.
+    ///
+    /// A bounded table; beyond it, sources whose bucket has refilled are forgotten first.
+    #[arg(long, value_name = "N", default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..), help_heading = "Authorization")]
     pub push_max_sources: u32,
 
-    /// Milliseconds a shutdown (SIGTERM/SIGINT) may take, from the signal to the exit: messages
-    /// already accepted are delivered, every client is told (WebSocket 1001, streams ended,
-    /// held polls answered) and their closes are awaited until then; past it the process exits
-    /// with the connections still open. SIGHUP does not stop the server.
-    #[arg(long, default_value_t = 5000)]
+    /// How long a shutdown (SIGTERM/SIGINT) may take, from the signal to the exit.
+    ///
+    /// Messages already accepted are delivered, every client is told (WebSocket 1001, streams
+    /// ended, held polls answered) and their closes are awaited until then; past it the process
+    /// exits with the connections still open. SIGHUP does not stop the server. A bare number
+    /// is milliseconds (the flag was --shutdown-timeout-ms, still accepted).
+    #[arg(
+        long = "shutdown-timeout",
+        visible_alias = "shutdown-timeout-ms",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = units::millis::<u64>(0, u64::MAX),
+        help_heading = "Timeouts"
+    )]
     pub shutdown_timeout_ms: u64,
 }
 
@@ -339,6 +537,14 @@ impl Config {
 
     /// Checks flag combinations that clap cannot (called before the server starts).
     pub fn validate(&self) -> Result<(), String> {
+        // Checked here rather than by clap, so that a file, the environment and flags are held
+        // to the same rule (clap does not apply `requires` to values from a file).
+        if self.tls_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return Err("--tls-listen needs --tls-cert and --tls-key".to_string());
+        }
+        if self.tls_listen.is_none() && (self.tls_cert.is_some() || self.tls_key.is_some()) {
+            return Err("--tls-cert and --tls-key need --tls-listen".to_string());
+        }
         if let Some(url) = &self.broker {
             redis_addr(url)?;
         }
@@ -475,6 +681,49 @@ mod tests {
             let c = Config::parse_from(["edgecomet", "--allow-origin", bad]);
             assert!(c.validate().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn defaults_with_units_are_the_numbers_they_always_were() {
+        let c = Config::defaults();
+        assert_eq!(
+            (c.broker_linger_ms, c.accept_pause_ms, c.shutdown_timeout_ms),
+            (5000, 500, 5000)
+        );
+        assert_eq!(
+            (c.sse_retry, c.history_age, c.keepalive_timeout),
+            (2000, 3600, 60)
+        );
+        assert_eq!(
+            (
+                c.broker_max_queued_bytes,
+                c.max_head_bytes,
+                c.max_queued_bytes
+            ),
+            (64 << 20, 8192, 1 << 20)
+        );
+        assert_eq!(
+            (c.max_body_bytes, c.max_message_bytes, c.push_max_bytes),
+            (1 << 20, 1 << 20, 4096)
+        );
+        let c = Config::parse_from([
+            "edgecomet",
+            "--head-timeout",
+            "2m",
+            "--max-body-bytes",
+            "1GB",
+        ]);
+        assert_eq!((c.head_timeout, c.max_body_bytes), (120, 1_000_000_000));
+        assert!(Config::try_parse_from(["edgecomet", "--head-timeout", "1500ms"]).is_err());
+        assert!(Config::try_parse_from(["edgecomet", "--max-body-bytes", "4GiB"]).is_err());
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let c = Config::parse_from(["edgecomet", "--tls-listen", "127.0.0.1:0"]);
+        assert!(c.validate().unwrap_err().contains("needs --tls-cert"));
+        let c = Config::parse_from(["edgecomet", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(c.validate().unwrap_err().contains("need --tls-listen"));
     }
 
     #[test]

@@ -5,17 +5,39 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use edgecomet::config::LoadError;
 use edgecomet::{Config, Server};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let cfg = Config::parse();
+    let loaded = match Config::load() {
+        Ok(l) => l,
+        Err(LoadError::Clap(e)) => e.exit(),
+        Err(e @ LoadError::File(_)) => {
+            eprintln!("edgecomet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("{w}");
+    }
+    if loaded.config.print_config {
+        print!("{}", loaded.render());
+        return ExitCode::SUCCESS;
+    }
+    let cfg = loaded.config;
+    // Every connection is an open file: the hard limit is the one that counts (a launcher's
+    // processes inherit it raised).
+    let open_files = edgecomet::server::raise_open_files_limit();
+    let open_files_warning = match open_files {
+        Ok(limit) => edgecomet::server::open_files_warning(&cfg, limit),
+        Err(e) => Some(format!("edgecomet: cannot raise the open-files limit: {e}")),
+    };
     if !cfg.transparent_huge_pages
         && let Err(e) = edgecomet::server::disable_transparent_huge_pages()
     {
@@ -58,6 +80,10 @@ fn main() -> ExitCode {
     // unbuffered stderr may write it in pieces).
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     eprintln!("edgecomet: {}", server.auth_summary());
+    // After the "listening on" line, which scripts read first.
+    if let Some(w) = open_files_warning {
+        eprintln!("{w}");
+    }
     edgecomet::launcher::child(server.shared());
     let Some(sig) = next_stop(&mut signals, &|| server.reload()) else {
         return ExitCode::FAILURE;

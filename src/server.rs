@@ -139,6 +139,53 @@ pub fn disable_transparent_huge_pages() -> io::Result<()> {
     }
 }
 
+/// Raises the soft open-files limit (RLIMIT_NOFILE) to the hard one, which an unprivileged
+/// process may do; every client connection is an open file. Returns the limit now in force.
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if l.rlim_cur < l.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            l.rlim_cur = l.rlim_max;
+        }
+    }
+    Ok(l.rlim_cur)
+}
+
+/// Open files a server process needs besides its client connections: stdio, and per worker its
+/// listeners (plain and TLS), its epoll and its waker; the broker's two sockets, the signal
+/// pipe, key and certificate files read on SIGHUP, with room to spare.
+pub fn files_besides_connections(workers: usize) -> u64 {
+    32 + 4 * workers as u64
+}
+
+/// The warning to print when `--max-connections` needs more open files than `limit` allows.
+pub fn open_files_warning(cfg: &Config, limit: u64) -> Option<String> {
+    let reserve = files_besides_connections(cfg.worker_count());
+    let allowed = limit.saturating_sub(reserve);
+    (cfg.max_connections as u64 > allowed).then(|| {
+        format!(
+            "edgecomet: warning: --max-connections {} but the open-files limit is {limit} (hard \
+             limit; `ulimit -Hn`, systemd LimitNOFILE=): about {allowed} connections fit; past \
+             them accept(2) fails with EMFILE and accepting pauses (--accept-pause)",
+            cfg.max_connections
+        )
+    })
+}
+
 impl Server {
     /// Binds and starts `cfg.worker_count()` workers.
     pub fn start(cfg: Config) -> io::Result<Server> {

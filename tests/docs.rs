@@ -1,5 +1,6 @@
 //! The docs stay true to the binary and to themselves: the flags table of `docs/api.md` lists
-//! exactly the flags of `edgecomet --help`, with the same defaults, and every relative link in
+//! exactly the flags of `edgecomet --help` (aliases included), with the same defaults (units
+//! and all: `30s`, `1MiB`), and every relative link in
 //! the README and the docs points at a file that exists (and, with `#anchor`, at a heading of
 //! that file). Reads files and runs `--help`; starts no server.
 
@@ -50,9 +51,21 @@ fn help_flags() -> BTreeMap<String, Option<String>> {
             flags.insert(name.clone(), None);
             current = Some(name);
         } else if let Some(name) = &current {
-            if let Some((_, d)) = t.rsplit_once("[default: ") {
-                let d = d.strip_suffix(']').unwrap_or(d).to_string();
+            if let Some((_, d)) = t.split_once("[default: ") {
+                let d = d.split(']').next().unwrap_or(d).to_string();
                 flags.insert(name.clone(), Some(d));
+            }
+            // `[alias: --old-name]` / `[aliases: --a, --b]`: each a row of its own in the
+            // table (or a name in the flag's row), with the flag's default.
+            for tag in ["[alias: ", "[aliases: "] {
+                if let Some((_, list)) = t.split_once(tag) {
+                    let list = list.split(']').next().unwrap_or("");
+                    for alias in list.split(", ") {
+                        let alias = format!("--{}", alias.trim().trim_start_matches("--"));
+                        let default = flags.get(name).cloned().flatten();
+                        flags.insert(alias, default);
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Accepting connections: at the end of each turn, up to [`ACCEPT_BATCH`] per turn from the
 //! worker's listener; `--max-connections` checked over the whole process; EMFILE and friends
-//! pause accepting for `--accept-pause-ms` instead of spinning (counted in `accept_errors`).
+//! pause accepting for `--accept-pause` instead of spinning (counted in `accept_errors`).
 
 use std::io::{self, Write};
 use std::net::TcpStream;
