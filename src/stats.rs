@@ -423,7 +423,11 @@ impl Exposition {
             return;
         }
         self.out.push('{');
-        for (i, (k, v)) in labels.iter().chain(le.map(|l| ("le", l)).iter()).enumerate() {
+        for (i, (k, v)) in labels
+            .iter()
+            .chain(le.map(|l| ("le", l)).iter())
+            .enumerate()
+        {
             if i > 0 {
                 self.out.push(',');
             }
@@ -485,7 +489,9 @@ pub struct Sums {
 pub fn parse_sums(doc: &str) -> Option<Sums> {
     fn int(doc: &str, key: &str) -> Option<u64> {
         let rest = &doc[doc.find(&format!("\"{key}\":"))? + key.len() + 3..];
-        let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         rest[..end].parse().ok()
     }
     fn object(doc: &str, key: &str) -> Option<Vec<(String, u64)>> {

@@ -154,6 +154,7 @@ impl Worker {
             }
             let json = self.shared.stats_json();
             let resp = http::response(
+                &self.date,
                 200,
                 "OK",
                 "application/json",
@@ -182,6 +183,7 @@ impl Worker {
     ) -> Handled {
         WorkerStats::add(&self.stats.http_errors, 1);
         let resp = http::response(
+            &self.date,
             status,
             reason,
             "text/plain; charset=utf-8",
@@ -201,7 +203,7 @@ impl Worker {
             HttpError::BodyTooLarge => WorkerStats::add(&self.stats.body_too_large, 1),
             _ => {}
         }
-        self.respond(idx, http::error_response(e), false)
+        self.respond(idx, http::error_response(&self.date, e), false)
     }
 
     pub(super) fn respond(&mut self, idx: usize, resp: Vec<u8>, keep_alive: bool) -> Handled {
