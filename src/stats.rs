@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// the field under another name (`stale as "stale_ids"`). After a `;`, histograms
 /// (`name = Histogram::new(&BOUNDS)`, also with their doc) may follow.
 ///
-/// Generates the struct, `Default`, `META` (name and doc of every figure, in declaration order)
-/// and `snapshot()` (`(name, value)` in the same order).
+/// Generates the struct, `Default`, `META` (name and doc of every figure, in declaration order),
+/// `HISTOGRAMS` (the same of the histograms) and `snapshot()` (`(name, value)` in `META`'s order).
 macro_rules! counters {
     (
         $(#[doc = $sdoc:literal])*
@@ -47,6 +47,11 @@ macro_rules! counters {
                     name: $crate::stats::counters!(@name $field $($name)?),
                     doc: concat!($($doc),*),
                 }, )*
+            ];
+
+            /// Name and doc of every histogram, in declaration order.
+            pub const HISTOGRAMS: &'static [$crate::stats::Meta] = &[
+                $($( $crate::stats::Meta { name: stringify!($hf), doc: concat!($($hdoc),*) }, )*)?
             ];
 
             /// `(name, value)` for every figure, in declaration order.

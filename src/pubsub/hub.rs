@@ -28,6 +28,9 @@ pub struct Now {
     pub secs: u32,
     /// The wall clock in microseconds since the Unix epoch: a new channel's first id.
     pub unix_micros: u64,
+    /// Microseconds on the process's monotonic clock (the same as `secs`): when a message
+    /// entered the process ([`Message::entered_us`]).
+    pub micros: u64,
 }
 
 /// Why the hub refused.
@@ -302,6 +305,7 @@ impl Hub {
         self.high_water.fetch_max(id, Ordering::Relaxed);
         let mut msg = Message::new(id, name, payload, now.secs);
         msg.gap_before = gap_before;
+        msg.entered_us = now.micros;
         let msg = Arc::new(msg);
         let len = msg.payload.len() as u64;
         if self.limits.history > 0 {
@@ -499,6 +503,7 @@ mod tests {
     const T0: Now = Now {
         secs: 100,
         unix_micros: 1_750_000_000_000_000,
+        micros: 100_000_000,
     };
 
     /// `secs` seconds after [`T0`].
@@ -506,6 +511,7 @@ mod tests {
         Now {
             secs: T0.secs + secs,
             unix_micros: T0.unix_micros + u64::from(secs) * 1_000_000,
+            micros: T0.micros + u64::from(secs) * 1_000_000,
         }
     }
 

@@ -243,6 +243,7 @@ impl Worker {
     /// Runs the loop until shutdown completes.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
+        self.shared.listening.fetch_add(1, Ordering::Relaxed);
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -250,6 +251,9 @@ impl Worker {
                     continue;
                 }
                 eprintln!("edgecomet: worker {}: poll failed: {e}", self.id);
+                if self.listener.is_some() {
+                    self.shared.listening.fetch_sub(1, Ordering::Relaxed);
+                }
                 return;
             }
             self.tick = (self.start.elapsed().as_secs() as u32).saturating_add(1);
@@ -341,6 +345,7 @@ impl Worker {
         self.drain_deadline = Some(until);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
+            self.shared.listening.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(mut l) = self.tls_listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
