@@ -713,4 +713,120 @@ mod tests {
         let j = render_json(&[&a], &[], Some(&agg));
         assert!(j.ends_with(&format!(",\"processes\":{agg}}}\n")), "{j}");
     }
+
+    #[test]
+    fn sums_read_back() {
+        let line = "5 total accepted=2 conns_sse=1 hub sessions=4";
+        let agg = aggregate(3, &[line, "6 total accepted=3 conns_sse=0 hub sessions=1"]);
+        let s = parse_sums(&agg).unwrap();
+        assert_eq!(s.count, 3);
+        assert_eq!(s.reporting, 2);
+        assert_eq!(
+            s.total,
+            vec![("accepted".to_string(), 5), ("conns_sse".to_string(), 1)]
+        );
+        assert_eq!(s.hub, vec![("sessions".to_string(), 5)]);
+        assert_eq!(parse_sums("not json"), None);
+        let empty = parse_sums(&aggregate(2, &[])).unwrap();
+        assert_eq!((empty.reporting, empty.total.len()), (0, 0));
+    }
+
+    #[test]
+    fn docs_are_help_and_kind() {
+        let m = |name| WorkerStats::META.iter().find(|m| m.name == name).unwrap();
+        assert_eq!(m("conns_http").kind(), Kind::Gauge);
+        assert_eq!(
+            m("conns_http").help(),
+            "Open connections still speaking HTTP (requests, keep-alive)."
+        );
+        assert_eq!(m("accepted").kind(), Kind::Counter);
+        // A doc over two lines is one line of help.
+        assert_eq!(
+            m("bayeux_wrong_connection").help(),
+            "Bayeux WebSocket messages naming another client than the one the connection acts \
+             for (answered `402`)."
+        );
+        // Every figure has a doc, and META follows snapshot's order.
+        let snap = WorkerStats::default().snapshot();
+        assert_eq!(snap.len(), WorkerStats::META.len());
+        for ((name, _), meta) in snap.iter().zip(WorkerStats::META) {
+            assert_eq!(*name, meta.name);
+            assert!(!meta.help().is_empty(), "{name} has no doc");
+        }
+        assert_eq!(WorkerStats::HISTOGRAMS.len(), 2);
+        assert!(
+            WorkerStats::HISTOGRAMS[0]
+                .help()
+                .starts_with("Seconds from a message")
+        );
+    }
+
+    #[test]
+    fn exposition_format() {
+        let mut x = Exposition::new();
+        let meta = Meta {
+            name: "odd",
+            doc: " A help with a back\\slash,\n a \"quote\" and a line feed.",
+        };
+        x.family(
+            &metric_name("edgecomet_", meta.name, meta.kind()),
+            "counter",
+            "line one\nline two \\ end",
+        );
+        x.sample("edgecomet_odd_total", &[("worker", "0")], 7);
+        x.sample("edgecomet_odd_total", &[("path", "a\"b\\c\nd")], 8);
+        x.family("edgecomet_plain", "gauge", &meta.help());
+        x.sample("edgecomet_plain", &[], 1.5);
+        let out = x.finish();
+        assert_eq!(
+            out,
+            "# HELP edgecomet_odd_total line one\\nline two \\\\ end\n\
+             # TYPE edgecomet_odd_total counter\n\
+             edgecomet_odd_total{worker=\"0\"} 7\n\
+             edgecomet_odd_total{path=\"a\\\"b\\\\c\\nd\"} 8\n\
+             # HELP edgecomet_plain A help with a back\\\\slash, a \"quote\" and a line feed.\n\
+             # TYPE edgecomet_plain gauge\n\
+             edgecomet_plain 1.5\n"
+        );
+    }
+
+    #[test]
+    fn histograms_are_cumulative_with_inf() {
+        static BOUNDS: [u64; 3] = [10, 100, 1_000_000];
+        let h = Histogram::new(&BOUNDS);
+        for v in [0, 10, 11, 100, 5_000_000, 250] {
+            h.observe(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.cumulative, vec![2, 4, 5, 6]);
+        assert_eq!(s.sum, 5_000_371);
+        let merged = Histogram::merged(&[&h, &h]).unwrap();
+        assert_eq!(merged.cumulative, vec![4, 8, 10, 12]);
+        let mut x = Exposition::new();
+        x.family("t_seconds", "histogram", "h");
+        x.histogram("t_seconds", &[("worker", "1")], &s, 1_000_000);
+        assert_eq!(
+            x.finish(),
+            "# HELP t_seconds h\n# TYPE t_seconds histogram\n\
+             t_seconds_bucket{worker=\"1\",le=\"0.00001\"} 2\n\
+             t_seconds_bucket{worker=\"1\",le=\"0.0001\"} 4\n\
+             t_seconds_bucket{worker=\"1\",le=\"1\"} 5\n\
+             t_seconds_bucket{worker=\"1\",le=\"+Inf\"} 6\n\
+             t_seconds_sum{worker=\"1\"} 5.000371\n\
+             t_seconds_count{worker=\"1\"} 6\n"
+        );
+        // Without labels, `le` alone.
+        let mut x = Exposition::new();
+        x.histogram("b", &[], &Histogram::new(&BOUNDS).snapshot(), 1);
+        assert!(x.finish().starts_with("b_bucket{le=\"10\"} 0\n"));
+    }
+
+    #[test]
+    fn scaled_is_exact() {
+        assert_eq!(scaled(50, 1_000_000), "0.00005");
+        assert_eq!(scaled(2_500_000, 1_000_000), "2.5");
+        assert_eq!(scaled(3_000_000, 1_000_000), "3");
+        assert_eq!(scaled(0, 1_000_000), "0");
+        assert_eq!(scaled(1_234, 1), "1234");
+    }
 }

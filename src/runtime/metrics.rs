@@ -277,3 +277,53 @@ fn open_fds() -> Option<u64> {
     // The listing's own descriptor is counted too: one less.
     Some((std::fs::read_dir("/proc/self/fd").ok()?.count() as u64).saturating_sub(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// Every family name is a valid Prometheus name and none is written twice (a hub value and
+    /// a worker figure of the same name would make two `# TYPE` lines of one family).
+    #[test]
+    fn family_names_are_valid_and_unique() {
+        let valid = |n: &str| {
+            n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+        };
+        let mut seen = HashSet::new();
+        let fixed = [
+            "edgecomet_info",
+            "edgecomet_workers",
+            "edgecomet_connections",
+            "edgecomet_publish_write_seconds",
+            "edgecomet_queued_at_close_bytes",
+            "edgecomet_processes",
+            "edgecomet_processes_reporting",
+            "edgecomet_processes_connections",
+        ];
+        let figures = WorkerStats::META
+            .iter()
+            .filter(|m| !m.name.starts_with("conns_"))
+            .chain(Shared::extra_meta());
+        let mut names: Vec<String> = fixed.iter().map(|s| s.to_string()).collect();
+        for m in figures {
+            assert!(!m.help().is_empty(), "{} has no doc", m.name);
+            names.push(stats::metric_name(PREFIX, m.name, m.kind()));
+            names.push(stats::metric_name("edgecomet_processes_", m.name, m.kind()));
+        }
+        for n in names {
+            assert!(valid(&n), "{n}");
+            assert!(seen.insert(n.clone()), "{n} twice");
+        }
+        // The figures declared as gauges are exactly those /stats documents as gauges.
+        let gauges: Vec<&str> = Shared::extra_meta()
+            .filter(|m| m.kind() == Kind::Gauge)
+            .map(|m| m.name)
+            .collect();
+        assert!(gauges.contains(&"broker_connected") && gauges.contains(&"history_bytes"));
+        assert!(!gauges.contains(&"tls_reloads") && !gauges.contains(&"session_drops"));
+    }
+}

@@ -39,8 +39,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Workers that have confirmed `draining` (`Mail::Quiesce`).
     pub quiesced: AtomicUsize,
-    /// Workers running with their listeners registered (counted in when their loop starts, out
-    /// when they stop accepting): `/readyz` wants all of them.
+    /// Workers with their listeners registered (counted in when the worker is made, out when it
+    /// stops accepting): `/readyz` wants all of them.
     pub listening: AtomicUsize,
     /// When the process started: the hub's and the Bayeux store's seconds count from here.
     pub start: Instant,

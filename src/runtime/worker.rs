@@ -199,6 +199,8 @@ impl Worker {
             max_headers: usize::from(cfg.max_headers),
         };
         let bayeux_advice = bayeux::advice(&cfg);
+        // Listening (bound, registered): counted until it stops accepting (`/readyz`).
+        shared.listening.fetch_add(1, Ordering::Relaxed);
         Ok(Worker {
             id,
             channels: Channels::new(cfg.max_channels),
@@ -243,7 +245,6 @@ impl Worker {
     /// Runs the loop until shutdown completes.
     pub fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS);
-        self.shared.listening.fetch_add(1, Ordering::Relaxed);
         loop {
             let timeout = self.poll_timeout();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
