@@ -351,19 +351,6 @@ impl Histogram {
             sum: self.sum.load(Ordering::Relaxed),
         }
     }
-
-    /// The sum of several (every worker's, for a process-wide figure).
-    pub fn merged(hists: &[&Histogram]) -> Option<HistogramSnapshot> {
-        let mut snaps = hists.iter().map(|h| h.snapshot());
-        let mut total = snaps.next()?;
-        for s in snaps {
-            for (t, c) in total.cumulative.iter_mut().zip(&s.cumulative) {
-                *t = t.wrapping_add(*c);
-            }
-            total.sum = total.sum.wrapping_add(s.sum);
-        }
-        Some(total)
-    }
 }
 
 /// The Prometheus text exposition format, version 0.0.4: `# HELP` and `# TYPE` once per metric
@@ -800,8 +787,6 @@ mod tests {
         let s = h.snapshot();
         assert_eq!(s.cumulative, vec![2, 4, 5, 6]);
         assert_eq!(s.sum, 5_000_371);
-        let merged = Histogram::merged(&[&h, &h]).unwrap();
-        assert_eq!(merged.cumulative, vec![4, 8, 10, 12]);
         let mut x = Exposition::new();
         x.family("t_seconds", "histogram", "h");
         x.histogram("t_seconds", &[("worker", "1")], &s, 1_000_000);

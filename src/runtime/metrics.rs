@@ -76,26 +76,28 @@ pub fn render(shared: &Shared) -> String {
         }
     }
     // The histograms.
-    let hists: [(&Meta, fn(&WorkerStats) -> &Histogram, &str, u64); 2] = [
+    histogram(
+        &mut x,
+        &workers,
+        &labels,
         (
             &WorkerStats::HISTOGRAMS[0],
-            |w| &w.publish_write,
             "edgecomet_publish_write_seconds",
-            1_000_000,
         ),
+        |w| &w.publish_write,
+        1_000_000,
+    );
+    histogram(
+        &mut x,
+        &workers,
+        &labels,
         (
             &WorkerStats::HISTOGRAMS[1],
-            |w| &w.queued_at_close,
             "edgecomet_queued_at_close_bytes",
-            1,
         ),
-    ];
-    for (meta, get, name, scale) in hists {
-        x.family(name, "histogram", &meta.help());
-        for (w, ws) in workers.iter().enumerate() {
-            x.histogram(name, &[("worker", &labels[w])], &get(ws).snapshot(), scale);
-        }
-    }
+        |w| &w.queued_at_close,
+        1,
+    );
     // The hub's process-wide values.
     for (k, v) in shared.extra_stats() {
         let name = family(&mut x, PREFIX, k, &lookup(k), "");
@@ -113,6 +115,22 @@ pub fn render(shared: &Shared) -> String {
         processes(&mut x, &s);
     }
     x.finish()
+}
+
+/// One histogram family, a histogram per worker; values divided by `scale` (see
+/// [`Exposition::histogram`]).
+fn histogram(
+    x: &mut Exposition,
+    workers: &[&WorkerStats],
+    labels: &[String],
+    (meta, name): (&Meta, &str),
+    get: impl Fn(&WorkerStats) -> &Histogram,
+    scale: u64,
+) {
+    x.family(name, "histogram", &meta.help());
+    for (w, ws) in workers.iter().enumerate() {
+        x.histogram(name, &[("worker", &labels[w])], &get(ws).snapshot(), scale);
+    }
 }
 
 /// `# HELP` and `# TYPE` of the family of figure `figure`; returns the family's name.
