@@ -13,7 +13,7 @@
 //! `/proc/self/stat` (and of `/proc/stat` once, for the start time), a `stat(2)` and a
 //! `getrlimit(2)`: its cost does not depend on the number of connections (the open file count is
 //! `st_size` of `/proc/self/fd`, which Linux ≥ 6.2 gives without listing the directory). About
-//! 23 KB and 70 µs with 2 workers (bench/RESULTS.md, "Metrics").
+//! 23 KB and 70–90 µs with 2 workers (bench/RESULTS.md, "Metrics").
 
 use std::sync::OnceLock;
 
