@@ -1,7 +1,8 @@
 """The operator's endpoints with tools we did not write (docs/api.md, `/metrics`): `promtool check
 metrics` on the exposition; a real Prometheus server scraping edgecomet every second, read back
-through its HTTP API (`/api/v1/query`) and compared with `/stats`; `/readyz` while the broker's
-Redis is killed and started again, and while draining after SIGTERM.
+through its HTTP API (`/api/v1/query`) and compared with `/stats`; the `--processes` sums;
+`/readyz` while the broker's Redis is killed and started again, and while draining after
+SIGTERM.
 
 Usage: test_metrics.py PATH-TO-EDGECOMET
 
@@ -220,6 +221,41 @@ def test_readyz_follows_the_broker():
         # The broker reconnects with a backoff of at most 5 s.
         wait_for("ready again with redis back", lambda: srv.request("GET", "/readyz")[0] == 200, 15)
         assert srv.stats()["hub"]["broker_connected"] == 1
+    finally:
+        srv.stop()
+        redis.terminate()
+        redis.wait(10)
+
+
+def test_processes_sums():
+    """Under --processes the launcher's sums are exposed as edgecomet_processes_*, equal to
+    /stats' "processes", and promtool accepts the whole."""
+    rport = free_port()
+    redis = start(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no"], "redis3")
+    wait_for("redis up", lambda: "Ready to accept connections" in log_of("redis3"), 10)
+    srv = Edgecomet("launcher", "--processes", "2", "--broker", f"redis://127.0.0.1:{rport}")
+    try:
+        wait_for("the launcher's line", lambda: "2 processes listening" in log_of("launcher"), 10)
+        for i in range(3):
+            assert srv.request("POST", "/pub/sums", f"m{i}".encode())[0] == 202
+
+        def summed():
+            body = srv.request("GET", "/metrics")[2]
+            m = re.search(r"^edgecomet_processes_messages_in_total (\d+)$", body, re.M)
+            r = re.search(r"^edgecomet_processes_reporting (\d+)$", body, re.M)
+            return m and r and int(m.group(1)) == 3 and int(r.group(1)) == 2 and body
+
+        body = wait_for("the sums in /metrics", summed, 10)
+        assert re.search(r'^edgecomet_processes_connections\{phase="http"\} \d+$', body, re.M)
+        assert "# TYPE edgecomet_processes_broker_connected gauge" in body
+        r = promtool(body)
+        assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), r
+        # The same sums as /stats shows.
+        procs = wait_for("the sums in /stats",
+                         lambda: (p := srv.stats().get("processes")) and
+                         p["total"]["messages_in"] == 3 and p, 10)
+        assert procs["count"] == 2
     finally:
         srv.stop()
         redis.terminate()
