@@ -6,7 +6,8 @@
 # tokens), the headless Chromium
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
 # official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
-# redis-server (installed with apt if missing) and the
+# redis-server (installed with apt if missing), /metrics checked by promtool and scraped by a real
+# Prometheus server (Debian's prometheus, installed with apt if missing) and the
 # Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json, over ws://
 # and again over wss:// (--tls-listen, a test CA made with the openssl CLI, wstest verifying).
 #
@@ -69,9 +70,24 @@ install_openssl() {
     openssl version
 }
 
+install_prometheus() {
+    # Debian's prometheus (with promtool): tests/python/test_metrics.py checks /metrics with
+    # `promtool check metrics` and has a real Prometheus server scrape it.
+    if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+        if [ "$(id -u)" != 0 ]; then
+            echo "test.sh: need root to apt-get install prometheus" >&2
+            return 1
+        fi
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    fi
+    prometheus --version 2>&1 | head -1
+}
+
 step "install: python3 venv (websockets)" install_python3_venv
 step "install: redis-server (apt)" install_redis
 step "install: openssl (apt)" install_openssl
+step "install: prometheus and promtool (apt)" install_prometheus
 step "install: autobahn (python 2.7)" scripts/autobahn/install.sh
 
 # ---- static checks -------------------------------------------------------------------------
@@ -121,6 +137,8 @@ step "TLS with clients we did not write (python websockets over wss, python ssl,
     .tools/py3/bin/python tests/python/test_tls.py target/release/edgecomet
 step "authorization with clients we did not write (PyJWT tokens, python websockets, http.client)" \
     .tools/py3/bin/python tests/python/test_auth.py target/release/edgecomet
+step "metrics with tools we did not write (promtool, a Prometheus server scraping; /readyz with Redis killed, and draining)" \
+    .tools/py3/bin/python tests/python/test_metrics.py target/release/edgecomet
 step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD; plaintext, then https/wss)" scripts/browser-tests.sh
 step "kernel-tuning apply/restore (in a network namespace of its own)" \
     python3 kernel-tuning/tests/test_apply.py

@@ -270,6 +270,7 @@ impl Server {
             broker: std::sync::OnceLock::new(),
             draining: AtomicBool::new(false),
             quiesced: AtomicUsize::new(0),
+            listening: AtomicUsize::new(0),
             start: std::time::Instant::now(),
             processes: std::sync::Mutex::new(None),
             tls,

@@ -25,7 +25,7 @@
 #![no_main]
 
 use edgecomet::proto::http::{
-    HeadLimits, Parse, chunked_body, cookie, error_response, find_head_end, parse_head,
+    HeadLimits, HttpDate, Parse, chunked_body, cookie, error_response, find_head_end, parse_head,
     percent_decode, query_param,
 };
 use libfuzzer_sys::fuzz_target;
@@ -103,7 +103,7 @@ fuzz_target!(|input: &[u8]| {
         Parse::Error(e) => {
             let (status, reason) = e.status();
             assert!((400..=599).contains(&status) && !reason.is_empty());
-            let resp = error_response(*e);
+            let resp = error_response(&HttpDate::from_unix(0), *e);
             assert!(resp.starts_with(b"HTTP/1.1 4") || resp.starts_with(b"HTTP/1.1 5"));
         }
     }

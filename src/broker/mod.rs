@@ -103,43 +103,30 @@ pub struct BrokerConfig {
     pub reply_timeout: Duration,
 }
 
-/// Counters of the broker, for `/stats` (`broker_*`).
-#[derive(Debug, Default)]
-pub struct BrokerStats {
-    /// Publishes Redis acknowledged.
-    pub published: AtomicU64,
-    /// Publishes refused at once: broker down or queue full.
-    pub publish_refused: AtomicU64,
-    /// Publishes handed to a connection that failed before Redis acknowledged them.
-    pub publish_lost: AtomicU64,
-    /// Messages received from Redis and entered into the process.
-    pub received: AtomicU64,
-    /// Reconnections after a lost or refused connection (both connections).
-    pub reconnects: AtomicU64,
-    /// Channels and patterns subscribed on Redis now (gauge).
-    pub subscriptions: AtomicU64,
-    /// 1 while both connections are up (gauge).
-    pub connected: AtomicU64,
-    /// Messages from Redis a worker's full inbox refused (its live subscribers miss them).
-    pub inbox_drops: AtomicU64,
-    /// Messages on Redis without an edgecomet id (published by something else): ignored.
-    pub foreign: AtomicU64,
-}
-
-impl BrokerStats {
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("broker_published", g(&self.published)),
-            ("broker_publish_refused", g(&self.publish_refused)),
-            ("broker_publish_lost", g(&self.publish_lost)),
-            ("broker_received", g(&self.received)),
-            ("broker_reconnects", g(&self.reconnects)),
-            ("broker_subscriptions", g(&self.subscriptions)),
-            ("broker_connected", g(&self.connected)),
-            ("broker_inbox_drops", g(&self.inbox_drops)),
-            ("broker_foreign", g(&self.foreign)),
-        ]
+crate::stats::counters! {
+    /// Counters of the broker, for `/stats` and `/metrics` (`broker_*`).
+    pub struct BrokerStats {
+        /// `--broker`: publishes Redis acknowledged.
+        published as "broker_published",
+        /// `--broker`: publishes refused at once: broker down or queue full.
+        publish_refused as "broker_publish_refused",
+        /// `--broker`: publishes handed to a connection that failed before Redis acknowledged
+        /// them.
+        publish_lost as "broker_publish_lost",
+        /// `--broker`: messages received from Redis and entered into the process.
+        received as "broker_received",
+        /// `--broker`: reconnections after a lost or refused connection (both connections).
+        reconnects as "broker_reconnects",
+        /// Gauge: `--broker`: channels and patterns subscribed on Redis now.
+        subscriptions as "broker_subscriptions",
+        /// Gauge: `--broker`: 1 while both connections to Redis are up.
+        connected as "broker_connected",
+        /// `--broker`: messages from Redis a worker's full inbox refused (its live subscribers
+        /// miss them).
+        inbox_drops as "broker_inbox_drops",
+        /// `--broker`: messages on Redis without an edgecomet id (published by something
+        /// else): ignored.
+        foreign as "broker_foreign",
     }
 }
 

@@ -28,6 +28,9 @@ pub struct Now {
     pub secs: u32,
     /// The wall clock in microseconds since the Unix epoch: a new channel's first id.
     pub unix_micros: u64,
+    /// Microseconds on the process's monotonic clock (the same as `secs`): when a message
+    /// entered the process ([`Message::entered_us`]).
+    pub micros: u64,
 }
 
 /// Why the hub refused.
@@ -53,36 +56,27 @@ pub struct HubLimits {
     pub max_channels: usize,
 }
 
-/// Hub-wide gauges and counters for `/stats`.
-#[derive(Debug, Default)]
-pub struct HubStats {
-    pub channel_states: AtomicU64,
-    pub history_messages: AtomicU64,
-    pub history_bytes: AtomicU64,
-    pub sessions: AtomicU64,
-    pub session_queued: AtomicU64,
-    pub session_drops: AtomicU64,
-    pub sessions_expired: AtomicU64,
-    /// `--broker`: messages delivered to this process twice by Redis (not delivered again).
-    pub stale: AtomicU64,
-    /// `--broker`: messages of a channel this process never received (holes in its ids).
-    pub missed_ids: AtomicU64,
-}
-
-impl HubStats {
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("channel_states", l(&self.channel_states)),
-            ("history_messages", l(&self.history_messages)),
-            ("history_bytes", l(&self.history_bytes)),
-            ("sessions", l(&self.sessions)),
-            ("session_queued", l(&self.session_queued)),
-            ("session_drops", l(&self.session_drops)),
-            ("sessions_expired", l(&self.sessions_expired)),
-            ("stale_ids", l(&self.stale)),
-            ("missed_ids", l(&self.missed_ids)),
-        ]
+crate::stats::counters! {
+    /// Hub-wide gauges and counters for `/stats` and `/metrics`.
+    pub struct HubStats {
+        /// Gauge: channels with state in the hub (history, sessions, remembered ids).
+        channel_states,
+        /// Gauge: messages kept in channel histories (for resume).
+        history_messages,
+        /// Gauge: payload bytes kept in channel histories.
+        history_bytes,
+        /// Gauge: `Client-Id` long-poll sessions.
+        sessions,
+        /// Gauge: messages waiting in `Client-Id` session queues.
+        session_queued,
+        /// Messages dropped from full `Client-Id` session queues (`--session-queue`).
+        session_drops,
+        /// `Client-Id` sessions expired (`--session-ttl` after their last poll).
+        sessions_expired,
+        /// `--broker`: messages delivered to this process twice by Redis (not delivered again).
+        stale as "stale_ids",
+        /// `--broker`: messages of a channel this process never received (holes in its ids).
+        missed_ids,
     }
 }
 
@@ -311,6 +305,7 @@ impl Hub {
         self.high_water.fetch_max(id, Ordering::Relaxed);
         let mut msg = Message::new(id, name, payload, now.secs);
         msg.gap_before = gap_before;
+        msg.entered_us = now.micros;
         let msg = Arc::new(msg);
         let len = msg.payload.len() as u64;
         if self.limits.history > 0 {
@@ -508,6 +503,7 @@ mod tests {
     const T0: Now = Now {
         secs: 100,
         unix_micros: 1_750_000_000_000_000,
+        micros: 100_000_000,
     };
 
     /// `secs` seconds after [`T0`].
@@ -515,6 +511,7 @@ mod tests {
         Now {
             secs: T0.secs + secs,
             unix_micros: T0.unix_micros + u64::from(secs) * 1_000_000,
+            micros: T0.micros + u64::from(secs) * 1_000_000,
         }
     }
 

@@ -25,6 +25,9 @@ pub struct Message {
     /// ids come from Redis, and a hole means this process missed them). Every encoding with
     /// ids reports it before the message.
     pub gap_before: Gap,
+    /// When it entered the process (`Now::micros`: microseconds on the process's monotonic
+    /// clock), for the publish-to-write histogram (`WorkerStats::publish_write`).
+    pub entered_us: u64,
     ws: OnceLock<Bytes>,
     ws_env: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
@@ -40,6 +43,7 @@ impl Message {
             payload,
             at,
             gap_before: Gap::None,
+            entered_us: 0,
             ws: OnceLock::new(),
             ws_env: OnceLock::new(),
             sse: OnceLock::new(),

@@ -4,6 +4,7 @@
 
 pub mod conn;
 pub mod mailbox;
+pub mod metrics;
 pub mod outq;
 pub mod shared;
 pub mod timer;

@@ -10,9 +10,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 use crate::auth::{Auth, push};
-use crate::broker::Broker;
-use crate::pubsub::hub::{Hub, Message, Now, Refused};
+use crate::broker::{Broker, BrokerStats};
+use crate::pubsub::hub::{Hub, HubStats, Message, Now, Refused};
 use crate::runtime::mailbox::{Mail, Mailbox};
+use crate::session::bayeux::BayeuxStats;
 use crate::session::bayeux::Waiter;
 use crate::session::bayeux::store::Clients;
 use crate::stats::{self, WorkerStats};
@@ -38,6 +39,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Workers that have confirmed `draining` (`Mail::Quiesce`).
     pub quiesced: AtomicUsize,
+    /// Workers with their listeners registered (counted in when the worker is made, out when it
+    /// stops accepting): `/readyz` wants all of them.
+    pub listening: AtomicUsize,
     /// When the process started: the hub's and the Bayeux store's seconds count from here.
     pub start: Instant,
     /// `--tls-listen`: the certificate new handshakes use (replaced on SIGHUP).
@@ -53,12 +57,20 @@ impl Shared {
     /// The time for the hub: seconds since [`Shared::start`] and the wall clock (the one place
     /// the process's shared state reads the clocks).
     pub fn now(&self) -> Now {
+        let since = self.start.elapsed();
         Now {
-            secs: self.start.elapsed().as_secs() as u32,
+            secs: since.as_secs() as u32,
             unix_micros: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(1, |d| d.as_micros() as u64),
+            micros: since.as_micros() as u64,
         }
+    }
+
+    /// Microseconds since [`Shared::start`] (as `Now::micros`): the end of a fan-out, for the
+    /// publish-to-write histogram.
+    pub fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
     }
 
     /// The keys in effect, when any is configured.
@@ -99,6 +111,27 @@ impl Shared {
         stats::render_line(&workers, &self.extra_stats())
     }
 
+    /// Whether this process should be sent clients (`/readyz`): every worker listening, no
+    /// shutdown begun and, with `--broker`, both connections to Redis up. `Err`: why not, for
+    /// the 503's body.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Err("draining: a shutdown has begun".into());
+        }
+        let (up, n) = (self.listening.load(Ordering::Relaxed), self.mailboxes.len());
+        if up < n {
+            return Err(format!("{up} of {n} workers listening"));
+        }
+        if let Some(b) = self.broker.get()
+            && b.stats.connected.load(Ordering::Relaxed) == 0
+        {
+            return Err(
+                "broker not connected: Redis is unreachable (publishes are refused)".into(),
+            );
+        }
+        Ok(())
+    }
+
     /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients.
     pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.hub.stats.snapshot();
@@ -107,10 +140,19 @@ impl Shared {
             v.extend(b.stats.snapshot());
         }
         if let Some(t) = &self.tls {
-            v.push(("tls_reloads", t.reloads.load(Ordering::Relaxed)));
-            v.push(("tls_reload_errors", t.reload_errors.load(Ordering::Relaxed)));
+            v.push((TLS_META[0].name, t.reloads.load(Ordering::Relaxed)));
+            v.push((TLS_META[1].name, t.reload_errors.load(Ordering::Relaxed)));
         }
         v
+    }
+
+    /// Name and doc of every value of [`Shared::extra_stats`] (`/metrics`' help and type).
+    pub fn extra_meta() -> impl Iterator<Item = &'static stats::Meta> {
+        HubStats::META
+            .iter()
+            .chain(BayeuxStats::META)
+            .chain(BrokerStats::META)
+            .chain(TLS_META)
     }
 
     /// A message enters the process — the one path for a local publish and a message from the
@@ -192,6 +234,18 @@ impl Shared {
         }
     }
 }
+
+/// The certificate reload counts of `--tls-listen` (kept in `tls::Certs`).
+const TLS_META: &[stats::Meta] = &[
+    stats::Meta {
+        name: "tls_reloads",
+        doc: " Certificate reloads (SIGHUP) that took effect.",
+    },
+    stats::Meta {
+        name: "tls_reload_errors",
+        doc: " Certificate reloads (SIGHUP) refused: a file did not load; the old chain stays.",
+    },
+];
 
 /// A message that entered the process ([`Shared::enter`]).
 #[derive(Debug)]

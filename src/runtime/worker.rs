@@ -43,7 +43,7 @@ use slab::Slab;
 
 use crate::broker;
 use crate::config::Config;
-use crate::proto::http::HeadLimits;
+use crate::proto::http::{HeadLimits, HttpDate};
 use crate::proto::ws::frame::{self, close_code};
 use crate::pubsub::Channels;
 use crate::pubsub::hub::{Gap, Message};
@@ -151,6 +151,17 @@ pub struct Worker {
     auth_refused: u64,
     auth_last: Option<String>,
     auth_logged: u32,
+    /// The `Date` of every answer, formatted again when the tick changes (so at most about a
+    /// second old), and the tick it was formatted at.
+    date: HttpDate,
+    date_tick: u32,
+}
+
+/// The wall clock in whole seconds since the Unix epoch (the `Date` header).
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Builds the mio token of a connection slot.
@@ -188,6 +199,8 @@ impl Worker {
             max_headers: usize::from(cfg.max_headers),
         };
         let bayeux_advice = bayeux::advice(&cfg);
+        // Listening (bound, registered): counted until it stops accepting (`/readyz`).
+        shared.listening.fetch_add(1, Ordering::Relaxed);
         Ok(Worker {
             id,
             channels: Channels::new(cfg.max_channels),
@@ -224,6 +237,8 @@ impl Worker {
             auth_refused: 0,
             auth_last: None,
             auth_logged: 0,
+            date: HttpDate::from_unix(unix_secs()),
+            date_tick: 1,
         })
     }
 
@@ -237,9 +252,16 @@ impl Worker {
                     continue;
                 }
                 eprintln!("edgecomet: worker {}: poll failed: {e}", self.id);
+                if self.listener.is_some() {
+                    self.shared.listening.fetch_sub(1, Ordering::Relaxed);
+                }
                 return;
             }
             self.tick = (self.start.elapsed().as_secs() as u32).saturating_add(1);
+            if self.tick != self.date_tick {
+                self.date_tick = self.tick;
+                self.date = HttpDate::from_unix(unix_secs());
+            }
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept_more = true,
@@ -324,6 +346,7 @@ impl Worker {
         self.drain_deadline = Some(until);
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
+            self.shared.listening.fetch_sub(1, Ordering::Relaxed);
         }
         if let Some(mut l) = self.tls_listener.take() {
             let _ = self.poll.registry().deregister(&mut l);

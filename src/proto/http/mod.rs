@@ -372,7 +372,7 @@ mod response;
 mod values;
 
 pub use chunked::{chunked_body, valid_chunk_ext};
-pub use response::{error_response, no_content, response};
+pub use response::{HttpDate, error_response, no_content, response};
 pub use values::{cookie, percent_decode, query_param, referer_origin};
 
 #[cfg(test)]

@@ -46,7 +46,7 @@ impl HandshakeError {
     }
 
     /// The full refusal, `Connection: close`.
-    pub fn response(self) -> Vec<u8> {
+    pub fn response(self, date: &http::HttpDate) -> Vec<u8> {
         let mut body = self.message().as_bytes().to_vec();
         body.push(b'\n');
         let (status, reason, extra) = match self {
@@ -58,6 +58,7 @@ impl HandshakeError {
             _ => (400, "Bad Request", ""),
         };
         http::response(
+            date,
             status,
             reason,
             "text/plain; charset=utf-8",
@@ -74,7 +75,7 @@ pub fn wants_upgrade(head: &Head<'_>) -> bool {
 }
 
 /// Checks an upgrade request and returns the 101 response to send.
-pub fn accept(head: &Head<'_>) -> Result<Vec<u8>, HandshakeError> {
+pub fn accept(head: &Head<'_>, date: &http::HttpDate) -> Result<Vec<u8>, HandshakeError> {
     if head.method() != Method::Get {
         return Err(HandshakeError::Method);
     }
@@ -99,9 +100,10 @@ pub fn accept(head: &Head<'_>) -> Result<Vec<u8>, HandshakeError> {
     }
     let accept = accept_key(key);
     let mut out = Vec::with_capacity(160);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nServer: edgecomet\r\nDate: ");
+    out.extend_from_slice(date.as_str().as_bytes());
     out.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nServer: edgecomet\r\nUpgrade: websocket\r\n\
-          Connection: Upgrade\r\nSec-WebSocket-Accept: ",
+        b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(&accept);
     out.extend_from_slice(b"\r\n\r\n");
@@ -148,7 +150,7 @@ mod tests {
 
     fn check(req: &str) -> Result<Vec<u8>, HandshakeError> {
         match parse_head(req.as_bytes(), 0, LIMITS) {
-            Parse::Complete(h) => accept(&h),
+            Parse::Complete(h) => accept(&h, &http::HttpDate::from_unix(784_111_777)),
             other => panic!("head did not parse: {other:?}"),
         }
     }
@@ -172,6 +174,7 @@ mod tests {
         let resp = String::from_utf8(check(&request("", "")).unwrap()).unwrap();
         assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
         assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(resp.contains("\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\n"));
         assert!(!resp.contains("Sec-WebSocket-Extensions"));
         assert!(!resp.contains("Sec-WebSocket-Protocol"));
     }
@@ -227,10 +230,13 @@ mod tests {
         for (req, want) in cases {
             assert_eq!(check(&req), Err(want), "{req}");
         }
-        let resp = String::from_utf8(HandshakeError::WsVersion.response()).unwrap();
+        let resp =
+            String::from_utf8(HandshakeError::WsVersion.response(&http::HttpDate::from_unix(0)))
+                .unwrap();
         assert!(resp.starts_with("HTTP/1.1 426 "));
         assert!(resp.contains("Sec-WebSocket-Version: 13\r\n"));
-        let resp = String::from_utf8(HandshakeError::Key.response()).unwrap();
+        let resp =
+            String::from_utf8(HandshakeError::Key.response(&http::HttpDate::from_unix(0))).unwrap();
         assert!(resp.starts_with("HTTP/1.1 400 "));
     }
 }

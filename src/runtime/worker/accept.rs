@@ -13,16 +13,12 @@ use mio::net::TcpListener;
 use mio::unix::SourceFd;
 
 use super::{WAKER, Worker, token};
+use crate::proto::http;
 use crate::runtime::conn::Conn;
 use crate::stats::WorkerStats;
 
 /// Accepts per turn before yielding to established connections.
 pub(super) const ACCEPT_BATCH: usize = 256;
-
-/// Sent to a connection refused for `--max-connections`.
-const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: edgecomet\r\n\
-    Content-Type: text/plain\r\nContent-Length: 28\r\nConnection: close\r\n\r\n\
-    connection limit reached\r\n\r\n";
 
 impl Worker {
     pub(super) fn accept(&mut self) {
@@ -94,7 +90,15 @@ impl Worker {
             // Best effort: the client learns why before the close (a TLS client could not
             // read a plaintext answer; it sees the close).
             if !tls {
-                let _ = sock.write(REFUSED);
+                let _ = sock.write(&http::response(
+                    &self.date,
+                    503,
+                    "Service Unavailable",
+                    "text/plain; charset=utf-8",
+                    "",
+                    b"connection limit reached\n",
+                    false,
+                ));
             }
             return;
         }

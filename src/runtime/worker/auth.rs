@@ -413,6 +413,7 @@ impl Worker {
                         };
                         let js = format!("{cb}({{\"ok\":true{id}}});\n");
                         let resp = http::response(
+                            &self.date,
                             200,
                             "OK",
                             "application/javascript",
@@ -474,6 +475,7 @@ impl Worker {
         let keep_alive = head.keep_alive();
         let resp = match callback {
             Some(cb) => http::response(
+                &self.date,
                 200,
                 "OK",
                 "application/javascript",
@@ -482,6 +484,7 @@ impl Worker {
                 keep_alive,
             ),
             None => http::response(
+                &self.date,
                 200,
                 "OK",
                 "application/json",

@@ -186,6 +186,7 @@ impl Worker {
                 WorkerStats::add(&self.stats.bayeux_bad_requests, 1);
                 let reply = bad_request(e);
                 let resp = http::response(
+                    &self.date,
                     400,
                     "Bad Request",
                     "application/json;charset=UTF-8",
@@ -475,6 +476,7 @@ impl Worker {
     ) -> Handled {
         let resp = match callback {
             None => http::response(
+                &self.date,
                 200,
                 "OK",
                 "application/json;charset=UTF-8",
@@ -483,6 +485,7 @@ impl Worker {
                 keep_alive,
             ),
             Some(cb) => http::response(
+                &self.date,
                 200,
                 "OK",
                 "text/javascript;charset=UTF-8",

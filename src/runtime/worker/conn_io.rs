@@ -330,6 +330,10 @@ impl Worker {
         self.bayeux_release(idx);
         self.unsubscribe(idx);
         self.tls_forget(idx);
+        // What the kernel never took goes with the connection: once per close.
+        self.stats
+            .queued_at_close
+            .observe(self.conns[idx].queued() as u64);
         self.conns.remove(idx).gone(&self.stats);
         self.shared.conns.fetch_sub(1, Ordering::Relaxed);
         // Dropping the socket closes it, which also removes it from the epoll set.

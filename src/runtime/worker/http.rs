@@ -1,7 +1,7 @@
 //! HTTP requests on the worker: one request at a time from the bytes read (head, then a
 //! `Content-Length` or chunked body, within the head and body limits and `--head-timeout`),
-//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish or
-//! `/stats`; the error answers.
+//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish,
+//! `/stats` or the operator's probes (`/metrics`, `/healthz`, `/readyz`); the error answers.
 
 use bytes::Bytes;
 
@@ -9,7 +9,7 @@ use super::Worker;
 use super::conn_io::{Dead, Handled};
 use crate::proto::http::{self, HttpError, Method, Parse};
 use crate::runtime::conn::{Phase, flag};
-use crate::stats::WorkerStats;
+use crate::stats::{self, WorkerStats};
 
 impl Worker {
     /// Handles at most one request from `buf`. Returns the bytes it used, or `None` if the
@@ -76,6 +76,12 @@ impl Worker {
         conn.http_mark = 0;
         WorkerStats::add(&self.stats.http_requests, 1);
         if self.drain_deadline.is_some() {
+            let path = head.path.split('?').next().unwrap_or("");
+            if let Some(r) = self.probe(idx, &head, path, false) {
+                // Still answering: `/healthz` 200, `/readyz` 503 "draining"; then closed.
+                r?;
+                return Ok(Some(need));
+            }
             // Shutting down: nothing new is taken on (a publish is not accepted).
             WorkerStats::add(&self.stats.refused_draining, 1);
             self.respond_error(
@@ -141,6 +147,8 @@ impl Worker {
             self.publish(idx, channel, body, head.keep_alive(), origin)
         } else if path.starts_with("/push/") {
             self.route_push(idx, head, body)
+        } else if let Some(r) = self.probe(idx, head, path, head.keep_alive()) {
+            r
         } else if path == "/stats" {
             if head.method() != Method::Get {
                 return self.respond_error(
@@ -154,6 +162,7 @@ impl Worker {
             }
             let json = self.shared.stats_json();
             let resp = http::response(
+                &self.date,
                 200,
                 "OK",
                 "application/json",
@@ -165,6 +174,72 @@ impl Worker {
         } else {
             self.respond_error(idx, 404, "Not Found", "", "not found\n", head.keep_alive())
         }
+    }
+
+    /// `/metrics`, `/healthz` and `/readyz` (GET or HEAD, else 405); `None` for another path.
+    /// Cheap: no lock but `/metrics`' brief one on the launcher's sums, nothing that grows with
+    /// the connections.
+    fn probe(
+        &mut self,
+        idx: usize,
+        head: &http::Head<'_>,
+        path: &str,
+        keep_alive: bool,
+    ) -> Option<Handled> {
+        if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+            return None;
+        }
+        let method = head.method();
+        if !matches!(method, Method::Get | Method::Head) {
+            return Some(self.respond_error(
+                idx,
+                405,
+                "Method Not Allowed",
+                "Allow: GET, HEAD\r\n",
+                "use GET or HEAD\n",
+                keep_alive,
+            ));
+        }
+        let (status, reason, ctype, body) = match path {
+            "/metrics" => (
+                200,
+                "OK",
+                stats::EXPOSITION_CONTENT_TYPE,
+                crate::runtime::metrics::render(&self.shared),
+            ),
+            "/healthz" => (200, "OK", "text/plain; charset=utf-8", "ok\n".to_string()),
+            _ => match self.shared.readiness() {
+                Ok(()) => (
+                    200,
+                    "OK",
+                    "text/plain; charset=utf-8",
+                    "ready\n".to_string(),
+                ),
+                Err(why) => {
+                    WorkerStats::add(&self.stats.http_errors, 1);
+                    (
+                        503,
+                        "Service Unavailable",
+                        "text/plain; charset=utf-8",
+                        format!("not ready: {why}\n"),
+                    )
+                }
+            },
+        };
+        let mut resp = http::response(
+            &self.date,
+            status,
+            reason,
+            ctype,
+            "",
+            body.as_bytes(),
+            keep_alive,
+        );
+        if method == Method::Head {
+            // The same head (its Content-Length included), no body.
+            resp.truncate(resp.len() - body.len());
+        }
+        Some(self.respond(idx, resp, keep_alive))
     }
 
     pub(super) fn bad_request(&mut self, idx: usize, body: &str, keep_alive: bool) -> Handled {
@@ -182,6 +257,7 @@ impl Worker {
     ) -> Handled {
         WorkerStats::add(&self.stats.http_errors, 1);
         let resp = http::response(
+            &self.date,
             status,
             reason,
             "text/plain; charset=utf-8",
@@ -201,7 +277,7 @@ impl Worker {
             HttpError::BodyTooLarge => WorkerStats::add(&self.stats.body_too_large, 1),
             _ => {}
         }
-        self.respond(idx, http::error_response(e), false)
+        self.respond(idx, http::error_response(&self.date, e), false)
     }
 
     pub(super) fn respond(&mut self, idx: usize, resp: Vec<u8>, keep_alive: bool) -> Handled {

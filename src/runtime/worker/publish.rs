@@ -109,6 +109,7 @@ impl Worker {
         let reason = if status == 200 { "OK" } else { "Accepted" };
         let cors = self.cors_headers(origin);
         let resp = http::response(
+            &self.date,
             status,
             reason,
             "application/json",

@@ -95,6 +95,7 @@ impl Worker {
                     WorkerStats::add(&self.stats.head_timeouts, 1);
                     WorkerStats::add(&self.stats.http_errors, 1);
                     let resp = http::response(
+                        &self.date,
                         408,
                         "Request Timeout",
                         "text/plain; charset=utf-8",

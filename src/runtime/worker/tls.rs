@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 use super::conn_io::{Dead, Handled, keep_leftover};
 use super::{READ_BUDGET, Worker};
+use crate::proto::http;
 use crate::proto::tls::{Tls, TlsError};
 use crate::runtime::conn::{Conn, flag};
 use crate::runtime::outq::OutQueue;
@@ -27,10 +28,9 @@ use crate::stats::WorkerStats;
 /// Well below the scratch buffer, which must hold it and a read after it.
 const MAX_PENDING: usize = 32 * 1024;
 
-/// The answer to plaintext HTTP on the TLS port (sent in plaintext, then the connection ends).
-const NOT_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nServer: edgecomet\r\n\
-    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 53\r\nConnection: close\r\n\r\n\
-    this port speaks TLS: use https:// or wss:// here\r\n\r\n";
+/// The body of the answer to plaintext HTTP on the TLS port (sent in plaintext, then the
+/// connection ends).
+const NOT_TLS: &[u8] = b"this port speaks TLS: use https:// or wss:// here\n";
 
 impl Worker {
     /// The TLS session of slot `idx`, if it is a TLS connection.
@@ -104,7 +104,16 @@ impl Worker {
                 Ok(r) => r,
                 Err(TlsError::NotTls) => {
                     WorkerStats::add(&self.stats.tls_not_tls, 1);
-                    let _ = self.conns[idx].sock.write(NOT_TLS);
+                    let resp = http::response(
+                        &self.date,
+                        400,
+                        "Bad Request",
+                        "text/plain; charset=utf-8",
+                        "",
+                        NOT_TLS,
+                        false,
+                    );
+                    let _ = self.conns[idx].sock.write(&resp);
                     let _ = self.conns[idx].sock.shutdown(Shutdown::Write);
                     return Err(Dead);
                 }

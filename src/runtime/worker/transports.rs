@@ -167,7 +167,11 @@ impl Worker {
             }
         }
         let keep_alive = head.keep_alive();
-        self.respond(idx, http::no_content(&extra, keep_alive), keep_alive)
+        self.respond(
+            idx,
+            http::no_content(&self.date, &extra, keep_alive),
+            keep_alive,
+        )
     }
 
     // ---- routing ----------------------------------------------------------------------------
@@ -360,7 +364,11 @@ impl Worker {
         match self.publish_message(channel, Bytes::copy_from_slice(body), None) {
             Ok(_) => {
                 WorkerStats::add(&self.stats.client_messages, 1);
-                self.respond(idx, http::no_content(cors, keep_alive), keep_alive)
+                self.respond(
+                    idx,
+                    http::no_content(&self.date, cors, keep_alive),
+                    keep_alive,
+                )
             }
             Err(e) => self.publish_refused(idx, e, cors, keep_alive),
         }
@@ -378,8 +386,9 @@ impl Worker {
             ("application/x-ndjson", "Transfer-Encoding: chunked\r\n")
         };
         let mut first = format!(
-            "HTTP/1.1 200 OK\r\nServer: edgecomet\r\nContent-Type: {ctype}\r\n\
-             Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n{te}{cors}Connection: close\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nServer: edgecomet\r\nDate: {}\r\nContent-Type: {ctype}\r\n\
+             Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n{te}{cors}Connection: close\r\n\r\n",
+            self.date.as_str()
         )
         .into_bytes();
         if sse {
@@ -687,6 +696,7 @@ impl Worker {
                     WorkerStats::add(&self.stats.messages_out, 1);
                     let _ = write!(extra, "Edgecomet-Cursor: {}\r\n", m.id);
                     http::response(
+                        &self.date,
                         200,
                         "OK",
                         "text/plain; charset=utf-8",
@@ -697,7 +707,7 @@ impl Worker {
                 }
                 None => {
                     let _ = write!(extra, "Edgecomet-Cursor: {cursor}\r\n");
-                    http::no_content(&extra, keep_alive)
+                    http::no_content(&self.date, &extra, keep_alive)
                 }
             }
         } else {
@@ -727,7 +737,7 @@ impl Worker {
             } else {
                 "application/json"
             };
-            http::response(200, "OK", ctype, &extra, &body, keep_alive)
+            http::response(&self.date, 200, "OK", ctype, &extra, &body, keep_alive)
         };
         self.respond(idx, resp, keep_alive)
     }

@@ -107,11 +107,11 @@ impl Worker {
         idx: usize,
         head: &http::Head<'_>,
     ) -> Result<Option<Vec<u8>>, Dead> {
-        match handshake::accept(head) {
+        match handshake::accept(head, &self.date) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
                 WorkerStats::add(&self.stats.http_errors, 1);
-                self.respond(idx, e.response(), false)?;
+                self.respond(idx, e.response(&self.date), false)?;
                 Ok(None)
             }
         }

@@ -12,7 +12,7 @@
 //! JSON is built once per publish, only if some client matches, and shared by every queue.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -48,32 +48,23 @@ pub struct BayeuxLimits {
     pub max_subscriptions: usize,
 }
 
-/// Gauges and counters for `/stats`.
-#[derive(Debug, Default)]
-pub struct BayeuxStats {
-    pub clients: AtomicU64,
-    pub subscriptions: AtomicU64,
-    pub queued: AtomicU64,
-    /// Messages sent to ack-extension clients and not acknowledged yet.
-    pub unacked: AtomicU64,
-    pub dropped: AtomicU64,
-    /// Requests refused because their `BAYEUX_BROWSER` cookie did not match the session's.
-    pub wrong_browser: AtomicU64,
-    pub expired: AtomicU64,
-}
-
-impl BayeuxStats {
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
-            ("bayeux_clients", l(&self.clients)),
-            ("bayeux_subscriptions", l(&self.subscriptions)),
-            ("bayeux_queued", l(&self.queued)),
-            ("bayeux_unacked", l(&self.unacked)),
-            ("bayeux_dropped", l(&self.dropped)),
-            ("bayeux_wrong_browser", l(&self.wrong_browser)),
-            ("bayeux_expired", l(&self.expired)),
-        ]
+crate::stats::counters! {
+    /// Gauges and counters for `/stats` and `/metrics`.
+    pub struct BayeuxStats {
+        /// Gauge: Bayeux clients (handshaken, not yet disconnected or expired).
+        clients as "bayeux_clients",
+        /// Gauge: Bayeux subscriptions over all clients.
+        subscriptions as "bayeux_subscriptions",
+        /// Gauge: messages queued for Bayeux clients between connects.
+        queued as "bayeux_queued",
+        /// Gauge: messages sent to ack-extension clients and not acknowledged yet.
+        unacked as "bayeux_unacked",
+        /// Messages dropped from full Bayeux client queues (`--bayeux-max-queue`).
+        dropped as "bayeux_dropped",
+        /// Requests refused because their `BAYEUX_BROWSER` cookie did not match the session's.
+        wrong_browser as "bayeux_wrong_browser",
+        /// Bayeux clients expired (no connect within `--bayeux-max-interval`).
+        expired as "bayeux_expired",
     }
 }
 
