@@ -24,6 +24,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod launcher;
+pub mod logging;
 pub mod proto;
 pub mod pubsub;
 pub mod runtime;

@@ -234,12 +234,20 @@ impl Server {
             )),
         });
         if let Some(url) = &cfg.broker {
-            let addr = crate::config::redis_addr(url)
+            let url = broker::BrokerUrl::parse(url)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = match url.tls {
+                true => Some(
+                    broker::link::tls_config(cfg.broker_ca.as_deref())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                ),
+                false => None,
+            };
             let weak = Arc::downgrade(&shared);
             let b = Broker::start(
                 BrokerConfig {
-                    addr,
+                    url,
+                    tls,
                     linger: Duration::from_millis(cfg.broker_linger_ms),
                     max_message: cfg.max_body_bytes as usize,
                     max_queued_bytes: cfg.broker_max_queued_bytes,
