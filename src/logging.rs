@@ -357,10 +357,7 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("redis://:secret@h:1/2"),
-            "redis://:***@h:1/2"
-        );
+        assert_eq!(redact_url("redis://:secret@h:1/2"), "redis://:***@h:1/2");
         assert_eq!(
             redact_url("rediss://alice:s3cr@t@h:1"),
             "rediss://alice:***@h:1"

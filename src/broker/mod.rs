@@ -466,8 +466,7 @@ impl Broker {
                     if !std::mem::take(first) {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.last_error.lock().unwrap_or_else(|e| e.into_inner())[side as usize] =
-                        None;
+                    self.last_error.lock().unwrap_or_else(|e| e.into_inner())[side as usize] = None;
                     return Some(s);
                 }
                 Err(e) => {
