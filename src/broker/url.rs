@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(u.addr, "127.0.0.1:6379");
         let u = BrokerUrl::parse("redis://:p%40ss%3Aw@127.0.0.1:1/2").unwrap();
         assert_eq!(u.password.as_deref(), Some("p@ss:w"));
-        assert_eq!((u.user, u.db), (None, Some(2)));
+        assert_eq!((u.user.as_deref(), u.db), (None, Some(2)));
         assert_eq!(u.redacted(), "redis://:***@127.0.0.1:1/2");
         let u = BrokerUrl::parse("rediss://alice:secret@localhost:6380/15").unwrap();
         assert!(u.tls);
