@@ -463,7 +463,7 @@ pub fn open_files_limit() -> u64 {
     };
     // SAFETY: getrlimit writes into the struct we own.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
-        r.rlim_cur as u64
+        r.rlim_cur
     } else {
         0
     }
