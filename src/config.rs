@@ -48,7 +48,9 @@ pub struct Config {
     #[arg(long, default_value_t = 1_000_000)]
     pub max_connections: usize,
 
-    /// Scale out through Redis pub/sub: `redis://HOST[:PORT]`. Each process subscribes on Redis
+    /// Scale out through Redis pub/sub: `redis://HOST[:PORT]`, with `:PASS@` or `USER:PASS@`
+    /// before the host (AUTH; percent-encoded) and `/DB` after it (SELECT); `rediss://` for
+    /// TLS (see --broker-ca). A refused password stops the start. Each process subscribes on Redis
     /// to the channels its clients use (patterns for Bayeux wildcards) and publishes there; a
     /// local publish reaches local subscribers through Redis, once. Without it: in-process
     /// fan-out only. While Redis is unreachable clients stay connected and publishes get 503.

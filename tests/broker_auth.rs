@@ -106,6 +106,21 @@ fn an_acl_user_logs_in_with_its_name() {
     let a = with_broker(&format!("redis://alice:secret@127.0.0.1:{port}"), |_| {});
     assert!(connected(&a));
     round_trip(&a, &a, "acl", "as alice");
+    // A user with only what edgecomet needs (docs/scale-out.md lists it).
+    redis_cli(
+        port,
+        None,
+        &[
+            "--user", "alice", "--pass", "secret", "ACL", "SETUSER", "edge", "on", ">edgepw",
+            "~edgecomet:id:*", "&*", "-@all", "+ping", "+select", "+subscribe", "+psubscribe",
+            "+unsubscribe", "+punsubscribe", "+script|load", "+evalsha", "+incr", "+set",
+            "+get", "+pexpire", "+time", "+publish",
+        ],
+    );
+    let e = with_broker(&format!("redis://edge:edgepw@127.0.0.1:{port}"), |_| {});
+    assert!(connected(&e));
+    round_trip(&e, &a, "least", "least privilege");
+    round_trip(&a, &e, "least", "and back");
     let who = redis_cli(
         port,
         None,
