@@ -120,10 +120,13 @@ pub fn tls_config(ca: Option<&std::path::Path>) -> Result<Arc<ClientConfig>, Str
     Ok(Arc::new(cfg))
 }
 
-/// Opens a connection: TCP (1 s per address), TLS when asked, then `AUTH` and `SELECT`
-/// (or, without a password, a `PING` that finds out whether Redis wants one). A refused
-/// `AUTH` or `SELECT` is `PermissionDenied` / `InvalidInput` with Redis's reason.
-pub fn open(url: &BrokerUrl, tls: Option<&Arc<ClientConfig>>) -> io::Result<Link> {
+/// Opens a connection: TCP (1 s per address), TLS when asked, then `AUTH` and `SELECT`, each
+/// answered before the connection is handed over. Without a password, a `probe` sends a
+/// `PING` to find out whether Redis wants one (the start's first connection); the working
+/// connections then send nothing first, so that a reconnection takes no extra round trip
+/// (with Redis paused, a `PING` would hold the subscriber back past the publishes it must see).
+/// A refused `AUTH` or `SELECT` is `PermissionDenied` / `InvalidInput` with Redis's reason.
+pub fn open(url: &BrokerUrl, tls: Option<&Arc<ClientConfig>>, probe: bool) -> io::Result<Link> {
     let addrs: Vec<SocketAddr> = url.addr.to_socket_addrs()?.collect();
     let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
     let mut sock = None;
@@ -156,13 +159,13 @@ pub fn open(url: &BrokerUrl, tls: Option<&Arc<ClientConfig>>) -> io::Result<Link
         }
         None => Link::Plain(sock),
     };
-    hello(&mut link, url)?;
+    hello(&mut link, url, probe)?;
     link.sock().set_write_timeout(None)?;
     Ok(link)
 }
 
 /// `AUTH` (or `PING`) and `SELECT`, each answered before the connection is used.
-fn hello(link: &mut Link, url: &BrokerUrl) -> io::Result<()> {
+fn hello(link: &mut Link, url: &BrokerUrl, probe: bool) -> io::Result<()> {
     let mut out = Vec::new();
     let mut asked = Vec::new();
     match (&url.user, &url.password) {
@@ -174,10 +177,14 @@ fn hello(link: &mut Link, url: &BrokerUrl) -> io::Result<()> {
             resp::command(&mut out, &[b"AUTH", p.as_bytes()]);
             asked.push("AUTH");
         }
-        _ => {
+        _ if probe => {
             resp::command(&mut out, &[b"PING"]);
             asked.push("PING");
         }
+        _ => {}
+    }
+    if asked.is_empty() && url.db.is_none() {
+        return Ok(());
     }
     let db = url.db.map(|d| d.to_string());
     if let Some(d) = &db {

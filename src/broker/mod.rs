@@ -233,7 +233,7 @@ impl Broker {
     /// database stops the start (an error saying so); one that cannot be reached does not
     /// (the threads keep trying, and publishes get 503 meanwhile).
     pub fn start(cfg: BrokerConfig, sink: Box<dyn Sink>) -> io::Result<Arc<Broker>> {
-        match link::open(&cfg.url, cfg.tls.as_ref()) {
+        match link::open(&cfg.url, cfg.tls.as_ref(), true) {
             Err(e)
                 if matches!(
                     e.kind(),
@@ -420,7 +420,7 @@ impl Broker {
 
     /// Opens a connection (TLS, AUTH, SELECT as the URL asks).
     fn connect(&self) -> io::Result<Link> {
-        link::open(&self.cfg.url, self.cfg.tls.as_ref())
+        link::open(&self.cfg.url, self.cfg.tls.as_ref(), false)
     }
 
     /// Logs a failed connection attempt when its reason differs from the last one logged for
