@@ -51,7 +51,8 @@ fn help_flags() -> BTreeMap<String, Option<String>> {
             current = Some(name);
         } else if let Some(name) = &current {
             if let Some((_, d)) = t.rsplit_once("[default: ") {
-                let d = d.strip_suffix(']').unwrap_or(d).to_string();
+                // `[default: X]`, possibly followed by `[possible values: …]`.
+                let d = d.split_once(']').map_or(d, |(d, _)| d).to_string();
                 flags.insert(name.clone(), Some(d));
             }
         }
