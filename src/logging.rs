@@ -18,11 +18,16 @@ use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::config::{LogFormat, LogLevel};
 
+/// This process's index under `--processes` (None: not started by a launcher).
+pub fn process_index() -> Option<u32> {
+    std::env::var(crate::launcher::CHILD_ENV)
+        .ok()
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
 /// Installs the logger (once per process; later calls change nothing).
 pub fn init(level: LogLevel, format: LogFormat) {
-    let process = std::env::var(crate::launcher::CHILD_ENV)
-        .ok()
-        .and_then(|v| v.split_whitespace().next()?.parse().ok());
+    let process = process_index();
     let filter = match level {
         LogLevel::Error => LevelFilter::Error,
         LogLevel::Warn => LevelFilter::Warn,

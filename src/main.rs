@@ -45,13 +45,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Under --processes: which process said it (the parsers read up to "worker(s)").
+    let who = edgecomet::logging::process_index()
+        .map(|i| format!(" (process {i}, pid {})", std::process::id()))
+        .unwrap_or_default();
     let line = match server.tls_addr() {
         Some(tls) => format!(
-            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s)\n",
+            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s){who}\n",
             server.local_addr()
         ),
         None => format!(
-            "edgecomet: listening on {} with {workers} worker(s)\n",
+            "edgecomet: listening on {} with {workers} worker(s){who}\n",
             server.local_addr()
         ),
     };

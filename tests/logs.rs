@@ -16,6 +16,8 @@ use common::redis::{Redis, free_port};
 struct Proc {
     child: Child,
     addr: SocketAddr,
+    /// The first line ("listening on"), not in `seen`.
+    first: String,
     lines: Receiver<String>,
     seen: Vec<String>,
 }
@@ -50,6 +52,7 @@ impl Proc {
         Proc {
             child,
             addr,
+            first,
             lines,
             seen: Vec::new(),
         }
@@ -203,4 +206,38 @@ fn broker_state_changes_are_logged_without_the_password() {
         .filter(|l| l.contains("connection failed"))
         .count();
     assert!(failures <= 4, "{failures}: {lines:#?}");
+}
+
+#[test]
+fn the_lines_of_processes_under_a_launcher_say_which_process_wrote_them() {
+    let redis = Redis::start();
+    let mut p = Proc::start(&[
+        "--processes",
+        "2",
+        "--broker",
+        &redis.url(),
+        "--log-format",
+        "json",
+    ]);
+    // Every process has started before the launcher says so: both children's "started"
+    // lines are in, each with its index and pid.
+    p.until("2 processes listening on");
+    let mut seen = std::collections::BTreeSet::new();
+    for l in p.seen.iter().filter(|l| l.contains("\"started")) {
+        let v = parse(l);
+        seen.insert(v["process"].as_u64().expect("a process index"));
+        assert!(v["pid"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    let first = p.first.clone();
+    let lines = p.stop();
+    // The children's ready lines say which process they are from.
+    let ready: Vec<&String> = std::iter::once(&first)
+        .chain(lines.iter())
+        .filter(|l| l.starts_with("edgecomet: listening on"))
+        .collect();
+    assert_eq!(ready.len(), 2, "{lines:#?}");
+    for l in ready {
+        assert!(l.contains("(process "), "{l}");
+    }
 }
