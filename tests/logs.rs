@@ -241,3 +241,40 @@ fn the_lines_of_processes_under_a_launcher_say_which_process_wrote_them() {
         assert!(l.contains("(process "), "{l}");
     }
 }
+
+#[test]
+fn a_subscription_refused_by_redis_acl_is_logged_once() {
+    let port = free_port();
+    let _redis = Redis::start_with(
+        port,
+        &[
+            "--user",
+            "narrow",
+            "on",
+            ">pw",
+            "~*",
+            "&allowed*",
+            "+@all",
+            "--user",
+            "default",
+            "off",
+        ],
+    );
+    let url = format!("redis://narrow:pw@127.0.0.1:{port}");
+    let mut p = Proc::start(&["--broker", &url, "--broker-linger-ms", "100"]);
+    p.until("up: subscriber and publisher");
+    for _ in 0..3 {
+        let ws = common::ws(p.addr, "/sub/forbidden");
+        std::thread::sleep(Duration::from_millis(300));
+        drop(ws);
+    }
+    let l = p.until("refused a subscription command");
+    assert!(l.contains("NOPERM"), "{l}");
+    std::thread::sleep(Duration::from_millis(500));
+    let lines = p.stop();
+    let n = lines
+        .iter()
+        .filter(|l| l.contains("refused a subscription command"))
+        .count();
+    assert_eq!(n, 1, "logged again: {lines:#?}");
+}

@@ -175,8 +175,9 @@ pub struct Broker {
     pub stats: BrokerStats,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The last connection error logged, per connection (0: subscriber, 1: publisher): a
-    /// failing reconnection is logged when its reason changes, not at every attempt.
-    last_error: Mutex<[Option<String>; 2]>,
+    /// failing reconnection is logged when its reason changes, not at every attempt. 2: the
+    /// last error Redis answered to a subscription command.
+    last_error: Mutex<[Option<String>; 3]>,
 }
 
 /// Which of the two connections.
@@ -288,7 +289,7 @@ impl Broker {
             barrier_passed: AtomicU64::new(0),
             stats: BrokerStats::default(),
             threads: Mutex::new(Vec::new()),
-            last_error: Mutex::new([None, None]),
+            last_error: Mutex::new([None, None, None]),
         });
         (b, rx)
     }
@@ -421,6 +422,22 @@ impl Broker {
     /// Opens a connection (TLS, AUTH, SELECT as the URL asks).
     fn connect(&self) -> io::Result<Link> {
         link::open(&self.cfg.url, self.cfg.tls.as_ref(), false)
+    }
+
+    /// Logs an error Redis answered on the subscriber connection, once per distinct reason.
+    fn refused(&self, e: &str) {
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last[2].as_deref() == Some(e) {
+            return;
+        }
+        log::warn!(
+            target: "edgecomet::broker",
+            broker = self.cfg.url.redacted().as_str(), connection = "subscriber";
+            "broker {}: Redis refused a subscription command: {e} (does the user's ACL allow \
+             the channels, &*?)",
+            self.cfg.url.redacted()
+        );
+        last[2] = Some(e.to_string());
     }
 
     /// Logs a failed connection attempt when its reason differs from the last one logged for
@@ -599,8 +616,15 @@ impl Broker {
     /// matching pattern): the exact subscription wins, else the first matching pattern in order.
     /// Whether it delivered something.
     fn on_push(&self, v: Value, actual: &Subscribed, sink: &dyn Sink) -> bool {
-        let Value::Array(Some(mut items)) = v else {
-            return false;
+        let mut items = match v {
+            Value::Array(Some(items)) => items,
+            Value::Error(e) => {
+                // A SUBSCRIBE refused (an ACL user without the channel: NOPERM): logged once
+                // per reason; the channel stays without messages from Redis.
+                self.refused(&e);
+                return false;
+            }
+            _ => return false,
         };
         let (at, via) = match (items.first().and_then(Value::bytes), items.len()) {
             (Some(b"message"), 3) => (1, None),
