@@ -1,7 +1,7 @@
 //! Command-line flags and the limits they set. Every limit the server enforces is here, with its
 //! default and the reason for it; `edgecomet --help` prints the same text.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
@@ -103,9 +103,11 @@ pub struct Config {
     )]
     pub max_connections: usize,
 
-    /// Scale out through Redis pub/sub: `redis://HOST[:PORT]`.
+    /// Scale out through Redis pub/sub: `redis[s]://[[USER]:PASS@]HOST[:PORT][/DB]`.
     ///
-    /// Each process subscribes on Redis to the channels its clients use (patterns for Bayeux
+    /// `:PASS@` or `USER:PASS@` before the host (AUTH; percent-encoded) and `/DB` after it
+    /// (SELECT); `rediss://` for TLS (see --broker-ca). A refused password stops the start. Each
+    /// process subscribes on Redis to the channels its clients use (patterns for Bayeux
     /// wildcards) and publishes there; a local publish reaches local subscribers through Redis,
     /// once. Without it: in-process fan-out only. While Redis is unreachable clients stay
     /// connected and publishes get 503.
@@ -518,6 +520,37 @@ pub struct Config {
         help_heading = "Timeouts"
     )]
     pub shutdown_timeout_ms: u64,
+
+    /// Least severe log lines written (stderr): error, warn, info or debug. Events that can
+    /// repeat per connection are summarised once a second per worker with their counts.
+    #[arg(long, value_enum, value_name = "LEVEL", default_value_t = LogLevel::Info, help_heading = "Logs")]
+    pub log_level: LogLevel,
+
+    /// Log line format: plain text, or json (one object per line: time, level, target,
+    /// message, pid, fields). The "listening on" line stays plain in both (scripts read it).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Plain, help_heading = "Logs")]
+    pub log_format: LogFormat,
+
+    /// CA certificate(s) (PEM) that a `rediss://` broker's certificate must chain to. Unset:
+    /// the Mozilla root certificates built into the binary (webpki-roots).
+    #[arg(long, value_name = "FILE", help_heading = "Broker")]
+    pub broker_ca: Option<std::path::PathBuf>,
+}
+
+/// `--log-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
 }
 
 impl Config {
@@ -610,28 +643,10 @@ impl Config {
     }
 }
 
-/// Parses `redis://HOST[:PORT][/]` (port 6379 by default) into `HOST:PORT`.
+/// Checks a `--broker` URL (`redis[s]://[[USER]:PASS@]HOST[:PORT][/DB]`, see
+/// [`crate::broker::url`]) and returns its `HOST:PORT`.
 pub fn redis_addr(url: &str) -> Result<String, String> {
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| format!("--broker {url}: expected redis://HOST:PORT"))?;
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() || rest.contains(['/', '@', '?']) {
-        return Err(format!(
-            "--broker {url}: expected redis://HOST:PORT (no user, database or options)"
-        ));
-    }
-    let with_port = if rest.rsplit_once(':').is_some_and(|(_, p)| !p.contains(']')) {
-        rest.to_string()
-    } else {
-        format!("{rest}:6379")
-    };
-    with_port
-        .to_socket_addrs()
-        .map_err(|e| format!("--broker {url}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("--broker {url}: resolves to no address"))?;
-    Ok(with_port)
+    crate::broker::url::BrokerUrl::parse(url).map(|u| u.addr)
 }
 
 #[cfg(test)]
@@ -743,8 +758,8 @@ mod tests {
         for bad in [
             "http://x:1",
             "redis://",
-            "redis://u:p@h:1",
-            "redis://h:1/2",
+            "redis://h:1/x",
+            "redis://h:1?db=2",
             "redis://h:x",
         ] {
             assert!(redis_addr(bad).is_err(), "{bad}");

@@ -17,6 +17,9 @@
 //! again: they exit at once). A process that exits on its own is reported and not restarted (its
 //! clients are gone already; they reconnect to the others). A process that fails to start stops
 //! all of them. A process whose launcher dies gets SIGTERM (`PR_SET_PDEATHSIG`).
+//!
+//! The processes write their log lines to the launcher's stderr (inherited, one write(2) per
+//! line), each line with its process index and pid (`crate::logging`).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
@@ -77,21 +80,21 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
             _ => Ok(()),
         });
         if let Err(e) = loaded {
-            eprintln!("edgecomet: cannot start: {e}");
+            log::error!(target: "edgecomet::launcher", "cannot start: {e}");
             return ExitCode::FAILURE;
         }
     }
     let (addr, _hold) = match reserve(cfg.listen) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("edgecomet: cannot bind {}: {e}", cfg.listen);
+            log::error!(target: "edgecomet::launcher", "cannot bind {}: {e}", cfg.listen);
             return ExitCode::FAILURE;
         }
     };
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("edgecomet: cannot find my own binary: {e}");
+            log::error!(target: "edgecomet::launcher", "cannot find my own binary: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -114,7 +117,7 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
         let mut child = match spawned {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("edgecomet: cannot start process {i}: {e}");
+                log::error!(target: "edgecomet::launcher", process = i; "cannot start process {i}: {e}");
                 let live = Arc::new(Mutex::new(
                     procs.iter().map(|p| p.child.id() as i32).collect(),
                 ));
@@ -163,14 +166,16 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
                                 libc::kill(pid, libc::SIGHUP);
                             }
                         }
-                        eprintln!(
-                            "edgecomet: launcher: SIGHUP: passed on to {} processes (TLS \
+                        log::info!(
+                            target: "edgecomet::launcher",
+                            "SIGHUP: passed on to {} processes (TLS \
                              certificate and key files reload)",
                             live.iter().filter(|&&p| p != 0).count()
                         );
                     } else {
-                        eprintln!(
-                            "edgecomet: launcher: SIGHUP: nothing to reload; still serving \
+                        log::info!(
+                            target: "edgecomet::launcher",
+                            "SIGHUP: nothing to reload; still serving \
                              (SIGTERM or SIGINT stops all processes)"
                         );
                     }
@@ -179,8 +184,10 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
                 let k = signalled.fetch_add(1, Ordering::SeqCst) + 1;
                 let live = live.lock().unwrap_or_else(|e| e.into_inner());
                 let running: Vec<i32> = live.iter().copied().filter(|&p| p != 0).collect();
-                eprintln!(
-                    "edgecomet: launcher: signal {sig}: passing it on to {} processes{}",
+                log::info!(
+                    target: "edgecomet::launcher",
+                    signal = sig;
+                    "signal {sig}: passing it on to {} processes{}",
                     running.len(),
                     if k > 1 { " (again: they exit now)" } else { "" }
                 );
@@ -205,8 +212,10 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
             .count();
         reap(&mut procs, &live);
         if let Some((i, p)) = procs.iter().enumerate().find(|(_, p)| p.exited.is_some()) {
-            eprintln!(
-                "edgecomet: process {i} (pid {}) did not start ({}); stopping the others",
+            log::error!(
+                target: "edgecomet::launcher",
+                process = i;
+                "process {i} (pid {}) did not start ({}); stopping the others",
                 p.child.id(),
                 p.exited.map_or_else(String::new, |s| s.to_string())
             );
@@ -217,7 +226,7 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
             break;
         }
         if since.elapsed() > START_TIMEOUT || signalled.load(Ordering::SeqCst) > 0 {
-            eprintln!("edgecomet: only {reported} of {n} processes started; stopping them");
+            log::error!(target: "edgecomet::launcher", "only {reported} of {n} processes started; stopping them");
             stop_all(&mut procs, &live);
             return ExitCode::FAILURE;
         }
@@ -231,6 +240,11 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
         pids.join(",")
     );
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    log::info!(
+        target: "edgecomet::launcher",
+        processes = n, listen = addr.to_string().as_str(), pids = pids.join(",").as_str();
+        "{n} processes started; their log lines carry their process index and pid"
+    );
 
     // Supervise: the sums once a second, exits reported, until all have exited.
     loop {
@@ -255,8 +269,10 @@ pub fn run(cfg: &Config, mut signals: Signals) -> ExitCode {
             p.noted = true;
             latest.lock().unwrap_or_else(|e| e.into_inner())[i] = None;
             if signalled.load(Ordering::SeqCst) == 0 {
-                eprintln!(
-                    "edgecomet: process {i} (pid {}) exited ({}) without being asked; {} of {n} \
+                log::error!(
+                    target: "edgecomet::launcher",
+                    process = i;
+                    "process {i} (pid {}) exited ({}) without being asked; {} of {n} \
                      still running",
                     p.child.id(),
                     p.exited.map_or_else(String::new, |s| s.to_string()),

@@ -16,7 +16,9 @@
 //!   `Client-Id` sessions); the message and its encodings. Sans-IO, `now` passed in.
 //! - [`proto`]: wire formats, sans-IO — HTTP/1.1 heads and bodies, the WebSocket handshake,
 //!   frames, UTF-8, Bayeux JSON.
-//! - [`config`] (every flag and limit) and [`stats`] (the counters) are used by all and use none.
+//! - [`config`] (every flag and limit) and [`stats`] (the counters) are used by all and use none;
+//!   [`logging`] (the log's sink and the per-worker summary of repeated events) likewise, but for
+//!   the two `config` enums it formats by.
 //!
 //! See `ARCHITECTURE.md` for the loop turn and a map from concept to file.
 
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod launcher;
+pub mod logging;
 pub mod proto;
 pub mod pubsub;
 pub mod runtime;

@@ -23,12 +23,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    for w in &loaded.warnings {
-        eprintln!("{w}");
-    }
     if loaded.config.print_config {
+        for w in &loaded.warnings {
+            eprintln!("{w}");
+        }
         print!("{}", loaded.render());
         return ExitCode::SUCCESS;
+    }
+    edgecomet::logging::init(loaded.config.log_level, loaded.config.log_format);
+    for w in &loaded.warnings {
+        log::warn!("{}", w.trim_start_matches("edgecomet: "));
     }
     let cfg = loaded.config;
     // Every connection is an open file: the hard limit is the one that counts (a launcher's
@@ -41,20 +45,20 @@ fn main() -> ExitCode {
     if !cfg.transparent_huge_pages
         && let Err(e) = edgecomet::server::disable_transparent_huge_pages()
     {
-        eprintln!("edgecomet: cannot disable transparent huge pages: {e}");
+        log::warn!("cannot disable transparent huge pages: {e}");
     }
     let deadline = cfg.shutdown_timeout();
     let workers = cfg.worker_count();
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("edgecomet: cannot install signal handlers: {e}");
+            log::error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
     };
     if cfg.processes > 1 {
         if let Err(e) = cfg.validate() {
-            eprintln!("edgecomet: cannot start: {e}");
+            log::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
         return edgecomet::launcher::run(&cfg, signals);
@@ -62,57 +66,60 @@ fn main() -> ExitCode {
     let server = match Server::start(cfg) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("edgecomet: cannot start: {e}");
+            log::error!("cannot start: {e}");
             return ExitCode::FAILURE;
         }
     };
+    // Under --processes: which process said it (the parsers read up to "worker(s)").
+    let who = edgecomet::logging::process_index()
+        .map(|i| format!(" (process {i}, pid {})", std::process::id()))
+        .unwrap_or_default();
     let line = match server.tls_addr() {
         Some(tls) => format!(
-            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s)\n",
+            "edgecomet: listening on {} and {tls} (TLS) with {workers} worker(s){who}\n",
             server.local_addr()
         ),
         None => format!(
-            "edgecomet: listening on {} with {workers} worker(s)\n",
+            "edgecomet: listening on {} with {workers} worker(s){who}\n",
             server.local_addr()
         ),
     };
-    // One write(2): scripts wait for this line and read the addresses from it (eprintln! on
-    // unbuffered stderr may write it in pieces).
+    // One write(2), plain in every --log-format: scripts wait for this line and read the
+    // addresses from it (eprintln! on unbuffered stderr may write it in pieces).
     let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
-    eprintln!("edgecomet: {}", server.auth_summary());
+    server.log_started();
     // After the "listening on" line, which scripts read first.
     if let Some(w) = open_files_warning {
-        eprintln!("{w}");
+        log::warn!("{}", w.trim_start_matches("edgecomet: "));
     }
     edgecomet::launcher::child(server.shared());
     let Some(sig) = next_stop(&mut signals, &|| server.reload()) else {
         return ExitCode::FAILURE;
     };
-    eprintln!(
-        "edgecomet: signal {sig}: draining (up to {} ms)",
+    log::info!(
+        signal = sig, deadline_ms = deadline.as_millis() as u64;
+        "signal {sig}: draining (up to {} ms)",
         deadline.as_millis()
     );
     // A second SIGTERM/SIGINT during the drain exits at once.
     std::thread::spawn(move || {
         if next_stop(&mut signals, &|| "draining: nothing reloaded".to_string()).is_some() {
-            eprintln!("edgecomet: second signal: exiting now");
+            log::warn!("second signal: exiting now");
             std::process::exit(1);
         }
     });
-    if server.shutdown(deadline) {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("edgecomet: drain deadline passed; exiting with connections still open");
-        ExitCode::SUCCESS
-    }
+    let drain = edgecomet::server::Drain::begin(&server);
+    let done = server.shutdown(deadline);
+    drain.log(done);
+    ExitCode::SUCCESS
 }
 
 /// The next SIGTERM or SIGINT; a SIGHUP on the way runs `reload` and logs what it says.
 fn next_stop(signals: &mut Signals, reload: &dyn Fn() -> String) -> Option<i32> {
     for sig in signals.forever() {
         if sig == SIGHUP {
-            eprintln!(
-                "edgecomet: SIGHUP: {}; still serving (SIGTERM or SIGINT drains and stops)",
+            log::info!(
+                "SIGHUP: {}; still serving (SIGTERM or SIGINT drains and stops)",
                 reload()
             );
             continue;

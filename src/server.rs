@@ -282,12 +282,20 @@ impl Server {
             )),
         });
         if let Some(url) = &cfg.broker {
-            let addr = crate::config::redis_addr(url)
+            let url = broker::BrokerUrl::parse(url)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tls = match url.tls {
+                true => Some(
+                    broker::link::tls_config(cfg.broker_ca.as_deref())
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+                ),
+                false => None,
+            };
             let weak = Arc::downgrade(&shared);
             let b = Broker::start(
                 BrokerConfig {
-                    addr,
+                    url,
+                    tls,
                     linger: Duration::from_millis(cfg.broker_linger_ms),
                     max_message: cfg.max_body_bytes as usize,
                     max_queued_bytes: cfg.broker_max_queued_bytes,
@@ -360,6 +368,64 @@ impl Server {
                 }
             ),
         }
+    }
+
+    /// The start-up log lines: the effective limits, the listeners, the broker and the
+    /// authorization in force (after the "listening on" line, which scripts read first).
+    pub fn log_started(&self) {
+        let c = &self.cfg;
+        let nofile = open_files_limit();
+        let broker = c
+            .broker
+            .as_deref()
+            .map_or_else(|| "none".to_string(), crate::logging::redact_url);
+        log::info!(
+            target: "edgecomet::server",
+            version = env!("CARGO_PKG_VERSION"),
+            workers = self.shared.mailboxes.len(),
+            max_connections = c.max_connections,
+            open_files_limit = nofile,
+            listen = self.addr.to_string().as_str(),
+            tls_listen = self.tls_addr.map(|a| a.to_string()).unwrap_or_default().as_str(),
+            broker = broker.as_str(),
+            authorization = if self.shared.auth().is_some() { "on" } else { "open" },
+            max_queued_bytes = c.max_queued_bytes,
+            max_channels = c.max_channels,
+            max_sessions = c.max_sessions;
+            "started: {} worker(s), --max-connections {}, open-files limit {nofile}{}",
+            self.shared.mailboxes.len(),
+            c.max_connections,
+            if (nofile as usize) < c.max_connections {
+                " (below --max-connections: accept fails with EMFILE first; raise ulimit -n)"
+            } else {
+                ""
+            }
+        );
+        log::info!(
+            target: "edgecomet::server",
+            listen = self.addr.to_string().as_str(), tls = false;
+            "listener {} (http, ws) on every worker", self.addr
+        );
+        if let Some(t) = self.tls_addr {
+            log::info!(
+                target: "edgecomet::server",
+                listen = t.to_string().as_str(), tls = true;
+                "listener {t} (TLS: https, wss) on every worker"
+            );
+        }
+        match &c.broker {
+            Some(_) => log::info!(
+                target: "edgecomet::server",
+                broker = broker.as_str();
+                "broker {broker}: scale-out through Redis pub/sub (its up/down changes are logged)"
+            ),
+            None => log::info!(
+                target: "edgecomet::server",
+                broker = "none";
+                "no broker: in-process fan-out only"
+            ),
+        }
+        log::info!(target: "edgecomet::server", "{}", self.auth_summary());
     }
 
     /// The address actually bound (the real port when `--listen` used port 0).
@@ -435,4 +501,73 @@ impl Server {
         }
         true
     }
+}
+
+/// The open-files limit (RLIMIT_NOFILE, soft): each connection takes one.
+pub fn open_files_limit() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur
+    } else {
+        0
+    }
+}
+
+/// What a shutdown drained, for its log line: taken at the signal, logged at the end.
+pub struct Drain {
+    shared: Arc<Shared>,
+    started: Instant,
+    conns: usize,
+    delivered: u64,
+}
+
+impl Drain {
+    /// Notes the open connections and messages delivered so far.
+    pub fn begin(server: &Server) -> Drain {
+        let shared = server.shared();
+        Drain {
+            conns: shared.conns.load(Ordering::Relaxed),
+            delivered: delivered(&shared),
+            started: Instant::now(),
+            shared,
+        }
+    }
+
+    /// Logs the drain: connections told, messages delivered during it, how long it took,
+    /// whether every worker finished within the deadline.
+    pub fn log(self, finished: bool) {
+        let left = self.shared.conns.load(Ordering::Relaxed);
+        let delivered = delivered(&self.shared).saturating_sub(self.delivered);
+        let ms = self.started.elapsed().as_millis() as u64;
+        if finished {
+            log::info!(
+                target: "edgecomet::server",
+                connections_told = self.conns, messages_delivered = delivered, drain_ms = ms;
+                "stopped: {} connection(s) told, {delivered} message(s) delivered while \
+                 draining, in {ms} ms",
+                self.conns
+            );
+        } else {
+            log::warn!(
+                target: "edgecomet::server",
+                connections_told = self.conns, connections_left = left,
+                messages_delivered = delivered, drain_ms = ms;
+                "drain deadline passed; exiting with {left} connection(s) still open ({} told, \
+                 {delivered} message(s) delivered while draining, {ms} ms)",
+                self.conns
+            );
+        }
+    }
+}
+
+fn delivered(shared: &Shared) -> u64 {
+    shared
+        .stats
+        .iter()
+        .map(|s| s.messages_out.load(Ordering::Relaxed))
+        .sum()
 }

@@ -51,8 +51,9 @@ fn help_flags() -> BTreeMap<String, Option<String>> {
             flags.insert(name.clone(), None);
             current = Some(name);
         } else if let Some(name) = &current {
-            if let Some((_, d)) = t.split_once("[default: ") {
-                let d = d.split(']').next().unwrap_or(d).to_string();
+            if let Some((_, d)) = t.rsplit_once("[default: ") {
+                // `[default: X]`, possibly followed by `[possible values: …]`.
+                let d = d.split_once(']').map_or(d, |(d, _)| d).to_string();
                 flags.insert(name.clone(), Some(d));
             }
             // `[alias: --old-name]` / `[aliases: --a, --b]`: each a row of its own in the

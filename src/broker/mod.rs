@@ -27,11 +27,12 @@
 //! history only for what it received.
 
 pub mod interest;
+pub mod link;
 mod publisher;
 pub mod resp;
+pub mod url;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,9 @@ use bytes::Bytes;
 
 pub use interest::Key;
 use interest::{Interests, Subscribed, covers};
+use link::Link;
 use resp::Value;
+pub use url::BrokerUrl;
 
 /// Publishes queued for the publisher connection before further ones are refused.
 pub const PUBLISH_QUEUE: usize = 65_536;
@@ -87,8 +90,10 @@ const BARRIER: &str = "edgecomet-barrier-";
 /// How the broker behaves.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// `HOST:PORT` of Redis.
-    pub addr: String,
+    /// Where Redis is, how to log in (`AUTH`, `SELECT`), whether over TLS.
+    pub url: BrokerUrl,
+    /// The TLS client configuration for `rediss://` (None for `redis://`).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
     /// How long a key without local interest stays subscribed.
     pub linger: Duration,
     /// Largest message accepted from Redis (larger: the connection is dropped and remade).
@@ -156,6 +161,26 @@ pub struct Broker {
     barrier_passed: AtomicU64,
     pub stats: BrokerStats,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The last connection error logged, per connection (0: subscriber, 1: publisher): a
+    /// failing reconnection is logged when its reason changes, not at every attempt. 2: the
+    /// last error Redis answered to a subscription command.
+    last_error: Mutex<[Option<String>; 3]>,
+}
+
+/// Which of the two connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Subscriber = 0,
+    Publisher = 1,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Subscriber => "subscriber",
+            Side::Publisher => "publisher",
+        }
+    }
 }
 
 /// Where the subscriber thread puts what it receives.
@@ -191,7 +216,32 @@ type Outgoing = (Arc<str>, Bytes, Option<AckTo>);
 impl Broker {
     /// Starts the two connection threads. `sink` gets every message received (from the
     /// subscriber thread).
+    ///
+    /// One connection is tried first: a Redis that answers but refuses the password or the
+    /// database stops the start (an error saying so); one that cannot be reached does not
+    /// (the threads keep trying, and publishes get 503 meanwhile).
     pub fn start(cfg: BrokerConfig, sink: Box<dyn Sink>) -> io::Result<Arc<Broker>> {
+        match link::open(&cfg.url, cfg.tls.as_ref(), true) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::PermissionDenied | io::ErrorKind::InvalidInput
+                ) =>
+            {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("--broker {}: {e}", cfg.url.redacted()),
+                ));
+            }
+            Err(e) => log::warn!(
+                target: "edgecomet::broker",
+                broker = cfg.url.redacted().as_str();
+                "broker {} unreachable at start: {e}; publishes get 503 until it is reached \
+                 (retrying with back-off)",
+                cfg.url.redacted()
+            ),
+            Ok(_) => {}
+        }
         let (b, rx) = Broker::new(cfg);
         let sink: Arc<dyn Sink> = Arc::from(sink);
         let s = b.clone();
@@ -226,6 +276,7 @@ impl Broker {
             barrier_passed: AtomicU64::new(0),
             stats: BrokerStats::default(),
             threads: Mutex::new(Vec::new()),
+            last_error: Mutex::new([None, None, None]),
         });
         (b, rx)
     }
@@ -330,24 +381,68 @@ impl Broker {
             .fetch_sub(payload.len(), Ordering::Relaxed);
     }
 
+    /// Updates the `broker_connected` gauge; logs when it changes (up: both connections;
+    /// down: either lost).
     fn set_connected(&self) {
         let both = u64::from(self.is_up());
-        self.stats.connected.store(both, Ordering::Relaxed);
+        let was = self.stats.connected.swap(both, Ordering::Relaxed);
+        if was == both || self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let url = self.cfg.url.redacted();
+        if both == 1 {
+            log::info!(
+                target: "edgecomet::broker",
+                broker = url.as_str(), connected = true;
+                "broker {url} up: subscriber and publisher connected; publishes accepted"
+            );
+        } else {
+            log::warn!(
+                target: "edgecomet::broker",
+                broker = url.as_str(), connected = false;
+                "broker {url} down: publishes get 503 until both connections are back \
+                 (clients stay connected)"
+            );
+        }
     }
 
-    fn connect(&self) -> io::Result<TcpStream> {
-        let addrs: Vec<SocketAddr> = self.cfg.addr.to_socket_addrs()?.collect();
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
-        for a in addrs {
-            match TcpStream::connect_timeout(&a, Duration::from_secs(1)) {
-                Ok(s) => {
-                    s.set_nodelay(true)?;
-                    return Ok(s);
-                }
-                Err(e) => last = e,
-            }
+    /// Opens a connection (TLS, AUTH, SELECT as the URL asks).
+    fn connect(&self) -> io::Result<Link> {
+        link::open(&self.cfg.url, self.cfg.tls.as_ref(), false)
+    }
+
+    /// Logs an error Redis answered on the subscriber connection, once per distinct reason.
+    fn refused(&self, e: &str) {
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last[2].as_deref() == Some(e) {
+            return;
         }
-        Err(last)
+        log::warn!(
+            target: "edgecomet::broker",
+            broker = self.cfg.url.redacted().as_str(), connection = "subscriber";
+            "broker {}: Redis refused a subscription command: {e} (does the user's ACL allow \
+             the channels, &*?)",
+            self.cfg.url.redacted()
+        );
+        last[2] = Some(e.to_string());
+    }
+
+    /// Logs a failed connection attempt when its reason differs from the last one logged for
+    /// this side (a password changed on Redis is logged once, then retried quietly).
+    fn connect_failed(&self, side: Side, e: &io::Error) {
+        let text = e.to_string();
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last[side as usize].as_deref() == Some(text.as_str()) {
+            return;
+        }
+        log::warn!(
+            target: "edgecomet::broker",
+            broker = self.cfg.url.redacted().as_str(), connection = side.name();
+            "broker {}: {} connection failed: {text}; retrying with back-off (100 ms to 5 s)",
+            self.cfg.url.redacted(),
+            side.name()
+        );
+        last[side as usize] = Some(text);
     }
 
     /// Sleeps `backoff` (in short steps, so that `stop` is seen) and doubles it.
@@ -363,16 +458,25 @@ impl Broker {
 
     /// Connects, retrying with back-off until it works (counted as a reconnect unless `first`)
     /// or the broker stops (`None`).
-    fn connect_retrying(&self, backoff: &mut Duration, first: &mut bool) -> Option<TcpStream> {
+    fn connect_retrying(
+        &self,
+        side: Side,
+        backoff: &mut Duration,
+        first: &mut bool,
+    ) -> Option<Link> {
         while !self.stop.load(Ordering::Relaxed) {
             match self.connect() {
                 Ok(s) => {
                     if !std::mem::take(first) {
                         self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
                     }
+                    self.last_error.lock().unwrap_or_else(|e| e.into_inner())[side as usize] = None;
                     return Some(s);
                 }
-                Err(_) => self.back_off(backoff),
+                Err(e) => {
+                    self.connect_failed(side, &e);
+                    self.back_off(backoff);
+                }
             }
         }
         None
@@ -381,7 +485,7 @@ impl Broker {
     fn subscriber(&self, sink: &dyn Sink) {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
-        while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
+        while let Some(sock) = self.connect_retrying(Side::Subscriber, &mut backoff, &mut first) {
             sink.relinked();
             if self.subscribed(sock, sink) {
                 // It ran (and subscribed) before it failed: try again at once.
@@ -397,7 +501,7 @@ impl Broker {
 
     /// Serves one subscriber connection until it fails or `stop`; whether it got as far as
     /// subscribing.
-    fn subscribed(&self, mut sock: TcpStream, sink: &dyn Sink) -> bool {
+    fn subscribed(&self, mut sock: Link, sink: &dyn Sink) -> bool {
         if sock
             .set_read_timeout(Some(Duration::from_millis(50)))
             .is_err()
@@ -499,8 +603,15 @@ impl Broker {
     /// matching pattern): the exact subscription wins, else the first matching pattern in order.
     /// Whether it delivered something.
     fn on_push(&self, v: Value, actual: &Subscribed, sink: &dyn Sink) -> bool {
-        let Value::Array(Some(mut items)) = v else {
-            return false;
+        let mut items = match v {
+            Value::Array(Some(items)) => items,
+            Value::Error(e) => {
+                // A SUBSCRIBE refused (an ACL user without the channel: NOPERM): logged once
+                // per reason; the channel stays without messages from Redis.
+                self.refused(&e);
+                return false;
+            }
+            _ => return false,
         };
         let (at, via) = match (items.first().and_then(Value::bytes), items.len()) {
             (Some(b"message"), 3) => (1, None),
@@ -553,7 +664,7 @@ impl Broker {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("addr", &self.cfg.addr)
+            .field("url", &self.cfg.url)
             .field("up", &self.is_up())
             .finish_non_exhaustive()
     }
@@ -566,7 +677,8 @@ mod tests {
     #[test]
     fn the_publish_queue_is_bounded_in_bytes() {
         let (b, rx) = Broker::new(BrokerConfig {
-            addr: "127.0.0.1:1".into(),
+            url: BrokerUrl::parse("redis://127.0.0.1:1").unwrap(),
+            tls: None,
             linger: Duration::ZERO,
             max_message: 1024,
             max_queued_bytes: 10,
@@ -619,7 +731,8 @@ mod tests {
 
     fn broker(linger: Duration) -> Arc<Broker> {
         Broker::new(BrokerConfig {
-            addr: "127.0.0.1:1".into(),
+            url: BrokerUrl::parse("redis://127.0.0.1:1").unwrap(),
+            tls: None,
             linger,
             max_message: 1024,
             max_queued_bytes: 1024,

@@ -2,8 +2,7 @@
 //! calls of [`PUBLISH_SCRIPT`](super::PUBLISH_SCRIPT), each answered (`Sink::ack`) with Redis's
 //! reply or its loss; reconnects with back-off.
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
@@ -15,7 +14,7 @@ impl Broker {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
         let mut acks = Acks::default();
-        while let Some(sock) = self.connect_retrying(&mut backoff, &mut first) {
+        while let Some(sock) = self.connect_retrying(Side::Publisher, &mut backoff, &mut first) {
             self.pub_up.store(true, Ordering::Relaxed);
             self.set_connected();
             let ran = self.publishing(sock, &rx, sink, &mut acks);
@@ -46,7 +45,7 @@ impl Broker {
     /// second.
     fn publishing(
         &self,
-        mut sock: TcpStream,
+        mut sock: Link,
         rx: &Receiver<Outgoing>,
         sink: &dyn Sink,
         acks: &mut Acks,
@@ -110,7 +109,7 @@ impl Broker {
                 match rx.recv_timeout(Duration::from_millis(100)) {
                     Err(RecvTimeoutError::Timeout) if waited < Duration::from_secs(1) => {
                         waited += Duration::from_millis(100);
-                        if !peer_open(&sock) {
+                        if !sock.peer_open() {
                             return ran;
                         }
                     }
@@ -219,20 +218,6 @@ impl Acks {
             sink.wake(w);
         }
     }
-}
-
-/// Whether the peer of an idle connection is still there (nothing to read and no EOF or error).
-fn peer_open(sock: &TcpStream) -> bool {
-    if sock.set_nonblocking(true).is_err() {
-        return false;
-    }
-    let mut b = [0u8; 1];
-    let open = match sock.peek(&mut b) {
-        // Nothing was asked: bytes now would be a protocol error, a 0 is the EOF.
-        Ok(_) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
-    };
-    open && sock.set_nonblocking(false).is_ok()
 }
 
 /// How a publisher connection ended.

@@ -43,6 +43,7 @@ use slab::Slab;
 
 use crate::broker;
 use crate::config::Config;
+use crate::logging::{Event, Summary};
 use crate::proto::http::{HeadLimits, HttpDate};
 use crate::proto::ws::frame::{self, close_code};
 use crate::pubsub::Channels;
@@ -126,7 +127,6 @@ pub struct Worker {
     accept_more: bool,
     accept_more_tls: bool,
     accept_paused_until: Option<Instant>,
-    last_accept_log: Option<Instant>,
     /// Set when shutting down: the moment the worker exits regardless.
     drain_deadline: Option<Instant>,
     /// A `Shutdown` arrived this turn: it starts after this turn's fan-out, so that what was
@@ -146,11 +146,11 @@ pub struct Worker {
     /// The Bayeux advice JSON (from the flags), shared by every connect reply.
     bayeux_advice: String,
     head_limits: HeadLimits,
-    /// Authorization refusals since the last log line, and the last one's description: one
-    /// summary line per second at most (`worker/auth.rs`), never a line per request.
-    auth_refused: u64,
-    auth_last: Option<String>,
-    auth_logged: u32,
+    /// Events that can repeat per connection (slow consumers, refusals at
+    /// --max-connections, 4xx/5xx answers, accept errors, authorization refusals), counted
+    /// here and logged in one line per kind at most once a second (`end_turn`), never a line
+    /// per request.
+    notes: Summary,
     /// The `Date` of every answer, formatted again when the tick changes (so at most about a
     /// second old), and the tick it was formatted at.
     date: HttpDate,
@@ -224,7 +224,6 @@ impl Worker {
             accept_more: false,
             accept_more_tls: false,
             accept_paused_until: None,
-            last_accept_log: None,
             drain_deadline: None,
             shutdown_asked: None,
             start: Instant::now(),
@@ -234,9 +233,7 @@ impl Worker {
             bayeux_wakes: Vec::new(),
             bayeux_advice,
             head_limits,
-            auth_refused: 0,
-            auth_last: None,
-            auth_logged: 0,
+            notes: Summary::default(),
             date: HttpDate::from_unix(unix_secs()),
             date_tick: 1,
         })
@@ -251,7 +248,11 @@ impl Worker {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                eprintln!("edgecomet: worker {}: poll failed: {e}", self.id);
+                log::error!(
+                    target: "edgecomet::worker",
+                    worker = self.id;
+                    "worker {}: poll failed: {e}; the worker stops", self.id
+                );
                 if self.listener.is_some() {
                     self.shared.listening.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -308,8 +309,19 @@ impl Worker {
         t.max(Duration::from_millis(1))
     }
 
+    /// Counts an error answer for the summary line: 4xx as client errors, 5xx as refusals at
+    /// a limit or with the broker down.
+    pub(super) fn note_status(&mut self, status: u16, reason: &str) {
+        let e = if status >= 500 {
+            Event::Unavailable
+        } else {
+            Event::ClientError
+        };
+        self.notes.note(e, || format!("{status} {reason}"));
+    }
+
     fn end_turn(&mut self) {
-        self.log_auth();
+        self.notes.flush(self.id, self.tick);
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
             self.shared.hub.sweep(self.shared.now());

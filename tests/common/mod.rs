@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use edgecomet::{Config, Server};
 
 pub mod bayeux;
+pub mod redis;
 use tungstenite::WebSocket;
 
 pub type Ws = WebSocket<TcpStream>;

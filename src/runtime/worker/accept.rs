@@ -6,13 +6,14 @@ use std::io::{self, Write};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::Interest;
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 
 use super::{WAKER, Worker, token};
+use crate::logging::Event;
 use crate::proto::http;
 use crate::runtime::conn::Conn;
 use crate::stats::WorkerStats;
@@ -60,18 +61,11 @@ impl Worker {
                     // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unexpected: retrying now
                     // would spin, so pause accepting; queued connections wait in the backlog.
                     WorkerStats::add(&self.stats.accept_errors, 1);
+                    let pause = self.cfg.accept_pause_ms;
+                    self.notes.note(Event::AcceptError, || {
+                        format!("{e}; accepting paused for {pause} ms")
+                    });
                     let now = Instant::now();
-                    if self
-                        .last_accept_log
-                        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
-                    {
-                        eprintln!(
-                            "edgecomet: worker {}: accept failed: {e}; pausing accepts for {} ms \
-                             (logged at most every 10 s; see accept_errors in /stats)",
-                            self.id, self.cfg.accept_pause_ms
-                        );
-                        self.last_accept_log = Some(now);
-                    }
                     self.accept_paused_until = Some(now + self.cfg.accept_pause());
                     return true;
                 }
@@ -87,6 +81,10 @@ impl Worker {
         if open >= self.cfg.max_connections {
             self.shared.conns.fetch_sub(1, Ordering::Relaxed);
             WorkerStats::add(&self.stats.refused, 1);
+            let max = self.cfg.max_connections;
+            self.notes.note(Event::Refused, || {
+                format!("{open} open of --max-connections {max}")
+            });
             // Best effort: the client learns why before the close (a TLS client could not
             // read a plaintext answer; it sees the close).
             if !tls {
@@ -130,7 +128,9 @@ impl Worker {
             token(idx, generation),
             Interest::READABLE | Interest::WRITABLE,
         ) {
-            eprintln!("edgecomet: worker {}: register failed: {e}", self.id);
+            self.notes.note(Event::AcceptError, || {
+                format!("registering the socket: {e}")
+            });
             self.shared.conns.fetch_sub(1, Ordering::Relaxed);
             return;
         }

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use super::Worker;
 use super::conn_io::{Dead, Handled};
 use crate::auth::{Grant, KeyError, TokenError, bearer, push};
+use crate::logging::Event;
 use crate::proto::http::{self, Method};
 use crate::proto::ws::frame;
 use crate::runtime::conn::{Phase, flag};
@@ -105,35 +106,21 @@ impl Worker {
         }
     }
 
-    /// Remembers a refusal for the once-a-second summary line ([`Worker::log_auth`]).
+    /// Counts a refusal for the once-a-second summary line (`logging::Summary`), with its
+    /// description: the reason, the token's subject when it was valid, the channel.
     fn note_refusal(&mut self, why: &str, sub: Option<&str>, channel: Option<&str>) {
-        self.auth_refused += 1;
-        let mut last = why.to_string();
-        if let Some(s) = sub {
-            // The token's subject as the client gave it, shortened and printable.
-            let s: String = s.chars().take(64).filter(|c| !c.is_control()).collect();
-            last.push_str(&format!(", sub {s:?}"));
-        }
-        if let Some(c) = channel {
-            last.push_str(&format!(", channel {c}"));
-        }
-        self.auth_last = Some(last);
-    }
-
-    /// At most once a second: how many requests authorization refused since the last line,
-    /// and the last one (its reason, the token's `sub` when it was valid, the channel).
-    pub(super) fn log_auth(&mut self) {
-        if self.auth_refused == 0 || self.auth_logged == self.tick {
-            return;
-        }
-        self.auth_logged = self.tick;
-        eprintln!(
-            "edgecomet: worker {}: authorization refused {} request(s) since its last such line \
-             (counted in /stats auth_*); the last: {}",
-            self.id,
-            std::mem::take(&mut self.auth_refused),
-            self.auth_last.take().unwrap_or_default()
-        );
+        self.notes.note(Event::AuthRefused, || {
+            let mut last = why.to_string();
+            if let Some(s) = sub {
+                // The token's subject as the client gave it, shortened and printable.
+                let s: String = s.chars().take(64).filter(|c| !c.is_control()).collect();
+                last.push_str(&format!(", sub {s:?}"));
+            }
+            if let Some(c) = channel {
+                last.push_str(&format!(", channel {c}"));
+            }
+            last
+        });
     }
 
     /// Counts a refused token by its reason and answers 401 / 403 with `WWW-Authenticate`.

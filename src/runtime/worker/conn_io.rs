@@ -13,6 +13,7 @@ use mio::Token;
 use super::tls::send_tls;
 use super::{READ_BUDGET, SCRATCH, SMALL_TAIL, Worker, split_token};
 use crate::broker::Key;
+use crate::logging::Event;
 use crate::proto::ws::frame::{self, close_code};
 use crate::runtime::conn::{Conn, NO_CHANNEL, Phase, flag};
 use crate::runtime::outq::{self, OutQueue};
@@ -263,6 +264,10 @@ impl Worker {
             WorkerStats::sub(&self.stats.bytes_queued, bytes as u64);
         }
         WorkerStats::add(&self.stats.slow_consumers, 1);
+        let phase = conn.phase;
+        self.notes
+            .note(Event::SlowConsumer, || format!("a {phase:?} connection"));
+        let conn = &mut self.conns[idx];
         let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
             .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
         self.begin_close(idx, last)
@@ -284,6 +289,9 @@ impl Worker {
             }
             Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
+                let phase = conn.phase;
+                self.notes
+                    .note(Event::SlowConsumer, || format!("a {phase:?} connection"));
                 Err(Dead)
             }
         }

@@ -256,6 +256,7 @@ impl Worker {
         keep_alive: bool,
     ) -> Handled {
         WorkerStats::add(&self.stats.http_errors, 1);
+        self.note_status(status, reason);
         let resp = http::response(
             &self.date,
             status,
@@ -270,6 +271,8 @@ impl Worker {
 
     pub(super) fn http_refuse(&mut self, idx: usize, e: HttpError) -> Handled {
         WorkerStats::add(&self.stats.http_errors, 1);
+        let (status, reason) = e.status();
+        self.note_status(status, reason);
         match e {
             HttpError::HeadTooLarge | HttpError::TooManyHeaders | HttpError::UriTooLong => {
                 WorkerStats::add(&self.stats.head_too_large, 1)
