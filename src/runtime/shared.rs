@@ -99,7 +99,8 @@ impl Shared {
         stats::render_line(&workers, &self.extra_stats())
     }
 
-    /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients.
+    /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients, the
+    /// process's memory.
     pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.hub.stats.snapshot();
         v.extend(self.bayeux.stats.snapshot());
@@ -110,6 +111,9 @@ impl Shared {
             v.push(("tls_reloads", t.reloads.load(Ordering::Relaxed)));
             v.push(("tls_reload_errors", t.reload_errors.load(Ordering::Relaxed)));
         }
+        let (rss, pss) = stats::process_memory();
+        v.push(("memory_rss_bytes", rss));
+        v.push(("memory_pss_bytes", pss));
         v
     }
 

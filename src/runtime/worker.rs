@@ -81,6 +81,7 @@ mod accept;
 mod auth;
 mod bayeux;
 mod conn_io;
+mod dashboard;
 mod fanout;
 mod http;
 mod publish;
@@ -151,6 +152,11 @@ pub struct Worker {
     auth_refused: u64,
     auth_last: Option<String>,
     auth_logged: u32,
+    /// `/dashboard/events` streams of this worker (slot, generation), each sent the figures once
+    /// per tick (`dashboard.rs`); entries of closed connections are dropped at the next tick.
+    dashboards: Vec<(u32, u32)>,
+    /// The tick the dashboard streams were last sent the figures.
+    dashboard_at: u32,
 }
 
 /// Builds the mio token of a connection slot.
@@ -224,6 +230,8 @@ impl Worker {
             auth_refused: 0,
             auth_last: None,
             auth_logged: 0,
+            dashboards: Vec::new(),
+            dashboard_at: 0,
         })
     }
 
@@ -288,6 +296,7 @@ impl Worker {
 
     fn end_turn(&mut self) {
         self.log_auth();
+        self.dashboard_tick();
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
             self.shared.hub.sweep(self.shared.now());
@@ -359,7 +368,7 @@ impl Worker {
                 }
             }
             // The stream ends (chunked: with its last chunk); clients reconnect and resume.
-            Phase::Sse => self.begin_close(idx, None),
+            Phase::Sse | Phase::Dashboard => self.begin_close(idx, None),
             Phase::Stream => self.begin_close(idx, Some(Bytes::from_static(b"0\r\n\r\n"))),
             // Answered now (empty) and closed: the client polls again elsewhere or later.
             Phase::Poll => {

@@ -1,7 +1,7 @@
 //! HTTP requests on the worker: one request at a time from the bytes read (head, then a
 //! `Content-Length` or chunked body, within the head and body limits and `--head-timeout`),
-//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish or
-//! `/stats`; the error answers.
+//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish,
+//! `/stats` or the dashboard; the error answers.
 
 use bytes::Bytes;
 
@@ -141,6 +141,8 @@ impl Worker {
             self.publish(idx, channel, body, head.keep_alive(), origin)
         } else if path.starts_with("/push/") {
             self.route_push(idx, head, body)
+        } else if path == "/dashboard" || path.starts_with("/dashboard/") {
+            self.route_dashboard(idx, head, path)
         } else if path == "/stats" {
             if head.method() != Method::Get {
                 return self.respond_error(
