@@ -1,10 +1,11 @@
 //! `/dashboard`: a live page for whoever runs the server, served from the binary itself, and its
 //! stream.
 //!
-//! - `GET /dashboard` (and `/dashboard/app.js`, `/dashboard/style.css`): the page, its script
-//!   and style, embedded with `include_str!` (`worker/dashboard/`): no file is read at run time
-//!   and the page loads nothing from elsewhere (no CDN; it works offline). Its charts are drawn
-//!   by its own small script on canvases.
+//! - `GET /dashboard` (and `/dashboard/app.js`, `/dashboard/style.css`,
+//!   `/dashboard/favicon.svg`): the page, its script, style and icon, embedded with
+//!   `include_str!` (`worker/dashboard/`): no file is read at run time and the page loads
+//!   nothing from elsewhere (no CDN; it works offline). Its charts are drawn by its own small
+//!   script on canvases.
 //! - `GET /dashboard/events`: Server-Sent Events, one `data:` event per second (from the worker's
 //!   tick, [`Worker::dashboard_tick`]) holding `{"uptime_ms":…,"stats":<the /stats document>}`.
 //!   The page computes rates from successive totals and keeps ten minutes of points itself.
@@ -36,6 +37,7 @@ pub const MAX_DASHBOARDS: u64 = 16;
 const PAGE: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
 const STYLE: &str = include_str!("dashboard/style.css");
+const ICON: &str = include_str!("dashboard/favicon.svg");
 
 /// Headers of the page's own files: nothing from another origin may load or frame it.
 const PAGE_HEADERS: &str = "Content-Security-Policy: default-src 'none'; script-src 'self'; \
@@ -66,6 +68,7 @@ impl Worker {
             "/dashboard" | "/dashboard/" => ("text/html; charset=utf-8", PAGE),
             "/dashboard/app.js" => ("text/javascript; charset=utf-8", SCRIPT),
             "/dashboard/style.css" => ("text/css; charset=utf-8", STYLE),
+            "/dashboard/favicon.svg" => ("image/svg+xml", ICON),
             "/dashboard/events" => return self.start_dashboard(idx),
             _ => return self.respond_error(idx, 404, "Not Found", "", "not found\n", keep_alive),
         };

@@ -20,19 +20,19 @@ function fmtBytes(v) {
   while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
   return (i === 0 ? Math.round(v).toString() : v.toFixed(v >= 100 ? 0 : 1)) + ' ' + u[i];
 }
-function fmtShort(v) { // axis labels
+function fmtShort(v) { // axis labels: three significant digits at most
   const a = Math.abs(v);
-  if (a >= 1e9) return (v / 1e9).toFixed(a >= 1e10 ? 0 : 1) + 'G';
-  if (a >= 1e6) return (v / 1e6).toFixed(a >= 1e7 ? 0 : 1) + 'M';
-  if (a >= 1e3) return (v / 1e3).toFixed(a >= 1e4 ? 0 : 1) + 'k';
-  return a >= 10 || v === 0 ? Math.round(v).toString() : v.toFixed(1);
+  const p = (x) => String(Number(x.toPrecision(3)));
+  if (a >= 1e9) return p(v / 1e9) + 'G';
+  if (a >= 1e6) return p(v / 1e6) + 'M';
+  if (a >= 1e3) return p(v / 1e3) + 'k';
+  return p(v);
 }
 function fmtBytesShort(v) {
-  const a = Math.abs(v);
-  if (a >= 1 << 30) return (v / (1 << 30)).toFixed(1) + 'Gi';
-  if (a >= 1 << 20) return (v / (1 << 20)).toFixed(a >= 10 << 20 ? 0 : 1) + 'Mi';
-  if (a >= 1 << 10) return (v / (1 << 10)).toFixed(0) + 'Ki';
-  return Math.round(v).toString();
+  const u = ['', 'Ki', 'Mi', 'Gi', 'Ti'];
+  let i = 0;
+  while (Math.abs(v) >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return String(Number(v.toPrecision(3))) + u[i];
 }
 function fmtDuration(ms) {
   let s = Math.floor(ms / 1000);
@@ -99,7 +99,9 @@ const RATES = [
 
 class Chart {
   // series: [[name, color]]; fmt: axis label formatter.
-  constructor(id, series, fmt = fmtShort) {
+  // bytes: the axis steps are nice numbers of KiB, MiB, GiB.
+  constructor(id, series, fmt = fmtShort, bytes = false) {
+    this.bytes = bytes;
     this.canvas = $('c-' + id);
     this.series = series.map(([name, color]) => ({ name, color, pts: [] }));
     this.fmt = fmt;
@@ -132,8 +134,18 @@ class Chart {
     const L = 48, R = 6, T = 6, B = 18;
     let max = 0;
     for (const s of this.series) for (const [, v] of s.pts) if (v !== null && v > max) max = v;
-    max = niceMax(max);
-    const X = (t) => L + (w - L - R) * (1 - (now - t) / KEEP_MS);
+    if (this.bytes) {
+      let unit = 1;
+      while (max >= 1024 * unit) unit *= 1024;
+      max = niceMax(max / unit) * unit;
+    } else {
+      max = niceMax(max);
+    }
+    // The time axis spans what the page has seen, in whole minutes, up to ten.
+    let oldest = now;
+    for (const s of this.series) if (s.pts.length && s.pts[0][0] < oldest) oldest = s.pts[0][0];
+    const span = Math.min(KEEP_MS, Math.max(60000, Math.ceil((now - oldest) / 60000) * 60000));
+    const X = (t) => L + (w - L - R) * (1 - (now - t) / span);
     const Y = (v) => T + (h - T - B) * (1 - v / max);
     x.font = '11px system-ui, sans-serif';
     x.fillStyle = '#6b7385';
@@ -148,9 +160,15 @@ class Chart {
     }
     x.textAlign = 'center';
     x.textBaseline = 'alphabetic';
-    for (let m = 10; m >= 0; m -= 2) {
-      x.fillText(m ? `-${m} min` : 'now', Math.min(Math.max(X(now - m * 60000), L + 20), w - R - 14), h - 4);
+    for (let i = 5; i >= 0; i--) {
+      const ago = (span * i) / 5;
+      const label = i === 0 ? 'now' : ago % 60000 === 0 ? `-${ago / 60000} min` : `-${Math.round(ago / 1000)} s`;
+      x.fillText(label, Math.min(Math.max(X(now - ago), L + 20), w - R - 14), h - 4);
     }
+    x.save();
+    x.beginPath();
+    x.rect(L, 0, w - L - R, h);
+    x.clip();
     x.lineWidth = 1.5;
     for (const s of this.series) {
       x.strokeStyle = s.color;
@@ -163,12 +181,13 @@ class Chart {
       }
       x.stroke();
     }
+    x.restore();
   }
 }
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) if (v <= m * p) return m * p;
+  for (const m of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) // quarters: round numbers if (v <= m * p) return m * p;
   return 10 * p;
 }
 
@@ -178,9 +197,9 @@ const charts = {
     ['long-poll', '#e08a1e'], ['Bayeux', '#d1455b'], ['closing', '#9aa0ad'],
   ]),
   msgs: new Chart('msgs', [['publishes/s', '#e08a1e'], ['deliveries/s', '#2f6fde']]),
-  bytes: new Chart('bytes', [['bytes out/s', '#1e9e6a']], fmtBytesShort),
+  bytes: new Chart('bytes', [['bytes out/s', '#1e9e6a']], fmtBytesShort, true),
   trouble: new Chart('trouble', [['slow consumers/s', '#d1455b'], ['drops/s', '#8a5cd6']]),
-  mem: new Chart('mem', [['PSS', '#2f6fde'], ['RSS', '#9aa0ad']], fmtBytesShort),
+  mem: new Chart('mem', [['PSS', '#2f6fde'], ['RSS', '#9aa0ad']], fmtBytesShort, true),
 };
 
 // ---- the stream --------------------------------------------------------------------------------
