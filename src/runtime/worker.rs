@@ -22,7 +22,8 @@
 //! 6. **timers** — wheel slots up to now: head, keep-alive and broker-ack timeouts, pings, pong
 //!    and close timeouts, heartbeats, poll and Bayeux holds (armed with [`Worker::after`]: never
 //!    early, at most a second late; `timers.rs`).
-//! 7. **end of turn** — worker 0 sweeps the hub and the Bayeux store once a second; wake each
+//! 7. **end of turn** — once a second the dashboard streams get the figures (`dashboard.rs`);
+//!    worker 0 sweeps the hub and the Bayeux store once a second; wake each
 //!    peer that was sent mail this turn (once); drop emptied channels; accept new connections
 //!    (at most [`accept::ACCEPT_BATCH`], unless paused after an accept error; `accept.rs`).
 //!

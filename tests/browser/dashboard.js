@@ -135,7 +135,7 @@ async function main() {
     notePid('chromium', -browser.process().pid);
     try {
         const page = await browser.newPage();
-        await page.setViewport({ width: 1360, height: 1000 });
+        await page.setViewport({ width: 1360, height: 720 });
         const requests = [];
         const problems = [];
         page.on('request', (r) => requests.push(r.url()));

@@ -137,7 +137,10 @@ class Chart {
     if (this.bytes) {
       let unit = 1;
       while (max >= 1024 * unit) unit *= 1024;
-      max = niceMax(max / unit) * unit;
+      // A power of two of the unit: quarters of 1, 2, 4… KiB/MiB/GiB.
+      let m = 1;
+      while (m < max / unit) m *= 2;
+      max = m * unit;
     } else {
       max = niceMax(max);
     }
@@ -187,7 +190,8 @@ class Chart {
 function niceMax(v) {
   if (!(v > 0)) return 1;
   const p = Math.pow(10, Math.floor(Math.log10(v)));
-  for (const m of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) // quarters: round numbers if (v <= m * p) return m * p;
+  // Maxima whose quarters (the grid lines) are round numbers.
+  for (const m of [1, 1.2, 1.6, 2, 2.4, 3.2, 4, 6, 8, 10]) if (v <= m * p) return m * p;
   return 10 * p;
 }
 
@@ -196,7 +200,8 @@ const charts = {
     ['total', '#1d2330'], ['WebSocket', '#2f6fde'], ['SSE', '#1e9e6a'], ['stream', '#8a5cd6'],
     ['long-poll', '#e08a1e'], ['Bayeux', '#d1455b'], ['closing', '#9aa0ad'],
   ]),
-  msgs: new Chart('msgs', [['publishes/s', '#e08a1e'], ['deliveries/s', '#2f6fde']]),
+  pubs: new Chart('pubs', [['publishes/s', '#e08a1e']]),
+  dels: new Chart('dels', [['deliveries/s', '#2f6fde']]),
   bytes: new Chart('bytes', [['bytes out/s', '#1e9e6a']], fmtBytesShort, true),
   trouble: new Chart('trouble', [['slow consumers/s', '#d1455b'], ['drops/s', '#8a5cd6']]),
   mem: new Chart('mem', [['PSS', '#2f6fde'], ['RSS', '#9aa0ad']], fmtBytesShort, true),
@@ -241,7 +246,8 @@ function onEvent(ev) {
 
   const c = f.conns;
   charts.conns.push(now, [c.total, c.ws, c.sse, c.stream, c.poll, c.bayeux, c.closing]);
-  charts.msgs.push(now, [rates.publishes, rates.deliveries]);
+  charts.pubs.push(now, [rates.publishes]);
+  charts.dels.push(now, [rates.deliveries]);
   charts.bytes.push(now, [rates.bytes_out]);
   charts.trouble.push(now, [rates.slow_consumers, rates.drops]);
   charts.mem.push(now, [f.mem.pss, f.mem.rss]);
