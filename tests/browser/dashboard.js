@@ -14,7 +14,10 @@
 //     one second of their rate (the /stats read is at most a second later), memory within 10 %;
 //   - its per-second rates (publishes, deliveries, bytes out) match rates computed from two /stats
 //     readings over 5 seconds within 35 % (the publish load is steady; a second's count varies);
-//   - a screenshot of the page is written (--screenshot FILE, else a temporary file).
+//   - a screenshot of the page is written (--screenshot FILE, else a temporary file);
+//   - the README's browser snippet (EventSource, WebSocket, fetch publish) works in the page;
+//   - under --processes 2 (a redis-server of its own; skipped, saying so, without one): a row per
+//     process with the pids, open connections and memory of /stats's "processes".
 // Output: "ok - NAME" / "not ok - NAME: DETAILS"; exit status 1 if any failed.
 
 const http = require('http');
@@ -232,11 +235,90 @@ async function main() {
         const foreign = requests.filter((u) => !u.startsWith(`${base}/dashboard`) && u !== `${base}/stats`);
         check('the page loads nothing from elsewhere', foreign.length === 0, foreign.join(', '));
         check('no console error on the page', problems.length === 0, problems.join(' | '));
+
+        // The README's browser snippet, as if pasted into this page's console (under its CSP).
+        const got = await page.evaluate(async () => {
+            const seen = [];
+            const es = new EventSource('/sub/readme');
+            es.onmessage = (e) => seen.push('EventSource: ' + e.data);
+            const ws = new WebSocket(`ws://${location.host}/sub/readme`);
+            ws.onmessage = (e) => seen.push('WebSocket: ' + e.data);
+            await new Promise((resolve) => {
+                let n = 0;
+                es.onopen = ws.onopen = () => ++n === 2 && resolve();
+                setTimeout(resolve, 5000);
+            });
+            await fetch('/pub/readme', { method: 'POST', body: 'from the page' });
+            for (let i = 0; i < 50 && seen.length < 2; i++) await new Promise((r) => setTimeout(r, 100));
+            es.close();
+            ws.close();
+            return seen.sort();
+        });
+        check("the README's browser snippet works in the dashboard page", JSON.stringify(got) === '["EventSource: from the page","WebSocket: from the page"]', JSON.stringify(got));
+
+        await processesCheck(browser);
     } finally {
         await browser.close().catch(() => {});
         notePid('chromium', null);
         for (const f of floods) await stop(f);
         await stop(server);
+    }
+}
+
+// Under --processes 2 (with a redis-server of its own): the page shows a row per process, the
+// pids and open connections of /stats's "processes", and the sums.
+async function processesCheck(browser) {
+    const redisBin = (process.env.PATH || '').split(':').map((d) => path.join(d, 'redis-server')).find((p) => fs.existsSync(p));
+    if (!redisBin) {
+        console.log('ok - --processes: rows per process # SKIP no redis-server (scripts/test.sh installs it)');
+        return;
+    }
+    const rport = await freePort();
+    const port = await freePort();
+    const redis = start('redis', redisBin, ['--port', String(rport), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+    let launcher = null;
+    let flood = null;
+    try {
+        for (let i = 0; !/Ready to accept/.test(redis.out); i++) {
+            if (i > 50) throw new Error(`redis-server did not start: ${redis.out}`);
+            await sleep(100);
+        }
+        launcher = start('edgecomet-processes', BIN, ['--processes', '2', '--workers', '1', '--broker', `redis://127.0.0.1:${rport}`, '--listen', `127.0.0.1:${port}`]);
+        for (let i = 0; !/processes listening on/.test(launcher.out); i++) {
+            if (i > 100 || launcher.exitCode !== null) throw new Error(`edgecomet --processes 2 did not start: ${launcher.out}`);
+            await sleep(100);
+        }
+        const N = 300;
+        flood = start('flood-processes', FLOOD, ['--url', `ws://127.0.0.1:${port}/sub/procs`, '--conns', String(N), '--rate', '1000', '--duration', '25', '--drain', '1']);
+        const page = await browser.newPage();
+        await page.goto(`http://127.0.0.1:${port}/dashboard`, { waitUntil: 'load' });
+        let seen = null;
+        for (let i = 0; i < 60; i++) {
+            seen = await page.evaluate(() => ({
+                rows: [...document.querySelectorAll('#proc-rows tr')].map((tr) => ({ pid: Number(tr.dataset.pid), open: Number(tr.dataset.open), cells: [...tr.children].map((td) => td.textContent) })),
+                ws: Number(document.querySelector('[data-k="conns.ws"]').dataset.v),
+                procs: document.getElementById('procs').textContent,
+            }));
+            if (seen.rows.length === 2 && seen.ws === N) break;
+            await sleep(250);
+        }
+        const stats = await getJson(port, '/stats');
+        const p = stats.processes;
+        const pidsOk = JSON.stringify(seen.rows.map((r) => r.pid).sort()) === JSON.stringify([...p.pids].sort());
+        const openPage = seen.rows.reduce((a, r) => a + r.open, 0);
+        const openStats = p.open_per_process.reduce((a, b) => a + b, 0);
+        check('--processes 2: a row per process, the pids of /stats', seen.rows.length === 2 && pidsOk && seen.procs === '2',
+            `rows ${JSON.stringify(seen.rows)}, /stats pids ${JSON.stringify(p.pids)}, shown count ${seen.procs}`);
+        check('--processes 2: WebSocket connections summed over the processes', seen.ws === N && p.total.conns_ws_sub === N,
+            `page ${seen.ws}, /stats processes.total ${p.total.conns_ws_sub}, flood ${N}`);
+        check('--processes 2: open connections and memory per process', Math.abs(openPage - openStats) <= 2 && openPage >= N &&
+            seen.rows.every((r) => /B$/.test(r.cells[2]) && /B$/.test(r.cells[3]) && /B$/.test(r.cells[4])),
+            `page ${openPage} (${JSON.stringify(seen.rows)}), /stats ${openStats}`);
+        await page.close();
+    } finally {
+        await stop(flood);
+        await stop(launcher);
+        await stop(redis);
     }
 }
 

@@ -265,6 +265,7 @@ function showProcesses(p) {
     const pss = (p.pss_per_process || [])[i];
     const tr = document.createElement('tr');
     tr.dataset.pid = pid;
+    tr.dataset.open = open;
     for (const text of [String(pid), fmtNum(open), fmtBytes(rss), fmtBytes(pss), open ? fmtBytes(pss / open) : '–']) {
       const td = document.createElement('td');
       td.textContent = text;
