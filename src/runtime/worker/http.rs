@@ -1,7 +1,7 @@
 //! HTTP requests on the worker: one request at a time from the bytes read (head, then a
 //! `Content-Length` or chunked body, within the head and body limits and `--head-timeout`),
-//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish,
-//! `/stats` or the dashboard; the error answers.
+//! routed by path to the Bayeux glue, the WebSocket upgrade, the `/sub` transports, publish or
+//! `/stats`; the error answers.
 
 use bytes::Bytes;
 
