@@ -179,8 +179,10 @@ impl WorkerStats {
 
 /// This process's memory as `(rss, pss)` in bytes, from `/proc/self/smaps_rollup` (`Rss:`,
 /// `Pss:`), read at most once per 500 ms and shared by every caller in between: the kernel walks
-/// the page tables for it (milliseconds at a million connections), so `/stats`, the launcher's
-/// line and every dashboard stream share one reading. `(0, 0)` where it cannot be read.
+/// the page tables for it (1.96 ms per reading with 400 MiB resident on the 2-core test box; a
+/// million idle subscribers are about 180 MB), and the caller is a worker answering `/stats`, so
+/// `/stats`, the launcher's line and every dashboard stream share one reading. `(0, 0)` where it
+/// cannot be read.
 pub fn process_memory() -> (u64, u64) {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
