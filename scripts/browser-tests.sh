@@ -14,7 +14,9 @@
 # Two passes: plaintext (http:// pages, http:// and ws:// to edgecomet), then every test again over
 # TLS (`run.js --tls`: https:// pages, https:// and wss:// to edgecomet's --tls-listen port, a test
 # CA made with the openssl CLI at run time and trusted in chromium's NSS database with certutil;
-# see tests/browser/README.md). BROWSER_TESTS_PASSES="plain" or "tls" runs one of them.
+# see tests/browser/README.md). Then the dashboard (tests/browser/dashboard.js): /dashboard in
+# chromium during a flood run, its figures against /stats. BROWSER_TESTS_PASSES="plain", "tls"
+# or "dashboard" runs one of them.
 #
 # Installs what it needs on a fresh Debian machine (as root): the Debian packages chromium,
 # nodejs/npm, openssl and libnss3-tools (certutil) when missing, and the npm packages pinned in tests/browser/package-lock.json with
@@ -44,7 +46,7 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "browser-tests: installing the Debian packages nodejs and npm"
     apt_install nodejs npm
 fi
-PASSES=${BROWSER_TESTS_PASSES:-plain tls}
+PASSES=${BROWSER_TESTS_PASSES:-plain tls dashboard}
 if [[ " $PASSES " == *" tls "* ]]; then
     if ! command -v openssl >/dev/null; then
         echo "browser-tests: installing the Debian package openssl (the test CA)"
@@ -108,12 +110,35 @@ run_pass() {
     return "$rc"
 }
 
+# The dashboard pass: /dashboard in chromium while flood runs (tests/browser/dashboard.js bounds
+# itself to 100 s). DASHBOARD_SCREENSHOT=FILE keeps its screenshot (docs/dashboard.png is one).
+run_dashboard() {
+    local rc=0
+    local shot=()
+    [ -n "${DASHBOARD_SCREENSHOT:-}" ] && shot=(--screenshot "$DASHBOARD_SCREENSHOT")
+    if [ ! -x "${FLOOD_BIN:-$ROOT/target/release/flood}" ]; then
+        echo "browser-tests: building target/release/flood"
+        cargo build --release --quiet -p edgecomet-flood
+    fi
+    timeout -k 5 110 node "$DIR/dashboard.js" "${shot[@]}" &
+    runner=$!
+    wait "$runner" || rc=$?
+    runner=
+    if [ "$rc" = 124 ]; then
+        echo "not ok - dashboard: timed out after 110 s"
+    elif [ "$rc" -gt 128 ]; then
+        echo "not ok - dashboard: the runner died (exit status $rc)"
+    fi
+    return "$rc"
+}
+
 status=0
 for pass in $PASSES; do
     case $pass in
         plain) echo "# browser tests, plaintext pass"; run_pass plain || status=$? ;;
         tls) echo "# browser tests, TLS pass"; run_pass tls --tls || status=$? ;;
-        *) echo "browser-tests: unknown pass '$pass' in BROWSER_TESTS_PASSES (plain, tls)" >&2; exit 2 ;;
+        dashboard) echo "# the dashboard under a flood run"; run_dashboard || status=$? ;;
+        *) echo "browser-tests: unknown pass '$pass' in BROWSER_TESTS_PASSES (plain, tls, dashboard)" >&2; exit 2 ;;
     esac
     [ "$status" -gt 128 ] && break # interrupted
 done

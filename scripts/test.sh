@@ -4,7 +4,8 @@
 # benches and fuzz targets compiled, the Python `websockets` client tests (plaintext, and TLS with
 # Python's ssl and `openssl s_client`, installed with apt if missing; authorization with PyJWT
 # tokens), the headless Chromium
-# tests (EventSource, fetch long-poll, WebSocket, dojox/socket; scripts/browser-tests.sh), the
+# tests (EventSource, fetch long-poll, WebSocket, dojox/socket, the dashboard under a flood run;
+# scripts/browser-tests.sh), the systemd unit's checks (scripts/deploy-check.sh), the
 # official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
 # redis-server (installed with apt if missing), /metrics checked by promtool and scraped by a real
 # Prometheus server (Debian's prometheus, installed with apt if missing) and the
@@ -140,6 +141,8 @@ step "authorization with clients we did not write (PyJWT tokens, python websocke
 step "metrics with tools we did not write (promtool, a Prometheus server scraping; /readyz with Redis killed, and draining)" \
     .tools/py3/bin/python tests/python/test_metrics.py target/release/edgecomet
 step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD; plaintext, then https/wss)" scripts/browser-tests.sh
+step "deployment: systemd unit (systemd-analyze verify, security, its syscall filter against the binary)" \
+    scripts/deploy-check.sh
 step "kernel-tuning apply/restore (in a network namespace of its own)" \
     python3 kernel-tuning/tests/test_apply.py
 step "cometd tests (official CometD client over websocket and long-polling, raw Bayeux)" \

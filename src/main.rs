@@ -32,7 +32,11 @@ fn main() -> ExitCode {
     }
     edgecomet::logging::init(loaded.config.log_level, loaded.config.log_format);
     for w in &loaded.warnings {
-        log::warn!("{}", w.trim_start_matches("edgecomet: "));
+        log::warn!(
+            "{}",
+            w.trim_start_matches("edgecomet: ")
+                .trim_start_matches("warning: ")
+        );
     }
     let cfg = loaded.config;
     // Every connection is an open file: the hard limit is the one that counts (a launcher's
@@ -90,7 +94,11 @@ fn main() -> ExitCode {
     server.log_started();
     // After the "listening on" line, which scripts read first.
     if let Some(w) = open_files_warning {
-        log::warn!("{}", w.trim_start_matches("edgecomet: "));
+        log::warn!(
+            "{}",
+            w.trim_start_matches("edgecomet: ")
+                .trim_start_matches("warning: ")
+        );
     }
     edgecomet::launcher::child(server.shared());
     let Some(sig) = next_stop(&mut signals, &|| server.reload()) else {

@@ -454,6 +454,27 @@ fn processes_started_by_the_launcher_read_the_same_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A watchdog: a launcher (or a process of it) that hangs is killed after 60 s, so the test
+    // fails with what it read instead of stalling the run (the processes die with the launcher:
+    // PR_SET_PDEATHSIG).
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let (finished, pid) = (finished.clone(), launcher.id() as i32);
+        std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < until {
+                if finished.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            eprintln!("the launcher did not finish within 60 s: killing it");
+            // SAFETY: kill(2) on our own child, not yet waited for (`finished` is not set).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        });
+    }
     let mut err = BufReader::new(launcher.stderr.take().unwrap());
     let mut log = Vec::new();
     let addr: SocketAddr = loop {
@@ -486,7 +507,12 @@ fn processes_started_by_the_launcher_read_the_same_file() {
     unsafe {
         libc::kill(launcher.id() as i32, libc::SIGTERM);
     }
-    let _ = launcher.wait();
+    let status = launcher.wait();
+    finished.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        status.as_ref().is_ok_and(|s| s.code().is_some()),
+        "the launcher did not exit by itself after SIGTERM: {status:?}"
+    );
     if let Err(e) = ok {
         std::panic::resume_unwind(e);
     }

@@ -33,6 +33,9 @@ pub enum Phase {
     /// Bayeux over WebSocket (`GET {bayeux_path}` upgraded): JSON arrays of messages in text
     /// frames both ways; a `/meta/connect` may be held while other messages come and go.
     BayeuxWs,
+    /// A `/dashboard/events` stream: one SSE event of figures per second from the worker's
+    /// tick (`worker/dashboard.rs`), input discarded.
+    Dashboard,
     /// Finishing: our last bytes (close frame or final response) are queued; once flushed the
     /// write side is shut down, input is discarded until the peer closes or `--close-timeout`.
     Closing,
@@ -50,6 +53,7 @@ impl Phase {
             Phase::Poll => &s.conns_poll,
             Phase::BayeuxPoll => &s.conns_bayeux_poll,
             Phase::BayeuxWs => &s.conns_bayeux_ws,
+            Phase::Dashboard => &s.conns_dashboard,
             Phase::Closing => &s.conns_closing,
         }
     }
@@ -401,11 +405,12 @@ mod tests {
                 Phase::BayeuxPoll,
                 Phase::BayeuxWs,
                 Phase::Closing,
+                Phase::Dashboard,
             ]
             .map(|p| p.gauge(s).load(Relaxed))
         };
         let mut c = Conn::open(sock, 1, &stats);
-        assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         c.set(flag::HEAD_DONE);
         c.hold(
             Phase::Poll,
@@ -414,20 +419,32 @@ mod tests {
             true,
             &stats,
         );
-        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]);
         assert!(c.has(flag::KEEP_ALIVE) && !c.has(flag::HEAD_DONE));
         assert_eq!(c.sub().cursor(), 5);
         c.back_to_http(&stats);
-        assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert!(!c.has(flag::KEEP_ALIVE));
         c.upgrade(Phase::WsSub, None, &stats);
-        assert_eq!(gauges(&stats), [0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(gauges(&stats), [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert!(c.begin_closing(&stats));
         assert!(!c.begin_closing(&stats), "closing once");
         assert!(c.has(flag::WAS_WS));
-        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
         c.gone(&stats);
-        assert_eq!(gauges(&stats), [0; 9]);
+        assert_eq!(gauges(&stats), [0; 10]);
+        let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let mut c = Conn::open(sock, 2, &stats);
+        c.hold(
+            Phase::Dashboard,
+            SubState::new(0, 0, Format::Sse),
+            None,
+            false,
+            &stats,
+        );
+        assert_eq!(gauges(&stats), [0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        c.gone(&stats);
+        assert_eq!(gauges(&stats), [0; 10]);
     }
 
     #[test]

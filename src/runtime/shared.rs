@@ -132,7 +132,8 @@ impl Shared {
         Ok(())
     }
 
-    /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients.
+    /// Process-wide values for `/stats` (`"hub"`): history, sessions, Bayeux clients, the
+    /// process's memory.
     pub fn extra_stats(&self) -> Vec<(&'static str, u64)> {
         let mut v = self.hub.stats.snapshot();
         v.extend(self.bayeux.stats.snapshot());
@@ -143,6 +144,9 @@ impl Shared {
             v.push((TLS_META[0].name, t.reloads.load(Ordering::Relaxed)));
             v.push((TLS_META[1].name, t.reload_errors.load(Ordering::Relaxed)));
         }
+        let (rss, pss) = stats::process_memory();
+        v.push(("memory_rss_bytes", rss));
+        v.push(("memory_pss_bytes", pss));
         v
     }
 

@@ -22,7 +22,8 @@
 //! 6. **timers** — wheel slots up to now: head, keep-alive and broker-ack timeouts, pings, pong
 //!    and close timeouts, heartbeats, poll and Bayeux holds (armed with [`Worker::after`]: never
 //!    early, at most a second late; `timers.rs`).
-//! 7. **end of turn** — worker 0 sweeps the hub and the Bayeux store once a second; wake each
+//! 7. **end of turn** — once a second the dashboard streams get the figures (`dashboard.rs`);
+//!    worker 0 sweeps the hub and the Bayeux store once a second; wake each
 //!    peer that was sent mail this turn (once); drop emptied channels; accept new connections
 //!    (at most [`accept::ACCEPT_BATCH`], unless paused after an accept error; `accept.rs`).
 //!
@@ -82,6 +83,7 @@ mod accept;
 mod auth;
 mod bayeux;
 mod conn_io;
+mod dashboard;
 mod fanout;
 mod http;
 mod publish;
@@ -155,6 +157,11 @@ pub struct Worker {
     /// second old), and the tick it was formatted at.
     date: HttpDate,
     date_tick: u32,
+    /// `/dashboard/events` streams of this worker (slot, generation), each sent the figures once
+    /// per tick (`dashboard.rs`); entries of closed connections are dropped at the next tick.
+    dashboards: Vec<(u32, u32)>,
+    /// The tick the dashboard streams were last sent the figures.
+    dashboard_at: u32,
 }
 
 /// The wall clock in whole seconds since the Unix epoch (the `Date` header).
@@ -236,6 +243,8 @@ impl Worker {
             notes: Summary::default(),
             date: HttpDate::from_unix(unix_secs()),
             date_tick: 1,
+            dashboards: Vec::new(),
+            dashboard_at: 0,
         })
     }
 
@@ -322,6 +331,7 @@ impl Worker {
 
     fn end_turn(&mut self) {
         self.notes.flush(self.id, self.tick);
+        self.dashboard_tick();
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;
             self.shared.hub.sweep(self.shared.now());
@@ -394,7 +404,7 @@ impl Worker {
                 }
             }
             // The stream ends (chunked: with its last chunk); clients reconnect and resume.
-            Phase::Sse => self.begin_close(idx, None),
+            Phase::Sse | Phase::Dashboard => self.begin_close(idx, None),
             Phase::Stream => self.begin_close(idx, Some(Bytes::from_static(b"0\r\n\r\n"))),
             // Answered now (empty) and closed: the client polls again elsewhere or later.
             Phase::Poll => {

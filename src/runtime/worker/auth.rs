@@ -273,7 +273,7 @@ impl Worker {
             }
             Phase::BayeuxPoll => self.bayeux_end_hold(idx, None),
             // Nothing else carries a token.
-            Phase::Http | Phase::WsEcho | Phase::Closing => Ok(()),
+            Phase::Http | Phase::WsEcho | Phase::Closing | Phase::Dashboard => Ok(()),
         }
     }
 

@@ -185,7 +185,9 @@ impl Worker {
             let conn = &self.conns[idx];
             match conn.phase {
                 // Discarded: until the peer closes, or (streams) nothing is expected.
-                Phase::Closing | Phase::Sse | Phase::Stream => return Ok(buf.len()),
+                Phase::Closing | Phase::Sse | Phase::Stream | Phase::Dashboard => {
+                    return Ok(buf.len());
+                }
                 Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => {
                     return Ok(pos + self.ws_input(idx, &mut buf[pos..])?);
                 }
@@ -287,7 +289,7 @@ impl Worker {
                 self.slow_consumer(idx)?;
                 Ok(true)
             }
-            Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll => {
+            Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll | Phase::Dashboard => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
                 let phase = conn.phase;
                 self.notes

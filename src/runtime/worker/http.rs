@@ -147,6 +147,8 @@ impl Worker {
             self.publish(idx, channel, body, head.keep_alive(), origin)
         } else if path.starts_with("/push/") {
             self.route_push(idx, head, body)
+        } else if path == "/dashboard" || path.starts_with("/dashboard/") {
+            self.route_dashboard(idx, head, path)
         } else if let Some(r) = self.probe(idx, head, path, head.keep_alive()) {
             r
         } else if path == "/stats" {

@@ -123,6 +123,8 @@ impl Worker {
                 }
             }
             Phase::Sse | Phase::Stream => self.heartbeat(idx),
+            // Its event each second is its heartbeat; no timer is armed for it.
+            Phase::Dashboard => Ok(()),
             Phase::Poll => {
                 WorkerStats::add(&self.stats.poll_timeouts, 1);
                 self.answer_held(idx, &[], Gap::None)
