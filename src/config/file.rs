@@ -405,6 +405,9 @@ impl Loaded {
                 let show = |v: &String| {
                     if secret {
                         toml_string(REDACTED)
+                    } else if id == "broker" {
+                        // The URL may hold a Redis password: shown with `***` in its place.
+                        toml_string(&redact_url_password(v))
                     } else {
                         toml_value(a, v)
                     }
@@ -537,8 +540,37 @@ pub fn example() -> String {
     out
 }
 
+/// A URL with the password of its userinfo (`scheme://user:PASSWORD@host`) replaced by `***`
+/// (a `--broker` URL may hold Redis's password); unchanged without one.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &rest[..at];
+    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+    // `redis://PASS@host` (no colon) is a password alone, as redis-cli reads it.
+    if !userinfo.contains(':') {
+        return format!("{scheme}://***{}", &rest[at..]);
+    }
+    format!("{scheme}://{user}:***{}", &rest[at..])
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn url_passwords_are_redacted() {
+        use super::redact_url_password as r;
+        assert_eq!(r("redis://u:pw@h:1/2"), "redis://u:***@h:1/2");
+        assert_eq!(r("rediss://:pw@h"), "rediss://:***@h");
+        assert_eq!(r("redis://pw@h"), "redis://***@h");
+        assert_eq!(r("redis://h:6379"), "redis://h:6379");
+        assert_eq!(r("redis://h/0?x=a@b"), "redis://h/0?x=a@b");
+    }
+
     use super::*;
 
     #[test]
