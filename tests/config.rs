@@ -488,6 +488,17 @@ fn processes_started_by_the_launcher_read_the_same_file() {
         }
         log.push(line);
     };
+    // Keep reading what the processes write (a pipe nobody reads fills up, and a process
+    // writing its log lines to it would block).
+    let rest = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    {
+        let rest = rest.clone();
+        std::thread::spawn(move || {
+            for line in err.lines().map_while(Result::ok) {
+                rest.lock().unwrap().push(line);
+            }
+        });
+    }
     // Each process says that publishing needs a key: the key came from the file.
     let keyed = log
         .iter()
@@ -511,7 +522,8 @@ fn processes_started_by_the_launcher_read_the_same_file() {
     finished.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(
         status.as_ref().is_ok_and(|s| s.code().is_some()),
-        "the launcher did not exit by itself after SIGTERM: {status:?}"
+        "the launcher did not exit by itself after SIGTERM: {status:?}; it wrote: {:?}",
+        rest.lock().unwrap()
     );
     if let Err(e) = ok {
         std::panic::resume_unwind(e);
