@@ -255,37 +255,6 @@ fn sighup_changes_nothing() {
     assert!(st.success(), "{st:?}");
 }
 
-/// Runs `edgecomet ARGS` expecting it to refuse to start: its stderr, once it has exited
-/// (within 10 s; one still running after that started, and fails the test).
-fn refused(args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecomet"))
-        .args(args)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("edgecomet {args:?} started instead of refusing");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert!(!st.success(), "{err}");
-    err
-}
-
 #[test]
 fn a_second_server_on_a_served_port_refuses_to_start() {
     let p = Proc::start(&["--workers", "1"]);

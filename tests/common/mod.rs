@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use edgecomet::{Config, Server};
@@ -258,4 +259,36 @@ pub fn ws_envelopes(w: &mut Ws, n: usize) -> (Vec<(u64, String)>, Vec<serde_json
         msgs.push((id, v["data"].as_str().unwrap().to_string()));
     }
     (msgs, gaps)
+}
+
+/// Runs `edgecomet ARGS` expecting it to refuse to start: its stderr, once it has exited
+/// (within 10 s; one still running after that started, and fails the test).
+pub fn refused(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_edgecomet"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("edgecomet {args:?} started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!st.success(), "{err}");
+    err
 }
