@@ -368,7 +368,12 @@ fn expiry_ends_live_subscriptions() {
     )
     .unwrap();
     // Live until then: a message arrives.
-    assert!(wait_until(5, || total(&server, "conns_poll") == 1));
+    // Every one of them subscribed before the publish (the SSE request may still be on its way).
+    assert!(wait_until(5, || {
+        total(&server, "conns_poll") == 1
+            && total(&server, "conns_sse") == 1
+            && total(&server, "conns_ws_sub") == 1
+    }));
     let mut p = Publisher::new(addr);
     // The poll takes this message and returns; the WebSocket and the stream get it too.
     assert_eq!(p.publish("news", b"before").0, 200);
