@@ -40,9 +40,17 @@ impl Proc {
                 }
             }
         });
-        let first = lines.recv_timeout(Duration::from_secs(10)).unwrap();
-        // Plain in every format: scripts read the address from it.
-        assert!(first.starts_with("edgecomet: listening on "), "{first}");
+        // The ready line, plain in every format (scripts read the address from it). With
+        // --broker, the broker thread's "up" line may come before it: kept in `seen`.
+        let mut seen = Vec::new();
+        let first = loop {
+            let l = lines.recv_timeout(Duration::from_secs(10)).unwrap();
+            if l.starts_with("edgecomet: listening on ") {
+                break l;
+            }
+            assert!(seen.len() < 50, "no ready line in {seen:#?}");
+            seen.push(l);
+        };
         let addr = first
             .split("listening on ")
             .nth(1)
@@ -54,7 +62,7 @@ impl Proc {
             addr,
             first,
             lines,
-            seen: Vec::new(),
+            seen,
         }
     }
 
