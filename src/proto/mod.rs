@@ -4,6 +4,7 @@
 
 pub mod bayeux;
 pub mod http;
+pub mod socketio;
 pub mod tls;
 pub mod ws;
 

@@ -3,3 +3,4 @@
 //! number or touches a socket: `now` and randomness are passed in.
 
 pub mod bayeux;
+pub mod socketio;

@@ -1,0 +1,457 @@
+//! Engine.IO v4 / Socket.IO v5 sessions, sans-IO: the heartbeat, the namespaces a session has
+//! joined, events and acks (binary attachments reassembled), the conformance-mode behaviours,
+//! the connect timeout, and the packets waiting for a long-poll.
+//!
+//! A session belongs to one worker (its id says which: `sid.rs`); the runtime moves a request
+//! for it that reached another worker to that one, so nothing here is shared or locked. The
+//! runtime parses nothing itself: it hands each Engine.IO packet ([`Session::on_text`],
+//! [`Session::on_binary`]) with the time, and an [`Env`] for what needs the rest of the server
+//! (joining channels, token checks, publishing). Packets to send are left in
+//! [`Session::outbox`]; the runtime writes them to the WebSocket or answers the held poll with
+//! them. Deadlines (the next ping, the pong, the connect timeout) come back from
+//! [`Session::due`], and [`Session::timer`] says what happens when one passes. Time is in
+//! milliseconds on the caller's monotonic clock.
+
+pub mod sid;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::proto::socketio::{self as wire, Kind, Packet, SioError};
+
+/// The settings the rules use (from the flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub ping_interval_ms: u64,
+    pub ping_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub max_payload: usize,
+    /// Namespaces: `/` first, then `--socketio-namespaces` (at most 32 in all).
+    pub namespaces: Vec<Box<str>>,
+    /// `--socketio-conformance`: the behaviours of the protocol's test-suite server.
+    pub conformance: bool,
+    /// `--client-publish`: an event `publish` (channel, data) is published.
+    pub client_publish: bool,
+    /// Binary attachments allowed in one packet.
+    pub max_attachments: u32,
+}
+
+impl Settings {
+    /// The index of namespace `nsp`.
+    pub fn namespace(&self, nsp: &str) -> Option<usize> {
+        self.namespaces.iter().position(|n| &**n == nsp)
+    }
+}
+
+/// A packet to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    /// A text packet (the Engine.IO type digit first).
+    Text(Bytes),
+    /// A binary message.
+    Binary(Bytes),
+}
+
+impl Out {
+    pub fn len(&self) -> usize {
+        match self {
+            Out::Text(b) | Out::Binary(b) => b.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where the session's packets go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTP long-polling: packets wait in the outbox for a GET.
+    Polling,
+    /// A WebSocket is being probed (`2probe` answered) while polling still carries packets.
+    Upgrading,
+    /// WebSocket: packets are written as they come.
+    WebSocket,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client sent a close packet.
+    ByClient,
+    /// No pong within the ping timeout.
+    PingTimeout,
+    /// No CONNECT within the connect timeout.
+    ConnectTimeout,
+    /// A packet that is not Engine.IO or Socket.IO, or not allowed in the session's state.
+    Protocol(&'static str),
+}
+
+impl Closed {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Closed::ByClient => "client close",
+            Closed::PingTimeout => "ping timeout",
+            Closed::ConnectTimeout => "connect timeout",
+            Closed::Protocol(why) => why,
+        }
+    }
+}
+
+/// What the rules need from the server.
+pub trait Env {
+    /// A CONNECT to namespace `nsp` (an index into [`Settings::namespaces`]) with its `auth`
+    /// payload (JSON object text, or empty): join what it asks for. `Ok`: the socket id for the
+    /// reply; `Err`: the CONNECT_ERROR's data (JSON).
+    fn connect(&mut self, nsp: usize, auth: &str) -> Result<String, String>;
+    /// The namespace was left (DISCONNECT): leave what its CONNECT joined.
+    fn disconnect(&mut self, nsp: usize);
+    /// `--client-publish`: publish `data` (JSON) on `channel`. `Err`: why not, for the ack.
+    fn publish(&mut self, channel: &str, data: &str) -> Result<(), String>;
+}
+
+/// A binary packet waiting for its attachments.
+#[derive(Debug)]
+struct Partial {
+    /// The packet's text (its Socket.IO part, without the Engine.IO `4`).
+    text: Box<str>,
+    want: u32,
+    got: Vec<Bytes>,
+}
+
+/// One Engine.IO session and its Socket.IO sockets.
+#[derive(Debug)]
+pub struct Session {
+    /// The slot's generation, and the random part of the id (`sid.rs`).
+    pub generation: u32,
+    pub secret: u64,
+    pub transport: Transport,
+    /// Polling: the held GET; WebSocket: the connection. (slot, generation)
+    pub conn: Option<(u32, u32)>,
+    /// Upgrading: the WebSocket being probed.
+    pub probe: Option<(u32, u32)>,
+    /// Namespaces joined (bit i: `Settings::namespaces[i]`).
+    joined: u32,
+    /// Whether a CONNECT ever succeeded (the connect timeout stops).
+    connected_once: bool,
+    /// The next deadline: a ping to send, or (`awaiting_pong`) the pong's.
+    ping_due: u64,
+    awaiting_pong: bool,
+    /// Until when a CONNECT may come (0: one came).
+    connect_by: u64,
+    /// Packets for a long-poll (over WebSocket the runtime takes them at once).
+    pub outbox: VecDeque<Out>,
+    pub outbox_bytes: usize,
+    partial: Option<Box<Partial>>,
+    /// Channels the session is subscribed to in the worker's table: (channel, position).
+    pub channels: Vec<(u32, u32)>,
+    /// The handshake's query parts the `/` CONNECT also reads (`channels=`, `token=`), when
+    /// it had them.
+    pub query: Option<Box<str>>,
+}
+
+impl Session {
+    pub fn new(
+        generation: u32,
+        secret: u64,
+        transport: Transport,
+        now: u64,
+        s: &Settings,
+    ) -> Session {
+        Session {
+            generation,
+            secret,
+            transport,
+            conn: None,
+            probe: None,
+            joined: 0,
+            connected_once: false,
+            ping_due: now + s.ping_interval_ms,
+            awaiting_pong: false,
+            connect_by: now + s.connect_timeout_ms,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            partial: None,
+            channels: Vec::new(),
+            query: None,
+        }
+    }
+
+    /// The earliest deadline.
+    pub fn due(&self) -> u64 {
+        if self.connect_by != 0 {
+            self.ping_due.min(self.connect_by)
+        } else {
+            self.ping_due
+        }
+    }
+
+    /// A deadline has passed: a ping is queued (`Ok`), or the session ends.
+    pub fn timer(&mut self, now: u64, s: &Settings) -> Result<(), Closed> {
+        if self.connect_by != 0 && now >= self.connect_by {
+            return Err(Closed::ConnectTimeout);
+        }
+        if now >= self.ping_due {
+            if self.awaiting_pong {
+                return Err(Closed::PingTimeout);
+            }
+            self.push(Out::Text(Bytes::from_static(b"2")));
+            self.awaiting_pong = true;
+            self.ping_due = now + s.ping_timeout_ms;
+        }
+        Ok(())
+    }
+
+    /// Whether namespace `i` is joined.
+    pub fn joined(&self, i: usize) -> bool {
+        self.joined & (1 << i) != 0
+    }
+
+    /// Queues a packet.
+    pub fn push(&mut self, o: Out) {
+        self.outbox_bytes += o.len();
+        self.outbox.push_back(o);
+    }
+
+    /// Takes every queued packet.
+    pub fn take_outbox(&mut self) -> VecDeque<Out> {
+        self.outbox_bytes = 0;
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// An Engine.IO text packet from the client (a WebSocket text frame, or one packet of a
+    /// POST body: `polling`, where `b…` is binary).
+    pub fn on_text(
+        &mut self,
+        p: &[u8],
+        polling: bool,
+        now: u64,
+        s: &Settings,
+        env: &mut dyn Env,
+    ) -> Result<(), Closed> {
+        match wire::parse_text(p, polling).map_err(|_| Closed::Protocol("bad packet"))? {
+            Packet::Pong(_) => {
+                if self.awaiting_pong {
+                    self.awaiting_pong = false;
+                    self.ping_due = now + s.ping_interval_ms;
+                }
+                Ok(())
+            }
+            Packet::Ping(data) => {
+                // Clients of protocol 4 do not ping; answered as protocol 3 would be.
+                let mut b = Vec::with_capacity(1 + data.len());
+                b.push(b'3');
+                b.extend_from_slice(data);
+                self.push(Out::Text(Bytes::from(b)));
+                Ok(())
+            }
+            Packet::Close => Err(Closed::ByClient),
+            Packet::Noop | Packet::Upgrade => Ok(()),
+            Packet::Open => Err(Closed::Protocol("open packet from the client")),
+            Packet::Binary(b) => self.on_binary(Bytes::from(b), s, env),
+            Packet::Message(m) => {
+                let m = std::str::from_utf8(m).map_err(|_| Closed::Protocol("not UTF-8"))?;
+                self.on_message(m, s, env)
+            }
+        }
+    }
+
+    /// A binary message: the next attachment of the packet being reassembled.
+    pub fn on_binary(&mut self, b: Bytes, s: &Settings, env: &mut dyn Env) -> Result<(), Closed> {
+        let Some(p) = self.partial.as_mut() else {
+            return Err(Closed::Protocol("binary message without a binary packet"));
+        };
+        p.got.push(b);
+        if p.got.len() as u32 == p.want {
+            let p = self.partial.take().expect("present");
+            let pk = wire::parse_sio(&p.text, s.max_attachments).map_err(sio_error)?;
+            self.packet(pk, p.got, s, env)?;
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, m: &str, s: &Settings, env: &mut dyn Env) -> Result<(), Closed> {
+        if self.partial.is_some() {
+            return Err(Closed::Protocol("text packet while attachments were due"));
+        }
+        let pk = wire::parse_sio(m, s.max_attachments).map_err(sio_error)?;
+        if pk.attachments > 0 {
+            self.partial = Some(Box::new(Partial {
+                text: m.into(),
+                want: pk.attachments,
+                got: Vec::with_capacity(pk.attachments as usize),
+            }));
+            return Ok(());
+        }
+        self.packet(pk, Vec::new(), s, env)
+    }
+
+    fn packet(
+        &mut self,
+        pk: wire::SioPacket<'_>,
+        att: Vec<Bytes>,
+        s: &Settings,
+        env: &mut dyn Env,
+    ) -> Result<(), Closed> {
+        let ns = s.namespace(pk.nsp);
+        match pk.kind {
+            Kind::Connect => {
+                let Some(i) = ns else {
+                    self.text(wire::sio(
+                        Kind::ConnectError,
+                        pk.nsp,
+                        None,
+                        "{\"message\":\"Invalid namespace\"}",
+                    ));
+                    return Ok(());
+                };
+                if self.joined(i) {
+                    return Err(Closed::Protocol("CONNECT to a namespace already joined"));
+                }
+                match env.connect(i, pk.data) {
+                    Ok(id) => {
+                        self.joined |= 1 << i;
+                        self.connected_once = true;
+                        self.connect_by = 0;
+                        self.text(wire::sio(
+                            Kind::Connect,
+                            pk.nsp,
+                            None,
+                            &format!("{{\"sid\":\"{id}\"}}"),
+                        ));
+                        if s.conformance {
+                            let auth = if pk.data.is_empty() { "{}" } else { pk.data };
+                            self.text(wire::sio(
+                                Kind::Event,
+                                pk.nsp,
+                                None,
+                                &format!("[\"auth\",{auth}]"),
+                            ));
+                        }
+                    }
+                    Err(data) => self.text(wire::sio(Kind::ConnectError, pk.nsp, None, &data)),
+                }
+                Ok(())
+            }
+            _ if !ns.is_some_and(|i| self.joined(i)) => {
+                Err(Closed::Protocol("packet for a namespace not joined"))
+            }
+            Kind::Disconnect => {
+                let i = ns.expect("checked");
+                self.joined &= !(1 << i);
+                env.disconnect(i);
+                Ok(())
+            }
+            Kind::Event | Kind::BinaryEvent => self.event(pk, att, s, env),
+            // Acks of server emits: the server asks for none, so there is nothing to match.
+            Kind::Ack | Kind::BinaryAck => Ok(()),
+            Kind::ConnectError => Err(Closed::Protocol("CONNECT_ERROR from the client")),
+        }
+    }
+
+    fn event(
+        &mut self,
+        pk: wire::SioPacket<'_>,
+        att: Vec<Bytes>,
+        s: &Settings,
+        env: &mut dyn Env,
+    ) -> Result<(), Closed> {
+        let mut args = wire::elements(pk.data);
+        let first = args.next().ok_or(Closed::Protocol("bad event name"))?;
+        let name = wire::string_value(first).ok_or(Closed::Protocol("bad event name"))?;
+        // The arguments after the name, as they came: `,a,b` from `["name",a,b]`.
+        let rest = {
+            let data = pk.data.trim_end();
+            let end = first.as_ptr() as usize - data.as_ptr() as usize + first.len();
+            let rest = &data[end..data.len() - 1];
+            if rest.trim().is_empty() { "" } else { rest }
+        };
+        let binary = pk.attachments > 0;
+        if s.conformance && name == "message" {
+            let mut t = String::with_capacity(pk.data.len() + 16);
+            let kind = if binary {
+                Kind::BinaryEvent
+            } else {
+                Kind::Event
+            };
+            wire::write_sio(
+                &mut t,
+                kind,
+                pk.attachments,
+                pk.nsp,
+                None,
+                &format!("[\"message-back\"{rest}]"),
+            );
+            self.push(Out::Text(Bytes::from(t)));
+            for a in att {
+                self.push(Out::Binary(a));
+            }
+        } else if s.conformance && name == "message-with-ack" {
+            if let Some(id) = pk.id {
+                let kind = if binary { Kind::BinaryAck } else { Kind::Ack };
+                let mut t = String::with_capacity(pk.data.len() + 16);
+                let rest = rest.strip_prefix(',').unwrap_or(rest);
+                wire::write_sio(
+                    &mut t,
+                    kind,
+                    pk.attachments,
+                    pk.nsp,
+                    Some(id),
+                    &format!("[{rest}]"),
+                );
+                self.push(Out::Text(Bytes::from(t)));
+                for a in att {
+                    self.push(Out::Binary(a));
+                }
+            }
+        } else if name == "publish" {
+            let channel = args.next().and_then(wire::string_value);
+            let data = args.next();
+            let result = if !s.client_publish {
+                Err("client publishing is off (--client-publish)".to_string())
+            } else if binary {
+                Err("binary data cannot be published".to_string())
+            } else {
+                match (channel, data) {
+                    (Some(c), Some(d)) => env.publish(&c, d),
+                    _ => Err("publish takes a channel name and data".to_string()),
+                }
+            };
+            if let Some(id) = pk.id {
+                let reply = match result {
+                    Ok(()) => "[{\"ok\":true}]".to_string(),
+                    Err(e) => {
+                        let mut r = String::from("[{\"error\":");
+                        crate::proto::bayeux::json_str(&mut r, &e);
+                        r.push_str("}]");
+                        r
+                    }
+                };
+                self.text(wire::sio(Kind::Ack, pk.nsp, Some(id), &reply));
+            }
+        }
+        Ok(())
+    }
+
+    fn text(&mut self, t: String) {
+        self.push(Out::Text(Bytes::from(t)));
+    }
+
+    /// Leaves every namespace (the session ends).
+    pub fn leave_all(&mut self, env: &mut dyn Env) {
+        for i in 0..32 {
+            if self.joined(i) {
+                env.disconnect(i);
+            }
+        }
+        self.joined = 0;
+    }
+}
+
+fn sio_error(e: SioError) -> Closed {
+    Closed::Protocol(e.as_str())
+}
