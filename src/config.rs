@@ -398,6 +398,73 @@ pub struct Config {
     )]
     pub bayeux_max_batch: usize,
 
+    /// Where Socket.IO clients connect (Engine.IO v4, Socket.IO v5).
+    ///
+    /// HTTP long-polling (GET/POST) and WebSocket, with the upgrade from one to the other. The
+    /// official `socket.io-client` connects with `io(url, { path })`.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/socket.io/",
+        help_heading = "Socket.IO"
+    )]
+    pub socketio_path: String,
+
+    /// Socket.IO namespaces besides `/`. Repeat or separate with commas.
+    ///
+    /// A CONNECT to another namespace gets CONNECT_ERROR "Invalid namespace". Channels are
+    /// joined by the CONNECT to `/`; the other namespaces carry the application's own events
+    /// (with --client-publish, `publish` works on every namespace).
+    #[arg(
+        long,
+        value_name = "NSP",
+        value_delimiter = ',',
+        help_heading = "Socket.IO"
+    )]
+    pub socketio_namespaces: Vec<String>,
+
+    /// Time between the server's pings (Engine.IO `pingInterval`) [default: 25s].
+    ///
+    /// 300ms with --socketio-conformance unless given. A bare number is milliseconds.
+    #[arg(long, value_name = "DURATION", value_parser = units::millis::<u64>(10, 3_600_000), help_heading = "Socket.IO")]
+    pub socketio_ping_interval: Option<u64>,
+
+    /// How long a pong may take (`pingTimeout`); then the session is closed [default: 20s].
+    ///
+    /// 200ms with --socketio-conformance unless given. A bare number is milliseconds.
+    #[arg(long, value_name = "DURATION", value_parser = units::millis::<u64>(10, 3_600_000), help_heading = "Socket.IO")]
+    pub socketio_ping_timeout: Option<u64>,
+
+    /// How long a session may go without a Socket.IO CONNECT; then it is closed [default: 45s].
+    ///
+    /// 1s with --socketio-conformance unless given. A bare number is milliseconds.
+    #[arg(long, value_name = "DURATION", value_parser = units::millis::<u64>(10, 3_600_000), help_heading = "Socket.IO")]
+    pub socketio_connect_timeout: Option<u64>,
+
+    /// Largest Engine.IO payload accepted (`maxPayload`): a POST body, or a WebSocket message.
+    ///
+    /// More: the POST is answered 413, the WebSocket closed with 1009; the session ends.
+    #[arg(long, value_name = "SIZE", default_value = "1000000", value_parser = units::bytes::<usize>(16, 1 << 30), help_heading = "Socket.IO")]
+    pub socketio_max_payload: usize,
+
+    /// The event a published message is emitted as: `socket.on("message", (data) => ...)`.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "message",
+        help_heading = "Socket.IO"
+    )]
+    pub socketio_event: String,
+
+    /// Behave as the Socket.IO protocol's test-suite server: on connect the `auth` payload is
+    /// emitted back as `auth`, `message` is emitted back as `message-back`, `message-with-ack`
+    /// is acknowledged with its arguments; namespaces `/` and `/custom`; CORS open to any origin.
+    ///
+    /// For conformance testing, like `/echo` is for Autobahn; off by default. Also makes the
+    /// test suite's timings the defaults (ping 300ms/200ms, connect timeout 1s).
+    #[arg(long, help_heading = "Socket.IO")]
+    pub socketio_conformance: bool,
+
     /// Subscriptions one Bayeux client may hold. More: the subscribe fails (403).
     #[arg(
         long,
@@ -601,6 +668,30 @@ impl Config {
                  outlive the gap between two polls",
                 self.session_ttl, self.poll_timeout
             ));
+        }
+        if !self.socketio_path.starts_with('/') || self.socketio_path.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "--socketio-path {:?}: expected a path such as /socket.io/",
+                self.socketio_path
+            ));
+        }
+        for n in &self.socketio_namespaces {
+            if !n.starts_with('/')
+                || n.len() < 2
+                || !n[1..]
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_.:@~/".contains(&c))
+            {
+                return Err(format!(
+                    "--socketio-namespaces {n:?}: expected a namespace such as /chat"
+                ));
+            }
+        }
+        if self.socketio_namespaces.len() > 30 {
+            return Err("--socketio-namespaces: at most 30 namespaces besides /".to_string());
+        }
+        if self.socketio_event.is_empty() || self.socketio_event.len() > 255 {
+            return Err("--socketio-event: 1 to 255 characters".to_string());
         }
         for o in &self.allow_origin {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {

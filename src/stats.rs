@@ -90,6 +90,13 @@ counters! {
         conns_bayeux_poll,
         /// Gauge: Bayeux WebSocket connections.
         conns_bayeux_ws,
+        /// Gauge: Socket.IO WebSocket connections (sessions on WebSocket, and upgrades being
+        /// probed).
+        conns_sio_ws,
+        /// Gauge: Socket.IO long-poll GETs being held.
+        conns_sio_poll,
+        /// Gauge: Socket.IO (Engine.IO) sessions, on either transport.
+        sio_sessions,
         /// Gauge: connections in a closing handshake or lingering close.
         conns_closing,
         /// Gauge: channels with subscribers in this worker.
@@ -146,6 +153,27 @@ counters! {
         origin_refused,
         /// Long-polls with an unknown or expired `Client-Id` session (410).
         sessions_unknown,
+        /// Socket.IO sessions opened (Engine.IO handshakes).
+        sio_opened,
+        /// Socket.IO sessions upgraded from long-polling to WebSocket.
+        sio_upgrades,
+        /// Socket.IO sessions closed for not answering a ping within the ping timeout.
+        sio_ping_timeouts,
+        /// Socket.IO sessions closed for sending no CONNECT within the connect timeout.
+        sio_connect_timeouts,
+        /// Socket.IO sessions closed for a packet that is not Engine.IO / Socket.IO, or not
+        /// allowed in the session's state (bad JSON, bad ack id, attachment counts that lie, a
+        /// payload over `--socketio-max-payload`, two GETs at once on one session).
+        sio_protocol_errors,
+        /// Socket.IO requests for a session that does not exist (any more): 400 "Session ID
+        /// unknown".
+        sio_unknown_sid,
+        /// Socket.IO requests moved to the worker that owns their session.
+        sio_handoffs,
+        /// Socket.IO CONNECTs refused (CONNECT_ERROR: unknown namespace, channel, token).
+        sio_connect_errors,
+        /// Socket.IO packets (CONNECT, EVENT, ACK…) received from clients.
+        sio_packets_in,
         /// Bayeux messages received (all channels, meta included).
         bayeux_messages_in,
         /// Bayeux requests refused as a whole (not JSON, not messages, too many: 400).

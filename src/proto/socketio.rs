@@ -71,7 +71,10 @@ pub fn split_payload(body: &[u8]) -> impl Iterator<Item = &[u8]> {
 pub fn push_binary(out: &mut Vec<u8>, data: &[u8]) {
     out.push(b'b');
     let start = out.len();
-    out.resize(start + base64::encoded_len(data.len(), true).unwrap_or(0), 0);
+    out.resize(
+        start + base64::encoded_len(data.len(), true).unwrap_or(0),
+        0,
+    );
     let n = B64
         .encode_slice(data, &mut out[start..])
         .expect("sized by encoded_len");
@@ -188,7 +191,9 @@ pub fn parse_sio(s: &str, max_attachments: u32) -> Result<SioPacket<'_>, SioErro
         if i == start || i - start > 6 || b.get(i) != Some(&b'-') {
             return Err(SioError::Attachments);
         }
-        attachments = s[start..i].parse::<u32>().map_err(|_| SioError::Attachments)?;
+        attachments = s[start..i]
+            .parse::<u32>()
+            .map_err(|_| SioError::Attachments)?;
         if attachments > max_attachments {
             return Err(SioError::Attachments);
         }
@@ -201,7 +206,11 @@ pub fn parse_sio(s: &str, max_attachments: u32) -> Result<SioPacket<'_>, SioErro
             i += 1;
         }
         nsp = &s[start..i];
-        if nsp.len() > 256 || !nsp[1..].bytes().all(|c| super::segment_char(c) || c == b'/') {
+        if nsp.len() > 256
+            || !nsp[1..]
+                .bytes()
+                .all(|c| super::segment_char(c) || c == b'/')
+        {
             return Err(SioError::Namespace);
         }
         if i < b.len() {
@@ -224,9 +233,7 @@ pub fn parse_sio(s: &str, max_attachments: u32) -> Result<SioPacket<'_>, SioErro
     let shape_ok = match kind {
         Kind::Connect => data.is_empty() || (first_byte(data) == Some(b'{') && valid_json(data)),
         Kind::Disconnect => data.is_empty(),
-        Kind::ConnectError => {
-            matches!(first_byte(data), Some(b'{' | b'"')) && valid_json(data)
-        }
+        Kind::ConnectError => matches!(first_byte(data), Some(b'{' | b'"')) && valid_json(data),
         Kind::Event | Kind::BinaryEvent => {
             first_byte(data) == Some(b'[')
                 && valid_json(data)
@@ -541,7 +548,10 @@ mod tests {
         assert_eq!(parse_text(b"4hello", false), Ok(Packet::Message(b"hello")));
         assert_eq!(parse_text(b"5", false), Ok(Packet::Upgrade));
         assert_eq!(parse_text(b"1", false), Ok(Packet::Close));
-        assert_eq!(parse_text(b"bAQIDBA==", true), Ok(Packet::Binary(vec![1, 2, 3, 4])));
+        assert_eq!(
+            parse_text(b"bAQIDBA==", true),
+            Ok(Packet::Binary(vec![1, 2, 3, 4]))
+        );
         for bad in [&b""[..], b"abc", b"7", b"bAQIDBA==", b"x"] {
             assert!(parse_text(bad, false).is_err(), "{bad:?}");
         }
@@ -561,7 +571,10 @@ mod tests {
     #[test]
     fn socketio_packets() {
         let p = parse_sio("0", 10).unwrap();
-        assert_eq!((p.kind, p.nsp, p.id, p.data), (Kind::Connect, "/", None, ""));
+        assert_eq!(
+            (p.kind, p.nsp, p.id, p.data),
+            (Kind::Connect, "/", None, "")
+        );
         let p = parse_sio("0/custom,{\"token\":\"abc\"}", 10).unwrap();
         assert_eq!((p.nsp, p.data), ("/custom", "{\"token\":\"abc\"}"));
         let p = parse_sio("0/random", 10).unwrap();
@@ -573,9 +586,15 @@ mod tests {
             10,
         )
         .unwrap();
-        assert_eq!((p.kind, p.attachments, p.id), (Kind::BinaryEvent, 2, Some(789)));
+        assert_eq!(
+            (p.kind, p.attachments, p.id),
+            (Kind::BinaryEvent, 2, Some(789))
+        );
         let p = parse_sio("3/chat,12[]", 10).unwrap();
-        assert_eq!((p.kind, p.nsp, p.id, p.data), (Kind::Ack, "/chat", Some(12), "[]"));
+        assert_eq!(
+            (p.kind, p.nsp, p.id, p.data),
+            (Kind::Ack, "/chat", Some(12), "[]")
+        );
         assert_eq!(parse_sio("1", 10).unwrap().kind, Kind::Disconnect);
         assert_eq!(parse_sio("abc", 10), Err(SioError::UnknownType));
         assert_eq!(parse_sio("", 10), Err(SioError::UnknownType));
@@ -589,10 +608,14 @@ mod tests {
         assert_eq!(parse_sio("1{}", 10), Err(SioError::Payload));
         assert_eq!(parse_sio("5[\"m\"]", 10), Err(SioError::Attachments));
         assert_eq!(parse_sio("511-[\"m\"]", 10), Err(SioError::Attachments));
-        assert_eq!(parse_sio("29007199254740992[\"m\"]", 10), Err(SioError::AckId));
+        assert_eq!(
+            parse_sio("29007199254740992[\"m\"]", 10),
+            Err(SioError::AckId)
+        );
         assert_eq!(parse_sio("2/a b,[\"m\"]", 10), Err(SioError::Namespace));
         // Never a panic on any prefix of valid packets.
-        let all = "52-/custom,789[\"m\",{\"_placeholder\":true,\"num\":0},\"\\u00e9\\ud83d\\ude00\"]";
+        let all =
+            "52-/custom,789[\"m\",{\"_placeholder\":true,\"num\":0},\"\\u00e9\\ud83d\\ude00\"]";
         for i in 0..=all.len() {
             if all.is_char_boundary(i) {
                 let _ = parse_sio(&all[..i], 10);
@@ -605,16 +628,31 @@ mod tests {
         let a = "[\"message\" , 1,\"2\",{\"3\":[true]}, null, -1.5e3]";
         assert!(valid_json(a));
         let e: Vec<&str> = elements(a).collect();
-        assert_eq!(e, ["\"message\"", "1", "\"2\"", "{\"3\":[true]}", "null", "-1.5e3"]);
+        assert_eq!(
+            e,
+            [
+                "\"message\"",
+                "1",
+                "\"2\"",
+                "{\"3\":[true]}",
+                "null",
+                "-1.5e3"
+            ]
+        );
         assert_eq!(elements("[]").count(), 0);
-        assert_eq!(string_value("\"a\\\"b\\u00e9\\ud83d\\ude00\"").unwrap(), "a\"bé😀");
+        assert_eq!(
+            string_value("\"a\\\"b\\u00e9\\ud83d\\ude00\"").unwrap(),
+            "a\"bé😀"
+        );
         assert_eq!(string_value("\"\\ud83d\""), None);
         let o = "{\"channels\":[\"a\",\"b/*\"],\"token\":\"t\\\"\"}";
         assert!(valid_json(o));
         assert_eq!(member(o, "channels"), Some("[\"a\",\"b/*\"]"));
         assert_eq!(member(o, "token").and_then(string_value).unwrap(), "t\"");
         assert_eq!(member(o, "x"), None);
-        for bad in ["", "[", "[1,]", "{\"a\"}", "01", "1.", "\"\\x\"", "tru", "[1] 2", "{a:1}"] {
+        for bad in [
+            "", "[", "[1,]", "{\"a\"}", "01", "1.", "\"\\x\"", "tru", "[1] 2", "{a:1}",
+        ] {
             assert!(!valid_json(bad), "{bad:?}");
         }
         assert!(!valid_json(&"[".repeat(40)));
@@ -626,6 +664,9 @@ mod tests {
         let mut s = String::new();
         write_sio(&mut s, Kind::BinaryAck, 2, "/c", Some(7), "[1]");
         assert_eq!(s, "462-/c,7[1]");
-        assert_eq!(sio(Kind::Connect, "/", None, "{\"sid\":\"x\"}"), "40{\"sid\":\"x\"}");
+        assert_eq!(
+            sio(Kind::Connect, "/", None, "{\"sid\":\"x\"}"),
+            "40{\"sid\":\"x\"}"
+        );
     }
 }

@@ -33,6 +33,8 @@ pub struct Message {
     sse: OnceLock<Bytes>,
     chunk: OnceLock<Bytes>,
     bayeux: OnceLock<Bytes>,
+    sio: OnceLock<Bytes>,
+    sio_ws: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -49,6 +51,8 @@ impl Message {
             sse: OnceLock::new(),
             chunk: OnceLock::new(),
             bayeux: OnceLock::new(),
+            sio: OnceLock::new(),
+            sio_ws: OnceLock::new(),
         }
     }
 
@@ -114,6 +118,33 @@ impl Message {
             let channel = format!("/{}", self.channel);
             let data = crate::proto::bayeux::data_from_payload(&self.payload);
             Bytes::from(crate::proto::bayeux::delivery(&channel, &data, self.id))
+        })
+    }
+
+    /// The Socket.IO event of a long-poll: the Engine.IO packet `42["<event>",<data>]` (`data`
+    /// as for Bayeux); after a gap, the packet `42["gap",{…}]` first, joined by the payload
+    /// separator. `event` is the same for every call (`--socketio-event`).
+    pub fn sio_text(&self, event: &str) -> &Bytes {
+        self.sio.get_or_init(|| {
+            let data = crate::proto::bayeux::data_from_payload(&self.payload);
+            let ev = crate::proto::socketio::event_text(event, &data, None);
+            if !self.gap_before.is_gap() {
+                return Bytes::from(ev);
+            }
+            let gap = format!("42[\"gap\",{}]\x1e{ev}", self.gap_before.json());
+            Bytes::from(gap)
+        })
+    }
+
+    /// The same as WebSocket text frames (one per packet).
+    pub fn sio_ws_frame(&self, event: &str) -> &Bytes {
+        self.sio_ws.get_or_init(|| {
+            let text = self.sio_text(event);
+            let mut out = Vec::with_capacity(text.len() + 16);
+            for p in crate::proto::socketio::split_payload(text) {
+                out.extend_from_slice(&frame::frame(OP_TEXT, p));
+            }
+            Bytes::from(out)
         })
     }
 

@@ -34,6 +34,9 @@ pub struct Channels {
     emptied: Vec<u32>,
     /// Most channels at once (`--max-channels`).
     max: usize,
+    /// Entries that are patterns (`a/*`, `a/**`, `*`, `**`): while there are none, a message
+    /// looks up its channel alone.
+    patterns: usize,
 }
 
 /// A subscription made ([`Channels::subscribe`]).
@@ -63,13 +66,62 @@ pub fn valid_channel(name: &str, max_len: usize) -> bool {
             .all(|s| !s.is_empty() && s.bytes().all(segment_char))
 }
 
+/// Whether `name` is a subscription pattern: a channel followed by `/*` (its children) or `/**`
+/// (everything below it), or `*` (every channel of one segment) or `**` (every channel).
+pub fn valid_pattern(name: &str, max_len: usize) -> bool {
+    if name == "*" || name == "**" {
+        return true;
+    }
+    name.strip_suffix("/**")
+        .or_else(|| name.strip_suffix("/*"))
+        .is_some_and(|p| valid_channel(p, max_len.saturating_sub(3)))
+}
+
+fn is_pattern(name: &str) -> bool {
+    name.ends_with('*')
+}
+
+/// The patterns that cover `channel`, most specific first: `a/b/*`, `a/b/**`, `a/**`, `**` for
+/// `a/b/c`; `*`, `**` for `a`.
+pub fn covering_patterns(channel: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let parent = channel.rfind('/').map(|i| &channel[..i]);
+    match parent {
+        Some(p) => out.push(format!("{p}/*")),
+        None => out.push("*".to_string()),
+    }
+    let mut end = parent.map(str::len);
+    while let Some(e) = end {
+        out.push(format!("{}/**", &channel[..e]));
+        end = channel[..e].rfind('/');
+    }
+    out.push("**".to_string());
+    out
+}
+
 impl Channels {
+    /// The entries a message on `channel` goes to: the channel's own, and those of the patterns
+    /// covering it.
+    pub fn targets(&self, channel: &str, mut f: impl FnMut(u32)) {
+        if let Some(c) = self.lookup(channel) {
+            f(c);
+        }
+        if self.patterns > 0 {
+            for p in covering_patterns(channel) {
+                if let Some(c) = self.lookup(&p) {
+                    f(c);
+                }
+            }
+        }
+    }
+
     pub fn new(max: usize) -> Self {
         Channels {
             by_name: HashMap::new(),
             slots: Slab::new(),
             emptied: Vec::new(),
             max,
+            patterns: 0,
         }
     }
 
@@ -92,6 +144,7 @@ impl Channels {
                 if self.slots.len() >= self.max {
                     return Err(TooManyChannels);
                 }
+                self.patterns += usize::from(is_pattern(name));
                 let name: Arc<str> = Arc::from(name);
                 let c = self.slots.insert(Channel {
                     name: name.clone(),
@@ -150,6 +203,7 @@ impl Channels {
             {
                 let c = self.slots.remove(chan as usize);
                 self.by_name.remove(&c.name);
+                self.patterns -= usize::from(is_pattern(&c.name));
                 last(&c.name);
             }
         }
@@ -182,6 +236,35 @@ mod tests {
         }
         assert!(valid_channel(&"a".repeat(255), 255));
         assert!(!valid_channel(&"a".repeat(256), 255));
+    }
+
+    #[test]
+    fn patterns() {
+        for ok in ["*", "**", "a/*", "a/**", "a/b/*"] {
+            assert!(valid_pattern(ok, 255), "{ok}");
+        }
+        for bad in ["a", "a*", "a/*/b", "/*", "a//*", "***", "a/***"] {
+            assert!(!valid_pattern(bad, 255), "{bad}");
+        }
+        assert_eq!(
+            covering_patterns("a/b/c"),
+            ["a/b/*", "a/b/**", "a/**", "**"]
+        );
+        assert_eq!(covering_patterns("a"), ["*", "**"]);
+        let mut t = Channels::new(10);
+        t.subscribe("a/b", 1).unwrap();
+        let star = t.subscribe("a/*", 2).unwrap().chan;
+        let all = t.subscribe("**", 3).unwrap().chan;
+        let mut got = Vec::new();
+        t.targets("a/b", |c| got.push(c));
+        assert_eq!(got, [t.lookup("a/b").unwrap(), star, all]);
+        got.clear();
+        t.targets("a/b/c", |c| got.push(c));
+        assert_eq!(got, [all]);
+        t.unsubscribe(star, 0);
+        t.unsubscribe(all, 0);
+        t.collect_empty(|_| {});
+        assert_eq!(t.patterns, 0);
     }
 
     #[test]

@@ -33,6 +33,14 @@ pub enum Phase {
     /// Bayeux over WebSocket (`GET {bayeux_path}` upgraded): JSON arrays of messages in text
     /// frames both ways; a `/meta/connect` may be held while other messages come and go.
     BayeuxWs,
+    /// Socket.IO over WebSocket (`{socketio_path}?transport=websocket`): the session's
+    /// connection, or one being probed for the upgrade from polling. `chan_pos` holds the
+    /// session's slot (`worker/socketio.rs`); `chan` stays [`NO_CHANNEL`]: the session, not the
+    /// connection, is the subscriber.
+    SioWs,
+    /// A held Socket.IO long-poll GET, waiting for the session's packets; `chan_pos` holds the
+    /// session's slot.
+    SioPoll,
     /// A `/dashboard/events` stream: one SSE event of figures per second from the worker's
     /// tick (`worker/dashboard.rs`), input discarded.
     Dashboard,
@@ -53,6 +61,8 @@ impl Phase {
             Phase::Poll => &s.conns_poll,
             Phase::BayeuxPoll => &s.conns_bayeux_poll,
             Phase::BayeuxWs => &s.conns_bayeux_ws,
+            Phase::SioWs => &s.conns_sio_ws,
+            Phase::SioPoll => &s.conns_sio_poll,
             Phase::Dashboard => &s.conns_dashboard,
             Phase::Closing => &s.conns_closing,
         }
@@ -60,7 +70,10 @@ impl Phase {
 
     /// Whether the connection speaks WebSocket.
     pub fn is_ws(self) -> bool {
-        matches!(self, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
+        matches!(
+            self,
+            Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs | Phase::SioWs
+        )
     }
 }
 

@@ -28,6 +28,9 @@ pub enum Mail {
         generation: u32,
         receivers: Option<u64>,
     },
+    /// A connection whose Socket.IO session this worker owns, moved here from the worker
+    /// that read its request (`worker/socketio.rs`).
+    SioAdopt(Box<crate::runtime::worker::SioAdopt>),
     /// First step of a shutdown: `Shared::draining` is set, so from now on this worker accepts
     /// no publish; it counts itself in `Shared::quiesced`. Every publish it accepted before
     /// has been posted to its peers' inboxes by then, so a `Shutdown` sent once all workers

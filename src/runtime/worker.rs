@@ -87,12 +87,14 @@ mod dashboard;
 mod fanout;
 mod http;
 mod publish;
+mod socketio;
 mod timers;
 mod tls;
 mod transports;
 mod ws;
 
 use crate::runtime::shared::Shared;
+pub use socketio::Adopt as SioAdopt;
 // The Bayeux glue names it from here.
 use conn_io::{Dead, Handled};
 use publish::PubError;
@@ -162,6 +164,8 @@ pub struct Worker {
     dashboards: Vec<(u32, u32)>,
     /// The tick the dashboard streams were last sent the figures.
     dashboard_at: u32,
+    /// Socket.IO sessions owned by this worker, their timers and settings (`socketio.rs`).
+    sio: socketio::Sio,
 }
 
 /// The wall clock in whole seconds since the Unix epoch (the `Date` header).
@@ -206,6 +210,7 @@ impl Worker {
             max_headers: usize::from(cfg.max_headers),
         };
         let bayeux_advice = bayeux::advice(&cfg);
+        let cfg_sio = cfg.clone();
         // Listening (bound, registered): counted until it stops accepting (`/readyz`).
         shared.listening.fetch_add(1, Ordering::Relaxed);
         Ok(Worker {
@@ -245,6 +250,7 @@ impl Worker {
             date_tick: 1,
             dashboards: Vec::new(),
             dashboard_at: 0,
+            sio: socketio::Sio::new(&cfg_sio),
         })
     }
 
@@ -288,6 +294,7 @@ impl Worker {
                 self.begin_shutdown(until);
             }
             self.fire_timers();
+            self.sio_timers();
             self.end_turn();
             if let Some(deadline) = self.drain_deadline
                 && (self.conns.is_empty() || Instant::now() >= deadline)
@@ -310,6 +317,10 @@ impl Worker {
         let mut t = Duration::from_secs(elapsed.as_secs() + 1).saturating_sub(elapsed);
         if let Some(until) = self.accept_paused_until {
             t = t.min(until.saturating_duration_since(Instant::now()));
+        }
+        if let Some(sio) = self.sio_wait() {
+            // Socket.IO heartbeats are in milliseconds (the wheel has seconds).
+            t = t.min(sio);
         }
         if let Some(until) = self.drain_deadline {
             // Wake at the drain deadline itself, not at the tick after it.
@@ -344,9 +355,10 @@ impl Worker {
         }
         let broker = self.shared.broker.get();
         self.channels.collect_empty(|name| {
-            // The last local interest: the broker unsubscribes after its linger.
+            // The last local interest: the broker unsubscribes after its linger. (A pattern
+            // of a Socket.IO session is a Redis pattern.)
             if let Some(b) = broker {
-                b.remove(&broker::Key::Channel(Box::from(&**name)));
+                b.remove(&broker::Key::of_bayeux(name));
             }
         });
         self.stats
@@ -414,6 +426,11 @@ impl Worker {
             Phase::BayeuxPoll => {
                 self.conns[idx].clear(flag::KEEP_ALIVE);
                 self.bayeux_end_hold(idx, None)
+            }
+            // The session ends: its WebSocket gets 1001, its held GET the close packet.
+            Phase::SioWs | Phase::SioPoll => {
+                self.sio_shutdown(idx);
+                Ok(())
             }
             Phase::Closing => Ok(()),
         }

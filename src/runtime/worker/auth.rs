@@ -272,8 +272,14 @@ impl Worker {
                 Ok(())
             }
             Phase::BayeuxPoll => self.bayeux_end_hold(idx, None),
-            // Nothing else carries a token.
-            Phase::Http | Phase::WsEcho | Phase::Closing | Phase::Dashboard => Ok(()),
+            // Nothing else carries a token. (A Socket.IO session's token end is the session's
+            // own deadline: `socketio.rs`.)
+            Phase::Http
+            | Phase::WsEcho
+            | Phase::Closing
+            | Phase::Dashboard
+            | Phase::SioWs
+            | Phase::SioPoll => Ok(()),
         }
     }
 

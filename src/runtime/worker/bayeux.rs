@@ -41,7 +41,7 @@ use crate::stats::WorkerStats;
 const COOKIE: &str = "BAYEUX_BROWSER";
 
 /// 128 random bits from the kernel's CSPRNG: client ids and `BAYEUX_BROWSER` cookies.
-fn random_u128() -> u128 {
+pub(super) fn random_u128() -> u128 {
     let mut b = [0u8; 16];
     let mut filled = 0;
     while filled < b.len() {

@@ -191,6 +191,17 @@ impl Worker {
                 Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs => {
                     return Ok(pos + self.ws_input(idx, &mut buf[pos..])?);
                 }
+                Phase::SioWs => {
+                    return Ok(pos + self.sio_ws_input(idx, &mut buf[pos..])?);
+                }
+                Phase::SioPoll => {
+                    if pos == buf.len() {
+                        return Ok(pos);
+                    }
+                    // A request pipelined behind the held GET: the GET is answered (a noop
+                    // when nothing waits), then the request is served.
+                    self.sio_poll_interrupted(idx)?;
+                }
                 Phase::Poll | Phase::BayeuxPoll => {
                     if pos == buf.len() {
                         return Ok(pos);
@@ -238,6 +249,7 @@ impl Worker {
     /// Starts an orderly close: `last` (a close frame) is queued, the subscription ends, and
     /// once everything queued has gone the write side is shut down.
     pub(super) fn begin_close(&mut self, idx: usize, last: Option<Bytes>) -> Handled {
+        self.sio_detach(idx);
         self.release_poll(idx);
         self.bayeux_release(idx);
         self.unsubscribe(idx);
@@ -270,8 +282,11 @@ impl Worker {
         self.notes
             .note(Event::SlowConsumer, || format!("a {phase:?} connection"));
         let conn = &mut self.conns[idx];
-        let last = matches!(conn.phase, Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs)
-            .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
+        let last = matches!(
+            conn.phase,
+            Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs | Phase::SioWs
+        )
+        .then(|| frame::close_frame(close_code::POLICY, "slow consumer: queue limit exceeded"));
         self.begin_close(idx, last)
     }
 
@@ -285,11 +300,21 @@ impl Worker {
             return Ok(false);
         }
         match conn.phase {
-            Phase::WsSub | Phase::WsEcho | Phase::BayeuxWs | Phase::Sse | Phase::Stream => {
+            Phase::WsSub
+            | Phase::WsEcho
+            | Phase::BayeuxWs
+            | Phase::SioWs
+            | Phase::Sse
+            | Phase::Stream => {
                 self.slow_consumer(idx)?;
                 Ok(true)
             }
-            Phase::Http | Phase::Closing | Phase::Poll | Phase::BayeuxPoll | Phase::Dashboard => {
+            Phase::Http
+            | Phase::Closing
+            | Phase::Poll
+            | Phase::BayeuxPoll
+            | Phase::SioPoll
+            | Phase::Dashboard => {
                 WorkerStats::add(&self.stats.slow_consumers, 1);
                 let phase = conn.phase;
                 self.notes
@@ -324,10 +349,8 @@ impl Worker {
         }
         let (chan, pos) = (conn.chan, conn.chan_pos);
         conn.chan = NO_CHANNEL;
-        if let Some(moved) = self.channels.unsubscribe(chan, pos)
-            && let Some(m) = self.conns.get_mut(moved as usize)
-        {
-            m.chan_pos = pos;
+        if let Some(moved) = self.channels.unsubscribe(chan, pos) {
+            self.moved_in_channel(chan, pos, moved);
         }
     }
 
@@ -336,6 +359,7 @@ impl Worker {
         if !self.conns.contains(idx) {
             return;
         }
+        self.sio_detach(idx);
         self.release_poll(idx);
         self.bayeux_release(idx);
         self.unsubscribe(idx);

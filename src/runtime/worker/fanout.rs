@@ -11,10 +11,12 @@ use bytes::Bytes;
 
 use super::Worker;
 use super::conn_io::{Dead, send_on};
+use super::socketio::SIO_BIT;
 use super::tls::send_tls;
 use crate::runtime::conn::{Phase, Proto, flag};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::outq;
+use crate::session::socketio::Transport;
 use crate::stats::WorkerStats;
 
 impl Worker {
@@ -22,10 +24,11 @@ impl Worker {
         loop {
             match self.inbox.try_recv() {
                 Ok(Mail::Publish(msg)) => {
-                    if let Some(chan) = self.channels.lookup(&msg.channel) {
-                        self.pending.push((chan, msg));
-                    }
+                    let pending = &mut self.pending;
+                    self.channels
+                        .targets(&msg.channel, |chan| pending.push((chan, msg.clone())));
                 }
+                Ok(Mail::SioAdopt(a)) => self.sio_adopt(*a),
                 Ok(Mail::BayeuxWake { idx, generation }) => {
                     self.bayeux_wakes.push((idx, generation));
                 }
@@ -83,6 +86,9 @@ impl Worker {
         let mut sse: Vec<Bytes> = Vec::new();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut ids: Vec<u64> = Vec::new();
+        let mut sio: Vec<Bytes> = Vec::new();
+        // Socket.IO sessions on long-polling: (session slot, range of `pending`).
+        let mut sio_polls: Vec<(usize, usize, usize)> = Vec::new();
         let mut i = 0;
         while i < pending.len() {
             let chan = pending[i].0;
@@ -95,12 +101,37 @@ impl Worker {
             env.clear();
             sse.clear();
             chunks.clear();
+            sio.clear();
             ids.clear();
             ids.extend(batch.iter().map(|(_, m)| m.id));
             let mut wrote = false;
             for &sub in self.channels.subscribers(chan) {
+                // A Socket.IO session: written here when it is on a WebSocket, else queued
+                // for its poll after the walk.
+                let sub = if sub & SIO_BIT != 0 {
+                    let slot = (sub & !SIO_BIT) as usize;
+                    match self.sio.sessions.get(slot) {
+                        Some(s) if s.transport == Transport::WebSocket => match s.conn {
+                            Some((idx, _)) => idx,
+                            None => continue,
+                        },
+                        Some(_) => {
+                            sio_polls.push((slot, start, i));
+                            continue;
+                        }
+                        None => continue,
+                    }
+                } else {
+                    sub
+                };
                 let conn = &mut self.conns[sub as usize];
                 let frames: &[Bytes] = match conn.phase {
+                    Phase::SioWs => {
+                        if sio.is_empty() {
+                            sio.extend(batch.iter().map(|(_, m)| self.sio.frame(m).clone()));
+                        }
+                        &sio
+                    }
                     Phase::WsSub if conn.has(flag::ENVELOPE) => {
                         if env.is_empty() {
                             env.extend(batch.iter().map(|(_, m)| m.ws_envelope().clone()));
@@ -200,14 +231,18 @@ impl Worker {
             let r = self.wake_poll(idx, &pending[start..end]);
             self.settle(idx, r);
         }
+        for (slot, start, end) in sio_polls {
+            self.sio_deliver(slot, &pending[start..end]);
+        }
         pending.clear();
         self.pending = pending;
         for idx in slow {
-            if self
-                .conns
-                .get(idx)
-                .is_some_and(|c| matches!(c.phase, Phase::WsSub | Phase::Sse | Phase::Stream))
-            {
+            if self.conns.get(idx).is_some_and(|c| {
+                matches!(
+                    c.phase,
+                    Phase::WsSub | Phase::SioWs | Phase::Sse | Phase::Stream
+                )
+            }) {
                 let r = self.slow_consumer(idx);
                 self.settle(idx, r);
             }

@@ -41,6 +41,11 @@ impl Worker {
             }
             Parse::Complete(h) => h,
         };
+        if let Some(owner) = self.sio_elsewhere(&head) {
+            // A Socket.IO session of another worker: the request goes there, whole.
+            return Err(self.sio_hand_off(idx, owner, buf));
+        }
+        let conn = &mut self.conns[idx];
         if head.content_length > u64::from(self.cfg.max_body_bytes) {
             self.http_refuse(idx, HttpError::BodyTooLarge)?;
             return Ok(Some(buf.len()));
@@ -116,6 +121,8 @@ impl Worker {
                 .is_some_and(|rest| rest.starts_with('/'))
         {
             self.bayeux_http(idx, head, body)
+        } else if self.sio.is_path(path) {
+            self.sio_http(idx, head, body)
         } else if path == "/echo" {
             match self.check_origin(idx, head)? {
                 Some(_) => self.upgrade(idx, head, None),

@@ -268,11 +268,12 @@ impl Worker {
             return Ok(Published::Broker);
         }
         let shared = self.shared.clone();
-        let local = self.channels.lookup(channel);
+        let mut local: Vec<u32> = Vec::new();
+        self.channels.targets(channel, |c| local.push(c));
         let pending = &mut self.pending;
         let wake = &mut self.wake;
         let here = |msg: &Arc<Message>| {
-            if let Some(chan) = local {
+            for &chan in &local {
                 pending.push((chan, msg.clone()));
             }
         };

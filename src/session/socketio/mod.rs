@@ -87,6 +87,10 @@ pub enum Closed {
     PingTimeout,
     /// No CONNECT within the connect timeout.
     ConnectTimeout,
+    /// The subscribe token the session joined its channels with has ended.
+    TokenExpired,
+    /// The server is shutting down.
+    Shutdown,
     /// A packet that is not Engine.IO or Socket.IO, or not allowed in the session's state.
     Protocol(&'static str),
 }
@@ -97,6 +101,8 @@ impl Closed {
             Closed::ByClient => "client close",
             Closed::PingTimeout => "ping timeout",
             Closed::ConnectTimeout => "connect timeout",
+            Closed::TokenExpired => "token expired",
+            Closed::Shutdown => "server shutting down",
             Closed::Protocol(why) => why,
         }
     }
@@ -152,6 +158,12 @@ pub struct Session {
     /// The handshake's query parts the `/` CONNECT also reads (`channels=`, `token=`), when
     /// it had them.
     pub query: Option<Box<str>>,
+    /// With subscribe tokens: the token the `/` CONNECT was granted with (what it may publish
+    /// to), and when it ends (ms; 0: no token).
+    pub grant: Option<Box<crate::auth::Grant>>,
+    pub ends: u64,
+    /// The earliest deadline the runtime's timer holds for this session (0: none).
+    pub armed: u64,
 }
 
 impl Session {
@@ -178,22 +190,27 @@ impl Session {
             partial: None,
             channels: Vec::new(),
             query: None,
+            grant: None,
+            ends: 0,
+            armed: 0,
         }
     }
 
     /// The earliest deadline.
     pub fn due(&self) -> u64 {
-        if self.connect_by != 0 {
-            self.ping_due.min(self.connect_by)
-        } else {
-            self.ping_due
-        }
+        [self.connect_by, self.ends]
+            .into_iter()
+            .filter(|&t| t != 0)
+            .fold(self.ping_due, u64::min)
     }
 
     /// A deadline has passed: a ping is queued (`Ok`), or the session ends.
     pub fn timer(&mut self, now: u64, s: &Settings) -> Result<(), Closed> {
         if self.connect_by != 0 && now >= self.connect_by {
             return Err(Closed::ConnectTimeout);
+        }
+        if self.ends != 0 && now >= self.ends {
+            return Err(Closed::TokenExpired);
         }
         if now >= self.ping_due {
             if self.awaiting_pong {

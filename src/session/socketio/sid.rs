@@ -59,9 +59,18 @@ mod tests {
         };
         let e = s.encode();
         assert_eq!(e.len(), 23);
-        assert!(e.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+        assert!(
+            e.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
         assert_eq!(Sid::decode(&e), Some(s));
-        for bad in ["", "abc", "!!!!!!!!!!!!!!!!!!!!!!!", &e[..22], &format!("{e}A")] {
+        for bad in [
+            "",
+            "abc",
+            "!!!!!!!!!!!!!!!!!!!!!!!",
+            &e[..22],
+            &format!("{e}A"),
+        ] {
             assert_eq!(Sid::decode(bad), None, "{bad:?}");
         }
     }

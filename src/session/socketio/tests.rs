@@ -52,22 +52,36 @@ fn texts(s: &mut Session) -> Vec<String> {
 
 fn session(conformance: bool) -> (Session, Settings, Rec) {
     let st = settings(conformance);
-    (Session::new(1, 42, Transport::WebSocket, 0, &st), st, Rec::default())
+    (
+        Session::new(1, 42, Transport::WebSocket, 0, &st),
+        st,
+        Rec::default(),
+    )
 }
 
 #[test]
 fn connect_echoes_auth_in_conformance_mode() {
     let (mut s, st, mut env) = session(true);
-    s.on_text(b"40{\"token\":\"123\"}", false, 10, &st, &mut env).unwrap();
-    assert_eq!(texts(&mut s), ["40{\"sid\":\"sock1\"}", "42[\"auth\",{\"token\":\"123\"}]"]);
+    s.on_text(b"40{\"token\":\"123\"}", false, 10, &st, &mut env)
+        .unwrap();
+    assert_eq!(
+        texts(&mut s),
+        ["40{\"sid\":\"sock1\"}", "42[\"auth\",{\"token\":\"123\"}]"]
+    );
     s.on_text(b"40/custom,", false, 10, &st, &mut env).unwrap();
     assert_eq!(
         texts(&mut s),
         ["40/custom,{\"sid\":\"sock1\"}", "42/custom,[\"auth\",{}]"]
     );
     s.on_text(b"40/random", false, 10, &st, &mut env).unwrap();
-    assert_eq!(texts(&mut s), ["44/random,{\"message\":\"Invalid namespace\"}"]);
-    assert_eq!(env.connects, [(0, "{\"token\":\"123\"}".into()), (1, String::new())]);
+    assert_eq!(
+        texts(&mut s),
+        ["44/random,{\"message\":\"Invalid namespace\"}"]
+    );
+    assert_eq!(
+        env.connects,
+        [(0, "{\"token\":\"123\"}".into()), (1, String::new())]
+    );
     // Twice the same namespace: the reference server closes.
     assert!(s.on_text(b"40", false, 10, &st, &mut env).is_err());
 }
@@ -89,16 +103,33 @@ fn events_and_acks_in_conformance_mode() {
     let (mut s, st, mut env) = session(true);
     s.on_text(b"40", false, 0, &st, &mut env).unwrap();
     texts(&mut s);
-    s.on_text(b"42[\"message\",1,\"2\",{\"3\":[true]}]", false, 0, &st, &mut env)
+    s.on_text(
+        b"42[\"message\",1,\"2\",{\"3\":[true]}]",
+        false,
+        0,
+        &st,
+        &mut env,
+    )
+    .unwrap();
+    assert_eq!(
+        texts(&mut s),
+        ["42[\"message-back\",1,\"2\",{\"3\":[true]}]"]
+    );
+    s.on_text(b"42[\"message\"]", false, 0, &st, &mut env)
         .unwrap();
-    assert_eq!(texts(&mut s), ["42[\"message-back\",1,\"2\",{\"3\":[true]}]"]);
-    s.on_text(b"42[\"message\"]", false, 0, &st, &mut env).unwrap();
     assert_eq!(texts(&mut s), ["42[\"message-back\"]"]);
-    s.on_text(b"42456[\"message-with-ack\",1,\"2\",{\"3\":[false]}]", false, 0, &st, &mut env)
-        .unwrap();
+    s.on_text(
+        b"42456[\"message-with-ack\",1,\"2\",{\"3\":[false]}]",
+        false,
+        0,
+        &st,
+        &mut env,
+    )
+    .unwrap();
     assert_eq!(texts(&mut s), ["43456[1,\"2\",{\"3\":[false]}]"]);
     // A name with a comma in it.
-    s.on_text(b"42[\"a,b\",1]", false, 0, &st, &mut env).unwrap();
+    s.on_text(b"42[\"a,b\",1]", false, 0, &st, &mut env)
+        .unwrap();
     assert!(texts(&mut s).is_empty());
 }
 
@@ -107,11 +138,14 @@ fn binary_attachments_are_reassembled() {
     let (mut s, st, mut env) = session(true);
     s.on_text(b"40", false, 0, &st, &mut env).unwrap();
     texts(&mut s);
-    let head = "452-[\"message\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]";
+    let head =
+        "452-[\"message\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]";
     s.on_text(head.as_bytes(), false, 0, &st, &mut env).unwrap();
     assert!(s.outbox.is_empty());
-    s.on_binary(Bytes::from_static(&[1, 2, 3]), &st, &mut env).unwrap();
-    s.on_binary(Bytes::from_static(&[4, 5, 6]), &st, &mut env).unwrap();
+    s.on_binary(Bytes::from_static(&[1, 2, 3]), &st, &mut env)
+        .unwrap();
+    s.on_binary(Bytes::from_static(&[4, 5, 6]), &st, &mut env)
+        .unwrap();
     assert_eq!(
         texts(&mut s),
         [
@@ -124,7 +158,8 @@ fn binary_attachments_are_reassembled() {
     s.on_text(head.as_bytes(), false, 0, &st, &mut env).unwrap();
     // Over polling an attachment comes as `b` + base64.
     s.on_text(b"bAQID", true, 0, &st, &mut env).unwrap();
-    s.on_binary(Bytes::from_static(&[4]), &st, &mut env).unwrap();
+    s.on_binary(Bytes::from_static(&[4]), &st, &mut env)
+        .unwrap();
     assert_eq!(
         texts(&mut s),
         [
@@ -136,15 +171,29 @@ fn binary_attachments_are_reassembled() {
     // Attachment counts that lie: a text packet while attachments are due, or a binary
     // message nobody announced.
     s.on_text(head.as_bytes(), false, 0, &st, &mut env).unwrap();
-    assert!(s.on_text(b"42[\"message\"]", false, 0, &st, &mut env).is_err());
+    assert!(
+        s.on_text(b"42[\"message\"]", false, 0, &st, &mut env)
+            .is_err()
+    );
     let (mut s, st, mut env) = session(true);
     s.on_text(b"40", false, 0, &st, &mut env).unwrap();
-    assert!(s.on_binary(Bytes::from_static(&[1]), &st, &mut env).is_err());
+    assert!(
+        s.on_binary(Bytes::from_static(&[1]), &st, &mut env)
+            .is_err()
+    );
 }
 
 #[test]
 fn bad_packets_close() {
-    for bad in [&b"4abc"[..], b"42{}", b"42abc[\"message-with-ack\",1]", b"abc", b"", b"0", b"44{}"] {
+    for bad in [
+        &b"4abc"[..],
+        b"42{}",
+        b"42abc[\"message-with-ack\",1]",
+        b"abc",
+        b"",
+        b"0",
+        b"44{}",
+    ] {
         let (mut s, st, mut env) = session(true);
         s.on_text(b"40", false, 0, &st, &mut env).unwrap();
         assert!(s.on_text(bad, false, 0, &st, &mut env).is_err(), "{bad:?}");
@@ -159,9 +208,13 @@ fn disconnect_keeps_the_session() {
     texts(&mut s);
     s.on_text(b"41/custom,", false, 0, &st, &mut env).unwrap();
     assert_eq!(env.disconnects, [1]);
-    s.on_text(b"42[\"message\",\"x\"]", false, 0, &st, &mut env).unwrap();
+    s.on_text(b"42[\"message\",\"x\"]", false, 0, &st, &mut env)
+        .unwrap();
     assert_eq!(texts(&mut s), ["42[\"message-back\",\"x\"]"]);
-    assert!(s.on_text(b"42/custom,[\"message\"]", false, 0, &st, &mut env).is_err());
+    assert!(
+        s.on_text(b"42/custom,[\"message\"]", false, 0, &st, &mut env)
+            .is_err()
+    );
 }
 
 #[test]
@@ -198,18 +251,26 @@ fn client_publish_is_acked() {
     let (mut s, st, mut env) = session(false);
     s.on_text(b"40", false, 0, &st, &mut env).unwrap();
     texts(&mut s);
-    s.on_text(b"427[\"publish\",\"news\",{\"a\":1}]", false, 0, &st, &mut env)
-        .unwrap();
+    s.on_text(
+        b"427[\"publish\",\"news\",{\"a\":1}]",
+        false,
+        0,
+        &st,
+        &mut env,
+    )
+    .unwrap();
     assert_eq!(env.published, [("news".into(), "{\"a\":1}".into())]);
     assert_eq!(texts(&mut s), ["437[{\"ok\":true}]"]);
-    s.on_text(b"428[\"publish\",5]", false, 0, &st, &mut env).unwrap();
+    s.on_text(b"428[\"publish\",5]", false, 0, &st, &mut env)
+        .unwrap();
     assert_eq!(
         texts(&mut s),
         ["438[{\"error\":\"publish takes a channel name and data\"}]"]
     );
     let mut off = settings(false);
     off.client_publish = false;
-    s.on_text(b"429[\"publish\",\"news\",1]", false, 0, &off, &mut env).unwrap();
+    s.on_text(b"429[\"publish\",\"news\",1]", false, 0, &off, &mut env)
+        .unwrap();
     assert_eq!(
         texts(&mut s),
         ["439[{\"error\":\"client publishing is off (--client-publish)\"}]"]
