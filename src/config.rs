@@ -447,6 +447,28 @@ pub struct Config {
     #[arg(long, value_name = "SIZE", default_value = "1000000", value_parser = units::bytes::<usize>(16, 1 << 30), help_heading = "Socket.IO")]
     pub socketio_max_payload: usize,
 
+    /// How long a lost Socket.IO connection can be recovered: the client reconnecting within
+    /// this gets the messages it missed (connection state recovery); 0 = off [default: 2m].
+    ///
+    /// While on, each event carries the message's id as a last argument (the offset the client
+    /// sends back). Only a connection on one channel (no pattern) can be recovered exactly;
+    /// others are told they were not. Off with --socketio-conformance unless given (the test
+    /// suite's server has none). A bare number is milliseconds.
+    #[arg(long, value_name = "DURATION", value_parser = units::millis::<u64>(0, 86_400_000), help_heading = "Socket.IO")]
+    pub socketio_recovery: Option<u64>,
+
+    /// Lost Socket.IO connections kept for recovery at once, per process.
+    ///
+    /// Beyond, a lost connection keeps nothing (counted in `sio_recovery_full`) and its client
+    /// is told it was not recovered.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 100_000,
+        help_heading = "Socket.IO"
+    )]
+    pub socketio_recovery_max: usize,
+
     /// The event a published message is emitted as: `socket.on("message", (data) => ...)`.
     #[arg(
         long,

@@ -280,6 +280,9 @@ impl Server {
                 cfg.push_burst,
                 cfg.push_max_sources as usize,
             )),
+            sio_recovery: std::sync::Mutex::new(crate::session::socketio::recovery::Records::new(
+                cfg.socketio_recovery_max,
+            )),
         });
         if let Some(url) = &cfg.broker {
             let url = broker::BrokerUrl::parse(url)

@@ -172,6 +172,16 @@ counters! {
         sio_handoffs,
         /// Socket.IO CONNECTs refused (CONNECT_ERROR: unknown namespace, channel, token).
         sio_connect_errors,
+        /// Socket.IO connections recovered (`--socketio-recovery`): the client came back within
+        /// the window and got what it had missed.
+        sio_recovered,
+        /// Socket.IO reconnections that asked for recovery and could not have it (no record:
+        /// too late, several channels, another process; or the history no longer reaches back):
+        /// the client is told (`socket.recovered` false).
+        sio_not_recovered,
+        /// Lost Socket.IO connections that kept no record because `--socketio-recovery-max`
+        /// records existed.
+        sio_recovery_full,
         /// Socket.IO packets (CONNECT, EVENT, ACK…) received from clients.
         sio_packets_in,
         /// Bayeux messages received (all channels, meta included).

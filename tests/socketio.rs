@@ -132,7 +132,8 @@ fn polling_sessions_work_from_any_worker() {
 
 #[test]
 fn channels_reach_websocket_and_polling_sessions() {
-    let s = server(2, |_| {});
+    // Without state recovery, events carry the payload alone (no offset).
+    let s = server(2, |c| c.socketio_recovery = Some(0));
     let addr = s.local_addr();
     let mut a = ws_session(addr);
     send(&mut a, "40{\"channels\":[\"news\"]}");
@@ -175,7 +176,10 @@ fn channels_reach_websocket_and_polling_sessions() {
 
 #[test]
 fn upgrade_from_polling_to_websocket() {
-    let s = server(2, |c| c.socketio_conformance = true);
+    let s = server(2, |c| {
+        c.socketio_conformance = true;
+        c.socketio_recovery = Some(0);
+    });
     let addr = s.local_addr();
     let sid = open(addr, "&channels=up");
     let mut w = ws(
@@ -219,7 +223,10 @@ fn two_polls_at_once_end_the_session() {
 
 #[test]
 fn client_publish_is_acknowledged_and_delivered() {
-    let s = server(2, |c| c.client_publish = true);
+    let s = server(2, |c| {
+        c.client_publish = true;
+        c.socketio_recovery = Some(0);
+    });
     let addr = s.local_addr();
     let mut sub = ws_session(addr);
     send(&mut sub, "40{\"channels\":[\"chat\"]}");
@@ -380,4 +387,116 @@ fn sessions_without_connect_are_closed_at_the_connect_timeout() {
     assert!(wait_until(5, || total(&s, "sio_connect_timeouts") == 1));
     assert_eq!(poll(addr, &sid).0, 400);
     assert_eq!(total(&s, "sio_sessions"), 0);
+}
+
+/// The CONNECT reply's fields.
+fn connected(reply: &str) -> Value {
+    assert!(reply.starts_with("40{"), "{reply}");
+    serde_json::from_str(&reply[2..]).unwrap()
+}
+
+/// The last argument of an event: its offset.
+fn offset(event: &str) -> String {
+    let v: Value = serde_json::from_str(&event[2..]).unwrap();
+    v.as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_lost_connection_is_recovered_within_the_window() {
+    let s = server(2, |_| {});
+    let addr = s.local_addr();
+    let mut p = Publisher::new(addr);
+    let mut w = ws_session(addr);
+    send(&mut w, "40{\"channels\":[\"rec\"]}");
+    let first = connected(&next(&mut w));
+    let pid = first["pid"].as_str().unwrap().to_string();
+    assert!(wait_until(5, || total(&s, "channels") == 1));
+    assert_eq!(p.publish("rec", b"1").0, 200);
+    let got = next(&mut w);
+    assert!(got.starts_with("42[\"message\",1,\""), "{got}");
+    let last = offset(&got);
+    // The connection breaks (no close frame, no close packet).
+    drop(w);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
+    for i in 2..=4 {
+        assert_eq!(p.publish("rec", i.to_string().as_bytes()).0, 200);
+    }
+    let mut w = ws_session(addr);
+    send(
+        &mut w,
+        &format!(
+            "40{}",
+            json!({"channels": ["rec"], "pid": pid, "offset": last})
+        ),
+    );
+    let again = connected(&next(&mut w));
+    assert_eq!(again["pid"], first["pid"], "recovered: the same private id");
+    assert_eq!(again["sid"], first["sid"], "and the same socket id");
+    for i in 2..=4 {
+        let e = next(&mut w);
+        assert!(e.starts_with(&format!("42[\"message\",{i},\"")), "{e}");
+    }
+    assert_eq!(p.publish("rec", b"5").0, 200);
+    assert!(next(&mut w).starts_with("42[\"message\",5,"));
+    assert_eq!(total(&s, "sio_recovered"), 1);
+
+    // A client that had received nothing resumes from where it joined.
+    let mut w2 = ws_session(addr);
+    send(&mut w2, "40{\"channels\":[\"rec2\"]}");
+    let c2 = connected(&next(&mut w2));
+    assert!(wait_until(5, || total(&s, "channels") == 2));
+    drop(w2);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 1));
+    assert_eq!(p.publish("rec2", b"\"x\"").0, 200);
+    let mut w2 = ws_session(addr);
+    send(
+        &mut w2,
+        &format!("40{}", json!({"channels": ["rec2"], "pid": c2["pid"]})),
+    );
+    assert_eq!(connected(&next(&mut w2))["pid"], c2["pid"]);
+    assert!(next(&mut w2).starts_with("42[\"message\",\"x\","));
+
+    // A private id once used, or unknown, or for other channels: not recovered, a new one.
+    for (pid, channels) in [(pid.as_str(), json!(["rec"])), ("nope", json!(["rec"]))] {
+        let mut w = ws_session(addr);
+        send(
+            &mut w,
+            &format!(
+                "40{}",
+                json!({"channels": channels, "pid": pid, "offset": last})
+            ),
+        );
+        let c = connected(&next(&mut w));
+        assert_ne!(c["pid"].as_str(), Some(pid));
+    }
+    assert_eq!(total(&s, "sio_not_recovered"), 2);
+}
+
+#[test]
+fn recovery_ends_with_its_window_and_needs_one_channel() {
+    let s = server(1, |c| c.socketio_recovery = Some(300));
+    let addr = s.local_addr();
+    let connect = |auth: Value| {
+        let mut w = ws_session(addr);
+        send(&mut w, &format!("40{auth}"));
+        let c = connected(&next(&mut w));
+        (w, c)
+    };
+    let (w, late) = connect(json!({"channels": ["a"]}));
+    let (w2, multi) = connect(json!({"channels": ["a", "b"]}));
+    drop(w);
+    drop(w2);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
+    let (_w, c) = connect(json!({"channels": ["a", "b"], "pid": multi["pid"]}));
+    assert_ne!(c["pid"], multi["pid"], "several channels: not recovered");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    let (_w, c) = connect(json!({"channels": ["a"], "pid": late["pid"]}));
+    assert_ne!(c["pid"], late["pid"], "after the window: not recovered");
+    assert_eq!(total(&s, "sio_not_recovered"), 2);
 }

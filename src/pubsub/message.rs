@@ -123,11 +123,14 @@ impl Message {
 
     /// The Socket.IO event of a long-poll: the Engine.IO packet `42["<event>",<data>]` (`data`
     /// as for Bayeux); after a gap, the packet `42["gap",{…}]` first, joined by the payload
-    /// separator. `event` is the same for every call (`--socketio-event`).
-    pub fn sio_text(&self, event: &str) -> &Bytes {
+    /// separator. `event` and `offset` are the same for every call (`--socketio-event`,
+    /// `--socketio-recovery`).
+    /// With `offset` (state recovery on), the message's id is a last argument.
+    pub fn sio_text(&self, event: &str, offset: bool) -> &Bytes {
         self.sio.get_or_init(|| {
             let data = crate::proto::bayeux::data_from_payload(&self.payload);
-            let ev = crate::proto::socketio::event_text(event, &data, None);
+            let id = offset.then(|| self.id.to_string());
+            let ev = crate::proto::socketio::event_text(event, &data, id.as_deref());
             if !self.gap_before.is_gap() {
                 return Bytes::from(ev);
             }
@@ -137,9 +140,9 @@ impl Message {
     }
 
     /// The same as WebSocket text frames (one per packet).
-    pub fn sio_ws_frame(&self, event: &str) -> &Bytes {
+    pub fn sio_ws_frame(&self, event: &str, offset: bool) -> &Bytes {
         self.sio_ws.get_or_init(|| {
-            let text = self.sio_text(event);
+            let text = self.sio_text(event, offset);
             let mut out = Vec::with_capacity(text.len() + 16);
             for p in crate::proto::socketio::split_payload(text) {
                 out.extend_from_slice(&frame::frame(OP_TEXT, p));

@@ -51,6 +51,8 @@ pub struct Shared {
     pub auth: Option<RwLock<Arc<Auth>>>,
     /// The per-source rate limit of sends to private push addresses.
     pub push_limit: Mutex<push::Limiter>,
+    /// What lost Socket.IO sessions left for their clients' recovery (`--socketio-recovery`).
+    pub sio_recovery: Mutex<crate::session::socketio::recovery::Records>,
 }
 
 impl Shared {

@@ -347,6 +347,7 @@ impl Worker {
             self.swept = self.tick;
             self.shared.hub.sweep(self.shared.now());
             self.bayeux_sweep();
+            self.sio_sweep();
         }
         for (i, w) in self.wake.iter_mut().enumerate() {
             if std::mem::take(w) {

@@ -69,6 +69,7 @@ impl Worker {
     pub(super) fn fan_out(&mut self) {
         if self.pending.is_empty() {
             self.resumed.clear();
+            self.sio.resumed.clear();
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
@@ -130,7 +131,15 @@ impl Worker {
                         if sio.is_empty() {
                             sio.extend(batch.iter().map(|(_, m)| self.sio.frame(m).clone()));
                         }
-                        &sio
+                        // A session recovered this turn has what is at or below its cursor.
+                        let from = match self.sio.resumed.get(&conn.chan_pos) {
+                            Some(&c) => ids.partition_point(|&id| id <= c),
+                            None => 0,
+                        };
+                        if from == ids.len() {
+                            continue;
+                        }
+                        &sio[from..]
                     }
                     Phase::WsSub if conn.has(flag::ENVELOPE) => {
                         if env.is_empty() {
@@ -227,6 +236,7 @@ impl Worker {
             }
         }
         self.resumed.clear();
+        self.sio.resumed.clear();
         for (idx, start, end) in polls {
             let r = self.wake_poll(idx, &pending[start..end]);
             self.settle(idx, r);

@@ -37,8 +37,9 @@ use crate::pubsub::{valid_channel, valid_pattern};
 use crate::runtime::conn::{Conn, Ext, Format, NO_CHANNEL, ORIGIN_ANY, Phase, Proto, SubState};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::outq::OutQueue;
+use crate::session::socketio::recovery::{self, Record};
 use crate::session::socketio::sid::Sid;
-use crate::session::socketio::{Closed, Env, Out, Session, Settings, Transport};
+use crate::session::socketio::{Closed, Env, Granted, Out, Session, Settings, Transport};
 use crate::stats::WorkerStats;
 
 /// Marks a channel-table entry that is a Socket.IO session's slot, not a connection's.
@@ -69,6 +70,9 @@ pub struct Sio {
     /// `--socketio-path` and the same without its last `/`.
     path: String,
     path_trimmed: String,
+    /// Sessions recovered this turn, with their cursor: this turn's fan-out skips what is at or
+    /// below it (it was sent from the history), as for a native subscriber that resumed.
+    pub resumed: std::collections::HashMap<u32, u64>,
 }
 
 impl Sio {
@@ -96,6 +100,7 @@ impl Sio {
                 namespaces,
                 conformance: conf,
                 client_publish: cfg.client_publish,
+                recovery_ms: pick(cfg.socketio_recovery, 120_000, 0),
                 max_attachments: 64,
             },
             heap: BinaryHeap::new(),
@@ -103,6 +108,7 @@ impl Sio {
             event: cfg.socketio_event.as_str().into(),
             path: cfg.socketio_path.clone(),
             path_trimmed: cfg.socketio_path.trim_end_matches('/').to_string(),
+            resumed: std::collections::HashMap::new(),
         }
     }
 
@@ -113,7 +119,12 @@ impl Sio {
 
     /// The WebSocket frames of `m` for sessions on WebSocket (built once per message).
     pub fn frame<'m>(&self, m: &'m Message) -> &'m Bytes {
-        m.sio_ws_frame(&self.event)
+        m.sio_ws_frame(&self.event, self.settings.recovery_ms > 0)
+    }
+
+    /// The long-poll packet of `m`.
+    pub fn text<'m>(&self, m: &'m Message) -> &'m Bytes {
+        m.sio_text(&self.event, self.settings.recovery_ms > 0)
     }
 
     /// The next session deadline, if any.
@@ -147,6 +158,11 @@ fn random_id() -> String {
 struct Asked {
     /// A CONNECT to `/` was granted: join these channels (normalized), with this grant.
     join: Option<(Vec<Box<str>>, Option<crate::auth::Grant>)>,
+    /// With state recovery: the CONNECT's private id and socket id, and, when the session
+    /// was recovered, the channel's last id when it was first joined and what it missed (and
+    /// the cursor after it).
+    ids: Option<(Box<str>, Box<str>)>,
+    recovered: Option<(u64, Vec<Arc<Message>>, u64)>,
     /// `/` was left.
     leave: bool,
 }
@@ -160,13 +176,43 @@ struct SioEnv<'w> {
 }
 
 impl Env for SioEnv<'_> {
-    fn connect(&mut self, nsp: usize, auth: &str) -> Result<String, String> {
+    fn connect(&mut self, nsp: usize, auth: &str) -> Result<Granted, String> {
         if nsp != 0 {
-            return Ok(random_id());
+            return Ok(Granted {
+                sid: random_id(),
+                pid: None,
+            });
         }
         let (channels, grant) = self.w.sio_channels(auth, self.query.as_deref())?;
+        let mut granted = Granted {
+            sid: random_id(),
+            pid: None,
+        };
+        if self.w.sio.settings.recovery_ms > 0 {
+            let field = |k| {
+                (!auth.is_empty())
+                    .then(|| wire::member(auth, k).and_then(wire::string_value))
+                    .flatten()
+            };
+            if let Some(pid) = field("pid") {
+                match self
+                    .w
+                    .sio_recover(&pid, &channels, field("offset").as_deref())
+                {
+                    Some((sid, joined_at, msgs, cursor)) => {
+                        WorkerStats::add(&self.w.stats.sio_recovered, 1);
+                        granted.sid = sid;
+                        granted.pid = Some(pid);
+                        self.asked.recovered = Some((joined_at, msgs, cursor));
+                    }
+                    None => WorkerStats::add(&self.w.stats.sio_not_recovered, 1),
+                }
+            }
+            let pid = granted.pid.get_or_insert_with(random_id);
+            self.asked.ids = Some((pid.as_str().into(), granted.sid.as_str().into()));
+        }
         self.asked.join = Some((channels, grant));
-        Ok(random_id())
+        Ok(granted)
     }
 
     fn disconnect(&mut self, nsp: usize) {
@@ -657,6 +703,26 @@ impl Worker {
         if let Some((channels, grant)) = asked.join {
             self.sio_leave(slot);
             self.sio_join(slot, &channels);
+            if let Some((pid, sock)) = asked.ids {
+                let joined_at = match (&asked.recovered, channels.first()) {
+                    (Some((at, _, _)), _) => *at,
+                    (None, Some(c)) if channels.len() == 1 => self.shared.hub.since(c, None).cursor,
+                    _ => 0,
+                };
+                let s = &mut self.sio.sessions[slot];
+                s.pid = Some(pid);
+                s.sock = Some(sock);
+                s.joined_at = joined_at;
+            }
+            if let Some((_, msgs, cursor)) = asked.recovered {
+                // What it missed, after the CONNECT reply; this turn's fan-out skips it.
+                for m in &msgs {
+                    let t = self.sio.text(m).clone();
+                    self.sio.sessions[slot].push(Out::Text(t));
+                }
+                WorkerStats::add(&self.stats.messages_out, msgs.len() as u64);
+                self.sio.resumed.insert(slot as u32, cursor);
+            }
             if let Some(g) = grant {
                 let left_ms = g.left(self.shared.unix_secs()).saturating_mul(1_000);
                 let s = &mut self.sio.sessions[slot];
@@ -676,6 +742,76 @@ impl Worker {
             .sessions
             .get(slot)
             .is_some_and(|s| s.generation != 0)
+    }
+
+    // ---- state recovery -------------------------------------------------------------------------
+
+    /// Whether the session whose private id is `pid` can be recovered for a CONNECT asking for
+    /// `channels`, with the client's `offset`: its socket id, the channel's id when it was
+    /// first joined, what it missed and the cursor after it.
+    fn sio_recover(
+        &mut self,
+        pid: &str,
+        channels: &[Box<str>],
+        offset: Option<&str>,
+    ) -> Option<(String, u64, Vec<Arc<Message>>, u64)> {
+        let now = self.sio_now();
+        let rec = self
+            .shared
+            .sio_recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(pid, now)?;
+        match (&rec.channel, channels) {
+            (None, []) => Some((rec.sid.into(), 0, Vec::new(), 0)),
+            (Some(c), [asked]) if c == asked => {
+                let cursor = match offset {
+                    Some(o) => recovery::parse_offset(o)?,
+                    None => rec.joined_at,
+                };
+                let since = self.shared.hub.since(c, Some(cursor));
+                if since.gap.is_gap() {
+                    return None;
+                }
+                Some((rec.sid.into(), rec.joined_at, since.msgs, since.cursor))
+            }
+            _ => None,
+        }
+    }
+
+    /// A session lost its connection: what its client needs to recover it, when it can be.
+    fn sio_keep_record(&mut self, slot: usize) {
+        let window = self.sio.settings.recovery_ms;
+        let s = &self.sio.sessions[slot];
+        if window == 0 || !s.joined(0) {
+            return;
+        }
+        let (Some(pid), Some(sid)) = (&s.pid, &s.sock) else {
+            return;
+        };
+        let channel = match s.channels.as_slice() {
+            [] => None,
+            [(chan, _)] => match self.channels.name(*chan) {
+                Some(n) if !n.ends_with('*') => Some(Box::from(&**n)),
+                _ => return,
+            },
+            _ => return,
+        };
+        let rec = Record {
+            sid: sid.clone(),
+            channel,
+            joined_at: s.joined_at,
+            until: self.sio_now() + window,
+        };
+        let kept = self
+            .shared
+            .sio_recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keep(pid, rec);
+        if kept.is_err() {
+            WorkerStats::add(&self.stats.sio_recovery_full, 1);
+        }
     }
 
     // ---- channels -----------------------------------------------------------------------------
@@ -899,10 +1035,19 @@ impl Worker {
         let Some(s) = self.sio.sessions.get_mut(slot) else {
             return;
         };
+        let from = self.sio.resumed.get(&(slot as u32)).copied();
+        let mut n = 0;
         for (_, m) in msgs {
-            s.push(Out::Text(m.sio_text(&self.sio.event).clone()));
+            if from.is_some_and(|c| m.id <= c) {
+                continue;
+            }
+            s.push(Out::Text(
+                m.sio_text(&self.sio.event, self.sio.settings.recovery_ms > 0)
+                    .clone(),
+            ));
+            n += 1;
         }
-        WorkerStats::add(&self.stats.messages_out, msgs.len() as u64);
+        WorkerStats::add(&self.stats.messages_out, n);
         self.sio_flush(slot);
     }
 
@@ -955,6 +1100,9 @@ impl Worker {
         if !self.sio_alive(slot) {
             return;
         }
+        if matches!(why, Closed::PingTimeout | Closed::Transport) {
+            self.sio_keep_record(slot);
+        }
         self.sio_leave(slot);
         let s = self.sio.sessions.remove(slot);
         WorkerStats::sub(&self.stats.sio_sessions, 1);
@@ -963,7 +1111,7 @@ impl Worker {
             Closed::ConnectTimeout => WorkerStats::add(&self.stats.sio_connect_timeouts, 1),
             Closed::Protocol(_) => WorkerStats::add(&self.stats.sio_protocol_errors, 1),
             Closed::TokenExpired => WorkerStats::add(&self.stats.auth_expired_closes, 1),
-            Closed::ByClient | Closed::Shutdown => {}
+            Closed::ByClient | Closed::Transport | Closed::Shutdown => {}
         }
         for key in [s.conn, s.probe].into_iter().flatten() {
             let idx = key.0 as usize;
@@ -978,7 +1126,7 @@ impl Worker {
                 }
                 Phase::SioWs => {
                     let (code, reason) = match why {
-                        Closed::ByClient => (close_code::NORMAL, ""),
+                        Closed::ByClient | Closed::Transport => (close_code::NORMAL, ""),
                         Closed::TokenExpired => (4001, "token expired"),
                         Closed::Shutdown => (close_code::GOING_AWAY, "server shutting down"),
                         Closed::PingTimeout => (close_code::GOING_AWAY, "ping timeout"),
@@ -1024,7 +1172,7 @@ impl Worker {
             s.conn = None;
             if s.transport == Transport::WebSocket {
                 // The connection is closing already: the session just goes.
-                self.sio_close(slot, Closed::ByClient);
+                self.sio_close(slot, Closed::Transport);
             }
         }
     }
@@ -1214,6 +1362,16 @@ impl Worker {
                 self.sio_arm(slot);
             }
         }
+    }
+
+    /// Worker 0, once a second: records whose recovery window has passed are forgotten.
+    pub(super) fn sio_sweep(&mut self) {
+        let now = self.sio_now();
+        self.shared
+            .sio_recovery
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sweep(now);
     }
 
     /// How long until the next session deadline.

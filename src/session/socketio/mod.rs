@@ -12,6 +12,7 @@
 //! [`Session::due`], and [`Session::timer`] says what happens when one passes. Time is in
 //! milliseconds on the caller's monotonic clock.
 
+pub mod recovery;
 pub mod sid;
 #[cfg(test)]
 mod tests;
@@ -35,6 +36,8 @@ pub struct Settings {
     pub conformance: bool,
     /// `--client-publish`: an event `publish` (channel, data) is published.
     pub client_publish: bool,
+    /// `--socketio-recovery` (ms; 0: off): connection state recovery.
+    pub recovery_ms: u64,
     /// Binary attachments allowed in one packet.
     pub max_attachments: u32,
 }
@@ -83,6 +86,8 @@ pub enum Transport {
 pub enum Closed {
     /// The client sent a close packet.
     ByClient,
+    /// The session's WebSocket went away (closed or broken) without a close packet.
+    Transport,
     /// No pong within the ping timeout.
     PingTimeout,
     /// No CONNECT within the connect timeout.
@@ -99,6 +104,7 @@ impl Closed {
     pub fn as_str(self) -> &'static str {
         match self {
             Closed::ByClient => "client close",
+            Closed::Transport => "transport close",
             Closed::PingTimeout => "ping timeout",
             Closed::ConnectTimeout => "connect timeout",
             Closed::TokenExpired => "token expired",
@@ -108,12 +114,22 @@ impl Closed {
     }
 }
 
+/// A CONNECT the server granted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Granted {
+    /// The socket id.
+    pub sid: String,
+    /// With state recovery: the private id the client sends back when it reconnects (the same
+    /// as before when the session was recovered).
+    pub pid: Option<String>,
+}
+
 /// What the rules need from the server.
 pub trait Env {
     /// A CONNECT to namespace `nsp` (an index into [`Settings::namespaces`]) with its `auth`
-    /// payload (JSON object text, or empty): join what it asks for. `Ok`: the socket id for the
-    /// reply; `Err`: the CONNECT_ERROR's data (JSON).
-    fn connect(&mut self, nsp: usize, auth: &str) -> Result<String, String>;
+    /// payload (JSON object text, or empty): join what it asks for. `Err`: the
+    /// CONNECT_ERROR's data (JSON).
+    fn connect(&mut self, nsp: usize, auth: &str) -> Result<Granted, String>;
     /// The namespace was left (DISCONNECT): leave what its CONNECT joined.
     fn disconnect(&mut self, nsp: usize);
     /// `--client-publish`: publish `data` (JSON) on `channel`. `Err`: why not, for the ack.
@@ -164,6 +180,11 @@ pub struct Session {
     pub ends: u64,
     /// The earliest deadline the runtime's timer holds for this session (0: none).
     pub armed: u64,
+    /// With state recovery, once `/` is joined: the private id and the socket id (what a
+    /// [`recovery::Record`] keeps), and the channel's last id when it was joined.
+    pub pid: Option<Box<str>>,
+    pub sock: Option<Box<str>>,
+    pub joined_at: u64,
 }
 
 impl Session {
@@ -193,6 +214,9 @@ impl Session {
             grant: None,
             ends: 0,
             armed: 0,
+            pid: None,
+            sock: None,
+            joined_at: 0,
         }
     }
 
@@ -330,16 +354,15 @@ impl Session {
                     return Err(Closed::Protocol("CONNECT to a namespace already joined"));
                 }
                 match env.connect(i, pk.data) {
-                    Ok(id) => {
+                    Ok(g) => {
                         self.joined |= 1 << i;
                         self.connected_once = true;
                         self.connect_by = 0;
-                        self.text(wire::sio(
-                            Kind::Connect,
-                            pk.nsp,
-                            None,
-                            &format!("{{\"sid\":\"{id}\"}}"),
-                        ));
+                        let reply = match &g.pid {
+                            Some(pid) => format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", g.sid),
+                            None => format!("{{\"sid\":\"{}\"}}", g.sid),
+                        };
+                        self.text(wire::sio(Kind::Connect, pk.nsp, None, &reply));
                         if s.conformance {
                             let auth = if pk.data.is_empty() { "{}" } else { pk.data };
                             self.text(wire::sio(

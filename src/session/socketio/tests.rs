@@ -11,11 +11,14 @@ struct Rec {
 }
 
 impl Env for Rec {
-    fn connect(&mut self, nsp: usize, auth: &str) -> Result<String, String> {
+    fn connect(&mut self, nsp: usize, auth: &str) -> Result<Granted, String> {
         self.connects.push((nsp, auth.to_string()));
         match &self.refuse {
             Some(e) => Err(e.clone()),
-            None => Ok("sock1".to_string()),
+            None => Ok(Granted {
+                sid: "sock1".to_string(),
+                pid: (auth == "{\"recover\":1}").then(|| "p1".to_string()),
+            }),
         }
     }
     fn disconnect(&mut self, nsp: usize) {
@@ -36,6 +39,7 @@ fn settings(conformance: bool) -> Settings {
         namespaces: vec!["/".into(), "/custom".into()],
         conformance,
         client_publish: true,
+        recovery_ms: 0,
         max_attachments: 10,
     }
 }
@@ -84,6 +88,14 @@ fn connect_echoes_auth_in_conformance_mode() {
     );
     // Twice the same namespace: the reference server closes.
     assert!(s.on_text(b"40", false, 10, &st, &mut env).is_err());
+}
+
+#[test]
+fn the_private_id_is_in_the_connect_reply() {
+    let (mut s, st, mut env) = session(false);
+    s.on_text(b"40{\"recover\":1}", false, 0, &st, &mut env)
+        .unwrap();
+    assert_eq!(texts(&mut s), ["40{\"sid\":\"sock1\",\"pid\":\"p1\"}"]);
 }
 
 #[test]
