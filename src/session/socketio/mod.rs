@@ -75,8 +75,11 @@ impl Out {
 pub enum Transport {
     /// HTTP long-polling: packets wait in the outbox for a GET.
     Polling,
-    /// A WebSocket is being probed (`2probe` answered) while polling still carries packets.
+    /// A WebSocket for the upgrade is open; polling still carries packets.
     Upgrading,
+    /// The probe was answered (`3probe`): every poll is answered at once (a noop when nothing
+    /// waits) so that the client pauses polling and sends `5`.
+    Probed,
     /// WebSocket: packets are written as they come.
     WebSocket,
 }

@@ -209,25 +209,19 @@ impl Worker {
         keep_alive: bool,
     ) -> Handled {
         if self.sio.sessions[slot].conn.is_some() {
-            // Two GETs at once: the session ends (the held one gets the close packet).
+            // Two GETs at once: the session ends (the held one gets the close packet), the
+            // second is refused.
             self.sio_close(slot, Closed::Protocol("two polls at once"));
-            WorkerStats::add(&self.stats.http_errors, 1);
-            self.note_status(500, "Internal Server Error");
-            let resp = http::response(
-                &self.date,
-                500,
-                "Internal Server Error",
-                "application/json",
-                &self.cors_headers(origin),
-                error_body(3).as_bytes(),
-                false,
-            );
-            return self.respond(idx, resp, false);
+            return self.sio_error(idx, 3, origin, false);
         }
         let s = &mut self.sio.sessions[slot];
         if !s.outbox.is_empty() {
             let body = payload(s.take_outbox());
             return self.sio_answer(idx, origin, keep_alive, body);
+        }
+        if s.transport == Transport::Probed {
+            // The upgrade is under way: a noop, so that the client stops polling.
+            return self.sio_answer(idx, origin, keep_alive, b"6".to_vec());
         }
         let conn = &mut self.conns[idx];
         conn.hold(

@@ -95,6 +95,7 @@ impl Worker {
                 match (text, m.as_slice()) {
                     (true, b"2probe") => {
                         self.send(idx, &[frame::frame(OP_TEXT, b"3probe")], false)?;
+                        self.sio.sessions[slot].transport = Transport::Probed;
                         if let Some((held, generation)) = self.sio.sessions[slot].conn
                             && self.is_live(held as usize, generation)
                         {
