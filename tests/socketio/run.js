@@ -422,6 +422,18 @@ test('engine.io: polling handshake: open packet with a sid, upgrades ["websocket
     check(b.sid !== a.sid, `two handshakes got the same sid ${a.sid}`);
 });
 
+test('engine.io: conformance mode: CORS open to any origin (handshake with an Origin, preflight OPTIONS)', async (t) => {
+    const port = await t.port('conformance');
+    const origin = 'http://somewhere.example:1234';
+    const res = await request(port, 'GET', q('EIO=4&transport=polling'), { headers: { origin } });
+    check(res.status === 200, `handshake with Origin: ${res.status} ${res.text.slice(0, 200)}`);
+    const allow = res.headers['access-control-allow-origin'];
+    check(allow === '*' || allow === origin, `access-control-allow-origin: ${allow}`);
+    const pre = await request(port, 'OPTIONS', q('EIO=4&transport=polling'), { headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
+    const allow2 = pre.headers['access-control-allow-origin'];
+    check(pre.status >= 200 && pre.status < 300 && (allow2 === '*' || allow2 === origin), `preflight: ${pre.status} access-control-allow-origin ${allow2}`);
+});
+
 test('engine.io: websocket handshake: the first frame is the open packet, upgrades []', async (t) => {
     const port = await t.port('conformance');
     const w = t.ws(port);
@@ -468,6 +480,7 @@ test('engine.io: polling round trip: a POST of packets joined by \\x1e is answer
     await pollConnect(p);
     const res = await p.post(['42["message","one"]', '42["message",2]', '42["message",{"three":[3]}]']);
     check(res.status === 200 && res.text === 'ok', `POST: ${res.status} ${J(res.text)}`);
+    check(/^text\/html/.test(res.headers['content-type'] || ''), `POST answered with content-type ${res.headers['content-type']}, expected text/html`);
     const { packets, perGet } = await p.collect((got) => got.length >= 3, 3000, 'three message-back');
     check(deepEqual(packets, ['42["message-back","one"]', '42["message-back",2]', '42["message-back",{"three":[3]}]']), `packets ${J(packets)}`);
     t.note(`packets per GET: ${J(perGet)}`);
