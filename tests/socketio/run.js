@@ -103,6 +103,8 @@ const PROFILES = {
     main: { namespaces: ['/chat', '/admin'], clientPublish: true },
     tokens: { tokenSecret: TOKEN_SECRET, clientPublish: true },
     recovery: { recoveryMs: RECOVERY_WINDOW_MS },
+    event: { event: 'update' },
+    timers: { conformance: true, pingInterval: 400, pingTimeout: 300, maxPayload: 5000, connectTimeout: 600 },
 };
 
 // The flags that turn state recovery on with a window of `ms` milliseconds. The contract names
@@ -126,6 +128,11 @@ function edgecometArgs(profile) {
     if (profile.clientPublish && !opts.binArgs.includes('--client-publish')) a.push('--client-publish');
     if (profile.tokenSecret) a.push('--token-secret', profile.tokenSecret);
     if (profile.recoveryMs) a.push(...recoveryArgs(profile.recoveryMs));
+    if (profile.event) a.push('--socketio-event', profile.event);
+    if (profile.pingInterval) a.push('--socketio-ping-interval', `${profile.pingInterval}ms`);
+    if (profile.pingTimeout) a.push('--socketio-ping-timeout', `${profile.pingTimeout}ms`);
+    if (profile.maxPayload) a.push('--socketio-max-payload', String(profile.maxPayload));
+    if (profile.connectTimeout) a.push('--socketio-connect-timeout', `${profile.connectTimeout}ms`);
     return a;
 }
 
@@ -671,6 +678,21 @@ test('engine.io: two concurrent GETs on one sid: one is answered 400, the other 
     t.note(`then a GET: ${after.status} ${J(after.res.text)} (the reference server closes the session)`);
 });
 
+test('engine.io: --socketio-ping-interval 400ms, -ping-timeout 300ms, -max-payload 5000, -connect-timeout 600ms (with --socketio-conformance): advertised and applied', async (t) => {
+    const port = await t.port('timers');
+    const p = new Polling(port);
+    const { open } = await p.handshake();
+    check(open.pingInterval === 400 && open.pingTimeout === 300 && open.maxPayload === 5000, `open packet ${J(open)}`);
+    const w = t.ws(port);
+    const o2 = await w.openPacket();
+    check(o2.pingInterval === 400 && o2.pingTimeout === 300 && o2.maxPayload === 5000, `open packet over websocket ${J(o2)}`);
+    const at = Date.now();
+    const info = await w.closed(3000, 'the close for want of a CONNECT');
+    const ms = info.at - at;
+    t.note(`closed without CONNECT after ${ms} ms (pings answered: ${w.pings})`);
+    check(ms >= 400 && ms < 1000, `closed without CONNECT after ${ms} ms; the connect timeout is 600 ms (the conformance default 1 s)`);
+});
+
 // ---- Socket.IO v5, raw over WebSocket, against the conformance server -----------------------------
 
 // A raw WebSocket through the open packet.
@@ -899,6 +921,52 @@ for (const transports of [undefined, ['websocket']]) {
         check(d === null, d);
         t.note(`transport at the end: ${s.io.engine.transport.name}`);
     }, { timeoutMs: 30_000 });
+}
+
+test('client: --socketio-event update: POST /pub messages arrive as the event "update" (and not as "message")', async (t) => {
+    const port = await t.port('event');
+    const c = ch('event');
+    const s = t.client(port, '/', { transports: ['websocket'], auth: { channels: [c] } });
+    const got = collector(s, 'update');
+    const wrong = collector(s, 'message');
+    await connected(s);
+    await publish(port, c, { n: 1 });
+    await got.wait((l) => l.length >= 1, 5000, 'the "update" event');
+    check(wrong.list.length === 0 && deepEqual(got.list, [{ n: 1 }]), `update ${J(got.list)}, message ${J(wrong.list)}`);
+});
+
+test('client: 20 sockets on one channel (websocket and polling, spread over the workers) each get all 50 messages, in order', async (t) => {
+    const port = await t.port('main');
+    const c = ch('fanout');
+    const socks = [];
+    for (let i = 0; i < 20; i++) socks.push(t.client(port, '/', { transports: i % 2 ? ['websocket'] : ['polling'], auth: { channels: [c] } }));
+    const cols = socks.map((s) => collector(s));
+    await Promise.all(socks.map((s) => connected(s)));
+    const want = [];
+    for (let i = 0; i < 50; i++) {
+        want.push({ seq: i });
+        await publish(port, c, { seq: i });
+    }
+    for (const [i, col] of cols.entries()) {
+        await col.wait((l) => l.length >= 50, 5000, `socket ${i}: 50 messages`);
+        const d = diffSeq(col.list, want);
+        check(d === null, `socket ${i} (${socks[i].io.engine.transport.name}): ${d}`);
+    }
+}, { timeoutMs: 20_000 });
+
+for (const transports of [['polling'], ['websocket']]) {
+    test(`client (${transports[0]}): a 300 KB JSON payload (non-ASCII, U+2028, quotes, backslashes) arrives intact`, async (t) => {
+        const port = await t.port('main');
+        const c = ch(`big-${transports[0]}`);
+        const s = t.client(port, '/', { transports, auth: { channels: [c] } });
+        const got = collector(s);
+        await connected(s);
+        const big = { text: 'é€😀\u2028"\\'.repeat(20000), list: Array.from({ length: 2000 }, (_, i) => i) };
+        check(Buffer.byteLength(J(big)) > 300_000, `payload only ${Buffer.byteLength(J(big))} bytes`);
+        await publish(port, c, big);
+        await got.wait((l) => l.length >= 1, 5000, 'the big message');
+        check(deepEqual(got.list[0], big), `the payload differs (${J(got.list[0]).length} characters, sent ${J(big).length})`);
+    });
 }
 
 test('client: wildcards: a/* gets a/b only; a/** gets a/b and a/b/c; neither gets a or x/b', async (t) => {

@@ -13,6 +13,9 @@
 //   clientPublish       emit("publish", channel, data, ack) publishes (--client-publish).
 //   tokenSecret         HS256 subscribe tokens in auth.token / query.token (--token-secret).
 //   recoveryMs          connectionStateRecovery with that maxDisconnectionDuration.
+//   event               the event name of published messages (--socketio-event; `message`).
+//   pingInterval, pingTimeout, maxPayload, connectTimeout
+//                       (conformance profile only) instead of 300, 200, 1e6, 1000.
 //
 // Channels are rooms: a socket joins the channels of its CONNECT auth `channels` (array or
 // comma-separated string) and of the handshake query `channels` (comma-separated). A message for
@@ -128,10 +131,10 @@ export async function startReferenceServer(profile = {}, { port = 0, log = () =>
 
     if (profile.conformance) {
         io = new Server(httpServer, {
-            pingInterval: 300,
-            pingTimeout: 200,
-            maxHttpBufferSize: 1e6,
-            connectTimeout: 1000,
+            pingInterval: profile.pingInterval || 300,
+            pingTimeout: profile.pingTimeout || 200,
+            maxHttpBufferSize: profile.maxPayload || 1e6,
+            connectTimeout: profile.connectTimeout || 1000,
             cors: { origin: '*' },
         });
         for (const n of namespaces) {
