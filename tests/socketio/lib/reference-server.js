@@ -33,7 +33,7 @@ const SEGMENT = /^[A-Za-z0-9._~:@-]+$/;
 export function validChannel(name, allowWildcard = false) {
     if (typeof name !== 'string' || name === '' || name.length > 256) return false;
     const segs = name.split('/');
-    return segs.every((s, i) => SEGMENT.test(s) || (allowWildcard && i === segs.length - 1 && i > 0 && (s === '*' || s === '**')));
+    return segs.every((s, i) => SEGMENT.test(s) || (allowWildcard && i === segs.length - 1 && (s === '*' || s === '**')));
 }
 
 // The rooms a message on `channel` goes to: itself, parent/*, each ancestor/**.
@@ -168,12 +168,18 @@ export async function startReferenceServer(profile = {}, { port = 0, log = () =>
                     const refused = channels.find((c) => !granted(asList(claims.channels), c));
                     if (refused !== undefined) return next(new Error(`the token does not allow the channel ${refused}`));
                     socket.data.publish = asList(claims.publish);
+                    socket.data.exp = claims.exp;
                 }
                 socket.data.channels = channels;
                 next();
             });
             nsp.on('connection', (socket) => {
                 if (!socket.recovered) socket.join(socket.data.channels || []);
+                if (socket.data.exp) {
+                    // The token's end: DISCONNECT (the client does not reconnect by itself).
+                    const timer = setTimeout(() => socket.disconnect(true), Math.max(0, socket.data.exp * 1000 - Date.now()));
+                    socket.once('disconnect', () => clearTimeout(timer));
+                }
                 log(`${n} ${socket.id} connected${socket.recovered ? ' (recovered)' : ''}, rooms ${JSON.stringify([...socket.rooms])}`);
                 if (profile.clientPublish) {
                     socket.on('publish', (channel, data, ack) => {
