@@ -494,6 +494,42 @@ async function pollConnect(p) {
     check(/^40\{"sid":"[^"]+"/.test(packets[0]) && packets[1] === '42["auth",{}]', `CONNECT over polling: ${J(packets)}`);
 }
 
+test('engine.io: a plain GET (no Upgrade header) with transport=websocket: 400 {"code":3,"message":"Bad request"}', async (t) => {
+    const port = await t.port('conformance');
+    await expectError(port, 'GET', q('EIO=4&transport=websocket'), 400, 3, 'Bad request', 'no Upgrade');
+});
+
+// GETs until the session is gone (400 code 1); a GET held meanwhile may get "1" or "6" first.
+async function sessionEnds(p, ms, what) {
+    const from = Date.now();
+    for (;;) {
+        check(Date.now() - from < ms, () => `${what}: the session still answers ${Date.now() - from} ms later: ${p.log.slice(-4).join(' | ')}`);
+        const g = await p.get(3000);
+        if (g.status === 400) {
+            const b = errorBody(g.res);
+            check(b && b.code === 1, `${what}: 400 with ${J(g.res.text)}, expected code 1`);
+            return Date.now() - from;
+        }
+        check(g.status === 200 && g.packets.every((x) => x === '1' || x === '6'), `${what}: a GET got ${g.status} ${J(g.res.text)}`);
+    }
+}
+
+for (const [label, bad] of [
+    ['an unknown Engine.IO packet type (9abc)', '9abc'],
+    ['an invalid Socket.IO packet (4abc)', '4abc'],
+]) {
+    test(`engine.io: polling: ${label} in a POST ends the session`, async (t) => {
+        const port = await t.port('conformance');
+        const p = new Polling(port);
+        await p.handshake();
+        await pollConnect(p);
+        const res = await p.post([bad]);
+        t.note(`the POST was answered ${res.status} ${J(res.text)} (the reference server: 200 ok)`);
+        check(res.status === 200 || res.status === 400, `POST: ${res.status} ${J(res.text)}`);
+        await sessionEnds(p, 1500, `after ${bad}`);
+    });
+}
+
 test('engine.io: polling round trip: a POST of packets joined by \\x1e is answered "ok"; GETs bring the replies joined by \\x1e, in order', async (t) => {
     const port = await t.port('conformance');
     const p = new Polling(port);
@@ -566,20 +602,9 @@ test('engine.io: polling: no pong → the session is closed after pingTimeout; i
     await pollConnect(p);
     const r = await p.get(3000);
     check(deepEqual(r.packets, ['2']), `expected a ping, got ${r.status} ${J(r.res.text)}`);
-    const pingAt = Date.now();
-    // Not answered. GETs until one is refused: a GET held when the session ends may be answered
-    // first (with a close packet "1", or a noop).
-    for (;;) {
-        check(Date.now() - pingAt < 2000, () => `still open ${Date.now() - pingAt} ms after an unanswered ping (pingTimeout 200): ${p.log.join(' | ')}`);
-        const g = await p.get(3000);
-        if (g.status === 400) {
-            const b = errorBody(g.res);
-            check(b && b.code === 1, `400 with ${J(g.res.text)}, expected code 1`);
-            t.note(`closed after ${Date.now() - pingAt} ms; ${p.log.slice(-3).join(' | ')}`);
-            return;
-        }
-        check(g.status === 200 && g.packets.every((x) => x === '1' || x === '6'), `GET after the unanswered ping: ${g.status} ${J(g.res.text)}`);
-    }
+    // Not answered (pingTimeout 200 ms).
+    const ms = await sessionEnds(p, 2000, 'after an unanswered ping');
+    t.note(`ended ${ms} ms after the ping`);
 });
 
 test('engine.io: websocket: no pong → the server closes the connection after pingTimeout', async (t) => {
