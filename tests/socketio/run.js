@@ -315,7 +315,7 @@ class TestContext {
         const s = ioClient(`http://127.0.0.1:${port}${nsp === '/' ? '' : nsp}`, { forceNew: true, reconnection: false, timeout: 5000, ...o });
         this.cleanup(() => {
             s.disconnect();
-            s.io._close(); // the manager of this socket alone (forceNew): no reconnection after the test
+            s.io.disconnect(); // the manager of this socket alone (forceNew): no reconnection after the test
         });
         return s;
     }
