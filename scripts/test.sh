@@ -6,7 +6,8 @@
 # tokens), the headless Chromium
 # tests (EventSource, fetch long-poll, WebSocket, dojox/socket, the dashboard under a flood run;
 # scripts/browser-tests.sh), the systemd unit's checks (scripts/deploy-check.sh), the
-# official CometD client in Node (scripts/cometd-tests.sh), the broker tests against Debian's
+# official CometD client in Node (scripts/cometd-tests.sh), the official socket.io-client and raw
+# Engine.IO/Socket.IO packets (scripts/socketio-tests.sh), the broker tests against Debian's
 # redis-server (installed with apt if missing), /metrics checked by promtool and scraped by a real
 # Prometheus server (Debian's prometheus, installed with apt if missing) and the
 # Autobahn|Testsuite conformance run diffed against tests/autobahn/expected-results.json, over ws://
@@ -147,6 +148,8 @@ step "kernel-tuning apply/restore (in a network namespace of its own)" \
     python3 kernel-tuning/tests/test_apply.py
 step "cometd tests (official CometD client over websocket and long-polling, raw Bayeux)" \
     scripts/cometd-tests.sh --edgecomet-bin target/release/edgecomet
+step "socket.io tests (official socket.io-client over polling, the upgrade and websocket; raw Engine.IO/Socket.IO in conformance mode)" \
+    scripts/socketio-tests.sh --edgecomet-bin target/release/edgecomet
 
 autobahn() {
     # Case 9 sends 16 MiB messages: the message limit is raised to exactly that for this run,

@@ -412,9 +412,9 @@ pub struct Config {
 
     /// Socket.IO namespaces besides `/`. Repeat or separate with commas.
     ///
-    /// A CONNECT to another namespace gets CONNECT_ERROR "Invalid namespace". Channels are
-    /// joined by the CONNECT to `/`; the other namespaces carry the application's own events
-    /// (with --client-publish, `publish` works on every namespace).
+    /// A CONNECT to another namespace gets CONNECT_ERROR "Invalid namespace". A socket of any
+    /// namespace joins the channels its CONNECT asks for, and gets their messages in its
+    /// namespace.
     #[arg(
         long,
         value_name = "NSP",

@@ -502,3 +502,42 @@ fn recovery_ends_with_its_window_and_needs_one_channel() {
     assert_ne!(c["pid"], late["pid"], "after the window: not recovered");
     assert_eq!(total(&s, "sio_not_recovered"), 2);
 }
+
+#[test]
+fn sockets_of_other_namespaces_join_channels_too() {
+    let s = server(2, |c| {
+        c.socketio_namespaces = vec!["/chat".into()];
+        c.socketio_recovery = Some(0);
+    });
+    let addr = s.local_addr();
+    let mut w = ws_session(addr);
+    send(&mut w, "40{\"channels\":[\"news\"]}");
+    next(&mut w);
+    send(&mut w, "40/chat,{\"channels\":[\"news\",\"room/*\"]}");
+    assert!(next(&mut w).starts_with("40/chat,{\"sid\":"));
+    let sid = open(addr, "");
+    assert_eq!(
+        post(addr, &sid, "40/chat,{\"channels\":[\"room/1\"]}").0,
+        200
+    );
+    assert!(poll(addr, &sid).1.starts_with("40/chat,"));
+    assert!(wait_until(5, || total(&s, "channels") >= 3));
+    let mut p = Publisher::new(addr);
+    assert_eq!(p.publish("news", b"1").0, 200);
+    // Once per namespace that joined it, each in its namespace (in either order).
+    let mut got = [next(&mut w), next(&mut w)];
+    got.sort();
+    assert_eq!(got, ["42/chat,[\"message\",1]", "42[\"message\",1]"]);
+    assert_eq!(p.publish("room/1", b"2").0, 200);
+    assert_eq!(next(&mut w), "42/chat,[\"message\",2]");
+    assert_eq!(
+        poll(addr, &sid),
+        (200, "42/chat,[\"message\",2]".to_string())
+    );
+    // Leaving /chat leaves its channels; `/` keeps its own.
+    send(&mut w, "41/chat,");
+    assert!(wait_until(5, || total(&s, "channels") == 2));
+    assert_eq!(p.publish("room/1", b"3").0, 200);
+    assert_eq!(p.publish("news", b"4").0, 200);
+    assert_eq!(next(&mut w), "42[\"message\",4]");
+}

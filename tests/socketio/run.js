@@ -107,17 +107,10 @@ const PROFILES = {
     timers: { conformance: true, pingInterval: 400, pingTimeout: 300, maxPayload: 5000, connectTimeout: 600 },
 };
 
-// The flags that turn state recovery on with a window of `ms` milliseconds. The contract names
-// no flag: --recovery-args "… {ms} …" says it, else the first `--socketio-…recover…` flag of
-// `edgecomet --help` is given "{ms}ms".
+// The flags that turn state recovery on with a window of `ms` milliseconds (docs/socketio.md);
+// --recovery-args "… {ms} …" says otherwise (for another server build).
 function recoveryArgs(ms) {
-    let tmpl = opts.recoveryArgs;
-    if (!tmpl) {
-        const help = spawnSync(opts.bin, ['--help'], { encoding: 'utf8', timeout: 5000 });
-        const m = /(--socketio-[a-z-]*recover[a-z-]*)/.exec(`${help.stdout}${help.stderr}`);
-        if (!m) throw new Error('no --socketio-…recover… flag in `edgecomet --help`: say how to turn state recovery on with --recovery-args "FLAGS {ms}"');
-        tmpl = `${m[1]} {ms}ms`;
-    }
+    const tmpl = opts.recoveryArgs || '--socketio-recovery {ms}ms';
     return tmpl.replaceAll('{ms}', String(ms)).split(/\s+/).filter(Boolean);
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::Worker;
 use super::conn_io::{Dead, send_on};
-use super::socketio::SIO_BIT;
+use super::socketio::{SIO_BIT, sio_of_entry};
 use super::tls::send_tls;
 use crate::runtime::conn::{Phase, Proto, flag};
 use crate::runtime::mailbox::Mail;
@@ -87,9 +87,10 @@ impl Worker {
         let mut sse: Vec<Bytes> = Vec::new();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut ids: Vec<u64> = Vec::new();
-        let mut sio: Vec<Bytes> = Vec::new();
-        // Socket.IO sessions on long-polling: (session slot, range of `pending`).
-        let mut sio_polls: Vec<(usize, usize, usize)> = Vec::new();
+        // Socket.IO frames of this batch per namespace.
+        let mut sio_ns: Vec<(usize, Vec<Bytes>)> = Vec::new();
+        // Socket.IO sessions on long-polling: (session slot, namespace, range of `pending`).
+        let mut sio_polls: Vec<(usize, usize, usize, usize)> = Vec::new();
         let mut i = 0;
         while i < pending.len() {
             let chan = pending[i].0;
@@ -102,22 +103,24 @@ impl Worker {
             env.clear();
             sse.clear();
             chunks.clear();
-            sio.clear();
+            sio_ns.clear();
             ids.clear();
             ids.extend(batch.iter().map(|(_, m)| m.id));
             let mut wrote = false;
             for &sub in self.channels.subscribers(chan) {
                 // A Socket.IO session: written here when it is on a WebSocket, else queued
                 // for its poll after the walk.
+                let mut nsp = 0;
                 let sub = if sub & SIO_BIT != 0 {
-                    let slot = (sub & !SIO_BIT) as usize;
+                    let (slot, n) = sio_of_entry(sub);
+                    nsp = n;
                     match self.sio.sessions.get(slot) {
                         Some(s) if s.transport == Transport::WebSocket => match s.conn {
                             Some((idx, _)) => idx,
                             None => continue,
                         },
                         Some(_) => {
-                            sio_polls.push((slot, start, i));
+                            sio_polls.push((slot, nsp, start, i));
                             continue;
                         }
                         None => continue,
@@ -128,9 +131,15 @@ impl Worker {
                 let conn = &mut self.conns[sub as usize];
                 let frames: &[Bytes] = match conn.phase {
                     Phase::SioWs => {
-                        if sio.is_empty() {
-                            sio.extend(batch.iter().map(|(_, m)| self.sio.frame(m).clone()));
-                        }
+                        // The frames of the entry's namespace, made once per batch.
+                        let sio = match sio_ns.iter().position(|(n, _)| *n == nsp) {
+                            Some(k) => &sio_ns[k].1,
+                            None => {
+                                let f = batch.iter().map(|(_, m)| self.sio.frame_in(m, nsp));
+                                sio_ns.push((nsp, f.collect()));
+                                &sio_ns[sio_ns.len() - 1].1
+                            }
+                        };
                         // A session recovered this turn has what is at or below its cursor.
                         let from = match self.sio.resumed.get(&conn.chan_pos) {
                             Some(&c) => ids.partition_point(|&id| id <= c),
@@ -241,8 +250,8 @@ impl Worker {
             let r = self.wake_poll(idx, &pending[start..end]);
             self.settle(idx, r);
         }
-        for (slot, start, end) in sio_polls {
-            self.sio_deliver(slot, &pending[start..end]);
+        for (slot, nsp, start, end) in sio_polls {
+            self.sio_deliver(slot, nsp, &pending[start..end]);
         }
         pending.clear();
         self.pending = pending;

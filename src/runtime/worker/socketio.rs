@@ -43,8 +43,26 @@ use crate::session::socketio::sid::Sid;
 use crate::session::socketio::{Closed, Out, Session, Settings, Transport};
 use crate::stats::WorkerStats;
 
-/// Marks a channel-table entry that is a Socket.IO session's slot, not a connection's.
+/// Marks a channel-table entry that is a Socket.IO session's, not a connection's: the entry
+/// is `SIO_BIT | namespace << NSP_SHIFT | slot` (a session is in a channel once per namespace
+/// that joined it).
 pub const SIO_BIT: u32 = 1 << 31;
+const NSP_SHIFT: u32 = 26;
+/// Most sessions per worker (slots must fit below the namespace bits): 67 million.
+pub(super) const MAX_SESSIONS: usize = 1 << NSP_SHIFT;
+
+/// The channel-table entry of session `slot` in namespace `nsp`.
+pub fn sio_entry(slot: usize, nsp: usize) -> u32 {
+    SIO_BIT | (nsp as u32) << NSP_SHIFT | slot as u32
+}
+
+/// (slot, namespace) of a channel-table entry with [`SIO_BIT`].
+pub fn sio_of_entry(e: u32) -> (usize, usize) {
+    (
+        (e & (MAX_SESSIONS as u32 - 1)) as usize,
+        ((e & !SIO_BIT) >> NSP_SHIFT) as usize,
+    )
+}
 
 /// Channels one session may join.
 const MAX_SESSION_CHANNELS: usize = 64;
@@ -126,6 +144,42 @@ impl Sio {
     /// The long-poll packet of `m`.
     pub fn text<'m>(&self, m: &'m Message) -> &'m Bytes {
         m.sio_text(&self.event, self.settings.recovery_ms > 0)
+    }
+
+    /// The long-poll packet of `m` in namespace `nsp` (`/`: the shared one; another: made from
+    /// it, `42/chat,[…]`).
+    pub fn text_in(&self, m: &Message, nsp: usize) -> Bytes {
+        let shared = self.text(m);
+        match self.settings.namespaces.get(nsp) {
+            Some(name) if nsp != 0 => {
+                let mut out = Vec::with_capacity(shared.len() + 2 * (name.len() + 1));
+                for (i, p) in wire::split_payload(shared).enumerate() {
+                    if i > 0 {
+                        out.push(wire::SEPARATOR);
+                    }
+                    // Every packet here is `42…`: the namespace goes after the type.
+                    out.extend_from_slice(&p[..2]);
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(b',');
+                    out.extend_from_slice(&p[2..]);
+                }
+                Bytes::from(out)
+            }
+            _ => shared.clone(),
+        }
+    }
+
+    /// The WebSocket frames of `m` in namespace `nsp`.
+    pub fn frame_in(&self, m: &Message, nsp: usize) -> Bytes {
+        if nsp == 0 {
+            return self.frame(m).clone();
+        }
+        let text = self.text_in(m, nsp);
+        let mut out = Vec::with_capacity(text.len() + 16);
+        for p in wire::split_payload(&text) {
+            out.extend_from_slice(&frame::frame(OP_TEXT, p));
+        }
+        Bytes::from(out)
     }
 
     /// The next session deadline, if any.
@@ -318,22 +372,20 @@ impl Worker {
         Ok(())
     }
 
-    /// Delivers `msgs` (one channel's, in order) to session `slot` when it polls (over a
-    /// WebSocket the fan-out writes the frames itself).
-    pub(super) fn sio_deliver(&mut self, slot: usize, msgs: &[(u32, Arc<Message>)]) {
-        let Some(s) = self.sio.sessions.get_mut(slot) else {
+    /// Delivers `msgs` (one channel's, in order) to session `slot`'s namespace `nsp` when it
+    /// polls (over a WebSocket the fan-out writes the frames itself).
+    pub(super) fn sio_deliver(&mut self, slot: usize, nsp: usize, msgs: &[(u32, Arc<Message>)]) {
+        if !self.sio.sessions.contains(slot) {
             return;
-        };
+        }
         let from = self.sio.resumed.get(&(slot as u32)).copied();
         let mut n = 0;
         for (_, m) in msgs {
             if from.is_some_and(|c| m.id <= c) {
                 continue;
             }
-            s.push(Out::Text(
-                m.sio_text(&self.sio.event, self.sio.settings.recovery_ms > 0)
-                    .clone(),
-            ));
+            let t = self.sio.text_in(m, nsp);
+            self.sio.sessions[slot].push(Out::Text(t));
             n += 1;
         }
         WorkerStats::add(&self.stats.messages_out, n);
@@ -392,7 +444,7 @@ impl Worker {
         if matches!(why, Closed::PingTimeout | Closed::Transport) {
             self.sio_keep_record(slot);
         }
-        self.sio_leave(slot);
+        self.sio_leave(slot, None);
         let s = self.sio.sessions.remove(slot);
         WorkerStats::sub(&self.stats.sio_sessions, 1);
         match why {

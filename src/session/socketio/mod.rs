@@ -172,8 +172,9 @@ pub struct Session {
     pub outbox: VecDeque<Out>,
     pub outbox_bytes: usize,
     partial: Option<Box<Partial>>,
-    /// Channels the session is subscribed to in the worker's table: (channel, position).
-    pub channels: Vec<(u32, u32)>,
+    /// Channels the session is subscribed to in the worker's table: (channel, position,
+    /// namespace).
+    pub channels: Vec<(u32, u32, u8)>,
     /// The handshake's query parts the `/` CONNECT also reads (`channels=`, `token=`), when
     /// it had them.
     pub query: Option<Box<str>>,

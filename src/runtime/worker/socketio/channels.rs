@@ -1,5 +1,5 @@
-//! What a Socket.IO CONNECT to `/` joins (channels and patterns from its `auth` and the
-//! handshake's query, checked against the token), the session as a subscriber in the channel
+//! What a Socket.IO CONNECT joins (channels and patterns from its `auth`, and for `/` the
+//! handshake's query; checked against the token), the session as a subscriber in the channel
 //! table, the rules' [`Env`], and connection state recovery.
 
 use std::sync::Arc;
@@ -22,15 +22,16 @@ use crate::stats::WorkerStats;
 /// its slot.
 #[derive(Default)]
 pub(super) struct Asked {
-    /// A CONNECT to `/` was granted: join these channels (normalized), with this grant.
-    pub(super) join: Option<(Vec<Box<str>>, Option<crate::auth::Grant>)>,
+    /// A CONNECT was granted: in this namespace, join these channels (normalized), with this
+    /// grant.
+    pub(super) join: Option<(usize, Vec<Box<str>>, Option<crate::auth::Grant>)>,
     /// With state recovery: the CONNECT's private id and socket id, and, when the session
     /// was recovered, the channel's last id when it was first joined and what it missed (and
     /// the cursor after it).
     pub(super) ids: Option<(Box<str>, Box<str>)>,
     pub(super) recovered: Option<(u64, Vec<Arc<Message>>, u64)>,
-    /// `/` was left.
-    pub(super) leave: bool,
+    /// Namespaces left.
+    pub(super) leave: Vec<usize>,
 }
 
 /// The rules' [`Env`]: the worker, while the session is out of its slot.
@@ -44,6 +45,9 @@ pub(super) struct SioEnv<'w> {
 impl Env for SioEnv<'_> {
     fn connect(&mut self, nsp: usize, auth: &str) -> Result<Granted, String> {
         if nsp != 0 {
+            // Channels from the CONNECT's `auth` only (the handshake's query is `/`'s).
+            let (channels, grant) = self.w.sio_channels(auth, None)?;
+            self.asked.join = Some((nsp, channels, grant));
             return Ok(Granted {
                 sid: random_id(),
                 pid: None,
@@ -77,14 +81,12 @@ impl Env for SioEnv<'_> {
             let pid = granted.pid.get_or_insert_with(random_id);
             self.asked.ids = Some((pid.as_str().into(), granted.sid.as_str().into()));
         }
-        self.asked.join = Some((channels, grant));
+        self.asked.join = Some((0, channels, grant));
         Ok(granted)
     }
 
     fn disconnect(&mut self, nsp: usize) {
-        if nsp == 0 {
-            self.asked.leave = true;
-        }
+        self.asked.leave.push(nsp);
     }
 
     fn publish(&mut self, channel: &str, data: &str) -> Result<(), String> {
@@ -92,7 +94,7 @@ impl Env for SioEnv<'_> {
             return Err("invalid channel name".to_string());
         }
         if self.w.cfg.tokens_configured() {
-            let granted = self.asked.join.as_ref().and_then(|(_, g)| g.as_ref());
+            let granted = self.asked.join.as_ref().and_then(|(_, _, g)| g.as_ref());
             let g = granted.or(self.grant);
             if !g.is_some_and(|g| g.may_publish(channel)) {
                 WorkerStats::add(&self.w.stats.auth_token_channel, 1);
@@ -178,7 +180,7 @@ impl Worker {
         };
         let channel = match s.channels.as_slice() {
             [] => None,
-            [(chan, _)] => match self.channels.name(*chan) {
+            [(chan, _, 0)] => match self.channels.name(*chan) {
                 Some(n) if !n.ends_with('*') => Some(Box::from(&**n)),
                 _ => return,
             },
@@ -320,13 +322,20 @@ impl Worker {
         ))
     }
 
-    /// Session `slot` joins `channels` (checked).
-    pub(in crate::runtime::worker) fn sio_join(&mut self, slot: usize, channels: &[Box<str>]) {
+    /// Session `slot` joins `channels` (checked) in namespace `nsp`.
+    pub(in crate::runtime::worker) fn sio_join(
+        &mut self,
+        slot: usize,
+        nsp: usize,
+        channels: &[Box<str>],
+    ) {
         for c in channels {
-            let Ok(j) = self.channels.subscribe(c, SIO_BIT | slot as u32) else {
+            let Ok(j) = self.channels.subscribe(c, sio_entry(slot, nsp)) else {
                 continue; // admitted in this turn: cannot happen
             };
-            self.sio.sessions[slot].channels.push((j.chan, j.pos));
+            self.sio.sessions[slot]
+                .channels
+                .push((j.chan, j.pos, nsp as u8));
             if j.first
                 && let Some(b) = self.shared.broker.get()
             {
@@ -335,10 +344,14 @@ impl Worker {
         }
     }
 
-    /// Session `slot` leaves every channel.
-    pub(in crate::runtime::worker) fn sio_leave(&mut self, slot: usize) {
-        let joined = std::mem::take(&mut self.sio.sessions[slot].channels);
-        for (chan, pos) in joined {
+    /// Session `slot` leaves the channels of namespace `nsp` (`None`: of every namespace).
+    pub(in crate::runtime::worker) fn sio_leave(&mut self, slot: usize, nsp: Option<usize>) {
+        let all = std::mem::take(&mut self.sio.sessions[slot].channels);
+        let (gone, kept): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|e| nsp.is_none_or(|n| usize::from(e.2) == n));
+        self.sio.sessions[slot].channels = kept;
+        for (chan, pos, _) in gone {
             if let Some(moved) = self.channels.unsubscribe(chan, pos) {
                 self.moved_in_channel(chan, pos, moved);
             }
@@ -349,8 +362,12 @@ impl Worker {
     /// position.
     pub(in crate::runtime::worker) fn moved_in_channel(&mut self, chan: u32, pos: u32, moved: u32) {
         if moved & SIO_BIT != 0 {
-            if let Some(s) = self.sio.sessions.get_mut((moved & !SIO_BIT) as usize)
-                && let Some(e) = s.channels.iter_mut().find(|e| e.0 == chan)
+            let (slot, nsp) = sio_of_entry(moved);
+            if let Some(s) = self.sio.sessions.get_mut(slot)
+                && let Some(e) = s
+                    .channels
+                    .iter_mut()
+                    .find(|e| e.0 == chan && usize::from(e.2) == nsp)
             {
                 e.1 = pos;
             }

@@ -138,6 +138,17 @@ impl Worker {
         } else {
             None
         };
+        if self.sio.sessions.vacant_key() >= MAX_SESSIONS {
+            // Cannot happen below 67 million sessions in one worker.
+            return self.respond_error(
+                idx,
+                503,
+                "Service Unavailable",
+                "",
+                "too many Socket.IO sessions\n",
+                false,
+            );
+        }
         let now = self.sio_now();
         let generation = self.sio.next_generation;
         self.sio.next_generation = generation.wrapping_add(1).max(1);
@@ -353,12 +364,12 @@ impl Worker {
         let asked = std::mem::take(&mut env.asked);
         s.grant = grant;
         self.sio.sessions[slot] = s;
-        if asked.leave {
-            self.sio_leave(slot);
+        for nsp in asked.leave {
+            self.sio_leave(slot, Some(nsp));
         }
-        if let Some((channels, grant)) = asked.join {
-            self.sio_leave(slot);
-            self.sio_join(slot, &channels);
+        if let Some((nsp, channels, grant)) = asked.join {
+            self.sio_leave(slot, Some(nsp));
+            self.sio_join(slot, nsp, &channels);
             if let Some((pid, sock)) = asked.ids {
                 let joined_at = match (&asked.recovered, channels.first()) {
                     (Some((at, _, _)), _) => *at,
