@@ -541,3 +541,16 @@ fn sockets_of_other_namespaces_join_channels_too() {
     assert_eq!(p.publish("news", b"4").0, 200);
     assert_eq!(next(&mut w), "42[\"message\",4]");
 }
+
+#[test]
+fn a_poll_whose_connection_goes_ends_its_session() {
+    let s = server(1, |_| {});
+    let addr = s.local_addr();
+    let sid = open(addr, "");
+    let mut held = Publisher::new(addr);
+    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    drop(held);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
+    assert_eq!(poll(addr, &sid).0, 400);
+}

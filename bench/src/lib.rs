@@ -224,7 +224,15 @@ pub enum Handshake<'a> {
         path: &'a str,
         channel: &'a dyn Fn(usize) -> String,
     },
+    /// A Socket.IO client over a WebSocket on `/socket.io/` (Engine.IO v4): the upgrade, the
+    /// open packet, a CONNECT to `/` joining `channel(i)`, its reply; open once that is in.
+    SocketIo {
+        channel: &'a dyn Fn(usize) -> String,
+    },
 }
+
+/// Where the bench's Socket.IO clients connect (edgecomet's default `--socketio-path`).
+const SOCKETIO_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
 
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum State {
@@ -233,6 +241,8 @@ enum State {
     /// Bayeux: waiting for the reply to the handshake (0), the subscribe (1), the first
     /// connect (2).
     Bayeux(u8),
+    /// Socket.IO: waiting for the `101` (0), the open packet (1), the CONNECT reply (2).
+    SocketIo(u8),
     Open,
 }
 
@@ -459,6 +469,14 @@ impl Pool {
                             bayeux_send(s, false, path, 0, "")?;
                             s.state = State::Bayeux(0);
                         }
+                        Handshake::SocketIo { .. } => {
+                            let req = ws::upgrade_request(SOCKETIO_PATH, HOST);
+                            let w = s.stream.write(req.as_bytes())?;
+                            if w != req.len() {
+                                return Err(io::Error::other("short write of the upgrade request"));
+                            }
+                            s.state = State::SocketIo(0);
+                        }
                     }
                 }
                 match self.socks[idx].state {
@@ -479,6 +497,12 @@ impl Pool {
                         if let Handshake::Bayeux { ws, path, channel } = hs {
                             let ch = channel(idx - first);
                             self.bayeux_step(idx, ws, path, &ch)?;
+                        }
+                    }
+                    State::SocketIo(_) => {
+                        if let Handshake::SocketIo { channel } = hs {
+                            let ch = channel(idx - first);
+                            self.socketio_step(idx, &ch)?;
                         }
                     }
                     State::Open => {
@@ -536,6 +560,63 @@ impl Pool {
             };
         }
         Ok(())
+    }
+
+    /// Socket.IO setup: the `101`, then the open packet (answered with the CONNECT joining
+    /// `channel`), then the CONNECT's reply; bytes after it count as received data.
+    fn socketio_step(&mut self, idx: usize, channel: &str) -> io::Result<()> {
+        let s = &mut self.socks[idx];
+        let fail = |e: String| io::Error::other(format!("Socket.IO client {idx}: {e}"));
+        if read_into_head(s, &mut self.buf)? {
+            return Err(fail("server closed during the setup".into()));
+        }
+        loop {
+            match s.state {
+                State::SocketIo(0) => {
+                    let Some(p) = http::head_end(&s.head) else {
+                        return Ok(());
+                    };
+                    if !s.head.starts_with(b"HTTP/1.1 101") {
+                        let head = String::from_utf8_lossy(&s.head[..p]).into_owned();
+                        return Err(fail(format!("upgrade refused: {head:?}")));
+                    }
+                    s.head.drain(..p + 4);
+                    s.state = State::SocketIo(1);
+                }
+                State::SocketIo(step) => {
+                    let Some((_, _, off, len)) = ws::frame_header(&s.head) else {
+                        return Ok(());
+                    };
+                    if s.head.len() < off + len {
+                        return Ok(());
+                    }
+                    let packet = &s.head[off..off + len];
+                    if step == 1 {
+                        if !packet.starts_with(b"0{") {
+                            let p = String::from_utf8_lossy(packet).into_owned();
+                            return Err(fail(format!("expected the open packet, got {p:?}")));
+                        }
+                        let connect = format!("40{{\"channels\":[\"{channel}\"]}}");
+                        let frame = ws::client_frame(ws::OP_TEXT, connect.as_bytes());
+                        if s.stream.write(&frame)? != frame.len() {
+                            return Err(fail("short write of the CONNECT".into()));
+                        }
+                        s.head.drain(..off + len);
+                        s.state = State::SocketIo(2);
+                    } else {
+                        if !packet.starts_with(b"40{") {
+                            let p = String::from_utf8_lossy(packet).into_owned();
+                            return Err(fail(format!("CONNECT refused: {p:?}")));
+                        }
+                        s.rx += (s.head.len() - (off + len)) as u64;
+                        s.head = Vec::new();
+                        s.state = State::Open;
+                        return Ok(());
+                    }
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// Reads the upgrade response; true once the whole head is in (`101` checked). Bytes after

@@ -104,7 +104,7 @@ fuzz_target!(|input: &[u8]| {
         if r.is_err() {
             break;
         }
-        assert!(s.outbox_bytes <= 4 * bytes.len() + 256, "the outbox grew past the input");
+        assert!(s.out_size().1 <= 4 * bytes.len() + 256, "the outbox grew past the input");
         for o in s.take_outbox() {
             if let Out::Text(t) = o {
                 assert!(matches!(t.first(), Some(b'0'..=b'6')), "{t:?}");

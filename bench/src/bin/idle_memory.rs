@@ -34,8 +34,9 @@ idle_memory: server memory per idle subscriber (PSS growth / N)
 
   --transport T              ws (WebSocket), sse (Server-Sent Events), longpoll (held
                              JSON long-poll), bayeux-lp (Bayeux client parked in
-                             /meta/connect over long-polling) or bayeux-ws (the same over
-                             a WebSocket) [ws]
+                             /meta/connect over long-polling), bayeux-ws (the same over
+                             a WebSocket) or socketio (a Socket.IO client over WebSocket,
+                             connected to / and joined to its channel) [ws]
 
   --server-bin PATH          server binary [target/release/edgecomet]
   --conns N                  subscribers to open [15000]
@@ -92,10 +93,10 @@ fn main() -> ExitCode {
         format!("?token={}", edgecomet_bench::token(s))
     });
     a.finish();
-    let max_bpc = max_bpc.unwrap_or(if transport.starts_with("bayeux") {
-        f64::INFINITY
-    } else {
-        256.0
+    let max_bpc = max_bpc.unwrap_or(match transport.as_str() {
+        t if t.starts_with("bayeux") => f64::INFINITY,
+        "socketio" => 512.0,
+        _ => 256.0,
     });
     let (gauge, what) = match transport.as_str() {
         "ws" => ("conns_ws_sub", "WebSocket subscribers"),
@@ -109,8 +110,12 @@ fn main() -> ExitCode {
             BAYEUX_WS_GAUGE,
             "Bayeux clients parked in /meta/connect (websocket)",
         ),
+        "socketio" => (
+            "conns_sio_ws",
+            "Socket.IO clients over WebSocket (a CONNECT to / joining the channel)",
+        ),
         other => die(&format!(
-            "--transport {other}: expected ws, sse, longpoll, bayeux-lp or bayeux-ws"
+            "--transport {other}: expected ws, sse, longpoll, bayeux-lp, bayeux-ws or socketio"
         )),
     };
 
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
     };
     // The Bayeux channel of the native `idle-K`.
     let bayeux_channel = move |i: usize| format!("/idle-{}", i % channels);
+    let sio_channel = move |i: usize| format!("idle-{}", i % channels);
     let started = Instant::now();
     println!(
         "idle_memory: {n} idle {what} on {channels} channel(s), \
@@ -158,6 +164,7 @@ fn main() -> ExitCode {
         path: &path,
         request: &request,
         bayeux_channel: &bayeux_channel,
+        sio_channel: &sio_channel,
         transport: &transport,
         gauge,
         thp,
@@ -254,6 +261,7 @@ struct Opts<'a> {
     path: &'a dyn Fn(usize) -> String,
     request: &'a dyn Fn(usize) -> String,
     bayeux_channel: &'a dyn Fn(usize) -> String,
+    sio_channel: &'a dyn Fn(usize) -> String,
     transport: &'a str,
     gauge: &'a str,
     thp: bool,
@@ -271,6 +279,7 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
         path,
         request,
         bayeux_channel,
+        sio_channel,
         transport,
         gauge,
         thp,
@@ -295,6 +304,14 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
     if bayeux {
         // Held connects answered only after an hour.
         cmd.args(["--bayeux-timeout", "3600"]);
+    } else if transport == "socketio" {
+        // Idle: no heartbeat during the measurement (as --ws-ping-interval 0 for the others).
+        cmd.args([
+            "--socketio-ping-interval",
+            "1h",
+            "--socketio-ping-timeout",
+            "1h",
+        ]);
     } else if transport != "ws" {
         cmd.args([
             "--sse-heartbeat",
@@ -311,6 +328,9 @@ fn one(o: &Opts<'_>) -> std::io::Result<Rep> {
             ws: transport == "bayeux-ws",
             path: "/cometd",
             channel: bayeux_channel,
+        },
+        "socketio" => Handshake::SocketIo {
+            channel: sio_channel,
         },
         _ => Handshake::Request(request),
     };

@@ -200,11 +200,9 @@ fn error_body(code: u8) -> &'static str {
     }
 }
 
-/// 120 random bits as 20 URL-safe characters: Socket.IO socket ids.
-fn random_id() -> String {
-    use base64::Engine as _;
-    let r = super::bayeux::random_u128().to_le_bytes();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&r[..15])
+/// 64 random bits, never 0 (0 means "none" in a session): socket ids and private ids.
+fn random_id() -> u64 {
+    (crate::runtime::worker::bayeux::random_u128() as u64).max(1)
 }
 
 impl Worker {
@@ -323,7 +321,7 @@ impl Worker {
         let Some(s) = self.sio.sessions.get_mut(slot) else {
             return;
         };
-        if s.outbox.is_empty() {
+        if !s.has_out() {
             return;
         }
         match (s.transport, s.conn) {
@@ -350,9 +348,10 @@ impl Worker {
                 self.settle(idx, r);
             }
             _ => {
-                if s.outbox_bytes > self.cfg.max_queued_bytes {
+                let (n, bytes) = s.out_size();
+                if bytes > self.cfg.max_queued_bytes {
                     // Nobody polls for it: the client is gone or stuck.
-                    let n = s.outbox.len() as u64;
+                    let n = n as u64;
                     WorkerStats::add(&self.stats.drops, n);
                     WorkerStats::add(&self.stats.slow_consumers, 1);
                     self.sio_close(slot, Closed::Protocol("slow consumer"));
@@ -399,7 +398,7 @@ impl Worker {
         let body = match self.sio.sessions.get_mut(slot) {
             Some(s) if s.conn == Some(key) => {
                 s.conn = None;
-                if s.outbox.is_empty() {
+                if !s.has_out() {
                     b"6".to_vec()
                 } else {
                     payload(s.take_outbox())
@@ -492,8 +491,9 @@ impl Worker {
     }
 
     /// Connection `idx` is going (closed, or removed): its session learns it. A session's
-    /// WebSocket gone ends the session; a probe gone leaves it on polling; a held GET gone
-    /// leaves it waiting for the next.
+    /// WebSocket gone ends the session; a probe gone leaves it on polling; a held GET whose
+    /// connection goes before it was answered ends the session too (the client left, as the
+    /// reference server decides; it can recover within `--socketio-recovery`).
     pub(super) fn sio_detach(&mut self, idx: usize) {
         let Some(conn) = self.conns.get(idx) else {
             return;
@@ -511,10 +511,8 @@ impl Worker {
             s.transport = Transport::Polling;
         } else if s.conn == Some(key) {
             s.conn = None;
-            if s.transport == Transport::WebSocket {
-                // The connection is closing already: the session just goes.
-                self.sio_close(slot, Closed::Transport);
-            }
+            // The connection is closing already: the session just goes.
+            self.sio_close(slot, Closed::Transport);
         }
     }
 

@@ -168,27 +168,43 @@ pub struct Session {
     awaiting_pong: bool,
     /// Until when a CONNECT may come (0: one came).
     connect_by: u64,
-    /// Packets for a long-poll (over WebSocket the runtime takes them at once).
-    pub outbox: VecDeque<Out>,
-    pub outbox_bytes: usize,
-    partial: Option<Box<Partial>>,
+    /// Packets waiting (for a long-poll; over WebSocket the runtime takes them at once): a box
+    /// only while there are some.
+    outbox: Option<Box<Outbox>>,
+    /// What few sessions have: a box only when one of them is there.
+    extra: Option<Box<Extra>>,
     /// Channels the session is subscribed to in the worker's table: (channel, position,
     /// namespace).
     pub channels: Vec<(u32, u32, u8)>,
-    /// The handshake's query parts the `/` CONNECT also reads (`channels=`, `token=`), when
-    /// it had them.
-    pub query: Option<Box<str>>,
-    /// With subscribe tokens: the token the `/` CONNECT was granted with (what it may publish
-    /// to), and when it ends (ms; 0: no token).
-    pub grant: Option<Box<crate::auth::Grant>>,
+    /// With subscribe tokens: when the token ends (ms; 0: no token).
     pub ends: u64,
     /// The earliest deadline the runtime's timer holds for this session (0: none).
     pub armed: u64,
-    /// With state recovery, once `/` is joined: the private id and the socket id (what a
-    /// [`recovery::Record`] keeps), and the channel's last id when it was joined.
-    pub pid: Option<Box<str>>,
-    pub sock: Option<Box<str>>,
+    /// With state recovery, once `/` is joined: the private id and the socket id (random bits,
+    /// what a [`recovery::Record`] keeps; 0: none), and the channel's last id when it was
+    /// joined.
+    pub pid: u64,
+    pub sock: u64,
     pub joined_at: u64,
+}
+
+/// Packets waiting, and their bytes.
+#[derive(Debug, Default)]
+struct Outbox {
+    q: VecDeque<Out>,
+    bytes: usize,
+}
+
+/// The parts of a session that most sessions do without.
+#[derive(Debug, Default)]
+struct Extra {
+    /// The handshake's query parts the `/` CONNECT also reads (`channels=`, `token=`).
+    query: Option<Box<str>>,
+    /// With subscribe tokens: the token the session joined its channels with (what it may
+    /// publish to).
+    grant: Option<crate::auth::Grant>,
+    /// A binary packet waiting for its attachments.
+    partial: Option<Partial>,
 }
 
 impl Session {
@@ -210,16 +226,13 @@ impl Session {
             ping_due: now + s.ping_interval_ms,
             awaiting_pong: false,
             connect_by: now + s.connect_timeout_ms,
-            outbox: VecDeque::new(),
-            outbox_bytes: 0,
-            partial: None,
+            outbox: None,
+            extra: None,
             channels: Vec::new(),
-            query: None,
-            grant: None,
             ends: 0,
             armed: 0,
-            pid: None,
-            sock: None,
+            pid: 0,
+            sock: 0,
             joined_at: 0,
         }
     }
@@ -258,14 +271,73 @@ impl Session {
 
     /// Queues a packet.
     pub fn push(&mut self, o: Out) {
-        self.outbox_bytes += o.len();
-        self.outbox.push_back(o);
+        let b = self.outbox.get_or_insert_with(Default::default);
+        b.bytes += o.len();
+        b.q.push_back(o);
     }
 
     /// Takes every queued packet.
     pub fn take_outbox(&mut self) -> VecDeque<Out> {
-        self.outbox_bytes = 0;
-        std::mem::take(&mut self.outbox)
+        self.outbox.take().map(|b| b.q).unwrap_or_default()
+    }
+
+    /// Whether packets wait.
+    pub fn has_out(&self) -> bool {
+        self.outbox.is_some()
+    }
+
+    /// (packets, bytes) waiting.
+    pub fn out_size(&self) -> (usize, usize) {
+        self.outbox
+            .as_ref()
+            .map_or((0, 0), |b| (b.q.len(), b.bytes))
+    }
+
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Default::default)
+    }
+
+    /// Frees the extras box when nothing is left in it.
+    fn tidy(&mut self) {
+        if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.query.is_none() && e.grant.is_none() && e.partial.is_none())
+        {
+            self.extra = None;
+        }
+    }
+
+    /// The handshake's `channels=` / `token=` query parts.
+    pub fn query(&self) -> Option<&str> {
+        self.extra.as_ref().and_then(|e| e.query.as_deref())
+    }
+
+    pub fn set_query(&mut self, q: Box<str>) {
+        self.extra().query = Some(q);
+    }
+
+    /// The token the session's channels were granted with.
+    pub fn grant(&self) -> Option<&crate::auth::Grant> {
+        self.extra.as_ref().and_then(|e| e.grant.as_ref())
+    }
+
+    pub fn take_grant(&mut self) -> Option<crate::auth::Grant> {
+        let g = self.extra.as_mut().and_then(|e| e.grant.take());
+        self.tidy();
+        g
+    }
+
+    pub fn set_grant(&mut self, g: Option<crate::auth::Grant>) {
+        match g {
+            Some(g) => self.extra().grant = Some(g),
+            None => {
+                if let Some(e) = self.extra.as_mut() {
+                    e.grant = None;
+                }
+                self.tidy();
+            }
+        }
     }
 
     /// An Engine.IO text packet from the client (a WebSocket text frame, or one packet of a
@@ -307,12 +379,13 @@ impl Session {
 
     /// A binary message: the next attachment of the packet being reassembled.
     pub fn on_binary(&mut self, b: Bytes, s: &Settings, env: &mut dyn Env) -> Result<(), Closed> {
-        let Some(p) = self.partial.as_mut() else {
+        let Some(p) = self.extra.as_mut().and_then(|e| e.partial.as_mut()) else {
             return Err(Closed::Protocol("binary message without a binary packet"));
         };
         p.got.push(b);
         if p.got.len() as u32 == p.want {
-            let p = self.partial.take().expect("present");
+            let p = self.extra().partial.take().expect("present");
+            self.tidy();
             let pk = wire::parse_sio(&p.text, s.max_attachments).map_err(sio_error)?;
             self.packet(pk, p.got, s, env)?;
         }
@@ -320,16 +393,16 @@ impl Session {
     }
 
     fn on_message(&mut self, m: &str, s: &Settings, env: &mut dyn Env) -> Result<(), Closed> {
-        if self.partial.is_some() {
+        if self.extra.as_ref().is_some_and(|e| e.partial.is_some()) {
             return Err(Closed::Protocol("text packet while attachments were due"));
         }
         let pk = wire::parse_sio(m, s.max_attachments).map_err(sio_error)?;
         if pk.attachments > 0 {
-            self.partial = Some(Box::new(Partial {
+            self.extra().partial = Some(Partial {
                 text: m.into(),
                 want: pk.attachments,
                 got: Vec::with_capacity(pk.attachments as usize),
-            }));
+            });
             return Ok(());
         }
         self.packet(pk, Vec::new(), s, env)

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 /// What a lost session leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Its socket id (the CONNECT reply's `sid`), given again on recovery.
-    pub sid: Box<str>,
+    /// Its socket id's random bits (the CONNECT reply's `sid`), given again on recovery.
+    pub sid: u64,
     /// The channel it had joined, if any.
     pub channel: Option<Box<str>>,
     /// The channel's last id when the session joined it: where a client that received nothing
@@ -26,7 +26,7 @@ pub struct Record {
 /// The records of one process, bounded.
 #[derive(Debug)]
 pub struct Records {
-    by_pid: HashMap<Box<str>, Record>,
+    by_pid: HashMap<u64, Record>,
     max: usize,
 }
 
@@ -43,17 +43,17 @@ impl Records {
     }
 
     /// Keeps `r` under `pid` (replacing what was there).
-    pub fn keep(&mut self, pid: &str, r: Record) -> Result<(), Full> {
-        if self.by_pid.len() >= self.max && !self.by_pid.contains_key(pid) {
+    pub fn keep(&mut self, pid: u64, r: Record) -> Result<(), Full> {
+        if self.by_pid.len() >= self.max && !self.by_pid.contains_key(&pid) {
             return Err(Full);
         }
-        self.by_pid.insert(pid.into(), r);
+        self.by_pid.insert(pid, r);
         Ok(())
     }
 
     /// Takes the record of `pid` if it is still within its window at `now`.
-    pub fn take(&mut self, pid: &str, now: u64) -> Option<Record> {
-        self.by_pid.remove(pid).filter(|r| now < r.until)
+    pub fn take(&mut self, pid: u64, now: u64) -> Option<Record> {
+        self.by_pid.remove(&pid).filter(|r| now < r.until)
     }
 
     /// Forgets the records whose window has passed.
@@ -73,6 +73,25 @@ impl Records {
     }
 }
 
+/// A private or socket id as the client sees it: 11 URL-safe characters for 64 random bits.
+pub fn id_string(v: u64) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_le_bytes())
+}
+
+/// The bits of an id made by [`id_string`].
+pub fn id_bits(s: &str) -> Option<u64> {
+    use base64::Engine as _;
+    if s.len() != 11 {
+        return None;
+    }
+    let mut b = [0u8; 9];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode_slice(s, &mut b)
+        .ok()?;
+    (n == 8).then(|| u64::from_le_bytes(b[..8].try_into().expect("8 bytes")))
+}
+
 /// The offset a client sends back: the id of the last message it received (the last argument
 /// of each event while recovery is on).
 pub fn parse_offset(s: &str) -> Option<u64> {
@@ -88,7 +107,7 @@ mod tests {
 
     fn rec(until: u64) -> Record {
         Record {
-            sid: "s".into(),
+            sid: 7,
             channel: Some("news".into()),
             joined_at: 3,
             until,
@@ -98,17 +117,28 @@ mod tests {
     #[test]
     fn window_and_bound() {
         let mut r = Records::new(2);
-        r.keep("a", rec(100)).unwrap();
-        r.keep("b", rec(50)).unwrap();
-        assert_eq!(r.keep("c", rec(100)), Err(Full));
+        r.keep(1, rec(100)).unwrap();
+        r.keep(2, rec(50)).unwrap();
+        assert_eq!(r.keep(3, rec(100)), Err(Full));
         // Replacing is not growing.
-        r.keep("b", rec(60)).unwrap();
-        assert_eq!(r.take("a", 100), None, "the window has passed");
-        assert_eq!(r.take("a", 10), None, "taken once");
+        r.keep(2, rec(60)).unwrap();
+        assert_eq!(r.take(1, 100), None, "the window has passed");
+        assert_eq!(r.take(1, 10), None, "taken once");
         r.sweep(70);
         assert!(r.is_empty());
-        r.keep("c", rec(100)).unwrap();
-        assert_eq!(r.take("c", 99).unwrap().joined_at, 3);
+        r.keep(3, rec(100)).unwrap();
+        assert_eq!(r.take(3, 99).unwrap().joined_at, 3);
+    }
+
+    #[test]
+    fn ids() {
+        for v in [1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let s = id_string(v);
+            assert_eq!(s.len(), 11);
+            assert_eq!(id_bits(&s), Some(v));
+        }
+        assert_eq!(id_bits("short"), None);
+        assert_eq!(id_bits("!!!!!!!!!!!"), None);
     }
 
     #[test]

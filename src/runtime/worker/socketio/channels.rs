@@ -28,7 +28,7 @@ pub(super) struct Asked {
     /// With state recovery: the CONNECT's private id and socket id, and, when the session
     /// was recovered, the channel's last id when it was first joined and what it missed (and
     /// the cursor after it).
-    pub(super) ids: Option<(Box<str>, Box<str>)>,
+    pub(super) ids: Option<(u64, u64)>,
     pub(super) recovered: Option<(u64, Vec<Arc<Message>>, u64)>,
     /// Namespaces left.
     pub(super) leave: Vec<usize>,
@@ -49,15 +49,13 @@ impl Env for SioEnv<'_> {
             let (channels, grant) = self.w.sio_channels(auth, None)?;
             self.asked.join = Some((nsp, channels, grant));
             return Ok(Granted {
-                sid: random_id(),
+                sid: recovery::id_string(random_id()),
                 pid: None,
             });
         }
         let (channels, grant) = self.w.sio_channels(auth, self.query.as_deref())?;
-        let mut granted = Granted {
-            sid: random_id(),
-            pid: None,
-        };
+        let mut sock = random_id();
+        let mut pid_bits = None;
         if self.w.sio.settings.recovery_ms > 0 {
             let field = |k| {
                 (!auth.is_empty())
@@ -65,24 +63,28 @@ impl Env for SioEnv<'_> {
                     .flatten()
             };
             if let Some(pid) = field("pid") {
-                match self
-                    .w
-                    .sio_recover(&pid, &channels, field("offset").as_deref())
-                {
-                    Some((sid, joined_at, msgs, cursor)) => {
+                let found = recovery::id_bits(&pid).and_then(|p| {
+                    let r = self.w.sio_recover(p, &channels, field("offset").as_deref());
+                    r.map(|r| (p, r))
+                });
+                match found {
+                    Some((p, (old_sock, joined_at, msgs, cursor))) => {
                         WorkerStats::add(&self.w.stats.sio_recovered, 1);
-                        granted.sid = sid;
-                        granted.pid = Some(pid);
+                        sock = old_sock;
+                        pid_bits = Some(p);
                         self.asked.recovered = Some((joined_at, msgs, cursor));
                     }
                     None => WorkerStats::add(&self.w.stats.sio_not_recovered, 1),
                 }
             }
-            let pid = granted.pid.get_or_insert_with(random_id);
-            self.asked.ids = Some((pid.as_str().into(), granted.sid.as_str().into()));
+            let pid = *pid_bits.get_or_insert_with(random_id);
+            self.asked.ids = Some((pid, sock));
         }
         self.asked.join = Some((0, channels, grant));
-        Ok(granted)
+        Ok(Granted {
+            sid: recovery::id_string(sock),
+            pid: pid_bits.map(recovery::id_string),
+        })
     }
 
     fn disconnect(&mut self, nsp: usize) {
@@ -140,10 +142,10 @@ impl Worker {
     /// first joined, what it missed and the cursor after it.
     pub(in crate::runtime::worker) fn sio_recover(
         &mut self,
-        pid: &str,
+        pid: u64,
         channels: &[Box<str>],
         offset: Option<&str>,
-    ) -> Option<(String, u64, Vec<Arc<Message>>, u64)> {
+    ) -> Option<(u64, u64, Vec<Arc<Message>>, u64)> {
         let now = self.sio_now();
         let rec = self
             .shared
@@ -152,7 +154,7 @@ impl Worker {
             .unwrap_or_else(|e| e.into_inner())
             .take(pid, now)?;
         match (&rec.channel, channels) {
-            (None, []) => Some((rec.sid.into(), 0, Vec::new(), 0)),
+            (None, []) => Some((rec.sid, 0, Vec::new(), 0)),
             (Some(c), [asked]) if c == asked => {
                 let cursor = match offset {
                     Some(o) => recovery::parse_offset(o)?,
@@ -162,7 +164,7 @@ impl Worker {
                 if since.gap.is_gap() {
                     return None;
                 }
-                Some((rec.sid.into(), rec.joined_at, since.msgs, since.cursor))
+                Some((rec.sid, rec.joined_at, since.msgs, since.cursor))
             }
             _ => None,
         }
@@ -175,9 +177,10 @@ impl Worker {
         if window == 0 || !s.joined(0) {
             return;
         }
-        let (Some(pid), Some(sid)) = (&s.pid, &s.sock) else {
+        let (pid, sid) = (s.pid, s.sock);
+        if pid == 0 {
             return;
-        };
+        }
         let channel = match s.channels.as_slice() {
             [] => None,
             [(chan, _, 0)] => match self.channels.name(*chan) {
@@ -187,7 +190,7 @@ impl Worker {
             _ => return,
         };
         let rec = Record {
-            sid: sid.clone(),
+            sid,
             channel,
             joined_at: s.joined_at,
             until: self.sio_now() + window,
@@ -342,6 +345,8 @@ impl Worker {
                 b.add(Key::of_bayeux(c));
             }
         }
+        // Kept exactly as long as it is: an idle session costs no slack.
+        self.sio.sessions[slot].channels.shrink_to_fit();
     }
 
     /// Session `slot` leaves the channels of namespace `nsp` (`None`: of every namespace).

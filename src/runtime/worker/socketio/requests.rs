@@ -167,7 +167,7 @@ impl Worker {
             }
         }
         if !query.is_empty() {
-            s.query = Some(query.into_boxed_str());
+            s.set_query(query.into_boxed_str());
         }
         let slot = self.sio.sessions.insert(s);
         let sid = Sid {
@@ -226,7 +226,7 @@ impl Worker {
             return self.sio_error(idx, 3, origin, false);
         }
         let s = &mut self.sio.sessions[slot];
-        if !s.outbox.is_empty() {
+        if s.has_out() {
             let body = payload(s.take_outbox());
             return self.sio_answer(idx, origin, keep_alive, body);
         }
@@ -353,16 +353,16 @@ impl Worker {
         let placeholder = Session::new(0, 0, Transport::Polling, 0, &self.sio.settings);
         let mut s = std::mem::replace(&mut self.sio.sessions[slot], placeholder);
         let settings = self.sio.settings.clone();
-        let grant = s.grant.take();
+        let grant = s.take_grant();
         let mut env = SioEnv {
             w: self,
-            query: s.query.clone(),
-            grant: grant.as_deref(),
+            query: s.query().map(Box::from),
+            grant: grant.as_ref(),
             asked: Asked::default(),
         };
         let r = f(&mut s, &settings, now, &mut env);
         let asked = std::mem::take(&mut env.asked);
-        s.grant = grant;
+        s.set_grant(grant);
         self.sio.sessions[slot] = s;
         for nsp in asked.leave {
             self.sio_leave(slot, Some(nsp));
@@ -377,8 +377,8 @@ impl Worker {
                     _ => 0,
                 };
                 let s = &mut self.sio.sessions[slot];
-                s.pid = Some(pid);
-                s.sock = Some(sock);
+                s.pid = pid;
+                s.sock = sock;
                 s.joined_at = joined_at;
             }
             if let Some((_, msgs, cursor)) = asked.recovered {
@@ -394,7 +394,7 @@ impl Worker {
                 let left_ms = g.left(self.shared.unix_secs()).saturating_mul(1_000);
                 let s = &mut self.sio.sessions[slot];
                 s.ends = now + left_ms.max(1);
-                s.grant = Some(Box::new(g));
+                s.set_grant(Some(g));
             }
         }
         if r.is_ok() {
