@@ -9,8 +9,8 @@ use crate::bayeux::ConnType;
 use crate::plan::Transport;
 use crate::socketio::SioTransport;
 
-/// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll and
-/// CometD/Bayeux subscribers that reports what each connection costs.
+/// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll,
+/// CometD/Bayeux and Socket.IO subscribers that reports what each connection costs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flood", version, about)]
 pub struct Args {
