@@ -14,7 +14,7 @@
 //! Server pings (`2`) are answered `3`. An event `42["message",payload,…]` is a delivery; its
 //! first argument is flood's payload, a JSON string (the publisher's body is not valid JSON),
 //! decoded with its escapes; with connection-state recovery the server appends the offset as a
-//! last argument, which is ignored.
+//! last argument, which is ignored. An event `gap` ([`GAP_EVENT`]) is a gap the server reports.
 //!
 //! Parsing is on complete input only: a frame or a polling response's body, then [`packets`]
 //! and [`packet`]. This module never touches a socket or a clock.
@@ -50,6 +50,10 @@ impl SioTransport {
         }
     }
 }
+
+/// The event edgecomet emits before the next message when messages were lost on the way to it
+/// (`42["gap",{"missed":N}]`, with `--broker`): counted as a gap reported by the server.
+pub const GAP_EVENT: &str = "gap";
 
 /// The Engine.IO packet separator of a polling payload.
 pub const SEPARATOR: u8 = 0x1e;

@@ -297,6 +297,9 @@ impl Worker {
                         Arg::NotText | Arg::Absent => b"",
                     };
                     self.on_message(key, payload);
+                } else if name == socketio::GAP_EVENT {
+                    // edgecomet: messages this process never received (`--broker`).
+                    self.gap(key);
                 }
             }
             Packet::Ping => {
