@@ -240,13 +240,11 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
                 ),
                 Transport::Longpoll => format!("GET {path}"),
                 // The Bayeux channel of the native channel `a/b` is `/a/b`.
-                Transport::Bayeux => {
-                    format!("/{}", channel_name(&plan.channel, c as u32, plan.channels))
-                }
+                Transport::Bayeux => format!("/{}", native_channel(&plan.path_prefix, &path)),
                 // The CONNECT packet asking for the channel.
                 Transport::Socketio => {
-                    let name = channel_name(&plan.channel, c as u32, plan.channels);
-                    return socketio::connect_packet(&name, token);
+                    let name = native_channel(&plan.path_prefix, &path);
+                    return socketio::connect_packet(name, token);
                 }
             }
             .into_bytes()
@@ -382,6 +380,17 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     let fin = w.finish(pss_before, pss_open);
     emit(&Line::Final(Box::new(fin)))?;
     Ok(())
+}
+
+/// The native channel a subscribe path names, for the transports that name it apart from the
+/// path (Bayeux, Socket.IO): what follows the last `/sub/` of the prefix (`/sub/a/b` → `a/b`,
+/// the channel `POST /pub/a/b` publishes on), or the last segment when the prefix has no `/sub/`
+/// (a custom --pub-path).
+fn native_channel<'a>(prefix: &str, path: &'a str) -> &'a str {
+    match prefix.rfind("/sub/") {
+        Some(i) => &path[i + 5..],
+        None => &path[prefix.len()..],
+    }
 }
 
 /// `req` (a request head) with `Authorization: Bearer {token}` added when there is a token.
@@ -896,6 +905,26 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_channels() {
+        assert_eq!(native_channel("/sub/", "/sub/news"), "news");
+        assert_eq!(native_channel("/sub/a/", "/sub/a/b-3"), "a/b-3");
+        assert_eq!(native_channel("/app/sub/a/", "/app/sub/a/b"), "a/b");
+        assert_eq!(native_channel("/x/", "/x/b"), "b");
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(
+            bearer("GET / HTTP/1.1\r\n\r\n".into(), None),
+            "GET / HTTP/1.1\r\n\r\n"
+        );
+        assert_eq!(
+            bearer("GET / HTTP/1.1\r\nHost: h\r\n\r\n".into(), Some("t")),
+            "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n"
+        );
+    }
 
     #[test]
     fn conn_entry_is_small() {
