@@ -96,6 +96,17 @@ pub fn request(out: &mut Vec<u8>, r: Request, id: u64, t: ConnType, client: &str
     out.extend_from_slice(b"}]");
 }
 
+/// Adds a subscribe token to a handshake written by [`request`], as the CometD client's
+/// `handshake({ext: {auth: {token}}})` does: `…,"ext":{"auth":{"token":"…"}}}]`.
+pub fn add_token(out: &mut Vec<u8>, token: &str) {
+    if out.ends_with(b"}]") {
+        out.truncate(out.len() - 2);
+        out.extend_from_slice(b",\"ext\":{\"auth\":{\"token\":");
+        json_string(out, token);
+        out.extend_from_slice(b"}}}]");
+    }
+}
+
 /// Appends request `body` (from [`request`]) to `out` as `t` carries it: a `POST {path}` to
 /// `host` (long-polling) or a masked text frame (websocket, after the upgrade to `path`).
 pub fn frame_request(out: &mut Vec<u8>, t: ConnType, path: &str, host: &str, body: &[u8]) {
@@ -646,6 +657,11 @@ mod tests {
         assert_eq!(v[0]["id"], "1");
         assert_eq!(v[0]["supportedConnectionTypes"][0], "long-polling");
         assert!(v[0].get("clientId").is_none());
+        let mut tb = b.clone();
+        add_token(&mut tb, "k\"");
+        let v: serde_json::Value = serde_json::from_slice(&tb).unwrap();
+        assert_eq!(v[0]["ext"]["auth"]["token"], "k\"");
+        assert_eq!(v[0]["channel"], "/meta/handshake");
         request(&mut b, Request::Subscribe, 2, t, "c\"1", "/f-1");
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v[0]["subscription"], "/f-1");

@@ -7,9 +7,10 @@ use clap::Parser;
 
 use crate::bayeux::ConnType;
 use crate::plan::Transport;
+use crate::socketio::SioTransport;
 
-/// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll and
-/// CometD/Bayeux subscribers that reports what each connection costs.
+/// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll,
+/// CometD/Bayeux and Socket.IO subscribers that reports what each connection costs.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "flood", version, about)]
 pub struct Args {
@@ -28,7 +29,11 @@ pub struct Args {
     /// `/meta/subscribe` to `/{channel}`, then `/meta/connect` again and again, the first with
     /// `advice.timeout` 0; open once that first connect is answered; messages arrive in connect
     /// replies; a failed meta reply or `reconnect: handshake` counts as an error and closes the
-    /// connection).
+    /// connection), or `socketio` (a Socket.IO v5 / Engine.IO v4 client per connection on
+    /// --socketio-path, over --socketio-transport: the open packet, a CONNECT to `/` with
+    /// `auth: {channels: ["{channel}"]}`, open once the server's `40` arrives; every
+    /// `42["message",payload]` is a message; pings answered; a `connect_error` counts as a
+    /// `socketio` error).
     #[arg(long, value_enum, default_value_t = Transport::Ws)]
     pub transport: Transport,
 
@@ -44,6 +49,31 @@ pub struct Args {
     /// `POST /pub/{channel}`.
     #[arg(long, default_value = "/cometd")]
     pub bayeux_path: String,
+
+    /// With --transport socketio: the Engine.IO transport, `websocket` (`GET
+    /// {path}?EIO=4&transport=websocket` with an upgrade, a packet per text frame) or `polling`
+    /// (HTTP long-polling: `GET`s answered by `\x1e`-joined packets, the CONNECT and the pongs
+    /// `POST`ed; one request at a time on ONE keep-alive connection per client, where a browser
+    /// uses two; no upgrade to a WebSocket).
+    #[arg(long, value_enum, default_value_t = SioTransport::WebSocket)]
+    pub socketio_transport: SioTransport,
+
+    /// With --transport socketio: the Socket.IO endpoint on the URL's host. The channel is still
+    /// the URL's last segment (asked for in the CONNECT's `auth.channels`) and publishing still
+    /// goes to the native `POST /pub/{channel}`.
+    #[arg(long, default_value = "/socket.io/")]
+    pub socketio_path: String,
+
+    /// With --transport socketio: the event that carries a published message (edgecomet's
+    /// --socketio-event). Its first argument is the payload; others are ignored.
+    #[arg(long, default_value = "message")]
+    pub socketio_event: String,
+
+    /// A subscribe token for every connection (a server with --token-secret): sent as
+    /// `Authorization: Bearer` (ws, sse, longpoll), in the Bayeux handshake's `ext.auth.token`,
+    /// or in the Socket.IO CONNECT's `auth.token`. Publishing does not send it.
+    #[arg(long)]
+    pub token: Option<String>,
 
     /// More targets of the same server (HOST:PORT, comma-separated, e.g. 127.0.0.2:8080 for a
     /// server listening on 0.0.0.0): connections are spread over the URL's address and these,
@@ -313,6 +343,7 @@ mod tests {
             ("sse", Transport::Sse),
             ("longpoll", Transport::Longpoll),
             ("bayeux", Transport::Bayeux),
+            ("socketio", Transport::Socketio),
         ] {
             let a = Args::parse_from(["flood", "--transport", t]);
             assert_eq!(a.transport, want);
@@ -331,6 +362,21 @@ mod tests {
             assert_eq!(want.name(), t);
         }
         assert!(Args::try_parse_from(["flood", "--bayeux-transport", "ws"]).is_err());
+        let a = Args::parse_from(["flood", "--transport", "socketio"]);
+        assert_eq!(a.socketio_transport, SioTransport::WebSocket);
+        assert_eq!(a.socketio_path, "/socket.io/");
+        assert_eq!(a.socketio_event, "message");
+        assert_eq!(a.token, None);
+        for (t, want) in [
+            ("websocket", SioTransport::WebSocket),
+            ("polling", SioTransport::Polling),
+        ] {
+            let a = Args::parse_from(["flood", "--socketio-transport", t, "--token", "k"]);
+            assert_eq!(a.socketio_transport, want);
+            assert_eq!(want.name(), t);
+            assert_eq!(a.token.as_deref(), Some("k"));
+        }
+        assert!(Args::try_parse_from(["flood", "--socketio-transport", "ws"]).is_err());
     }
 
     #[test]

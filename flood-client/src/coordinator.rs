@@ -331,6 +331,10 @@ impl<'a> Run<'a> {
                 transport: args.transport,
                 bayeux: args.bayeux_transport,
                 bayeux_path: args.bayeux_path.clone(),
+                socketio: args.socketio_transport,
+                socketio_path: args.socketio_path.clone(),
+                socketio_event: args.socketio_event.clone(),
+                token: args.token.clone(),
                 slow_fraction: args.slow_readers,
                 slow_read_rate: args.slow_read_rate,
                 churn_rate: args.churn * n as f64 / args.conns as f64,
@@ -701,7 +705,7 @@ fn print_progress(
     );
     let line = format!(
         "[{secs:7.1}s] {phase}: {est}/{target} open{}, errors {} (refused {} reset {} \
-         timeout {} eaddrnotavail {} emfile {} http {} protocol {} bayeux {} closed {}), server \
+         timeout {} eaddrnotavail {} emfile {} http {} protocol {} bayeux {} socketio {} closed {}), server \
          PSS {server}, {deliveries_per_sec:.0} deliveries/s",
         if phase == "ramp" {
             format!(" ({:.0}/s)", est as f64 / secs.max(0.001))
@@ -717,6 +721,7 @@ fn print_progress(
         errs.http_status,
         errs.protocol,
         errs.bayeux,
+        errs.socketio,
         errs.closed_by_server,
     );
     let line = if tls {

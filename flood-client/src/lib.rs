@@ -13,6 +13,7 @@
 //! | SSE stream parser | [`sse`] |
 //! | long-poll answers (strict HTTP response framing) | [`longpoll`] |
 //! | Bayeux requests, reply framing and decoding, clientIds | [`bayeux`] |
+//! | Socket.IO / Engine.IO requests and packets | [`socketio`] |
 //! | HTTP client: head end, requests, keep-alive `HttpConn` | [`http`] |
 //! | source-bound non-blocking connect, open-files limit | [`sys`] |
 //! | TLS: client settings (`--ca`, `--insecure`, resumption), a connection's sans-IO session | [`tls`] |
@@ -22,7 +23,7 @@
 //! | machine limits before a run; `flood check` | [`preflight`], [`kcheck`] |
 //! | the report (summary, JSON) and its SVG charts | [`report`], [`plot`] |
 //!
-//! Dependencies point one way: the sans-IO parsers ([`ws`], [`sse`], [`longpoll`], [`bayeux`],
+//! Dependencies point one way: the sans-IO parsers ([`ws`], [`sse`], [`longpoll`], [`bayeux`], [`socketio`],
 //! [`msg`], [`http::head_end`]) import nothing above them; [`engine`] and [`coordinator`] use
 //! them and [`plan`], and never each other.
 
@@ -40,6 +41,7 @@ pub mod plot;
 pub mod preflight;
 pub mod publish;
 pub mod report;
+pub mod socketio;
 pub mod sse;
 pub mod sys;
 pub mod tls;

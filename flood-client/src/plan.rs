@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use serde::{Deserialize, Serialize};
 
 use crate::bayeux::ConnType;
+use crate::socketio::SioTransport;
 use crate::tls::TlsPlan;
 
 /// How a connection subscribes.
@@ -28,6 +29,10 @@ pub enum Transport {
     /// channel, then `/meta/connect` again and again, over long-polling (one keep-alive
     /// connection) or a WebSocket (`--bayeux-transport`). Messages arrive in connect replies.
     Bayeux,
+    /// Socket.IO v5 over Engine.IO v4 on `--socketio-path`: the handshake, a CONNECT to the main
+    /// namespace asking for the channel (`auth.channels`), then events, over a WebSocket or
+    /// long-polling (`--socketio-transport`).
+    Socketio,
 }
 
 impl Transport {
@@ -37,6 +42,7 @@ impl Transport {
             Transport::Sse => "sse",
             Transport::Longpoll => "longpoll",
             Transport::Bayeux => "bayeux",
+            Transport::Socketio => "socketio",
         }
     }
 }
@@ -68,6 +74,19 @@ pub struct WorkerPlan {
     /// Bayeux: the endpoint's path (`/cometd`).
     #[serde(default)]
     pub bayeux_path: String,
+    /// Socket.IO: websocket or polling.
+    #[serde(default)]
+    pub socketio: SioTransport,
+    /// Socket.IO: the endpoint's path (`/socket.io/`).
+    #[serde(default)]
+    pub socketio_path: String,
+    /// Socket.IO: the name of the event that carries a message (`message`).
+    #[serde(default)]
+    pub socketio_event: String,
+    /// A subscribe token (`--token`): `Authorization: Bearer` for WebSocket, SSE and long-poll,
+    /// `ext.auth.token` in the Bayeux handshake, `auth.token` in the Socket.IO CONNECT.
+    #[serde(default)]
+    pub token: Option<String>,
     /// Fraction of the connections that read slowly once open (which ones: [`is_slow`]).
     #[serde(default)]
     pub slow_fraction: f64,
@@ -119,6 +138,10 @@ pub struct Errors {
     /// connection instead, so that the loss is never silent.
     #[serde(default)]
     pub bayeux: u64,
+    /// The Socket.IO server refused the CONNECT (`44{"message":…}`: a refused token or
+    /// channel, an unknown namespace).
+    #[serde(default)]
+    pub socketio: u64,
     /// TLS: the handshake failed (an alert from the server, no common version or cipher suite,
     /// a malformed message, a bad record afterwards).
     #[serde(default)]
@@ -139,6 +162,7 @@ impl Errors {
             + self.http_status
             + self.protocol
             + self.bayeux
+            + self.socketio
             + self.tls_handshake
             + self.tls_cert
             + self.other
@@ -154,6 +178,7 @@ impl Errors {
         self.protocol += o.protocol;
         self.closed_by_server += o.closed_by_server;
         self.bayeux += o.bayeux;
+        self.socketio += o.socketio;
         self.tls_handshake += o.tls_handshake;
         self.tls_cert += o.tls_cert;
         self.other += o.other;

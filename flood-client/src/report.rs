@@ -274,12 +274,18 @@ impl Report {
             .collect();
         let bayeux_transport =
             (a.transport == Transport::Bayeux).then(|| a.bayeux_transport.name());
+        let socketio_transport =
+            (a.transport == Transport::Socketio).then(|| a.socketio_transport.name());
         let loaded = loaded(&i, established);
         let tls = tls(&i, &errors);
         let json = json!({
             "params": {
                 "url": a.url, "transport": a.transport.name(), "bayeux_transport": bayeux_transport,
                 "bayeux_path": (a.transport == Transport::Bayeux).then_some(&a.bayeux_path),
+                "socketio_transport": socketio_transport,
+                "socketio_path": (a.transport == Transport::Socketio).then_some(&a.socketio_path),
+                "socketio_event": (a.transport == Transport::Socketio).then_some(&a.socketio_event),
+                "token": a.token.is_some(),
                 "conns": a.conns, "rate": a.rate, "duration": a.duration,
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
@@ -289,6 +295,7 @@ impl Report {
             },
             "transport": a.transport.name(),
             "bayeux_transport": bayeux_transport,
+            "socketio_transport": socketio_transport,
             "conns_target": a.conns,
             "conns_established": established,
             "ramp_secs": i.ramp_secs,
@@ -383,6 +390,7 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         j["transport"].as_str().unwrap_or("?"),
         j["bayeux_transport"]
             .as_str()
+            .or_else(|| j["socketio_transport"].as_str())
             .map_or_else(String::new, |t| format!(" over {t}"))
     );
     let _ = writeln!(
@@ -537,7 +545,7 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         let _ = writeln!(
             s,
             "errors: refused {} reset {} timeout {} eaddrnotavail {} emfile {} http {} \
-             protocol {} bayeux {} tls-cert {} tls-handshake {} closed-by-server {} other {}",
+             protocol {} bayeux {} socketio {} tls-cert {} tls-handshake {} closed-by-server {} other {}",
             e.refused,
             e.reset,
             e.timeout,
@@ -546,6 +554,7 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             e.http_status,
             e.protocol,
             e.bayeux,
+            e.socketio,
             e.tls_cert,
             e.tls_handshake,
             e.closed_by_server,
@@ -607,6 +616,13 @@ pub fn hints(e: &Errors) -> Vec<&'static str> {
              (402 unknown client: expired after --bayeux-max-interval, or the server lost it; \
              503: its client limit; a handshake without a common connection type): check the \
              server's Bayeux counters and limits",
+        );
+    }
+    if e.socketio > 0 {
+        h.push(
+            "socketio: the server refused the CONNECT (connect_error: a missing or refused \
+             --token, a channel the token does not allow, an unknown namespace): check --token, \
+             the channel and the server's Socket.IO settings",
         );
     }
     if e.tls_cert > 0 {

@@ -1,11 +1,12 @@
 //! One flood worker process: opens its share of subscriber connections (WebSocket, Server-Sent
-//! Events, long-poll or Bayeux clients) at a paced rate, holds them, reads every message, checks sequence numbers
+//! Events, long-poll, Bayeux or Socket.IO clients) at a paced rate, holds them, reads every message, checks sequence numbers
 //! and records delivery latency, and reports to the coordinator as JSON lines on stdout. It stops
 //! when its stdin says `close` or closes.
 //!
 //! Cost per connection in this process: one slab entry (`Conn`, 40 bytes) and an optional
 //! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
-//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see `Conn`). Reads land
+//! reads; a Bayeux client adds its clientId in a side table (24 bytes, see `Conn`), a Socket.IO
+//! polling client its Engine.IO sid in the same table. Reads land
 //! in one 64 KiB scratch buffer. Never a thread or a timer per connection. Over TLS
 //! (`wss://`, `https://`) a connection adds its session, boxed in a side table (see
 //! `Worker::sessions` and `tls`).
@@ -34,6 +35,7 @@ use crate::bayeux::{ClientId, ConnType};
 pub use crate::plan::{
     Errors, Final, Line, Progress, Transport, WorkerPlan, channel_name, is_slow,
 };
+use crate::socketio::{self, SioTransport};
 use crate::tls::{ClientTls, TlsClient};
 use crate::{longpoll, memory, msg, sys, ws};
 
@@ -45,11 +47,14 @@ enum St {
     TlsHandshake,
     /// Request written, waiting for the response head (WebSocket 101, SSE 200).
     Upgrading,
-    /// Bayeux: `/meta/handshake` sent (or due, [`UNSENT`]), its reply awaited.
+    /// Bayeux: `/meta/handshake` sent (or due, [`UNSENT`]), its reply awaited. Socket.IO: the
+    /// open packet awaited (over polling: the handshake `GET` sent or due).
     Handshake,
-    /// Bayeux: `/meta/subscribe` sent (or due), its reply awaited.
+    /// Bayeux: `/meta/subscribe` sent (or due), its reply awaited. Socket.IO: the CONNECT sent
+    /// (or due); over a WebSocket the server's `40` awaited, over polling the `POST`'s `ok`.
     Subscribe,
     /// Bayeux: the first `/meta/connect` (`advice.timeout` 0) sent (or due), its reply awaited.
+    /// Socket.IO over polling: a `GET` sent (or due), the server's `40` not yet seen.
     FirstConnect,
     /// Established: frames or events arrive; for long-poll, a poll is outstanding; for Bayeux, a
     /// held `/meta/connect` is (or, with [`UNSENT`], is due to be).
@@ -65,6 +70,9 @@ const AFTER_CR: u8 = 1;
 const UNSENT: u8 = 2;
 /// `Conn::flags`: a slow reader ([`is_slow`]): once open it reads only in [`Worker::read_slow`].
 const SLOW: u8 = 4;
+/// `Conn::flags`, Socket.IO over polling: the request outstanding (or due) is the `POST 3`
+/// answering a ping, not the `GET` the state says; the `GET` follows its `ok`.
+const SIO_PONG: u8 = 8;
 /// `Conn::last_id` before the first long-poll answer: poll without a cursor.
 const NO_CURSOR: u64 = u64::MAX;
 
@@ -146,10 +154,12 @@ struct Worker {
     poll_buf: Vec<u8>,
     /// SSE: the data lines of an event, joined.
     sse_data: Vec<u8>,
-    /// Bayeux: each connection's clientId, indexed by slab key (empty for other transports).
+    /// Bayeux: each connection's clientId; Socket.IO over polling: its Engine.IO sid. Indexed by
+    /// slab key (empty for other transports).
     client_ids: Vec<ClientId>,
-    /// Bayeux: the WebSocket upgrade request (`GET {bayeux_path}`).
-    bayeux_upgrade: Vec<u8>,
+    /// Bayeux: the WebSocket upgrade request (`GET {bayeux_path}`); Socket.IO: `GET
+    /// {socketio_path}?EIO=4&transport=websocket`.
+    upgrade: Vec<u8>,
     /// Bayeux: the JSON of the next request, and the clientId as text, assembled here.
     bayeux_body: Vec<u8>,
     client_text: String,
@@ -218,22 +228,35 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
                 plan.path_prefix,
                 channel_name(&plan.channel, c as u32, plan.channels)
             );
+            let token = plan.token.as_deref();
             match plan.transport {
-                Transport::Ws => ws::upgrade_request(&path, &plan.host),
-                Transport::Sse => format!(
-                    "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
-                    plan.host
+                Transport::Ws => bearer(ws::upgrade_request(&path, &plan.host), token),
+                Transport::Sse => bearer(
+                    format!(
+                        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+                        plan.host
+                    ),
+                    token,
                 ),
                 Transport::Longpoll => format!("GET {path}"),
                 // The Bayeux channel of the native channel `a/b` is `/a/b`.
-                Transport::Bayeux => {
-                    format!("/{}", channel_name(&plan.channel, c as u32, plan.channels))
+                Transport::Bayeux => format!("/{}", native_channel(&plan.path_prefix, &path)),
+                // The CONNECT packet asking for the channel.
+                Transport::Socketio => {
+                    let name = native_channel(&plan.path_prefix, &path);
+                    return socketio::connect_packet(name, token);
                 }
             }
             .into_bytes()
         })
         .collect();
-    let bayeux_upgrade = ws::upgrade_request(&plan.bayeux_path, &plan.host).into_bytes();
+    let upgrade = match plan.transport {
+        Transport::Socketio => {
+            ws::upgrade_request(&socketio::websocket_path(&plan.socketio_path), &plan.host)
+        }
+        _ => ws::upgrade_request(&plan.bayeux_path, &plan.host),
+    }
+    .into_bytes();
     let broadcasts = vec![(0, 0); plan.broadcasts as usize];
     let tls = match &plan.tls {
         Some(p) => Some(TlsClient::new(p).map_err(io::Error::other)?),
@@ -266,7 +289,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         poll_buf: Vec::with_capacity(256),
         sse_data: Vec::new(),
         client_ids: Vec::new(),
-        bayeux_upgrade,
+        upgrade,
         bayeux_body: Vec::with_capacity(256),
         client_text: String::with_capacity(64),
         slow_closed: 0,
@@ -359,6 +382,29 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     Ok(())
 }
 
+/// The native channel a subscribe path names, for the transports that name it apart from the
+/// path (Bayeux, Socket.IO): what follows the last `/sub/` of the prefix (`/sub/a/b` → `a/b`,
+/// the channel `POST /pub/a/b` publishes on), or the last segment when the prefix has no `/sub/`
+/// (a custom --pub-path).
+fn native_channel<'a>(prefix: &str, path: &'a str) -> &'a str {
+    match prefix.rfind("/sub/") {
+        Some(i) => &path[i + 5..],
+        None => &path[prefix.len()..],
+    }
+}
+
+/// `req` (a request head) with `Authorization: Bearer {token}` added when there is a token.
+fn bearer(mut req: String, token: Option<&str>) -> String {
+    if let Some(t) = token {
+        // Before the empty line that ends the head.
+        req.truncate(req.len() - 2);
+        req.push_str("Authorization: Bearer ");
+        req.push_str(t);
+        req.push_str("\r\n\r\n");
+    }
+    req
+}
+
 fn emit(line: &Line) -> io::Result<()> {
     let mut out = io::stdout().lock();
     serde_json::to_writer(&mut out, line).map_err(io::Error::other)?;
@@ -423,6 +469,8 @@ impl Worker {
                         continue;
                     }
                     let bayeux = self.plan.transport == Transport::Bayeux;
+                    let sid = self.plan.transport == Transport::Socketio
+                        && self.plan.socketio == SioTransport::Polling;
                     entry.insert(Conn {
                         sock,
                         st: St::Connecting,
@@ -437,7 +485,7 @@ impl Worker {
                         partial: None,
                         last_id: if bayeux { 0 } else { NO_CURSOR },
                     });
-                    if bayeux && self.client_ids.len() <= key {
+                    if (bayeux || sid) && self.client_ids.len() <= key {
                         self.client_ids.resize(key + 1, ClientId::None);
                     }
                     self.in_flight += 1;
@@ -635,10 +683,15 @@ impl Worker {
                 Ok(_) => {}
                 Err(e) => return self.fail(key, &e),
             }
-        } else if c.flags & UNSENT != 0
-            && let Err(e) = self.send_bayeux(key)
-        {
-            return self.fail(key, &e);
+        } else if c.flags & UNSENT != 0 {
+            let r = if self.plan.transport == Transport::Socketio {
+                self.send_sio(key)
+            } else {
+                self.send_bayeux(key)
+            };
+            if let Err(e) = r {
+                return self.fail(key, &e);
+            }
         }
         self.read(key, usize::MAX);
     }
@@ -653,6 +706,12 @@ impl Worker {
             self.conns[key].st = St::Handshake;
             return self.send_bayeux(key);
         }
+        if self.plan.transport == Transport::Socketio && self.plan.socketio == SioTransport::Polling
+        {
+            // Polling: the handshake `GET` goes out at once.
+            self.conns[key].st = St::Handshake;
+            return self.send_sio(key);
+        }
         if self.plan.transport == Transport::Longpoll {
             // No answer comes until a message is published (or the poll times out): the
             // connection counts as open once its first poll is sent.
@@ -663,8 +722,8 @@ impl Worker {
             return Ok(());
         }
         let c = &mut self.conns[key];
-        let req = if self.plan.transport == Transport::Bayeux {
-            &self.bayeux_upgrade
+        let req = if matches!(self.plan.transport, Transport::Bayeux | Transport::Socketio) {
+            &self.upgrade
         } else {
             &self.request[c.chan as usize]
         };
@@ -846,6 +905,26 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_channels() {
+        assert_eq!(native_channel("/sub/", "/sub/news"), "news");
+        assert_eq!(native_channel("/sub/a/", "/sub/a/b-3"), "a/b-3");
+        assert_eq!(native_channel("/app/sub/a/", "/app/sub/a/b"), "a/b");
+        assert_eq!(native_channel("/x/", "/x/b"), "b");
+    }
+
+    #[test]
+    fn bearer_header() {
+        assert_eq!(
+            bearer("GET / HTTP/1.1\r\n\r\n".into(), None),
+            "GET / HTTP/1.1\r\n\r\n"
+        );
+        assert_eq!(
+            bearer("GET / HTTP/1.1\r\nHost: h\r\n\r\n".into(), Some("t")),
+            "GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer t\r\n\r\n"
+        );
+    }
 
     #[test]
     fn conn_entry_is_small() {

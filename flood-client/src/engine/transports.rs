@@ -1,13 +1,15 @@
 //! The wire work of a worker's connections, one transport at a time: the requests written
-//! (long-poll polls, Bayeux requests) and what is read after the response head (WebSocket
-//! frames, SSE events, long-poll answers, Bayeux replies). Parsing itself is sans-IO, in
-//! [`crate::ws`], [`crate::sse`], [`crate::longpoll`] and [`crate::bayeux`].
+//! (long-poll polls, Bayeux requests, Socket.IO packets and polls) and what is read after the
+//! response head (WebSocket frames, SSE events, long-poll answers, Bayeux replies, Engine.IO
+//! packets). Parsing itself is sans-IO, in [`crate::ws`], [`crate::sse`], [`crate::longpoll`],
+//! [`crate::bayeux`] and [`crate::socketio`].
 
 use std::io::{self, Write};
 
 use super::tls::send;
-use super::{AFTER_CR, MAX_FRAME, MAX_HEAD, NO_CURSOR, St, Transport, UNSENT, Worker};
+use super::{AFTER_CR, MAX_FRAME, MAX_HEAD, NO_CURSOR, SIO_PONG, St, Transport, UNSENT, Worker};
 use crate::bayeux::{self, ClientId, ConnType, Event, Unit};
+use crate::socketio::{self, Arg, Packet, SioTransport};
 use crate::{http, longpoll, sse, ws};
 
 impl Worker {
@@ -34,6 +36,9 @@ impl Worker {
             // The Bayeux channel name, built from a `String` in `run`: always UTF-8.
             std::str::from_utf8(&self.request[c.chan as usize]).unwrap_or("/"),
         );
+        if let (bayeux::Request::Handshake, Some(t)) = (what, &self.plan.token) {
+            bayeux::add_token(&mut self.bayeux_body, t);
+        }
         let b = &mut self.poll_buf;
         b.clear();
         bayeux::frame_request(
@@ -72,9 +77,13 @@ impl Worker {
         }
         let _ = write!(
             b,
-            " HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n\r\n",
+            " HTTP/1.1\r\nHost: {}\r\nAccept: application/json\r\n",
             self.plan.host
         );
+        if let Some(t) = &self.plan.token {
+            let _ = write!(b, "Authorization: Bearer {t}\r\n");
+        }
+        b.extend_from_slice(b"\r\n");
         let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
         match send(&c.sock, tls, b, &mut self.tls_out) {
             Ok(n) if n == b.len() => {
@@ -105,7 +114,7 @@ impl Worker {
                 return 0;
             };
             let want: &[u8] = match self.plan.transport {
-                Transport::Ws | Transport::Bayeux => b"HTTP/1.1 101",
+                Transport::Ws | Transport::Bayeux | Transport::Socketio => b"HTTP/1.1 101",
                 _ => b"HTTP/1.1 200",
             };
             if !buf.starts_with(want) {
@@ -114,7 +123,10 @@ impl Worker {
                 return buf.len();
             }
             pos = end + 4;
-            if self.plan.transport == Transport::Bayeux {
+            if self.plan.transport == Transport::Socketio {
+                // The server speaks first: the open packet.
+                self.conns[key].st = St::Handshake;
+            } else if self.plan.transport == Transport::Bayeux {
                 // Over the WebSocket, the handshake comes next; open after the first connect.
                 self.conns[key].st = St::Handshake;
                 if let Err(e) = self.send_bayeux(key) {
@@ -132,7 +144,222 @@ impl Worker {
             Transport::Sse => self.consume_events(key, buf, pos),
             Transport::Longpoll => self.consume_answers(key, buf),
             Transport::Bayeux => self.consume_bayeux(key, buf, pos),
+            Transport::Socketio => match self.plan.socketio {
+                SioTransport::WebSocket => self.consume_sio_frames(key, buf, pos),
+                SioTransport::Polling => self.consume_sio_polls(key, buf),
+            },
         }
+    }
+
+    /// Socket.IO: writes what `key`'s phase sends next. Over a WebSocket only the CONNECT
+    /// (pongs are written where the ping is read). Over polling the request outstanding: the
+    /// handshake `GET`, the `POST` of the CONNECT, the `POST 3` of a pong ([`SIO_PONG`]) or the
+    /// next `GET`. If the socket would block, it is marked [`UNSENT`] and written on the next
+    /// writable event.
+    pub(super) fn send_sio(&mut self, key: usize) -> io::Result<()> {
+        let c = &mut self.conns[key];
+        let b = &mut self.poll_buf;
+        b.clear();
+        match self.plan.socketio {
+            SioTransport::WebSocket => {
+                ws::client_frame_into(b, ws::OP_TEXT, &self.request[c.chan as usize]);
+            }
+            SioTransport::Polling => {
+                self.client_ids[key].write(&mut self.client_text);
+                let body: Option<&[u8]> = if c.flags & SIO_PONG != 0 {
+                    Some(b"3")
+                } else if c.st == St::Subscribe {
+                    Some(&self.request[c.chan as usize])
+                } else {
+                    None
+                };
+                socketio::poll_request(
+                    b,
+                    &self.plan.socketio_path,
+                    &self.plan.host,
+                    &self.client_text,
+                    body,
+                );
+            }
+        }
+        let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+        match send(&c.sock, tls, b, &mut self.tls_out) {
+            Ok(n) if n == b.len() => {
+                c.flags &= !UNSENT;
+                Ok(())
+            }
+            Ok(_) => Err(io::Error::other("short write of a Socket.IO request")),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                c.flags |= UNSENT;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Socket.IO over a WebSocket: one Engine.IO packet per text frame.
+    fn consume_sio_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
+        while pos < buf.len() {
+            let rest = &buf[pos..];
+            let Some((fin, op, payload_at, len)) = ws::frame_header(rest) else {
+                return pos;
+            };
+            if len > MAX_FRAME {
+                let e = io::Error::other("frame over 64 MiB");
+                self.fail(key, &e);
+                return buf.len();
+            }
+            if rest.len() < payload_at + len {
+                return pos;
+            }
+            let payload = &rest[payload_at..payload_at + len];
+            pos += payload_at + len;
+            match op {
+                0x1 if fin && !self.on_sio_packet(key, payload) => return buf.len(),
+                0x1 if fin => {}
+                // A fragmented packet: neither server fragments them; flood does not reassemble.
+                0x0 | 0x1 => return self.sio_confused(key, buf.len()),
+                0x9 => {
+                    let pong = ws::client_frame(ws::OP_PONG, payload);
+                    let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+                    let _ = send(&self.conns[key].sock, tls, &pong, &mut self.tls_out);
+                }
+                0x8 => {
+                    self.closed_by_server(key);
+                    return buf.len();
+                }
+                // Binary attachments, pongs.
+                _ => {}
+            }
+        }
+        pos
+    }
+
+    /// Socket.IO over polling: complete responses, each answering the one request outstanding;
+    /// after each, the next request.
+    fn consume_sio_polls(&mut self, key: usize, buf: &[u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let r = match longpoll::response(&buf[pos..], MAX_FRAME) {
+                Ok(Some(r)) => r,
+                Ok(None) => return pos,
+                Err(_) => return self.sio_confused(key, buf.len()),
+            };
+            pos += r.len;
+            if r.status != 200 {
+                self.errors.http_status += 1;
+                self.drop_conn(key);
+                return buf.len();
+            }
+            let c = &mut self.conns[key];
+            if c.flags & UNSENT != 0 {
+                // Answered before it was written: the server is not answering us.
+                return self.sio_confused(key, buf.len());
+            }
+            if c.flags & SIO_PONG != 0 {
+                // The pong's `ok`; the `GET` follows.
+                c.flags &= !SIO_PONG;
+            } else if c.st == St::Subscribe {
+                // The CONNECT's `ok`; its answer comes in a `GET`.
+                c.st = St::FirstConnect;
+            } else {
+                for p in socketio::packets(r.body) {
+                    if !self.on_sio_packet(key, p) {
+                        return buf.len();
+                    }
+                }
+            }
+            if let Err(e) = self.send_sio(key) {
+                self.fail(key, &e);
+                return buf.len();
+            }
+        }
+        pos
+    }
+
+    /// One Engine.IO packet on `key`. `false`: the connection was dropped.
+    fn on_sio_packet(&mut self, key: usize, p: &[u8]) -> bool {
+        let polling = self.plan.socketio == SioTransport::Polling;
+        let packet = match socketio::packet(p) {
+            Ok(packet) => packet,
+            Err(_) => {
+                self.sio_confused(key, 0);
+                return false;
+            }
+        };
+        let st = self.conns[key].st;
+        match packet {
+            Packet::Event { name, arg } if st == St::Open => {
+                if name == self.plan.socketio_event {
+                    let payload = match &arg {
+                        Arg::Text(s) => s.as_bytes(),
+                        // Valid JSON, not flood's payload: delivered, counted as foreign.
+                        Arg::NotText | Arg::Absent => b"",
+                    };
+                    self.on_message(key, payload);
+                } else if name == socketio::GAP_EVENT {
+                    // edgecomet: messages this process never received (`--broker`).
+                    self.gap(key);
+                }
+            }
+            Packet::Ping => {
+                if polling {
+                    // Answered by a `POST 3` once this response is handled.
+                    self.conns[key].flags |= SIO_PONG;
+                } else {
+                    let mut pong = Vec::with_capacity(8);
+                    ws::client_frame_into(&mut pong, ws::OP_TEXT, b"3");
+                    let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
+                    if let Err(e) = send(&self.conns[key].sock, tls, &pong, &mut self.tls_out)
+                        && e.kind() != io::ErrorKind::WouldBlock
+                    {
+                        self.fail(key, &e);
+                        return false;
+                    }
+                }
+            }
+            Packet::Open { sid } if st == St::Handshake => {
+                self.conns[key].st = St::Subscribe;
+                if polling {
+                    // The `POST` of the CONNECT goes out once this response is handled.
+                    self.client_ids[key] = ClientId::new(&sid);
+                } else if let Err(e) = self.send_sio(key) {
+                    self.fail(key, &e);
+                    return false;
+                }
+            }
+            Packet::Connect
+                if (st == St::Subscribe && !polling) || (st == St::FirstConnect && polling) =>
+            {
+                self.conns[key].st = St::Open;
+                self.in_flight -= 1;
+                self.established += 1;
+            }
+            Packet::ConnectError(_) => {
+                self.errors.socketio += 1;
+                self.drop_conn(key);
+                return false;
+            }
+            Packet::Close | Packet::Disconnect => {
+                self.closed_by_server(key);
+                return false;
+            }
+            Packet::Other => {}
+            // A packet out of place (an event before the CONNECT's answer, a second open).
+            _ => {
+                self.sio_confused(key, 0);
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Socket.IO input flood cannot follow: a protocol error, the connection is dropped.
+    /// Returns `used` (what the caller returns as consumed).
+    fn sio_confused(&mut self, key: usize, used: usize) -> usize {
+        self.errors.protocol += 1;
+        self.drop_conn(key);
+        used
     }
 
     /// Bayeux: complete replies (HTTP responses or WebSocket frames). After the reply to each
