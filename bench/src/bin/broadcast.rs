@@ -45,6 +45,10 @@ broadcast: deliveries/s of one message to N subscribers, edgecomet vs. a write(2
   --min-ratio X        fail if median(edgecomet) / median(baseline) < X [0.90]
   --token-secret S     start edgecomet with --token-secret S; subscribers bring a token
                        (?token=, an HS256 JWT for every channel, valid an hour)
+  --socketio           a third side: the same edgecomet with Socket.IO clients over WebSocket
+                       (a CONNECT to / joining the channel; recovery off, so every frame
+                       is the same); fail if median(socketio) / median(edgecomet) < the
+                       --min-socketio-ratio [0.90]
   --json FILE          also write the results as JSON
 ";
 
@@ -52,6 +56,8 @@ broadcast: deliveries/s of one message to N subscribers, edgecomet vs. a write(2
 enum Side {
     Edge,
     Base,
+    /// edgecomet with Socket.IO subscribers (`--socketio`).
+    Sio,
 }
 
 impl Side {
@@ -59,6 +65,7 @@ impl Side {
         match self {
             Side::Edge => "edgecomet",
             Side::Base => "baseline",
+            Side::Sio => "socketio",
         }
     }
 }
@@ -72,6 +79,16 @@ struct Cfg {
     nsrc: usize,
     /// `--token-secret`: the server needs a token, the subscribers bring one.
     token_secret: Option<String>,
+    socketio: bool,
+}
+
+/// Bytes of the frame each side's subscribers receive for a `size`-byte payload of `x`s.
+fn frame_len(side: Side, size: usize) -> usize {
+    match side {
+        // `42["message","xx…"]`: the payload is not JSON, so it goes as a string.
+        Side::Sio => server_frame_len(size + "42[\"message\",\"\"]".len()),
+        _ => server_frame_len(size),
+    }
 }
 
 /// One measured round.
@@ -113,10 +130,12 @@ fn main() -> ExitCode {
         workers: a.get("--workers", 1),
         nsrc: a.get("--sources", 4).max(1),
         token_secret: a.opt("--token-secret"),
+        socketio: a.flag("--socketio"),
     };
     let rounds: usize = a.get("--rounds", 30).max(1);
     let blocks: usize = a.get("--blocks", 3).clamp(1, rounds);
     let min_ratio: f64 = a.get("--min-ratio", 0.90);
+    let min_sio_ratio: f64 = a.get("--min-socketio-ratio", 0.90);
     let json: Option<String> = a.opt("--json");
     a.finish();
     if cfg.workers == 0 || cfg.workers > 2 {
@@ -140,16 +159,20 @@ fn main() -> ExitCode {
 
     let mut edge: Vec<Round> = Vec::new();
     let mut base: Vec<Round> = Vec::new();
+    let mut sio: Vec<Round> = Vec::new();
     let mut segs_json = Vec::new();
     let mut seg_no = 0u32;
     let mut last_stats = None;
     for b in 0..blocks {
         let k = rounds / blocks + usize::from(b < rounds % blocks);
-        let order = if b % 2 == 0 {
-            [Side::Edge, Side::Base]
+        let mut order = if cfg.socketio {
+            vec![Side::Edge, Side::Sio, Side::Base]
         } else {
-            [Side::Base, Side::Edge]
+            vec![Side::Edge, Side::Base]
         };
+        if b % 2 == 1 {
+            order.reverse();
+        }
         for side in order {
             // Fresh source addresses per segment: no 4-tuple of an earlier segment is reused.
             let srcs = sources(seg_no * cfg.nsrc as u32, cfg.nsrc);
@@ -199,6 +222,7 @@ fn main() -> ExitCode {
             match side {
                 Side::Edge => edge.extend(seg.rounds),
                 Side::Base => base.extend(seg.rounds),
+                Side::Sio => sio.extend(seg.rounds),
             }
         }
     }
@@ -223,8 +247,14 @@ fn main() -> ExitCode {
     let e = summary(&edge);
     let bs = summary(&base);
     let ratio = e.0 / bs.0;
-    let pass = ratio >= min_ratio;
-    for (name, s) in [("edgecomet", e), ("baseline", bs)] {
+    let so = cfg.socketio.then(|| summary(&sio));
+    let sio_ratio = so.map(|s| s.0 / e.0);
+    let pass = ratio >= min_ratio && sio_ratio.is_none_or(|r| r >= min_sio_ratio);
+    let mut sides = vec![("edgecomet", e), ("baseline", bs)];
+    if let Some(s) = so {
+        sides.push(("socketio", s));
+    }
+    for (name, s) in sides {
         println!(
             "  {name:<9}: median {:>9.0} deliveries/s (p10 {:.0}, p90 {:.0}); per round: wall \
              {:.2} ms, receiver CPU {:.2} ms ({:.0}% of wall)",
@@ -236,8 +266,12 @@ fn main() -> ExitCode {
             100.0 * s.5
         );
     }
+    let sio_line = sio_ratio.map_or(String::new(), |r| {
+        format!("; ratio socketio/edgecomet {r:.3}, min {min_sio_ratio}")
+    });
     println!(
-        "broadcast: ratio edgecomet/baseline (medians) {ratio:.3}; min {min_ratio} -> {}  [{:.1} s]",
+        "broadcast: ratio edgecomet/baseline (medians) {ratio:.3}; min {min_ratio}{sio_line} -> {}  \
+         [{:.1} s]",
         if pass { "PASS" } else { "FAIL" },
         started.elapsed().as_secs_f64()
     );
@@ -263,6 +297,9 @@ fn main() -> ExitCode {
             "baseline": side_json(bs),
             "ratio": ratio,
             "min_ratio": min_ratio,
+            "socketio": so.map(side_json),
+            "socketio_ratio": sio_ratio,
+            "min_socketio_ratio": min_sio_ratio,
             "pass": pass,
             "segments": segs_json,
             "last_server_stats": last_stats,
@@ -315,9 +352,40 @@ impl Trigger {
 fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Result<Seg> {
     let timeout = Duration::from_secs(60);
     let payload = vec![b'x'; cfg.size];
-    let flen = server_frame_len(cfg.size) as u64;
+    let flen = frame_len(side, cfg.size) as u64;
     let mut pool = Pool::new()?;
     let (mut srv, mut trig, connect_secs) = match side {
+        Side::Sio => {
+            let mut cmd = Command::new(&cfg.bin);
+            cmd.args([
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                &cfg.workers.to_string(),
+                "--socketio-recovery",
+                "0",
+                "--socketio-ping-interval",
+                "1h",
+                "--socketio-ping-timeout",
+                "1h",
+            ]);
+            let srv = ServerProc::spawn(cmd, "edgecomet", Duration::from_secs(10))?;
+            let channel = |_: usize| CHANNEL.to_string();
+            let c0 = Instant::now();
+            pool.connect(
+                srv.addr,
+                cfg.n,
+                Handshake::SocketIo { channel: &channel },
+                srcs,
+                512,
+                timeout,
+            )?;
+            wait_stat(srv.addr, "conns_sio_ws", cfg.n as u64, timeout)?;
+            let secs = c0.elapsed().as_secs_f64();
+            let conn = http_conn(srv.addr)?;
+            let req = pub_request(CHANNEL, &payload);
+            (srv, Trigger::Publish { conn, req }, secs)
+        }
         Side::Edge => {
             let mut cmd = Command::new(&cfg.bin);
             cmd.args([
@@ -407,7 +475,7 @@ fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Resul
         )));
     }
     let stats = match side {
-        Side::Edge => {
+        Side::Edge | Side::Sio => {
             let s = get_stats(srv.addr)?;
             let want_out = cfg.n as u64 * (cfg.warmup + rounds) as u64;
             if total(&s, "messages_out") != want_out {
