@@ -520,3 +520,44 @@ fn a_push_address_works_across_servers() {
     assert_eq!(recv_text(&mut sub), "pong");
     no_message_within(&mut sub, Duration::from_millis(300));
 }
+
+/// A Socket.IO client over WebSocket on `addr`, connected to `/` with `channels`.
+fn socketio_client(addr: SocketAddr, channels: &str) -> Ws {
+    let mut w = ws(addr, "/socket.io/?EIO=4&transport=websocket");
+    assert!(recv_text(&mut w).starts_with("0{"));
+    w.send(tungstenite::Message::Text(
+        format!("40{{\"channels\":{channels}}}").into(),
+    ))
+    .unwrap();
+    assert!(recv_text(&mut w).starts_with("40{"));
+    w
+}
+
+#[test]
+fn socketio_clients_across_servers() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let with = |url: String| {
+        server(2, move |c| {
+            c.broker = Some(url);
+            c.broker_linger_ms = 200;
+            c.socketio_recovery = Some(0);
+        })
+    };
+    let a = with(url.clone());
+    let b = with(url);
+    // A pattern on `a` (a Redis pattern subscription), an exact channel on `b`.
+    let mut on_a = socketio_client(a.local_addr(), "[\"room/*\",\"news\"]");
+    let mut on_b = socketio_client(b.local_addr(), "[\"news\"]");
+    assert!(subscribed(&a, 2) && subscribed(&b, 1));
+    let mut p = Publisher::new(b.local_addr());
+    assert_eq!(p.publish("room/1", b"{\"r\":1}").0, 202);
+    assert_eq!(p.publish("news", b"\"n\"").0, 202);
+    let mut got = vec![recv_text(&mut on_a), recv_text(&mut on_a)];
+    got.sort();
+    assert_eq!(got, ["42[\"message\",\"n\"]", "42[\"message\",{\"r\":1}]"]);
+    assert_eq!(recv_text(&mut on_b), "42[\"message\",\"n\"]");
+    // Once: nothing more.
+    no_message_within(&mut on_a, Duration::from_millis(300));
+    no_message_within(&mut on_b, Duration::from_millis(300));
+}
