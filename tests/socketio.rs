@@ -554,3 +554,29 @@ fn a_poll_whose_connection_goes_ends_its_session() {
     assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
     assert_eq!(poll(addr, &sid).0, 400);
 }
+
+#[test]
+fn shutdown_ends_every_session() {
+    let s = server(2, |_| {});
+    let addr = s.local_addr();
+    let mut w = ws_session(addr);
+    send(&mut w, "40");
+    next(&mut w);
+    let sid = open(addr, "");
+    let mut held = Publisher::new(addr);
+    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    let down = std::thread::spawn(move || s.shutdown(std::time::Duration::from_secs(5)));
+    // The WebSocket gets 1001, the held poll the close packet.
+    let code = loop {
+        match w.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(code, Some(1001));
+    assert_eq!(held.response(), (200, "1".to_string()));
+    drop((w, held));
+    assert!(down.join().unwrap(), "the drain finished in time");
+}

@@ -429,10 +429,7 @@ impl Worker {
                 self.bayeux_end_hold(idx, None)
             }
             // The session ends: its WebSocket gets 1001, its held GET the close packet.
-            Phase::SioWs | Phase::SioPoll => {
-                self.sio_shutdown(idx);
-                Ok(())
-            }
+            Phase::SioWs | Phase::SioPoll => self.sio_shutdown(idx),
             Phase::Closing => Ok(()),
         }
     }

@@ -318,11 +318,27 @@ impl Worker {
     /// Sends what waits in session `slot`'s outbox: written to its WebSocket, or the answer
     /// of its held GET.
     pub(super) fn sio_flush(&mut self, slot: usize) {
+        let _ = self.sio_send_out(slot, None);
+    }
+
+    /// The result of handling connection `idx` from session code: settled here, unless `idx`
+    /// is `current`, the connection the caller is handling (which gets the result, to pass up:
+    /// a handler never removes its own connection under its caller).
+    fn sio_settle(&mut self, idx: usize, r: Handled, current: Option<usize>) -> Handled {
+        if current == Some(idx) {
+            return r;
+        }
+        self.settle(idx, r);
+        Ok(())
+    }
+
+    /// [`Worker::sio_flush`] from a handler of connection `current`.
+    pub(super) fn sio_send_out(&mut self, slot: usize, current: Option<usize>) -> Handled {
         let Some(s) = self.sio.sessions.get_mut(slot) else {
-            return;
+            return Ok(());
         };
         if !s.has_out() {
-            return;
+            return Ok(());
         }
         match (s.transport, s.conn) {
             (Transport::WebSocket, Some((idx, _))) => {
@@ -338,14 +354,14 @@ impl Worker {
                 let r = self
                     .send(idx, &frames, true)
                     .and_then(|()| self.over_backlog(idx).map(|_| ()));
-                self.settle(idx, r);
+                self.sio_settle(idx, r, current)
             }
             (_, Some((idx, _))) => {
                 let body = payload(s.take_outbox());
                 s.conn = None;
                 let idx = idx as usize;
                 let r = self.sio_answer_held(idx, body);
-                self.settle(idx, r);
+                self.sio_settle(idx, r, current)
             }
             _ => {
                 let (n, bytes) = s.out_size();
@@ -354,8 +370,9 @@ impl Worker {
                     let n = n as u64;
                     WorkerStats::add(&self.stats.drops, n);
                     WorkerStats::add(&self.stats.slow_consumers, 1);
-                    self.sio_close(slot, Closed::Protocol("slow consumer"));
+                    return self.sio_end(slot, Closed::Protocol("slow consumer"), current);
                 }
+                Ok(())
             }
         }
     }
@@ -410,7 +427,7 @@ impl Worker {
     }
 
     /// Shutdown: the session of connection `idx` ends (1001 / the close packet).
-    pub(super) fn sio_shutdown(&mut self, idx: usize) {
+    pub(super) fn sio_shutdown(&mut self, idx: usize) -> Handled {
         let slot = self.conns[idx].chan_pos as usize;
         let key = (idx as u32, self.conns[idx].generation);
         let ours = self
@@ -419,16 +436,17 @@ impl Worker {
             .get(slot)
             .is_some_and(|s| s.conn == Some(key) || s.probe == Some(key));
         if ours {
-            self.sio_close(slot, Closed::Shutdown);
+            self.sio_end(slot, Closed::Shutdown, Some(idx))
         } else if self.conns[idx].phase == Phase::SioWs {
-            let r = self.begin_close(
+            self.begin_close(
                 idx,
                 Some(frame::close_frame(
                     close_code::GOING_AWAY,
                     "server shutting down",
                 )),
-            );
-            self.settle(idx, r);
+            )
+        } else {
+            Ok(())
         }
     }
 
@@ -437,8 +455,13 @@ impl Worker {
     /// Ends session `slot`: its channels left, its held GET answered (the close packet, or a
     /// noop when the client closed), its WebSocket closed.
     pub(super) fn sio_close(&mut self, slot: usize, why: Closed) {
+        let _ = self.sio_end(slot, why, None);
+    }
+
+    /// [`Worker::sio_close`] from a handler of connection `current`.
+    pub(super) fn sio_end(&mut self, slot: usize, why: Closed, current: Option<usize>) -> Handled {
         if !self.sio_alive(slot) {
-            return;
+            return Ok(());
         }
         if matches!(why, Closed::PingTimeout | Closed::Transport) {
             self.sio_keep_record(slot);
@@ -453,6 +476,7 @@ impl Worker {
             Closed::TokenExpired => WorkerStats::add(&self.stats.auth_expired_closes, 1),
             Closed::ByClient | Closed::Transport | Closed::Shutdown => {}
         }
+        let mut mine = Ok(());
         for key in [s.conn, s.probe].into_iter().flatten() {
             let idx = key.0 as usize;
             if !self.is_live(idx, key.1) {
@@ -486,8 +510,13 @@ impl Worker {
                 }
                 _ => Ok(()),
             };
-            self.settle(idx, r);
+            if current == Some(idx) {
+                mine = r;
+            } else {
+                self.settle(idx, r);
+            }
         }
+        mine
     }
 
     /// Connection `idx` is going (closed, or removed): its session learns it. A session's

@@ -117,7 +117,7 @@ impl Worker {
                         s.conn = Some(key);
                         s.transport = Transport::WebSocket;
                         WorkerStats::add(&self.stats.sio_upgrades, 1);
-                        self.sio_flush(slot);
+                        self.sio_send_out(slot, Some(idx))?;
                     }
                     _ => {
                         WorkerStats::add(&self.stats.sio_protocol_errors, 1);
@@ -136,9 +136,9 @@ impl Worker {
                 self.sio_rules(slot, |s, st, _now, env| s.on_binary(b, st, env))
             };
             match r {
-                Ok(()) => self.sio_flush(slot),
+                Ok(()) => self.sio_send_out(slot, Some(idx))?,
                 Err(why) => {
-                    self.sio_close(slot, why);
+                    self.sio_end(slot, why, Some(idx))?;
                     return Ok(buf.len());
                 }
             }
