@@ -59,6 +59,19 @@ fn send(w: &mut Ws, text: &str) {
     w.send(tungstenite::Message::Text(text.into())).unwrap();
 }
 
+/// The close frame's code and reason, skipping what comes before it.
+fn close_of(w: &mut Ws) -> Option<(u16, String)> {
+    loop {
+        match w.read() {
+            Ok(tungstenite::Message::Close(f)) => {
+                return f.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// The next text packet that is not a ping (pings are answered).
 fn next(w: &mut Ws) -> String {
     loop {
@@ -362,14 +375,7 @@ fn hostile_packets_end_the_session_and_nothing_else() {
         "451-[\"message\",{\"_placeholder\":true,\"num\":0}]",
     );
     send(&mut w, "42[\"message\"]");
-    let code = loop {
-        match w.read() {
-            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
-            Ok(_) => continue,
-            Err(e) => panic!("{e}"),
-        }
-    };
-    assert_eq!(code, Some(1008));
+    assert_eq!(close_of(&mut w).map(|c| c.0), Some(1008));
     // Over the payload limit.
     let sid = open(addr, "");
     let big = format!("42[\"message\",\"{}\"]", "x".repeat(1_000_001));
@@ -568,14 +574,7 @@ fn shutdown_ends_every_session() {
     assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
     let down = std::thread::spawn(move || s.shutdown(std::time::Duration::from_secs(5)));
     // The WebSocket gets 1001, the held poll the close packet.
-    let code = loop {
-        match w.read() {
-            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)),
-            Ok(_) => continue,
-            Err(e) => panic!("{e}"),
-        }
-    };
-    assert_eq!(code, Some(1001));
+    assert_eq!(close_of(&mut w).map(|c| c.0), Some(1001));
     assert_eq!(held.response(), (200, "1".to_string()));
     drop((w, held));
     assert!(down.join().unwrap(), "the drain finished in time");

@@ -44,6 +44,7 @@ broadcast: deliveries/s of one message to N subscribers, edgecomet vs. a write(2
   --sources N          client source addresses 127.0.x.y per segment [4]
   --min-ratio X        fail if median(edgecomet) / median(baseline) < X [0.90]
   --token-secret S     start edgecomet with --token-secret S; subscribers bring a token
+                       (the native WebSocket side; the --socketio side runs without)
                        (?token=, an HS256 JWT for every channel, valid an hour)
   --socketio           a third side: the same edgecomet with Socket.IO clients over WebSocket
                        (a CONNECT to / joining the channel; recovery off, so every frame
@@ -355,38 +356,8 @@ fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Resul
     let flen = frame_len(side, cfg.size) as u64;
     let mut pool = Pool::new()?;
     let (mut srv, mut trig, connect_secs) = match side {
-        Side::Sio => {
-            let mut cmd = Command::new(&cfg.bin);
-            cmd.args([
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                &cfg.workers.to_string(),
-                "--socketio-recovery",
-                "0",
-                "--socketio-ping-interval",
-                "1h",
-                "--socketio-ping-timeout",
-                "1h",
-            ]);
-            let srv = ServerProc::spawn(cmd, "edgecomet", Duration::from_secs(10))?;
-            let channel = |_: usize| CHANNEL.to_string();
-            let c0 = Instant::now();
-            pool.connect(
-                srv.addr,
-                cfg.n,
-                Handshake::SocketIo { channel: &channel },
-                srcs,
-                512,
-                timeout,
-            )?;
-            wait_stat(srv.addr, "conns_sio_ws", cfg.n as u64, timeout)?;
-            let secs = c0.elapsed().as_secs_f64();
-            let conn = http_conn(srv.addr)?;
-            let req = pub_request(CHANNEL, &payload);
-            (srv, Trigger::Publish { conn, req }, secs)
-        }
-        Side::Edge => {
+        Side::Edge | Side::Sio => {
+            let sio = side == Side::Sio;
             let mut cmd = Command::new(&cfg.bin);
             cmd.args([
                 "--listen",
@@ -396,25 +367,35 @@ fn segment(cfg: &Cfg, side: Side, rounds: usize, srcs: &[Ipv4Addr]) -> io::Resul
                 "--ws-ping-interval",
                 "0",
             ]);
+            if sio {
+                // Recovery off: every event frame is the same size.
+                cmd.args([
+                    "--socketio-recovery",
+                    "0",
+                    "--socketio-ping-interval",
+                    "1h",
+                    "--socketio-ping-timeout",
+                    "1h",
+                ]);
+            }
             let query = match &cfg.token_secret {
-                Some(secret) => {
+                Some(secret) if !sio => {
                     cmd.args(["--token-secret", secret]);
                     format!("?token={}", edgecomet_bench::token(secret))
                 }
-                None => String::new(),
+                _ => String::new(),
             };
             let srv = ServerProc::spawn(cmd, "edgecomet", Duration::from_secs(10))?;
             let path = |_: usize| format!("/sub/{CHANNEL}{query}");
+            let channel = |_: usize| CHANNEL.to_string();
+            let (hs, gauge) = if sio {
+                (Handshake::SocketIo { channel: &channel }, "conns_sio_ws")
+            } else {
+                (Handshake::WebSocket(&path), "conns_ws_sub")
+            };
             let c0 = Instant::now();
-            pool.connect(
-                srv.addr,
-                cfg.n,
-                Handshake::WebSocket(&path),
-                srcs,
-                512,
-                timeout,
-            )?;
-            wait_stat(srv.addr, "conns_ws_sub", cfg.n as u64, timeout)?;
+            pool.connect(srv.addr, cfg.n, hs, srcs, 512, timeout)?;
+            wait_stat(srv.addr, gauge, cfg.n as u64, timeout)?;
             let secs = c0.elapsed().as_secs_f64();
             let conn = http_conn(srv.addr)?;
             let req = pub_request(CHANNEL, &payload);

@@ -17,7 +17,27 @@ use crate::pubsub;
 use crate::runtime::conn::{Ext, Phase, Proto, flag};
 use crate::stats::WorkerStats;
 
+/// The answer to a client's close frame: its code echoed, or an empty close.
+pub(super) fn close_reply(code: Option<u16>) -> Bytes {
+    match code {
+        Some(c) => frame::close_frame(c, ""),
+        None => frame::frame(frame::OP_CLOSE, &[]),
+    }
+}
+
 impl Worker {
+    /// A frame the reader refused: counted (1009 as too big, the rest as protocol errors), and
+    /// the close frame that says why.
+    pub(super) fn ws_failed(&self, Fail { code, reason }: Fail) -> Bytes {
+        let counter = if code == close_code::TOO_BIG {
+            &self.stats.ws_too_big
+        } else {
+            &self.stats.ws_protocol_errors
+        };
+        WorkerStats::add(counter, 1);
+        frame::close_frame(code, reason)
+    }
+
     pub(super) fn upgrade(
         &mut self,
         idx: usize,
@@ -222,23 +242,12 @@ impl Worker {
             }
             Event::Ping(p) => replies.push((frame::frame(OP_PONG, p), false)),
             Event::Pong(_) => {}
-            Event::Close { code, .. } => {
-                close = Some(match code {
-                    Some(c) => frame::close_frame(c, ""),
-                    None => frame::frame(frame::OP_CLOSE, &[]),
-                });
-            }
+            Event::Close { code, .. } => close = Some(close_reply(code)),
         });
         let consumed = match res {
             Ok(n) => n,
-            Err(Fail { code, reason }) => {
-                let counter = if code == close_code::TOO_BIG {
-                    &self.stats.ws_too_big
-                } else {
-                    &self.stats.ws_protocol_errors
-                };
-                WorkerStats::add(counter, 1);
-                close = Some(frame::close_frame(code, reason));
+            Err(f) => {
+                close = Some(self.ws_failed(f));
                 buf.len()
             }
         };

@@ -3,10 +3,11 @@
 use bytes::Bytes;
 
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
-use crate::proto::ws::reader::{Event, Fail};
+use crate::proto::ws::reader::Event;
 use crate::runtime::conn::{Ext, Phase, Proto};
 use crate::runtime::worker::Worker;
 use crate::runtime::worker::conn_io::Dead;
+use crate::runtime::worker::ws::close_reply;
 use crate::session::socketio::Transport;
 use crate::stats::WorkerStats;
 
@@ -49,23 +50,12 @@ impl Worker {
             }
             Event::Ping(p) => replies.push(frame::frame(frame::OP_PONG, p)),
             Event::Pong(_) => {}
-            Event::Close { code, .. } => {
-                close = Some(match code {
-                    Some(c) => frame::close_frame(c, ""),
-                    None => frame::frame(frame::OP_CLOSE, &[]),
-                });
-            }
+            Event::Close { code, .. } => close = Some(close_reply(code)),
         });
         let consumed = match res {
             Ok(n) => n,
-            Err(Fail { code, reason }) => {
-                let counter = if code == close_code::TOO_BIG {
-                    &self.stats.ws_too_big
-                } else {
-                    &self.stats.ws_protocol_errors
-                };
-                WorkerStats::add(counter, 1);
-                close = Some(frame::close_frame(code, reason));
+            Err(f) => {
+                close = Some(self.ws_failed(f));
                 buf.len()
             }
         };
