@@ -44,8 +44,8 @@ broadcast: deliveries/s of one message to N subscribers, edgecomet vs. a write(2
   --sources N          client source addresses 127.0.x.y per segment [4]
   --min-ratio X        fail if median(edgecomet) / median(baseline) < X [0.90]
   --token-secret S     start edgecomet with --token-secret S; subscribers bring a token
-                       (the native WebSocket side; the --socketio side runs without)
-                       (?token=, an HS256 JWT for every channel, valid an hour)
+                       (?token=, an HS256 JWT for every channel, valid an hour); the
+                       native WebSocket side only, the --socketio side runs without
   --socketio           a third side: the same edgecomet with Socket.IO clients over WebSocket
                        (a CONNECT to / joining the channel; recovery off, so every frame
                        is the same); fail if median(socketio) / median(edgecomet) < the
