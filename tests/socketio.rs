@@ -579,3 +579,33 @@ fn shutdown_ends_every_session() {
     drop((w, held));
     assert!(down.join().unwrap(), "the drain finished in time");
 }
+
+/// A session in one channel through two namespaces holds two entries of the channel's list:
+/// ending the session removes both (the second may have moved when the first went), and a
+/// session that takes its slot later gets nothing of that channel.
+#[test]
+fn a_session_in_a_channel_twice_leaves_it_cleanly() {
+    let s = server(1, |c| {
+        c.socketio_namespaces = vec!["/chat".into()];
+        c.socketio_recovery = Some(0);
+    });
+    let addr = s.local_addr();
+    let mut native = ws(addr, "/sub/news");
+    let mut w = ws_session(addr);
+    send(&mut w, "40{\"channels\":[\"news\"]}");
+    next(&mut w);
+    send(&mut w, "40/chat,{\"channels\":[\"news\"]}");
+    next(&mut w);
+    drop(w);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
+    // A new session (in the freed slot) that joins nothing.
+    let mut later = ws_session(addr);
+    send(&mut later, "40/chat,");
+    next(&mut later);
+    let mut p = Publisher::new(addr);
+    assert_eq!(p.publish("news", b"1").0, 200);
+    assert_eq!(recv_text(&mut native), "1");
+    send(&mut later, "2probe");
+    // Its next packet is the answer to that ping, not a message of `news`.
+    assert_eq!(next(&mut later), "3probe");
+}

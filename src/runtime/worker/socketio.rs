@@ -434,7 +434,7 @@ impl Worker {
             .sio
             .sessions
             .get(slot)
-            .is_some_and(|s| s.conn == Some(key) || s.probe == Some(key));
+            .is_some_and(|s| s.conn == Some(key) || s.probe() == Some(key));
         if ours {
             self.sio_end(slot, Closed::Shutdown, Some(idx))
         } else if self.conns[idx].phase == Phase::SioWs {
@@ -477,7 +477,7 @@ impl Worker {
             Closed::ByClient | Closed::Transport | Closed::Shutdown => {}
         }
         let mut mine = Ok(());
-        for key in [s.conn, s.probe].into_iter().flatten() {
+        for key in [s.conn, s.probe()].into_iter().flatten() {
             let idx = key.0 as usize;
             if !self.is_live(idx, key.1) {
                 continue;
@@ -535,8 +535,8 @@ impl Worker {
         let Some(s) = self.sio.sessions.get_mut(slot) else {
             return;
         };
-        if s.probe == Some(key) {
-            s.probe = None;
+        if s.probe() == Some(key) {
+            s.set_probe(None);
             s.transport = Transport::Polling;
         } else if s.conn == Some(key) {
             s.conn = None;

@@ -157,8 +157,6 @@ pub struct Session {
     pub transport: Transport,
     /// Polling: the held GET; WebSocket: the connection. (slot, generation)
     pub conn: Option<(u32, u32)>,
-    /// Upgrading: the WebSocket being probed.
-    pub probe: Option<(u32, u32)>,
     /// Namespaces joined (bit i: `Settings::namespaces[i]`).
     joined: u32,
     /// Whether a CONNECT ever succeeded (the connect timeout stops).
@@ -174,10 +172,8 @@ pub struct Session {
     /// What few sessions have: a box only when one of them is there.
     extra: Option<Box<Extra>>,
     /// Channels the session is subscribed to in the worker's table: (channel, position,
-    /// namespace).
-    pub channels: Vec<(u32, u32, u8)>,
-    /// With subscribe tokens: when the token ends (ms; 0: no token).
-    pub ends: u64,
+    /// namespace), exactly as many as there are.
+    pub channels: Box<[(u32, u32, u8)]>,
     /// The earliest deadline the runtime's timer holds for this session (0: none).
     pub armed: u64,
     /// With state recovery, once `/` is joined: the private id and the socket id (random bits,
@@ -205,6 +201,10 @@ struct Extra {
     grant: Option<crate::auth::Grant>,
     /// A binary packet waiting for its attachments.
     partial: Option<Partial>,
+    /// Upgrading: the WebSocket being probed (slot, generation).
+    probe: Option<(u32, u32)>,
+    /// With subscribe tokens: when the token ends (ms; 0: no token).
+    ends: u64,
 }
 
 impl Session {
@@ -220,7 +220,6 @@ impl Session {
             secret,
             transport,
             conn: None,
-            probe: None,
             joined: 0,
             connected_once: false,
             ping_due: now + s.ping_interval_ms,
@@ -228,8 +227,7 @@ impl Session {
             connect_by: now + s.connect_timeout_ms,
             outbox: None,
             extra: None,
-            channels: Vec::new(),
-            ends: 0,
+            channels: Box::default(),
             armed: 0,
             pid: 0,
             sock: 0,
@@ -239,7 +237,7 @@ impl Session {
 
     /// The earliest deadline.
     pub fn due(&self) -> u64 {
-        [self.connect_by, self.ends]
+        [self.connect_by, self.ends()]
             .into_iter()
             .filter(|&t| t != 0)
             .fold(self.ping_due, u64::min)
@@ -250,7 +248,8 @@ impl Session {
         if self.connect_by != 0 && now >= self.connect_by {
             return Err(Closed::ConnectTimeout);
         }
-        if self.ends != 0 && now >= self.ends {
+        let ends = self.ends();
+        if ends != 0 && now >= ends {
             return Err(Closed::TokenExpired);
         }
         if now >= self.ping_due {
@@ -299,13 +298,35 @@ impl Session {
 
     /// Frees the extras box when nothing is left in it.
     fn tidy(&mut self) {
-        if self
-            .extra
-            .as_ref()
-            .is_some_and(|e| e.query.is_none() && e.grant.is_none() && e.partial.is_none())
-        {
+        if self.extra.as_ref().is_some_and(|e| {
+            e.query.is_none()
+                && e.grant.is_none()
+                && e.partial.is_none()
+                && e.probe.is_none()
+                && e.ends == 0
+        }) {
             self.extra = None;
         }
+    }
+
+    /// Upgrading: the WebSocket being probed (slot, generation).
+    pub fn probe(&self) -> Option<(u32, u32)> {
+        self.extra.as_ref().and_then(|e| e.probe)
+    }
+
+    pub fn set_probe(&mut self, p: Option<(u32, u32)>) {
+        self.extra().probe = p;
+        self.tidy();
+    }
+
+    /// With subscribe tokens: when the token ends (ms; 0: no token).
+    pub fn ends(&self) -> u64 {
+        self.extra.as_ref().map_or(0, |e| e.ends)
+    }
+
+    pub fn set_ends(&mut self, at: u64) {
+        self.extra().ends = at;
+        self.tidy();
     }
 
     /// The handshake's `channels=` / `token=` query parts.
@@ -329,15 +350,8 @@ impl Session {
     }
 
     pub fn set_grant(&mut self, g: Option<crate::auth::Grant>) {
-        match g {
-            Some(g) => self.extra().grant = Some(g),
-            None => {
-                if let Some(e) = self.extra.as_mut() {
-                    e.grant = None;
-                }
-                self.tidy();
-            }
-        }
+        self.extra().grant = g;
+        self.tidy();
     }
 
     /// An Engine.IO text packet from the client (a WebSocket text frame, or one packet of a

@@ -293,5 +293,5 @@ fn client_publish_is_acked() {
 /// is a decision, so this test pins it.
 #[test]
 fn session_size_is_pinned() {
-    assert_eq!(std::mem::size_of::<Session>(), 144);
+    assert_eq!(std::mem::size_of::<Session>(), 112);
 }

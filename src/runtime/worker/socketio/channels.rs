@@ -181,7 +181,7 @@ impl Worker {
         if pid == 0 {
             return;
         }
-        let channel = match s.channels.as_slice() {
+        let channel = match &*s.channels {
             [] => None,
             [(chan, _, 0)] => match self.channels.name(*chan) {
                 Some(n) if !n.ends_with('*') => Some(Box::from(&**n)),
@@ -332,13 +332,12 @@ impl Worker {
         nsp: usize,
         channels: &[Box<str>],
     ) {
+        let mut list = std::mem::take(&mut self.sio.sessions[slot].channels).into_vec();
         for c in channels {
             let Ok(j) = self.channels.subscribe(c, sio_entry(slot, nsp)) else {
                 continue; // admitted in this turn: cannot happen
             };
-            self.sio.sessions[slot]
-                .channels
-                .push((j.chan, j.pos, nsp as u8));
+            list.push((j.chan, j.pos, nsp as u8));
             if j.first
                 && let Some(b) = self.shared.broker.get()
             {
@@ -346,17 +345,26 @@ impl Worker {
             }
         }
         // Kept exactly as long as it is: an idle session costs no slack.
-        self.sio.sessions[slot].channels.shrink_to_fit();
+        self.sio.sessions[slot].channels = list.into_boxed_slice();
     }
 
     /// Session `slot` leaves the channels of namespace `nsp` (`None`: of every namespace).
     pub(in crate::runtime::worker) fn sio_leave(&mut self, slot: usize, nsp: Option<usize>) {
-        let all = std::mem::take(&mut self.sio.sessions[slot].channels);
-        let (gone, kept): (Vec<_>, Vec<_>) = all
-            .into_iter()
-            .partition(|e| nsp.is_none_or(|n| usize::from(e.2) == n));
-        self.sio.sessions[slot].channels = kept;
-        for (chan, pos, _) in gone {
+        // One entry at a time, the others staying in the session's list: removing one may
+        // move another of the same session (the same channel through another namespace), whose
+        // new position must land in the list before it is removed in turn.
+        loop {
+            let s = &mut self.sio.sessions[slot];
+            let Some(i) = s
+                .channels
+                .iter()
+                .position(|e| nsp.is_none_or(|n| usize::from(e.2) == n))
+            else {
+                break;
+            };
+            let mut list = std::mem::take(&mut s.channels).into_vec();
+            let (chan, pos, _) = list.swap_remove(i);
+            s.channels = list.into_boxed_slice();
             if let Some(moved) = self.channels.unsubscribe(chan, pos) {
                 self.moved_in_channel(chan, pos, moved);
             }

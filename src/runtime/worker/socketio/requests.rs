@@ -62,7 +62,7 @@ impl Worker {
         };
         let s = &self.sio.sessions[slot];
         if websocket {
-            if s.transport != Transport::Polling || s.probe.is_some() {
+            if s.transport != Transport::Polling || s.probe().is_some() {
                 return self.sio_error(idx, 3, origin, false);
             }
             let Some(resp) = self.accept_upgrade(idx, head)? else {
@@ -70,7 +70,7 @@ impl Worker {
             };
             self.sio_ws_phase(idx, slot);
             let key = (idx as u32, self.conns[idx].generation);
-            self.sio.sessions[slot].probe = Some(key);
+            self.sio.sessions[slot].set_probe(Some(key));
             self.sio.sessions[slot].transport = Transport::Upgrading;
             return self.send(idx, &[Bytes::from(resp)], false);
         }
@@ -393,7 +393,7 @@ impl Worker {
             if let Some(g) = grant {
                 let left_ms = g.left(self.shared.unix_secs()).saturating_mul(1_000);
                 let s = &mut self.sio.sessions[slot];
-                s.ends = now + left_ms.max(1);
+                s.set_ends(now + left_ms.max(1));
                 s.set_grant(Some(g));
             }
         }

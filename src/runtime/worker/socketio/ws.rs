@@ -66,7 +66,7 @@ impl Worker {
             .sio
             .sessions
             .get(slot)
-            .is_some_and(|s| s.probe == Some(key));
+            .is_some_and(|s| s.probe() == Some(key));
         for (text, m) in msgs {
             if close.is_some() {
                 break;
@@ -75,11 +75,11 @@ impl Worker {
                 .sio
                 .sessions
                 .get(slot)
-                .is_some_and(|s| s.conn == Some(key) || s.probe == Some(key))
+                .is_some_and(|s| s.conn == Some(key) || s.probe() == Some(key))
             {
                 break;
             }
-            if probing && self.sio.sessions[slot].probe == Some(key) {
+            if probing && self.sio.sessions[slot].probe() == Some(key) {
                 // The upgrade: `2probe` → `3probe` (and the held GET answered with a noop so
                 // the client's polling pauses), then `5`.
                 match (text, m.as_slice()) {
@@ -103,7 +103,7 @@ impl Worker {
                             self.settle(held as usize, r);
                         }
                         let s = &mut self.sio.sessions[slot];
-                        s.probe = None;
+                        s.set_probe(None);
                         s.conn = Some(key);
                         s.transport = Transport::WebSocket;
                         WorkerStats::add(&self.stats.sio_upgrades, 1);
