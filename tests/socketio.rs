@@ -305,6 +305,11 @@ fn tokens_decide_what_a_connect_joins() {
         );
     }
     assert!(total(&s, "sio_connect_errors") >= 4);
+    let before = total(&s, "sio_connect_errors");
+    let mut w = ws_session(addr);
+    send(&mut w, "40/nope,");
+    assert_eq!(next(&mut w), "44/nope,{\"message\":\"Invalid namespace\"}");
+    assert!(wait_until(5, || total(&s, "sio_connect_errors") == before + 1));
 }
 
 #[test]

@@ -137,6 +137,8 @@ pub trait Env {
     fn disconnect(&mut self, nsp: usize);
     /// `--client-publish`: publish `data` (JSON) on `channel`. `Err`: why not, for the ack.
     fn publish(&mut self, channel: &str, data: &str) -> Result<(), String>;
+    /// A CONNECT to a namespace that does not exist was refused (for the caller's count).
+    fn unknown_namespace(&mut self) {}
 }
 
 /// A binary packet waiting for its attachments.
@@ -433,6 +435,7 @@ impl Session {
         match pk.kind {
             Kind::Connect => {
                 let Some(i) = ns else {
+                    env.unknown_namespace();
                     self.text(wire::sio(
                         Kind::ConnectError,
                         pk.nsp,

@@ -91,6 +91,10 @@ impl Env for SioEnv<'_> {
         self.asked.leave.push(nsp);
     }
 
+    fn unknown_namespace(&mut self) {
+        WorkerStats::add(&self.w.stats.sio_connect_errors, 1);
+    }
+
     fn publish(&mut self, channel: &str, data: &str) -> Result<(), String> {
         if !valid_channel(channel, self.w.cfg.max_channel_len) {
             return Err("invalid channel name".to_string());
