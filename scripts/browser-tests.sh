@@ -6,7 +6,10 @@
 # long-polling and websocket in turn, each registered alone: handshake, 100 messages from
 # POST /pub, wildcards, publish from the page, remoteCall echo, disconnect; each test checked on
 # the wire (a recording proxy) to use that transport only: JSONP GETs; credentialed JSON POSTs
-# with CORS preflights; one WebSocket upgrade to /cometd and text frames. Authorization: a page
+# with CORS preflights; one WebSocket upgrade to /cometd and text frames. Socket.IO with the
+# official socket.io-client 4 (npm): polling then the upgrade while messages flow, websocket only,
+# polling only, emit("publish") with an ack, connect_error (namespace, channel, tokens), connection
+# state recovery across a proxy cut, binary echo against a --socketio-conformance edgecomet. Authorization: a page
 # gets a private push address and receives what a page of another origin sends it by JSONP;
 # against a second server with --token-secret, EventSource and WebSocket with ?token= (valid,
 # refused, ended at exp with close 4001 / event: expired).

@@ -141,7 +141,7 @@ step "authorization with clients we did not write (PyJWT tokens, python websocke
     .tools/py3/bin/python tests/python/test_auth.py target/release/edgecomet
 step "metrics with tools we did not write (promtool, a Prometheus server scraping; /readyz with Redis killed, and draining)" \
     .tools/py3/bin/python tests/python/test_metrics.py target/release/edgecomet
-step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD; plaintext, then https/wss)" scripts/browser-tests.sh
+step "browser tests (chromium: EventSource, long-poll, WebSocket, dojox/socket, CometD, Socket.IO; plaintext, then https/wss)" scripts/browser-tests.sh
 step "deployment: systemd unit (systemd-analyze verify, security, its syscall filter against the binary)" \
     scripts/deploy-check.sh
 step "kernel-tuning apply/restore (in a network namespace of its own)" \

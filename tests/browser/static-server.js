@@ -1,7 +1,8 @@
 'use strict';
 // Tiny static file server for the browser tests: serves tests/browser/pages/ at / and the dojo,
 // dojox and cometd packages at /node_modules/dojo/, /node_modules/dojox/ and /node_modules/cometd/
-// (cometd 9 is ES modules: its .js files go out as application/javascript). Nothing else. It
+// (cometd 9 is ES modules: its .js files go out as application/javascript), and socket.io-client's
+// browser bundles at /node_modules/socket.io-client/dist/. Nothing else. It
 // listens on 127.0.0.1 only; the port it got is returned (port 0 = a free one). With { cert, key }
 // (PEM file paths) it serves https (the TLS pass of run.js: pages from an https origin).
 //
@@ -16,6 +17,7 @@ const ROOTS = [
     ['/node_modules/dojo/', path.join(__dirname, 'node_modules', 'dojo')],
     ['/node_modules/dojox/', path.join(__dirname, 'node_modules', 'dojox')],
     ['/node_modules/cometd/', path.join(__dirname, 'node_modules', 'cometd')],
+    ['/node_modules/socket.io-client/dist/', path.join(__dirname, 'node_modules', 'socket.io-client', 'dist')],
     ['/', path.join(__dirname, 'pages')],
 ];
 const TYPES = {
