@@ -469,6 +469,18 @@ pub struct Config {
     )]
     pub socketio_recovery_max: usize,
 
+    /// Most Socket.IO sessions at once, over all workers of the process.
+    ///
+    /// A polling session lives between its requests, so one connection can open many: beyond
+    /// this, a handshake is answered 503 (counted in `sio_sessions_refused`).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 1_000_000,
+        help_heading = "Socket.IO"
+    )]
+    pub socketio_max_sessions: usize,
+
     /// The event a published message is emitted as: `socket.on("message", (data) => ...)`.
     #[arg(
         long,

@@ -251,6 +251,7 @@ impl Server {
             mailboxes,
             stats: (0..n).map(|_| Arc::new(WorkerStats::default())).collect(),
             conns: AtomicUsize::new(0),
+            sio_sessions: AtomicUsize::new(0),
             hub: Hub::new(HubLimits {
                 history: cfg.history,
                 history_age: cfg.history_age,

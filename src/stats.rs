@@ -155,6 +155,8 @@ counters! {
         sessions_unknown,
         /// Socket.IO sessions opened (Engine.IO handshakes).
         sio_opened,
+        /// Socket.IO handshakes refused because `--socketio-max-sessions` sessions existed (503).
+        sio_sessions_refused,
         /// Socket.IO sessions upgraded from long-polling to WebSocket.
         sio_upgrades,
         /// Socket.IO sessions closed for not answering a ping within the ping timeout.

@@ -614,3 +614,17 @@ fn a_session_in_a_channel_twice_leaves_it_cleanly() {
     // Its next packet is the answer to that ping, not a message of `news`.
     assert_eq!(next(&mut later), "3probe");
 }
+
+#[test]
+fn sessions_are_bounded() {
+    let s = server(2, |c| c.socketio_max_sessions = 3);
+    let addr = s.local_addr();
+    let sids: Vec<String> = (0..3).map(|_| open(addr, "")).collect();
+    let (status, body) = http(addr, "GET", EIO, b"");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(total(&s, "sio_sessions_refused"), 1);
+    // One ends (the client closes it): room for another.
+    assert_eq!(post(addr, &sids[0], "1").0, 200);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 2));
+    open(addr, "");
+}

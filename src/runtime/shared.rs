@@ -25,6 +25,9 @@ pub struct Shared {
     pub stats: Vec<Arc<WorkerStats>>,
     /// Open connections over all workers (checked against `--max-connections` at accept).
     pub conns: AtomicUsize,
+    /// Socket.IO sessions over all workers (checked against `--socketio-max-sessions` at the
+    /// handshake).
+    pub sio_sessions: AtomicUsize,
     /// Message ids, history and long-poll sessions of every channel.
     pub hub: Hub,
     /// Bayeux clients: subscriptions, queues, held connects.

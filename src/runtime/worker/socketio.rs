@@ -469,6 +469,9 @@ impl Worker {
         self.sio_leave(slot, None);
         let s = self.sio.sessions.remove(slot);
         WorkerStats::sub(&self.stats.sio_sessions, 1);
+        self.shared
+            .sio_sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         match why {
             Closed::PingTimeout => WorkerStats::add(&self.stats.sio_ping_timeouts, 1),
             Closed::ConnectTimeout => WorkerStats::add(&self.stats.sio_connect_timeouts, 1),

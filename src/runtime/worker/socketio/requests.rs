@@ -1,6 +1,8 @@
 //! Socket.IO requests on `--socketio-path`: the handshake (polling or WebSocket), the long-poll
 //! GET and POST of a session, the upgrade request, and the error answers.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 
 use super::*;
@@ -138,14 +140,19 @@ impl Worker {
         } else {
             None
         };
-        if self.sio.sessions.vacant_key() >= MAX_SESSIONS {
-            // Cannot happen below 67 million sessions in one worker.
+        let open = self.shared.sio_sessions.fetch_add(1, Ordering::Relaxed);
+        // The slot must fit below the namespace bits of a channel entry (67 million per
+        // worker), whatever the flag says.
+        if open >= self.cfg.socketio_max_sessions || self.sio.sessions.vacant_key() >= MAX_SESSIONS
+        {
+            self.shared.sio_sessions.fetch_sub(1, Ordering::Relaxed);
+            WorkerStats::add(&self.stats.sio_sessions_refused, 1);
             return self.respond_error(
                 idx,
                 503,
                 "Service Unavailable",
-                "",
-                "too many Socket.IO sessions\n",
+                "Retry-After: 1\r\n",
+                "too many Socket.IO sessions (--socketio-max-sessions)\n",
                 false,
             );
         }
