@@ -682,6 +682,12 @@ impl Config {
         if let Some(url) = &self.broker {
             redis_addr(url)?;
         }
+        if self.worker_count() > 256 {
+            return Err(format!(
+                "--workers {}: at most 256 (a Socket.IO session id names its worker in one byte)",
+                self.worker_count()
+            ));
+        }
         if self.processes > 1 && self.broker.is_none() {
             return Err(format!(
                 "--processes {} needs --broker redis://HOST:PORT: without it a publish reaches only \

@@ -358,7 +358,6 @@ fn hostile_packets_end_the_session_and_nothing_else() {
         "429007199254740993[\"x\"]",
         "4\u{1}",
         "41/nowhere,",
-        "44{\"message\":\"x\"}",
         "4599999-[\"x\"]",
         "40/custom,[1]",
         "42[\"message\",{\"a\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}]",
@@ -627,4 +626,86 @@ fn sessions_are_bounded() {
     assert_eq!(post(addr, &sids[0], "1").0, 200);
     assert!(wait_until(5, || total(&s, "sio_sessions") == 2));
     open(addr, "");
+}
+
+/// A polling session recovered in the same loop turn as a publish on its channel: the message
+/// comes once (from the history, not again from the fan-out).
+#[test]
+fn a_polling_recovery_in_the_turn_of_a_publish_gets_it_once() {
+    let s = server(1, |_| {});
+    let addr = s.local_addr();
+    let _keep = ws(addr, "/sub/dup");
+    let sid = open(addr, "");
+    assert_eq!(post(addr, &sid, "40{\"channels\":[\"dup\"]}").0, 200);
+    let (_, reply) = poll(addr, &sid);
+    let pid = connected(&reply)["pid"].as_str().unwrap().to_string();
+    // The client goes: its held poll's connection closes.
+    let mut held = Publisher::new(addr);
+    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    drop(held);
+    assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
+    // It comes back: a publish and its CONNECT pipelined on one connection, so both are
+    // handled in one turn.
+    let again = open(addr, "");
+    let connect = format!("40{}", json!({"channels": ["dup"], "pid": pid}));
+    let mut c = Publisher::new(addr);
+    let mut req = b"POST /pub/dup HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx".to_vec();
+    req.extend_from_slice(
+        format!(
+            "POST {EIO}&sid={again} HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n{connect}",
+            connect.len()
+        )
+        .as_bytes(),
+    );
+    c.send_raw(&req);
+    assert_eq!(c.response().0, 200);
+    assert_eq!(c.response(), (200, "ok".to_string()));
+    let (status, body) = poll(addr, &again);
+    assert_eq!(status, 200);
+    let packets: Vec<&str> = body.split('\x1e').collect();
+    assert_eq!(connected(packets[0])["pid"].as_str(), Some(pid.as_str()));
+    let events: Vec<&&str> = packets.iter().filter(|p| p.starts_with("42")).collect();
+    assert_eq!(events.len(), 1, "{body:?}");
+    assert!(events[0].starts_with("42[\"message\",\"x\","), "{body:?}");
+}
+
+/// A later CONNECT's token does not extend the session past its first token's end.
+#[test]
+fn a_second_token_extends_nothing() {
+    let s = server(1, |c| {
+        c.token_secret = vec![SECRET.into()];
+        c.socketio_namespaces = vec!["/chat".into()];
+    });
+    let addr = s.local_addr();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |exp: u64| {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp": exp, "channels": ["news"]}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    };
+    let mut w = ws_session(addr);
+    send(
+        &mut w,
+        &format!(
+            "40{}",
+            json!({"token": token(now + 3), "channels": ["news"]})
+        ),
+    );
+    assert!(next(&mut w).starts_with("40{"));
+    send(
+        &mut w,
+        &format!("40/chat,{}", json!({"token": token(now + 600)})),
+    );
+    assert!(next(&mut w).starts_with("40/chat,{"));
+    // The server ends the session at the first token's end: `41`, then 4001.
+    assert_eq!(next(&mut w), "41");
+    assert_eq!(close_of(&mut w).map(|c| c.0), Some(4001));
+    assert_eq!(total(&s, "auth_expired_closes"), 1);
 }

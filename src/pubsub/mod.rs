@@ -135,6 +135,13 @@ impl Channels {
         self.by_name.contains_key(name) || self.slots.len() < self.max
     }
 
+    /// Whether subscriptions to all of `names` would be admitted together (those that have no
+    /// channel here yet need room for all of them at once).
+    pub fn admits_all<'a>(&self, names: impl Iterator<Item = &'a str>) -> bool {
+        let new = names.filter(|n| !self.by_name.contains_key(*n)).count();
+        self.slots.len() + new <= self.max
+    }
+
     /// Adds connection slot `conn` to `name`: its channel index, its position in the list, and
     /// whether the channel is new here.
     pub fn subscribe(&mut self, name: &str, conn: u32) -> Result<Joined, TooManyChannels> {

@@ -390,6 +390,11 @@ impl Worker {
         self.accept_more_tls = false;
         let idxs: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
         for idx in idxs {
+            // Ending one connection's session may have removed another (a Socket.IO session's
+            // probe or held poll whose last write failed).
+            if !self.conns.contains(idx) {
+                continue;
+            }
             let r = self.end_session(idx);
             self.settle(idx, r);
         }

@@ -70,6 +70,7 @@ impl Worker {
         if self.pending.is_empty() {
             self.resumed.clear();
             self.sio.resumed.clear();
+            self.sio.ns_texts.clear();
             return;
         }
         let mut pending = std::mem::take(&mut self.pending);
@@ -141,7 +142,7 @@ impl Worker {
                             }
                         };
                         // A session recovered this turn has what is at or below its cursor.
-                        let from = match self.sio.resumed.get(&conn.chan_pos) {
+                        let from = match self.sio.resumed.get(&(conn.chan_pos, chan)) {
                             Some(&c) => ids.partition_point(|&id| id <= c),
                             None => 0,
                         };
@@ -245,7 +246,6 @@ impl Worker {
             }
         }
         self.resumed.clear();
-        self.sio.resumed.clear();
         for (idx, start, end) in polls {
             let r = self.wake_poll(idx, &pending[start..end]);
             self.settle(idx, r);
@@ -253,6 +253,7 @@ impl Worker {
         for (slot, nsp, start, end) in sio_polls {
             self.sio_deliver(slot, nsp, &pending[start..end]);
         }
+        self.sio.resumed.clear();
         pending.clear();
         self.pending = pending;
         for idx in slow {

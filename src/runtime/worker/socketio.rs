@@ -64,6 +64,9 @@ pub fn sio_of_entry(e: u32) -> (usize, usize) {
     )
 }
 
+/// How long an upgrade may take from the WebSocket's `101` to its `5`.
+const UPGRADE_TIMEOUT_SECS: u32 = 10;
+
 /// Channels one session may join.
 const MAX_SESSION_CHANNELS: usize = 64;
 
@@ -81,7 +84,8 @@ pub struct Adopt {
 #[derive(Debug)]
 pub struct Sio {
     pub sessions: Slab<Session>,
-    pub settings: Settings,
+    /// Shared with every call into the rules (one pointer copy, not the namespaces' list).
+    pub settings: Arc<Settings>,
     /// Session deadlines: (ms, slot, generation), earliest first; stale entries are skipped.
     heap: BinaryHeap<Reverse<(u64, u32, u32)>>,
     next_generation: u32,
@@ -91,7 +95,11 @@ pub struct Sio {
     path_trimmed: String,
     /// Sessions recovered this turn, with their cursor: this turn's fan-out skips what is at or
     /// below it (it was sent from the history), as for a native subscriber that resumed.
-    pub resumed: std::collections::HashMap<u32, u64>,
+    /// Keyed by (session slot, channel index): the cursor is the recovered channel's.
+    pub resumed: std::collections::HashMap<(u32, u32), u64>,
+    /// This turn's long-poll packets of messages for namespaces other than `/`: (channel, id,
+    /// namespace) → packet, made once per turn for every polling session of that namespace.
+    pub ns_texts: std::collections::HashMap<(u32, u64, usize), Bytes>,
 }
 
 impl Sio {
@@ -111,7 +119,7 @@ impl Sio {
         };
         Sio {
             sessions: Slab::new(),
-            settings: Settings {
+            settings: Arc::new(Settings {
                 ping_interval_ms: pick(cfg.socketio_ping_interval, 25_000, 300),
                 ping_timeout_ms: pick(cfg.socketio_ping_timeout, 20_000, 200),
                 connect_timeout_ms: pick(cfg.socketio_connect_timeout, 45_000, 1_000),
@@ -121,13 +129,14 @@ impl Sio {
                 client_publish: cfg.client_publish,
                 recovery_ms: pick(cfg.socketio_recovery, 120_000, 0),
                 max_attachments: 64,
-            },
+            }),
             heap: BinaryHeap::new(),
             next_generation: 1,
             event: cfg.socketio_event.as_str().into(),
             path: cfg.socketio_path.clone(),
             path_trimmed: cfg.socketio_path.trim_end_matches('/').to_string(),
             resumed: std::collections::HashMap::new(),
+            ns_texts: std::collections::HashMap::new(),
         }
     }
 
@@ -249,8 +258,8 @@ impl Worker {
             out,
             input: input.to_vec(),
         }));
-        WorkerStats::add(&self.stats.sio_handoffs, 1);
         if self.shared.mailboxes[to].post(mail).is_ok() {
+            WorkerStats::add(&self.stats.sio_handoffs, 1);
             self.wake[to] = true;
         }
         // The duplicate in the mail keeps the connection open: dropping this copy (the caller's
@@ -394,13 +403,25 @@ impl Worker {
         if !self.sio.sessions.contains(slot) {
             return;
         }
-        let from = self.sio.resumed.get(&(slot as u32)).copied();
+        let chan = msgs.first().map_or(u32::MAX, |(c, _)| *c);
+        let from = self.sio.resumed.get(&(slot as u32, chan)).copied();
         let mut n = 0;
         for (_, m) in msgs {
             if from.is_some_and(|c| m.id <= c) {
                 continue;
             }
-            let t = self.sio.text_in(m, nsp);
+            let t = if nsp == 0 {
+                self.sio.text(m).clone()
+            } else {
+                match self.sio.ns_texts.get(&(chan, m.id, nsp)) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = self.sio.text_in(m, nsp);
+                        self.sio.ns_texts.insert((chan, m.id, nsp), t.clone());
+                        t
+                    }
+                }
+            };
             self.sio.sessions[slot].push(Out::Text(t));
             n += 1;
         }
@@ -424,6 +445,25 @@ impl Worker {
             _ => b"6".to_vec(),
         };
         self.sio_answer_held(idx, body)
+    }
+
+    /// A Socket.IO WebSocket's deadline: only a probe has one (the upgrade took too long).
+    pub(super) fn sio_ws_timeout(&mut self, idx: usize) -> Handled {
+        let slot = self.conns[idx].chan_pos as usize;
+        let key = (idx as u32, self.conns[idx].generation);
+        if self
+            .sio
+            .sessions
+            .get(slot)
+            .is_some_and(|s| s.probe() == Some(key))
+        {
+            WorkerStats::add(&self.stats.sio_protocol_errors, 1);
+            return self.begin_close(
+                idx,
+                Some(frame::close_frame(close_code::POLICY, "upgrade timeout")),
+            );
+        }
+        Ok(())
     }
 
     /// Shutdown: the session of connection `idx` ends (1001 / the close packet).

@@ -125,7 +125,8 @@ impl Worker {
             Phase::Sse | Phase::Stream => self.heartbeat(idx),
             // Its event each second is its heartbeat; no timer is armed for it. Socket.IO
             // connections' timers are their session's (`socketio.rs`, in milliseconds).
-            Phase::Dashboard | Phase::SioWs | Phase::SioPoll => Ok(()),
+            Phase::Dashboard | Phase::SioPoll => Ok(()),
+            Phase::SioWs => self.sio_ws_timeout(idx),
             Phase::Poll => {
                 WorkerStats::add(&self.stats.poll_timeouts, 1);
                 self.answer_held(idx, &[], Gap::None)

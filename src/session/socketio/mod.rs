@@ -148,6 +148,8 @@ struct Partial {
     text: Box<str>,
     want: u32,
     got: Vec<Bytes>,
+    /// Bytes of the attachments so far: at most `max_payload` in all.
+    bytes: usize,
 }
 
 /// One Engine.IO session and its Socket.IO sockets.
@@ -161,8 +163,6 @@ pub struct Session {
     pub conn: Option<(u32, u32)>,
     /// Namespaces joined (bit i: `Settings::namespaces[i]`).
     joined: u32,
-    /// Whether a CONNECT ever succeeded (the connect timeout stops).
-    connected_once: bool,
     /// The next deadline: a ping to send, or (`awaiting_pong`) the pong's.
     ping_due: u64,
     awaiting_pong: bool,
@@ -223,7 +223,6 @@ impl Session {
             transport,
             conn: None,
             joined: 0,
-            connected_once: false,
             ping_due: now + s.ping_interval_ms,
             awaiting_pong: false,
             connect_by: now + s.connect_timeout_ms,
@@ -398,6 +397,10 @@ impl Session {
         let Some(p) = self.extra.as_mut().and_then(|e| e.partial.as_mut()) else {
             return Err(Closed::Protocol("binary message without a binary packet"));
         };
+        p.bytes += b.len();
+        if p.bytes > s.max_payload {
+            return Err(Closed::Protocol("attachments over --socketio-max-payload"));
+        }
         p.got.push(b);
         if p.got.len() as u32 == p.want {
             let p = self.extra().partial.take().expect("present");
@@ -418,6 +421,7 @@ impl Session {
                 text: m.into(),
                 want: pk.attachments,
                 got: Vec::with_capacity(pk.attachments as usize),
+                bytes: 0,
             });
             return Ok(());
         }
@@ -450,7 +454,6 @@ impl Session {
                 match env.connect(i, pk.data) {
                     Ok(g) => {
                         self.joined |= 1 << i;
-                        self.connected_once = true;
                         self.connect_by = 0;
                         let reply = match &g.pid {
                             Some(pid) => format!("{{\"sid\":\"{}\",\"pid\":\"{pid}\"}}", g.sid),
@@ -483,7 +486,8 @@ impl Session {
             Kind::Event | Kind::BinaryEvent => self.event(pk, att, s, env),
             // Acks of server emits: the server asks for none, so there is nothing to match.
             Kind::Ack | Kind::BinaryAck => Ok(()),
-            Kind::ConnectError => Err(Closed::Protocol("CONNECT_ERROR from the client")),
+            // Only servers send it; the reference server ignores one from a client.
+            Kind::ConnectError => Ok(()),
         }
     }
 
@@ -528,6 +532,7 @@ impl Session {
             if let Some(id) = pk.id {
                 let kind = if binary { Kind::BinaryAck } else { Kind::Ack };
                 let mut t = String::with_capacity(pk.data.len() + 16);
+                let rest = rest.trim_start();
                 let rest = rest.strip_prefix(',').unwrap_or(rest);
                 wire::write_sio(
                     &mut t,
@@ -573,16 +578,6 @@ impl Session {
 
     fn text(&mut self, t: String) {
         self.push(Out::Text(Bytes::from(t)));
-    }
-
-    /// Leaves every namespace (the session ends).
-    pub fn leave_all(&mut self, env: &mut dyn Env) {
-        for i in 0..32 {
-            if self.joined(i) {
-                env.disconnect(i);
-            }
-        }
-        self.joined = 0;
     }
 }
 

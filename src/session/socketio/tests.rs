@@ -139,6 +139,10 @@ fn events_and_acks_in_conformance_mode() {
     )
     .unwrap();
     assert_eq!(texts(&mut s), ["43456[1,\"2\",{\"3\":[false]}]"]);
+    // Space before the first comma.
+    s.on_text(b"429[\"message-with-ack\" ,1]", false, 0, &st, &mut env)
+        .unwrap();
+    assert_eq!(texts(&mut s), ["439[1]"]);
     // A name with a comma in it.
     s.on_text(b"42[\"a,b\",1]", false, 0, &st, &mut env)
         .unwrap();
@@ -204,12 +208,38 @@ fn bad_packets_close() {
         b"abc",
         b"",
         b"0",
-        b"44{}",
     ] {
         let (mut s, st, mut env) = session(true);
         s.on_text(b"40", false, 0, &st, &mut env).unwrap();
         assert!(s.on_text(bad, false, 0, &st, &mut env).is_err(), "{bad:?}");
     }
+    // A CONNECT_ERROR from a client is ignored, as the reference server does.
+    let (mut s, st, mut env) = session(true);
+    s.on_text(b"40", false, 0, &st, &mut env).unwrap();
+    texts(&mut s);
+    s.on_text(b"44{}", false, 0, &st, &mut env).unwrap();
+    assert!(texts(&mut s).is_empty());
+}
+
+#[test]
+fn attachments_are_bounded_by_the_payload_limit() {
+    let (mut s, mut st, mut env) = session(true);
+    st.max_payload = 10;
+    s.on_text(b"40", false, 0, &st, &mut env).unwrap();
+    s.on_text(
+        b"452-[\"message\",{\"_placeholder\":true,\"num\":0},{\"_placeholder\":true,\"num\":1}]",
+        false,
+        0,
+        &st,
+        &mut env,
+    )
+    .unwrap();
+    s.on_binary(Bytes::from_static(&[0; 6]), &st, &mut env)
+        .unwrap();
+    assert!(
+        s.on_binary(Bytes::from_static(&[0; 6]), &st, &mut env)
+            .is_err()
+    );
 }
 
 #[test]

@@ -230,6 +230,7 @@ impl Worker {
                         match wire::string_value(e) {
                             Some(c) => asked.push(c),
                             None => {
+                                WorkerStats::add(&self.stats.sio_connect_errors, 1);
                                 return Err(connect_error("channels must be strings", None));
                             }
                         }
@@ -237,6 +238,7 @@ impl Worker {
                 } else if let Some(c) = wire::string_value(list) {
                     asked.extend(c.split(',').map(str::to_string));
                 } else {
+                    WorkerStats::add(&self.stats.sio_connect_errors, 1);
                     return Err(connect_error("channels must be a list of names", None));
                 }
             }
@@ -316,12 +318,13 @@ impl Worker {
                 }
             }
         }
-        for c in &asked {
-            if !self.channels.admits(c) {
-                WorkerStats::add(&self.stats.channel_limit, 1);
-                WorkerStats::add(&self.stats.sio_connect_errors, 1);
-                return Err(connect_error("channel limit reached", Some(c)));
-            }
+        if !self.channels.admits_all(asked.iter().map(String::as_str)) {
+            WorkerStats::add(&self.stats.channel_limit, 1);
+            WorkerStats::add(&self.stats.sio_connect_errors, 1);
+            return Err(connect_error(
+                "channel limit reached (--max-channels)",
+                None,
+            ));
         }
         Ok((
             asked.into_iter().map(String::into_boxed_str).collect(),

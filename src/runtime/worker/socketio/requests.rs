@@ -1,6 +1,7 @@
 //! Socket.IO requests on `--socketio-path`: the handshake (polling or WebSocket), the long-poll
 //! GET and POST of a session, the upgrade request, and the error answers.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -60,7 +61,8 @@ impl Worker {
         };
         let Some(slot) = self.sio_find(sid) else {
             WorkerStats::add(&self.stats.sio_unknown_sid, 1);
-            return self.sio_error(idx, 1, origin, keep_alive && !upgrade);
+            // Closed after: a connection naming sessions nobody has is not moved on and on.
+            return self.sio_error(idx, 1, origin, false);
         };
         let s = &self.sio.sessions[slot];
         if websocket {
@@ -71,6 +73,10 @@ impl Worker {
                 return Ok(());
             };
             self.sio_ws_phase(idx, slot);
+            // The probe and `5` must come within 10 s, as the reference server's
+            // upgradeTimeout has it; then the WebSocket is closed and polling goes on.
+            let at = self.after(UPGRADE_TIMEOUT_SECS);
+            self.set_deadline(idx, at);
             let key = (idx as u32, self.conns[idx].generation);
             self.sio.sessions[slot].set_probe(Some(key));
             self.sio.sessions[slot].transport = Transport::Upgrading;
@@ -159,7 +165,7 @@ impl Worker {
         let now = self.sio_now();
         let generation = self.sio.next_generation;
         self.sio.next_generation = generation.wrapping_add(1).max(1);
-        let secret = crate::runtime::worker::bayeux::random_u128() as u64;
+        let secret = random_id();
         let transport = if websocket {
             Transport::WebSocket
         } else {
@@ -266,7 +272,6 @@ impl Worker {
         keep_alive: bool,
     ) -> Handled {
         if body.len() > self.sio.settings.max_payload {
-            WorkerStats::add(&self.stats.sio_protocol_errors, 1);
             self.sio_close(
                 slot,
                 Closed::Protocol("payload over --socketio-max-payload"),
@@ -359,7 +364,7 @@ impl Worker {
         // The session leaves its slot while the rules run, so the worker can be their Env.
         let placeholder = Session::new(0, 0, Transport::Polling, 0, &self.sio.settings);
         let mut s = std::mem::replace(&mut self.sio.sessions[slot], placeholder);
-        let settings = self.sio.settings.clone();
+        let settings = Arc::clone(&self.sio.settings);
         let grant = s.take_grant();
         let mut env = SioEnv {
             w: self,
@@ -395,13 +400,30 @@ impl Worker {
                     self.sio.sessions[slot].push(Out::Text(t));
                 }
                 WorkerStats::add(&self.stats.messages_out, msgs.len() as u64);
-                self.sio.resumed.insert(slot as u32, cursor);
+                // The recovered channel is the session's one entry in `/`.
+                let chan = self.sio.sessions[slot]
+                    .channels
+                    .iter()
+                    .find(|e| e.2 == 0)
+                    .map(|e| e.0);
+                if let Some(chan) = chan {
+                    self.sio.resumed.insert((slot as u32, chan), cursor);
+                }
             }
             if let Some(g) = grant {
+                // A session lives no longer than the first token to end; it publishes with the
+                // first token it was granted (a later CONNECT's token extends nothing).
                 let left_ms = g.left(self.shared.unix_secs()).saturating_mul(1_000);
+                let end = now.saturating_add(left_ms.max(1));
                 let s = &mut self.sio.sessions[slot];
-                s.set_ends(now + left_ms.max(1));
-                s.set_grant(Some(g));
+                let ends = match s.ends() {
+                    0 => end,
+                    e => e.min(end),
+                };
+                s.set_ends(ends);
+                if s.grant().is_none() {
+                    s.set_grant(Some(g));
+                }
             }
         }
         if r.is_ok() {

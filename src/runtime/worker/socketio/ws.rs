@@ -86,22 +86,11 @@ impl Worker {
                     (true, b"2probe") => {
                         self.send(idx, &[frame::frame(OP_TEXT, b"3probe")], false)?;
                         self.sio.sessions[slot].transport = Transport::Probed;
-                        if let Some((held, generation)) = self.sio.sessions[slot].conn
-                            && self.is_live(held as usize, generation)
-                        {
-                            self.sio.sessions[slot].conn = None;
-                            let r = self.sio_answer_held(held as usize, b"6".to_vec());
-                            self.settle(held as usize, r);
-                        }
+                        self.sio_noop_poll(slot);
                     }
                     (true, b"5") => {
-                        let s = &mut self.sio.sessions[slot];
-                        if let Some((held, generation)) = s.conn.take()
-                            && self.is_live(held as usize, generation)
-                        {
-                            let r = self.sio_answer_held(held as usize, b"6".to_vec());
-                            self.settle(held as usize, r);
-                        }
+                        self.sio_noop_poll(slot);
+                        self.conns[idx].deadline = 0;
                         let s = &mut self.sio.sessions[slot];
                         s.set_probe(None);
                         s.conn = Some(key);
@@ -143,5 +132,15 @@ impl Worker {
             return Ok(buf.len());
         }
         Ok(consumed)
+    }
+
+    /// The session's held GET, if any, is answered with a noop (the upgrade is under way).
+    fn sio_noop_poll(&mut self, slot: usize) {
+        if let Some((held, generation)) = self.sio.sessions[slot].conn.take()
+            && self.is_live(held as usize, generation)
+        {
+            let r = self.sio_answer_held(held as usize, b"6".to_vec());
+            self.settle(held as usize, r);
+        }
     }
 }
