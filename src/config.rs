@@ -469,6 +469,27 @@ pub struct Config {
     )]
     pub socketio_recovery_max: usize,
 
+    /// How long an upgrade from long-polling to WebSocket may take, from the WebSocket's opening
+    /// to its `5` (1s to 1h).
+    ///
+    /// Then the WebSocket is closed (1008, counted in `sio_protocol_errors`) and the session
+    /// goes on polling. Whole seconds; a bare number is seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = units::secs(1, 3600), help_heading = "Socket.IO")]
+    pub socketio_upgrade_timeout: u32,
+
+    /// Most channels (and patterns) one Socket.IO CONNECT may join.
+    ///
+    /// More: the CONNECT is refused (CONNECT_ERROR, counted in `sio_connect_errors`).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..), help_heading = "Socket.IO")]
+    pub socketio_max_channels: u16,
+
+    /// Most binary attachments in one Socket.IO packet (their bytes together are bounded by
+    /// --socketio-max-payload).
+    ///
+    /// More: the session ends (counted in `sio_protocol_errors`).
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=100_000), help_heading = "Socket.IO")]
+    pub socketio_max_attachments: u32,
+
     /// Most Socket.IO sessions at once, over all workers of the process.
     ///
     /// A polling session lives between its requests, so one connection can open many: beyond

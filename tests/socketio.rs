@@ -709,3 +709,32 @@ fn a_second_token_extends_nothing() {
     assert_eq!(close_of(&mut w).map(|c| c.0), Some(4001));
     assert_eq!(total(&s, "auth_expired_closes"), 1);
 }
+
+#[test]
+fn limits_named_by_their_flags() {
+    let s = server(1, |c| {
+        c.socketio_max_channels = 2;
+        c.socketio_upgrade_timeout = 1;
+        c.socketio_recovery = Some(0);
+    });
+    let addr = s.local_addr();
+    let mut w = ws_session(addr);
+    send(&mut w, "40{\"channels\":[\"a\",\"b\",\"c\"]}");
+    let r = next(&mut w);
+    assert!(
+        r.starts_with("44{") && r.contains("--socketio-max-channels"),
+        "{r}"
+    );
+    // An upgrade that never probes is closed after --socketio-upgrade-timeout; polling goes on.
+    let sid = open(addr, "");
+    let mut up = ws(
+        addr,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+    );
+    assert_eq!(
+        close_of(&mut up),
+        Some((1008, "upgrade timeout".to_string()))
+    );
+    assert_eq!(post(addr, &sid, "40").0, 200);
+    assert!(poll(addr, &sid).1.starts_with("40{"));
+}

@@ -64,12 +64,6 @@ pub fn sio_of_entry(e: u32) -> (usize, usize) {
     )
 }
 
-/// How long an upgrade may take from the WebSocket's `101` to its `5`.
-const UPGRADE_TIMEOUT_SECS: u32 = 10;
-
-/// Channels one session may join.
-const MAX_SESSION_CHANNELS: usize = 64;
-
 /// A connection moving to the worker that owns its Socket.IO session.
 #[derive(Debug)]
 pub struct Adopt {
@@ -128,7 +122,7 @@ impl Sio {
                 conformance: conf,
                 client_publish: cfg.client_publish,
                 recovery_ms: pick(cfg.socketio_recovery, 120_000, 0),
-                max_attachments: 64,
+                max_attachments: cfg.socketio_max_attachments,
             }),
             heap: BinaryHeap::new(),
             next_generation: 1,

@@ -273,10 +273,11 @@ impl Worker {
         asked.dedup();
         let patterns: Vec<String> = asked.iter().filter(|c| c.ends_with('*')).cloned().collect();
         asked.retain(|c| !patterns.iter().any(|p| p != c && covers(p, c)));
-        if asked.len() > MAX_SESSION_CHANNELS {
+        let max = usize::from(self.cfg.socketio_max_channels);
+        if asked.len() > max {
             WorkerStats::add(&self.stats.sio_connect_errors, 1);
             return Err(connect_error(
-                &format!("at most {MAX_SESSION_CHANNELS} channels per connection"),
+                &format!("at most {max} channels per CONNECT (--socketio-max-channels)"),
                 None,
             ));
         }

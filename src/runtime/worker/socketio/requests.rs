@@ -73,9 +73,10 @@ impl Worker {
                 return Ok(());
             };
             self.sio_ws_phase(idx, slot);
-            // The probe and `5` must come within 10 s, as the reference server's
-            // upgradeTimeout has it; then the WebSocket is closed and polling goes on.
-            let at = self.after(UPGRADE_TIMEOUT_SECS);
+            // The probe and `5` must come within --socketio-upgrade-timeout (10 s, as the
+            // reference server's upgradeTimeout); then the WebSocket is closed and polling
+            // goes on.
+            let at = self.after(self.cfg.socketio_upgrade_timeout);
             self.set_deadline(idx, at);
             let key = (idx as u32, self.conns[idx].generation);
             self.sio.sessions[slot].set_probe(Some(key));
