@@ -317,7 +317,7 @@ impl Conn {
         true
     }
 
-    /// The connection is gone (removed from the slab): out of its gauge and of `bytes_queued`.
+    /// The connection is gone (removed from the table): out of its gauge and of `bytes_queued`.
     pub fn gone(&self, stats: &WorkerStats) {
         WorkerStats::sub(self.phase.gauge(stats), 1);
         WorkerStats::sub(&stats.bytes_queued, self.queued() as u64);
@@ -388,8 +388,8 @@ mod tests {
     #[test]
     fn conn_entry_size_is_pinned() {
         assert_eq!(std::mem::size_of::<Conn>(), 80);
-        // The slab stores `enum Entry { Vacant(usize), Occupied(Conn) }`; the niche in `Phase`
-        // keeps it the same size.
+        // The table (`runtime/chunks.rs`) stores `enum Entry { Vacant(usize), Occupied(Conn) }`;
+        // the niche in `Phase` keeps it the same size.
         #[allow(dead_code)]
         enum SlabEntry {
             Vacant(usize),

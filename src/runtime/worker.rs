@@ -37,10 +37,10 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
+use crate::runtime::chunks::Chunked;
 use bytes::Bytes;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use slab::Slab;
 
 use crate::broker;
 use crate::config::Config;
@@ -116,7 +116,7 @@ pub struct Worker {
     inbox: Receiver<Mail>,
     shared: Arc<Shared>,
     stats: Arc<WorkerStats>,
-    conns: Slab<Conn>,
+    conns: Chunked<Conn>,
     next_generation: u32,
     channels: Channels,
     wheel: Wheel,
@@ -226,7 +226,7 @@ impl Worker {
             inbox,
             shared,
             stats,
-            conns: Slab::new(),
+            conns: Chunked::new(),
             next_generation: 1,
             wheel: Wheel::new(1),
             scratch: vec![0u8; SCRATCH + SMALL_TAIL].into_boxed_slice(),

@@ -24,10 +24,10 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::chunks::Chunked;
 use bytes::Bytes;
 use mio::Interest;
 use mio::unix::SourceFd;
-use slab::Slab;
 
 use super::conn_io::{Dead, Handled, keep_leftover};
 use super::{WAKER, Worker, token};
@@ -77,7 +77,7 @@ pub struct Adopt {
 /// The worker's Socket.IO state.
 #[derive(Debug)]
 pub struct Sio {
-    pub sessions: Slab<Session>,
+    pub sessions: Chunked<Session>,
     /// Shared with every call into the rules (one pointer copy, not the namespaces' list).
     pub settings: Arc<Settings>,
     /// Session deadlines: (ms, slot, generation), earliest first; stale entries are skipped.
@@ -112,7 +112,7 @@ impl Sio {
             v.unwrap_or(if conf { conformance } else { normal })
         };
         Sio {
-            sessions: Slab::new(),
+            sessions: Chunked::new(),
             settings: Arc::new(Settings {
                 ping_interval_ms: pick(cfg.socketio_ping_interval, 25_000, 300),
                 ping_timeout_ms: pick(cfg.socketio_ping_timeout, 20_000, 200),
