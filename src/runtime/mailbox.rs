@@ -7,7 +7,8 @@
 //! during a loop turn wakes it once at the end of that turn.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 
 use mio::Waker;
 
@@ -44,13 +45,36 @@ pub enum Mail {
 /// Mail queued per worker before senders see it as full: 65,536 messages is far more than one
 /// loop turn of any peer produces, so it fills only if a worker is stuck, and then the publish
 /// is refused and counted rather than growing memory without bound.
+///
+/// The queue holds memory only for what is in it (std's unbounded channel, a list of small
+/// blocks), and the bound is a count beside it: a bounded `sync_channel` allocates all its
+/// 65,536 slots at once and writes each one's stamp, ~0.9 MiB resident per worker of an idle
+/// process (bench/RESULTS.md, "Fixed cost per process").
 pub const INBOX_CAPACITY: usize = 65_536;
 
 /// The sending side of one worker's inbox.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    tx: SyncSender<Mail>,
+    tx: Sender<Mail>,
     waker: Arc<Waker>,
+    /// Mail in the inbox (raised by a post, lowered by the worker's receive).
+    queued: Arc<AtomicUsize>,
+}
+
+/// The receiving side: the worker's own.
+#[derive(Debug)]
+pub struct Inbox {
+    rx: Receiver<Mail>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// The next mail, if any.
+    pub fn try_recv(&self) -> Result<Mail, TryRecvError> {
+        let m = self.rx.try_recv()?;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        Ok(m)
+    }
 }
 
 /// The inbox is full; the mail was not queued.
@@ -59,19 +83,31 @@ pub struct Full;
 
 impl Mailbox {
     /// Creates a worker's inbox; `waker` must be registered with that worker's `Poll`.
-    pub fn new(waker: Arc<Waker>) -> (Mailbox, Receiver<Mail>) {
-        let (tx, rx) = sync_channel(INBOX_CAPACITY);
-        (Mailbox { tx, waker }, rx)
+    pub fn new(waker: Arc<Waker>) -> (Mailbox, Inbox) {
+        let (tx, rx) = channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            Mailbox {
+                tx,
+                waker,
+                queued: queued.clone(),
+            },
+            Inbox { rx, queued },
+        )
     }
 
     /// Queues `mail` without waking the worker (call [`Mailbox::wake`] once per turn).
     pub fn post(&self, mail: Mail) -> Result<(), Full> {
-        match self.tx.try_send(mail) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(Full),
-            // The worker has exited (shutdown); nothing to deliver to.
-            Err(TrySendError::Disconnected(_)) => Ok(()),
+        // Counted first, so that concurrent senders cannot overshoot the bound together.
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= INBOX_CAPACITY {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Full);
         }
+        if self.tx.send(mail).is_err() {
+            // The worker has exited (shutdown); nothing to deliver to.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     pub fn wake(&self) {

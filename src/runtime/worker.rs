@@ -34,7 +34,6 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use crate::runtime::chunks::Chunked;
@@ -50,7 +49,7 @@ use crate::proto::ws::frame::{self, close_code};
 use crate::pubsub::Channels;
 use crate::pubsub::hub::{Gap, Message};
 use crate::runtime::conn::{Conn, Phase, flag};
-use crate::runtime::mailbox::Mail;
+use crate::runtime::mailbox::Inbox;
 use crate::runtime::timer::{Key, Wheel};
 use crate::stats::WorkerStats;
 
@@ -113,7 +112,7 @@ pub struct Worker {
     /// read: handshake messages, alerts) before they are written.
     tls_plain: Vec<u8>,
     tls_out: Vec<u8>,
-    inbox: Receiver<Mail>,
+    inbox: Inbox,
     shared: Arc<Shared>,
     stats: Arc<WorkerStats>,
     conns: Chunked<Conn>,
@@ -190,7 +189,7 @@ impl Worker {
         cfg: Arc<Config>,
         poll: Poll,
         listeners: Listeners,
-        inbox: Receiver<Mail>,
+        inbox: Inbox,
         shared: Arc<Shared>,
     ) -> io::Result<Worker> {
         let Listeners {
