@@ -194,7 +194,8 @@ pub struct Args {
     /// deliveries/s, latency p50/p99 of each second and memory (server PSS and kernel, in
     /// total and per open connection, on a log axis), the run's parameters on top; then the
     /// ramp's memory per connection and the latency distribution.
-    #[arg(long, value_name = "FILE.svg")]
+    /// SVG only: a bitmap name (`.png`, `.jpg`, `.gif`, `.bmp`) is refused.
+    #[arg(long, value_name = "FILE.svg", value_parser = parse_plot_path)]
     pub plot: Option<String>,
 
     /// Write one JSON object per second while running, a line each, written as it is made (a
@@ -257,6 +258,22 @@ pub enum Command {
     /// ports, fs.file-max, memory, tcp_mem, somaxconn) with what to change; exit status 1 when
     /// something blocks N (`kernel-tuning/check` runs this).
     Check(CheckArgs),
+}
+
+/// `--plot`: any file name but a bitmap one (flood draws SVG only: plotters' SVG backend needs no
+/// font, a bitmap one would).
+pub fn parse_plot_path(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if [".png", ".jpg", ".jpeg", ".gif", ".bmp"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
+        return Err(format!(
+            "{s}: --plot writes SVG only (no bitmap backend is built: it would need a font to \
+             rasterize); give FILE.svg and convert it if a bitmap is needed"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 /// A duration flag whose bare number is seconds (`10`, `10s`, `500ms`, `2m`).
@@ -629,6 +646,16 @@ mod tests {
                 clap::error::ErrorKind::ArgumentConflict,
                 "{other:?}"
             );
+        }
+    }
+
+    #[test]
+    fn plots_are_svg() {
+        let a = Args::parse_from(["flood", "--plot", "run.svg"]);
+        assert_eq!(a.plot.as_deref(), Some("run.svg"));
+        for bad in ["run.png", "RUN.PNG", "x.jpg", "x.gif"] {
+            let e = Args::try_parse_from(["flood", "--plot", bad]).unwrap_err();
+            assert!(e.to_string().contains("SVG only"), "{e}");
         }
     }
 
