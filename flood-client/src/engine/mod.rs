@@ -336,6 +336,9 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut last_report = Instant::now();
     let mut pss_open = 0;
+    // `--stages`: the connections open when `pss_open` was read; it is read again whenever the
+    // target goes below what is open (a peak just passed) with more open than last time.
+    let mut pss_open_at = 0;
     loop {
         let ramping = w.attempted < w.plan.conns;
         let timeout = if ramping || !w.pending.is_empty() {
@@ -364,6 +367,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         if w.ramp_end.is_none() && w.attempted == w.plan.conns && w.pending.is_empty() {
             w.ramp_end = Some(Instant::now());
             pss_open = memory::own_mem().map(|m| m.pss).unwrap_or(0);
+            pss_open_at = w.established;
             w.report_progress()?;
         }
         if last_report.elapsed() >= Duration::from_millis(250) {
@@ -374,7 +378,13 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         while let Ok(cmd) = rx.try_recv() {
             match cmd {
                 Cmd::Close => close = true,
-                Cmd::Target(n) => w.retarget(n),
+                Cmd::Target(n) => {
+                    if n < w.established && w.established > pss_open_at {
+                        pss_open = memory::own_mem().map(|m| m.pss).unwrap_or(0);
+                        pss_open_at = w.established;
+                    }
+                    w.retarget(n);
+                }
             }
         }
         if close {
