@@ -2,18 +2,28 @@
 //! source addresses ([`parse_sources`]). Parsing only: nothing here opens a socket.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use edgecomet::config::units;
 
 use crate::bayeux::ConnType;
+use crate::kcheck::CheckArgs;
 use crate::plan::Transport;
 use crate::socketio::SioTransport;
 
 /// flood: a C10k-style load generator for WebSocket, Server-Sent Events, long-poll,
 /// CometD/Bayeux and Socket.IO subscribers that reports what each connection costs.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "flood", version, about)]
+///
+/// Durations take units (`500ms`, `30s`, `2m`, `1h`; a bare number is seconds) and sizes too
+/// (`512B`, `64KiB`, `1MiB`, `1MB`; a bare number is bytes).
+#[command(name = "flood", version, about, args_conflicts_with_subcommands = true)]
 pub struct Args {
+    /// `flood check`: the machine's limits for N connections, as a table (no run).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// Subscribe URL: ws://HOST:PORT/PREFIX/{channel} (http:// is the same: --transport says how
     /// to subscribe; wss:// or https:// for TLS, with --ca or --insecure). The publish URL is the
     /// same with the last `/sub/` replaced by `/pub/` (see --pub-path), over TLS too.
@@ -95,10 +105,11 @@ pub struct Args {
     #[arg(long, default_value = "5000")]
     pub rate: String,
 
-    /// Seconds to hold the connections once all are open (publishing meanwhile if
-    /// --publish-rate is set). 0 = until Ctrl-C.
-    #[arg(long, default_value_t = 10)]
-    pub duration: u64,
+    /// How long to hold the connections once all are open (publishing meanwhile if
+    /// --publish-rate is set): `30s`, `5m`, `500ms`; a bare number is seconds. 0 = until Ctrl-C
+    /// or SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = duration_secs)]
+    pub duration: Duration,
 
     /// Worker processes. Default: enough that each stays below its open-files limit (with a
     /// margin of 64).
@@ -118,8 +129,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub publish_rate: f64,
 
-    /// Bytes per published message (at least 32: sequence number and timestamp).
-    #[arg(long, default_value_t = 64)]
+    /// Bytes per published message (at least 32: sequence number and timestamp): `64`, `1KiB`,
+    /// `1MiB` (at most 64MiB, the largest frame flood reads); a bare number is bytes.
+    #[arg(long, default_value = "64", value_parser = units::bytes::<usize>(0, 64 << 20))]
     pub size: usize,
 
     /// Fraction (0 to 1) of the connections that read slowly once open: every
@@ -130,9 +142,9 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0)]
     pub slow_readers: f64,
 
-    /// Bytes per second each slow reader reads (see --slow-readers). 0 = it never reads again
-    /// once open (a stalled client).
-    #[arg(long, default_value_t = 0)]
+    /// Bytes per second each slow reader reads (see --slow-readers): `512`, `4KiB`; a bare
+    /// number is bytes. 0 = it never reads again once open (a stalled client).
+    #[arg(long, default_value = "0", value_parser = units::bytes::<u64>(0, u64::MAX))]
     pub slow_read_rate: u64,
 
     /// Connections per second (over all processes) that the client closes and replaces with new
@@ -155,18 +167,20 @@ pub struct Args {
     #[arg(long, default_value_t = 2)]
     pub publishers: usize,
 
-    /// Seconds to wait for deliveries after the last publish.
-    #[arg(long, default_value_t = 3)]
-    pub drain: u64,
+    /// Longest wait for deliveries after the last publish (`3s`, `500ms`; a bare number is
+    /// seconds).
+    #[arg(long, default_value = "3s", value_parser = duration_secs)]
+    pub drain: Duration,
 
     /// Server process ids (comma-separated) for the memory figures. Default: the processes that
     /// listen on the target port (local targets only).
     #[arg(long, value_delimiter = ',')]
     pub server_pid: Vec<u32>,
 
-    /// Seconds before a connection that has not completed its handshake counts as a timeout.
-    #[arg(long, default_value_t = 10)]
-    pub connect_timeout: u64,
+    /// How long a connection may take to complete its handshake before it counts as a timeout
+    /// (`10s`, `500ms`; a bare number is seconds).
+    #[arg(long, default_value = "10s", value_parser = duration_secs)]
+    pub connect_timeout: Duration,
 
     /// Connections in progress at once per process.
     #[arg(long, default_value_t = 1000)]
@@ -176,9 +190,37 @@ pub struct Args {
     #[arg(long)]
     pub json: Option<String>,
 
-    /// Write an SVG: memory per connection during the ramp, and the latency distribution.
-    #[arg(long)]
+    /// Write charts of the run (SVG): time series of open connections, connects/s and
+    /// deliveries/s, latency p50/p99 of each second and memory (server PSS and kernel, in
+    /// total and per open connection, on a log axis), the run's parameters on top; then the
+    /// ramp's memory per connection and the latency distribution.
+    /// SVG only: a bitmap name (`.png`, `.jpg`, `.gif`, `.bmp`) is refused.
+    #[arg(long, value_name = "FILE.svg", value_parser = parse_plot_path)]
     pub plot: Option<String>,
+
+    /// Write one JSON object per second while running, a line each, written as it is made (a
+    /// crash leaves the lines so far): `t` (seconds since the workers started), `phase`, `open`,
+    /// `connects_per_sec`, `closes_per_sec`, `deliveries_per_sec`, `latency_us` {`p50`, `p99`,
+    /// `count`} of the deliveries of that second (null when none), `errors` (only the kinds
+    /// that occurred in that second, by name, as in the report's `errors`), `errors_total`,
+    /// `server_pss_bytes` (summed over the server's processes; null when flood cannot read
+    /// them) and `kernel_bytes` (slab + TCP buffer pages grown since the start; null when
+    /// unreadable).
+    #[arg(long, value_name = "FILE")]
+    pub jsonl: Option<String>,
+
+    /// A ramp plan instead of --conns/--rate/--duration: `TARGET:DURATION,…`, e.g.
+    /// `10000:30s,50000:60s,0:10s` (k6 stages, Tsung phases). Each stage moves the open
+    /// connections linearly from the previous stage's target (0 at first) to TARGET over
+    /// DURATION (a bare number is seconds): up by opening connections, down by closing them
+    /// (the client closes first); the run ends after the last stage. The largest TARGET is the
+    /// run's connection count (for the preflight check, the processes and the per-connection
+    /// figures, read at the moment the most connections were open). Refused together with
+    /// --conns, --rate, --duration, --churn, --broadcasts and --publish-rate (a connection
+    /// opened mid-run misses earlier messages, so loss could not be counted).
+    #[arg(long, value_name = "PLAN", value_parser = parse_stages,
+          conflicts_with_all = ["conns", "rate", "duration", "churn", "broadcasts", "publish_rate"])]
+    pub stages: Option<Stages>,
 
     /// Allow a target outside 127.0.0.0/8 and ::1 (a load test of somebody else's machine).
     #[arg(long)]
@@ -207,6 +249,128 @@ pub struct Args {
     /// Internal: run as a worker with this plan (JSON).
     #[arg(long, hide = true)]
     pub worker_plan: Option<String>,
+}
+
+/// `flood`'s subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// What stops this machine from holding N connections: a table of limits (open files,
+    /// ports, fs.file-max, memory, tcp_mem, somaxconn) with what to change; exit status 1 when
+    /// something blocks N (`kernel-tuning/check` runs this).
+    Check(CheckArgs),
+}
+
+/// `--plot`: any file name but a bitmap one (flood draws SVG only: plotters' SVG backend needs no
+/// font, a bitmap one would).
+pub fn parse_plot_path(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    if [".png", ".jpg", ".jpeg", ".gif", ".bmp"]
+        .iter()
+        .any(|e| lower.ends_with(e))
+    {
+        return Err(format!(
+            "{s}: --plot writes SVG only (no bitmap backend is built: it would need a font to \
+             rasterize); give FILE.svg and convert it if a bitmap is needed"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A duration flag whose bare number is seconds (`10`, `10s`, `500ms`, `2m`).
+pub fn duration_secs(s: &str) -> Result<Duration, String> {
+    units::parse_duration_ms(s, 1_000).map(Duration::from_millis)
+}
+
+/// One stage of `--stages`: move to `target` open connections over `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stage {
+    pub target: u64,
+    pub duration: Duration,
+}
+
+/// A parsed `--stages` plan (at least one stage, some target above 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stages(pub Vec<Stage>);
+
+impl Stages {
+    /// The largest target: the run's connection count.
+    pub fn peak(&self) -> u64 {
+        self.0.iter().map(|s| s.target).max().unwrap_or(0)
+    }
+
+    /// The whole plan's length.
+    pub fn total(&self) -> Duration {
+        self.0.iter().map(|s| s.duration).sum()
+    }
+
+    /// The target `at` after the start: linear within each stage, from the previous stage's
+    /// target (0 before the first); the last target after the end.
+    pub fn target_at(&self, at: Duration) -> u64 {
+        let mut from = 0u64;
+        let mut start = Duration::ZERO;
+        for s in &self.0 {
+            let end = start + s.duration;
+            if at < end {
+                let f = (at - start).as_secs_f64() / s.duration.as_secs_f64();
+                let v = from as f64 + (s.target as f64 - from as f64) * f;
+                return v.round() as u64;
+            }
+            from = s.target;
+            start = end;
+        }
+        from
+    }
+
+    /// As given: `10000:30s,0:10s`.
+    pub fn spec(&self) -> String {
+        self.0
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}:{}",
+                    s.target,
+                    units::format_duration(s.duration.as_millis() as u64)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `--stages`: `TARGET:DURATION` pairs, comma-separated; targets 0 to 1,000,000, durations
+/// above 0 (a bare number is seconds), some target above 0.
+pub fn parse_stages(s: &str) -> Result<Stages, String> {
+    let mut out = Vec::new();
+    for (i, part) in s.split(',').enumerate() {
+        let n = i + 1;
+        let part = part.trim();
+        let (t, d) = part.split_once(':').ok_or_else(|| {
+            format!("stage {n} ({part:?}) is not TARGET:DURATION, e.g. 10000:30s")
+        })?;
+        let target: u64 =
+            t.trim().replace('_', "").parse().map_err(|_| {
+                format!("stage {n}: the target {t:?} is not a number of connections")
+            })?;
+        if target > 1_000_000 {
+            return Err(format!(
+                "stage {n}: {target} connections is more than 1,000,000"
+            ));
+        }
+        let ms = units::parse_duration_ms(d, 1_000).map_err(|e| format!("stage {n}: {e}"))?;
+        if ms == 0 {
+            return Err(format!(
+                "stage {n}: the duration must be above 0 (a stage moves to its target over it)"
+            ));
+        }
+        out.push(Stage {
+            target,
+            duration: Duration::from_millis(ms),
+        });
+    }
+    if out.iter().all(|s| s.target == 0) {
+        return Err("no stage has a target above 0 connections".into());
+    }
+    Ok(Stages(out))
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -389,6 +553,128 @@ mod tests {
         assert!(!a.tls_resume);
         assert_eq!(a.ca.as_deref(), Some("ca.pem"));
         assert!(Args::try_parse_from(["flood", "--tls-resume", "maybe"]).is_err());
+    }
+
+    #[test]
+    fn durations_and_sizes_take_units_and_bare_numbers_keep_their_old_unit() {
+        let a = Args::parse_from(["flood"]);
+        assert_eq!(a.duration, Duration::from_secs(10));
+        assert_eq!(a.drain, Duration::from_secs(3));
+        assert_eq!(a.connect_timeout, Duration::from_secs(10));
+        assert_eq!(a.size, 64);
+        let a = Args::parse_from([
+            "flood",
+            "--duration",
+            "2m",
+            "--drain",
+            "500ms",
+            "--connect-timeout",
+            "7",
+            "--size",
+            "1KiB",
+            "--slow-read-rate",
+            "4KiB",
+        ]);
+        assert_eq!(a.duration, Duration::from_secs(120));
+        assert_eq!(a.drain, Duration::from_millis(500));
+        assert_eq!(a.connect_timeout, Duration::from_secs(7));
+        assert_eq!(a.size, 1024);
+        assert_eq!(a.slow_read_rate, 4096);
+        let a = Args::parse_from(["flood", "--duration", "30", "--size", "100"]);
+        assert_eq!(a.duration, Duration::from_secs(30));
+        assert_eq!(a.size, 100);
+        for bad in [
+            ["--duration", "10 parsecs"],
+            ["--size", "1.5MiB"],
+            ["--drain", "-1"],
+        ] {
+            assert!(
+                Args::try_parse_from(["flood", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stages_parse_and_interpolate() {
+        let s = parse_stages("10000:30s,50_000:1m,0:10").unwrap();
+        assert_eq!(s.0.len(), 3);
+        assert_eq!(s.peak(), 50_000);
+        assert_eq!(s.total(), Duration::from_secs(100));
+        assert_eq!(s.spec(), "10000:30s,50000:1m,0:10s");
+        assert_eq!(s.target_at(Duration::ZERO), 0);
+        assert_eq!(s.target_at(Duration::from_secs(15)), 5_000);
+        assert_eq!(s.target_at(Duration::from_secs(30)), 10_000);
+        assert_eq!(s.target_at(Duration::from_secs(60)), 30_000);
+        assert_eq!(s.target_at(Duration::from_secs(95)), 25_000);
+        assert_eq!(s.target_at(Duration::from_secs(100)), 0);
+        assert_eq!(s.target_at(Duration::from_secs(1000)), 0);
+        let down = parse_stages("100:500ms").unwrap();
+        assert_eq!(down.target_at(Duration::from_millis(250)), 50);
+        for (bad, says) in [
+            ("", "not TARGET:DURATION"),
+            ("1000", "not TARGET:DURATION"),
+            ("x:10s", "not a number of connections"),
+            ("-5:10s", "not a number of connections"),
+            ("1000:0s", "above 0"),
+            ("1000:10q", "unknown unit"),
+            ("2000000:10s", "more than 1,000,000"),
+            ("0:10s,0:5s", "no stage has a target above 0"),
+            ("1000:10s,", "stage 2"),
+        ] {
+            let e = parse_stages(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn stages_refuse_the_flags_they_replace() {
+        let a = Args::parse_from(["flood", "--stages", "10:1s,0:1s"]);
+        assert_eq!(a.stages.unwrap().peak(), 10);
+        for other in [
+            ["--conns", "10"],
+            ["--rate", "100"],
+            ["--duration", "5s"],
+            ["--publish-rate", "10"],
+            ["--broadcasts", "1"],
+            ["--churn", "5"],
+        ] {
+            let e = Args::try_parse_from(["flood", "--stages", "10:1s", other[0], other[1]])
+                .unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{other:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn plots_are_svg() {
+        let a = Args::parse_from(["flood", "--plot", "run.svg"]);
+        assert_eq!(a.plot.as_deref(), Some("run.svg"));
+        for bad in ["run.png", "RUN.PNG", "x.jpg", "x.gif"] {
+            let e = Args::try_parse_from(["flood", "--plot", bad]).unwrap_err();
+            assert!(e.to_string().contains("SVG only"), "{e}");
+        }
+    }
+
+    #[test]
+    fn check_is_a_subcommand() {
+        let a = Args::parse_from(["flood", "check", "--conns", "1000", "--role", "server"]);
+        match a.command {
+            Some(Command::Check(c)) => assert_eq!(c.conns, 1000),
+            None => panic!("no subcommand"),
+        }
+        assert!(
+            Args::parse_from(["flood", "--conns", "5"])
+                .command
+                .is_none()
+        );
+        let help = <Args as clap::CommandFactory>::command()
+            .render_help()
+            .to_string();
+        assert!(help.contains("check"), "{help}");
     }
 
     #[test]

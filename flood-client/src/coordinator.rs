@@ -6,7 +6,8 @@
 //! 2. `Run::spawn`: fork the worker processes (this binary with `--worker-plan`), each with
 //!    its share of the connections and below its own open-files limit;
 //! 3. `Run::ramp`: until every worker has settled its connections, sampling memory; then
-//!    memory with every connection open;
+//!    memory with every connection open (with `--stages`, `Run::stages` instead of 3 to 5: the
+//!    workers are told each 100 ms how many connections to keep open);
 //! 4. `Run::broadcasts`: `--broadcasts`, one at a time, each waited for;
 //! 5. `Run::hold`: hold the connections for `--duration` while the publish load runs;
 //! 6. `Run::drain`: wait for the last deliveries;
@@ -14,16 +15,21 @@
 //! 8. `finish`: the report (summary, JSON, SVG) and the exit code.
 //!
 //! Workers talk back in JSON lines ([`crate::plan::Line`]), read by one thread per worker into
-//! one channel; the coordinator never touches a subscriber connection itself.
+//! one channel; the coordinator never touches a subscriber connection itself. Whatever the
+//! phase, each second of it becomes a [`crate::live::Row`] (`--jsonl`, `--plot`). SIGINT and
+//! SIGTERM end the phase in progress and go on to the close and the report, which says it was
+//! interrupted; a second one exits at once.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::process::{Child, ChildStdin, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Args, Target, is_loopback, parse_sources, parse_url};
+use crate::cli::{Args, Stages, Target, is_loopback, parse_sources, parse_url};
+use crate::live::{self, Row, Tick, Totals};
 use crate::memory::{self, KernelMem, ProcMem};
 use crate::plan::{Errors, Final, Line, Progress, WorkerPlan};
 use crate::publish::{self, PublishPlan, Published, Publisher};
@@ -34,13 +40,61 @@ use crate::{msg, preflight};
 
 /// Runs a whole load test as the coordinator; the exit code says whether the report is clean.
 pub fn coordinate(args: &Args) -> Result<ExitCode, String> {
+    // With --stages, the largest target is the run's connection count.
+    let staged;
+    let args = match &args.stages {
+        Some(st) => {
+            staged = Args {
+                conns: st.peak(),
+                ..args.clone()
+            };
+            &staged
+        }
+        None => args,
+    };
     let setup = Setup::new(args)?;
     let server_before = memory::proc_mem(&setup.server_pids).ok();
     let kernel_before = memory::kernel_mem().ok();
     let interrupted = Arc::new(AtomicBool::new(false));
-    let _ = ctrlc_flag(interrupted.clone());
+    let _ = signal_flag(interrupted.clone());
+    let jsonl = match &args.jsonl {
+        Some(path) => Some(File::create(path).map_err(|e| format!("creating {path}: {e}"))?),
+        None => None,
+    };
 
-    let mut run = Run::spawn(args, &setup, interrupted)?;
+    let mut run = Run::spawn(args, &setup, interrupted, jsonl, kernel_before.clone())?;
+    if let Some(stages) = &args.stages {
+        let st = run.stages(stages);
+        run.drain(0);
+        let samples = std::mem::take(&mut run.samples);
+        let (rows, finals) = run.close();
+        return finish(
+            report::Inputs {
+                args,
+                procs: setup.procs,
+                nofile: setup.nofile,
+                ramp_secs: st.ramp.secs,
+                publish_secs: 0.0,
+                rate_limited: true,
+                finals: &finals,
+                published: &Published::default(),
+                broadcasts_published: 0,
+                load_start_ns: 0,
+                server_pids: &setup.server_pids,
+                server_before,
+                server_open: st.ramp.server_open,
+                kernel_before,
+                kernel_open: st.ramp.kernel_open,
+                samples: &samples,
+                hold: &[],
+                server_local: setup.server_local,
+                tls: setup.tls.as_ref().map(|(p, _)| p),
+                interrupted: interrupted_by(),
+                stages: Some(st.outcome),
+            },
+            &rows,
+        );
+    }
     let ramp = run.ramp();
     let publish_plan = PublishPlan {
         target: setup.target.addr,
@@ -60,28 +114,33 @@ pub fn coordinate(args: &Args) -> Result<ExitCode, String> {
     published.add(&hold.published);
     run.drain(hold.published.total());
     let samples = std::mem::take(&mut run.samples);
-    let finals = run.close();
-    finish(report::Inputs {
-        args,
-        procs: setup.procs,
-        nofile: setup.nofile,
-        ramp_secs: ramp.secs,
-        publish_secs: hold.secs,
-        rate_limited: setup.rate.is_some(),
-        finals: &finals,
-        published: &published,
-        broadcasts_published,
-        load_start_ns: hold.start_ns,
-        server_pids: &setup.server_pids,
-        server_before,
-        server_open: ramp.server_open,
-        kernel_before,
-        kernel_open: ramp.kernel_open,
-        samples: &samples,
-        hold: &hold.samples,
-        server_local: setup.server_local,
-        tls: setup.tls.as_ref().map(|(p, _)| p),
-    })
+    let (rows, finals) = run.close();
+    finish(
+        report::Inputs {
+            args,
+            procs: setup.procs,
+            nofile: setup.nofile,
+            ramp_secs: ramp.secs,
+            publish_secs: hold.secs,
+            rate_limited: setup.rate.is_some(),
+            finals: &finals,
+            published: &published,
+            broadcasts_published,
+            load_start_ns: hold.start_ns,
+            server_pids: &setup.server_pids,
+            server_before,
+            server_open: ramp.server_open,
+            kernel_before,
+            kernel_open: ramp.kernel_open,
+            samples: &samples,
+            hold: &hold.samples,
+            server_local: setup.server_local,
+            tls: setup.tls.as_ref().map(|(p, _)| p),
+            interrupted: interrupted_by(),
+            stages: None,
+        },
+        &rows,
+    )
 }
 
 /// What the run is, once the flags are checked and the machine's limits allow it.
@@ -278,6 +337,27 @@ struct Run<'a> {
     samples: Vec<Sample>,
     last_sample: Instant,
     last_print: Instant,
+    /// The phase in progress, for the rows and the progress line.
+    phase: &'static str,
+    /// One row a second (`--jsonl`, `--plot`), the state between two, and `--jsonl`'s file
+    /// (dropped after a write fails, said once).
+    tick: Tick,
+    rows: Vec<Row>,
+    jsonl: Option<File>,
+    /// Kernel memory before the first connection: the rows' `kernel_bytes` are grown from it.
+    kernel_before: Option<KernelMem>,
+    /// The progress line's width: the terminal's, `None` when stdout is not one (plain lines,
+    /// nothing cut).
+    width: Option<usize>,
+    /// `--stages`: the connections the workers are told to keep open now.
+    stage_target: Option<u64>,
+}
+
+/// The end of `--stages`: the ramp's figures (memory read when the most connections were open)
+/// and the report's `stages`.
+struct StagesRun {
+    ramp: Ramp,
+    outcome: report::StagesOutcome,
 }
 
 /// The end of the ramp: how long it took, and memory with every connection open.
@@ -305,6 +385,8 @@ impl<'a> Run<'a> {
         args: &'a Args,
         setup: &'a Setup,
         interrupted: Arc<AtomicBool>,
+        jsonl: Option<File>,
+        kernel_before: Option<KernelMem>,
     ) -> Result<Self, String> {
         let procs = setup.procs;
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -313,20 +395,26 @@ impl<'a> Run<'a> {
         let per = args.conns / u64::from(procs);
         let extra = args.conns % u64::from(procs);
         let mut offset = 0;
+        let staged = args.stages.is_some();
         for i in 0..procs {
             let n = per + u64::from(u64::from(i) < extra);
+            // --stages: nothing to open at first; the coordinator paces by `target N`.
+            let (n, rate) = match staged {
+                true => (0, None),
+                false => (n, setup.rate.map(|r| r * n as f64 / args.conns as f64)),
+            };
             let wp = WorkerPlan {
                 index: i,
                 conns: n,
                 offset,
-                rate: setup.rate.map(|r| r * n as f64 / args.conns as f64),
+                rate,
                 targets: setup.targets.clone(),
                 host: setup.target.host.clone(),
                 path_prefix: setup.target.sub_prefix.clone(),
                 channel: setup.target.channel.clone(),
                 channels: args.channels.max(1),
                 sources: setup.sources.clone(),
-                connect_timeout_ms: args.connect_timeout * 1000,
+                connect_timeout_ms: args.connect_timeout.as_millis() as u64,
                 max_in_flight: args.max_in_flight.max(1),
                 transport: args.transport,
                 bayeux: args.bayeux_transport,
@@ -341,7 +429,7 @@ impl<'a> Run<'a> {
                 broadcasts: args.broadcasts,
                 tls: setup.tls.as_ref().map(|(p, _)| p.clone()),
             };
-            offset += n;
+            offset += per + u64::from(u64::from(i) < extra);
             let mut child = Command::new(&exe)
                 .arg("--worker-plan")
                 .arg(serde_json::to_string(&wp).map_err(|e| e.to_string())?)
@@ -374,7 +462,120 @@ impl<'a> Run<'a> {
             samples: Vec::new(),
             last_sample: Instant::now() - Duration::from_secs(1),
             last_print: Instant::now(),
+            phase: "ramp",
+            tick: Tick::new(Instant::now()),
+            rows: Vec::new(),
+            jsonl,
+            kernel_before,
+            width: live::terminal_width(),
+            stage_target: None,
         })
+    }
+
+    /// `--stages` (instead of the ramp, the broadcasts and the hold): every 100 ms, the target
+    /// of the moment ([`Stages::target_at`]) split over the workers as the connections were
+    /// (`target N` on each one's stdin); memory sampled every second and at the end of each
+    /// stage. The per-connection figures are read from the sample with the most connections
+    /// open. Ends after the last stage, or on SIGINT/SIGTERM, or when every worker is gone.
+    fn stages(&mut self, stages: &Stages) -> StagesRun {
+        self.phase = "stages";
+        let start = Instant::now();
+        let total = stages.total();
+        let mut ends: Vec<Duration> = stages
+            .0
+            .iter()
+            .scan(Duration::ZERO, |at, s| {
+                *at += s.duration;
+                Some(*at)
+            })
+            .collect();
+        ends.reverse();
+        let mut peak_open = 0u64;
+        loop {
+            let at = start.elapsed();
+            let target = stages.target_at(at);
+            self.tell_target(target);
+            self.receive(Duration::from_millis(100));
+            peak_open = peak_open.max(self.established());
+            let stage_ended = ends.last().is_some_and(|&e| start.elapsed() >= e);
+            if stage_ended {
+                ends.pop();
+            }
+            if stage_ended || self.last_sample.elapsed() >= Duration::from_secs(1) {
+                self.last_sample = Instant::now();
+                let s = self.sample();
+                self.samples.push(s);
+            }
+            if self.last_print.elapsed() >= Duration::from_secs(1) {
+                self.last_print = Instant::now();
+                self.print(0.0);
+            }
+            if at >= total || self.interrupted() || workers_gone(&mut self.workers) {
+                break;
+            }
+        }
+        // The last target may take the workers a moment (their progress comes every 250 ms):
+        // wait for it, up to --connect-timeout.
+        let last = stages.target_at(stages.total());
+        let waited = Instant::now();
+        while self.established() != last
+            && waited.elapsed() < self.args.connect_timeout
+            && !self.interrupted()
+            && !workers_gone(&mut self.workers)
+        {
+            self.receive(Duration::from_millis(100));
+        }
+        if self.tty {
+            println!();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let open_at_end = self.established();
+        let closed: u64 = self.progress.iter().map(|p| p.stage_closed).sum();
+        // The sample with the most connections open (the first of equals): the memory figures.
+        let best = self
+            .samples
+            .iter()
+            .rev()
+            .max_by_key(|s| s.established)
+            .cloned();
+        println!(
+            "flood: stages {} done after {secs:.2} s: at most {peak_open} of {} open, {open_at_end} \
+             open at the end, {closed} closed by flood",
+            stages.spec(),
+            stages.peak()
+        );
+        StagesRun {
+            ramp: Ramp {
+                secs,
+                server_open: best.as_ref().and_then(|s| s.server),
+                kernel_open: best.as_ref().and_then(|s| s.kernel.clone()),
+            },
+            outcome: report::StagesOutcome {
+                spec: stages.spec(),
+                peak_target: stages.peak(),
+                peak_open,
+                memory_open: best.map_or(0, |s| s.established),
+                open_at_end,
+                closed_by_client: closed,
+            },
+        }
+    }
+
+    /// `--stages`: tells each worker its share of `target` (split as the connections were:
+    /// the first `target % procs` take one more), when it changed.
+    fn tell_target(&mut self, target: u64) {
+        if self.stage_target == Some(target) {
+            return;
+        }
+        self.stage_target = Some(target);
+        let procs = self.workers.len() as u64;
+        let (per, extra) = (target / procs, target % procs);
+        for (i, w) in self.workers.iter_mut().enumerate() {
+            let n = per + u64::from((i as u64) < extra);
+            if let Some(s) = &mut w.stdin {
+                let _ = writeln!(s, "target {n}");
+            }
+        }
     }
 
     /// Phase 3: waits until every worker has settled all its connections (or one exits, or
@@ -391,7 +592,7 @@ impl<'a> Run<'a> {
             }
             if self.last_print.elapsed() >= Duration::from_secs(1) {
                 self.last_print = Instant::now();
-                self.print("ramp", 0.0);
+                self.print(0.0);
             }
             if self.progress.iter().all(|p| p.ramp_done) {
                 secs = self
@@ -405,8 +606,12 @@ impl<'a> Run<'a> {
                 break;
             }
         }
-        // Let the server settle, then read memory with every connection open.
-        std::thread::sleep(Duration::from_secs(1));
+        // Let the server settle, then read memory with every connection open (the workers' lines
+        // still taken meanwhile, so that the rows go on).
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(1) {
+            self.receive(Duration::from_millis(50));
+        }
         let established = self.established();
         let server_open = memory::proc_mem(self.server_pids).ok();
         let kernel_open = memory::kernel_mem().ok();
@@ -430,6 +635,7 @@ impl<'a> Run<'a> {
     /// has reached every subscriber but the slow readers, or deliveries stop for `--drain`
     /// seconds (at least one). Returns what was published.
     fn broadcasts(&mut self, plan: &PublishPlan) -> Published {
+        self.phase = "broadcasts";
         let mut published = Published::default();
         for b in 0..self.args.broadcasts {
             if self.interrupted() || workers_gone(&mut self.workers) {
@@ -448,7 +654,7 @@ impl<'a> Run<'a> {
                     (last, last_change) = (d, Instant::now());
                 }
                 if d - before >= expect
-                    || last_change.elapsed() >= Duration::from_secs(self.args.drain.max(1))
+                    || last_change.elapsed() >= self.args.drain.max(Duration::from_secs(1))
                     || self.interrupted()
                 {
                     break;
@@ -474,14 +680,15 @@ impl<'a> Run<'a> {
     /// is sampled once a second and at the end of the publishing: what buffers fill behind
     /// slow readers.
     fn hold(&mut self, plan: &PublishPlan) -> Hold {
+        self.phase = "hold";
         let start_ns = msg::now_ns();
         let publisher = (self.args.publish_rate > 0.0).then(|| Publisher::start(plan.clone()));
         let hold_start = Instant::now();
         let mut samples: Vec<Sample> = Vec::new();
         let mut last_deliveries = 0u64;
         let mut last_rate_at = Instant::now();
-        let duration = Duration::from_secs(self.args.duration);
-        while (self.args.duration == 0 || hold_start.elapsed() < duration)
+        let duration = self.args.duration;
+        while (duration.is_zero() || hold_start.elapsed() < duration)
             && !self.interrupted()
             && !workers_gone(&mut self.workers)
         {
@@ -497,7 +704,7 @@ impl<'a> Run<'a> {
                 last_deliveries = d;
                 last_rate_at = Instant::now();
                 self.last_print = Instant::now();
-                self.print("hold", rate_now);
+                self.print(rate_now);
             }
         }
         let published = publisher.map(|p| p.finish()).unwrap_or_default();
@@ -514,8 +721,9 @@ impl<'a> Run<'a> {
     /// Phase 6: after a publish load (`load_published` > 0), waits until deliveries stop
     /// growing for two seconds, or `--drain` seconds pass.
     fn drain(&mut self, load_published: u64) {
+        self.phase = "drain";
         if load_published > 0 {
-            let until = Instant::now() + Duration::from_secs(self.args.drain);
+            let until = Instant::now() + self.args.drain;
             let mut last = u64::MAX;
             let mut still = 0;
             // Two seconds without a new delivery: all arrived (or they will not).
@@ -533,8 +741,9 @@ impl<'a> Run<'a> {
 
     /// Phase 7: tells every worker to close, collects the finals (for up to 30 s) and reaps
     /// the processes. A worker that did not report is said on stderr; the figures cover the
-    /// others.
-    fn close(mut self) -> Vec<Final> {
+    /// others. Returns the rows of the run, and the finals.
+    fn close(mut self) -> (Vec<Row>, Vec<Final>) {
+        self.phase = "close";
         for w in &mut self.workers {
             if let Some(mut s) = w.stdin.take() {
                 let _ = s.write_all(b"close\n");
@@ -560,17 +769,63 @@ impl<'a> Run<'a> {
                 finals.len()
             );
         }
-        finals
+        (self.rows, finals)
     }
 
     /// Takes the workers' lines that arrive within `wait` (see [`pump`]).
     fn receive(&mut self, wait: Duration) {
         for (i, line) in pump(&self.rx, wait) {
             match line {
-                Line::Progress(p) => self.progress[i as usize] = p,
-                Line::Final(f) => self.finals[i as usize] = Some(*f),
+                Line::Progress(p) => {
+                    self.tick.record(&p.latency_tick);
+                    self.progress[i as usize] = p;
+                }
+                Line::Final(f) => {
+                    self.tick.record(&f.progress.latency_tick);
+                    self.finals[i as usize] = Some(*f);
+                }
             }
         }
+        if self.tick.at().elapsed() >= Duration::from_secs(1) {
+            self.row();
+        }
+    }
+
+    /// The row of the second just past: pushed, and written to `--jsonl` (one `write` a line,
+    /// so that what was written survives a crash).
+    fn row(&mut self) {
+        let totals = Totals {
+            open: self.established(),
+            opened: self.progress.iter().map(|p| p.opened).sum(),
+            closed: self.progress.iter().map(|p| p.stage_closed).sum(),
+            deliveries: self.deliveries(),
+            errors: self.errors(),
+        };
+        let server = memory::proc_mem(self.server_pids).ok().map(|m| m.pss);
+        let kernel = match (&self.kernel_before, memory::kernel_mem()) {
+            (Some(b), Ok(k)) => Some(k.growth_since(b)),
+            _ => None,
+        };
+        let t = self.started.elapsed().as_secs_f64();
+        let row = self
+            .tick
+            .row(Instant::now(), t, self.phase, totals, server, kernel);
+        if let Some(f) = &mut self.jsonl
+            && let Err(e) = f.write_all(row.line().as_bytes())
+        {
+            eprintln!("flood: writing --jsonl: {e}; no more lines");
+            self.jsonl = None;
+        }
+        self.rows.push(row);
+    }
+
+    /// Errors so far, over all workers.
+    fn errors(&self) -> Errors {
+        let mut e = Errors::default();
+        for p in &self.progress {
+            e.add(&p.errors);
+        }
+        e
     }
 
     fn interrupted(&self) -> bool {
@@ -597,24 +852,30 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn print(&self, phase: &str, deliveries_per_sec: f64) {
-        print_progress(
-            self.tty,
-            phase,
+    fn print(&self, deliveries_per_sec: f64) {
+        let line = progress_line(
+            self.phase,
             &self.progress,
             self.args,
+            self.stage_target.unwrap_or(self.args.conns),
             self.started,
             &self.samples,
             deliveries_per_sec,
         );
+        if self.tty {
+            print!("\r\x1b[2K{}", live::fit(&line, self.width));
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("{line}");
+        }
     }
 }
 
 /// Phase 8: the report: the summary on stdout, `--json` and `--plot` written. Success when the
 /// report finds nothing wrong.
-fn finish(inputs: report::Inputs<'_>) -> Result<ExitCode, String> {
+fn finish(inputs: report::Inputs<'_>, rows: &[Row]) -> Result<ExitCode, String> {
     let args = inputs.args;
-    let report = Report::build(inputs);
+    let report = Report::build(inputs, rows);
     print!("{}", report.summary());
     if let Some(path) = &args.json {
         std::fs::write(path, report.json()).map_err(|e| format!("writing {path}: {e}"))?;
@@ -661,36 +922,55 @@ fn workers_gone(workers: &mut [WorkerProc]) -> bool {
         .all(|w| matches!(w.child.try_wait(), Ok(Some(_))))
 }
 
-/// Installs a SIGINT handler that sets `flag` (the second Ctrl-C exits at once).
-fn ctrlc_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
+/// The first SIGINT or SIGTERM received (0: none).
+static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Installs a SIGINT and SIGTERM handler that sets `flag` (the second signal exits at once,
+/// status 128 + its number).
+fn signal_flag(flag: Arc<AtomicBool>) -> std::io::Result<()> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
     let _ = FLAG.set(flag);
-    extern "C" fn on_sigint(_: libc::c_int) {
+    extern "C" fn on_signal(sig: libc::c_int) {
+        let _ = SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
         if let Some(f) = FLAG.get()
             && f.swap(true, Ordering::SeqCst)
         {
             // SAFETY: _exit is async-signal-safe.
-            unsafe { libc::_exit(130) };
+            unsafe { libc::_exit(128 + sig) };
         }
     }
-    // SAFETY: installs an async-signal-safe handler (an atomic swap and _exit only).
-    let r = unsafe { libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t) };
-    if r == libc::SIG_ERR {
-        return Err(std::io::Error::last_os_error());
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs an async-signal-safe handler (atomics and _exit only).
+        let r = unsafe { libc::signal(sig, on_signal as *const () as libc::sighandler_t) };
+        if r == libc::SIG_ERR {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }
 
-fn print_progress(
-    tty: bool,
+/// The signal that interrupted the run, by name (`None`: it was not).
+fn interrupted_by() -> Option<&'static str> {
+    match SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        libc::SIGINT => Some("SIGINT"),
+        libc::SIGTERM => Some("SIGTERM"),
+        _ => Some("a signal"),
+    }
+}
+
+/// The progress line, whole (the caller fits it to the terminal): time, phase, open of the
+/// target (with the connect rate during the ramp), errors (only the kinds that occurred),
+/// server PSS, deliveries/s; TLS handshakes over TLS.
+fn progress_line(
     phase: &str,
     progress: &[Progress],
     args: &Args,
+    target: u64,
     started: Instant,
     samples: &[Sample],
     deliveries_per_sec: f64,
-) {
-    let target = args.conns;
+) -> String {
     // TLS takes one of --ca and --insecure, plaintext neither (`check_flags`).
     let tls = args.ca.is_some() || args.insecure;
     let est: u64 = progress.iter().map(|p| p.established).sum();
@@ -704,27 +984,16 @@ fn print_progress(
         |m| format!("{:.1} MiB", m.pss as f64 / 1048576.0),
     );
     let line = format!(
-        "[{secs:7.1}s] {phase}: {est}/{target} open{}, errors {} (refused {} reset {} \
-         timeout {} eaddrnotavail {} emfile {} http {} protocol {} bayeux {} socketio {} closed {}), server \
-         PSS {server}, {deliveries_per_sec:.0} deliveries/s",
+        "[{secs:7.1}s] {phase}: {est}/{target} open{}, {}, server PSS {server}, \
+         {deliveries_per_sec:.0} deliveries/s",
         if phase == "ramp" {
             format!(" ({:.0}/s)", est as f64 / secs.max(0.001))
         } else {
             String::new()
         },
-        errs.total(),
-        errs.refused,
-        errs.reset,
-        errs.timeout,
-        errs.eaddrnotavail,
-        errs.emfile,
-        errs.http_status,
-        errs.protocol,
-        errs.bayeux,
-        errs.socketio,
-        errs.closed_by_server,
+        live::errors_text(&errs),
     );
-    let line = if tls {
+    if tls {
         let hs: u64 = progress.iter().map(|p| p.tls_handshakes).sum();
         let resumed: u64 = progress.iter().map(|p| p.tls_resumed).sum();
         let rate = if phase == "ramp" {
@@ -732,17 +1001,8 @@ fn print_progress(
         } else {
             String::new()
         };
-        format!(
-            "{line}, TLS {hs} handshakes{rate}, {resumed} resumed, failures cert {} handshake {}",
-            errs.tls_cert, errs.tls_handshake
-        )
+        format!("{line}, TLS {hs} handshakes{rate}, {resumed} resumed")
     } else {
         line
-    };
-    if tty {
-        print!("\r\x1b[2K{line}");
-        let _ = std::io::stdout().flush();
-    } else {
-        println!("{line}");
     }
 }

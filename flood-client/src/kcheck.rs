@@ -272,13 +272,18 @@ pub fn table(findings: &[Finding], p: &Plan, l: &Limits) -> String {
 /// `flood check ARGS`: prints the table; exit status 0 (nothing blocks), 1 (something does),
 /// 2 (bad arguments or unreadable limits).
 pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
-    let a = match CheckArgs::try_parse_from(args) {
-        Ok(a) => a,
+    match CheckArgs::try_parse_from(args) {
+        Ok(a) => run(&a),
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
+            if e.use_stderr() { 2 } else { 0 }
         }
-    };
+    }
+}
+
+/// `flood check` once its arguments are parsed (by [`main`] or as the `check` subcommand of
+/// `flood`'s own flags): prints the table; the exit status as [`main`]'s.
+pub fn run(a: &CheckArgs) -> u8 {
     let limits = match preflight::read_limits() {
         Ok(l) => l,
         Err(e) => {
@@ -306,7 +311,7 @@ pub fn main(args: impl IntoIterator<Item = String>) -> u8 {
         .server_bytes
         .or(from_report)
         .unwrap_or(preflight::server_bytes_per_conn(a.tls));
-    let p = plan(&a, &limits, server_bytes);
+    let p = plan(a, &limits, server_bytes);
     let findings = preflight::check(&p, &limits);
     print!("{}", table(&findings, &p, &limits));
     u8::from(

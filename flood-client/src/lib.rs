@@ -21,7 +21,9 @@
 //! | message payload: sequence number and timestamp | [`msg`] |
 //! | the publish load and broadcasts | [`publish`] |
 //! | machine limits before a run; `flood check` | [`preflight`], [`kcheck`] |
-//! | the report (summary, JSON) and its SVG charts | [`report`], [`plot`] |
+//! | the report (summary, JSON) and its SVG charts (ramp, latency distribution) | [`report`], [`plot`] |
+//! | the run over time: a row a second (`--jsonl`), the progress line | [`live`] |
+//! | the run over time as charts (plotters, `--plot`) | [`timeline`] |
 //!
 //! Dependencies point one way: the sans-IO parsers ([`ws`], [`sse`], [`longpoll`], [`bayeux`], [`socketio`],
 //! [`msg`], [`http::head_end`]) import nothing above them; [`engine`] and [`coordinator`] use
@@ -33,6 +35,7 @@ pub mod coordinator;
 pub mod engine;
 pub mod http;
 pub mod kcheck;
+pub mod live;
 pub mod longpoll;
 pub mod memory;
 pub mod msg;
@@ -44,5 +47,6 @@ pub mod report;
 pub mod socketio;
 pub mod sse;
 pub mod sys;
+pub mod timeline;
 pub mod tls;
 pub mod ws;

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use flood::cli::Args;
+use flood::cli::{Args, Command};
 use flood::engine;
 use flood::plan::WorkerPlan;
 use flood::{coordinator, kcheck, sys};
@@ -20,15 +20,18 @@ use flood::{coordinator, kcheck, sys};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("check") {
-        return ExitCode::from(kcheck::main(std::env::args().skip(1)));
-    }
     let args = Args::parse();
+    if let Some(Command::Check(c)) = &args.command {
+        return ExitCode::from(kcheck::run(c));
+    }
     if let Some(plan) = &args.worker_plan {
-        // Workers share the terminal's process group: Ctrl-C is the coordinator's to handle.
+        // Workers share the terminal's process group: Ctrl-C (and a SIGTERM sent to the group)
+        // is the coordinator's to handle; it tells the workers to close, and a worker whose
+        // coordinator is gone ends when its stdin closes.
         // SAFETY: setting a signal disposition to SIG_IGN has no handler to be unsafe about.
         unsafe {
             libc::signal(libc::SIGINT, libc::SIG_IGN);
+            libc::signal(libc::SIGTERM, libc::SIG_IGN);
         }
         let plan: WorkerPlan = match serde_json::from_str(plan) {
             Ok(p) => p,

@@ -184,6 +184,52 @@ impl Errors {
         self.other += o.other;
     }
 
+    /// Every kind with its count, named as in the JSON report (`closed_by_server` too, which
+    /// [`Errors::total`] leaves out: a close of an open connection, not a failure to open).
+    pub fn kinds(&self) -> [(&'static str, u64); 13] {
+        [
+            ("refused", self.refused),
+            ("reset", self.reset),
+            ("timeout", self.timeout),
+            ("eaddrnotavail", self.eaddrnotavail),
+            ("emfile", self.emfile),
+            ("http_status", self.http_status),
+            ("protocol", self.protocol),
+            ("bayeux", self.bayeux),
+            ("socketio", self.socketio),
+            ("tls_handshake", self.tls_handshake),
+            ("tls_cert", self.tls_cert),
+            ("other", self.other),
+            ("closed_by_server", self.closed_by_server),
+        ]
+    }
+
+    /// The kinds that occurred (count above 0), in [`Errors::kinds`] order.
+    pub fn occurred(&self) -> Vec<(&'static str, u64)> {
+        self.kinds().into_iter().filter(|&(_, n)| n > 0).collect()
+    }
+
+    /// What was counted since `before` (an earlier reading of the same counters).
+    pub fn since(&self, before: &Errors) -> Errors {
+        Errors {
+            refused: self.refused.saturating_sub(before.refused),
+            reset: self.reset.saturating_sub(before.reset),
+            timeout: self.timeout.saturating_sub(before.timeout),
+            eaddrnotavail: self.eaddrnotavail.saturating_sub(before.eaddrnotavail),
+            emfile: self.emfile.saturating_sub(before.emfile),
+            http_status: self.http_status.saturating_sub(before.http_status),
+            protocol: self.protocol.saturating_sub(before.protocol),
+            closed_by_server: self
+                .closed_by_server
+                .saturating_sub(before.closed_by_server),
+            bayeux: self.bayeux.saturating_sub(before.bayeux),
+            socketio: self.socketio.saturating_sub(before.socketio),
+            tls_handshake: self.tls_handshake.saturating_sub(before.tls_handshake),
+            tls_cert: self.tls_cert.saturating_sub(before.tls_cert),
+            other: self.other.saturating_sub(before.other),
+        }
+    }
+
     /// Counts a socket error under its kind.
     pub fn count(&mut self, e: &io::Error) {
         let slot = match e.raw_os_error() {
@@ -203,6 +249,15 @@ impl Errors {
 pub struct Progress {
     pub index: u32,
     pub established: u64,
+    /// Connections that became open since the start (`established` is those open now).
+    #[serde(default)]
+    pub opened: u64,
+    /// Open connections this worker closed for a lower `target` (`--stages`).
+    #[serde(default)]
+    pub stage_closed: u64,
+    /// Latencies (microseconds, count) recorded since the previous progress line.
+    #[serde(default)]
+    pub latency_tick: Vec<(u64, u64)>,
     pub attempted: u64,
     pub errors: Errors,
     pub deliveries: u64,
@@ -272,6 +327,8 @@ pub struct Final {
 
 /// The lines a worker writes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+// A few lines a second pass through a channel: the variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Line {
     Progress(Progress),
     Final(Box<Final>),
@@ -306,6 +363,32 @@ mod tests {
             100
         );
     }
+    #[test]
+    fn error_kinds_are_named_as_in_the_json_and_only_occurred_ones_listed() {
+        let e = Errors {
+            refused: 2,
+            closed_by_server: 1,
+            tls_cert: 5,
+            ..Errors::default()
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        let obj = json.as_object().unwrap();
+        assert_eq!(obj.len(), e.kinds().len());
+        for (name, n) in e.kinds() {
+            assert_eq!(obj[name], n, "{name}");
+        }
+        assert_eq!(
+            e.occurred(),
+            [("refused", 2), ("tls_cert", 5), ("closed_by_server", 1)]
+        );
+        assert!(Errors::default().occurred().is_empty());
+        let later = Errors {
+            refused: 7,
+            ..e.clone()
+        };
+        assert_eq!(later.since(&e).occurred(), [("refused", 5)]);
+    }
+
     #[test]
     fn channel_names() {
         assert_eq!(channel_name("bench", 0, 1), "bench");

@@ -7,11 +7,12 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 
 use crate::cli::Args;
+use crate::live::Row;
 use crate::memory::{KernelMem, ProcMem};
 use crate::plan::{Errors, Final, Transport};
-use crate::plot;
 use crate::publish::Published;
 use crate::tls::TlsPlan;
+use crate::{plot, timeline};
 
 /// One memory sample during the ramp.
 #[derive(Debug, Clone)]
@@ -48,6 +49,26 @@ pub struct Inputs<'a> {
     pub server_local: bool,
     /// `wss://`, `https://`: how the server was verified and whether sessions were resumed.
     pub tls: Option<&'a TlsPlan>,
+    /// The signal that ended the run early (`SIGINT`, `SIGTERM`), if one did.
+    pub interrupted: Option<&'static str>,
+    /// `--stages`: how the plan went.
+    pub stages: Option<StagesOutcome>,
+}
+
+/// How a `--stages` plan went.
+#[derive(Debug, Clone)]
+pub struct StagesOutcome {
+    /// The plan, as given (`10000:30s,0:10s`).
+    pub spec: String,
+    /// The largest target, and the most connections open at once.
+    pub peak_target: u64,
+    pub peak_open: u64,
+    /// Connections open when the memory figures were read (the sample with the most open): the
+    /// per-connection figures divide by this.
+    pub memory_open: u64,
+    pub open_at_end: u64,
+    /// Open connections flood closed to go down to a lower target.
+    pub closed_by_client: u64,
 }
 
 pub struct Report {
@@ -168,7 +189,7 @@ fn tls(i: &Inputs<'_>, errors: &Errors) -> serde_json::Value {
 }
 
 impl Report {
-    pub fn build(i: Inputs<'_>) -> Report {
+    pub fn build(i: Inputs<'_>, rows: &[Row]) -> Report {
         let a = i.args;
         let mut errors = Errors::default();
         let mut established = 0;
@@ -211,6 +232,11 @@ impl Report {
         // Slow readers the server let go were open when memory was measured: they count as
         // established (not as failures).
         established += slow_closed;
+        // --stages: the connections open when memory was read (the finals say how many were
+        // open at the end, after the last stage).
+        if let Some(st) = &i.stages {
+            established = st.memory_open;
+        }
         let expected: u64 = conns_per_chan
             .iter()
             .zip(i.published.per_channel.iter().chain(std::iter::repeat(&0)))
@@ -278,7 +304,17 @@ impl Report {
             (a.transport == Transport::Socketio).then(|| a.socketio_transport.name());
         let loaded = loaded(&i, established);
         let tls = tls(&i, &errors);
-        let json = json!({
+        let stages = i.stages.as_ref().map(|st| {
+            json!({
+                "spec": st.spec,
+                "peak_target": st.peak_target,
+                "peak_open": st.peak_open,
+                "memory_open": st.memory_open,
+                "open_at_end": st.open_at_end,
+                "closed_by_client": st.closed_by_client,
+            })
+        });
+        let mut json = json!({
             "params": {
                 "url": a.url, "transport": a.transport.name(), "bayeux_transport": bayeux_transport,
                 "bayeux_path": (a.transport == Transport::Bayeux).then_some(&a.bayeux_path),
@@ -286,7 +322,7 @@ impl Report {
                 "socketio_path": (a.transport == Transport::Socketio).then_some(&a.socketio_path),
                 "socketio_event": (a.transport == Transport::Socketio).then_some(&a.socketio_event),
                 "token": a.token.is_some(),
-                "conns": a.conns, "rate": a.rate, "duration": a.duration,
+                "conns": a.conns, "rate": a.rate, "duration": a.duration.as_secs_f64(),
                 "procs": i.procs, "source": a.source, "channels": a.channels,
                 "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
                 "slow_readers": a.slow_readers, "slow_read_rate": a.slow_read_rate,
@@ -341,14 +377,32 @@ impl Report {
             "ramp": ramp,
             "tls": tls,
         });
-        let ok = established == a.conns
-            && lost == 0
+        // Apart from the literal above, which is at the json! macro's recursion limit.
+        json["params"]["stages"] = json!(a.stages.as_ref().map(|s| s.spec()));
+        if a.stages.is_some() {
+            // The stages replace them (`conns` is the largest target).
+            json["params"]["rate"] = serde_json::Value::Null;
+            json["params"]["duration"] = serde_json::Value::Null;
+        }
+        json["interrupted"] = json!(i.interrupted);
+        json["stages"] = json!(stages);
+        let ok = match &i.stages {
+            Some(st) => st.peak_open == st.peak_target && errors.total() == 0,
+            None => established == a.conns,
+        } && lost == 0
             && duplicated == 0
             && reordered == 0
             && gaps == 0
             && i.published.errors == 0;
         let summary = summary(&json, &errors, i.server_local);
-        let svg = svg(i.samples, &i.kernel_before, &hist, i.server_before);
+        let svg = svg(
+            &json,
+            rows,
+            i.samples,
+            &i.kernel_before,
+            &hist,
+            i.server_before,
+        );
         Report {
             json,
             summary,
@@ -369,8 +423,9 @@ impl Report {
         &self.svg
     }
 
-    /// Every connection opened, nothing was lost, duplicated or reordered, and the server
-    /// reported no gap.
+    /// Every connection opened (with `--stages`: the peak target was reached, without an
+    /// error), nothing was lost, duplicated or reordered, and the server reported no gap. A
+    /// signal that ends the run (the normal end of `--duration 0`) does not make it fail.
     pub fn ok(&self) -> bool {
         self.ok
     }
@@ -384,6 +439,26 @@ fn fmt_bytes(v: &serde_json::Value) -> String {
 fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "== flood summary");
+    if let Some(sig) = j["interrupted"].as_str() {
+        let _ = writeln!(
+            s,
+            "interrupted by {sig}: the figures cover the run until then"
+        );
+    }
+    if j["stages"].is_object() {
+        let st = &j["stages"];
+        let _ = writeln!(
+            s,
+            "stages {}: at most {} of {} open; {} open at the end, {} closed by flood; memory \
+             read with {} open",
+            st["spec"].as_str().unwrap_or("?"),
+            st["peak_open"],
+            st["peak_target"],
+            st["open_at_end"],
+            st["closed_by_client"],
+            st["memory_open"],
+        );
+    }
     let _ = writeln!(
         s,
         "transport: {}{}",
@@ -400,7 +475,9 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         j["conns_target"],
         j["ramp_secs"].as_f64().unwrap_or(0.0),
         j["connect_rate_per_sec"].as_f64().unwrap_or(0.0),
-        if j["connect_rate_limited"].as_bool() == Some(true) {
+        if j["stages"].is_object() {
+            ", paced by --stages"
+        } else if j["connect_rate_limited"].as_bool() == Some(true) {
             ", paced by --rate"
         } else {
             ", as fast as accepted"
@@ -542,24 +619,12 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         );
     }
     if e.total() + e.closed_by_server > 0 {
-        let _ = writeln!(
-            s,
-            "errors: refused {} reset {} timeout {} eaddrnotavail {} emfile {} http {} \
-             protocol {} bayeux {} socketio {} tls-cert {} tls-handshake {} closed-by-server {} other {}",
-            e.refused,
-            e.reset,
-            e.timeout,
-            e.eaddrnotavail,
-            e.emfile,
-            e.http_status,
-            e.protocol,
-            e.bayeux,
-            e.socketio,
-            e.tls_cert,
-            e.tls_handshake,
-            e.closed_by_server,
-            e.other
-        );
+        let kinds: Vec<String> = e
+            .occurred()
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(s, "errors: {}", kinds.join(", "));
         for hint in hints(e) {
             let _ = writeln!(s, "  - {hint}");
         }
@@ -648,7 +713,38 @@ pub fn hints(e: &Errors) -> Vec<&'static str> {
     h
 }
 
+/// The run's parameters as lines of `key value` pairs (the non-null, non-false ones of the
+/// report's `params`), about 130 characters each: the text above `--plot`'s charts.
+pub fn params_lines(params: &serde_json::Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    let Some(obj) = params.as_object() else {
+        return lines;
+    };
+    for (k, v) in obj {
+        let v = match v {
+            serde_json::Value::Null | serde_json::Value::Bool(false) => continue,
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let item = format!("{k} {v}");
+        if !line.is_empty() && line.len() + item.len() + 2 > 130 {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push_str(", ");
+        }
+        line.push_str(&item);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 fn svg(
+    json: &serde_json::Value,
+    rows: &[Row],
     samples: &[Sample],
     kernel_before: &Option<KernelMem>,
     hist: &Histogram<u64>,
@@ -683,7 +779,12 @@ fn svg(
             },
         ],
     );
-    let mut charts = vec![mem];
+    let over_time = timeline::svg(
+        &params_lines(&json["params"]),
+        rows,
+        server_before.map(|m| m.pss),
+    );
+    let mut charts = vec![over_time, mem];
     if !hist.is_empty() {
         let pct: Vec<(f64, f64)> = [50.0, 75.0, 90.0, 95.0, 99.0, 99.9, 99.99]
             .iter()

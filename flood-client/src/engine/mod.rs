@@ -1,7 +1,8 @@
 //! One flood worker process: opens its share of subscriber connections (WebSocket, Server-Sent
 //! Events, long-poll, Bayeux or Socket.IO clients) at a paced rate, holds them, reads every message, checks sequence numbers
 //! and records delivery latency, and reports to the coordinator as JSON lines on stdout. It stops
-//! when its stdin says `close` or closes.
+//! when its stdin says `close` or closes; a line `target N` (`--stages`) makes N the number of
+//! connections it keeps open: more are opened, or open ones closed (the client closing first).
 //!
 //! Cost per connection in this process: one slab entry (`Conn`, 40 bytes) and an optional
 //! leftover buffer that exists only while a frame, an event or a long-poll answer is split across
@@ -131,6 +132,10 @@ struct Worker {
     in_flight: usize,
     attempted: u64,
     established: u64,
+    /// Connections that became open, and open ones this client closed for `target N`
+    /// (`--stages`), since the start: the per-second rates of `--jsonl`.
+    opened: u64,
+    stage_closed: u64,
     errors: Errors,
     deliveries: u64,
     duplicated: u64,
@@ -140,6 +145,9 @@ struct Worker {
     /// Unique messages received, per channel index (over this worker's connections).
     unique: Vec<u64>,
     hist: Histogram<u64>,
+    /// The latencies since the last progress line (sent with it, then cleared): the
+    /// coordinator's per-second p50/p99 (`--jsonl`).
+    hist_tick: Histogram<u64>,
     /// See [`Final::broadcasts`], [`Final::load_deliveries`], [`Final::load_last_ns`].
     broadcasts: Vec<(u64, u64)>,
     load_deliveries: u64,
@@ -204,19 +212,24 @@ struct Worker {
 pub fn run(plan: WorkerPlan) -> io::Result<()> {
     let poll = Poll::new()?;
     let waker = std::sync::Arc::new(Waker::new(poll.registry(), WAKER)?);
-    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<Cmd>();
     {
         let waker = waker.clone();
         std::thread::spawn(move || {
-            // Any "close" line or the end of stdin ends the run.
+            // A "close" line or the end of stdin ends the run; "target N" sets the connections
+            // to keep open.
             for line in io::stdin().lock().lines() {
-                match line {
-                    Ok(l) if l.trim() == "close" => break,
-                    Ok(_) => continue,
-                    Err(_) => break,
+                let Ok(line) = line else { break };
+                match Cmd::parse(&line) {
+                    Some(Cmd::Close) => break,
+                    Some(cmd) => {
+                        let _ = tx.send(cmd);
+                        let _ = waker.wake();
+                    }
+                    None => continue,
                 }
             }
-            let _ = tx.send(());
+            let _ = tx.send(Cmd::Close);
             let _ = waker.wake();
         });
     }
@@ -270,6 +283,8 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         in_flight: 0,
         attempted: 0,
         established: 0,
+        opened: 0,
+        stage_closed: 0,
         errors: Errors::default(),
         deliveries: 0,
         duplicated: 0,
@@ -279,6 +294,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         unique: vec![0; channels],
         // Latencies up to 100 s at 3 significant digits.
         hist: Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
+        hist_tick: Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds"),
         broadcasts,
         load_deliveries: 0,
         load_last_ns: 0,
@@ -320,6 +336,9 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut last_report = Instant::now();
     let mut pss_open = 0;
+    // `--stages`: the connections open when `pss_open` was read; it is read again whenever the
+    // target goes below what is open (a peak just passed) with more open than last time.
+    let mut pss_open_at = 0;
     loop {
         let ramping = w.attempted < w.plan.conns;
         let timeout = if ramping || !w.pending.is_empty() {
@@ -348,13 +367,27 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         if w.ramp_end.is_none() && w.attempted == w.plan.conns && w.pending.is_empty() {
             w.ramp_end = Some(Instant::now());
             pss_open = memory::own_mem().map(|m| m.pss).unwrap_or(0);
+            pss_open_at = w.established;
             w.report_progress()?;
         }
         if last_report.elapsed() >= Duration::from_millis(250) {
             last_report = Instant::now();
             w.report_progress()?;
         }
-        if rx.try_recv().is_ok() {
+        let mut close = false;
+        while let Ok(cmd) = rx.try_recv() {
+            match cmd {
+                Cmd::Close => close = true,
+                Cmd::Target(n) => {
+                    if n < w.established && w.established > pss_open_at {
+                        pss_open = memory::own_mem().map(|m| m.pss).unwrap_or(0);
+                        pss_open_at = w.established;
+                    }
+                    w.retarget(n);
+                }
+            }
+        }
+        if close {
             break;
         }
     }
@@ -380,6 +413,44 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
     let fin = w.finish(pss_before, pss_open);
     emit(&Line::Final(Box::new(fin)))?;
     Ok(())
+}
+
+/// A line from the coordinator on stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmd {
+    /// `close`: end the run.
+    Close,
+    /// `target N`: keep N connections open (`--stages`).
+    Target(u64),
+}
+
+impl Cmd {
+    fn parse(line: &str) -> Option<Cmd> {
+        let line = line.trim();
+        if line == "close" {
+            return Some(Cmd::Close);
+        }
+        line.strip_prefix("target ")?
+            .trim()
+            .parse()
+            .ok()
+            .map(Cmd::Target)
+    }
+}
+
+/// How a worker reaches `target` open connections from `open` open, `in_flight` in progress
+/// and `unstarted` still to start: (connections to start beyond those, connections not to start
+/// after all, open connections to close). In-progress ones are left to finish: the next
+/// target corrects for them.
+fn retarget_plan(target: u64, open: u64, in_flight: u64, unstarted: u64) -> (u64, u64, u64) {
+    let have = open + in_flight + unstarted;
+    if target >= have {
+        return (target - have, 0, 0);
+    }
+    let excess = have - target;
+    let unstart = excess.min(unstarted);
+    let close = (excess - unstart).min(open);
+    (0, unstart, close)
 }
 
 /// The native channel a subscribe path names, for the transports that name it apart from the
@@ -417,6 +488,13 @@ impl Worker {
         Progress {
             index: self.plan.index,
             established: self.established,
+            opened: self.opened,
+            stage_closed: self.stage_closed,
+            latency_tick: self
+                .hist_tick
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
             attempted: self.attempted,
             errors: self.errors.clone(),
             deliveries: self.deliveries,
@@ -436,8 +514,33 @@ impl Worker {
         }
     }
 
-    fn report_progress(&self) -> io::Result<()> {
-        emit(&Line::Progress(self.progress()))
+    /// Sends a progress line, with the latencies since the last one.
+    fn report_progress(&mut self) -> io::Result<()> {
+        let p = self.progress();
+        self.hist_tick.reset();
+        emit(&Line::Progress(p))
+    }
+
+    /// `target N` (`--stages`): more connections to start, or fewer: those not started yet
+    /// are not, then open ones are closed, round robin in slab order as `--churn` takes them.
+    fn retarget(&mut self, target: u64) {
+        let unstarted = self.plan.conns - self.attempted;
+        let (more, unstart, mut close) =
+            retarget_plan(target, self.established, self.in_flight as u64, unstarted);
+        self.plan.conns = self.plan.conns + more - unstart;
+        let cap = self.conns.capacity().max(1);
+        let mut scanned = 0;
+        while close > 0 && scanned < cap && !self.conns.is_empty() {
+            let key = self.churn_cursor % cap;
+            self.churn_cursor = key + 1;
+            scanned += 1;
+            if self.conns.get(key).is_some_and(Conn::is_open) {
+                self.close_notify(key);
+                self.drop_conn(key);
+                self.stage_closed += 1;
+                close -= 1;
+            }
+        }
     }
 
     /// Starts as many connections as the rate and the in-flight bound allow.
@@ -718,6 +821,7 @@ impl Worker {
             if self.send_poll(key)? {
                 self.in_flight -= 1;
                 self.established += 1;
+                self.opened += 1;
             }
             return Ok(());
         }
@@ -822,6 +926,7 @@ impl Worker {
         let now = msg::now_ns();
         let us = now.saturating_sub(sent_ns) / 1000;
         let _ = self.hist.record(us.max(1));
+        let _ = self.hist_tick.record(us.max(1));
         if let Some(b) = self.broadcasts.get_mut(seq as usize) {
             b.0 += 1;
             b.1 = b.1.max(us);
@@ -905,6 +1010,30 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn coordinator_commands() {
+        assert_eq!(Cmd::parse("close"), Some(Cmd::Close));
+        assert_eq!(Cmd::parse(" close \n"), Some(Cmd::Close));
+        assert_eq!(Cmd::parse("target 250"), Some(Cmd::Target(250)));
+        assert_eq!(Cmd::parse("target 0"), Some(Cmd::Target(0)));
+        assert_eq!(Cmd::parse("target -1"), None);
+        assert_eq!(Cmd::parse("target"), None);
+        assert_eq!(Cmd::parse("hello"), None);
+    }
+
+    #[test]
+    fn retargeting_opens_more_or_skips_then_closes() {
+        // (target, open, in flight, unstarted) -> (start more, do not start, close)
+        assert_eq!(retarget_plan(100, 0, 0, 0), (100, 0, 0));
+        assert_eq!(retarget_plan(100, 40, 10, 20), (30, 0, 0));
+        assert_eq!(retarget_plan(70, 40, 10, 20), (0, 0, 0));
+        // Fewer: the unstarted go first, then open ones close; in-flight ones are left.
+        assert_eq!(retarget_plan(60, 40, 10, 20), (0, 10, 0));
+        assert_eq!(retarget_plan(30, 40, 10, 20), (0, 20, 20));
+        assert_eq!(retarget_plan(0, 40, 10, 20), (0, 20, 40));
+        assert_eq!(retarget_plan(0, 0, 10, 0), (0, 0, 0));
+    }
 
     #[test]
     fn native_channels() {

@@ -137,6 +137,7 @@ impl Worker {
                 self.conns[key].st = St::Open;
                 self.in_flight -= 1;
                 self.established += 1;
+                self.opened += 1;
             }
         }
         match self.plan.transport {
@@ -334,6 +335,7 @@ impl Worker {
                 self.conns[key].st = St::Open;
                 self.in_flight -= 1;
                 self.established += 1;
+                self.opened += 1;
             }
             Packet::ConnectError(_) => {
                 self.errors.socketio += 1;
@@ -442,6 +444,7 @@ impl Worker {
                         St::FirstConnect => {
                             self.in_flight -= 1;
                             self.established += 1;
+                            self.opened += 1;
                         }
                         St::Open => {}
                         _ => return self.bayeux_confused(key),
