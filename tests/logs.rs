@@ -20,6 +20,9 @@ struct Proc {
     first: String,
     lines: Receiver<String>,
     seen: Vec<String>,
+    /// Lines of `seen` that `until` has looked at already (those read before the ready line
+    /// are looked at by the first `until`).
+    looked: usize,
 }
 
 impl Proc {
@@ -63,11 +66,20 @@ impl Proc {
             first,
             lines,
             seen,
+            looked: 0,
         }
     }
 
     /// Lines until one contains `what` (at most 10 s); all of them are kept in `seen`.
     fn until(&mut self, what: &str) -> String {
+        // A line read before the ready line (the broker's "up" may come first) counts too.
+        while self.looked < self.seen.len() {
+            self.looked += 1;
+            let l = &self.seen[self.looked - 1];
+            if l.contains(what) {
+                return l.clone();
+            }
+        }
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             let left = until.saturating_duration_since(Instant::now());
@@ -76,6 +88,7 @@ impl Proc {
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no {what:?} in {:#?}", self.seen));
             self.seen.push(l.clone());
+            self.looked = self.seen.len();
             if l.contains(what) {
                 return l;
             }
