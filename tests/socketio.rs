@@ -47,6 +47,15 @@ fn poll(addr: SocketAddr, sid: &str) -> (u16, String) {
     http(addr, "GET", &format!("{EIO}&sid={sid}"), b"")
 }
 
+/// A GET of session `sid` on a connection of its own, once the server holds it (answer it with
+/// `response()`).
+fn held_poll(s: &edgecomet::Server, sid: &str) -> Publisher {
+    let mut held = Publisher::new(s.local_addr());
+    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    assert!(wait_until(5, || total(s, "conns_sio_poll") == 1));
+    held
+}
+
 /// A WebSocket session (no upgrade), its open packet read.
 fn ws_session(addr: SocketAddr) -> Ws {
     let mut w = ws(addr, "/socket.io/?EIO=4&transport=websocket");
@@ -228,9 +237,7 @@ fn two_polls_at_once_end_the_session() {
     let s = server(1, |_| {});
     let addr = s.local_addr();
     let sid = open(addr, "");
-    let mut held = Publisher::new(addr);
-    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    let mut held = held_poll(&s, &sid);
     assert_eq!(poll(addr, &sid).0, 400);
     assert_eq!(held.response(), (200, "1".to_string()));
     assert_eq!(poll(addr, &sid).0, 400);
@@ -557,9 +564,7 @@ fn a_poll_whose_connection_goes_ends_its_session() {
     let s = server(1, |_| {});
     let addr = s.local_addr();
     let sid = open(addr, "");
-    let mut held = Publisher::new(addr);
-    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    let mut held = held_poll(&s, &sid);
     drop(held);
     assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
     assert_eq!(poll(addr, &sid).0, 400);
@@ -573,9 +578,7 @@ fn shutdown_ends_every_session() {
     send(&mut w, "40");
     next(&mut w);
     let sid = open(addr, "");
-    let mut held = Publisher::new(addr);
-    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    let mut held = held_poll(&s, &sid);
     let down = std::thread::spawn(move || s.shutdown(std::time::Duration::from_secs(5)));
     // The WebSocket gets 1001, the held poll the close packet.
     assert_eq!(close_of(&mut w).map(|c| c.0), Some(1001));
@@ -640,9 +643,7 @@ fn a_polling_recovery_in_the_turn_of_a_publish_gets_it_once() {
     let (_, reply) = poll(addr, &sid);
     let pid = connected(&reply)["pid"].as_str().unwrap().to_string();
     // The client goes: its held poll's connection closes.
-    let mut held = Publisher::new(addr);
-    held.send_raw(format!("GET {EIO}&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
-    assert!(wait_until(5, || total(&s, "conns_sio_poll") == 1));
+    let held = held_poll(&s, &sid);
     drop(held);
     assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
     // It comes back: a publish and its CONNECT pipelined on one connection, so both are
