@@ -564,7 +564,7 @@ fn a_poll_whose_connection_goes_ends_its_session() {
     let s = server(1, |_| {});
     let addr = s.local_addr();
     let sid = open(addr, "");
-    let mut held = held_poll(&s, &sid);
+    let held = held_poll(&s, &sid);
     drop(held);
     assert!(wait_until(5, || total(&s, "sio_sessions") == 0));
     assert_eq!(poll(addr, &sid).0, 400);
