@@ -72,6 +72,12 @@ fn metrics_are_the_stats_in_prometheus_format() {
             .iter()
             .any(|w| w.queued_at_close.snapshot().cumulative.last() > Some(&0))
     }));
+    // The process's CPU time counts in clock ticks (10 ms): a process that started this fast
+    // may have used less than one, and `process_cpu_seconds_total` would read 0. Work until the
+    // kernel has counted one (a condition, not a sleep).
+    while cpu_ticks() == 0 {
+        std::hint::black_box((0..10_000u64).sum::<u64>());
+    }
     let (head, body) = get(a, "GET", "/metrics");
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     assert!(head.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
@@ -275,4 +281,14 @@ fn every_answer_has_a_date() {
     let refused = String::from_utf8(raw(a, b"")).unwrap();
     assert!(refused.starts_with("HTTP/1.1 503 "), "{refused}");
     check_date(&refused);
+}
+
+/// This process's user + system CPU time in clock ticks (`/proc/self/stat` fields 14 and 15).
+fn cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
