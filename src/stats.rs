@@ -113,6 +113,9 @@ counters! {
         messages_in,
         /// Messages handed to subscribers (one per subscriber per message).
         messages_out,
+        /// Messages posted to this worker by its peers or the broker thread: only to the
+        /// workers with subscribers of the channel (or of a pattern covering it).
+        peer_messages,
         /// Data messages received from WebSocket clients.
         ws_messages_in,
         /// Bytes written to sockets.

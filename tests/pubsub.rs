@@ -35,6 +35,60 @@ fn publish_reaches_subscribers_on_every_worker() {
     assert_eq!(recv_text(&mut other), "goal");
 }
 
+/// A publish is posted only to the workers with subscribers of its channel: with nobody
+/// subscribed (and after a poll answered at once, which watched the channel for a moment) no
+/// worker gets mail; with one subscriber, only its worker gets the publishes the other worker
+/// took, and the subscriber gets every message in order.
+#[test]
+fn a_publish_is_posted_only_to_workers_with_subscribers() {
+    let srv = server(2, |_| {});
+    let addr = srv.local_addr();
+    // A cursor on a channel with no state: answered at once (a gap), nothing subscribed.
+    // (Plain text: 204 with `Edgecomet-Gap: unknown`.)
+    let (st, body) = Publisher::new(addr).get("/sub/ghost?cursor=5");
+    assert_eq!(st, 204, "{body}");
+    // Publishes over new connections: SO_REUSEPORT spreads them over both workers (the odds of
+    // all 30 on one are 2^-29).
+    for i in 0..30 {
+        let ch = if i % 2 == 0 { "nobody" } else { "ghost" };
+        assert_eq!(Publisher::new(addr).publish(ch, b"x").0, 200);
+    }
+    assert!(per_worker(&srv, 0, "messages_in") > 0);
+    assert!(per_worker(&srv, 1, "messages_in") > 0);
+    assert_eq!(total(&srv, "peer_messages"), 0);
+
+    let mut sub = ws(addr, "/sub/news");
+    assert!(wait_until(5, || total(&srv, "conns_ws_sub") == 1));
+    let (home, other) = if per_worker(&srv, 0, "conns_ws_sub") == 1 {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let mut news_by_other = 0;
+    for i in 0..30 {
+        let before = per_worker(&srv, other, "messages_in");
+        assert_eq!(
+            Publisher::new(addr)
+                .publish("news", format!("m{i}").as_bytes())
+                .0,
+            200
+        );
+        news_by_other += per_worker(&srv, other, "messages_in") - before;
+        // Another channel on the way: posted to nobody.
+        assert_eq!(Publisher::new(addr).publish("nobody", b"x").0, 200);
+    }
+    for i in 0..30 {
+        assert_eq!(recv_text(&mut sub), format!("m{i}"));
+    }
+    assert!(
+        news_by_other > 0,
+        "no publish went through the other worker"
+    );
+    // Exactly the other worker's publishes on "news" were posted home.
+    assert_eq!(per_worker(&srv, home, "peer_messages"), news_by_other);
+    assert_eq!(per_worker(&srv, other, "peer_messages"), 0);
+}
+
 #[test]
 fn fanout_to_1000_subscribers_exactly_once_in_order() {
     const SUBS: usize = 1000;

@@ -10,7 +10,8 @@
 //!   subscriptions in line with it, unsubscribing a key only after it has had no local interest
 //!   for `--broker-linger` (long-poll and EventSource clients come back between requests). Each
 //!   message it receives is handed to the [`Sink`], which enters it into the process exactly like a
-//!   local publish (one id, one `Arc<Message>` framed once, every worker's inbox).
+//!   local publish (one id, one `Arc<Message>` framed once, in the inbox of every worker with
+//!   subscribers of the channel).
 //! - the **publisher**: a local publish is not fanned out locally but sent to Redis; it comes
 //!   back through the subscriber like everyone else's, so a local subscriber gets it exactly
 //!   once. Publishes are pipelined from a bounded queue. Each is one call of a Lua script

@@ -5,8 +5,9 @@
 //! A publish takes the channel's shard lock, gives the message the channel's next id, appends
 //! it to the history and to every session queue of the channel, and — still under the lock —
 //! calls the caller's `deliver`, which queues it for the local fan-out and posts it to the other
-//! workers' inboxes. Holding the lock across the posting is what makes every worker see one
-//! channel's messages in id order. Resumes (a cursor, `Last-Event-ID`, a session poll) read
+//! workers' inboxes — only those of the workers that watch the channel ([`Hub::watch`]: they have
+//! subscribers of it or of a pattern). Holding the lock across the posting is what makes every
+//! worker see one channel's messages in id order. Resumes (a cursor, `Last-Event-ID`, a session poll) read
 //! under the same lock. Subscriber lists stay per worker ([`super::Channels`]); nothing here is
 //! touched on the per-subscriber delivery path.
 
@@ -148,7 +149,43 @@ impl ChanState {
     }
 }
 
-type Shard = HashMap<Arc<str>, ChanState>;
+/// Workers of one process, a bit each (`--workers` is at most 256).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Workers([u64; 4]);
+
+impl Workers {
+    /// Every worker.
+    pub const ALL: Workers = Workers([u64::MAX; 4]);
+
+    pub fn insert(&mut self, w: usize) {
+        self.0[w / 64 % 4] |= 1 << (w % 64);
+    }
+
+    pub fn remove(&mut self, w: usize) {
+        self.0[w / 64 % 4] &= !(1 << (w % 64));
+    }
+
+    pub fn contains(&self, w: usize) -> bool {
+        self.0[w / 64 % 4] & (1 << (w % 64)) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == [0; 4]
+    }
+
+    fn union(self, o: Workers) -> Workers {
+        Workers(std::array::from_fn(|i| self.0[i] | o.0[i]))
+    }
+}
+
+/// One shard of the channel table.
+#[derive(Debug, Default)]
+struct Shard {
+    chans: HashMap<Arc<str>, ChanState>,
+    /// The workers with subscribers of each channel ([`Hub::watch`]): a publish is posted to
+    /// them only. An entry exists while some worker watches the channel.
+    watched: HashMap<Arc<str>, Workers>,
+}
 
 /// Shards of the channel table: a publish locks one.
 const SHARDS: usize = 64;
@@ -164,6 +201,8 @@ pub struct Hub {
     /// `--broker`: how many times the link to Redis has been (re)made. Ids before and after a
     /// new link cannot be compared for a count (see `ChanState::epoch`).
     link_epoch: AtomicU64,
+    /// Workers with pattern subscribers (`a/*`): every publish is posted to them.
+    pattern_workers: [AtomicU64; 4],
     pub stats: HubStats,
 }
 
@@ -177,7 +216,8 @@ impl Hub {
     pub fn new(limits: HubLimits) -> Hub {
         Hub {
             limits,
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            pattern_workers: Default::default(),
             hasher: RandomState::new(),
             high_water: AtomicU64::new(0),
             link_epoch: AtomicU64::new(0),
@@ -204,7 +244,7 @@ impl Hub {
     /// ids start at the current time in microseconds, or above every id issued so far.
     fn state<'s>(
         &self,
-        shard: &'s mut Shard,
+        shard: &'s mut HashMap<Arc<str>, ChanState>,
         channel: &str,
         first_id: Option<u64>,
         now: Now,
@@ -247,7 +287,7 @@ impl Hub {
         now: Now,
         deliver: impl FnOnce(&Arc<Message>),
     ) -> Result<Arc<Message>, Refused> {
-        self.publish_at(channel, None, payload, now, deliver)
+        self.publish_at(channel, None, payload, now, |m, _| deliver(m))
             .map(|m| m.expect("an id issued here is never stale"))
     }
 
@@ -257,17 +297,18 @@ impl Hub {
     /// between (it was not subscribed, or its Redis connection failed): they cannot be
     /// resumed here, so the history restarts at this one, the sessions are told of the gap,
     /// and the message carries it (`gap_before`) to its live subscribers (counted in
-    /// `missed_ids`).
+    /// `missed_ids`). `deliver` is also told which workers watch the channel (those with
+    /// subscribers of it, or of a pattern: [`Hub::watch`]).
     pub fn publish_at(
         &self,
         channel: &str,
         given: Option<u64>,
         payload: Bytes,
         now: Now,
-        deliver: impl FnOnce(&Arc<Message>),
+        deliver: impl FnOnce(&Arc<Message>, Workers),
     ) -> Result<Option<Arc<Message>>, Refused> {
         let mut shard = lock(self.shard(channel));
-        let st = self.state(&mut shard, channel, given, now)?;
+        let st = self.state(&mut shard.chans, channel, given, now)?;
         let name = st.name.clone();
         if st.fresh
             && let Some(id) = given
@@ -328,15 +369,57 @@ impl Hub {
                 inc(&self.stats.session_drops, 1);
             }
         }
-        deliver(&msg);
+        let watchers = shard.watched.get(channel).copied().unwrap_or_default();
+        let patterns = Workers(std::array::from_fn(|i| {
+            self.pattern_workers[i].load(Ordering::Relaxed)
+        }));
+        deliver(&msg, watchers.union(patterns));
         Ok(Some(msg))
+    }
+
+    /// Worker `w` has subscribers of `channel` (or is about to read its history for one): from
+    /// now on every publish on it is posted to `w`. Called before the history is read, so that
+    /// a message is either in what was read or in the worker's inbox (or both: the worker skips
+    /// what its subscriber's cursor has).
+    pub fn watch(&self, channel: &str, w: usize) {
+        let mut shard = lock(self.shard(channel));
+        match shard.watched.get_mut(channel) {
+            Some(ws) => ws.insert(w),
+            None => {
+                let mut ws = Workers::default();
+                ws.insert(w);
+                shard.watched.insert(Arc::from(channel), ws);
+            }
+        }
+    }
+
+    /// Worker `w` has no subscriber of `channel` any more.
+    pub fn unwatch(&self, channel: &str, w: usize) {
+        let mut shard = lock(self.shard(channel));
+        if let Some(ws) = shard.watched.get_mut(channel) {
+            ws.remove(w);
+            if ws.is_empty() {
+                shard.watched.remove(channel);
+            }
+        }
+    }
+
+    /// Worker `w` has pattern subscribers (`on`), or none any more: while it has, every publish
+    /// is posted to it.
+    pub fn watch_patterns(&self, w: usize, on: bool) {
+        let (word, bit) = (&self.pattern_workers[w / 64 % 4], 1u64 << (w % 64));
+        if on {
+            word.fetch_or(bit, Ordering::SeqCst);
+        } else {
+            word.fetch_and(!bit, Ordering::SeqCst);
+        }
     }
 
     /// What `channel` has after `cursor` (see [`Since`]); `None` = no cursor: nothing, and the
     /// cursor of "now".
     pub fn since(&self, channel: &str, cursor: Option<u64>) -> Since {
         let shard = lock(self.shard(channel));
-        match (shard.get(channel), cursor) {
+        match (shard.chans.get(channel), cursor) {
             (Some(st), Some(c)) => st.since(c),
             (Some(st), None) => Since {
                 cursor: st.last(),
@@ -363,6 +446,7 @@ impl Hub {
     ) -> Result<(), Refused> {
         let mut shard = lock(self.shard(channel));
         let exists = shard
+            .chans
             .get(channel)
             .is_some_and(|st| st.sessions.contains_key(client));
         if !exists
@@ -370,7 +454,7 @@ impl Hub {
         {
             return Err(Refused::Sessions);
         }
-        let st = self.state(&mut shard, channel, None, now)?;
+        let st = self.state(&mut shard.chans, channel, None, now)?;
         let since = match cursor {
             Some(c) => st.since(c),
             None => Since::default(),
@@ -408,7 +492,7 @@ impl Hub {
         now: Now,
     ) -> Result<Since, Refused> {
         let mut shard = lock(self.shard(channel));
-        let st = shard.get_mut(channel).ok_or(Refused::NoSession)?;
+        let st = shard.chans.get_mut(channel).ok_or(Refused::NoSession)?;
         let last = st.last();
         let s = st.sessions.get_mut(client).ok_or(Refused::NoSession)?;
         s.last_seen = now.secs;
@@ -425,6 +509,7 @@ impl Hub {
     pub fn session_hold(&self, channel: &str, client: &str, held: bool, now: Now) {
         let mut shard = lock(self.shard(channel));
         if let Some(s) = shard
+            .chans
             .get_mut(channel)
             .and_then(|st| st.sessions.get_mut(client))
         {
@@ -447,7 +532,7 @@ impl Hub {
         let ttl = self.limits.session_ttl;
         for m in self.shards.iter() {
             let mut shard = lock(m);
-            shard.retain(|_, st| {
+            shard.chans.retain(|_, st| {
                 if age > 0 {
                     while st
                         .history
@@ -680,8 +765,14 @@ mod tests {
     fn given_ids_are_taken_stale_ones_dropped_and_holes_reported() {
         let h = hub(8);
         let at = |id: u64, p: &'static str| {
-            h.publish_at("x", Some(id), Bytes::from_static(p.as_bytes()), T0, |_| {})
-                .unwrap()
+            h.publish_at(
+                "x",
+                Some(id),
+                Bytes::from_static(p.as_bytes()),
+                T0,
+                |_, _| {},
+            )
+            .unwrap()
         };
         // A state a session made first takes the first given id as its base.
         h.session_start("x", "c", None, T0).unwrap();
@@ -754,5 +845,39 @@ mod tests {
         let s = h.since("x", Some(a - 1));
         assert_eq!(payloads(&s), ["b"]);
         assert_eq!(s.gap, Gap::Missed(1));
+    }
+
+    /// The workers a publish on `channel` goes to.
+    fn posted_to(h: &Hub, channel: &str) -> Workers {
+        let mut to = None;
+        h.publish_at(channel, None, Bytes::from_static(b"m"), T0, |_, w| {
+            to = Some(w)
+        })
+        .unwrap();
+        to.expect("deliver is called")
+    }
+
+    #[test]
+    fn a_publish_goes_to_the_workers_that_watch_its_channel() {
+        let h = hub(4);
+        assert!(posted_to(&h, "x").is_empty());
+        h.watch("x", 1);
+        h.watch("x", 200);
+        h.watch("y", 3);
+        let w = posted_to(&h, "x");
+        assert!(w.contains(1) && w.contains(200));
+        assert!(!w.contains(0) && !w.contains(3) && !w.contains(72));
+        h.unwatch("x", 1);
+        assert!(!posted_to(&h, "x").contains(1));
+        // A worker with pattern subscribers gets every publish.
+        h.watch_patterns(5, true);
+        assert!(posted_to(&h, "z").contains(5));
+        h.watch_patterns(5, false);
+        h.unwatch("x", 200);
+        h.unwatch("x", 9); // not watching: nothing happens
+        assert!(posted_to(&h, "x").is_empty());
+        h.unwatch("y", 3);
+        // Nothing is left behind.
+        assert!(h.shards.iter().all(|s| lock(s).watched.is_empty()));
     }
 }

@@ -77,7 +77,8 @@ pub fn valid_pattern(name: &str, max_len: usize) -> bool {
         .is_some_and(|p| valid_channel(p, max_len.saturating_sub(3)))
 }
 
-fn is_pattern(name: &str) -> bool {
+/// Whether `name` is a pattern (`a/*`, `a/**`, `*`, `**`) rather than a channel.
+pub fn is_pattern(name: &str) -> bool {
     name.ends_with('*')
 }
 
@@ -217,6 +218,11 @@ impl Channels {
         if self.slots.is_empty() && self.slots.capacity() > 1024 {
             self.slots.shrink_to_fit();
         }
+    }
+
+    /// Entries that are patterns.
+    pub fn patterns(&self) -> usize {
+        self.patterns
     }
 
     /// Channels with subscribers in this worker.

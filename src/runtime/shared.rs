@@ -168,7 +168,8 @@ impl Shared {
     /// broker. Under the channel's lock (hub shard): the hub gives it its id (`given`: the id
     /// Redis gave it with `--broker`; a repeat is `Ok(None)`, see [`Hub::publish_at`]) and
     /// records it (history, `Client-Id` sessions); `here` is called (the publishing worker
-    /// records its own subscribers' fan-out); it is posted to every other worker's inbox
+    /// records its own subscribers' fan-out); it is posted to the inbox of every other worker
+    /// that watches the channel ([`Hub::watch`](crate::pubsub::hub::Hub::watch))
     /// (`from`: the publishing worker, which gets no mail; `posted(i)` is told which inboxes took
     /// it, to wake them once per turn); and it is queued for every matching Bayeux client.
     /// Posting under the lock is what makes every worker see one channel's messages in id order.
@@ -186,10 +187,13 @@ impl Shared {
         let mut woken = Vec::new();
         let msg = self
             .hub
-            .publish_at(channel, given, payload, self.now(), |msg| {
+            .publish_at(channel, given, payload, self.now(), |msg, watchers| {
                 here(msg);
+                let one = self.mailboxes.len() == 1;
                 for (i, mb) in self.mailboxes.iter().enumerate() {
-                    if Some(i) == from {
+                    // A worker with no subscriber of the channel gets nothing. (A lone worker
+                    // watches nothing: it gets every message from the broker.)
+                    if Some(i) == from || !(one || watchers.contains(i)) {
                         continue;
                     }
                     if mb.post(Mail::Publish(msg.clone())).is_ok() {

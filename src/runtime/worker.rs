@@ -122,6 +122,13 @@ pub struct Worker {
     scratch: Box<[u8]>,
     /// Messages to deliver at the end of this turn: (channel index, message).
     pending: Vec<(u32, Arc<Message>)>,
+    /// Channels of messages posted here this turn that no local entry wanted (the worker still
+    /// watched them in the hub): unwatched at the end of the turn if still unsubscribed.
+    strays: Vec<Arc<str>>,
+    /// This worker told the hub it has pattern subscribers ([`Hub::watch_patterns`]).
+    ///
+    /// [`Hub::watch_patterns`]: crate::pubsub::hub::Hub::watch_patterns
+    watching_patterns: bool,
     /// Connections that stopped reading at their budget, to be read again next turn.
     retry: Vec<Key>,
     /// Peers that were sent mail this turn and must be woken.
@@ -230,6 +237,8 @@ impl Worker {
             wheel: Wheel::new(1),
             scratch: vec![0u8; SCRATCH + SMALL_TAIL].into_boxed_slice(),
             pending: Vec::new(),
+            strays: Vec::new(),
+            watching_patterns: false,
             retry: Vec::new(),
             wake: vec![false; n],
             accept_more: false,
@@ -354,13 +363,26 @@ impl Worker {
             }
         }
         let broker = self.shared.broker.get();
+        let (hub, id, peers) = (&self.shared.hub, self.id, self.shared.mailboxes.len() > 1);
         self.channels.collect_empty(|name| {
             // The last local interest: the broker unsubscribes after its linger. (A pattern
             // of a Socket.IO session is a Redis pattern.)
             if let Some(b) = broker {
                 b.remove(&broker::Key::of_bayeux(name));
             }
+            if peers && !crate::pubsub::is_pattern(name) {
+                hub.unwatch(name, id);
+            }
         });
+        for name in self.strays.drain(..) {
+            if self.channels.lookup(&name).is_none() {
+                hub.unwatch(&name, id);
+            }
+        }
+        if self.watching_patterns && self.channels.patterns() == 0 {
+            self.watching_patterns = false;
+            hub.watch_patterns(id, false);
+        }
         self.stats
             .channels
             .store(self.channels.len() as u64, Ordering::Relaxed);

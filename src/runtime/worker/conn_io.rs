@@ -335,10 +335,44 @@ impl Worker {
         let conn = &mut self.conns[idx];
         conn.chan = j.chan;
         conn.chan_pos = j.pos;
-        if j.first
-            && let Some(b) = self.shared.broker.get()
-        {
-            b.add(Key::Channel(Box::from(channel)));
+        if j.first {
+            self.first_interest(channel);
+        }
+    }
+
+    /// The first local subscriber of `name` (a channel or a Socket.IO pattern): the broker
+    /// subscribes, and the hub posts this worker the channel's publishes.
+    pub(super) fn first_interest(&mut self, name: &str) {
+        if let Some(b) = self.shared.broker.get() {
+            b.add(Key::of_bayeux(name));
+        }
+        if crate::pubsub::is_pattern(name) {
+            if !self.watching_patterns && self.shared.mailboxes.len() > 1 {
+                self.watching_patterns = true;
+                self.shared.hub.watch_patterns(self.id, true);
+            }
+        } else if self.shared.mailboxes.len() > 1 {
+            self.shared.hub.watch(name, self.id);
+        }
+    }
+
+    /// Before the history of `channel` is read for a subscriber of this worker: the hub posts
+    /// this worker every later publish on it (unless it has subscribers of it already; a lone
+    /// worker is posted everything). Whether it was watched now: if the request then ends
+    /// without subscribing, [`Worker::unwatch_unused`] undoes it (and the first message posted
+    /// here for nobody would).
+    pub(super) fn watch(&mut self, channel: &str) -> bool {
+        let now = self.shared.mailboxes.len() > 1 && self.channels.lookup(channel).is_none();
+        if now {
+            self.shared.hub.watch(channel, self.id);
+        }
+        now
+    }
+
+    /// Undoes [`Worker::watch`] (`watched`: what it returned) when `channel` got no subscriber.
+    pub(super) fn unwatch_unused(&mut self, channel: &str, watched: bool) {
+        if watched && self.channels.lookup(channel).is_none() {
+            self.shared.hub.unwatch(channel, self.id);
         }
     }
 

@@ -24,9 +24,14 @@ impl Worker {
         loop {
             match self.inbox.try_recv() {
                 Ok(Mail::Publish(msg)) => {
+                    WorkerStats::add(&self.stats.peer_messages, 1);
                     let pending = &mut self.pending;
+                    let before = pending.len();
                     self.channels
                         .targets(&msg.channel, |chan| pending.push((chan, msg.clone())));
+                    if pending.len() == before && !self.strays.contains(&msg.channel) {
+                        self.strays.push(msg.channel.clone());
+                    }
                 }
                 Ok(Mail::SioAdopt(a)) => self.sio_adopt(*a),
                 Ok(Mail::BayeuxWake { idx, generation }) => {

@@ -377,6 +377,8 @@ impl Worker {
     // ---- SSE and streaming ------------------------------------------------------------------
 
     fn start_stream(&mut self, idx: usize, channel: &str, req: &SubRequest<'_>) -> Handled {
+        // Watched before the history is read (it subscribes below, whatever happens).
+        self.watch(channel);
         let since = self.shared.hub.since(channel, req.cursor);
         let cors = self.cors_headers(req.origin);
         let sse = req.format == Format::Sse;
@@ -468,6 +470,20 @@ impl Worker {
     // ---- long-poll --------------------------------------------------------------------------
 
     fn start_poll(
+        &mut self,
+        idx: usize,
+        channel: &str,
+        req: &SubRequest<'_>,
+        pragma_start: bool,
+    ) -> Handled {
+        // Watched before the history is read; undone if the poll is answered at once.
+        let watched = self.watch(channel);
+        let r = self.poll_or_hold(idx, channel, req, pragma_start);
+        self.unwatch_unused(channel, watched);
+        r
+    }
+
+    fn poll_or_hold(
         &mut self,
         idx: usize,
         channel: &str,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::*;
-use crate::broker::Key;
 use crate::proto::http::{self};
 use crate::proto::socketio as wire;
 use crate::pubsub::hub::Message;
@@ -164,6 +163,9 @@ impl Worker {
                     Some(o) => recovery::parse_offset(o)?,
                     None => rec.joined_at,
                 };
+                // Watched before the read: what comes after it is posted here. (The session
+                // joins the channel next.)
+                self.watch(c);
                 let since = self.shared.hub.since(c, Some(cursor));
                 if since.gap.is_gap() {
                     return None;
@@ -346,10 +348,8 @@ impl Worker {
                 continue; // admitted in this turn: cannot happen
             };
             list.push((j.chan, j.pos, nsp as u8));
-            if j.first
-                && let Some(b) = self.shared.broker.get()
-            {
-                b.add(Key::of_bayeux(c));
+            if j.first {
+                self.first_interest(c);
             }
         }
         // Kept exactly as long as it is: an idle session costs no slack.
