@@ -1,11 +1,13 @@
-//! Micro-benchmarks of the sans-IO wire code: HTTP head parse, WebSocket frame decode + unmask,
-//! frame encode. Results and the command that produced them are in bench/RESULTS.md.
+//! Micro-benchmarks of the sans-IO wire code: HTTP head parse, the WebSocket upgrade (parse,
+//! check, accept key and the 101 answer: the accept path's work per connection), frame decode +
+//! unmask, frame encode. Results and the command that produced them are in bench/RESULTS.md.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use edgecomet::proto::http::{HeadLimits, Parse, parse_head};
+use edgecomet::proto::http::{HeadLimits, HttpDate, Parse, parse_head};
 use edgecomet::proto::ws::frame::{self, OP_BINARY, OP_TEXT, client_frame};
+use edgecomet::proto::ws::handshake;
 use edgecomet::proto::ws::reader::{Event, WsReader};
 
 /// A browser's WebSocket upgrade (Chromium's header set).
@@ -36,6 +38,22 @@ fn http_head(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+/// What the worker does per WebSocket connection between accept and the first write: parse the
+/// upgrade request, check it, and make the `101` answer (SHA-1 of the key, base64, the head).
+fn upgrade(c: &mut Criterion) {
+    let limits = HeadLimits {
+        max_head_bytes: 8192,
+        max_headers: 64,
+    };
+    let date = HttpDate::from_unix(1_800_000_000);
+    c.bench_function("ws_upgrade_accept/browser_upgrade", |b| {
+        b.iter(|| match parse_head(black_box(UPGRADE), 0, limits) {
+            Parse::Complete(h) => handshake::accept(&h, &date).expect("a valid upgrade").len(),
+            _ => unreachable!(),
+        })
+    });
 }
 
 fn frame_decode(c: &mut Criterion) {
@@ -76,5 +94,5 @@ fn frame_encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, http_head, frame_decode, frame_encode);
+criterion_group!(benches, http_head, upgrade, frame_decode, frame_encode);
 criterion_main!(benches);
