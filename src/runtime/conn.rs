@@ -388,7 +388,7 @@ mod tests {
     #[test]
     fn conn_entry_size_is_pinned() {
         assert_eq!(std::mem::size_of::<Conn>(), 80);
-        // The table (`runtime/chunks.rs`) stores `enum Entry { Vacant(usize), Occupied(Conn) }`;
+        // The table (`src/chunks.rs`) stores `enum Entry { Vacant(usize), Occupied(Conn) }`;
         // the niche in `Phase` keeps it the same size.
         #[allow(dead_code)]
         enum SlabEntry {
