@@ -18,11 +18,16 @@ pub fn hex(id: Id) -> String {
     format!("{id:032x}")
 }
 
+/// `id` as records keep it: two halves, high first (a `u128` would align a record to 16 bytes).
+pub fn halves(id: Id) -> [u64; 2] {
+    [(id >> 64) as u64, id as u64]
+}
+
 /// A `BAYEUX_BROWSER` cookie value as stored: 32 hex digits, not zero, as two halves (so the
 /// client record keeps 8-byte alignment).
 pub fn browser_of(cookie: Option<&str>) -> Option<[u64; 2]> {
     let id = cookie.and_then(parse_id).filter(|&id| id != 0)?;
-    Some([(id >> 64) as u64, id as u64])
+    Some(halves(id))
 }
 
 #[cfg(test)]

@@ -272,7 +272,8 @@ fn disconnect_and_expiry_free_everything() {
         }
     }
     assert_eq!(c.stats.expired.load(Ordering::Relaxed), 1);
-    assert!(c.lock().subs.is_empty());
+    assert!(c.lock().subs.is_empty() && c.lock().sub_keys.is_empty());
+    assert!(c.lock().ids.is_empty() && c.lock().clients.is_empty());
     // A held connect keeps a client alive.
     let d = hs(&c, false, None).unwrap();
     assert!(matches!(
