@@ -20,7 +20,7 @@ use hashbrown::HashTable;
 use slab::Slab;
 
 use super::client::{Client, Out};
-use super::ids::{Id, browser_of, halves, hex, parse_id};
+use super::ids::{ClientId, Id, browser_of, halves, hex, parse_id};
 use crate::auth::{Grant, push};
 use crate::chunks::{CHUNK, Chunked};
 use crate::proto::bayeux::{Pattern, pattern};
@@ -132,6 +132,11 @@ impl Inner {
         self.clients.get_mut(slot)
     }
 
+    fn client_by_id(&mut self, client: ClientId) -> Option<&mut Client> {
+        let slot = self.slot(client.id())?;
+        self.clients.get_mut(slot)
+    }
+
     fn insert(&mut self, c: Client) -> usize {
         let id = c.id;
         let slot = self.clients.insert(c);
@@ -224,8 +229,9 @@ impl Clients {
         if g.clients.len() >= most {
             return Err(Refusal::TooManyClients);
         }
+        // Drawn again while taken, or while its low half is zero (see `ClientId`).
         let mut id = random();
-        while g.slot(id).is_some() {
+        while g.slot(id).is_some() || id as u64 == 0 {
             id = random();
         }
         g.insert(Client {
@@ -306,19 +312,19 @@ impl Clients {
     /// over); an empty `out` also when the client is gone or another connect replaced this
     /// one. `None`: still this client's connect and nothing is queued (a wake that an earlier
     /// one already served): keep holding.
-    pub fn take(&self, now: u32, client: &str, waiter: Waiter) -> Option<Out> {
+    pub fn take(&self, now: u32, client: ClientId, waiter: Waiter) -> Option<Out> {
         self.end_hold(now, client, waiter, false)
     }
 
     /// The held connect of `waiter` times out: what its reply carries (anything queued since a
     /// wake was sent, and the batch number with the ack extension).
-    pub fn finish(&self, now: u32, client: &str, waiter: Waiter) -> Out {
+    pub fn finish(&self, now: u32, client: ClientId, waiter: Waiter) -> Out {
         self.end_hold(now, client, waiter, true).unwrap_or_default()
     }
 
-    fn end_hold(&self, now: u32, client: &str, waiter: Waiter, always: bool) -> Option<Out> {
+    fn end_hold(&self, now: u32, client: ClientId, waiter: Waiter, always: bool) -> Option<Out> {
         let mut g = self.lock();
-        let Some(c) = g.client_mut(client) else {
+        let Some(c) = g.client_by_id(client) else {
             return Some(Out::default());
         };
         if c.waiter() != Some(waiter) {
@@ -333,9 +339,9 @@ impl Clients {
     }
 
     /// The held connect of `waiter` ended some other way (timeout, connection closed).
-    pub fn release(&self, now: u32, client: &str, waiter: Waiter) {
+    pub fn release(&self, now: u32, client: ClientId, waiter: Waiter) {
         let mut g = self.lock();
-        if let Some(c) = g.client_mut(client)
+        if let Some(c) = g.client_by_id(client)
             && c.waiter() == Some(waiter)
         {
             c.set_waiter(None);
