@@ -1,6 +1,6 @@
 //! Client ids and `BAYEUX_BROWSER` cookie values: 128 bits, written as 32 hex digits. Kept as
-//! numbers, so the client table and the subscription index hold 16 bytes per entry and no
-//! string. The bits are drawn by the caller (see [`super::Env::random`]), never here.
+//! numbers (16 bytes in a client's record, a held connect and a WebSocket's state), never as
+//! strings. The bits are drawn by the caller (see [`super::Env::random`]), never here.
 
 use std::num::NonZeroU64;
 
