@@ -389,7 +389,10 @@ impl Clients {
                     .is_some_and(|&k| c.subs.contains(k))
             })
             .count();
-        if c.subs.len() + new > self.limits.max_subscriptions {
+        // Subscription keys are `u32`s.
+        if c.subs.len() + new > self.limits.max_subscriptions
+            || g.subs.len() + new > u32::MAX as usize
+        {
             let last = subs.last().map_or("", String::as_str);
             return Err((Refusal::TooManySubscriptions, last));
         }
@@ -435,9 +438,9 @@ impl Clients {
                     name: Box::from(sub),
                     clients: HashSet::new(),
                 });
-                // A key per subscription, each held by a client: fewer than the clients'
-                // subscriptions, which `--bayeux-max-subscriptions` bounds.
-                let k = u32::try_from(k).expect("fewer subscriptions than u32::MAX");
+                // `subscribe_all` keeps the subscriptions within `u32` keys (a slab's keys
+                // stay below its largest length).
+                let k = u32::try_from(k).expect("subscribe_all bounds the keys");
                 g.sub_keys.insert(Box::from(sub), k);
                 k
             }
