@@ -27,8 +27,8 @@ run cargo build --release -p edgecomet -p edgecomet-bench --bins || exit 2
 mkdir -p target/macro
 status=0
 
-# bayeux-lp / bayeux-ws: Bayeux clients parked in /meta/connect (no PSS limit by default: no
-# target has been set for them yet; the figure is reported).
+# bayeux-lp / bayeux-ws: Bayeux clients parked in /meta/connect (PSS limit 400 B a client, issue
+# 20's target; bench/RESULTS.md, "Bayeux idle cost (issue 20)").
 for transport in ws sse longpoll bayeux-lp bayeux-ws; do
     echo "== idle_memory ($transport)"
     start=$(date +%s.%N)

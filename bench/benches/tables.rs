@@ -1,4 +1,4 @@
-//! The connection table (issue 20): `edgecomet::runtime::chunks::Chunked`, entries in chunks of
+//! The connection table (issue 20): `edgecomet::chunks::Chunked`, entries in chunks of
 //! 1,024 that never move, against the `slab` crate's doubling `Vec` it replaced. The fan-out
 //! looks up one entry per subscriber per message, and every accept and close inserts and
 //! removes one: those three, on tables of 15,000 entries of the connection entry's size (80
@@ -7,7 +7,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput};
-use edgecomet::runtime::chunks::Chunked;
+use edgecomet::chunks::Chunked;
 use slab::Slab;
 
 /// An entry the size of `Conn`.

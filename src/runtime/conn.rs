@@ -168,15 +168,12 @@ pub enum Ext {
         client: Option<Box<str>>,
         callback: Option<Box<str>>,
     },
-    /// A held Bayeux connect over long-polling or callback-polling: the connect, the replies
-    /// to the messages before it in its request (JSON objects joined by commas), the JSONP
-    /// callback (callback-polling) and the answer's CORS headers.
+    /// A held Bayeux connect over long-polling or callback-polling, and what else its answer
+    /// needs, if anything (boxed apart: a long-polling client's lone connect without CORS needs
+    /// nothing more).
     Bayeux {
         held: HeldConnect,
-        before: String,
-        callback: Option<Box<str>>,
-        /// The CORS headers of the answer (empty without `--allow-origin`).
-        cors: String,
+        answer: Option<Box<BayeuxAnswer>>,
     },
     /// Bayeux over WebSocket.
     BayeuxWs(BayeuxWs),
@@ -188,18 +185,33 @@ pub enum Ext {
     },
 }
 
+use crate::session::bayeux::ClientId;
 /// A `/meta/connect` waiting for messages (the Bayeux rules' own type).
 pub use crate::session::bayeux::HeldConnect;
+
+/// What the HTTP answer to a held Bayeux connect carries besides the connect's reply.
+#[derive(Debug, Default)]
+pub struct BayeuxAnswer {
+    /// The replies to the messages before the connect in its request (JSON objects joined by
+    /// commas).
+    pub before: String,
+    /// The JSONP callback (callback-polling).
+    pub callback: Option<Box<str>>,
+    /// The CORS headers of the answer (empty without `--allow-origin`).
+    pub cors: String,
+}
 
 /// State of a Bayeux WebSocket connection.
 #[derive(Debug, Default)]
 pub struct BayeuxWs {
-    /// The message being assembled from frames.
-    pub msg: Vec<u8>,
+    /// The message being assembled from frames, while one is (boxed: 8 bytes here between
+    /// messages, not a `Vec`'s 24).
+    #[allow(clippy::box_collection)]
+    pub msg: Option<Box<Vec<u8>>>,
     /// The client this connection acts for: set by a handshake on it, or by the first message
     /// whose clientId is accepted (a client reconnecting without a handshake). Messages with
     /// another clientId are refused.
-    pub client: Option<Box<str>>,
+    pub client: Option<ClientId>,
     /// `BAYEUX_BROWSER` cookie of the upgrade request.
     pub browser: Option<Box<str>>,
     /// A held connect and the tick its hold ends.
@@ -388,7 +400,7 @@ mod tests {
     #[test]
     fn conn_entry_size_is_pinned() {
         assert_eq!(std::mem::size_of::<Conn>(), 80);
-        // The table (`runtime/chunks.rs`) stores `enum Entry { Vacant(usize), Occupied(Conn) }`;
+        // The table (`src/chunks.rs`) stores `enum Entry { Vacant(usize), Occupied(Conn) }`;
         // the niche in `Phase` keeps it the same size.
         #[allow(dead_code)]
         enum SlabEntry {
@@ -398,6 +410,16 @@ mod tests {
         assert_eq!(std::mem::size_of::<SlabEntry>(), 80);
         assert_eq!(std::mem::size_of::<TcpStream>(), 4);
         assert_eq!(std::mem::size_of::<Proto>(), 20);
+    }
+
+    /// `ext`'s box is the size of its largest variant: a parked Bayeux client pays it. 96:
+    /// a Bayeux WebSocket's state (the message being assembled 8, its client 16, the upgrade's
+    /// cookie 16, the held connect and its end 48) and the variant's tag; a held long-polling
+    /// connect needs 48 of them.
+    #[test]
+    fn ext_size_is_pinned() {
+        assert_eq!(std::mem::size_of::<Ext>(), 96);
+        assert_eq!(std::mem::size_of::<HeldConnect>(), 40);
     }
 
     /// Every transition moves the gauges together: one connection is in exactly one gauge.

@@ -2,7 +2,6 @@
 //! worker loop and the cross-worker mailbox. It knows HTTP and WebSocket only through `proto`
 //! (sans-IO parsers) and channels only through `pubsub` (the subscription table).
 
-pub mod chunks;
 pub mod conn;
 pub mod mailbox;
 pub mod metrics;

@@ -47,8 +47,8 @@ idle_memory: server memory per idle subscriber (PSS growth / N)
   --settle-secs S            sleep before each reading [2]
   --sources N                client source addresses 127.0.0.1.. [4]
   --max-bytes-per-conn B     fail if the median PSS growth per connection exceeds B [256 for
-                             ws, sse and longpoll (the target in bench/RESULTS.md); none for Bayeux,
-                             which has no target yet]
+                             ws, sse and longpoll; 400 for bayeux-lp and bayeux-ws; 512 for
+                             socketio (the targets in bench/RESULTS.md)]
   --thp                      start the server with --transparent-huge-pages (heap growth in
                              2 MiB steps instead of 4 KiB pages)
   --token-secret S           start the server with --token-secret S and subscribe with a
@@ -94,7 +94,7 @@ fn main() -> ExitCode {
     });
     a.finish();
     let max_bpc = max_bpc.unwrap_or(match transport.as_str() {
-        t if t.starts_with("bayeux") => f64::INFINITY,
+        t if t.starts_with("bayeux") => 400.0,
         "socketio" => 512.0,
         _ => 256.0,
     });

@@ -30,9 +30,11 @@ use crate::broker::{Broker, Key};
 use crate::proto::bayeux::{self, Request};
 use crate::proto::http;
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
-use crate::runtime::conn::{BayeuxWs, Ext, Format, ORIGIN_ANY, Phase, SubState, flag};
+use crate::runtime::conn::{
+    BayeuxAnswer, BayeuxWs, Ext, Format, ORIGIN_ANY, Phase, SubState, flag,
+};
 use crate::session::bayeux::{
-    Batch, Ctx, Env, Interest, Link, Now, Out, PublishRefusal, Rules, Step, Via, Waiter,
+    Batch, ClientId, Ctx, Env, Interest, Link, Now, Out, PublishRefusal, Rules, Step, Via, Waiter,
     bad_request, in_effect,
 };
 use crate::stats::WorkerStats;
@@ -218,12 +220,14 @@ impl Worker {
             .map(|p| String::from_utf8_lossy(p))
             .collect::<Vec<_>>()
             .join(",");
-        let ext = Box::new(Ext::Bayeux {
-            held,
-            before,
-            callback: callback.map(Box::from),
-            cors,
+        let answer = (!before.is_empty() || callback.is_some() || !cors.is_empty()).then(|| {
+            Box::new(BayeuxAnswer {
+                before,
+                callback: callback.map(Box::from),
+                cors,
+            })
         });
+        let ext = Box::new(Ext::Bayeux { held, answer });
         let st = SubState::new(0, origin, Format::Json);
         let conn = &mut self.conns[idx];
         conn.hold(Phase::BayeuxPoll, st, Some(ext), keep_alive, &self.stats);
@@ -334,13 +338,11 @@ impl Worker {
     }
 
     /// The client of the connect held on `idx`, if one is.
-    fn held_client(&self, idx: usize) -> Option<String> {
+    fn held_client(&self, idx: usize) -> Option<ClientId> {
         let conn = self.conns.get(idx)?;
         match (conn.phase, conn.ext.as_deref()?) {
-            (Phase::BayeuxPoll, Ext::Bayeux { held, .. }) => Some(held.client.to_string()),
-            (Phase::BayeuxWs, Ext::BayeuxWs(s)) => {
-                s.held.as_ref().map(|(h, _)| h.client.to_string())
-            }
+            (Phase::BayeuxPoll, Ext::Bayeux { held, .. }) => Some(held.client),
+            (Phase::BayeuxWs, Ext::BayeuxWs(s)) => s.held.as_ref().map(|(h, _)| h.client),
             _ => None,
         }
     }
@@ -358,7 +360,7 @@ impl Worker {
             if let Some(out) =
                 self.shared
                     .bayeux
-                    .take(self.shared.now().secs, &client, self.waiter(idx))
+                    .take(self.shared.now().secs, client, self.waiter(idx))
             {
                 let r = self.bayeux_end_hold(idx, Some(out));
                 self.settle(idx, r);
@@ -387,15 +389,14 @@ impl Worker {
             return Ok(());
         }
         let keep_alive = conn.has(flag::KEEP_ALIVE);
-        let Some(Ext::Bayeux {
-            held,
+        let Some(Ext::Bayeux { held, answer }) = conn.ext.take().map(|b| *b) else {
+            return Ok(());
+        };
+        let BayeuxAnswer {
             before,
             callback,
             cors,
-        }) = conn.ext.take().map(|b| *b)
-        else {
-            return Ok(());
-        };
+        } = answer.map(|a| *a).unwrap_or_default();
         let (out, reply) = self.bayeux_rules(None).end_hold(held, waiter, out, now);
         self.back_to_http(idx);
         let mut parts: Vec<Bytes> = Vec::with_capacity(out.msgs.len() + 2);
@@ -426,7 +427,7 @@ impl Worker {
             let waiter = self.waiter(idx);
             self.shared
                 .bayeux
-                .release(self.shared.now().secs, &client, waiter);
+                .release(self.shared.now().secs, client, waiter);
         }
     }
 

@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::chunks::Chunked;
+use crate::chunks::Chunked;
 use bytes::Bytes;
 use mio::Interest;
 use mio::unix::SourceFd;

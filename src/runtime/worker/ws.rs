@@ -184,7 +184,7 @@ impl Worker {
                         .as_mut()
                     {
                         Ext::Msg(m) => m.extend_from_slice(chunk),
-                        Ext::BayeuxWs(s) => s.msg.extend_from_slice(chunk),
+                        Ext::BayeuxWs(s) => s.msg.get_or_insert_default().extend_from_slice(chunk),
                         _ => {}
                     }
                 }
@@ -193,7 +193,7 @@ impl Worker {
                 WorkerStats::add(&stats.ws_messages_in, 1);
                 let payload = if bayeux {
                     match ext.as_deref_mut() {
-                        Some(Ext::BayeuxWs(s)) => std::mem::take(&mut s.msg),
+                        Some(Ext::BayeuxWs(s)) => s.msg.take().map(|m| *m).unwrap_or_default(),
                         _ => Vec::new(),
                     }
                 } else {

@@ -20,15 +20,26 @@ pub(super) struct Ack {
     pub(super) unacked: VecDeque<(u64, Bytes)>,
 }
 
-#[derive(Debug, Default)]
+/// One record of the store's client table (kept in fixed chunks, so every byte here is paid once
+/// per client slot: `bench/RESULTS.md`, "Bayeux idle cost (issue 20)").
+#[derive(Debug)]
 pub(super) struct Client {
-    pub(super) subs: Vec<Box<str>>,
-    pub(super) queue: VecDeque<Bytes>,
+    /// Its id as two halves ([`super::ids::halves`]: a `u128` would align the record to 16):
+    /// the store's id index finds the record by it.
+    pub(super) id: [u64; 2],
+    /// Its subscriptions, as keys of the store's subscription table.
+    pub(super) subs: Subs,
+    /// Deliveries waiting for its next connect; `None` while there are none, so that an idle
+    /// client keeps no buffer (boxed: 8 bytes here instead of a `VecDeque`'s 32).
+    #[allow(clippy::box_collection)] // the point: a thin pointer, not the 32-byte header
+    pub(super) queue: Option<Box<VecDeque<Bytes>>>,
     /// Messages dropped from the queue since the last connect reply.
     pub(super) dropped: u32,
     /// When its last connect arrived or ended, in the caller's seconds (expiry).
     pub(super) last_seen: u32,
-    pub(super) waiter: Option<Waiter>,
+    /// The connection holding its connect, or [`NO_WAITER`] (an `Option` would take 4 bytes
+    /// more, and the record 8 with its alignment): see [`Client::waiter`].
+    pub(super) held: Waiter,
     /// The ack extension is on: every connect reply is a numbered batch, kept until a connect
     /// acknowledges it.
     pub(super) ack: Option<Box<Ack>>,
@@ -42,6 +53,67 @@ pub(super) struct Client {
     pub(super) grant: Option<Box<Grant>>,
 }
 
+/// A client's subscriptions, as keys of the store's subscription table (at most
+/// `--bayeux-max-subscriptions`). Most clients hold one: it is kept inline, with no allocation.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) enum Subs {
+    #[default]
+    None,
+    One(u32),
+    /// Two or more (a thin box: the enum stays 16 bytes).
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<u32>>),
+}
+
+impl Subs {
+    pub(super) fn as_slice(&self) -> &[u32] {
+        match self {
+            Subs::None => &[],
+            Subs::One(k) => std::slice::from_ref(k),
+            Subs::Many(ks) => ks,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub(super) fn contains(&self, key: u32) -> bool {
+        self.as_slice().contains(&key)
+    }
+
+    /// Adds `key` (the caller has checked that it is not there).
+    pub(super) fn push(&mut self, key: u32) {
+        *self = match std::mem::take(self) {
+            Subs::None => Subs::One(key),
+            Subs::One(k) => Subs::Many(Box::new(vec![k, key])),
+            Subs::Many(mut ks) => {
+                ks.push(key);
+                Subs::Many(ks)
+            }
+        };
+    }
+
+    /// Removes `key`; whether it was there.
+    pub(super) fn remove(&mut self, key: u32) -> bool {
+        if !self.contains(key) {
+            return false;
+        }
+        let rest: Vec<u32> = self
+            .as_slice()
+            .iter()
+            .copied()
+            .filter(|&k| k != key)
+            .collect();
+        *self = match rest[..] {
+            [] => Subs::None,
+            [k] => Subs::One(k),
+            _ => Subs::Many(Box::new(rest)),
+        };
+        true
+    }
+}
+
 /// What a connect reply carries.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Out {
@@ -53,24 +125,61 @@ pub struct Out {
     pub batch: Option<u64>,
 }
 
+/// [`Client::held`] of a client whose connect is not held: no worker has this index.
+pub(super) const NO_WAITER: Waiter = Waiter {
+    worker: u32::MAX,
+    idx: u32::MAX,
+    generation: u32::MAX,
+};
+
+impl Default for Client {
+    fn default() -> Self {
+        Client {
+            id: [0; 2],
+            subs: Subs::None,
+            queue: None,
+            dropped: 0,
+            last_seen: 0,
+            held: NO_WAITER,
+            ack: None,
+            browser: [0; 2],
+            bound: false,
+            grant: None,
+        }
+    }
+}
+
 impl Client {
+    /// The connection holding its connect, if one does.
+    pub(super) fn waiter(&self) -> Option<Waiter> {
+        (self.held != NO_WAITER).then_some(self.held)
+    }
+
+    /// Sets (or with `None` clears) the connection holding its connect; the previous one.
+    pub(super) fn set_waiter(&mut self, w: Option<Waiter>) -> Option<Waiter> {
+        let previous = self.waiter();
+        self.held = w.unwrap_or(NO_WAITER);
+        previous
+    }
+
     /// Empties the queue into a connect reply. With the ack extension the reply is a new batch:
     /// what earlier batches left unacknowledged goes again, first, and the queue joins them.
     pub(super) fn drain(&mut self, stats: &BayeuxStats) -> Out {
-        let queued = self.queue.len() as u64;
+        let queue: Vec<Bytes> = self.queue.take().map_or_else(Vec::new, |q| Vec::from(*q));
+        let queued = queue.len() as u64;
         stats.queued.fetch_sub(queued, Ordering::Relaxed);
         let dropped = u64::from(std::mem::take(&mut self.dropped));
         let Some(ack) = self.ack.as_deref_mut() else {
             return Out {
-                msgs: self.queue.drain(..).collect(),
+                msgs: queue,
                 dropped,
                 batch: None,
             };
         };
         ack.batch += 1;
-        let mut msgs: Vec<Bytes> = Vec::with_capacity(ack.unacked.len() + self.queue.len());
+        let mut msgs: Vec<Bytes> = Vec::with_capacity(ack.unacked.len() + queue.len());
         msgs.extend(ack.unacked.iter().map(|(_, m)| m.clone()));
-        for m in self.queue.drain(..) {
+        for m in queue {
             msgs.push(m.clone());
             ack.unacked.push_back((ack.batch, m));
         }
@@ -80,6 +189,21 @@ impl Client {
             dropped,
             batch: Some(ack.batch),
         }
+    }
+
+    /// Messages waiting for the next connect.
+    pub(super) fn queued(&self) -> usize {
+        self.queue.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// Queues a delivery.
+    pub(super) fn enqueue(&mut self, m: Bytes) {
+        self.queue.get_or_insert_default().push_back(m);
+    }
+
+    /// Drops the oldest queued delivery; whether there was one.
+    pub(super) fn drop_oldest(&mut self) -> bool {
+        self.queue.as_mut().and_then(|q| q.pop_front()).is_some()
     }
 
     pub(super) fn unacked(&self) -> usize {
@@ -101,7 +225,7 @@ impl Client {
 
     /// Whether a connect has something to answer with at once.
     pub(super) fn has_output(&self) -> bool {
-        !self.queue.is_empty() || self.unacked() > 0 || self.dropped > 0
+        self.queued() > 0 || self.unacked() > 0 || self.dropped > 0
     }
 }
 
@@ -111,11 +235,35 @@ mod tests {
 
     #[test]
     fn a_client_record_stays_small() {
-        // Kept inline in the client table (which also holds empty buckets): every byte here is
-        // paid about twice per client. Measured per parked client: bench/RESULTS.md, Memory per parked Bayeux client.
-        // 120: the token grant's pointer (issue 17) added 8 to the 112 before; it is `None`
-        // without subscribe tokens, and the grant itself (sub, end, patterns) is on the heap
-        // only for clients that handshook with a token.
-        assert_eq!(std::mem::size_of::<Client>(), 120);
+        // Kept in the client table's chunks: every byte here is paid once per client slot.
+        // Measured per parked client: bench/RESULTS.md, "Bayeux idle cost (issue 20)". 96: id
+        // 16 + cookie 16 + subscriptions 16 + three boxes (queue, ack, grant) 24 + waiter 12 +
+        // dropped 4 + last seen 4 + bound 1 = 93, rounded up by alignment. The table's entry
+        // (free or taken) is no larger: the free entry's index fits beside `bound`'s niche.
+        assert_eq!(std::mem::size_of::<Client>(), 96);
+        assert_eq!(std::mem::size_of::<Subs>(), 16);
+        #[allow(dead_code)]
+        enum Entry {
+            Vacant(usize),
+            Occupied(Client),
+        }
+        assert_eq!(std::mem::size_of::<Entry>(), 96);
+    }
+
+    #[test]
+    fn subscription_lists_stay_inline_for_one() {
+        let mut s = Subs::default();
+        assert_eq!(s.len(), 0);
+        s.push(3);
+        assert_eq!(s, Subs::One(3));
+        s.push(5);
+        s.push(7);
+        assert_eq!(s.as_slice(), [3, 5, 7]);
+        assert!(s.remove(5) && !s.remove(5));
+        assert_eq!(s.as_slice(), [3, 7]);
+        assert!(s.remove(3));
+        assert_eq!(s, Subs::One(7));
+        assert!(s.remove(7));
+        assert_eq!(s, Subs::None);
     }
 }

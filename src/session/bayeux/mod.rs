@@ -27,6 +27,7 @@ pub mod store;
 mod tests;
 
 pub use client::Out;
+pub use ids::ClientId;
 pub use reply::{advice, bad_request};
 pub use rules::{Rules, in_effect};
 pub use store::{BayeuxLimits, BayeuxStats, Clients, Connect, Interest, Refusal, Waiter};
@@ -72,7 +73,7 @@ pub struct Link {
     /// The client the connection acts for: set by a handshake on it, or by the first message
     /// whose clientId is accepted (a client reconnecting without a handshake). Messages with
     /// another clientId are refused.
-    pub client: Option<Box<str>>,
+    pub client: Option<ClientId>,
     /// The connect held on the connection, if any (the rules end it when another connect or a
     /// disconnect comes).
     pub held: Option<HeldConnect>,
@@ -81,7 +82,7 @@ pub struct Link {
 /// A `/meta/connect` waiting for messages.
 #[derive(Debug)]
 pub struct HeldConnect {
-    pub client: Box<str>,
+    pub client: ClientId,
     /// The connect's `id` (as JSON); its reply is written when the hold ends.
     pub id: Option<Box<str>>,
     /// The client's timesync sample and when the connect arrived (ms since the epoch); boxed,

@@ -51,7 +51,7 @@ pub(super) fn with_timesync(rep: Reply, r: &Request, now_ms: i64, ack: bool) -> 
 /// counted from the connect's arrival).
 pub(super) fn connect_reply(held: HeldConnect, out: &Out, advice: &str, now_ms: i64) -> String {
     let mut s = Reply::new("/meta/connect", true, held.id.as_deref())
-        .str("clientId", &held.client)
+        .str("clientId", &held.client.to_string())
         .raw("advice", advice)
         .into_open();
     let mut ext = Vec::new();

@@ -21,8 +21,8 @@ use bytes::Bytes;
 
 use super::reply::{TRANSPORTS, connect_reply, unknown_client, with_timesync};
 use super::{
-    Batch, Clients, Connect, Ctx, Env, HeldConnect, Link, Now, Out, PublishRefusal, Refusal, Step,
-    Via, Waiter,
+    Batch, ClientId, Clients, Connect, Ctx, Env, HeldConnect, Link, Now, Out, PublishRefusal,
+    Refusal, Step, Via, Waiter,
 };
 use crate::auth::{Auth, Grant, TokenError, pattern, push};
 use crate::proto::bayeux::{self, AckField, Reply, Request};
@@ -98,7 +98,7 @@ impl Rules<'_> {
                 // disconnect's reply finds no connect outstanding.
                 let held = b.hold.take().map(|(h, _)| h).or_else(|| link.held.take());
                 if let Some(h) = held {
-                    self.store.release(ctx.now.secs, &h.client, ctx.waiter);
+                    self.store.release(ctx.now.secs, h.client, ctx.waiter);
                     let reply = connect_reply(h, &Out::default(), self.advice, ctx.now.unix_ms);
                     b.out.push(Bytes::from(reply));
                 }
@@ -150,7 +150,7 @@ impl Rules<'_> {
         woken: Option<Out>,
         now: Now,
     ) -> (Out, Bytes) {
-        let out = woken.unwrap_or_else(|| self.store.finish(now.secs, &held.client, waiter));
+        let out = woken.unwrap_or_else(|| self.store.finish(now.secs, held.client, waiter));
         let reply = connect_reply(held, &out, self.advice, now.unix_ms);
         (out, Bytes::from(reply))
     }
@@ -196,8 +196,8 @@ impl Rules<'_> {
         };
         let mut bind = false;
         if ctx.via == Via::WebSocket {
-            match link.client.as_deref() {
-                Some(bound) if bound != client => {
+            match link.client {
+                Some(bound) if Some(bound) != ClientId::parse(client) => {
                     b.wrong_connection += 1;
                     return Err(unknown_client(r));
                 }
@@ -209,7 +209,7 @@ impl Rules<'_> {
             return Err(unknown_client(r));
         }
         if bind {
-            link.client = Some(Box::from(client));
+            link.client = ClientId::parse(client);
         }
         Ok(client.to_string())
     }
@@ -272,7 +272,7 @@ impl Rules<'_> {
                     b.tokens.accepted += 1;
                 }
                 if ctx.via == Via::WebSocket {
-                    link.client = Some(Box::from(id.as_str()));
+                    link.client = ClientId::parse(&id);
                 }
                 let rep = Reply::to(r, true)
                     .str("clientId", &id)
@@ -350,15 +350,19 @@ impl Rules<'_> {
             Some(AckField::Batch(n)) => Some(n),
             _ => None,
         };
+        // `authorize` found the client, so `client` is an id.
+        let Some(id) = ClientId::parse(&client) else {
+            return b.out.push(Bytes::from(unknown_client(r)));
+        };
         let held = HeldConnect {
             id: r.id.as_deref().map(Box::from),
-            client: client.into_boxed_str(),
+            client: id,
             timesync: r.ext_timesync.map(|t| Box::new((t, now.unix_ms))),
         };
         let waiter = ctx.waiter;
         match self
             .store
-            .connect(now.secs, &held.client, hold.then_some(waiter), ack)
+            .connect(now.secs, &client, hold.then_some(waiter), ack)
         {
             Err(_) => b.out.push(Bytes::from(unknown_client(r))),
             Ok(Connect::Now(out)) => {

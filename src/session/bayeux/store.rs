@@ -16,10 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
+use hashbrown::HashTable;
+use slab::Slab;
 
 use super::client::{Client, Out};
-use super::ids::{Id, browser_of, hex, parse_id};
+use super::ids::{ClientId, Id, browser_of, halves, hex, parse_id};
 use crate::auth::{Grant, push};
+use crate::chunks::{CHUNK, Chunked};
 use crate::proto::bayeux::{Pattern, pattern};
 
 /// A connection holding a client's `/meta/connect`: worker, slot, generation.
@@ -78,11 +81,80 @@ pub enum Interest<'a> {
     Last(&'a str),
 }
 
+/// The clients and the subscription index. Sized for hundreds of thousands of idle clients: a
+/// client is one fixed-size record in chunks that never move, 5 bytes in the id index, one key
+/// in its subscription's set and, for its first subscription, nothing more (`bench/RESULTS.md`,
+/// "Bayeux idle cost (issue 20)": a `HashMap<Id, Client>` that doubles cost ~450 B a client).
 #[derive(Debug, Default)]
 struct Inner {
-    clients: HashMap<Id, Client>,
-    /// Subscription (as written: `/a`, `/a/*`, `/a/**`) → subscribed clients.
-    subs: HashMap<Box<str>, HashSet<Id>>,
+    /// The client records by slot ([`Chunked`]: growing adds a chunk of 1,024; nothing is
+    /// copied and no old table is left to the allocator).
+    clients: Chunked<Client>,
+    /// Client id → slot in `clients`: only the 4-byte slot per bucket, hashed by the id the
+    /// record keeps ([`hash_id`]).
+    ids: HashTable<u32>,
+    /// Subscriptions (as written: `/a`, `/a/*`, `/a/**`) with the slots of their clients, by the
+    /// key clients keep in [`Client::subs`]. One entry per subscription, not per client.
+    subs: Slab<Sub>,
+    /// Subscription → its key in `subs`.
+    sub_keys: HashMap<Box<str>, u32>,
+}
+
+/// A subscription and its clients.
+#[derive(Debug)]
+struct Sub {
+    name: Box<str>,
+    /// Slots of the subscribed clients.
+    clients: HashSet<u32>,
+}
+
+/// The id index's hash of a client id: the ids are 128 random bits drawn by us (a request can
+/// look one up but never add one), so folding them is enough; the multiply spreads ids that
+/// differ in a few bits (the tests' counters) over the buckets.
+fn hash_id(id: [u64; 2]) -> u64 {
+    let m = u128::from(id[0] ^ id[1].rotate_left(32)) * 0x9e37_79b9_7f4a_7c15;
+    (m as u64) ^ ((m >> 64) as u64)
+}
+
+impl Inner {
+    /// The slot of client `id`.
+    fn slot(&self, id: Id) -> Option<usize> {
+        let id = halves(id);
+        let clients = &self.clients;
+        self.ids
+            .find(hash_id(id), |&s| clients[s as usize].id == id)
+            .map(|&s| s as usize)
+    }
+
+    /// The client written as `client` (a string that is no id names no client).
+    fn client_mut(&mut self, client: &str) -> Option<&mut Client> {
+        let slot = self.slot(parse_id(client)?)?;
+        self.clients.get_mut(slot)
+    }
+
+    fn client_by_id(&mut self, client: ClientId) -> Option<&mut Client> {
+        let slot = self.slot(client.id())?;
+        self.clients.get_mut(slot)
+    }
+
+    fn insert(&mut self, c: Client) -> usize {
+        let id = c.id;
+        let slot = self.clients.insert(c);
+        let clients = &self.clients;
+        self.ids.insert_unique(hash_id(id), slot as u32, |&s| {
+            hash_id(clients[s as usize].id)
+        });
+        slot
+    }
+
+    /// Takes the record at `slot` out of the table and the id index.
+    fn remove(&mut self, slot: usize) -> Option<Client> {
+        let c = self.clients.try_remove(slot)?;
+        if let Ok(e) = self.ids.find_entry(hash_id(c.id), |&s| s as usize == slot) {
+            e.remove();
+        }
+        Some(c)
+    }
 }
 
 /// Why a request about a client was refused.
@@ -152,36 +224,37 @@ impl Clients {
         random: &mut dyn FnMut() -> u128,
     ) -> Result<String, Refusal> {
         let mut g = self.lock();
-        if g.clients.len() >= self.limits.max_clients {
+        // Slots are `u32`s in the id index and the subscription sets.
+        let most = self.limits.max_clients.min(u32::MAX as usize - CHUNK);
+        if g.clients.len() >= most {
             return Err(Refusal::TooManyClients);
         }
+        // Drawn again while taken, or while its low half is zero (see `ClientId`).
         let mut id = random();
-        while g.clients.contains_key(&id) {
+        while g.slot(id).is_some() || id as u64 == 0 {
             id = random();
         }
-        g.clients.insert(
-            id,
-            Client {
-                last_seen: now,
-                ack: ack.then(Box::default),
-                browser: browser_of(browser).unwrap_or_default(),
-                grant: grant.map(Box::new),
-                ..Client::default()
-            },
-        );
+        g.insert(Client {
+            id: halves(id),
+            last_seen: now,
+            ack: ack.then(Box::default),
+            browser: browser_of(browser).unwrap_or_default(),
+            grant: grant.map(Box::new),
+            ..Client::default()
+        });
         self.stats.clients.fetch_add(1, Ordering::Relaxed);
         Ok(hex(id))
     }
 
     /// `f` of the client's token grant (`None`: no such client, or tokens are off).
     pub fn with_grant<R>(&self, client: &str, f: impl FnOnce(Option<&Grant>) -> R) -> R {
-        let g = self.lock();
-        let c = parse_id(client).and_then(|id| g.clients.get(&id));
+        let mut g = self.lock();
+        let c = g.client_mut(client);
         f(c.and_then(|c| c.grant.as_deref()))
     }
 
     pub fn exists(&self, client: &str) -> bool {
-        parse_id(client).is_some_and(|id| self.lock().clients.contains_key(&id))
+        parse_id(client).is_some_and(|id| self.lock().slot(id).is_some())
     }
 
     /// Whether a request with `browser` (its `BAYEUX_BROWSER` cookie) may act for `client`.
@@ -192,9 +265,8 @@ impl Clients {
     /// clientId alone identifies the session; a request with a different cookie is refused
     /// either way.
     pub fn check(&self, client: &str, browser: Option<&str>) -> Result<(), Refusal> {
-        let id = parse_id(client).ok_or(Refusal::UnknownClient)?;
         let mut g = self.lock();
-        let c = g.clients.get_mut(&id).ok_or(Refusal::UnknownClient)?;
+        let c = g.client_mut(client).ok_or(Refusal::UnknownClient)?;
         let have = (c.browser != [0, 0]).then_some(c.browser);
         let ok = match (have, browser_of(browser)) {
             (Some(b), Some(x)) if b == x => {
@@ -224,9 +296,8 @@ impl Clients {
         hold: Option<Waiter>,
         ack: Option<i64>,
     ) -> Result<Connect, Refusal> {
-        let id = parse_id(client).ok_or(Refusal::UnknownClient)?;
         let mut g = self.lock();
-        let c = g.clients.get_mut(&id).ok_or(Refusal::UnknownClient)?;
+        let c = g.client_mut(client).ok_or(Refusal::UnknownClient)?;
         c.last_seen = now;
         if let Some(n) = ack {
             c.acknowledge(n, &self.stats);
@@ -234,46 +305,46 @@ impl Clients {
         if c.has_output() || hold.is_none() {
             return Ok(Connect::Now(c.drain(&self.stats)));
         }
-        Ok(Connect::Held(std::mem::replace(&mut c.waiter, hold)))
+        Ok(Connect::Held(c.set_waiter(hold)))
     }
 
     /// The held connect of `waiter` was woken. `Some(out)`: answer it with `out` (the hold is
     /// over); an empty `out` also when the client is gone or another connect replaced this
     /// one. `None`: still this client's connect and nothing is queued (a wake that an earlier
     /// one already served): keep holding.
-    pub fn take(&self, now: u32, client: &str, waiter: Waiter) -> Option<Out> {
+    pub fn take(&self, now: u32, client: ClientId, waiter: Waiter) -> Option<Out> {
         self.end_hold(now, client, waiter, false)
     }
 
     /// The held connect of `waiter` times out: what its reply carries (anything queued since a
     /// wake was sent, and the batch number with the ack extension).
-    pub fn finish(&self, now: u32, client: &str, waiter: Waiter) -> Out {
+    pub fn finish(&self, now: u32, client: ClientId, waiter: Waiter) -> Out {
         self.end_hold(now, client, waiter, true).unwrap_or_default()
     }
 
-    fn end_hold(&self, now: u32, client: &str, waiter: Waiter, always: bool) -> Option<Out> {
+    fn end_hold(&self, now: u32, client: ClientId, waiter: Waiter, always: bool) -> Option<Out> {
         let mut g = self.lock();
-        let Some(c) = parse_id(client).and_then(|id| g.clients.get_mut(&id)) else {
+        let Some(c) = g.client_by_id(client) else {
             return Some(Out::default());
         };
-        if c.waiter != Some(waiter) {
+        if c.waiter() != Some(waiter) {
             return Some(Out::default());
         }
         if !always && !c.has_output() {
             return None;
         }
-        c.waiter = None;
+        c.set_waiter(None);
         c.last_seen = now;
         Some(c.drain(&self.stats))
     }
 
     /// The held connect of `waiter` ended some other way (timeout, connection closed).
-    pub fn release(&self, now: u32, client: &str, waiter: Waiter) {
+    pub fn release(&self, now: u32, client: ClientId, waiter: Waiter) {
         let mut g = self.lock();
-        if let Some(c) = parse_id(client).and_then(|id| g.clients.get_mut(&id))
-            && c.waiter == Some(waiter)
+        if let Some(c) = g.client_by_id(client)
+            && c.waiter() == Some(waiter)
         {
-            c.waiter = None;
+            c.set_waiter(None);
             c.last_seen = now;
         }
     }
@@ -308,17 +379,25 @@ impl Clients {
         }
         let id = parse_id(client).ok_or((Refusal::UnknownClient, ""))?;
         let mut g = self.lock();
-        let c = g.clients.get(&id).ok_or((Refusal::UnknownClient, ""))?;
+        let slot = g.slot(id).ok_or((Refusal::UnknownClient, ""))?;
+        let c = &g.clients[slot];
         let new = subs
             .iter()
-            .filter(|s| !c.subs.iter().any(|x| **x == ***s))
+            .filter(|s| {
+                !g.sub_keys
+                    .get(s.as_str())
+                    .is_some_and(|&k| c.subs.contains(k))
+            })
             .count();
-        if c.subs.len() + new > self.limits.max_subscriptions {
+        // Subscription keys are `u32`s.
+        if c.subs.len() + new > self.limits.max_subscriptions
+            || g.subs.len() + new > u32::MAX as usize
+        {
             let last = subs.last().map_or("", String::as_str);
             return Err((Refusal::TooManySubscriptions, last));
         }
         for s in subs {
-            self.add(&mut g, id, s, interest);
+            self.add(&mut g, slot, s, interest);
         }
         Ok(())
     }
@@ -350,24 +429,34 @@ impl Clients {
             .map_err(|(e, _)| e)
     }
 
-    /// Records `sub` for `client` (both checked by the caller, under the lock).
-    fn add(&self, g: &mut Inner, client: Id, sub: &str, interest: &mut dyn FnMut(Interest<'_>)) {
-        let Some(c) = g.clients.get_mut(&client) else {
+    /// Records `sub` for the client in `slot` (both checked by the caller, under the lock).
+    fn add(&self, g: &mut Inner, slot: usize, sub: &str, interest: &mut dyn FnMut(Interest<'_>)) {
+        let key = match g.sub_keys.get(sub) {
+            Some(&k) => k,
+            None => {
+                let k = g.subs.insert(Sub {
+                    name: Box::from(sub),
+                    clients: HashSet::new(),
+                });
+                // `subscribe_all` keeps the subscriptions within `u32` keys (a slab's keys
+                // stay below its largest length).
+                let k = u32::try_from(k).expect("subscribe_all bounds the keys");
+                g.sub_keys.insert(Box::from(sub), k);
+                k
+            }
+        };
+        let Some(c) = g.clients.get_mut(slot) else {
             return;
         };
-        if c.subs.iter().any(|s| &**s == sub) {
+        if c.subs.contains(key) {
             return;
         }
-        if c.subs.is_empty() {
-            // Most clients hold one subscription: no room for four.
-            c.subs.reserve_exact(1);
-        }
-        c.subs.push(Box::from(sub));
-        let set = g.subs.entry(Box::from(sub)).or_default();
+        c.subs.push(key);
+        let set = &mut g.subs[key as usize].clients;
         if set.is_empty() {
             interest(Interest::First(sub));
         }
-        set.insert(client);
+        set.insert(slot as u32);
         self.nsubs.fetch_add(1, Ordering::Relaxed);
         self.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
     }
@@ -381,24 +470,30 @@ impl Clients {
     ) -> Result<(), Refusal> {
         let id = parse_id(client).ok_or(Refusal::UnknownClient)?;
         let mut g = self.lock();
-        let c = g.clients.get_mut(&id).ok_or(Refusal::UnknownClient)?;
-        let Some(i) = c.subs.iter().position(|s| &**s == sub) else {
+        let slot = g.slot(id).ok_or(Refusal::UnknownClient)?;
+        let Some(&key) = g.sub_keys.get(sub) else {
             return Ok(());
         };
-        c.subs.swap_remove(i);
-        Self::unindex(&mut g, id, sub, interest);
+        if !g.clients[slot].subs.remove(key) {
+            return Ok(());
+        }
+        Self::unindex(&mut g, slot, key, interest);
         self.nsubs.fetch_sub(1, Ordering::Relaxed);
         self.stats.subscriptions.fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn unindex(g: &mut Inner, client: Id, sub: &str, interest: &mut dyn FnMut(Interest<'_>)) {
-        if let Some(set) = g.subs.get_mut(sub) {
-            set.remove(&client);
-            if set.is_empty() {
-                g.subs.remove(sub);
-                interest(Interest::Last(sub));
-            }
+    /// Takes the client in `slot` out of subscription `key`; the subscription goes with its
+    /// last client.
+    fn unindex(g: &mut Inner, slot: usize, key: u32, interest: &mut dyn FnMut(Interest<'_>)) {
+        let Some(sub) = g.subs.get_mut(key as usize) else {
+            return;
+        };
+        sub.clients.remove(&(slot as u32));
+        if sub.clients.is_empty() {
+            let sub = g.subs.remove(key as usize);
+            g.sub_keys.remove(&sub.name);
+            interest(Interest::Last(&sub.name));
         }
     }
 
@@ -410,19 +505,21 @@ impl Clients {
     ) -> Result<Option<Waiter>, Refusal> {
         let id = parse_id(client).ok_or(Refusal::UnknownClient)?;
         let mut g = self.lock();
-        let c = g.clients.remove(&id).ok_or(Refusal::UnknownClient)?;
-        Ok(self.forget(&mut g, id, c, interest))
+        let slot = g.slot(id).ok_or(Refusal::UnknownClient)?;
+        let c = g.remove(slot).ok_or(Refusal::UnknownClient)?;
+        Ok(self.forget(&mut g, slot, c, interest))
     }
 
+    /// Frees what the client taken out of `slot` held.
     fn forget(
         &self,
         g: &mut Inner,
-        client: Id,
+        slot: usize,
         c: Client,
         interest: &mut dyn FnMut(Interest<'_>),
     ) -> Option<Waiter> {
-        for s in &c.subs {
-            Self::unindex(g, client, s, interest);
+        for &key in c.subs.as_slice() {
+            Self::unindex(g, slot, key, interest);
         }
         self.nsubs.fetch_sub(c.subs.len(), Ordering::Relaxed);
         self.stats
@@ -430,12 +527,12 @@ impl Clients {
             .fetch_sub(c.subs.len() as u64, Ordering::Relaxed);
         self.stats
             .queued
-            .fetch_sub(c.queue.len() as u64, Ordering::Relaxed);
+            .fetch_sub(c.queued() as u64, Ordering::Relaxed);
         self.stats
             .unacked
             .fetch_sub(c.unacked() as u64, Ordering::Relaxed);
         self.stats.clients.fetch_sub(1, Ordering::Relaxed);
-        c.waiter
+        c.waiter()
     }
 
     /// A message on the native channel `native` (`a/b`, the Bayeux `/a/b`): queues
@@ -449,7 +546,12 @@ impl Clients {
         let channel = format!("/{native}");
         let channel = channel.as_str();
         let mut g = self.lock();
-        let Inner { clients, subs } = &mut *g;
+        let Inner {
+            clients,
+            subs,
+            sub_keys,
+            ..
+        } = &mut *g;
         // Every subscription that can match: the channel itself, `parent/*`, and `ancestor/**`
         // for each ancestor (the root included).
         let mut keys: Vec<String> = vec![channel.to_string()];
@@ -464,10 +566,10 @@ impl Clients {
             }
             keys.push(format!("{prefix}/**"));
         }
-        let mut targets: Vec<Id> = Vec::new();
+        let mut targets: Vec<u32> = Vec::new();
         for k in &keys {
-            if let Some(set) = subs.get(k.as_str()) {
-                targets.extend(set.iter());
+            if let Some(sub) = sub_keys.get(k.as_str()).and_then(|&k| subs.get(k as usize)) {
+                targets.extend(sub.clients.iter());
             }
         }
         if targets.is_empty() {
@@ -477,28 +579,27 @@ impl Clients {
         targets.dedup();
         let bytes = delivery();
         let mut wake = Vec::new();
-        for id in targets {
-            let Some(c) = clients.get_mut(&id) else {
+        for slot in targets {
+            let Some(c) = clients.get_mut(slot as usize) else {
                 continue;
             };
-            c.queue.push_back(bytes.clone());
+            c.enqueue(bytes.clone());
             self.stats.queued.fetch_add(1, Ordering::Relaxed);
             // The bound covers what waits for a connect and what waits for an ack.
-            if c.queue.len() + c.unacked() > self.limits.max_queue {
+            if c.queued() + c.unacked() > self.limits.max_queue {
                 if c.ack
                     .as_deref_mut()
                     .and_then(|a| a.unacked.pop_front())
                     .is_some()
                 {
                     self.stats.unacked.fetch_sub(1, Ordering::Relaxed);
-                } else {
-                    c.queue.pop_front();
+                } else if c.drop_oldest() {
                     self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 }
                 c.dropped = c.dropped.saturating_add(1);
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
-            if let Some(w) = c.waiter {
+            if let Some(w) = c.waiter() {
                 wake.push(w);
             }
         }
@@ -511,15 +612,15 @@ impl Clients {
     pub fn sweep(&self, now: u32, interest: &mut dyn FnMut(Interest<'_>)) {
         let mut g = self.lock();
         let max = self.limits.max_interval;
-        let dead: Vec<Id> = g
+        let dead: Vec<usize> = g
             .clients
             .iter()
-            .filter(|(_, c)| c.waiter.is_none() && now.saturating_sub(c.last_seen) > max)
-            .map(|(k, _)| *k)
+            .filter(|(_, c)| c.waiter().is_none() && now.saturating_sub(c.last_seen) > max)
+            .map(|(slot, _)| slot)
             .collect();
-        for id in dead {
-            if let Some(c) = g.clients.remove(&id) {
-                self.forget(&mut g, id, c, interest);
+        for slot in dead {
+            if let Some(c) = g.remove(slot) {
+                self.forget(&mut g, slot, c, interest);
                 self.stats.expired.fetch_add(1, Ordering::Relaxed);
             }
         }

@@ -133,7 +133,7 @@ impl World {
     /// The caller's wake of a held connect: the store says whether it ends, the rules write
     /// the reply.
     fn wake(&self, held: HeldConnect, waiter: Waiter) -> Vec<Value> {
-        let out = self.store.take(self.now.secs, &held.client, waiter);
+        let out = self.store.take(self.now.secs, held.client, waiter);
         assert!(out.is_some(), "woken with something to deliver");
         let (out, reply) = self.rules().end_hold(held, waiter, out, self.now);
         json_of(&out.msgs)
@@ -412,7 +412,7 @@ fn a_websocket_acts_for_one_client() {
     let x = w.handshake(&mut a, json!({}));
     let y = w.handshake(&mut b, json!({}));
     assert!(a.browser.is_none(), "no cookie over WebSocket");
-    assert_eq!(a.link.client.as_deref(), Some(x.as_str()));
+    assert_eq!(a.link.client, ClientId::parse(&x));
     // b handshook y: a message for x on it is refused and counted.
     let batch = w.send(&mut b, json!([connect(&x, json!({}))]));
     is_refused(&replies(&batch)[0]);
@@ -421,7 +421,7 @@ fn a_websocket_acts_for_one_client() {
     let mut c = conn(Via::WebSocket, 3);
     let batch = w.send(&mut c, json!([first_connect(&x)]));
     assert_eq!(replies(&batch)[0]["successful"], true);
-    assert_eq!(c.link.client.as_deref(), Some(x.as_str()));
+    assert_eq!(c.link.client, ClientId::parse(&x));
     let batch = w.send(&mut c, json!([first_connect(&y)]));
     is_refused(&replies(&batch)[0]);
 }
@@ -466,7 +466,10 @@ fn a_newer_connect_on_another_connection_wakes_the_held_one() {
     let b = w.send(&mut d, json!([connect(&id, json!({}))]));
     assert_eq!(b.wake, [c.waiter]);
     // The replaced hold ends empty.
-    assert_eq!(w.store.take(0, &id, c.waiter), Some(Out::default()));
+    assert_eq!(
+        w.store.take(0, ClientId::parse(&id).unwrap(), c.waiter),
+        Some(Out::default())
+    );
 }
 
 #[test]

@@ -20,6 +20,11 @@ impl Seen {
 
 fn none(_: Interest<'_>) {}
 
+/// The id written as `s`.
+fn id(s: &str) -> ClientId {
+    ClientId::parse(s).unwrap()
+}
+
 /// A handshake at second 0, its id drawn from a per-thread counter.
 fn hs(c: &Clients, ack: bool, browser: Option<&str>) -> Result<String, Refusal> {
     thread_local!(static N: std::cell::Cell<u128> = const { std::cell::Cell::new(0) });
@@ -109,15 +114,18 @@ fn held_connect_is_woken_and_replaced() {
     let w2 = Waiter { idx: 2, ..W };
     // A second connect releases the first.
     assert!(matches!(c.connect(0, &a, Some(w2), None), Ok(Connect::Held(Some(w))) if w == W));
-    assert_eq!(c.take(0, &a, w2), None, "nothing queued: keep holding");
+    assert_eq!(c.take(0, id(&a), w2), None, "nothing queued: keep holding");
     assert_eq!(c.deliver("x", msg("m")), [w2]);
     assert_eq!(
-        c.take(0, &a, W),
+        c.take(0, id(&a), W),
         Some(Out::default()),
         "the replaced waiter ends, empty"
     );
-    assert_eq!(c.take(0, &a, w2).unwrap().msgs, [Bytes::from_static(b"m")]);
-    assert_eq!(c.take(0, "gone", w2), Some(Out::default()));
+    assert_eq!(
+        c.take(0, id(&a), w2).unwrap().msgs,
+        [Bytes::from_static(b"m")]
+    );
+    assert_eq!(c.take(0, id(&hex(77)), w2), Some(Out::default()));
 }
 
 fn now(c: &Clients, client: &str, ack: i64) -> Out {
@@ -138,7 +146,7 @@ fn ack_batches_are_sent_again_until_acknowledged() {
         Ok(Connect::Held(None))
     ));
     c.deliver("x", msg("1"));
-    let b1 = c.take(0, &a, W).unwrap();
+    let b1 = c.take(0, id(&a), W).unwrap();
     assert_eq!((b1.msgs.len(), b1.batch), (1, Some(1)));
     // That reply was lost: the client comes back acknowledging batch 0.
     c.deliver("x", msg("2"));
@@ -156,7 +164,7 @@ fn ack_batches_are_sent_again_until_acknowledged() {
     ));
     assert_eq!(c.stats.unacked.load(Ordering::Relaxed), 0);
     // A timed-out hold still numbers its (empty) batch.
-    assert_eq!(c.finish(0, &a, W).batch, Some(3));
+    assert_eq!(c.finish(0, id(&a), W).batch, Some(3));
     // The bound covers unacknowledged messages too: the oldest go first, counted.
     for _ in 0..5 {
         c.deliver("x", msg("m"));
@@ -272,7 +280,8 @@ fn disconnect_and_expiry_free_everything() {
         }
     }
     assert_eq!(c.stats.expired.load(Ordering::Relaxed), 1);
-    assert!(c.lock().subs.is_empty());
+    assert!(c.lock().subs.is_empty() && c.lock().sub_keys.is_empty());
+    assert!(c.lock().ids.is_empty() && c.lock().clients.is_empty());
     // A held connect keeps a client alive.
     let d = hs(&c, false, None).unwrap();
     assert!(matches!(

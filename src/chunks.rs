@@ -1,4 +1,5 @@
-//! A slab in fixed chunks: the connection table (and the Socket.IO session table).
+//! A slab in fixed chunks: the connection table, the Socket.IO session table and the Bayeux
+//! client table. Uses nothing of the crate, so that every layer may.
 //!
 //! The `slab` crate keeps its entries in one `Vec` that doubles: at 15,000 connections it holds
 //! 16,384 entries, and the doubling from 8,192 copied them all and freed a buffer half that size,
