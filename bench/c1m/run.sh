@@ -14,7 +14,8 @@
 # load of LOAD_RATE messages a second for LOAD_SECS seconds on the same channel; then SIGTERM to
 # the launcher (every process drains), redis stopped, sysctls restored.
 #
-# Writes to OUT (default bench/c1m/results): flood.json (flood's report), stats.json (/stats of
+# Writes to OUT (default bench/c1m/results): flood.json (flood's report), flood.jsonl (its
+# figures of every second), flood.svg (its charts of the run), stats.json (/stats of
 # one process with the sums over all of them, read while every connection was open),
 # stats-end.json (the same after flood closed its connections: the message counters),
 # run.log (everything printed) and summary.md. (Connections per process come from /stats, not
@@ -193,7 +194,7 @@ last_source="127.0.0.$((NSOURCES + 1))"
 flood_cmd=(target/release/flood --url "$sub_url" "${tls_args[@]}" --conns "$CONNS"
     --source "127.0.0.2-$last_source" --rate max --connect-timeout 30
     --broadcasts "$BROADCASTS" --publish-rate "$LOAD_RATE" --duration "$LOAD_SECS"
-    --drain "$DRAIN" --json "$OUT/flood.json")
+    --drain "$DRAIN" --json "$OUT/flood.json" --jsonl "$OUT/flood.jsonl" --plot "$OUT/flood.svg")
 say "flood"
 echo "+ ${flood_cmd[*]}"
 # flood reports once a second; every 10th line is kept here (its JSON has everything).

@@ -678,7 +678,7 @@ impl Worker {
             return;
         }
         for k in self.open_slow_readers() {
-            self.read(k, whole as usize);
+            self.read(k, whole as usize, true);
         }
     }
 
@@ -732,7 +732,7 @@ impl Worker {
             }
             let before = self.drained;
             for k in keys {
-                self.read(k, usize::MAX);
+                self.read(k, usize::MAX, true);
             }
             if self.drained > before {
                 quiet = Instant::now();
@@ -796,7 +796,9 @@ impl Worker {
                 return self.fail(key, &e);
             }
         }
-        self.read(key, usize::MAX);
+        // A read that returns less than asked emptied the socket: the next byte to arrive is a
+        // new edge. Only once the peer has closed (no edge will follow) is it read to the end.
+        self.read(key, usize::MAX, closed);
     }
 
     /// The connection `key` is ready for its first request (TCP connected; over TLS, the
@@ -842,7 +844,10 @@ impl Worker {
     }
 
     /// Reads what `key` has, at most `budget` bytes (a slow reader's share), and handles it.
-    fn read(&mut self, key: usize, mut budget: usize) {
+    /// Reads what `key` has, up to `budget` bytes: until the socket would block (`to_the_end`),
+    /// or until a read returns less than it asked for (the socket was emptied by it: one
+    /// `read(2)` per message instead of two).
+    fn read(&mut self, key: usize, mut budget: usize, to_the_end: bool) {
         if !self.sessions.is_empty() {
             return self.read_tls(key, budget);
         }
@@ -877,6 +882,9 @@ impl Worker {
                         && used < total
                     {
                         c.partial = Some(Box::new(scratch[used..total].to_vec()));
+                    }
+                    if n < want && !to_the_end {
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
