@@ -48,6 +48,15 @@ impl Read for Stream {
     }
 }
 
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -64,9 +73,13 @@ impl Write for Stream {
     }
 }
 
-/// One blocking keep-alive HTTP/1.1 connection (TCP_NODELAY), one request at a time.
+/// One blocking keep-alive HTTP/1.1 connection (TCP_NODELAY). Requests may be pipelined:
+/// [`HttpConn::send_raw`] several, then [`HttpConn::read_response`] (or
+/// [`HttpConn::read_response_within`]) once for each, in order.
 pub struct HttpConn {
     sock: Stream,
+    /// The read timeout the connection was made with.
+    read_timeout: Duration,
     /// What was read past the last response (normally nothing).
     buf: Vec<u8>,
     /// The `Host:` of every request.
@@ -77,7 +90,7 @@ impl HttpConn {
     /// Connects within 5 s; a read that waits longer than `read_timeout` fails.
     pub fn connect(addr: SocketAddr, host: &str, read_timeout: Duration) -> io::Result<HttpConn> {
         let sock = tcp(addr, read_timeout)?;
-        Ok(HttpConn::over(Stream::Plain(sock), host))
+        Ok(HttpConn::over(Stream::Plain(sock), host, read_timeout))
     }
 
     /// [`HttpConn::connect`] over TLS with `tls`'s settings (and its session store: a
@@ -96,12 +109,13 @@ impl HttpConn {
             conn.complete_io(&mut sock)?;
         }
         let s = StreamOwned::new(conn, sock);
-        Ok(HttpConn::over(Stream::Tls(Box::new(s)), host))
+        Ok(HttpConn::over(Stream::Tls(Box::new(s)), host, read_timeout))
     }
 
-    fn over(sock: Stream, host: &str) -> HttpConn {
+    fn over(sock: Stream, host: &str, read_timeout: Duration) -> HttpConn {
         HttpConn {
             sock,
+            read_timeout,
             buf: Vec::with_capacity(4096),
             host: host.to_string(),
         }
@@ -138,6 +152,28 @@ impl HttpConn {
         let body = self.buf[at..at + len].to_vec();
         self.buf.drain(..at + len);
         Ok((status, body))
+    }
+
+    /// [`HttpConn::read_response`], waiting at most `wait` (not zero) for it: `None` if it has
+    /// not (all) come by then. What was read of it stays for the next call.
+    pub fn read_response_within(&mut self, wait: Duration) -> io::Result<Option<(u16, Vec<u8>)>> {
+        self.sock
+            .tcp()
+            .set_read_timeout(Some(wait.max(Duration::from_micros(1))))?;
+        let r = self.read_response();
+        self.sock.tcp().set_read_timeout(Some(self.read_timeout))?;
+        match r {
+            Ok(r) => Ok(Some(r)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Sends a request and reads the response.
