@@ -47,7 +47,7 @@ srv=""
 fl=""
 cleanup() {
     [ -n "$fl" ] && kill -INT "$fl" 2>/dev/null && sleep 1 && kill -KILL "$fl" 2>/dev/null
-    [ -n "$srv" ] && kill "$srv" 2>/dev/null && wait "$srv" 2>/dev/null
+    [ -n "$srv" ] && kill "$srv" 2>/dev/null && { wait "$srv" 2>/dev/null || true; }
     [ "$keep" = 0 ] && rm -rf "$dir"
     return 0
 }
@@ -75,6 +75,17 @@ delivered() {
 s = json.load(urllib.request.urlopen("http://" + sys.argv[1] + "/stats", timeout=5))
 print(sum(w["messages_out"] for w in s["workers"]))' "$1"
 }
+# The server's publish-to-write histogram (publish read to this worker's last write of the
+# message; one observation per message per worker), cumulative buckets summed over workers, JSON.
+buckets() {
+    python3 -c 'import collections, json, re, sys, urllib.request
+b = collections.Counter()
+for l in urllib.request.urlopen("http://" + sys.argv[1] + "/metrics", timeout=5).read().decode().splitlines():
+    m = re.match(r"edgecomet_publish_write_seconds_bucket\{worker=\"\d+\",le=\"([^\"]+)\"\} (\d+)", l)
+    if m:
+        b[m.group(1)] += int(m.group(2))
+print(json.dumps(b))' "$1"
+}
 subscribed() {
     python3 -c 'import json, sys, urllib.request
 s = json.load(urllib.request.urlopen("http://" + sys.argv[1] + "/stats", timeout=5))
@@ -89,12 +100,14 @@ echo "window: ${WINDOW} s from 2 s after all N are open; perf write counts: $([ 
 for r in $(seq 1 "$ROUNDS"); do
     for n in $CONFIGS; do
         tag="n$n-r$r"
+        # (Made here: the background job's redirection is done in the child, maybe after sed.)
+        : >"$dir/$tag-server.log"
         # shellcheck disable=SC2086
         target/release/edgecomet --listen 127.0.0.1:0 --workers 2 $SERVER_ARGS >"$dir/$tag-server.log" 2>&1 &
         srv=$!
         addr=""
         for _ in $(seq 1 100); do
-            addr=$(sed -n 's/^edgecomet: listening on \([0-9.:]*\) .*/\1/p' "$dir/$tag-server.log")
+            addr=$(sed -n 's/^edgecomet: listening on \([0-9.:]*\) .*/\1/p' "$dir/$tag-server.log" || true)
             [ -n "$addr" ] && break
             sleep 0.05
         done
@@ -113,6 +126,7 @@ for r in $(seq 1 "$ROUNDS"); do
         c0=$(ticks "$srv")
         f0=$(ticks "$fl")
         d0=$(delivered "$addr")
+        b0=$(buckets "$addr")
         t0=$(date +%s.%N)
         if [ $perf_ok = 1 ]; then
             perf stat -x, -e syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg \
@@ -124,6 +138,7 @@ for r in $(seq 1 "$ROUNDS"); do
         c1=$(ticks "$srv")
         f1=$(ticks "$fl")
         d1=$(delivered "$addr")
+        b1=$(buckets "$addr")
         writes=null
         if [ -s "$dir/$tag-perf.csv" ]; then
             writes=$(awk -F, '/syscalls:/ { s += $1 } END { print s + 0 }' "$dir/$tag-perf.csv")
@@ -144,10 +159,19 @@ for r in $(seq 1 "$ROUNDS"); do
         srv=""
         [ -s "$dir/$tag.json" ] || { echo "flood wrote no report:"; tail -5 "$dir/$tag-flood.log"; exit 1; }
         python3 - "$dir/$tag.json" "$n" "$r" "$load" "$t0" "$t1" "$c0" "$c1" "$f0" "$f1" "$d0" "$d1" \
-            "$writes" "$tck" >>"$dir/rows.jsonl" <<'EOF'
+            "$writes" "$tck" "$b0" "$b1" >>"$dir/rows.jsonl" <<'EOF'
 import json, sys
-f, n, r, load, t0, t1, c0, c1, f0, f1, d0, d1, writes, tck = sys.argv[1:]
+f, n, r, load, t0, t1, c0, c1, f0, f1, d0, d1, writes, tck, b0, b1 = sys.argv[1:]
 j = json.load(open(f))
+b0, b1 = json.loads(b0), json.loads(b1)
+les = sorted((float(k), k) for k in b1 if k != "+Inf")
+count = b1.get("+Inf", 0) - b0.get("+Inf", 0)
+def server_q(q):
+    # The upper bound (ms) of the bucket that holds quantile q of the window's observations.
+    for v, k in les:
+        if count and b1[k] - b0.get(k, 0) >= q * count:
+            return v * 1000
+    return None
 secs = float(t1) - float(t0)
 ps = j.get("publish_schedule") or {}
 dw = int(d1) - int(d0)
@@ -165,6 +189,7 @@ print(json.dumps({
     "flood_cpu": (int(f1) - int(f0)) / int(tck) / secs,
     "window_deliveries": dw, "writes": w,
     "deliveries_per_write": (dw / w) if w else None,
+    "server_p50_ms_le": server_q(0.50), "server_p99_ms_le": server_q(0.99),
 }))
 EOF
         tail -1 "$dir/rows.jsonl" | python3 -c 'import json, sys
@@ -172,9 +197,10 @@ x = json.loads(sys.stdin.read())
 dpw = "n/a" if x["deliveries_per_write"] is None else "%.2f" % x["deliveries_per_write"]
 print("round %d, %5d subscribers: %8.0f deliveries/s, lost %d, latency p50 %.1f p99 %.1f max %.1f ms, "
       "publish lag max %.1f ms (%s of %s late, %s waited), CPU server %.2f flood %.2f, "
-      "%s deliveries per write, load %.2f" % (x["round"], x["n"], x["deliveries_per_sec"], x["lost"],
+      "%s deliveries per write, server publish-to-write p50 <= %s p99 <= %s ms, load %.2f" % (
+      x["round"], x["n"], x["deliveries_per_sec"], x["lost"],
       x["p50_ms"], x["p99_ms"], x["max_ms"], x["lag_max_ms"], x["late"], x["sent"], x["waited"],
-      x["server_cpu"], x["flood_cpu"], dpw, x["load1"]))'
+      x["server_cpu"], x["flood_cpu"], dpw, x["server_p50_ms_le"], x["server_p99_ms_le"], x["load1"]))'
     done
 done
 python3 - "$dir/rows.jsonl" "$RATE" "$SIZE" <<'EOF'
@@ -189,7 +215,8 @@ def fmt(v, f):
 print()
 print(f"medians ({rate} messages/s of {size} B, one channel, edgecomet --workers 2):")
 cols = ["subscribers", "runs", "asked/s", "deliveries/s", "lost", "p50 ms", "p99 ms", "max ms",
-        "pub lag max ms", "late pubs", "server CPU", "flood CPU", "deliv/write", "load1"]
+        "pub lag max ms", "late pubs", "server CPU", "flood CPU", "deliv/write",
+        "server p99 ms ≤", "load1"]
 print("| " + " | ".join(cols) + " |")
 print("|" + "---|" * len(cols))
 for n in sorted({r["n"] for r in rows}):
@@ -203,10 +230,13 @@ for n in sorted({r["n"] for r in rows}):
         fmt(med([r["late"] for r in rs]), "%.0f"),
         fmt(med([r["server_cpu"] for r in rs]), "%.2f"), fmt(med([r["flood_cpu"] for r in rs]), "%.2f"),
         fmt(med([r["deliveries_per_write"] for r in rs]), "%.2f"),
+        fmt(med([r["server_p99_ms_le"] for r in rs]), "%g"),
         fmt(med([r["load1"] for r in rs]), "%.2f"),
     ]) + " |")
-print("(lost: the sum over the runs; CPU in cores over the window; deliv/write: the server's "
-      "messages_out over its write syscalls in the window)")
+print("(lost: the sum over the runs; latency from each message's scheduled send time to its "
+      "read by flood; CPU in cores over the window; deliv/write: the server's messages_out over "
+      "its write syscalls in the window; server p99: the bucket bound of the server's own "
+      "publish-to-last-write histogram in the window, which leaves out the publisher and flood)")
 EOF
 [ "$keep" = 1 ] && echo "files in $dir"
 exit 0
