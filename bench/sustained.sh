@@ -187,7 +187,7 @@ print(json.dumps({
     "waited": ps.get("waited_for_pipeline"),
     "server_cpu": (int(c1) - int(c0)) / int(tck) / secs,
     "flood_cpu": (int(f1) - int(f0)) / int(tck) / secs,
-    "window_deliveries": dw, "writes": w,
+    "window_secs": secs, "window_deliveries": dw, "writes": w,
     "deliveries_per_write": (dw / w) if w else None,
     "server_p50_ms_le": server_q(0.50), "server_p99_ms_le": server_q(0.99),
 }))
