@@ -12,7 +12,8 @@
 #
 # Usage: bench/sustained.sh [ROUNDS=3] [DURATION=20] [SIZE=128]
 # Environment: CONFIGS ("1000 10000"), RATE (100), PIPELINE (64: flood's --publish-pipeline),
-# WINDOW (10, at most DURATION - 4), SERVER_ARGS (extra edgecomet flags), OUT (a directory that
+# WINDOW (10, at most DURATION - 4), SERVER_ARGS (extra edgecomet flags), FLOOD_ARGS (extra
+# flood flags, e.g. --procs 2), OUT (a directory that
 # keeps every run's files; default: a temporary one, removed).
 # Needs the release binaries (cargo build --release -p edgecomet -p edgecomet-flood) and
 # python3; perf for the write counts (without it they are n/a). Loopback only; every run is
@@ -28,6 +29,7 @@ RATE="${RATE:-100}"
 PIPELINE="${PIPELINE:-64}"
 WINDOW="${WINDOW:-10}"
 SERVER_ARGS="${SERVER_ARGS:-}"
+FLOOD_ARGS="${FLOOD_ARGS:-}"
 if [ "$WINDOW" -gt $((DURATION - 4)) ]; then
     echo "WINDOW ($WINDOW) must be at most DURATION - 4 ($((DURATION - 4)))" >&2
     exit 2
@@ -94,7 +96,7 @@ print(sum(w["conns_ws_sub"] for w in s["workers"]))' "$1"
 
 echo "commit $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src flood-client || echo ' (with uncommitted changes)'), $(nproc) cores, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "+ target/release/edgecomet --listen 127.0.0.1:0 --workers 2 $SERVER_ARGS"
-echo "+ target/release/flood --url ws://ADDR/sub/sustained --conns N --publish-rate $RATE --size $SIZE --publish-pipeline $PIPELINE --duration ${DURATION}s --json FILE"
+echo "+ target/release/flood --url ws://ADDR/sub/sustained --conns N --publish-rate $RATE --size $SIZE --publish-pipeline $PIPELINE --duration ${DURATION}s $FLOOD_ARGS --json FILE"
 echo "window: ${WINDOW} s from 2 s after all N are open; perf write counts: $([ $perf_ok = 1 ] && echo yes || echo 'n/a (no perf)')"
 : >"$dir/rows.jsonl"
 for r in $(seq 1 "$ROUNDS"); do
@@ -113,8 +115,9 @@ for r in $(seq 1 "$ROUNDS"); do
         done
         [ -n "$addr" ] || { echo "the server did not start:"; cat "$dir/$tag-server.log"; exit 1; }
         load=$(cut -d' ' -f1 /proc/loadavg)
+        # shellcheck disable=SC2086
         target/release/flood --url "ws://$addr/sub/sustained" --conns "$n" --publish-rate "$RATE" \
-            --size "$SIZE" --publish-pipeline "$PIPELINE" --duration "${DURATION}s" \
+            --size "$SIZE" --publish-pipeline "$PIPELINE" --duration "${DURATION}s" $FLOOD_ARGS \
             --json "$dir/$tag.json" >"$dir/$tag-flood.log" 2>&1 &
         fl=$!
         for _ in $(seq 1 600); do
