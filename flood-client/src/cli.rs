@@ -163,9 +163,19 @@ pub struct Args {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1000))]
     pub broadcasts: u32,
 
-    /// Keep-alive publisher connections.
+    /// Keep-alive publisher connections (at most one per channel: the channels are split
+    /// between them, so that one channel's messages leave in order).
     #[arg(long, default_value_t = 2)]
     pub publishers: usize,
+
+    /// Publishes sent and not yet answered, at most, per publisher connection (HTTP/1.1
+    /// pipelining; 1 = wait for each answer before the next). Each message is sent when it is
+    /// due, whether or not the ones before it are answered, so a server slow to answer while
+    /// it fans out does not hold the schedule up; only with this many unanswered does the next
+    /// wait (counted in the report's publish schedule). Delivery latency is measured from each
+    /// message's scheduled time, so a publish that left late shows in it.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub publish_pipeline: u64,
 
     /// Longest wait for deliveries after the last publish (`3s`, `500ms`; a bare number is
     /// seconds).

@@ -105,6 +105,7 @@ pub fn coordinate(args: &Args) -> Result<ExitCode, String> {
         rate: args.publish_rate,
         size: args.size,
         connections: args.publishers,
+        pipeline: args.publish_pipeline as usize,
         first_seq: args.broadcasts,
         tls: setup.tls.as_ref().map(|(_, c)| c.clone()),
     };

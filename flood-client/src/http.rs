@@ -10,7 +10,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use rustls::{ClientConnection, StreamOwned};
 
@@ -48,6 +49,15 @@ impl Read for Stream {
     }
 }
 
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
+        }
+    }
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -64,7 +74,9 @@ impl Write for Stream {
     }
 }
 
-/// One blocking keep-alive HTTP/1.1 connection (TCP_NODELAY), one request at a time.
+/// One blocking keep-alive HTTP/1.1 connection (TCP_NODELAY). Requests may be pipelined:
+/// [`HttpConn::send_raw`] several, then [`HttpConn::read_response`] (or
+/// [`HttpConn::read_response_within`]) once for each, in order.
 pub struct HttpConn {
     sock: Stream,
     /// What was read past the last response (normally nothing).
@@ -116,15 +128,44 @@ impl HttpConn {
     /// the head has no length).
     pub fn read_response(&mut self) -> io::Result<(u16, Vec<u8>)> {
         let mut chunk = [0u8; 8192];
-        let at = loop {
-            if let Some(p) = head_end(&self.buf) {
-                break p + 4;
+        loop {
+            if let Some(r) = self.take_response()? {
+                return Ok(r);
             }
-            self.fill(
-                &mut chunk,
-                "connection closed before a complete response head",
-            )?;
+            let what = if head_end(&self.buf).is_some() {
+                "connection closed within a response body"
+            } else {
+                "connection closed before a complete response head"
+            };
+            self.fill(&mut chunk, what)?;
+        }
+    }
+
+    /// [`HttpConn::read_response`], waiting at most `wait` for it: `None` if it has not (all)
+    /// come by then; what was read of it stays for the next call. The wait is `ppoll(2)`'s,
+    /// to the microsecond: a socket read timeout (`SO_RCVTIMEO`) counts in the kernel's ticks
+    /// (4 ms at `HZ=250`), which would make a publisher waiting for answers until its next
+    /// message is due send that message up to a tick late.
+    pub fn read_response_within(&mut self, wait: Duration) -> io::Result<Option<(u16, Vec<u8>)>> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if let Some(r) = self.take_response()? {
+                return Ok(Some(r));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || !readable(self.sock.tcp(), left)? {
+                return Ok(None);
+            }
+            self.read_available()?;
+        }
+    }
+
+    /// The first response in `buf`, taken out of it, if it is all there.
+    fn take_response(&mut self) -> io::Result<Option<(u16, Vec<u8>)>> {
+        let Some(p) = head_end(&self.buf) else {
+            return Ok(None);
         };
+        let at = p + 4;
         let head = String::from_utf8_lossy(&self.buf[..at]).into_owned();
         let status: u16 = head
             .split_whitespace()
@@ -132,12 +173,35 @@ impl HttpConn {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| io::Error::other(format!("bad status line in {head:?}")))?;
         let len = content_length(&head).unwrap_or(0);
-        while self.buf.len() < at + len {
-            self.fill(&mut chunk, "connection closed within a response body")?;
+        if self.buf.len() < at + len {
+            return Ok(None);
         }
         let body = self.buf[at..at + len].to_vec();
         self.buf.drain(..at + len);
-        Ok((status, body))
+        Ok(Some((status, body)))
+    }
+
+    /// Appends to `buf` everything the socket has now, without waiting (over TLS, every
+    /// record that came). End of stream is an error.
+    fn read_available(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 8192];
+        self.sock.tcp().set_nonblocking(true)?;
+        let r = loop {
+            match self.sock.read(&mut chunk) {
+                Ok(0) => {
+                    break Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before a complete response",
+                    ));
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.sock.tcp().set_nonblocking(false)?;
+        r
     }
 
     /// Sends a request and reads the response.
@@ -156,6 +220,31 @@ impl HttpConn {
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(())
     }
+}
+
+/// Whether `sock` has something to read (or an end or error to report) within `wait`.
+fn readable(sock: &TcpStream, wait: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ts = libc::timespec {
+        tv_sec: wait.as_secs() as libc::time_t,
+        tv_nsec: wait.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+    let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        // A signal: not readable yet (the caller looks at its deadline again).
+        return if e.kind() == io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(n > 0)
 }
 
 /// A blocking TCP connection (within 5 s, TCP_NODELAY, reads time out after `read_timeout`).
@@ -224,6 +313,65 @@ mod tests {
         assert_eq!(
             server.join().unwrap(),
             b"GET /x HTTP/1.1\r\nHost: here\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_response_in_two_pieces_waits_for_its_end() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap();
+            rx.recv().unwrap();
+            s.write_all(b"ngth: 2\r\n\r\nokHTTP/1.1 201 Created\r\n\r\n")
+                .unwrap();
+            rx.recv().ok();
+        });
+        let mut c = HttpConn::connect(addr, "here", Duration::from_secs(5)).unwrap();
+        // Half a head: nothing yet, and the half is kept.
+        assert_eq!(
+            c.read_response_within(Duration::from_millis(30)).unwrap(),
+            None
+        );
+        tx.send(()).unwrap();
+        let got = c.read_response_within(Duration::from_secs(5)).unwrap();
+        assert_eq!(got, Some((200, b"ok".to_vec())));
+        // The second came with it: answered from the buffer, without waiting.
+        let t = Instant::now();
+        let got = c.read_response_within(Duration::from_secs(5)).unwrap();
+        assert_eq!(got, Some((201, Vec::new())));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        drop(tx);
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_wait_for_an_answer_ends_on_time_not_on_a_tick() {
+        // SO_RCVTIMEO would round each 1 ms wait up to the kernel's tick (4 ms at HZ=250, 10 ms
+        // at HZ=100); ppoll's ends within microseconds of it. The median of 21 waits, so that
+        // one preempted wait on a busy machine does not decide.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let _held = std::thread::spawn(move || l.accept().map(|(s, _)| s));
+        let mut c = HttpConn::connect(addr, "here", Duration::from_secs(5)).unwrap();
+        let mut took: Vec<Duration> = (0..21)
+            .map(|_| {
+                let t = Instant::now();
+                assert_eq!(
+                    c.read_response_within(Duration::from_millis(1)).unwrap(),
+                    None
+                );
+                t.elapsed()
+            })
+            .collect();
+        took.sort();
+        assert!(took[0] >= Duration::from_millis(1), "{took:?}");
+        assert!(
+            took[10] < Duration::from_micros(2_500),
+            "median {:?}",
+            took[10]
         );
     }
 }

@@ -10,7 +10,7 @@ use crate::cli::Args;
 use crate::live::Row;
 use crate::memory::{KernelMem, ProcMem};
 use crate::plan::{Errors, Final, Transport};
-use crate::publish::Published;
+use crate::publish::{LATE_US, Published};
 use crate::tls::TlsPlan;
 use crate::{plot, timeline};
 
@@ -127,6 +127,29 @@ fn load(i: &Inputs<'_>) -> serde_json::Value {
         "deliveries": deliveries,
         "secs_to_last_delivery": secs,
         "deliveries_per_sec": secs.map(|s| deliveries as f64 / s),
+    })
+}
+
+/// How the publish load kept its schedule (null without one): sends, late sends (more than
+/// [`LATE_US`] behind their due time), those that waited for a free pipeline slot, and the lag
+/// of the sends behind their due times. `kept` when none was late. Latency is measured from the
+/// due time, so a lag is also in it.
+fn schedule(i: &Inputs<'_>) -> serde_json::Value {
+    let s = &i.published.schedule;
+    if s.sent == 0 {
+        return serde_json::Value::Null;
+    }
+    json!({
+        "sent": s.sent,
+        "late": s.late,
+        "late_after_us": LATE_US,
+        "waited_for_pipeline": s.waited_for_pipeline,
+        "lag_us": {
+            "p50": s.lag_quantile_us(0.50), "p99": s.lag_quantile_us(0.99),
+            "max": s.max_lag_us(),
+        },
+        "kept": s.late == 0,
+        "latency_from": "scheduled send time",
     })
 }
 
@@ -379,6 +402,8 @@ impl Report {
         });
         // Apart from the literal above, which is at the json! macro's recursion limit.
         json["params"]["stages"] = json!(a.stages.as_ref().map(|s| s.spec()));
+        json["params"]["publish_pipeline"] = json!(a.publish_pipeline);
+        json["publish_schedule"] = schedule(&i);
         if a.stages.is_some() {
             // The stages replace them (`conns` is the largest target).
             json["params"]["rate"] = serde_json::Value::Null;
@@ -560,6 +585,28 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
             fmt_bytes(&ld["tcp_buffer_peak_bytes_per_conn"]),
             fmt_bytes(&ld["server_pss_bytes_per_conn"]),
             fmt_bytes(&ld["server_pss_peak_bytes_per_conn"]),
+        );
+    }
+    let ps = &j["publish_schedule"];
+    if !ps.is_null() {
+        let _ = writeln!(
+            s,
+            "publish schedule {}: max lag {} µs (p50 {}, p99 {}), {} of {} publishes late (> {} µs), \
+             {} waited for a free pipeline slot (--publish-pipeline {}); latency is from each \
+             publish's scheduled time",
+            if ps["kept"].as_bool() == Some(true) {
+                "kept"
+            } else {
+                "NOT kept"
+            },
+            ps["lag_us"]["max"],
+            ps["lag_us"]["p50"],
+            ps["lag_us"]["p99"],
+            ps["late"],
+            ps["sent"],
+            ps["late_after_us"],
+            ps["waited_for_pipeline"],
+            j["params"]["publish_pipeline"],
         );
     }
     if let Some(each) = j["broadcasts"]["each"].as_array().filter(|e| !e.is_empty()) {
