@@ -16,14 +16,16 @@
 //!   `Client-Id` sessions); the message and its encodings. Sans-IO, `now` passed in.
 //! - [`proto`]: wire formats, sans-IO — HTTP/1.1 heads and bodies, the WebSocket handshake,
 //!   frames, UTF-8, Bayeux JSON.
-//! - [`config`] (every flag and limit), [`stats`] (the counters) and [`chunks`] (the table in
-//!   fixed chunks: connections, Socket.IO sessions, Bayeux clients) are used by all and use none;
+//! - [`config`] (every flag and limit), [`stats`] (the counters), [`chunks`] (the table in
+//!   fixed chunks: connections, Socket.IO sessions, Bayeux clients) and [`bounded`] (the queue
+//!   between threads: inboxes, the broker's publishes) are used by all and use none;
 //!   [`logging`] (the log's sink and the per-worker summary of repeated events) likewise, but for
 //!   the two `config` enums it formats by.
 //!
 //! See `ARCHITECTURE.md` for the loop turn and a map from concept to file.
 
 pub mod auth;
+pub mod bounded;
 pub mod broker;
 pub mod chunks;
 pub mod config;

@@ -35,13 +35,14 @@ pub mod url;
 
 use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::bounded::{BoundedReceiver, BoundedSender, bounded};
 pub use interest::Key;
 use interest::{Interests, Subscribed, covers};
 use link::Link;
@@ -151,7 +152,7 @@ pub struct Broker {
     interest: Mutex<Interests>,
     /// Interest changed: the subscriber thread should look.
     dirty: AtomicBool,
-    pub_tx: Mutex<Option<SyncSender<Outgoing>>>,
+    pub_tx: Mutex<Option<BoundedSender<Outgoing>>>,
     pub_up: AtomicBool,
     sub_up: AtomicBool,
     /// Payload bytes in the publish queue (bounded by `max_queued_bytes`).
@@ -262,8 +263,8 @@ impl Broker {
     }
 
     /// The broker without its threads, and the receiving end of its publish queue.
-    fn new(cfg: BrokerConfig) -> (Arc<Broker>, Receiver<Outgoing>) {
-        let (tx, rx) = sync_channel(PUBLISH_QUEUE);
+    fn new(cfg: BrokerConfig) -> (Arc<Broker>, BoundedReceiver<Outgoing>) {
+        let (tx, rx) = bounded(PUBLISH_QUEUE);
         let b = Arc::new(Broker {
             cfg,
             interest: Mutex::new(Interests::default()),

@@ -4,13 +4,14 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use super::*;
+use crate::bounded::BoundedReceiver;
 
 impl Broker {
-    pub(super) fn publisher(&self, rx: Receiver<Outgoing>, sink: &dyn Sink) {
+    pub(super) fn publisher(&self, rx: BoundedReceiver<Outgoing>, sink: &dyn Sink) {
         let mut backoff = BACKOFF_MIN;
         let mut first = true;
         let mut acks = Acks::default();
@@ -46,7 +47,7 @@ impl Broker {
     fn publishing(
         &self,
         mut sock: Link,
-        rx: &Receiver<Outgoing>,
+        rx: &BoundedReceiver<Outgoing>,
         sink: &dyn Sink,
         acks: &mut Acks,
     ) -> Ran {

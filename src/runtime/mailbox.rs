@@ -7,11 +7,11 @@
 //! during a loop turn wakes it once at the end of that turn.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::mpsc::{TryRecvError, TrySendError};
 
 use mio::Waker;
 
+use crate::bounded::{BoundedReceiver, BoundedSender, bounded};
 use crate::pubsub::hub::Message;
 
 /// Messages a worker can receive.
@@ -46,34 +46,26 @@ pub enum Mail {
 /// loop turn of any peer produces, so it fills only if a worker is stuck, and then the publish
 /// is refused and counted rather than growing memory without bound.
 ///
-/// The queue holds memory only for what is in it (std's unbounded channel, a list of small
-/// blocks), and the bound is a count beside it: a bounded `sync_channel` allocates all its
-/// 65,536 slots at once and writes each one's stamp, ~0.9 MiB resident per worker of an idle
-/// process (bench/RESULTS.md, "Fixed cost per process").
+/// The queue holds memory only for what is in it ([`crate::bounded`]).
 pub const INBOX_CAPACITY: usize = 65_536;
 
 /// The sending side of one worker's inbox.
 #[derive(Debug, Clone)]
 pub struct Mailbox {
-    tx: Sender<Mail>,
+    tx: BoundedSender<Mail>,
     waker: Arc<Waker>,
-    /// Mail in the inbox (raised by a post, lowered by the worker's receive).
-    queued: Arc<AtomicUsize>,
 }
 
 /// The receiving side: the worker's own.
 #[derive(Debug)]
 pub struct Inbox {
-    rx: Receiver<Mail>,
-    queued: Arc<AtomicUsize>,
+    rx: BoundedReceiver<Mail>,
 }
 
 impl Inbox {
     /// The next mail, if any.
     pub fn try_recv(&self) -> Result<Mail, TryRecvError> {
-        let m = self.rx.try_recv()?;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
-        Ok(m)
+        self.rx.try_recv()
     }
 }
 
@@ -84,30 +76,17 @@ pub struct Full;
 impl Mailbox {
     /// Creates a worker's inbox; `waker` must be registered with that worker's `Poll`.
     pub fn new(waker: Arc<Waker>) -> (Mailbox, Inbox) {
-        let (tx, rx) = channel();
-        let queued = Arc::new(AtomicUsize::new(0));
-        (
-            Mailbox {
-                tx,
-                waker,
-                queued: queued.clone(),
-            },
-            Inbox { rx, queued },
-        )
+        let (tx, rx) = bounded(INBOX_CAPACITY);
+        (Mailbox { tx, waker }, Inbox { rx })
     }
 
     /// Queues `mail` without waking the worker (call [`Mailbox::wake`] once per turn).
     pub fn post(&self, mail: Mail) -> Result<(), Full> {
-        // Counted first, so that concurrent senders cannot overshoot the bound together.
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= INBOX_CAPACITY {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return Err(Full);
+        match self.tx.try_send(mail) {
+            Err(TrySendError::Full(_)) => Err(Full),
+            // Disconnected: the worker has exited (shutdown); nothing to deliver to.
+            Ok(()) | Err(TrySendError::Disconnected(_)) => Ok(()),
         }
-        if self.tx.send(mail).is_err() {
-            // The worker has exited (shutdown); nothing to deliver to.
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        Ok(())
     }
 
     pub fn wake(&self) {
