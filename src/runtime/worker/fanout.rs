@@ -19,6 +19,9 @@ use crate::runtime::outq;
 use crate::session::socketio::Transport;
 use crate::stats::WorkerStats;
 
+/// Channels posted here for nobody that one turn unwatches at most.
+const MAX_STRAYS: usize = 64;
+
 impl Worker {
     pub(super) fn drain_mailbox(&mut self) {
         loop {
@@ -29,7 +32,14 @@ impl Worker {
                     let before = pending.len();
                     self.channels
                         .targets(&msg.channel, |chan| pending.push((chan, msg.clone())));
-                    if pending.len() == before && !self.strays.contains(&msg.channel) {
+                    // Posted for nobody: a watch left from a request that did not subscribe.
+                    // (A worker with patterns is posted everything: nothing to undo. A few per
+                    // turn: the others come again with their channel's next message.)
+                    if pending.len() == before
+                        && !self.watching_patterns
+                        && self.strays.len() < MAX_STRAYS
+                        && !self.strays.contains(&msg.channel)
+                    {
                         self.strays.push(msg.channel.clone());
                     }
                 }
