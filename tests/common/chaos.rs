@@ -30,6 +30,8 @@ pub fn wait_for(secs: f64, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+// Its own copy: tests/chaos.rs loads this file without `common` (tests/tls.rs loads both).
+#[allow(clippy::duplicate_mod)]
 #[path = "ports.rs"]
 mod ports;
 pub use ports::free_port;
