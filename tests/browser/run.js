@@ -1673,7 +1673,8 @@ test('socket.io default transports: polling, then the upgrade (sid=, 2probe/3pro
     const polls = reqs.filter((r) => r !== up && r !== hs);
     check(polls.length >= 1 && polls.every((r) => r.transport === 'polling' && r.sid === sid && ['GET', 'POST'].includes(r.method)), () =>
         `polling requests with sid=${sid}: ${polls.map((r) => r.line).join(' | ')}`);
-    check(polls.some((r) => r.at < up.at), 'no polling request with the sid before the upgrade');
+    // (Which of the client's first POST and its probe WebSocket reaches the proxy first is the
+    // client's race: it starts both when the handshake answers.)
     const posts = polls.filter((r) => r.method === 'POST');
     check(posts.some((r) => /^40\{/.test(r.body || '')), () => `no CONNECT (40{…}) in a polling POST: ${posts.map((r) => JSON.stringify(r.body)).join(' | ')}`);
     // Each direction's frames are recorded in order; across directions only `at` (the millisecond
