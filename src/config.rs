@@ -210,6 +210,21 @@ pub struct Config {
     #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = units::bytes::<usize>(0, u64::MAX), help_heading = "Limits")]
     pub max_queued_bytes: usize,
 
+    /// permessage-deflate (RFC 7692) on every WebSocket endpoint: on or off.
+    ///
+    /// On: a client's offer is agreed with server_no_context_takeover and
+    /// client_no_context_takeover, so a connection keeps no compression state: a published
+    /// message is compressed once and the same frame goes to every subscriber that agreed, and a
+    /// client's compressed message is inflated by the worker's one inflater, within
+    /// --max-message-bytes. Off: offers are declined (never refused).
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On, help_heading = "Transports")]
+    pub deflate: OnOff,
+
+    /// Messages shorter than this go uncompressed even to clients that agreed to
+    /// permessage-deflate (small messages gain little and cost a compression).
+    #[arg(long, value_name = "SIZE", default_value = "256", value_parser = units::bytes::<u32>(0, u64::MAX), help_heading = "Transports")]
+    pub deflate_min_bytes: u32,
+
     /// Silence from a WebSocket client before the server pings it. 0 = never ping.
     ///
     /// With 0, dead peers are found only by TCP. Whole seconds; a bare number is seconds.
@@ -657,6 +672,19 @@ pub struct Config {
     /// the Mozilla root certificates built into the binary (webpki-roots).
     #[arg(long, value_name = "FILE", help_heading = "Broker")]
     pub broker_ca: Option<std::path::PathBuf>,
+}
+
+/// A switch flag that takes its value (`--deflate on|off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn on(self) -> bool {
+        self == OnOff::On
+    }
 }
 
 /// `--log-level`.

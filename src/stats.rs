@@ -138,6 +138,19 @@ counters! {
         ws_protocol_errors,
         /// WebSocket messages over `--max-message-bytes` (1009).
         ws_too_big,
+        /// WebSocket upgrades that agreed to permessage-deflate (`--deflate on`).
+        ws_deflate_agreed,
+        /// Compressed (RSV1) messages received from WebSocket clients, inflated.
+        ws_deflated_in,
+        /// Frames sent compressed to WebSocket clients that agreed to permessage-deflate (a
+        /// message is compressed once; this counts the deliveries of compressed frames).
+        ws_deflated_out,
+        /// Compressed client messages that inflated past `--max-message-bytes`: closed with
+        /// 1009 once that many bytes were made (a decompression bomb).
+        ws_inflate_too_big,
+        /// Compressed client messages that were not valid DEFLATE data (corrupt, cut short
+        /// inside a block, or with bytes after a final block): closed with 1007.
+        ws_inflate_errors,
         /// WebSocket connections closed for not answering a ping in time.
         ws_pong_timeouts,
         /// Closing handshakes that did not finish within `--close-timeout`.

@@ -50,7 +50,10 @@ fn upgrade(c: &mut Criterion) {
     let date = HttpDate::from_unix(1_800_000_000);
     c.bench_function("ws_upgrade_accept/browser_upgrade", |b| {
         b.iter(|| match parse_head(black_box(UPGRADE), 0, limits) {
-            Parse::Complete(h) => handshake::accept(&h, &date).expect("a valid upgrade").len(),
+            Parse::Complete(h) => handshake::accept(&h, &date, false)
+                .expect("a valid upgrade")
+                .response
+                .len(),
             _ => unreachable!(),
         })
     });
@@ -69,7 +72,7 @@ fn frame_decode(c: &mut Criterion) {
                 buf.copy_from_slice(wire);
                 let mut r = WsReader::default();
                 let mut n = 0usize;
-                r.feed(&mut buf, u32::MAX, |e| {
+                r.feed(&mut buf, u32::MAX, false, |e| {
                     if let Event::Data { chunk, .. } = e {
                         n += chunk.len();
                     }

@@ -31,7 +31,8 @@ use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, PartialEq, Eq)]
 enum Ev {
-    Msg(bool, Vec<u8>),
+    /// text, compressed (RSV1, permessage-deflate), payload as received
+    Msg(bool, bool, Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Close(Option<u16>, Vec<u8>),
@@ -54,7 +55,7 @@ fn max_message(sel: u8) -> u32 {
 
 /// Feeds `data` in segments whose sizes cycle through `sizes`, the way the worker does: the
 /// unconsumed tail of one call is passed again, followed by the new bytes, on the next call.
-fn run(data: &[u8], sizes: &[usize], max: u32) -> Outcome {
+fn run(data: &[u8], sizes: &[usize], max: u32, deflate: bool) -> Outcome {
     let mut r = WsReader::default();
     let mut events = Vec::new();
     let mut msg: Vec<u8> = Vec::new();
@@ -70,8 +71,13 @@ fn run(data: &[u8], sizes: &[usize], max: u32) -> Outcome {
         off = end;
         let mut buf = std::mem::take(&mut carry);
         let mut closed = false;
-        let res = r.feed(&mut buf, max, |e| match e {
-            Event::Data { text, chunk } => {
+        let res = r.feed(&mut buf, max, deflate, |e| match e {
+            Event::Data {
+                text,
+                compressed,
+                chunk,
+            } => {
+                assert!(deflate || !compressed, "RSV1 accepted without the extension");
                 assert_eq!(
                     *msg_text.get_or_insert(text),
                     text,
@@ -79,14 +85,14 @@ fn run(data: &[u8], sizes: &[usize], max: u32) -> Outcome {
                 );
                 msg.extend_from_slice(chunk);
             }
-            Event::End { text } => {
+            Event::End { text, compressed } => {
                 assert_eq!(
                     *msg_text.get_or_insert(text),
                     text,
                     "End disagrees with Data"
                 );
                 msg_text = None;
-                events.push(Ev::Msg(text, std::mem::take(&mut msg)));
+                events.push(Ev::Msg(text, compressed, std::mem::take(&mut msg)));
             }
             Event::Ping(p) => {
                 assert!(p.len() <= MAX_CONTROL_PAYLOAD);
@@ -209,9 +215,11 @@ fuzz_target!(|input: &[u8]| {
         usize::from(s2) + 1,
     ];
 
-    let segmented = run(data, &sizes, max);
-    let whole = run(data, &[data.len().max(1)], max);
+    // The segment sizes' parity picks whether permessage-deflate was negotiated (RSV1 allowed).
+    let deflate = (s0 ^ s1 ^ s2) & 1 == 1;
+    let segmented = run(data, &sizes, max, deflate);
+    let whole = run(data, &[data.len().max(1)], max, deflate);
     assert_eq!(segmented, whole, "segments {sizes:?} differ from one call");
-    let bytewise = run(data, &[1], max);
+    let bytewise = run(data, &[1], max, deflate);
     assert_eq!(bytewise, whole, "byte-by-byte feed differs from one call");
 });

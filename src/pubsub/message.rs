@@ -9,6 +9,7 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::proto::json_escape;
+use crate::proto::ws::deflate;
 use crate::proto::ws::frame::{self, OP_TEXT};
 
 /// One published message, shared by the history, session queues, inboxes and every subscriber.
@@ -35,6 +36,18 @@ pub struct Message {
     bayeux: OnceLock<Bytes>,
     sio: OnceLock<Bytes>,
     sio_ws: OnceLock<Bytes>,
+    /// The permessage-deflate forms of the WebSocket encodings, made when a subscriber that
+    /// agreed to the extension first needs one (boxed: a message nobody compresses pays one
+    /// pointer).
+    deflated: OnceLock<Box<Deflated>>,
+}
+
+/// A message's compressed WebSocket encodings ([`deflate::compress_frames`] of each).
+#[derive(Debug, Default)]
+struct Deflated {
+    ws: OnceLock<Bytes>,
+    ws_env: OnceLock<Bytes>,
+    sio_ws: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -53,7 +66,35 @@ impl Message {
             bayeux: OnceLock::new(),
             sio: OnceLock::new(),
             sio_ws: OnceLock::new(),
+            deflated: OnceLock::new(),
         }
+    }
+
+    fn deflated(&self) -> &Deflated {
+        self.deflated.get_or_init(Box::default)
+    }
+
+    /// [`ws_frame`](Self::ws_frame) for a subscriber that agreed to permessage-deflate: the
+    /// same frame compressed (RSV1) when it is at least `min` bytes and shrinks. `min` is the
+    /// same for every call (`--deflate-min-bytes`).
+    pub fn ws_frame_deflated(&self, min: usize) -> &Bytes {
+        self.deflated()
+            .ws
+            .get_or_init(|| deflate::compress_frames(self.ws_frame(), min))
+    }
+
+    /// [`ws_envelope`](Self::ws_envelope), compressed as [`ws_frame_deflated`](Self::ws_frame_deflated).
+    pub fn ws_envelope_deflated(&self, min: usize) -> &Bytes {
+        self.deflated()
+            .ws_env
+            .get_or_init(|| deflate::compress_frames(self.ws_envelope(), min))
+    }
+
+    /// [`sio_ws_frame`](Self::sio_ws_frame), compressed as [`ws_frame_deflated`](Self::ws_frame_deflated).
+    pub fn sio_ws_frame_deflated(&self, event: &str, offset: bool, min: usize) -> &Bytes {
+        self.deflated()
+            .sio_ws
+            .get_or_init(|| deflate::compress_frames(self.sio_ws_frame(event, offset), min))
     }
 
     /// The WebSocket text frame.

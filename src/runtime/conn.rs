@@ -8,6 +8,7 @@
 use std::net::TcpStream;
 use std::sync::atomic::AtomicU64;
 
+use crate::proto::ws::deflate::Agreed;
 use crate::proto::ws::reader::WsReader;
 use crate::runtime::outq::OutQueue;
 use crate::stats::WorkerStats;
@@ -101,6 +102,11 @@ pub mod flag {
     /// WebSocket subscriber, subscribe tokens configured: its token lets it publish to its
     /// channel (the `publish` claim), so its messages are published with `--client-publish`.
     pub const MAY_PUBLISH: u16 = 1 << 8;
+    /// WebSocket: permessage-deflate was agreed. The three bits above it hold the client's
+    /// `server_max_window_bits` minus 8 ([`Conn::deflate`]).
+    pub const DEFLATE: u16 = 1 << 9;
+    pub(super) const DEFLATE_WINDOW_SHIFT: u16 = 10;
+    pub(super) const DEFLATE_WINDOW: u16 = 0b111 << DEFLATE_WINDOW_SHIFT;
 }
 
 /// How an HTTP subscriber is answered.
@@ -351,6 +357,24 @@ impl Conn {
             tail: None,
             out: None,
             ext: None,
+        }
+    }
+
+    /// What permessage-deflate agreed on this connection, if it did.
+    pub fn deflate(&self) -> Option<Agreed> {
+        self.has(flag::DEFLATE).then(|| Agreed {
+            server_max_window_bits: 8
+                + ((self.flags & flag::DEFLATE_WINDOW) >> flag::DEFLATE_WINDOW_SHIFT) as u8,
+        })
+    }
+
+    /// Records the outcome of an upgrade's permessage-deflate negotiation (in the flags: no
+    /// byte of the entry more).
+    pub fn set_deflate(&mut self, agreed: Option<Agreed>) {
+        self.clear(flag::DEFLATE | flag::DEFLATE_WINDOW);
+        if let Some(a) = agreed {
+            let bits = u16::from(a.server_max_window_bits.clamp(8, 15) - 8);
+            self.set(flag::DEFLATE | bits << flag::DEFLATE_WINDOW_SHIFT);
         }
     }
 

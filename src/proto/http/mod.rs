@@ -125,6 +125,9 @@ pub struct Head<'b> {
     pub ws_key_repeated: bool,
     /// `Sec-WebSocket-Version` value, if present.
     pub ws_version: Option<&'b [u8]>,
+    /// `Sec-WebSocket-Extensions` values, the first four fields in order (offers are in the
+    /// client's order of preference: later ones are never needed to accept an earlier one).
+    pub ws_extensions: [Option<&'b [u8]>; 4],
     /// `Accept` lists `text/event-stream`.
     pub accept_sse: bool,
     /// `Accept` lists `application/json`.
@@ -268,6 +271,10 @@ pub fn parse_head<'b>(buf: &'b [u8], scanned: usize, limits: HeadLimits) -> Pars
             head.ws_key = Some(trim(value));
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.ws_version = Some(trim(value));
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            if let Some(slot) = head.ws_extensions.iter_mut().find(|v| v.is_none()) {
+                *slot = Some(trim(value));
+            }
         } else if name.eq_ignore_ascii_case("accept") {
             for t in tokens(value) {
                 let media = trim(t.split(|&b| b == b';').next().unwrap_or(t));

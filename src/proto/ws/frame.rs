@@ -41,6 +41,9 @@ pub mod close_code {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameHeader {
     pub fin: bool,
+    /// RSV1: with permessage-deflate, the first frame of a compressed message (the reader
+    /// decides whether it is allowed here).
+    pub rsv1: bool,
     pub opcode: u8,
     pub mask: [u8; 4],
     pub len: u64,
@@ -94,7 +97,8 @@ pub fn parse_header(buf: &[u8]) -> HeaderParse {
     };
     let fin = b0 & 0x80 != 0;
     let opcode = b0 & 0x0F;
-    if b0 & 0x70 != 0 {
+    // RSV2 and RSV3 belong to no extension this server speaks.
+    if b0 & 0x30 != 0 {
         return HeaderParse::Error(FrameError::ReservedBits);
     }
     match opcode {
@@ -147,6 +151,7 @@ pub fn parse_header(buf: &[u8]) -> HeaderParse {
     HeaderParse::Complete(
         FrameHeader {
             fin,
+            rsv1: b0 & 0x40 != 0,
             opcode,
             mask,
             len,
@@ -279,8 +284,13 @@ mod tests {
             HeaderParse::Error(e) => e,
             other => panic!("{b:?} gave {other:?}"),
         };
-        assert_eq!(e(&[0x81 | 0x40, 0x80]), FrameError::ReservedBits);
+        assert_eq!(e(&[0x81 | 0x20, 0x80]), FrameError::ReservedBits);
         assert_eq!(e(&[0x81 | 0x10, 0x80]), FrameError::ReservedBits);
+        // RSV1 is permessage-deflate's: reported, and judged by the reader.
+        assert!(matches!(
+            parse_header(&[0xC1, 0x80, 1, 2, 3, 4]),
+            HeaderParse::Complete(FrameHeader { rsv1: true, .. }, 6)
+        ));
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
             assert_eq!(e(&[0x80 | op, 0x80]), FrameError::ReservedOpcode);
         }

@@ -2,13 +2,16 @@
 //!
 //! Takes a parsed [`Head`], returns the `101 Switching Protocols` response or the refusal the RFC
 //! asks for: 426 with `Sec-WebSocket-Version: 13` for a version we do not speak, 400 for any other
-//! missing or malformed element. No extension and no subprotocol is ever accepted, so the
-//! response never names one the client did not offer (§9).
+//! missing or malformed element. The one extension is permessage-deflate (RFC 7692, when the
+//! caller allows it: [`deflate::negotiate`]); no subprotocol is ever accepted, so the response
+//! never names one the client did not offer (§9). An offer never fails the handshake: what
+//! cannot be accepted is declined by leaving it out of the answer.
 
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
 use crate::proto::http::{self, Head, Method};
+use crate::proto::ws::deflate::{self, Agreed};
 
 /// The GUID every `Sec-WebSocket-Accept` is derived with (§1.3).
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -74,8 +77,23 @@ pub fn wants_upgrade(head: &Head<'_>) -> bool {
     head.upgrade_present || head.ws_key.is_some() || head.ws_version.is_some()
 }
 
-/// Checks an upgrade request and returns the 101 response to send.
-pub fn accept(head: &Head<'_>, date: &http::HttpDate) -> Result<Vec<u8>, HandshakeError> {
+/// An accepted upgrade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The `101 Switching Protocols` response to send.
+    pub response: Vec<u8>,
+    /// permessage-deflate, when the client offered it, `deflate` allowed it and the response
+    /// says so.
+    pub deflate: Option<Agreed>,
+}
+
+/// Checks an upgrade request and returns the 101 response to send; `deflate`: whether
+/// permessage-deflate may be agreed (`--deflate on`).
+pub fn accept(
+    head: &Head<'_>,
+    date: &http::HttpDate,
+    deflate: bool,
+) -> Result<Accepted, HandshakeError> {
     if head.method() != Method::Get {
         return Err(HandshakeError::Method);
     }
@@ -99,15 +117,26 @@ pub fn accept(head: &Head<'_>, date: &http::HttpDate) -> Result<Vec<u8>, Handsha
         return Err(HandshakeError::Body);
     }
     let accept = accept_key(key);
-    let mut out = Vec::with_capacity(160);
+    let agreed = match deflate {
+        true => deflate::negotiate(head.ws_extensions.iter().flatten().copied()),
+        false => None,
+    };
+    let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nServer: edgecomet\r\nDate: ");
     out.extend_from_slice(date.as_str().as_bytes());
     out.extend_from_slice(
         b"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(&accept);
-    out.extend_from_slice(b"\r\n\r\n");
-    Ok(out)
+    out.extend_from_slice(b"\r\n");
+    if let Some(a) = agreed {
+        a.response_header(&mut out);
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Accepted {
+        response: out,
+        deflate: agreed,
+    })
 }
 
 /// A key is valid when it is base64 that decodes to exactly 16 bytes (§4.2.1 item 5).
@@ -149,9 +178,71 @@ mod tests {
     };
 
     fn check(req: &str) -> Result<Vec<u8>, HandshakeError> {
+        accepted(req, true).map(|a| a.response)
+    }
+
+    fn accepted(req: &str, deflate: bool) -> Result<Accepted, HandshakeError> {
         match parse_head(req.as_bytes(), 0, LIMITS) {
-            Parse::Complete(h) => accept(&h, &http::HttpDate::from_unix(784_111_777)),
+            Parse::Complete(h) => accept(&h, &http::HttpDate::from_unix(784_111_777), deflate),
             other => panic!("head did not parse: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn permessage_deflate_negotiation() {
+        let offer = |lines: &str| {
+            request(
+                "Sec-WebSocket-Version: 13\r\n",
+                &format!("Sec-WebSocket-Version: 13\r\n{lines}"),
+            )
+        };
+        // Chromium's offer: agreed, both no-context-takeover answered.
+        let a = accepted(
+            &offer("Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(a.deflate, Some(Agreed::DEFAULT));
+        let resp = String::from_utf8(a.response).unwrap();
+        assert!(resp.contains("\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"), "{resp}");
+        // --deflate off: declined by silence.
+        let a = accepted(
+            &offer("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            false,
+        )
+        .unwrap();
+        assert_eq!(a.deflate, None);
+        assert!(
+            !String::from_utf8(a.response)
+                .unwrap()
+                .contains("Extensions")
+        );
+        // An offer it cannot take, then one it can, over two header fields.
+        let a = accepted(&offer("Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=3\r\nSec-WebSocket-Extensions: foo, permessage-deflate; server_max_window_bits=12\r\n"), true).unwrap();
+        assert_eq!(
+            a.deflate,
+            Some(Agreed {
+                server_max_window_bits: 12
+            })
+        );
+        assert!(
+            String::from_utf8(a.response)
+                .unwrap()
+                .contains("; server_max_window_bits=12\r\n")
+        );
+        // Garbage is declined, never a refusal.
+        for junk in [
+            "\"",
+            ";;;",
+            "permessage-deflate; =",
+            "x-webkit-deflate-frame",
+        ] {
+            let a = accepted(
+                &offer(&format!("Sec-WebSocket-Extensions: {junk}\r\n")),
+                true,
+            )
+            .unwrap();
+            assert_eq!(a.deflate, None, "{junk}");
         }
     }
 

@@ -18,14 +18,20 @@ use crate::proto::ws::utf8::{self, Utf8Validator};
 /// What arrived.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    /// The next piece of a data message's payload, already unmasked (and validated, for text).
+    /// The next piece of a data message's payload, already unmasked (and validated, for text
+    /// that is not compressed).
     Data {
         text: bool,
+        /// permessage-deflate: the message's chunks are compressed; the caller inflates the
+        /// whole message ([`deflate::inflate`](crate::proto::ws::deflate::inflate)) and
+        /// validates text after.
+        compressed: bool,
         chunk: &'a [u8],
     },
     /// The data message whose chunks came before is complete (possibly empty).
     End {
         text: bool,
+        compressed: bool,
     },
     Ping(&'a [u8]),
     Pong(&'a [u8]),
@@ -69,20 +75,27 @@ pub struct WsReader {
     in_payload: bool,
     /// The current data frame has FIN set.
     frame_fin: bool,
-    /// Opcode of the open message (`OP_TEXT`/`OP_BINARY`), or 0 when none is open.
+    /// Opcode of the open message (`OP_TEXT`/`OP_BINARY`, with [`COMPRESSED`] when its first
+    /// frame had RSV1), or 0 when none is open.
     msg_op: u8,
     /// UTF-8 state of the open text message.
     utf8: Utf8Validator,
 }
 
+/// `msg_op` bit: the open message is compressed (permessage-deflate).
+const COMPRESSED: u8 = 0x40;
+
 impl WsReader {
     /// Processes `buf`, calling `on` for each event. Returns how many bytes were consumed; the
     /// caller keeps `buf[consumed..]` (an incomplete header or control frame, at most
-    /// 14 + 125 bytes) and passes it again, followed by new bytes, next time.
+    /// 14 + 125 bytes) and passes it again, followed by new bytes, next time. `deflate`: the
+    /// connection negotiated permessage-deflate, so RSV1 may mark a message's first frame
+    /// (RFC 7692 §6); anywhere else, and without it, RSV1 fails the connection with 1002.
     pub fn feed(
         &mut self,
         buf: &mut [u8],
         max_message: u32,
+        deflate: bool,
         mut on: impl FnMut(Event<'_>),
     ) -> Result<usize, Fail> {
         let mut pos = 0;
@@ -96,11 +109,16 @@ impl WsReader {
                 let chunk = &mut buf[pos..pos + n];
                 self.mask_off =
                     (frame::apply_mask(chunk, self.mask, usize::from(self.mask_off)) & 3) as u8;
-                let text = self.msg_op == OP_TEXT;
-                if text && self.utf8.feed(chunk).is_err() {
+                let text = self.msg_op & 0x0F == OP_TEXT;
+                let compressed = self.msg_op & COMPRESSED != 0;
+                if text && !compressed && self.utf8.feed(chunk).is_err() {
                     return Err(invalid_utf8());
                 }
-                on(Event::Data { text, chunk });
+                on(Event::Data {
+                    text,
+                    compressed,
+                    chunk,
+                });
                 pos += n;
                 self.remaining -= n as u32;
                 if self.remaining == 0 {
@@ -117,6 +135,9 @@ impl WsReader {
                 HeaderParse::Complete(h, n) => (h, n),
             };
             if h.is_control() {
+                if h.rsv1 {
+                    return Err(Fail::protocol("RSV1 set on a control frame"));
+                }
                 // Control payloads are at most 125 bytes (checked by parse_header).
                 let total = hlen + h.len as usize;
                 if buf.len() - pos < total {
@@ -137,7 +158,7 @@ impl WsReader {
                 }
                 continue;
             }
-            self.start_frame(&h, max_message)?;
+            self.start_frame(&h, max_message, deflate)?;
             pos += hlen;
             if h.len == 0 {
                 if h.fin {
@@ -150,12 +171,23 @@ impl WsReader {
     }
 
     /// Sequencing and size checks for a data frame header (§5.4, §10.4).
-    fn start_frame(&mut self, h: &FrameHeader, max_message: u32) -> Result<(), Fail> {
+    fn start_frame(
+        &mut self,
+        h: &FrameHeader,
+        max_message: u32,
+        deflate: bool,
+    ) -> Result<(), Fail> {
+        if h.rsv1 && !deflate {
+            return Err(Fail::protocol("RSV1 set without permessage-deflate"));
+        }
+        if h.rsv1 && h.opcode == OP_CONTINUATION {
+            return Err(Fail::protocol("RSV1 set on a continuation frame"));
+        }
         match (h.opcode, self.msg_op) {
             (OP_CONTINUATION, 0) => return Err(Fail::protocol("continuation without a message")),
             (OP_CONTINUATION, _) => {}
             (OP_TEXT | OP_BINARY, 0) => {
-                self.msg_op = h.opcode;
+                self.msg_op = h.opcode | if h.rsv1 { COMPRESSED } else { 0 };
                 self.msg_len = 0;
                 self.utf8.reset();
             }
@@ -178,13 +210,14 @@ impl WsReader {
     }
 
     fn finish(&mut self, on: &mut impl FnMut(Event<'_>)) -> Result<(), Fail> {
-        let text = self.msg_op == OP_TEXT;
-        if text && !self.utf8.is_complete() {
+        let text = self.msg_op & 0x0F == OP_TEXT;
+        let compressed = self.msg_op & COMPRESSED != 0;
+        if text && !compressed && !self.utf8.is_complete() {
             return Err(invalid_utf8());
         }
         self.msg_op = 0;
         self.msg_len = 0;
-        on(Event::End { text });
+        on(Event::End { text, compressed });
         Ok(())
     }
 
@@ -231,6 +264,8 @@ mod tests {
     #[derive(Debug, PartialEq, Eq)]
     enum Ev {
         Msg(bool, Vec<u8>),
+        /// A compressed message (its bytes as received).
+        Deflated(bool, Vec<u8>),
         Ping(Vec<u8>),
         Pong(Vec<u8>),
         Close(Option<u16>, Vec<u8>),
@@ -239,6 +274,10 @@ mod tests {
     /// Feeds `input` in pieces of `step` bytes the way the server does (leftover carried over)
     /// and collects whole messages.
     fn run(input: &[u8], step: usize, max: u32) -> (Vec<Ev>, Option<Fail>) {
+        run_with(input, step, max, false)
+    }
+
+    fn run_with(input: &[u8], step: usize, max: u32, deflate: bool) -> (Vec<Ev>, Option<Fail>) {
         let mut r = WsReader::default();
         let mut evs = Vec::new();
         let mut msg = Vec::new();
@@ -246,9 +285,16 @@ mod tests {
         for piece in input.chunks(step.max(1)) {
             carry.extend_from_slice(piece);
             let mut buf = std::mem::take(&mut carry);
-            let res = r.feed(&mut buf, max, |e| match e {
+            let res = r.feed(&mut buf, max, deflate, |e| match e {
                 Event::Data { chunk, .. } => msg.extend_from_slice(chunk),
-                Event::End { text } => evs.push(Ev::Msg(text, std::mem::take(&mut msg))),
+                Event::End {
+                    text,
+                    compressed: false,
+                } => evs.push(Ev::Msg(text, std::mem::take(&mut msg))),
+                Event::End {
+                    text,
+                    compressed: true,
+                } => evs.push(Ev::Deflated(text, std::mem::take(&mut msg))),
                 Event::Ping(p) => evs.push(Ev::Ping(p.to_vec())),
                 Event::Pong(p) => evs.push(Ev::Pong(p.to_vec())),
                 Event::Close { code, reason } => evs.push(Ev::Close(code, reason.to_vec())),
@@ -356,7 +402,7 @@ mod tests {
         let mut r = WsReader::default();
         let mut pings = 0;
         let n = r
-            .feed(&mut input, 1000, |e| {
+            .feed(&mut input, 1000, false, |e| {
                 if let Event::Ping(_) = e {
                     pings += 1
                 }
@@ -381,7 +427,49 @@ mod tests {
                 })
                 .collect();
             let mut r = WsReader::default();
-            let _ = r.feed(&mut buf, 100, |_| {});
+            let _ = r.feed(&mut buf, 100, x & 1 == 0, |_| {});
         }
+    }
+
+    /// A client frame with RSV1 set (the first frame of a compressed message).
+    fn rsv1(mut f: Vec<u8>) -> Vec<u8> {
+        f[0] |= 0x40;
+        f
+    }
+
+    #[test]
+    fn rsv1_rules() {
+        // Compressed text is not validated as UTF-8 (its bytes are DEFLATE): it is reported
+        // whole, marked, over fragments.
+        let mut input = rsv1(client_frame(false, OP_TEXT, b"\xf2\x48\xcd", M));
+        input.extend(client_frame(false, OP_CONTINUATION, b"\xc9\xc9", M));
+        input.extend(client_frame(true, OP_PING, b"", M));
+        input.extend(client_frame(true, OP_CONTINUATION, b"\x07\x00", M));
+        input.extend(client_frame(true, OP_TEXT, b"plain", M));
+        for step in 1..=input.len() {
+            let (evs, fail) = run_with(&input, step, 1000, true);
+            assert_eq!(fail, None);
+            assert_eq!(
+                evs,
+                vec![
+                    Ev::Ping(vec![]),
+                    Ev::Deflated(true, b"\xf2\x48\xcd\xc9\xc9\x07\x00".to_vec()),
+                    Ev::Msg(true, b"plain".to_vec()),
+                ]
+            );
+        }
+        // Without the extension; on a continuation; on a control frame: 1002.
+        let z = rsv1(client_frame(true, OP_BINARY, b"x", M));
+        assert_eq!(run_with(&z, 1, 1000, false).1.unwrap().code, 1002);
+        let mut cont = client_frame(false, OP_BINARY, b"x", M);
+        cont.extend(rsv1(client_frame(true, OP_CONTINUATION, b"y", M)));
+        assert_eq!(run_with(&cont, 3, 1000, true).1.unwrap().code, 1002);
+        for op in [OP_PING, OP_PONG, OP_CLOSE] {
+            let c = rsv1(client_frame(true, op, b"", M));
+            assert_eq!(run_with(&c, 1, 1000, true).1.unwrap().code, 1002);
+        }
+        // The size limit counts the compressed bytes as they come.
+        let big = rsv1(client_frame(true, OP_BINARY, &[0; 1001], M));
+        assert_eq!(run_with(&big[..8], 8, 1000, true).1.unwrap().code, 1009);
     }
 }

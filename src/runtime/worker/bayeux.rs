@@ -593,7 +593,7 @@ impl Worker {
 
     /// Sends `parts` as one text frame holding a JSON array.
     fn bayeux_ws_send(&mut self, idx: usize, parts: &[Bytes]) -> Handled {
-        let f = frame::frame(OP_TEXT, &json_array(parts, "", ""));
+        let f = self.ws_out(idx, frame::frame(OP_TEXT, &json_array(parts, "", "")));
         self.send(idx, &[f], false)?;
         self.over_backlog(idx)?;
         Ok(())

@@ -13,6 +13,8 @@ use super::Worker;
 use super::conn_io::{Dead, send_on};
 use super::socketio::{SIO_BIT, sio_of_entry};
 use super::tls::send_tls;
+use crate::proto::ws::deflate;
+use crate::pubsub::hub::Message;
 use crate::runtime::conn::{Phase, Proto, flag};
 use crate::runtime::mailbox::Mail;
 use crate::runtime::outq;
@@ -100,11 +102,19 @@ impl Worker {
         let mut polls: Vec<(usize, usize, usize)> = Vec::new();
         let mut ws: Vec<Bytes> = Vec::new();
         let mut env: Vec<Bytes> = Vec::new();
+        // The same, compressed, for subscribers that agreed to permessage-deflate (made on the
+        // first such subscriber, from each message's one compressed form); `own`: the frames
+        // of a subscriber whose window is too small for some of them.
+        let mut wsz: Vec<Bytes> = Vec::new();
+        let mut envz: Vec<Bytes> = Vec::new();
+        let mut own: Vec<Bytes> = Vec::new();
+        let min = self.cfg.deflate_min_bytes as usize;
         let mut sse: Vec<Bytes> = Vec::new();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut ids: Vec<u64> = Vec::new();
         // Socket.IO frames of this batch per namespace.
         let mut sio_ns: Vec<(usize, Vec<Bytes>)> = Vec::new();
+        let mut sio_nsz: Vec<(usize, Vec<Bytes>)> = Vec::new();
         // Socket.IO sessions on long-polling: (session slot, namespace, range of `pending`).
         let mut sio_polls: Vec<(usize, usize, usize, usize)> = Vec::new();
         let mut i = 0;
@@ -117,6 +127,9 @@ impl Worker {
             let batch = &pending[start..i];
             ws.clear();
             env.clear();
+            wsz.clear();
+            envz.clear();
+            sio_nsz.clear();
             sse.clear();
             chunks.clear();
             sio_ns.clear();
@@ -145,15 +158,43 @@ impl Worker {
                     sub
                 };
                 let conn = &mut self.conns[sub as usize];
+                let agreed = conn.deflate();
+                // Whether every message of the batch may go compressed to this subscriber
+                // (always, unless it asked for a window under 32 KiB).
+                let fits = |a: deflate::Agreed, plain: &dyn Fn(&Message) -> usize| {
+                    a.server_max_window_bits >= 15
+                        || batch.iter().all(|(_, m)| a.fits_window(plain(m)))
+                };
                 let frames: &[Bytes] = match conn.phase {
                     Phase::SioWs => {
-                        // The frames of the entry's namespace, made once per batch.
-                        let sio = match sio_ns.iter().position(|(n, _)| *n == nsp) {
-                            Some(k) => &sio_ns[k].1,
-                            None => {
-                                let f = batch.iter().map(|(_, m)| self.sio.frame_in(m, nsp));
-                                sio_ns.push((nsp, f.collect()));
-                                &sio_ns[sio_ns.len() - 1].1
+                        // The frames of the entry's namespace, made once per batch (and once
+                        // compressed, for sessions that agreed to permessage-deflate).
+                        let sio = match agreed {
+                            None => match sio_ns.iter().position(|(n, _)| *n == nsp) {
+                                Some(k) => &sio_ns[k].1,
+                                None => {
+                                    let f = batch.iter().map(|(_, m)| self.sio.frame_in(m, nsp));
+                                    sio_ns.push((nsp, f.collect()));
+                                    &sio_ns[sio_ns.len() - 1].1
+                                }
+                            },
+                            Some(a) if fits(a, &|m| self.sio.frame(m).len()) => {
+                                match sio_nsz.iter().position(|(n, _)| *n == nsp) {
+                                    Some(k) => &sio_nsz[k].1,
+                                    None => {
+                                        let f = batch
+                                            .iter()
+                                            .map(|(_, m)| self.sio.frame_in_deflated(m, nsp, min));
+                                        sio_nsz.push((nsp, f.collect()));
+                                        &sio_nsz[sio_nsz.len() - 1].1
+                                    }
+                                }
+                            }
+                            Some(_) => {
+                                // A window too small: this one gets them plain.
+                                own.clear();
+                                own.extend(batch.iter().map(|(_, m)| self.sio.frame_in(m, nsp)));
+                                &own
                             }
                         };
                         // A session recovered this turn has what is at or below its cursor.
@@ -167,9 +208,34 @@ impl Worker {
                         &sio[from..]
                     }
                     Phase::WsSub if conn.has(flag::ENVELOPE) => {
-                        if env.is_empty() {
-                            env.extend(batch.iter().map(|(_, m)| m.ws_envelope().clone()));
-                        }
+                        let env = match agreed {
+                            None => {
+                                if env.is_empty() {
+                                    env.extend(batch.iter().map(|(_, m)| m.ws_envelope().clone()));
+                                }
+                                &env
+                            }
+                            Some(a) if fits(a, &|m| m.ws_envelope().len()) => {
+                                if envz.is_empty() {
+                                    envz.extend(
+                                        batch
+                                            .iter()
+                                            .map(|(_, m)| m.ws_envelope_deflated(min).clone()),
+                                    );
+                                }
+                                &envz
+                            }
+                            Some(a) => {
+                                own.clear();
+                                own.extend(batch.iter().map(|(_, m)| {
+                                    deflate::choose(Some(a), m.ws_envelope(), || {
+                                        m.ws_envelope_deflated(min)
+                                    })
+                                    .clone()
+                                }));
+                                &own
+                            }
+                        };
                         // A subscriber that resumed this turn has what is at or below its
                         // cursor already.
                         let from = match self.resumed.get(&(sub, conn.generation)) {
@@ -181,12 +247,30 @@ impl Worker {
                         }
                         &env[from..]
                     }
-                    Phase::WsSub => {
-                        if ws.is_empty() {
-                            ws.extend(batch.iter().map(|(_, m)| m.ws_frame().clone()));
+                    Phase::WsSub => match agreed {
+                        None => {
+                            if ws.is_empty() {
+                                ws.extend(batch.iter().map(|(_, m)| m.ws_frame().clone()));
+                            }
+                            &ws
                         }
-                        &ws
-                    }
+                        Some(a) if fits(a, &|m| m.ws_frame().len()) => {
+                            if wsz.is_empty() {
+                                wsz.extend(
+                                    batch.iter().map(|(_, m)| m.ws_frame_deflated(min).clone()),
+                                );
+                            }
+                            &wsz
+                        }
+                        Some(a) => {
+                            own.clear();
+                            own.extend(batch.iter().map(|(_, m)| {
+                                deflate::choose(Some(a), m.ws_frame(), || m.ws_frame_deflated(min))
+                                    .clone()
+                            }));
+                            &own
+                        }
+                    },
                     Phase::Sse | Phase::Stream => {
                         let mut st = conn.sub();
                         // Skip what the subscriber already has (sent from the history when it
@@ -217,6 +301,10 @@ impl Worker {
                     _ => continue,
                 };
                 WorkerStats::add(&self.stats.messages_out, frames.len() as u64);
+                if agreed.is_some() {
+                    let z = deflate::count_compressed(frames);
+                    WorkerStats::add(&self.stats.ws_deflated_out, z as u64);
+                }
                 wrote = true;
                 if let Some(tls) = self
                     .tls

@@ -34,6 +34,7 @@ use super::{WAKER, Worker, token};
 use crate::config::Config;
 use crate::proto::http::{self};
 use crate::proto::socketio as wire;
+use crate::proto::ws::deflate;
 use crate::proto::ws::frame::{self, OP_BINARY, OP_TEXT, close_code};
 use crate::pubsub::hub::Message;
 use crate::runtime::conn::{Conn, Phase};
@@ -183,6 +184,16 @@ impl Sio {
             out.extend_from_slice(&frame::frame(OP_TEXT, p));
         }
         Bytes::from(out)
+    }
+
+    /// [`frame_in`](Self::frame_in) for a session whose WebSocket agreed to permessage-deflate
+    /// (`/`: made once per message; another namespace: once per batch by the caller).
+    pub fn frame_in_deflated(&self, m: &Message, nsp: usize, min: usize) -> Bytes {
+        if nsp == 0 {
+            let offset = self.settings.recovery_ms > 0;
+            return m.sio_ws_frame_deflated(&self.event, offset, min).clone();
+        }
+        deflate::compress_frames(&self.frame_in(m, nsp), min)
     }
 
     /// The next session deadline, if any.
@@ -345,6 +356,9 @@ impl Worker {
         }
         match (s.transport, s.conn) {
             (Transport::WebSocket, Some((idx, _))) => {
+                let idx = idx as usize;
+                let (stats, min) = (&*self.stats, self.cfg.deflate_min_bytes);
+                let agreed = self.conns.get(idx).and_then(|c| c.deflate());
                 let frames: Vec<Bytes> = s
                     .take_outbox()
                     .into_iter()
@@ -352,8 +366,8 @@ impl Worker {
                         Out::Text(t) => frame::frame(OP_TEXT, &t),
                         Out::Binary(b) => frame::frame(OP_BINARY, &b),
                     })
+                    .map(|f| super::ws::outgoing(stats, agreed, min, f))
                     .collect();
-                let idx = idx as usize;
                 let r = self
                     .send(idx, &frames, true)
                     .and_then(|()| self.over_backlog(idx).map(|_| ()));

@@ -10,9 +10,11 @@ use super::conn_io::{Dead, Handled};
 use super::publish::PubError;
 use super::transports;
 use crate::proto::http;
+use crate::proto::ws::deflate::{self, Agreed};
 use crate::proto::ws::frame::{self, OP_BINARY, OP_PONG, OP_TEXT, close_code};
 use crate::proto::ws::handshake;
 use crate::proto::ws::reader::{Event, Fail};
+use crate::proto::ws::utf8;
 use crate::pubsub;
 use crate::runtime::conn::{Ext, Phase, Proto, flag};
 use crate::stats::WorkerStats;
@@ -25,7 +27,72 @@ pub(super) fn close_reply(code: Option<u16>) -> Bytes {
     }
 }
 
+/// A client message as the application sees it: a compressed one (permessage-deflate) inflated
+/// within `max` bytes by the worker's inflater and, for text, checked as UTF-8; or the close
+/// frame that says why not (counted).
+pub(super) fn inflated(
+    stats: &WorkerStats,
+    text: bool,
+    compressed: bool,
+    payload: Vec<u8>,
+    max: u32,
+) -> Result<Vec<u8>, Bytes> {
+    if !compressed {
+        return Ok(payload);
+    }
+    WorkerStats::add(&stats.ws_deflated_in, 1);
+    let mut out = Vec::new();
+    if let Err(e) = deflate::inflate(&payload, max as usize, &mut out) {
+        let counter = match e {
+            deflate::InflateError::TooBig => &stats.ws_inflate_too_big,
+            deflate::InflateError::Corrupt => &stats.ws_inflate_errors,
+        };
+        WorkerStats::add(counter, 1);
+        return Err(frame::close_frame(e.close_code(), e.reason()));
+    }
+    if text && !utf8::is_valid(&out) {
+        WorkerStats::add(&stats.ws_protocol_errors, 1);
+        return Err(frame::close_frame(
+            close_code::INVALID_DATA,
+            "invalid UTF-8 in text message",
+        ));
+    }
+    Ok(out)
+}
+
+/// A data frame made for one connection (an echo, a Bayeux reply, a Socket.IO packet),
+/// compressed when it agreed to permessage-deflate and the payload is at least `min` bytes and
+/// shrinks (counted). Such a frame is compressed for that connection alone; published messages
+/// are compressed once for all (`Message::ws_frame_deflated`).
+pub(super) fn outgoing(
+    stats: &WorkerStats,
+    agreed: Option<Agreed>,
+    min: u32,
+    plain: Bytes,
+) -> Bytes {
+    match agreed {
+        Some(a) if a.fits_window(plain.len()) => {
+            let z = deflate::compress_frames(&plain, min as usize);
+            if z.as_ptr() != plain.as_ptr() {
+                WorkerStats::add(&stats.ws_deflated_out, 1);
+            }
+            z
+        }
+        _ => plain,
+    }
+}
+
 impl Worker {
+    /// `outgoing` for connection `idx`.
+    pub(super) fn ws_out(&self, idx: usize, plain: Bytes) -> Bytes {
+        outgoing(
+            &self.stats,
+            self.conns[idx].deflate(),
+            self.cfg.deflate_min_bytes,
+            plain,
+        )
+    }
+
     /// A frame the reader refused: counted (1009 as too big, the rest as protocol errors), and
     /// the close frame that says why.
     pub(super) fn ws_failed(&self, Fail { code, reason }: Fail) -> Bytes {
@@ -103,7 +170,13 @@ impl Worker {
                     first.push(frame::frame(OP_TEXT, gap.as_bytes()));
                 }
                 WorkerStats::add(&self.stats.messages_out, since.msgs.len() as u64);
-                first.extend(since.msgs.iter().map(|m| m.ws_envelope().clone()));
+                let agreed = self.conns[idx].deflate();
+                let min = self.cfg.deflate_min_bytes as usize;
+                first.extend(since.msgs.iter().map(|m| {
+                    deflate::choose(agreed, m.ws_envelope(), || m.ws_envelope_deflated(min)).clone()
+                }));
+                let z = deflate::count_compressed(&first[1..]);
+                WorkerStats::add(&self.stats.ws_deflated_out, z as u64);
                 // Messages at or below the cursor may still be on their way to this worker
                 // (in its inbox or this turn's pending): this turn's fan-out skips them.
                 let generation = self.conns[idx].generation;
@@ -121,14 +194,21 @@ impl Worker {
 
     /// Checks an upgrade request: the `101` answer to send (the caller then moves the connection
     /// on: [`Conn::upgrade`](crate::runtime::conn::Conn::upgrade)), or `None` when it was refused
-    /// (answered and closing).
+    /// (answered and closing). What permessage-deflate agreed is recorded on the connection
+    /// here ([`Conn::set_deflate`](crate::runtime::conn::Conn::set_deflate)).
     pub(super) fn accept_upgrade(
         &mut self,
         idx: usize,
         head: &http::Head<'_>,
     ) -> Result<Option<Vec<u8>>, Dead> {
-        match handshake::accept(head, &self.date) {
-            Ok(r) => Ok(Some(r)),
+        match handshake::accept(head, &self.date, self.cfg.deflate.on()) {
+            Ok(a) => {
+                if a.deflate.is_some() {
+                    WorkerStats::add(&self.stats.ws_deflate_agreed, 1);
+                }
+                self.conns[idx].set_deflate(a.deflate);
+                Ok(Some(a.response))
+            }
             Err(e) => {
                 WorkerStats::add(&self.stats.http_errors, 1);
                 self.respond(idx, e.response(&self.date), false)?;
@@ -162,6 +242,8 @@ impl Worker {
         let token_allows = !self.cfg.tokens_configured() || conn.has(flag::MAY_PUBLISH);
         let echo = conn.phase == Phase::WsEcho;
         let bayeux = conn.phase == Phase::BayeuxWs;
+        let deflate = conn.deflate();
+        let min = self.cfg.deflate_min_bytes;
         // Echo, Bayeux and (with --client-publish) subscribers assemble what the client sends.
         let keep = echo || bayeux || client_publish;
         // Replies are collected first and sent after the reader returns (control frames are
@@ -176,7 +258,7 @@ impl Worker {
         let Proto::Ws(reader) = &mut conn.proto else {
             return Ok(buf.len());
         };
-        let res = reader.feed(buf, max, |ev| match ev {
+        let res = reader.feed(buf, max, deflate.is_some(), |ev| match ev {
             Event::Data { chunk, .. } => {
                 if keep {
                     match ext
@@ -189,7 +271,7 @@ impl Worker {
                     }
                 }
             }
-            Event::End { text } => {
+            Event::End { text, compressed } => {
                 WorkerStats::add(&stats.ws_messages_in, 1);
                 let payload = if bayeux {
                     match ext.as_deref_mut() {
@@ -202,6 +284,16 @@ impl Worker {
                         _ => Vec::new(),
                     }
                 };
+                let payload = match keep && close.is_none() {
+                    true => match inflated(stats, text, compressed, payload, max) {
+                        Ok(p) => p,
+                        Err(c) => {
+                            close = Some(c);
+                            return;
+                        }
+                    },
+                    false => payload,
+                };
                 if bayeux {
                     if !text {
                         close.get_or_insert_with(|| {
@@ -213,9 +305,10 @@ impl Worker {
                     } else if close.is_none() {
                         bayeux_in.push(payload);
                     }
-                } else if echo {
+                } else if echo && close.is_none() {
                     let op = if text { OP_TEXT } else { OP_BINARY };
-                    replies.push((frame::frame(op, &payload), true));
+                    let f = outgoing(stats, deflate, min, frame::frame(op, &payload));
+                    replies.push((f, true));
                 } else if close.is_none() {
                     // A subscriber speaks: a message from the client.
                     if !text {

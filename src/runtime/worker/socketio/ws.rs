@@ -7,7 +7,7 @@ use crate::proto::ws::reader::Event;
 use crate::runtime::conn::{Ext, Phase, Proto};
 use crate::runtime::worker::Worker;
 use crate::runtime::worker::conn_io::Dead;
-use crate::runtime::worker::ws::close_reply;
+use crate::runtime::worker::ws::{close_reply, inflated};
 use crate::session::socketio::Transport;
 use crate::stats::WorkerStats;
 
@@ -27,11 +27,12 @@ impl Worker {
         let mut msgs: Vec<(bool, Vec<u8>)> = Vec::new();
         let mut replies: Vec<Bytes> = Vec::new();
         let mut close: Option<Bytes> = None;
+        let deflate = conn.deflate().is_some();
         let ext = &mut conn.ext;
         let Proto::Ws(reader) = &mut conn.proto else {
             return Ok(buf.len());
         };
-        let res = reader.feed(buf, max, |ev| match ev {
+        let res = reader.feed(buf, max, deflate, |ev| match ev {
             Event::Data { chunk, .. } => {
                 if let Ext::Msg(m) = ext
                     .get_or_insert_with(|| Box::new(Ext::Msg(Vec::new())))
@@ -40,13 +41,19 @@ impl Worker {
                     m.extend_from_slice(chunk);
                 }
             }
-            Event::End { text } => {
+            Event::End { text, compressed } => {
                 WorkerStats::add(&stats.ws_messages_in, 1);
                 let m = match ext.take().map(|b| *b) {
                     Some(Ext::Msg(m)) => m,
                     _ => Vec::new(),
                 };
-                msgs.push((text, m));
+                if close.is_some() {
+                    return;
+                }
+                match inflated(stats, text, compressed, m, max) {
+                    Ok(m) => msgs.push((text, m)),
+                    Err(c) => close = Some(c),
+                }
             }
             Event::Ping(p) => replies.push(frame::frame(frame::OP_PONG, p)),
             Event::Pong(_) => {}
