@@ -1,11 +1,13 @@
 //! Micro-benchmarks of the sans-IO wire code: HTTP head parse, the WebSocket upgrade (parse,
 //! check, accept key and the 101 answer: the accept path's work per connection), frame decode +
-//! unmask, frame encode. Results and the command that produced them are in bench/RESULTS.md.
+//! unmask, frame encode, permessage-deflate (a message compressed once for its subscribers, a
+//! client message inflated). Results and the command that produced them are in bench/RESULTS.md.
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use edgecomet::proto::http::{HeadLimits, HttpDate, Parse, parse_head};
+use edgecomet::proto::ws::deflate;
 use edgecomet::proto::ws::frame::{self, OP_BINARY, OP_TEXT, client_frame};
 use edgecomet::proto::ws::handshake;
 use edgecomet::proto::ws::reader::{Event, WsReader};
@@ -57,6 +59,69 @@ fn upgrade(c: &mut Criterion) {
             _ => unreachable!(),
         })
     });
+    // The same with --deflate on: Chromium's offer parsed and agreed, the line added.
+    c.bench_function("ws_upgrade_accept/browser_upgrade_deflate", |b| {
+        b.iter(|| match parse_head(black_box(UPGRADE), 0, limits) {
+            Parse::Complete(h) => handshake::accept(&h, &date, true)
+                .expect("a valid upgrade")
+                .response
+                .len(),
+            _ => unreachable!(),
+        })
+    });
+}
+
+/// A JSON feed message of about `n` bytes (a price ticker's array of quotes).
+fn json_message(n: usize) -> Vec<u8> {
+    let mut v = b"{\"type\":\"quotes\",\"items\":[".to_vec();
+    let mut i = 0u64;
+    while v.len() + 80 < n {
+        let px = 10_000 + (i * 7919) % 5000;
+        let line = format!(
+            "{{\"sym\":\"S{:03}\",\"bid\":{}.{:02},\"ask\":{}.{:02},\"ts\":{}}},",
+            i % 500,
+            px / 100,
+            px % 100,
+            px / 100 + 1,
+            (px + 3) % 100,
+            1_800_000_000_000u64 + i * 13
+        );
+        v.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    v.pop();
+    v.extend_from_slice(b"]}");
+    v
+}
+
+/// permessage-deflate: compressing one published message into its frame (done once per
+/// message, whatever the number of subscribers), and inflating a client's message.
+fn deflate_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ws_deflate_compress");
+    for size in [256usize, 1024, 16 * 1024] {
+        let payload = json_message(size);
+        g.throughput(Throughput::Bytes(payload.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &payload, |b, p| {
+            b.iter(|| deflate::compress_frame(OP_TEXT, black_box(p)))
+        });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("ws_deflate_inflate");
+    for size in [256usize, 1024, 16 * 1024] {
+        let payload = json_message(size);
+        let f = deflate::compress_frame(OP_TEXT, &payload).expect("JSON shrinks");
+        let body = f[if f[1] & 0x7F == 126 { 4 } else { 2 }..].to_vec();
+        g.throughput(Throughput::Bytes(payload.len() as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(size), &body, |b, z| {
+            let mut out = Vec::with_capacity(size);
+            b.iter(|| {
+                out.clear();
+                deflate::inflate(black_box(z), 1 << 20, &mut out).unwrap();
+                out.len()
+            })
+        });
+    }
+    g.finish();
 }
 
 fn frame_decode(c: &mut Criterion) {
@@ -97,5 +162,12 @@ fn frame_encode(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, http_head, upgrade, frame_decode, frame_encode);
+criterion_group!(
+    benches,
+    http_head,
+    upgrade,
+    frame_decode,
+    frame_encode,
+    deflate_bench
+);
 criterion_main!(benches);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compare an Autobahn|Testsuite fuzzingclient report with the golden file.
 
-    compare.py --report DIR [--expected PATH] [--update]
+    compare.py --report DIR [--expected PATH] [--update] [--cases PATTERNS]
 
 Reads DIR/index.json (written by `wstest -m fuzzingclient`), reduces it to
 {case_id: {"behavior": ..., "behaviorClose": ...}} for the single agent in the
@@ -11,6 +11,9 @@ report, and either
     and exits 1 on any difference (changed, missing or unexpected case), or
   * with --update, (re)writes the expected file from the report.
 
+--cases "1.*,2.*" (the patterns the run was given, fnmatch style) compares only the expected
+cases they select; --update then replaces only those in the file and keeps the others.
+
 Always prints a summary line to stdout, e.g.
     autobahn: 517 cases, 510 OK, 3 NON-STRICT, 4 INFORMATIONAL
 Exit codes: 0 match / updated, 1 differences, 2 usage or input error.
@@ -18,6 +21,7 @@ Exit codes: 0 match / updated, 1 differences, 2 usage or input error.
 
 import argparse
 import collections
+import fnmatch
 import json
 import os
 import sys
@@ -110,7 +114,13 @@ def main(argv=None):
                     help="golden file (default: %(default)s)")
     ap.add_argument("--update", action="store_true",
                     help="write the reduced results to the golden file instead of comparing")
+    ap.add_argument("--cases", default="",
+                    help="comma-separated case patterns the run was limited to (e.g. '12.*,13.*')")
     args = ap.parse_args(argv)
+    patterns = [p.strip() for p in args.cases.split(",") if p.strip()]
+
+    def selected(cid):
+        return not patterns or any(fnmatch.fnmatchcase(cid, p) for p in patterns)
 
     index_path = args.report
     if os.path.isdir(index_path):
@@ -118,6 +128,11 @@ def main(argv=None):
 
     try:
         got = reduce_report(load_json(index_path, "report"))
+        if args.update and patterns and os.path.exists(args.expected):
+            kept = load_json(args.expected, "expected results")
+            merged = {k: v for k, v in kept.items() if not selected(k)}
+            merged.update(got)
+            got = {k: merged[k] for k in sorted(merged, key=case_key)}
         if args.update:
             os.makedirs(os.path.dirname(os.path.abspath(args.expected)), exist_ok=True)
             tmp = args.expected + ".tmp"
@@ -130,6 +145,7 @@ def main(argv=None):
         expected = load_json(args.expected, "expected results")
         if not isinstance(expected, dict):
             raise InputError("expected results %s is not a JSON object" % args.expected)
+        expected = {k: v for k, v in expected.items() if selected(k)}
     except InputError as e:
         print("autobahn: error: %s" % e, file=sys.stderr)
         if not args.update and "expected results" in str(e) and "not found" in str(e):

@@ -2,7 +2,7 @@
 # Run the Autobahn|Testsuite fuzzing client against a running WebSocket echo
 # endpoint and compare the results with the committed golden file.
 #
-#   scripts/autobahn/run.sh URL [--update] [--expected PATH] [--ca PATH]
+#   scripts/autobahn/run.sh URL [--update] [--expected PATH] [--ca PATH] [--cases PATTERNS]
 #
 #   URL          echo endpoint, e.g. ws://127.0.0.1:9001/echo or wss://127.0.0.1:9443/echo
 #                (the server must already be running; this script does not start it)
@@ -13,6 +13,8 @@
 #                ClientContextFactory, no SNI); with it wstest uses Twisted's
 #                optionsForClientTLS (the server spec's "hostname") with SSL_CERT_FILE=PATH
 #                as its only trust root, so a certificate it does not accept fails every case.
+#   --cases      run only these cases (comma-separated, wstest's patterns: "1.*,2.*") instead
+#                of the template's list, and compare only them (--update replaces only them)
 #
 # Environment:
 #   EXPECTED             golden file path (same as --expected)
@@ -29,12 +31,13 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
 
-usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "autobahn: error: $*" >&2; exit 1; }
 
 URL=""
 UPDATE=0
 CA=""
+CASES=""
 EXPECTED="${EXPECTED:-$REPO_ROOT/tests/autobahn/expected-results.json}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -43,6 +46,8 @@ while [[ $# -gt 0 ]]; do
         --expected=*) EXPECTED="${1#--expected=}" ;;
         --ca) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; CA="$2"; shift ;;
         --ca=*) CA="${1#--ca=}" ;;
+        --cases) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; CASES="$2"; shift ;;
+        --cases=*) CASES="${1#--cases=}" ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "autobahn: unknown option: $1" >&2; usage >&2; exit 2 ;;
         *) [[ -z "$URL" ]] || { echo "autobahn: more than one URL given" >&2; exit 2; }
@@ -138,13 +143,15 @@ REPORT="$OUT/report"
 CONFIG="$OUT/fuzzingclient.json"
 LOG="$OUT/wstest.log"
 rm -rf "$REPORT"
-python3 - "$SCRIPT_DIR/fuzzingclient.json" "$CONFIG" "$URL" "$REPORT" "$CA" <<'PY'
+python3 - "$SCRIPT_DIR/fuzzingclient.json" "$CONFIG" "$URL" "$REPORT" "$CA" "$CASES" <<'PY'
 import json, sys
 from urllib.parse import urlsplit
-template, out, url, report, ca = sys.argv[1:]
+template, out, url, report, ca, cases = sys.argv[1:]
 with open(template) as f:
     spec = json.load(f)
 spec["outdir"] = report
+if cases:
+    spec["cases"] = [c.strip() for c in cases.split(",") if c.strip()]
 assert len(spec["servers"]) == 1, "template must have exactly one server"
 spec["servers"][0]["url"] = url
 if ca:
@@ -178,6 +185,6 @@ fi
 echo "autobahn: wstest finished in ${elapsed}s; report: $REPORT/index.html" >&2
 
 # 4. Compare with (or update) the golden file.
-args=(--report "$REPORT" --expected "$EXPECTED")
+args=(--report "$REPORT" --expected "$EXPECTED" --cases "$CASES")
 [[ $UPDATE -eq 1 ]] && args+=(--update)
 exec python3 "$SCRIPT_DIR/compare.py" "${args[@]}"

@@ -484,6 +484,19 @@ mod tests {
         c.back_to_http(&stats);
         assert_eq!(gauges(&stats), [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert!(!c.has(flag::KEEP_ALIVE));
+        // permessage-deflate's agreement lives in the flags, beside the others.
+        c.set(flag::ENVELOPE);
+        for bits in 8..=15 {
+            let a = Agreed {
+                server_max_window_bits: bits,
+            };
+            c.set_deflate(Some(a));
+            assert_eq!(c.deflate(), Some(a));
+        }
+        c.set_deflate(None);
+        assert_eq!(c.deflate(), None);
+        assert!(c.has(flag::ENVELOPE));
+        c.clear(flag::ENVELOPE);
         c.upgrade(Phase::WsSub, None, &stats);
         assert_eq!(gauges(&stats), [0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert!(c.begin_closing(&stats));

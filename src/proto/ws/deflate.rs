@@ -271,6 +271,7 @@ pub fn compress_frame(opcode: u8, payload: &[u8]) -> Option<Bytes> {
         let (in0, out0) = (c.total_in(), c.total_out());
         loop {
             let consumed = (c.total_in() - in0) as usize;
+            let made = out.len();
             if c.compress_vec(&payload[consumed..], &mut out, FlushCompress::Sync)
                 .is_err()
             {
@@ -280,7 +281,8 @@ pub fn compress_frame(opcode: u8, payload: &[u8]) -> Option<Bytes> {
             if done && out.len() < out.capacity() {
                 break;
             }
-            if out.len() == out.capacity() {
+            let stuck = out.len() == made && (c.total_in() - in0) as usize == consumed;
+            if out.len() == out.capacity() || stuck {
                 // No smaller than the payload, or the flush needs more room: either way the
                 // plain frame is as good.
                 return None;
