@@ -27,7 +27,7 @@
 //! | the run over time: a row a second (`--jsonl`), the progress line | [`live`] |
 //! | the run over time as charts (plotters, `--plot`) | [`timeline`] |
 //!
-//! Dependencies point one way: the sans-IO parsers ([`ws`], [`sse`], [`longpoll`], [`bayeux`], [`socketio`],
+//! Dependencies point one way: the sans-IO parsers ([`ws`], [`deflate`], [`sse`], [`longpoll`], [`bayeux`], [`socketio`],
 //! [`msg`], [`http::head_end`]) import nothing above them; [`engine`] and [`coordinator`] use
 //! them and [`plan`], and never each other.
 

@@ -10,10 +10,13 @@
 //! polling client its Engine.IO sid in the same table. Reads land
 //! in one 64 KiB scratch buffer. Never a thread or a timer per connection. Over TLS
 //! (`wss://`, `https://`) a connection adds its session, boxed in a side table (see
-//! `Worker::sessions` and `tls`).
+//! `Worker::sessions` and `tls`). With `--deflate`, compressed messages are inflated by one
+//! inflater per worker into one reused buffer; only a server that keeps its compression context
+//! costs a connection an inflater of its own (`Worker::inflate_own`).
 
 //!
-//! The per-transport wire work (requests written, replies parsed) is in `transports`; this
+//! The per-transport wire work (requests written, replies parsed) is in `transports`, the
+//! WebSocket frames of all three WebSocket transports (and permessage-deflate) in `frames`; this
 //! file holds the connection table, the event loop, pacing, slow readers, churn and the
 //! sequence-number accounting.
 

@@ -346,8 +346,8 @@ impl Worker {
         used
     }
 
-    /// Bayeux: complete replies (HTTP responses or WebSocket frames). After the reply to each
-    /// request, the next request.
+    /// Bayeux over long-polling: complete replies (HTTP responses; over a WebSocket the frames
+    /// go through `consume_ws`). After the reply to each request, the next request.
     fn consume_bayeux(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
         let t = self.plan.bayeux;
         while pos < buf.len() {
