@@ -79,6 +79,18 @@ pub struct Args {
     #[arg(long, default_value = "message")]
     pub socketio_event: String,
 
+    /// Offer WebSocket compression: every WebSocket upgrade (ws, and bayeux and socketio over a
+    /// WebSocket) asks for RFC 7692 permessage-deflate (`Sec-WebSocket-Extensions:
+    /// permessage-deflate; client_no_context_takeover; client_max_window_bits`). A server that
+    /// accepts may send any message compressed (RSV1): flood inflates it (at most 64 MiB) and
+    /// checks it as any other; flood's own frames stay uncompressed. The report's `websocket`
+    /// says how many upgrades agreed or declined, compressed and uncompressed frames, and bytes
+    /// on the wire against payload bytes (the compression ratio). An answer naming an
+    /// extension not offered (any, without --deflate) or a bad parameter fails the connection
+    /// (`ws_extension` errors); a message that does not inflate too (`inflate` errors).
+    #[arg(long)]
+    pub deflate: bool,
+
     /// A subscribe token for every connection (a server with --token-secret): sent as
     /// `Authorization: Bearer` (ws, sse, longpoll), in the Bayeux handshake's `ext.auth.token`,
     /// or in the Socket.IO CONNECT's `auth.token`. Publishing does not send it.
@@ -259,6 +271,18 @@ pub struct Args {
     /// Internal: run as a worker with this plan (JSON).
     #[arg(long, hide = true)]
     pub worker_plan: Option<String>,
+}
+
+impl Args {
+    /// Whether the subscribers use WebSockets: `ws`, or Bayeux or Socket.IO over one.
+    pub fn websocket(&self) -> bool {
+        match self.transport {
+            Transport::Ws => true,
+            Transport::Bayeux => self.bayeux_transport == ConnType::WebSocket,
+            Transport::Socketio => self.socketio_transport == SioTransport::WebSocket,
+            Transport::Sse | Transport::Longpoll => false,
+        }
+    }
 }
 
 /// `flood`'s subcommands.

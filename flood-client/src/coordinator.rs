@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::cli::{Args, Stages, Target, is_loopback, parse_sources, parse_url};
 use crate::live::{self, Row, Tick, Totals};
 use crate::memory::{self, KernelMem, ProcMem};
-use crate::plan::{Errors, Final, Line, Progress, WorkerPlan};
+use crate::plan::{Errors, Final, Line, Progress, WorkerPlan, WsWire};
 use crate::publish::{self, PublishPlan, Published, Publisher};
 use crate::report::{self, Report, Sample};
 use crate::sys::raise_nofile;
@@ -285,6 +285,13 @@ fn check_flags(args: &Args) -> Result<(Target, Option<f64>), String> {
                 .into(),
         );
     }
+    if args.deflate && !args.websocket() {
+        return Err(
+            "--deflate is WebSocket compression: it needs --transport ws, or bayeux or \
+                    socketio over a websocket"
+                .into(),
+        );
+    }
     if !(0.0..=1.0).contains(&args.slow_readers) {
         return Err("--slow-readers is a fraction from 0 to 1".into());
     }
@@ -429,6 +436,7 @@ impl<'a> Run<'a> {
                 churn_rate: args.churn * n as f64 / args.conns as f64,
                 broadcasts: args.broadcasts,
                 tls: setup.tls.as_ref().map(|(p, _)| p.clone()),
+                deflate: args.deflate,
             };
             offset += per + u64::from(u64::from(i) < extra);
             let mut child = Command::new(&exe)
@@ -801,6 +809,11 @@ impl<'a> Run<'a> {
             closed: self.progress.iter().map(|p| p.stage_closed).sum(),
             deliveries: self.deliveries(),
             errors: self.errors(),
+            ws: self.args.websocket().then(|| {
+                let mut w = WsWire::default();
+                self.progress.iter().for_each(|p| w.add(&p.ws));
+                w
+            }),
         };
         let server = memory::proc_mem(self.server_pids).ok().map(|m| m.pss);
         let kernel = match (&self.kernel_before, memory::kernel_mem()) {

@@ -10,6 +10,7 @@
 //! | a worker: connection table, event loop, pacing, slow readers, churn, loss accounting | [`engine`] |
 //! | a worker's per-transport wire work | `engine/transports.rs` |
 //! | WebSocket client: upgrade request, server frame headers, masked frames | [`ws`] |
+//! | `--deflate`: permessage-deflate offer, the server's answer, inflating | [`deflate`] |
 //! | SSE stream parser | [`sse`] |
 //! | long-poll answers (strict HTTP response framing) | [`longpoll`] |
 //! | Bayeux requests, reply framing and decoding, clientIds | [`bayeux`] |
@@ -22,16 +23,18 @@
 //! | the publish load and broadcasts | [`publish`] |
 //! | machine limits before a run; `flood check` | [`preflight`], [`kcheck`] |
 //! | the report (summary, JSON) and its SVG charts (ramp, latency distribution) | [`report`], [`plot`] |
+//! | the report's WebSocket frames, wire bytes and compression | [`wire`] |
 //! | the run over time: a row a second (`--jsonl`), the progress line | [`live`] |
 //! | the run over time as charts (plotters, `--plot`) | [`timeline`] |
 //!
-//! Dependencies point one way: the sans-IO parsers ([`ws`], [`sse`], [`longpoll`], [`bayeux`], [`socketio`],
+//! Dependencies point one way: the sans-IO parsers ([`ws`], [`deflate`], [`sse`], [`longpoll`], [`bayeux`], [`socketio`],
 //! [`msg`], [`http::head_end`]) import nothing above them; [`engine`] and [`coordinator`] use
 //! them and [`plan`], and never each other.
 
 pub mod bayeux;
 pub mod cli;
 pub mod coordinator;
+pub mod deflate;
 pub mod engine;
 pub mod http;
 pub mod kcheck;
@@ -49,4 +52,5 @@ pub mod sse;
 pub mod sys;
 pub mod timeline;
 pub mod tls;
+pub mod wire;
 pub mod ws;

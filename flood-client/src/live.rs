@@ -8,7 +8,7 @@ use std::time::Instant;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::plan::Errors;
+use crate::plan::{Errors, WsWire};
 
 /// The workers' running totals at one moment, summed.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +21,8 @@ pub struct Totals {
     pub closed: u64,
     pub deliveries: u64,
     pub errors: Errors,
+    /// WebSocket frames and bytes received; `None` when the subscribers use no WebSocket.
+    pub ws: Option<WsWire>,
 }
 
 /// Latency percentiles of the deliveries of one second, in microseconds.
@@ -53,6 +55,13 @@ pub struct Row {
     pub server_pss_bytes: Option<u64>,
     /// Kernel memory (slab + TCP buffer pages) grown since the start; `None` when unreadable.
     pub kernel_bytes: Option<u64>,
+    /// WebSocket subscribers only (absent otherwise): the data frames' bytes received in this
+    /// second as they came (headers and payloads, compressed or not), and their messages'
+    /// payload bytes once inflated. Their quotient is the second's compression ratio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_wire_bytes_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ws_payload_bytes_per_sec: Option<f64>,
 }
 
 impl Row {
@@ -128,6 +137,12 @@ impl Tick {
             errors_total: totals.errors.total(),
             server_pss_bytes,
             kernel_bytes,
+            ws_wire_bytes_per_sec: totals
+                .ws
+                .map(|w| rate(w.wire_bytes, self.last.ws.map_or(0, |l| l.wire_bytes))),
+            ws_payload_bytes_per_sec: totals
+                .ws
+                .map(|w| rate(w.payload_bytes, self.last.ws.map_or(0, |l| l.payload_bytes))),
         };
         self.hist.reset();
         self.last = totals;
@@ -207,6 +222,7 @@ mod tests {
                 refused: 3,
                 ..Errors::default()
             },
+            ws: None,
         };
         let r = tick.row(
             t0 + Duration::from_secs(2),
@@ -236,6 +252,7 @@ mod tests {
                 timeout: 1,
                 ..Errors::default()
             },
+            ws: None,
         };
         let r = tick.row(
             t0 + Duration::from_secs(3),
@@ -258,6 +275,49 @@ mod tests {
         assert_eq!(v["server_pss_bytes"], serde_json::Value::Null);
         assert_eq!(v["kernel_bytes"], 7);
         assert_eq!(v["errors"]["timeout"], 1);
+        assert!(
+            v.get("ws_wire_bytes_per_sec").is_none(),
+            "no WebSocket, no field"
+        );
+    }
+
+    #[test]
+    fn websocket_rows_give_the_bytes_of_their_second() {
+        let t0 = Instant::now();
+        let mut tick = Tick::new(t0);
+        let ws = |wire, payload| {
+            Some(WsWire {
+                wire_bytes: wire,
+                payload_bytes: payload,
+                ..WsWire::default()
+            })
+        };
+        let totals = |ws| Totals {
+            ws,
+            ..Totals::default()
+        };
+        let r = tick.row(
+            t0 + Duration::from_secs(2),
+            2.0,
+            "hold",
+            totals(ws(1_000, 8_000)),
+            None,
+            None,
+        );
+        assert_eq!(r.ws_wire_bytes_per_sec, Some(500.0));
+        assert_eq!(r.ws_payload_bytes_per_sec, Some(4_000.0));
+        let r = tick.row(
+            t0 + Duration::from_secs(3),
+            3.0,
+            "hold",
+            totals(ws(1_100, 9_000)),
+            None,
+            None,
+        );
+        assert_eq!(r.ws_wire_bytes_per_sec, Some(100.0));
+        assert_eq!(r.ws_payload_bytes_per_sec, Some(1_000.0));
+        let v: serde_json::Value = serde_json::from_str(&r.line()).unwrap();
+        assert_eq!(v["ws_payload_bytes_per_sec"], 1_000.0);
     }
 
     #[test]

@@ -105,6 +105,9 @@ pub struct WorkerPlan {
     /// plaintext.
     #[serde(default)]
     pub tls: Option<TlsPlan>,
+    /// `--deflate`: every WebSocket upgrade offers permessage-deflate ([`crate::deflate`]).
+    #[serde(default)]
+    pub deflate: bool,
 }
 
 /// Whether connection `g` (global index) is a slow reader when a fraction `f` of them are:
@@ -149,6 +152,15 @@ pub struct Errors {
     /// TLS: the server's certificate was refused (not signed by `--ca`, another name, expired).
     #[serde(default)]
     pub tls_cert: u64,
+    /// The WebSocket upgrade's answer named an extension flood did not offer (any, without
+    /// `--deflate`), or accepted permessage-deflate with a parameter unknown, repeated or out
+    /// of range: RFC 6455 has the client fail the connection.
+    #[serde(default)]
+    pub ws_extension: u64,
+    /// A compressed message (permessage-deflate) that did not inflate: not DEFLATE data, or
+    /// over 64 MiB inflated.
+    #[serde(default)]
+    pub inflate: u64,
     pub other: u64,
 }
 
@@ -165,6 +177,8 @@ impl Errors {
             + self.socketio
             + self.tls_handshake
             + self.tls_cert
+            + self.ws_extension
+            + self.inflate
             + self.other
     }
 
@@ -181,12 +195,14 @@ impl Errors {
         self.socketio += o.socketio;
         self.tls_handshake += o.tls_handshake;
         self.tls_cert += o.tls_cert;
+        self.ws_extension += o.ws_extension;
+        self.inflate += o.inflate;
         self.other += o.other;
     }
 
     /// Every kind with its count, named as in the JSON report (`closed_by_server` too, which
     /// [`Errors::total`] leaves out: a close of an open connection, not a failure to open).
-    pub fn kinds(&self) -> [(&'static str, u64); 13] {
+    pub fn kinds(&self) -> [(&'static str, u64); 15] {
         [
             ("refused", self.refused),
             ("reset", self.reset),
@@ -199,6 +215,8 @@ impl Errors {
             ("socketio", self.socketio),
             ("tls_handshake", self.tls_handshake),
             ("tls_cert", self.tls_cert),
+            ("ws_extension", self.ws_extension),
+            ("inflate", self.inflate),
             ("other", self.other),
             ("closed_by_server", self.closed_by_server),
         ]
@@ -226,6 +244,8 @@ impl Errors {
             socketio: self.socketio.saturating_sub(before.socketio),
             tls_handshake: self.tls_handshake.saturating_sub(before.tls_handshake),
             tls_cert: self.tls_cert.saturating_sub(before.tls_cert),
+            ws_extension: self.ws_extension.saturating_sub(before.ws_extension),
+            inflate: self.inflate.saturating_sub(before.inflate),
             other: self.other.saturating_sub(before.other),
         }
     }
@@ -279,6 +299,41 @@ pub struct Progress {
     pub tls_resumed: u64,
     #[serde(default)]
     pub tls_ramp_handshakes: u64,
+    /// WebSocket frames, bytes and permessage-deflate (zero for the other transports).
+    #[serde(default)]
+    pub ws: WsWire,
+}
+
+/// What a worker's WebSocket connections received, and whether permessage-deflate was agreed:
+/// running totals, summed over workers ([`WsWire::add`]).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WsWire {
+    /// Upgrades whose answer accepted permessage-deflate, and (`--deflate`) answers without it.
+    pub deflate_negotiated: u64,
+    pub deflate_declined: u64,
+    /// Of those accepted, the ones without `server_no_context_takeover`: each such connection
+    /// keeps an inflater of its own (43 KB: miniz_oxide's state, its 32 KiB window
+    /// included) for as long as it is open.
+    pub deflate_takeover: u64,
+    /// Data frames (text, binary, continuation) of compressed messages, and of the others.
+    pub frames_compressed: u64,
+    pub frames_uncompressed: u64,
+    /// Those frames' bytes as received (headers and payloads), and their messages' payload
+    /// bytes once inflated (the same for uncompressed ones).
+    pub wire_bytes: u64,
+    pub payload_bytes: u64,
+}
+
+impl WsWire {
+    pub fn add(&mut self, o: &WsWire) {
+        self.deflate_negotiated += o.deflate_negotiated;
+        self.deflate_declined += o.deflate_declined;
+        self.deflate_takeover += o.deflate_takeover;
+        self.frames_compressed += o.frames_compressed;
+        self.frames_uncompressed += o.frames_uncompressed;
+        self.wire_bytes += o.wire_bytes;
+        self.payload_bytes += o.payload_bytes;
+    }
 }
 
 /// The final report of one worker.
@@ -323,6 +378,9 @@ pub struct Final {
     /// The first TLS failure's text (rustls'), to say what went wrong.
     #[serde(default)]
     pub tls_first_error: Option<String>,
+    /// The first failed WebSocket extension answer, as [`crate::deflate::answer`] says why.
+    #[serde(default)]
+    pub ws_extension_first_error: Option<String>,
 }
 
 /// The lines a worker writes.

@@ -12,7 +12,7 @@ use crate::memory::{KernelMem, ProcMem};
 use crate::plan::{Errors, Final, Transport};
 use crate::publish::{LATE_US, Published};
 use crate::tls::TlsPlan;
-use crate::{plot, timeline};
+use crate::{plot, timeline, wire};
 
 /// One memory sample during the ramp.
 #[derive(Debug, Clone)]
@@ -403,6 +403,8 @@ impl Report {
         // Apart from the literal above, which is at the json! macro's recursion limit.
         json["params"]["stages"] = json!(a.stages.as_ref().map(|s| s.spec()));
         json["params"]["publish_pipeline"] = json!(a.publish_pipeline);
+        json["params"]["deflate"] = json!(a.deflate);
+        json["websocket"] = wire::json(i.finals, a.websocket(), a.deflate);
         json["publish_schedule"] = schedule(&i);
         if a.stages.is_some() {
             // The stages replace them (`conns` is the largest target).
@@ -542,6 +544,9 @@ fn summary(j: &serde_json::Value, e: &Errors, server_local: bool) -> String {
         if let Some(e) = t["first_error"].as_str() {
             let _ = writeln!(s, "  first TLS failure: {e}");
         }
+    }
+    for line in wire::summary(&j["websocket"]) {
+        let _ = writeln!(s, "{line}");
     }
     if j["server_pids"].as_array().is_some_and(|a| a.is_empty()) {
         let _ = writeln!(
@@ -718,9 +723,18 @@ pub fn hints(e: &Errors) -> Vec<&'static str> {
     if e.protocol > 0 {
         h.push(
             "protocol: the server's answer could not be parsed (malformed head, a long-poll \
-             answer that is not the documented JSON, a frame or event over 64 MiB): does the \
-             server speak this --transport?",
+             answer that is not the documented JSON, a frame or event over 64 MiB, RSV bits \
+             that no extension agreed): does the server speak this --transport?",
         );
+    }
+    if e.ws_extension > 0 {
+        h.push(
+            "ws-extension: the upgrade's answer named an extension not offered (any, without \
+             --deflate) or a bad permessage-deflate parameter (first failure above)",
+        );
+    }
+    if e.inflate > 0 {
+        h.push("inflate: a compressed message did not inflate (corrupt, or over 64 MiB)");
     }
     if e.bayeux > 0 {
         h.push(

@@ -274,6 +274,8 @@ mod tests {
             errors_total: 0,
             server_pss_bytes: Some(pss),
             kernel_bytes: Some(kernel),
+            ws_wire_bytes_per_sec: None,
+            ws_payload_bytes_per_sec: None,
         }
     }
 

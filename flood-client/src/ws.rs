@@ -22,25 +22,87 @@ pub fn upgrade_request(path: &str, host: &str) -> String {
     )
 }
 
-/// (FIN, opcode, payload offset, payload length) of a server frame at the start of `b`; `None`
-/// while the header is incomplete (or its 64-bit length does not fit a `usize`).
-pub fn frame_header(b: &[u8]) -> Option<(bool, u8, usize, usize)> {
+/// A server frame's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub fin: bool,
+    /// The RSV1–3 bits as they are in the first byte (`0x70` all set; [`RSV1`]: compressed,
+    /// with permessage-deflate).
+    pub rsv: u8,
+    pub op: u8,
+    /// Where the payload starts (the header's length), and its length.
+    pub at: usize,
+    pub len: usize,
+}
+
+/// RSV1 in a frame's first byte: with permessage-deflate, set on the first frame of a
+/// compressed message (RFC 7692 §6).
+pub const RSV1: u8 = 0x40;
+
+/// The header of a server frame at the start of `b`; `None` while it is incomplete (or its
+/// 64-bit length does not fit a `usize`).
+pub fn header(b: &[u8]) -> Option<Header> {
     let (&b0, &b1) = (b.first()?, b.get(1)?);
-    let (fin, op) = (b0 & 0x80 != 0, b0 & 0x0F);
-    match b1 & 0x7F {
-        126 => Some((
-            fin,
-            op,
-            4,
-            usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?])),
-        )),
+    let (at, len) = match b1 & 0x7F {
+        126 => (4, usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]))),
         127 => {
             let mut a = [0u8; 8];
             a.copy_from_slice(b.get(2..10)?);
-            Some((fin, op, 10, usize::try_from(u64::from_be_bytes(a)).ok()?))
+            (10, usize::try_from(u64::from_be_bytes(a)).ok()?)
         }
-        n => Some((fin, op, 2, usize::from(n))),
+        n => (2, usize::from(n)),
+    };
+    Some(Header {
+        fin: b0 & 0x80 != 0,
+        rsv: b0 & 0x70,
+        op: b0 & 0x0F,
+        at,
+        len,
+    })
+}
+
+/// (FIN, opcode, payload offset, payload length) of a server frame at the start of `b`; `None`
+/// while the header is incomplete (or its 64-bit length does not fit a `usize`).
+pub fn frame_header(b: &[u8]) -> Option<(bool, u8, usize, usize)> {
+    header(b).map(|h| (h.fin, h.op, h.at, h.len))
+}
+
+/// Where a fragmented message that starts `b` (its first frame: text or binary, FIN clear)
+/// ends: after its final continuation frame, or after a close frame that comes first (the
+/// message will not be finished). Control frames may come between the fragments (RFC 6455
+/// §5.4). `Ok(None)` while it is incomplete (nothing consumed: the caller keeps the bytes and
+/// asks again with more). Errors: a new message or a reserved opcode before the final fragment,
+/// RSV bits on a continuation or control frame (permessage-deflate sets RSV1 on the first only),
+/// more than `max` bytes in all (headers and control frames included, so that pings between
+/// fragments cannot grow what waits without bound).
+pub fn message_end(b: &[u8], max: usize) -> Result<Option<usize>, &'static str> {
+    let mut pos = 0;
+    let mut first = true;
+    while let Some(h) = header(&b[pos..]) {
+        if pos.saturating_add(h.at).saturating_add(h.len) > max {
+            return Err("fragmented message over the size limit");
+        }
+        if !first && h.rsv != 0 {
+            return Err("RSV bits on a continuation or control frame");
+        }
+        let ok = match h.op {
+            _ if first => true,
+            0x0 | 0x8..=0xA => true,
+            _ => false,
+        };
+        if !ok {
+            return Err("a new message before the last fragment of one");
+        }
+        if b.len() - pos < h.at + h.len {
+            return Ok(None);
+        }
+        pos += h.at + h.len;
+        if (h.op == 0x0 && h.fin) || h.op == 0x8 {
+            return Ok(Some(pos));
+        }
+        first = false;
     }
+    Ok(None)
 }
 
 /// Bytes of an unmasked server frame carrying `payload_len` bytes (header and payload).
@@ -80,6 +142,32 @@ mod tests {
         assert_eq!(frame_header(&[0x01, 126, 1, 0]), Some((false, 1, 4, 256)));
         assert_eq!(frame_header(&[0x81]), None);
         assert_eq!(frame_header(&[0x81, 127, 0, 0]), None);
+    }
+
+    #[test]
+    fn headers_carry_the_rsv_bits() {
+        let h = header(&[0xC1, 3]).unwrap();
+        assert_eq!((h.fin, h.rsv, h.op, h.at, h.len), (true, RSV1, 1, 2, 3));
+        assert_eq!(header(&[0x71, 0]).unwrap().rsv, 0x70);
+        assert_eq!(header(&[0x41, 126, 0]), None);
+    }
+
+    #[test]
+    fn fragmented_messages_end_after_their_final_fragment() {
+        // Text "ab" + "c" with a ping between: 4 + 2 + 3 bytes.
+        let m = [0x41, 2, b'a', b'b', 0x89, 0, 0x80, 1, b'c', 0x81, 0];
+        for n in 0..9 {
+            assert_eq!(message_end(&m[..n], 100), Ok(None), "prefix {n}");
+        }
+        assert_eq!(message_end(&m, 100), Ok(Some(9)));
+        assert_eq!(message_end(&m, 9), Ok(Some(9)));
+        assert!(message_end(&m, 8).is_err());
+        // A close before the final fragment ends it too.
+        assert_eq!(message_end(&[0x01, 1, b'a', 0x88, 0], 100), Ok(Some(5)));
+        // A new message before the final fragment; RSV1 on a continuation.
+        assert!(message_end(&[0x01, 1, b'a', 0x81, 0], 100).is_err());
+        assert!(message_end(&[0x41, 1, b'a', 0xC0, 0], 100).is_err());
+        assert!(message_end(&[0x01, 1, b'a', 0xC9, 0], 100).is_err());
     }
 
     #[test]

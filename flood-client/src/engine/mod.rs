@@ -10,13 +10,17 @@
 //! polling client its Engine.IO sid in the same table. Reads land
 //! in one 64 KiB scratch buffer. Never a thread or a timer per connection. Over TLS
 //! (`wss://`, `https://`) a connection adds its session, boxed in a side table (see
-//! `Worker::sessions` and `tls`).
+//! `Worker::sessions` and `tls`). With `--deflate`, compressed messages are inflated by one
+//! inflater per worker into one reused buffer; only a server that keeps its compression context
+//! costs a connection an inflater of its own (`Worker::inflate_own`).
 
 //!
-//! The per-transport wire work (requests written, replies parsed) is in `transports`; this
+//! The per-transport wire work (requests written, replies parsed) is in `transports`, the
+//! WebSocket frames of all three WebSocket transports (and permessage-deflate) in `frames`; this
 //! file holds the connection table, the event loop, pacing, slow readers, churn and the
 //! sequence-number accounting.
 
+mod frames;
 mod tls;
 mod transports;
 
@@ -27,6 +31,7 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use flate2::Decompress;
 use hdrhistogram::Histogram;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -34,11 +39,11 @@ use slab::Slab;
 
 use crate::bayeux::{ClientId, ConnType};
 pub use crate::plan::{
-    Errors, Final, Line, Progress, Transport, WorkerPlan, channel_name, is_slow,
+    Errors, Final, Line, Progress, Transport, WorkerPlan, WsWire, channel_name, is_slow,
 };
 use crate::socketio::{self, SioTransport};
 use crate::tls::{ClientTls, TlsClient};
-use crate::{longpoll, memory, msg, sys, ws};
+use crate::{deflate, longpoll, memory, msg, sys, ws};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
@@ -74,6 +79,9 @@ const SLOW: u8 = 4;
 /// `Conn::flags`, Socket.IO over polling: the request outstanding (or due) is the `POST 3`
 /// answering a ping, not the `GET` the state says; the `GET` follows its `ok`.
 const SIO_PONG: u8 = 8;
+/// `Conn::flags`, WebSocket: the upgrade's answer accepted permessage-deflate (`--deflate`), so
+/// a data message may come compressed (RSV1).
+const DEFLATE: u8 = 16;
 /// `Conn::last_id` before the first long-poll answer: poll without a cursor.
 const NO_CURSOR: u64 = u64::MAX;
 
@@ -206,6 +214,21 @@ struct Worker {
     tls_resumed: u64,
     tls_ramp_handshakes: u64,
     tls_first_error: Option<String>,
+    /// WebSocket frames and bytes received, permessage-deflate answers (see [`WsWire`]); the
+    /// first failed extension answer's reason.
+    ws: WsWire,
+    ws_extension_first_error: Option<String>,
+    /// `--deflate`: the inflater of the connections whose server resets its context for every
+    /// message (`server_no_context_takeover`, as edgecomet answers), reset before each; `None`
+    /// without `--deflate` (nothing allocated).
+    inflate_shared: Option<Decompress>,
+    /// The connections whose server keeps its context across messages: an inflater each, by
+    /// slab key (empty while there are none, as against edgecomet).
+    inflate_own: Vec<Option<Decompress>>,
+    /// The message being inflated (its buffer reused: it grows to the largest message).
+    inflater: deflate::Inflater,
+    /// A fragmented uncompressed message reassembled (empty unless a server fragments).
+    ws_message: Vec<u8>,
 }
 
 /// Runs a worker to completion. `commands` yields lines from the coordinator.
@@ -243,7 +266,7 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
             );
             let token = plan.token.as_deref();
             match plan.transport {
-                Transport::Ws => bearer(ws::upgrade_request(&path, &plan.host), token),
+                Transport::Ws => bearer(upgrade(&plan, &path), token),
                 Transport::Sse => bearer(
                     format!(
                         "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
@@ -264,10 +287,8 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         })
         .collect();
     let upgrade = match plan.transport {
-        Transport::Socketio => {
-            ws::upgrade_request(&socketio::websocket_path(&plan.socketio_path), &plan.host)
-        }
-        _ => ws::upgrade_request(&plan.bayeux_path, &plan.host),
+        Transport::Socketio => upgrade(&plan, &socketio::websocket_path(&plan.socketio_path)),
+        _ => upgrade(&plan, &plan.bayeux_path),
     }
     .into_bytes();
     let broadcasts = vec![(0, 0); plan.broadcasts as usize];
@@ -328,7 +349,16 @@ pub fn run(plan: WorkerPlan) -> io::Result<()> {
         tls_resumed: 0,
         tls_ramp_handshakes: 0,
         tls_first_error: None,
+        ws: WsWire::default(),
+        ws_extension_first_error: None,
+        inflate_shared: None,
+        inflate_own: Vec::new(),
+        inflater: deflate::Inflater::default(),
+        ws_message: Vec::new(),
     };
+    if w.plan.deflate {
+        w.inflate_shared = Some(deflate::decompressor());
+    }
     w.slow_rate = w.plan.slow_read_rate;
     // Our fixed costs (scratch buffer, histogram, slab) are counted before the first connection.
     w.scratch.fill(0);
@@ -464,6 +494,16 @@ fn native_channel<'a>(prefix: &str, path: &'a str) -> &'a str {
     }
 }
 
+/// The WebSocket upgrade request for `path`, offering permessage-deflate with `--deflate`.
+fn upgrade(plan: &WorkerPlan, path: &str) -> String {
+    let req = ws::upgrade_request(path, &plan.host);
+    if plan.deflate {
+        deflate::offer(req)
+    } else {
+        req
+    }
+}
+
 /// `req` (a request head) with `Authorization: Bearer {token}` added when there is a token.
 fn bearer(mut req: String, token: Option<&str>) -> String {
     if let Some(t) = token {
@@ -511,6 +551,7 @@ impl Worker {
             tls_handshakes: self.tls_handshakes,
             tls_resumed: self.tls_resumed,
             tls_ramp_handshakes: self.tls_ramp_handshakes,
+            ws: self.ws,
         }
     }
 
@@ -626,6 +667,9 @@ impl Worker {
         }
         if let Some(s) = self.sessions.get_mut(key) {
             *s = None;
+        }
+        if let Some(d) = self.inflate_own.get_mut(key) {
+            *d = None;
         }
         if let Some(c) = self.conns.try_remove(key) {
             if c.is_open() {
@@ -1011,6 +1055,7 @@ impl Worker {
             pss_before,
             pss_open,
             tls_first_error: self.tls_first_error.take(),
+            ws_extension_first_error: self.ws_extension_first_error.take(),
         }
     }
 }

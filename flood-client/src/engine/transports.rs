@@ -113,13 +113,21 @@ impl Worker {
                 }
                 return 0;
             };
-            let want: &[u8] = match self.plan.transport {
-                Transport::Ws | Transport::Bayeux | Transport::Socketio => b"HTTP/1.1 101",
-                _ => b"HTTP/1.1 200",
+            let upgrade = matches!(
+                self.plan.transport,
+                Transport::Ws | Transport::Bayeux | Transport::Socketio
+            );
+            let want: &[u8] = if upgrade {
+                b"HTTP/1.1 101"
+            } else {
+                b"HTTP/1.1 200"
             };
             if !buf.starts_with(want) {
                 self.errors.http_status += 1;
                 self.drop_conn(key);
+                return buf.len();
+            }
+            if upgrade && !self.extensions(key, &buf[..end]) {
                 return buf.len();
             }
             pos = end + 4;
@@ -141,12 +149,24 @@ impl Worker {
             }
         }
         match self.plan.transport {
-            Transport::Ws => self.consume_frames(key, buf, pos),
+            Transport::Ws => self.consume_ws(key, buf, pos, |w, key, _op, payload| {
+                w.on_message(key, payload);
+                true
+            }),
             Transport::Sse => self.consume_events(key, buf, pos),
             Transport::Longpoll => self.consume_answers(key, buf),
+            // Over a WebSocket, a JSON array per text frame.
+            Transport::Bayeux if self.plan.bayeux == ConnType::WebSocket => {
+                self.consume_ws(key, buf, pos, |w, key, op, body| {
+                    op != ws::OP_TEXT || w.on_bayeux(key, body)
+                })
+            }
             Transport::Bayeux => self.consume_bayeux(key, buf, pos),
             Transport::Socketio => match self.plan.socketio {
-                SioTransport::WebSocket => self.consume_sio_frames(key, buf, pos),
+                // One Engine.IO packet per text frame (binary attachments ignored).
+                SioTransport::WebSocket => self.consume_ws(key, buf, pos, |w, key, op, p| {
+                    op != ws::OP_TEXT || w.on_sio_packet(key, p)
+                }),
                 SioTransport::Polling => self.consume_sio_polls(key, buf),
             },
         }
@@ -196,44 +216,6 @@ impl Worker {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// Socket.IO over a WebSocket: one Engine.IO packet per text frame.
-    fn consume_sio_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
-        while pos < buf.len() {
-            let rest = &buf[pos..];
-            let Some((fin, op, payload_at, len)) = ws::frame_header(rest) else {
-                return pos;
-            };
-            if len > MAX_FRAME {
-                let e = io::Error::other("frame over 64 MiB");
-                self.fail(key, &e);
-                return buf.len();
-            }
-            if rest.len() < payload_at + len {
-                return pos;
-            }
-            let payload = &rest[payload_at..payload_at + len];
-            pos += payload_at + len;
-            match op {
-                0x1 if fin && !self.on_sio_packet(key, payload) => return buf.len(),
-                0x1 if fin => {}
-                // A fragmented packet: neither server fragments them; flood does not reassemble.
-                0x0 | 0x1 => return self.sio_confused(key, buf.len()),
-                0x9 => {
-                    let pong = ws::client_frame(ws::OP_PONG, payload);
-                    let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
-                    let _ = send(&self.conns[key].sock, tls, &pong, &mut self.tls_out);
-                }
-                0x8 => {
-                    self.closed_by_server(key);
-                    return buf.len();
-                }
-                // Binary attachments, pongs.
-                _ => {}
-            }
-        }
-        pos
     }
 
     /// Socket.IO over polling: complete responses, each answering the one request outstanding;
@@ -364,8 +346,8 @@ impl Worker {
         used
     }
 
-    /// Bayeux: complete replies (HTTP responses or WebSocket frames). After the reply to each
-    /// request, the next request.
+    /// Bayeux over long-polling: complete replies (HTTP responses; over a WebSocket the frames
+    /// go through `consume_ws`). After the reply to each request, the next request.
     fn consume_bayeux(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
         let t = self.plan.bayeux;
         while pos < buf.len() {
@@ -547,41 +529,6 @@ impl Worker {
             if let Err(e) = self.send_poll(key) {
                 self.fail(key, &e);
                 return buf.len();
-            }
-        }
-        pos
-    }
-
-    /// WebSocket: frames after the handshake.
-    fn consume_frames(&mut self, key: usize, buf: &[u8], mut pos: usize) -> usize {
-        while pos < buf.len() {
-            let rest = &buf[pos..];
-            let Some((_, op, payload_at, len)) = ws::frame_header(rest) else {
-                return pos;
-            };
-            if len > MAX_FRAME {
-                let e = io::Error::other("frame over 64 MiB");
-                self.fail(key, &e);
-                return buf.len();
-            }
-            if rest.len() < payload_at + len {
-                return pos;
-            }
-            let payload = &rest[payload_at..payload_at + len];
-            pos += payload_at + len;
-            match op {
-                0x1 | 0x2 => self.on_message(key, payload),
-                0x9 => {
-                    // Answer pings (masked, as a client must).
-                    let pong = ws::client_frame(ws::OP_PONG, payload);
-                    let tls = self.sessions.get_mut(key).and_then(|s| s.as_deref_mut());
-                    let _ = send(&self.conns[key].sock, tls, &pong, &mut self.tls_out);
-                }
-                0x8 => {
-                    self.closed_by_server(key);
-                    return buf.len();
-                }
-                _ => {}
             }
         }
         pos
