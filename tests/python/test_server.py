@@ -13,6 +13,10 @@ import urllib.error
 import urllib.request
 
 import websockets
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
 
 ADDR = sys.argv[1]
 BASE = f"http://{ADDR}"
@@ -29,6 +33,53 @@ def publish(channel, body):
 def stats():
     with urllib.request.urlopen(f"{BASE}/stats", timeout=5) as r:
         return json.loads(r.read())
+
+
+DEFLATE_COUNTERS = [
+    "ws_deflate_agreed",
+    "ws_deflated_in",
+    "ws_deflated_out",
+    "ws_inflate_too_big",
+    "ws_inflate_errors",
+]
+
+
+def deflate_counters():
+    """The permessage-deflate counters of /stats (process totals: tests compare two readings)."""
+    total = stats()["total"]
+    return {n: total[n] for n in DEFLATE_COUNTERS}
+
+
+def grew(before, after):
+    """Each counter's growth between two readings of deflate_counters()."""
+    return {n: after[n] - before[n] for n in DEFLATE_COUNTERS}
+
+
+def only(delta, **want):
+    """Asserts that the counters named grew by exactly `want` and the others not at all."""
+    expected = {n: want.get(n, 0) for n in DEFLATE_COUNTERS}
+    assert delta == expected, f"counters grew by {delta}, expected {expected}"
+
+
+def deflate_of(ws):
+    """The PerMessageDeflate extension the handshake agreed on, or None."""
+    found = [e for e in ws.protocol.extensions if isinstance(e, PerMessageDeflate)]
+    assert len(found) <= 1, ws.protocol.extensions
+    return found[0] if found else None
+
+
+def big_json(n_items, tag):
+    """A compressible JSON document (repeated keys and text, unicode) of about 100 bytes an item."""
+    items = [
+        {
+            "seq": i,
+            "tag": tag,
+            "text": f"message n°{i} ünïcødé \"quoted\" & <b>",
+            "ok": i % 3 == 0,
+        }
+        for i in range(n_items)
+    ]
+    return json.dumps({"items": items}, ensure_ascii=False)
 
 
 async def test_fanout_across_workers():
@@ -61,14 +112,137 @@ async def test_clean_close_code():
 
 
 async def test_message_too_big_gets_1009():
-    # The server runs with the default --max-message-bytes (1 MiB).
+    # The server runs with the default --max-message-bytes (1 MiB). websockets compresses by
+    # default, so these 1 MiB + 1 bytes arrive as about a kilobyte of DEFLATE data: the limit
+    # is the inflater's bound, not the frame header's.
     e = await websockets.connect(f"{WS}/echo", max_size=None)
+    assert deflate_of(e) is not None, "permessage-deflate not agreed"
+    before = deflate_counters()
     await e.send("x" * ((1 << 20) + 1))
     try:
         await asyncio.wait_for(e.recv(), 5)
         raise AssertionError("oversized message was echoed")
     except websockets.ConnectionClosed as c:
         assert c.rcvd is not None and c.rcvd.code == 1009, c
+    only(grew(before, deflate_counters()), ws_deflated_in=1, ws_inflate_too_big=1)
+
+
+async def test_message_too_big_uncompressed_gets_1009():
+    # The same without the extension: decided from the frame header, no inflater involved.
+    e = await websockets.connect(f"{WS}/echo", max_size=None, compression=None)
+    assert deflate_of(e) is None, "agreed without an offer"
+    before = deflate_counters()
+    await e.send("x" * ((1 << 20) + 1))
+    try:
+        await asyncio.wait_for(e.recv(), 5)
+        raise AssertionError("oversized message was echoed")
+    except websockets.ConnectionClosed as c:
+        assert c.rcvd is not None and c.rcvd.code == 1009, c
+    only(grew(before, deflate_counters()))
+
+
+async def test_deflate_agreed_on_sub():
+    # websockets offers "permessage-deflate; client_max_window_bits"; edgecomet agrees with no
+    # context takeover both ways (docs/api.md, permessage-deflate).
+    before = deflate_counters()
+    async with websockets.connect(f"{WS}/sub/py-dfl-agree") as s:
+        header = s.response.headers.get_all("Sec-WebSocket-Extensions")
+        assert header == [
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        ], header
+        ext = deflate_of(s)
+        assert ext is not None, s.protocol.extensions
+        # "remote" is the server's side for a client.
+        assert ext.remote_no_context_takeover and ext.local_no_context_takeover, ext
+        assert ext.remote_max_window_bits == 15, ext
+    async with websockets.connect(f"{WS}/sub/py-dfl-agree", compression=None) as p:
+        header = p.response.headers.get_all("Sec-WebSocket-Extensions")
+        assert header == [], f"no offer, yet {header}"
+        assert deflate_of(p) is None, "agreed without an offer"
+    only(grew(before, deflate_counters()), ws_deflate_agreed=1)
+
+
+async def test_deflate_published_to_sub_with_and_without():
+    ch = "py-dfl-pub"
+    z = await websockets.connect(f"{WS}/sub/{ch}")
+    plain = await websockets.connect(f"{WS}/sub/{ch}", compression=None)
+    assert deflate_of(z) is not None, "permessage-deflate not agreed"
+    assert deflate_of(plain) is None, "agreed without an offer"
+    big = big_json(60, "big")
+    assert 4500 < len(big.encode()) < 7000, len(big.encode())
+    # Compressible (it would shrink to a third), so only --deflate-min-bytes keeps it plain.
+    short = json.dumps({"short": "ünïcødé " * 20}, ensure_ascii=False)
+    assert 200 < len(short.encode()) < 256, len(short.encode())
+
+    before = deflate_counters()
+    publish(ch, big)
+    for s in (z, plain):
+        got = await asyncio.wait_for(s.recv(), 5)
+        assert got == big, f"{len(got)} chars received, {len(big)} published"
+    # One compressed delivery: the deflate subscriber's; the other got the plain frame.
+    only(grew(before, deflate_counters()), ws_deflated_out=1)
+
+    before = deflate_counters()
+    publish(ch, short)
+    for s in (z, plain):
+        assert await asyncio.wait_for(s.recv(), 5) == short
+    # Under --deflate-min-bytes (256): plain to both.
+    only(grew(before, deflate_counters()))
+    await z.close()
+    await plain.close()
+
+
+async def test_deflate_echo_text_and_binary():
+    text = big_json(200, "echo")
+    binary = (b"\x00\x01edgecomet binary \xff" * 4000)[:60000]
+    async with websockets.connect(f"{WS}/echo", max_size=None) as e:
+        assert deflate_of(e) is not None, "permessage-deflate not agreed"
+        before = deflate_counters()
+        for payload in [text, binary]:
+            await e.send(payload)
+            got = await asyncio.wait_for(e.recv(), 5)
+            assert type(got) is type(payload) and got == payload, f"{type(got)} {len(got)}"
+        # Both sent compressed (websockets compresses every message); both echoes compressed
+        # for this connection.
+        only(grew(before, deflate_counters()), ws_deflated_in=2, ws_deflated_out=2)
+
+
+async def test_deflate_server_max_window_bits_9():
+    ch = "py-dfl-wb9"
+    ext = [ClientPerMessageDeflateFactory(server_max_window_bits=9)]
+    async with websockets.connect(f"{WS}/sub/{ch}", extensions=ext) as s:
+        header = s.response.headers.get_all("Sec-WebSocket-Extensions")
+        assert len(header) == 1 and "server_max_window_bits=9" in header[0], header
+        d = deflate_of(s)
+        assert d is not None and d.remote_max_window_bits == 9, d
+        # 2 KB: back-references of a 2^15 window could reach past 2^9 bytes: goes plain.
+        two_k = big_json(30, "wb9-2k")[:2048]
+        assert len(two_k.encode()) > 512, len(two_k.encode())
+        before = deflate_counters()
+        publish(ch, two_k)
+        assert await asyncio.wait_for(s.recv(), 5) == two_k
+        only(grew(before, deflate_counters()))
+        # 300 bytes, at most 2^9: compressed.
+        three_hundred = ("abcdefgh-" * 40)[:300]
+        before = deflate_counters()
+        publish(ch, three_hundred)
+        assert await asyncio.wait_for(s.recv(), 5) == three_hundred
+        only(grew(before, deflate_counters()), ws_deflated_out=1)
+
+
+async def test_deflate_bomb_gets_1009():
+    # 2 MiB of zeros is about 2 KiB of DEFLATE data, under the 1 MiB limit on the wire; the
+    # inflater stops at 1 MiB and the connection is closed 1009.
+    async with websockets.connect(f"{WS}/echo", max_size=None) as e:
+        assert deflate_of(e) is not None, "permessage-deflate not agreed"
+        before = deflate_counters()
+        await e.send(bytes(2 << 20))
+        try:
+            await asyncio.wait_for(e.recv(), 5)
+            raise AssertionError("the bomb was echoed")
+        except websockets.ConnectionClosed as c:
+            assert c.rcvd is not None and c.rcvd.code == 1009, c
+        only(grew(before, deflate_counters()), ws_deflated_in=1, ws_inflate_too_big=1)
 
 
 async def test_slow_consumer_closed_others_keep_receiving():
@@ -196,6 +370,12 @@ async def main():
         test_echo_text_and_binary,
         test_clean_close_code,
         test_message_too_big_gets_1009,
+        test_message_too_big_uncompressed_gets_1009,
+        test_deflate_agreed_on_sub,
+        test_deflate_published_to_sub_with_and_without,
+        test_deflate_echo_text_and_binary,
+        test_deflate_server_max_window_bits_9,
+        test_deflate_bomb_gets_1009,
         test_slow_consumer_closed_others_keep_receiving,
         test_limits_and_errors,
         test_longpoll_and_sse_with_urllib,
