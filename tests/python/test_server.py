@@ -7,10 +7,12 @@ Each test prints one line; the last line is "N passed, N failed".
 
 import asyncio
 import json
+import os
 import socket
 import sys
 import urllib.error
 import urllib.request
+import zlib
 
 import websockets
 from websockets.extensions.permessage_deflate import (
@@ -245,6 +247,116 @@ async def test_deflate_bomb_gets_1009():
         only(grew(before, deflate_counters()), ws_deflated_in=1, ws_inflate_too_big=1)
 
 
+def raw_ws(path, extensions=None):
+    """A WebSocket handshake on a raw socket; returns the socket and the response head."""
+    host, port = ADDR.split(":")
+    s = socket.create_connection((host, int(port)), timeout=5)
+    offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
+    s.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        f"{offer}\r\n".encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(1)
+        assert chunk, f"closed during the handshake: {head!r}"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s, head.decode("latin-1")
+
+
+def send_frame(s, first_byte, payload):
+    """One masked frame: `first_byte` is FIN, RSV and the opcode."""
+    mask = os.urandom(4)
+    n = len(payload)
+    if n < 126:
+        head = bytes([first_byte, 0x80 | n])
+    elif n < 1 << 16:
+        head = bytes([first_byte, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([first_byte, 0x80 | 127]) + n.to_bytes(8, "big")
+    s.sendall(head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(payload)))
+
+
+def read_frame(s):
+    """The next frame from the server: (first byte, payload); raises on end of stream."""
+
+    def exactly(n):
+        data = b""
+        while len(data) < n:
+            chunk = s.recv(n - len(data))
+            assert chunk, f"the server ended the stream ({len(data)} of {n} bytes read)"
+            data += chunk
+        return data
+
+    b0, b1 = exactly(2)
+    assert b1 & 0x80 == 0, "a masked frame from the server"
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(exactly(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exactly(8), "big")
+    return b0, exactly(n)
+
+
+def close_code_after(s, first_byte, payload):
+    """Sends one frame and returns the code of the server's close frame (data frames skipped)."""
+    send_frame(s, first_byte, payload)
+    while True:
+        b0, payload = read_frame(s)
+        if b0 & 0x0F == 0x8:
+            return int.from_bytes(payload[:2], "big")
+
+
+def deflate_raw(data, finish):
+    """RFC 7692 7.2.1: raw DEFLATE, sync-flushed with the 00 00 ff ff taken off; or (`finish`)
+    ended by a block with BFINAL set, which a sender may do too (the example of 7.2.3.4)."""
+    c = zlib.compressobj(wbits=-15)
+    if finish:
+        return c.compress(data) + c.flush(zlib.Z_FINISH)
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def test_deflate_raw_frames():
+    # Frames the websockets client never sends: a message ended by a final block, corrupt
+    # DEFLATE data, bytes after the final block, invalid UTF-8 once inflated, RSV1 unagreed.
+    text = "ünïcødé " * 100
+    s, head = raw_ws("/echo", "permessage-deflate")
+    assert "permessage-deflate" in head, head
+    for finish in (False, True):
+        before = deflate_counters()
+        send_frame(s, 0xC1, deflate_raw(text.encode(), finish))  # FIN, RSV1, text
+        b0, payload = read_frame(s)
+        assert b0 == 0xC1, f"echo frame {b0:#x}, expected a compressed text frame"
+        got = zlib.decompressobj(wbits=-15).decompress(payload + b"\x00\x00\xff\xff")
+        assert got.decode() == text, f"echo of a {'final-block' if finish else 'flushed'} message"
+        only(grew(before, deflate_counters()), ws_deflated_in=1, ws_deflated_out=1)
+    s.close()
+    bad = [
+        ("a reserved block type", b"\xff\xff\xff\xff", 1007, 1),
+        ("bytes after the final block", deflate_raw(text.encode(), True) + b"junk", 1007, 1),
+        ("invalid UTF-8 once inflated", deflate_raw(b"ok \xff\xfe" * 100, False), 1007, 0),
+    ]
+    for what, payload, want, errors in bad:
+        s, _ = raw_ws("/echo", "permessage-deflate")
+        before = deflate_counters()
+        code = close_code_after(s, 0xC1, payload)
+        s.close()
+        assert code == want, f"{what}: close {code}, expected {want}"
+        only(grew(before, deflate_counters()), ws_deflated_in=1, ws_inflate_errors=errors)
+    # RSV1 without the extension agreed: a protocol error, nothing inflated.
+    s, head = raw_ws("/echo")
+    assert "permessage-deflate" not in head, head
+    before = deflate_counters()
+    code = close_code_after(s, 0xC1, deflate_raw(text.encode(), False))
+    s.close()
+    assert code == 1002, f"RSV1 without the extension: close {code}, expected 1002"
+    only(grew(before, deflate_counters()))
+
+
 async def test_slow_consumer_closed_others_keep_receiving():
     # A raw subscriber that never reads, with a tiny receive buffer.
     raw = socket.socket()
@@ -376,6 +488,7 @@ async def main():
         test_deflate_echo_text_and_binary,
         test_deflate_server_max_window_bits_9,
         test_deflate_bomb_gets_1009,
+        test_deflate_raw_frames,
         test_slow_consumer_closed_others_keep_receiving,
         test_limits_and_errors,
         test_longpoll_and_sse_with_urllib,
