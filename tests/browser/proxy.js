@@ -10,6 +10,11 @@
 //   responses: every HTTP response head edgecomet sent back (bodies are skipped, not kept);
 //   frames:    the WebSocket frames after a 101, both ways (`from` 'client' or 'server'),
 //              unmasked; text messages reassembled from fragments, close frames with their code.
+//              A compressed message (permessage-deflate, RFC 7692: RSV1 on its first frame) is
+//              inflated: `compressed` true, `wireLength` its size on the wire, `text` and
+//              `length` what it inflates to. edgecomet always agrees with no context takeover
+//              both ways, so each message inflates alone; one that does not is recorded with
+//              `inflateError` (and `text` null) and noted in `errors`.
 //
 // Each record has `at` (Date.now() when seen) and `conn` (the proxy's connection number), so
 // requests and responses pair up in order per connection. The bytes are relayed untouched,
@@ -24,6 +29,7 @@
 // records), `at` is when the record went through, not when it was decrypted.
 
 const net = require('net');
+const zlib = require('zlib');
 const { tls13Decoder, newTlsConn } = require('./tls');
 
 const REQ_AT_START = /^[A-Z]+ \/\S* HTTP\/1\.[01]\r\n/;
@@ -35,6 +41,11 @@ const header = (head, name) => {
     const m = new RegExp(`\\r\\n${name}: *([^\\r]*)`, 'i').exec(head);
     return m ? m[1] : null;
 };
+
+// RFC 7692 7.2.2: a message's compressed payload is DEFLATE data with its final empty stored
+// block's 00 00 ff ff taken off; put back, it inflates alone (no context takeover), up to that
+// sync point (the data need not end with a final block).
+const DEFLATE_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 
 // One direction of one connection. `side` is 'client' (requests) or 'server' (responses).
 function recorder(side, conn, rec) {
@@ -120,13 +131,27 @@ function recorder(side, conn, rec) {
                     if (f.opcode !== 0) fragments = { opcode: f.opcode, rsv: f.rsv, parts: [] };
                     if (fragments) fragments.parts.push(f.payload);
                     if (f.fin && fragments) {
-                        const data = Buffer.concat(fragments.parts);
+                        let data = Buffer.concat(fragments.parts);
+                        const extra = {};
+                        if (fragments.rsv & 0x40) {
+                            extra.compressed = true;
+                            extra.wireLength = data.length;
+                            try {
+                                data = zlib.inflateRawSync(Buffer.concat([data, DEFLATE_TAIL]), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+                            } catch (e) {
+                                extra.inflateError = e.message;
+                                rec.errors.push(`${side} #${conn}: a compressed WebSocket message (${data.length} bytes) does not inflate alone: ${e.message}`);
+                                data = null;
+                            }
+                        }
                         rec.frames.push({
                             ...base,
                             opcode: fragments.opcode === 1 ? 'text' : fragments.opcode === 2 ? 'binary' : `opcode ${fragments.opcode}`,
                             rsv: fragments.rsv,
-                            text: fragments.opcode === 1 && !fragments.rsv ? data.toString('utf8') : null,
-                            length: data.length,
+                            // RSV2 and RSV3 stay unexplained: no text then.
+                            text: fragments.opcode === 1 && data && !(fragments.rsv & 0x30) ? data.toString('utf8') : null,
+                            length: data ? data.length : null,
+                            ...extra,
                         });
                         fragments = null;
                     }

@@ -285,11 +285,12 @@ class TestContext {
     }
 
     // Before reading what a proxy recorded: over TLS, waits until every record is decrypted and
-    // fails the test if the proxy could not follow a connection (its record would be partial).
+    // fails the test if the proxy could not follow a connection (its record would be partial) or
+    // inflate a compressed WebSocket message (permessage-deflate) by itself.
     async wire(proxy) {
         await proxy.settle();
-        const bad = proxy.errors.filter((e) => / TLS /.test(e) || /still waiting/.test(e));
-        check(bad.length === 0, () => `the proxy could not decrypt what went through it: ${bad.slice(0, 3).join(' | ')}`);
+        const bad = proxy.errors.filter((e) => / TLS /.test(e) || /still waiting/.test(e) || /does not inflate/.test(e));
+        check(bad.length === 0, () => `the proxy could not decrypt or inflate what went through it: ${bad.slice(0, 3).join(' | ')}`);
         return proxy;
     }
 
@@ -532,6 +533,87 @@ test('websocket: browser WebSocket gets 200 messages once and in order, its own 
     st = await t.state();
     check(st.closes[0].code === 1006 && st.closes[0].wasClean === false, () =>
         `close after a reset should be 1006, not clean: ${JSON.stringify(st.closes)}`);
+});
+
+// permessage-deflate (docs/api.md): chromium offers it on every WebSocket and compresses every
+// message it sends once agreed; edgecomet compresses what it sends from --deflate-min-bytes (256).
+const DEFLATE_ANSWER = 'permessage-deflate; server_no_context_takeover; client_no_context_takeover';
+const DEFLATE_COUNTERS = ['ws_deflate_agreed', 'ws_deflated_in', 'ws_deflated_out', 'ws_inflate_too_big', 'ws_inflate_errors'];
+
+// A compressible JSON document of about `bytes` bytes (UTF-8): repeated keys, unicode, quotes.
+function bigJson(tag, bytes) {
+    const items = [];
+    let n = 0;
+    for (let i = 0; n < bytes - 120; i++) {
+        const item = { seq: i, tag, text: `message n°${i} ünïcødé "quoted" & <b>`, ok: i % 3 === 0 };
+        items.push(item);
+        n += Buffer.byteLength(JSON.stringify(item)) + 1;
+    }
+    return JSON.stringify({ items });
+}
+
+test('websocket permessage-deflate: agreed (ws.extensions); a 10 KB published message compressed on the wire and intact, a short one plain; a 20 KB message to /echo compressed both ways and echoed intact', async (t) => {
+    const ch = t.channel('dfl');
+    const proxy = await t.proxy();
+    await t.open('index.html');
+    await t.page.evaluate((sub, echo) => {
+        T.wsx('sub', sub);
+        T.wsx('echo', echo);
+    }, `${proxy.ws}/sub/${ch}`, `${proxy.ws}/echo`);
+    await t.until('both WebSockets open', () => ['sub', 'echo'].every((n) => T.x[n].opened || T.x[n].closes.length), undefined, { expr: 'T.x' });
+    let x = await t.state('T.x');
+    for (const n of ['sub', 'echo']) {
+        check(x[n].opened, () => `${n}: did not open: ${JSON.stringify(x[n].closes)}`);
+        check(x[n].extensions === DEFLATE_ANSWER, () => `${n}: ws.extensions ${JSON.stringify(x[n].extensions)}, expected ${JSON.stringify(DEFLATE_ANSWER)}`);
+    }
+    const s0 = await t.stats();
+    const big = bigJson('browser', 10_000);
+    const short = JSON.stringify({ short: 'ünïcødé '.repeat(20) }); // compressible, yet under 256 bytes
+    check(Buffer.byteLength(big) >= 9_000 && Buffer.byteLength(big) <= 11_000 && Buffer.byteLength(short) > 200 && Buffer.byteLength(short) < 256, () =>
+        `test data: ${Buffer.byteLength(big)} and ${Buffer.byteLength(short)} bytes`);
+    await t.server.publish(ch, big);
+    await t.server.publish(ch, short);
+    await t.until('both published messages', () => T.x.sub.data.length >= 2 || T.x.sub.closes.length, undefined, { expr: 'T.x' });
+    const echoed = 'edgecomet echo ünïcødé 0123456789 '.repeat(700).slice(0, 20_000);
+    await t.page.evaluate((m) => T.wsxSend('echo', m), echoed);
+    await t.until('the echo', () => T.x.echo.data.length >= 1 || T.x.echo.closes.length, undefined, { expr: 'T.x' });
+    // Compared in the page; the SHA-256 the page computed against node's.
+    const sha = (s) => crypto.createHash('sha256').update(s, 'utf8').digest('hex');
+    for (const [n, i, want] of [['sub', 0, big], ['sub', 1, short], ['echo', 0, echoed]]) {
+        const c = await t.page.evaluate((name, k, w) => T.wsxCompare(name, k, w), n, i, want);
+        check(c.equal && c.sha256 === sha(want), () => `${n}: message ${i} differs from what was sent: ${JSON.stringify(c)} (sha256 of what was sent ${sha(want)})`);
+    }
+    x = await t.state('T.x');
+    check(x.sub.data.length === 2 && x.echo.data.length === 1, () => `extra messages: sub ${x.sub.data.length}, echo ${x.echo.data.length}`);
+    for (const n of ['sub', 'echo']) check(x[n].closes.length === 0 && x[n].errors === 0, () => `${n}: ${JSON.stringify(x[n])}`.slice(0, 300));
+    const s1 = await t.stats();
+    // Exactly: nothing else talks to this edgecomet now. Out: the 10 KB message to the subscriber
+    // and the echo (the short one went plain); in: chromium's 20 KB message.
+    const d = grew(s0, s1, DEFLATE_COUNTERS);
+    check(JSON.stringify(d) === JSON.stringify({ ws_deflate_agreed: 0, ws_deflated_in: 1, ws_deflated_out: 2, ws_inflate_too_big: 0, ws_inflate_errors: 0 }), () =>
+        `/stats grew by ${JSON.stringify(d)}, expected ws_deflated_in +1, ws_deflated_out +2, the rest +0`);
+    check(s1.ws_deflate_agreed >= 2, () => `ws_deflate_agreed ${s1.ws_deflate_agreed} after two agreed WebSockets`);
+    // The wire: both upgrades offered and were answered permessage-deflate; compressed frames
+    // where expected, and the proxy inflates them (alone: no context takeover) to what was sent.
+    await t.wire(proxy);
+    const ups = httpExchanges(proxy);
+    check(ups.length === 2, () => `${ups.length} requests through the proxy: ${ups.map((r) => r.line).join(' | ')}`);
+    for (const r of ups) {
+        check(/^permessage-deflate\b/.test(r.headers['sec-websocket-extensions'] || ''), () => `${r.line}: offered ${JSON.stringify(r.headers['sec-websocket-extensions'])}`);
+        check(r.response && r.response.status === 101 && r.response.headers['sec-websocket-extensions'] === DEFLATE_ANSWER, () =>
+            `${r.line}: answered ${r.response && r.response.line}, Sec-WebSocket-Extensions ${JSON.stringify(r.response && r.response.headers['sec-websocket-extensions'])}`);
+    }
+    const conn = (path) => ups.find((r) => r.path === path).conn;
+    const data = (c, from) => proxy.frames.filter((f) => f.conn === c && f.from === from && f.opcode === 'text');
+    const sub = data(conn(`/sub/${ch}`), 'server');
+    const toEcho = data(conn('/echo'), 'client');
+    const fromEcho = data(conn('/echo'), 'server');
+    const desc = (fs) => JSON.stringify(fs.map((f) => ({ compressed: !!f.compressed, wire: f.wireLength, length: f.length })));
+    check(sub.length === 2 && sub[0].compressed && sub[0].text === big && sub[0].wireLength < Buffer.byteLength(big) / 4 && !sub[1].compressed && sub[1].text === short, () =>
+        `the subscriber's frames on the wire: ${desc(sub)}; expected the ${Buffer.byteLength(big)} bytes compressed (under a quarter), then ${Buffer.byteLength(short)} plain`);
+    check(toEcho.length === 1 && toEcho[0].compressed && toEcho[0].text === echoed, () => `chromium's frames to /echo: ${desc(toEcho)}`);
+    check(fromEcho.length === 1 && fromEcho[0].compressed && fromEcho[0].text === echoed, () => `/echo's frames back: ${desc(fromEcho)}`);
+    t.note(`on the wire: ${Buffer.byteLength(big)} bytes as ${sub[0].wireLength}; 20,000 characters (${Buffer.byteLength(echoed)} bytes) as ${toEcho[0].wireLength} from chromium, ${fromEcho[0].wireLength} back`);
 });
 
 test('dojox/socket LongPoll: session queue keeps messages published between polls, none lost, in order', async (t) => {
@@ -1209,7 +1291,7 @@ function checkWebSocketWire(proxy, label, origin) {
         check(f.conn === up.conn, () => `${what} on connection #${f.conn}, not the upgrade's`);
         check(f.masked === (f.from === 'client'), () => `${what}: masked ${f.masked}`);
         if (['close', 'ping', 'pong'].includes(f.opcode)) continue;
-        check(f.opcode === 'text' && f.text !== null, () => `${what}: ${f.opcode}${f.rsv ? ' with RSV bits (compressed?)' : ''}, expected text`);
+        check(f.opcode === 'text' && f.text !== null, () => `${what}: ${f.opcode}${f.rsv ? ` with RSV bits 0x${f.rsv.toString(16)}${f.inflateError ? ` (${f.inflateError})` : ''}` : ''}, expected text`);
         let messages = null;
         try {
             messages = JSON.parse(f.text);

@@ -114,6 +114,42 @@ window.T = {
         T.sock.send(text);
     },
 
+    // WebSockets by name, for permessage-deflate (chromium offers it on every WebSocket): each
+    // records in T.x[name] the extensions agreed (ws.extensions, read at open) and every message.
+    x: {},
+    xs: {},
+    wsx(name, url) {
+        const st = (T.x[name] = { extensions: null, data: [], opened: false, closes: [], errors: 0 });
+        const ws = new WebSocket(url);
+        T.xs[name] = ws;
+        ws.onopen = () => {
+            st.opened = true;
+            st.extensions = ws.extensions;
+        };
+        ws.onmessage = (e) => st.data.push(typeof e.data === 'string' ? e.data : `<binary ${e.data}>`);
+        ws.onerror = () => st.errors++;
+        ws.onclose = (e) => st.closes.push({ code: e.code, reason: e.reason, wasClean: e.wasClean });
+    },
+    wsxSend(name, text) {
+        T.xs[name].send(text);
+    },
+    // Message `i` of T.x[name] compared, in the page, with `want`: equal or not, both lengths,
+    // the first index where they differ, and the SHA-256 (hex) of what arrived, encoded as UTF-8.
+    async wsxCompare(name, i, want) {
+        const got = T.x[name].data[i];
+        if (typeof got !== 'string') return { missing: true, have: T.x[name].data.length };
+        let first = -1;
+        for (let k = 0; k < Math.max(got.length, want.length); k++) {
+            if (got[k] !== want[k]) {
+                first = k;
+                break;
+            }
+        }
+        const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(got));
+        const sha256 = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('');
+        return { equal: got === want, gotLength: got.length, wantLength: want.length, first, sha256 };
+    },
+
     // Cross-origin publish with fetch (a simple request: no preflight). The answer is readable
     // only if it carries a matching Access-Control-Allow-Origin; a failed fetch is an error.
     async publish(url, body) {
