@@ -146,6 +146,12 @@ pub struct Args {
     #[arg(long, default_value = "64", value_parser = units::bytes::<usize>(0, 64 << 20))]
     pub size: usize,
 
+    /// Pad published messages with lines of a JSON price feed rather than dots, so that they
+    /// compress like a real feed (with --deflate: dots compress a hundredfold, a feed a few
+    /// times).
+    #[arg(long)]
+    pub json_payload: bool,
+
     /// Fraction (0 to 1) of the connections that read slowly once open: every
     /// round(1/FRACTION)-th connection, spread evenly over channels and processes. A slow reader
     /// reads --slow-read-rate bytes per second (0: nothing at all), so the server's and the

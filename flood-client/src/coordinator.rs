@@ -104,6 +104,7 @@ pub fn coordinate(args: &Args) -> Result<ExitCode, String> {
         channels: args.channels.max(1),
         rate: args.publish_rate,
         size: args.size,
+        json: args.json_payload,
         connections: args.publishers,
         pipeline: args.publish_pipeline as usize,
         first_seq: args.broadcasts,

@@ -285,7 +285,7 @@ mod tests {
     }
 
     fn payload(n: usize) -> Vec<u8> {
-        let mut v = crate::msg::encode(7, 123_456_789, n);
+        let mut v = crate::msg::encode(7, 123_456_789, n, false);
         // Not all dots: something to compress but not trivially.
         for (i, b) in v.iter_mut().enumerate().skip(40).step_by(17) {
             *b = b'a' + (i % 26) as u8;

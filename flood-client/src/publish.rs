@@ -48,6 +48,8 @@ pub struct PublishPlan {
     pub rate: f64,
     /// Payload bytes per message.
     pub size: usize,
+    /// Pad payloads with JSON rather than dots (`--json-payload`).
+    pub json: bool,
     /// Publisher connections (threads).
     pub connections: usize,
     /// Requests sent and not yet answered, at most, per connection (1: one at a time).
@@ -254,7 +256,12 @@ fn publish_loop(
             let k = (i % mine.len() as u64) as usize;
             let chan = mine[k];
             // The scheduled time, on the clock the subscribers read.
-            let body = msg::encode(seq[k], start_ns + offset.as_nanos() as u64, plan.size);
+            let body = msg::encode(
+                seq[k],
+                start_ns + offset.as_nanos() as u64,
+                plan.size,
+                plan.json,
+            );
             let path = format!(
                 "{}{}",
                 plan.path_prefix,
@@ -341,7 +348,7 @@ pub fn broadcast(plan: &PublishPlan, seq: u32, published: &mut Published) -> u64
                 }
             },
         };
-        let body = msg::encode(seq, msg::now_ns(), plan.size);
+        let body = msg::encode(seq, msg::now_ns(), plan.size, plan.json);
         match post(c, &path, &body) {
             Ok(s) if (200..300).contains(&s) => published.per_channel[chan as usize] += 1,
             Ok(_) => failed += 1,

@@ -347,7 +347,7 @@ impl Report {
                 "token": a.token.is_some(),
                 "conns": a.conns, "rate": a.rate, "duration": a.duration.as_secs_f64(),
                 "procs": i.procs, "source": a.source, "channels": a.channels,
-                "publish_rate": a.publish_rate, "size": a.size, "publishers": a.publishers,
+                "publish_rate": a.publish_rate, "size": a.size, "json_payload": a.json_payload, "publishers": a.publishers,
                 "slow_readers": a.slow_readers, "slow_read_rate": a.slow_read_rate,
                 "churn": a.churn, "broadcasts": a.broadcasts,
                 "open_files_per_process": i.nofile,

@@ -59,7 +59,7 @@ fn fresh() -> Compress {
 }
 
 fn payload(seq: u32, size: usize) -> Vec<u8> {
-    flood::msg::encode(seq, flood::msg::now_ns(), size)
+    flood::msg::encode(seq, flood::msg::now_ns(), size, false)
 }
 
 /// Serves every connection: reads the upgrade head (logged), answers 101 with `answer` as the

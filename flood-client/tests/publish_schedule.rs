@@ -103,6 +103,7 @@ fn plan(addr: std::net::SocketAddr, rate: f64, pipeline: usize) -> PublishPlan {
         channels: 1,
         rate,
         size: 64,
+        json: false,
         connections: 1,
         pipeline,
         first_seq: 0,

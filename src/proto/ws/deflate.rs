@@ -368,15 +368,32 @@ pub fn count_compressed(chunks: &[Bytes]) -> usize {
     n
 }
 
+/// The longest payload among the server frames in `frames` (what a client's window must hold).
+pub fn largest_payload(frames: &[u8]) -> usize {
+    let (mut at, mut most) = (0, 0);
+    while let Some((hlen, plen)) = server_frame_len(&frames[at..]) {
+        most = most.max(plen);
+        at += hlen + plen;
+    }
+    most
+}
+
+/// Whether the compressed form of `frames` may go to a client that agreed `agreed`: every
+/// payload in it fits the window the client asked for.
+pub fn may_compress(agreed: Agreed, frames: &[u8]) -> bool {
+    agreed.server_max_window_bits >= 15 || agreed.fits_window(largest_payload(frames))
+}
+
 /// The frames for one subscriber: the compressed form (made on first need) when it agreed to
-/// the extension and all of `plain` fits the window it asked for, else the plain frames.
+/// the extension and every payload of `plain` fits the window it asked for, else the plain
+/// frames.
 pub fn choose<'a>(
     agreed: Option<Agreed>,
     plain: &'a Bytes,
     compressed: impl FnOnce() -> &'a Bytes,
 ) -> &'a Bytes {
     match agreed {
-        Some(a) if a.fits_window(plain.len()) => compressed(),
+        Some(a) if may_compress(a, plain) => compressed(),
         _ => plain,
     }
 }
@@ -695,8 +712,9 @@ mod tests {
             server_max_window_bits: 9,
         };
         let z = Bytes::from_static(b"z");
-        let fits = Bytes::from(vec![0u8; 512]);
-        let over = Bytes::from(vec![0u8; 513]);
+        // The window holds the payload: a 512-byte message fits 9 bits, header aside.
+        let fits = frame::frame(OP_TEXT, &[b'a'; 512]);
+        let over = frame::frame(OP_TEXT, &[b'a'; 513]);
         assert_eq!(choose(Some(a), &fits, || &z), &z);
         assert_eq!(choose(Some(a), &over, || &z), &over);
         assert_eq!(choose(None, &fits, || &z), &fits);

@@ -165,6 +165,7 @@ impl Worker {
                     a.server_max_window_bits >= 15
                         || batch.iter().all(|(_, m)| a.fits_window(plain(m)))
                 };
+                let largest = deflate::largest_payload;
                 let frames: &[Bytes] = match conn.phase {
                     Phase::SioWs => {
                         // The frames of the entry's namespace, made once per batch (and once
@@ -178,7 +179,7 @@ impl Worker {
                                     &sio_ns[sio_ns.len() - 1].1
                                 }
                             },
-                            Some(a) if fits(a, &|m| self.sio.frame(m).len()) => {
+                            Some(a) if fits(a, &|m| largest(&self.sio.frame_in(m, nsp))) => {
                                 match sio_nsz.iter().position(|(n, _)| *n == nsp) {
                                     Some(k) => &sio_nsz[k].1,
                                     None => {
@@ -215,7 +216,7 @@ impl Worker {
                                 }
                                 &env
                             }
-                            Some(a) if fits(a, &|m| m.ws_envelope().len()) => {
+                            Some(a) if fits(a, &|m| largest(m.ws_envelope())) => {
                                 if envz.is_empty() {
                                     envz.extend(
                                         batch
@@ -254,7 +255,7 @@ impl Worker {
                             }
                             &ws
                         }
-                        Some(a) if fits(a, &|m| m.ws_frame().len()) => {
+                        Some(a) if fits(a, &|m| largest(m.ws_frame())) => {
                             if wsz.is_empty() {
                                 wsz.extend(
                                     batch.iter().map(|(_, m)| m.ws_frame_deflated(min).clone()),

@@ -71,7 +71,7 @@ pub(super) fn outgoing(
     plain: Bytes,
 ) -> Bytes {
     match agreed {
-        Some(a) if a.fits_window(plain.len()) => {
+        Some(a) if deflate::may_compress(a, &plain) => {
             let z = deflate::compress_frames(&plain, min as usize);
             if z.as_ptr() != plain.as_ptr() {
                 WorkerStats::add(&stats.ws_deflated_out, 1);
