@@ -624,6 +624,75 @@ fn corrupt_compressed_data_fails_with_1007() {
     assert_eq!(total(&srv, "ws_inflate_too_big"), 0);
 }
 
+/// Regression: a final block cut short used to be completed by the tail the inflater appends
+/// (`00 00 ff ff`, whose zero bits read as a fixed-Huffman end of block), so the message was
+/// accepted, often with a byte the client never sent ("Hello, world!" cut after 6 bytes came
+/// back as "Hello(").
+#[test]
+fn a_final_block_cut_short_fails_with_1007() {
+    let srv = one_worker(|_| {});
+    let a = srv.local_addr();
+    let msg = b"Hello, world! Hello, world!";
+    let mut c = Compress::new(Compression::new(6), false);
+    let mut fin = Vec::with_capacity(256);
+    c.compress_vec(msg, &mut fin, FlushCompress::Finish)
+        .unwrap();
+    assert_eq!(fin[0] & 0x07, 0x03, "one final fixed-Huffman block");
+    // Whole, it is fine.
+    let mut e = Client::open(a, "/echo", &[CHROMIUM]);
+    e.send(FIN | RSV1 | OP_TEXT, &fin);
+    assert_eq!(e.data_frame().payload, msg);
+    let mut cases: Vec<Vec<u8>> = (1..fin.len()).map(|cut| fin[..cut].to_vec()).collect();
+    // Found by fuzz/fuzz_targets/deflate.rs: a final fixed block of ASCII with no end of block;
+    // the tail's bits made one more byte and then the end of block.
+    cases.push(b"3p%rmessagp%rmessage\x15deflatl;neei ct_maxits".to_vec());
+    let mut n = 0;
+    for (i, z) in cases.iter().enumerate() {
+        let mut e = Client::open(a, "/echo", &[CHROMIUM]);
+        e.send(FIN | RSV1 | OP_BINARY, z);
+        let f = e.frame();
+        assert_eq!(
+            f.op(),
+            OP_CLOSE,
+            "case {i} {z:02x?} accepted as {:?}",
+            f.data()
+        );
+        assert_eq!(f.close_code(), 1007, "case {i}");
+        n += 1;
+    }
+    assert_eq!(total(&srv, "ws_inflate_errors"), n);
+}
+
+/// The worker's one inflater serves every connection: a back-reference before the start of a
+/// message must never read what it inflated for another.
+#[test]
+fn a_reference_before_the_message_start_reads_nothing_of_another_message() {
+    let srv = one_worker(|_| {});
+    let a = srv.local_addr();
+    let mut victim = Client::open(a, "/echo", &[CHROMIUM]);
+    let secret = b"S3CR3T-".repeat(60);
+    victim.send_deflated(OP_BINARY, &secret);
+    assert_eq!(victim.data_frame().data(), secret);
+    // One final fixed-Huffman block: a match of 258 bytes at distance 32,768 (the start of a
+    // 32 KiB window that held the victim's message) as its first symbol, then the end of block.
+    // And a match of 3 at distance 1, the smallest such reference.
+    for z in [&[0x1b, 0xbd, 0xff, 0x1f, 0x00][..], &[0x03, 0x02, 0x00]] {
+        let mut c = Client::open(a, "/echo", &[CHROMIUM]);
+        c.send(FIN | RSV1 | OP_BINARY, z);
+        let f = c.frame();
+        if f.op() == OP_CLOSE {
+            // What docs/api.md promises for invalid DEFLATE data (zlib refuses it: "invalid
+            // distance too far back").
+            assert_eq!(f.close_code(), 1007);
+        } else {
+            // What flate2's miniz_oxide backend does: the window is zeroed on reset, so the
+            // reference reads zeros.
+            let got = f.data();
+            assert!(got.iter().all(|&b| b == 0), "{z:02x?} read {got:?}");
+        }
+    }
+}
+
 #[test]
 fn inflated_text_must_be_utf8() {
     let srv = one_worker(|_| {});
