@@ -245,6 +245,11 @@ fn json_of(len: usize) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// A compressible JSON text of exactly `len` (>= 10) bytes.
+fn padded(len: usize) -> Vec<u8> {
+    format!("{{\"pad\":\"{}\"}}", "x".repeat(len - 10)).into_bytes()
+}
+
 fn one_worker(tweak: impl FnOnce(&mut Config)) -> Server {
     server(1, tweak)
 }
@@ -393,6 +398,20 @@ fn fanout_sends_compressed_frames_only_to_those_that_agreed() {
         assert_eq!(env["data"].as_str().unwrap().as_bytes(), small);
     }
     assert_eq!(total(&srv, "ws_deflated_out"), 2);
+    // The boundary is the payload's length, not the frame's: 255 bytes (257 with the header)
+    // plain, 256 compressed.
+    for (len, compressed) in [(255, false), (256, true)] {
+        let m = padded(len);
+        assert_eq!(p.publish("fan", &m).0, 200);
+        let f = z.data_frame();
+        assert_eq!(f.compressed(), compressed, "{len} bytes");
+        assert_eq!(f.data(), m);
+        assert_eq!(plain.data_frame().payload, m);
+        z_env.data_frame();
+        plain_env.data_frame();
+    }
+    // (The envelopes of both are over 256 bytes: compressed for z_env.)
+    assert_eq!(total(&srv, "ws_deflated_out"), 5);
 
     // Binary-looking but compressible text well over the minimum, to several subscribers that
     // agreed: still one frame each, the same bytes.
@@ -406,7 +425,7 @@ fn fanout_sends_compressed_frames_only_to_those_that_agreed() {
     assert_eq!(plain.data_frame().payload, text.as_bytes());
     assert!(z_env.data_frame().compressed());
     assert!(!plain_env.data_frame().compressed());
-    assert_eq!(total(&srv, "ws_deflated_out"), 5);
+    assert_eq!(total(&srv, "ws_deflated_out"), 8);
 }
 
 #[test]
@@ -435,12 +454,12 @@ fn a_server_window_limit_sends_longer_messages_plain() {
     assert_eq!(f.data(), medium);
     // Near the limit: 500 bytes compressed, 513 (past 2^9) plain.
     for (len, compressed) in [(500, true), (513, false)] {
-        let m = format!("{{\"pad\":\"{}\"}}", "x".repeat(len - 10));
+        let m = padded(len);
         assert_eq!(m.len(), len);
-        assert_eq!(p.publish("win", m.as_bytes()).0, 200);
+        assert_eq!(p.publish("win", &m).0, 200);
         let f = c.data_frame();
         assert_eq!(f.compressed(), compressed, "{len} bytes");
-        assert_eq!(f.data(), m.as_bytes());
+        assert_eq!(f.data(), m);
     }
     assert_eq!(total(&srv, "ws_deflated_out"), 2);
 }
