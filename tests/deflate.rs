@@ -757,6 +757,16 @@ fn a_decompression_bomb_fails_with_1009_and_the_worker_carries_on() {
     c.send_deflated(OP_BINARY, &vec![b'x'; (1 << 20) + 1]);
     assert_eq!(c.close_code(), 1009);
     assert_eq!(total(&srv, "ws_inflate_too_big"), 2);
+    // The compressed bytes count too: a frame announcing more than the limit is refused from
+    // its header, before anything is inflated.
+    let mut c = Client::open(a, "/echo", &[CHROMIUM]);
+    let mut head = vec![FIN | RSV1 | OP_BINARY, 0x80 | 127];
+    head.extend_from_slice(&((1u64 << 20) + 1).to_be_bytes());
+    head.extend_from_slice(&MASK);
+    c.s.write_all(&head).unwrap();
+    assert_eq!(c.close_code(), 1009);
+    assert_eq!(total(&srv, "ws_too_big"), 1);
+    assert_eq!(total(&srv, "ws_inflate_too_big"), 2);
 
     // The same (only) worker still serves everyone, compressed or not.
     let mut other = Client::open(a, "/echo", &[CHROMIUM]);
