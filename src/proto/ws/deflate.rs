@@ -460,6 +460,12 @@ pub fn inflate(input: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), Inflat
                 );
                 out.truncate(len + made);
                 pos += took;
+                // The appended blocks make nothing: bytes from them, or a stream that ends
+                // inside them, mean the message was cut inside a block (a final one: zero bits
+                // read as a fixed-Huffman end of block).
+                if k == 1 && made > 0 {
+                    return Err(InflateError::Corrupt);
+                }
                 match st {
                     Err(_) => return Err(InflateError::Corrupt),
                     Ok(Status::StreamEnd) => {
@@ -467,7 +473,7 @@ pub fn inflate(input: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), Inflat
                             return Err(InflateError::TooBig);
                         }
                         // A final block inside the message: nothing of it may follow.
-                        return if k == 0 && pos < input.len() {
+                        return if pos < part.len() {
                             Err(InflateError::Corrupt)
                         } else {
                             Ok(())
