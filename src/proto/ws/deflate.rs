@@ -697,6 +697,12 @@ mod tests {
                 assert_ne!(out, p, "cut at {cut} accepted as whole");
             }
         }
+        // A back-reference to before the message's first byte ("distance too far back"): a
+        // message stands alone, so nothing before it may be referred to.
+        assert_eq!(
+            inflate(&[0x03, 0x02, 0x00], 1 << 20, &mut Vec::new()),
+            Err(InflateError::Corrupt)
+        );
         // A reserved block type (BTYPE 11).
         assert_eq!(
             inflate(&[0x07, 0x00], 1 << 20, &mut Vec::new()),
