@@ -52,7 +52,7 @@ for (const f of fs.readdirSync(dir).filter((x) => x.endsWith('.json')).sort()) {
                     break;
                 }
                 case 'ws-text':
-                    console.log(`${pre} WS text${e.fragments ? ` (${e.fragments} fragments)` : ''}${e.compressed ? ` (compressed, ${e.bytes} bytes)` : ''}${dropped}: ${e.text !== undefined ? cut(e.text) : ''}`);
+                    console.log(`${pre} WS text${e.fragments ? ` (${e.fragments} fragments)` : ''}${e.compressed ? ` (compressed, ${e.wireBytes} bytes on the wire${e.inflateError ? `, does not inflate: ${e.inflateError}` : ''})` : ''}${dropped}: ${e.text !== undefined ? cut(e.text) : ''}`);
                     break;
                 case 'ws-close':
                     console.log(`${pre} WS close ${e.code} ${e.reason}${dropped}`);

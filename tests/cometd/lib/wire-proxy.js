@@ -14,8 +14,12 @@
 // Loopback only: it listens on 127.0.0.1 and connects to 127.0.0.1.
 
 import net from 'node:net';
+import zlib from 'node:zlib';
 
 const CRLF2 = Buffer.from('\r\n\r\n');
+
+// RFC 7692 7.2.2: the tail a compressed message's sender takes off.
+const DEFLATE_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
 
 // Incremental parser of one direction of one connection. feed() returns nothing; complete units
 // are pushed with emit(event).
@@ -214,11 +218,25 @@ class StreamParser {
             if (fin) {
                 const f = this.wsFragments;
                 this.wsFragments = null;
-                const data = Buffer.concat(f.parts);
+                let data = Buffer.concat(f.parts);
                 const ev = { dir: this.dir, type: f.opcode === 1 ? 'ws-text' : 'ws-binary', masked };
                 if (f.rsv1) {
+                    // permessage-deflate (RFC 7692): edgecomet agrees with no context takeover
+                    // both ways, so each message inflates alone once the 00 00 ff ff its sender
+                    // dropped is put back. `compressed`, and `wireBytes` its size on the wire.
                     ev.compressed = true;
-                    ev.bytes = data.length;
+                    ev.wireBytes = data.length;
+                    try {
+                        data = zlib.inflateRawSync(Buffer.concat([data, DEFLATE_TAIL]), {
+                            finishFlush: zlib.constants.Z_SYNC_FLUSH,
+                        });
+                    } catch (e) {
+                        ev.inflateError = e.message;
+                        data = null;
+                    }
+                }
+                if (data === null) {
+                    ev.bytes = ev.wireBytes;
                 } else if (f.opcode === 1) {
                     ev.text = data.toString('utf8');
                 } else {
