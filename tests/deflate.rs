@@ -574,6 +574,77 @@ fn bayeux_and_socketio_take_compressed_messages() {
     assert_eq!(total(&srv, "ws_inflate_errors"), 0);
 }
 
+/// A Bayeux WebSocket client that handshakes and subscribes to `/{channel}`, compressing
+/// what it sends when `z`; returns it with its clientId after the subscribe reply.
+fn bayeux_subscriber(a: SocketAddr, channel: &str, ext: &[&str]) -> Client {
+    let mut b = Client::open(a, "/cometd", ext);
+    let hs = json!([{"channel":"/meta/handshake","version":"1.0",
+        "supportedConnectionTypes":["websocket"],"id":"1"}]);
+    b.send(FIN | OP_TEXT, hs.to_string().as_bytes());
+    let r: Value = serde_json::from_slice(&b.data_frame().data()).unwrap();
+    let id = r[0]["clientId"].as_str().unwrap().to_string();
+    let sub = json!([{"channel":"/meta/subscribe","subscription":format!("/{channel}"),
+        "clientId":id,"id":"2"},
+        {"channel":"/meta/connect","connectionType":"websocket","clientId":id,"id":"3",
+        "advice":{"timeout":0}}]);
+    b.send(FIN | OP_TEXT, sub.to_string().as_bytes());
+    // The subscribe reply and the first connect's (answered at once: timeout 0), in one frame
+    // or two.
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let r: Value = serde_json::from_slice(&b.data_frame().data()).unwrap();
+        for m in r.as_array().unwrap() {
+            assert_eq!(m["successful"], true, "{m}");
+            seen.push(m["channel"].as_str().unwrap().to_string());
+        }
+    }
+    // The next connect is held: deliveries come with its reply or on their own.
+    let c = json!([{"channel":"/meta/connect","connectionType":"websocket","clientId":id,
+        "id":"4"}]);
+    b.send(FIN | OP_TEXT, c.to_string().as_bytes());
+    b
+}
+
+#[test]
+fn bayeux_websocket_deliveries_are_compressed_once_and_stitched_per_client() {
+    let srv = one_worker(|_| {});
+    let a = srv.local_addr();
+    let mut z1 = bayeux_subscriber(a, "bz", &[CHROMIUM]);
+    let mut z2 = bayeux_subscriber(a, "bz", &[CHROMIUM]);
+    let mut plain = bayeux_subscriber(a, "bz", &[]);
+    assert_eq!(z1.extensions(), [AGREED]);
+    let mut p = Publisher::new(a);
+    let big = json_of(3000);
+    assert_eq!(p.publish("bz", &big).0, 200);
+    let want: Value = serde_json::from_slice(&big).unwrap();
+    let mut frames = Vec::new();
+    for c in [&mut z1, &mut z2, &mut plain] {
+        // The delivery, with the held connect's reply in the same frame or in another.
+        let mut got = None;
+        while got.is_none() {
+            let f = c.data_frame();
+            let r: Value = serde_json::from_slice(&f.data()).unwrap();
+            for m in r.as_array().unwrap() {
+                if m["channel"] == "/bz" {
+                    assert_eq!(m["data"], want);
+                    got = Some(f.compressed());
+                }
+            }
+            frames.push((f.compressed(), f.payload.len()));
+        }
+        frames.push((got.unwrap(), 0));
+    }
+    // Both clients that agreed got it compressed (a third of the bytes or less), the other
+    // plain.
+    let z: Vec<bool> = frames.iter().filter(|f| f.1 == 0).map(|f| f.0).collect();
+    assert_eq!(z, [true, true, false], "{frames:?}");
+    assert!(
+        frames.iter().any(|&(c, n)| c && n > 0 && n < big.len() / 2),
+        "{frames:?}"
+    );
+    assert!(total(&srv, "ws_deflated_out") >= 2);
+}
+
 // ---- Errors ------------------------------------------------------------------------------------
 
 #[test]

@@ -153,6 +153,10 @@ pub struct Worker {
     resumed: std::collections::HashMap<Key, u64>,
     /// Held Bayeux connects of this worker to look at this turn: (slot, generation).
     bayeux_wakes: Vec<(u32, u32)>,
+    /// permessage-deflate: this turn's Bayeux deliveries compressed once for every Bayeux
+    /// WebSocket client here that agreed (keyed by the delivery's shared bytes, held so that
+    /// the address stays theirs; emptied at the end of the turn).
+    bayeux_pieces: std::collections::HashMap<(usize, usize), (Bytes, Option<Bytes>)>,
     /// The Bayeux advice JSON (from the flags), shared by every connect reply.
     bayeux_advice: String,
     head_limits: HeadLimits,
@@ -251,6 +255,7 @@ impl Worker {
             swept: 0,
             resumed: std::collections::HashMap::new(),
             bayeux_wakes: Vec::new(),
+            bayeux_pieces: std::collections::HashMap::new(),
             bayeux_advice,
             head_limits,
             notes: Summary::default(),
@@ -350,6 +355,9 @@ impl Worker {
 
     fn end_turn(&mut self) {
         self.notes.flush(self.id, self.tick);
+        if !self.bayeux_pieces.is_empty() {
+            self.bayeux_pieces = std::collections::HashMap::new();
+        }
         self.dashboard_tick();
         if self.id == 0 && self.swept != self.tick {
             self.swept = self.tick;

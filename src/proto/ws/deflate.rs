@@ -355,6 +355,70 @@ fn server_frame_len(f: &[u8]) -> Option<(usize, usize)> {
     (f.len() - hlen >= plen).then_some((hlen, plen))
 }
 
+/// One part of a message assembled per client from shared parts (a Bayeux reply: `[`, the
+/// deliveries of several messages, `,`, a client's own connect reply, `]`).
+#[derive(Debug, Clone, Copy)]
+pub enum Piece<'a> {
+    /// A part compressed on its own by [`compress_piece`] (shared by every client that gets it).
+    Compressed(&'a [u8]),
+    /// A part sent as it is, in stored blocks (a separator, a client's own small reply).
+    Raw(&'a [u8]),
+}
+
+/// `part` compressed on its own, sync-flushed with its `00 00 ff ff` kept: it refers back to
+/// nothing before it and ends on a byte boundary, so such pieces concatenate (with stored
+/// blocks between them) into one message's DEFLATE data. `None` when it does not shrink.
+pub fn compress_piece(part: &[u8]) -> Option<Bytes> {
+    let f = compress_frame(frame::OP_TEXT, part)?;
+    let (hlen, plen) = server_frame_len(&f)?;
+    let mut v = Vec::with_capacity(plen + TAIL.len());
+    v.extend_from_slice(&f[hlen..hlen + plen]);
+    v.extend_from_slice(&TAIL);
+    Some(Bytes::from(v))
+}
+
+/// One compressed frame (FIN, RSV1, `opcode`) whose payload is `pieces` in order: compressed
+/// pieces as they are, raw ones as stored blocks. What the client inflates is the pieces'
+/// plain bytes one after the other; a piece shared by many clients is compressed once.
+pub fn frame_from_pieces<'a>(opcode: u8, pieces: impl IntoIterator<Item = Piece<'a>>) -> Bytes {
+    let mut body: Vec<u8> = Vec::new();
+    let mut ends_compressed = false;
+    for p in pieces {
+        match p {
+            Piece::Compressed(z) => {
+                body.extend_from_slice(z);
+                ends_compressed = true;
+            }
+            Piece::Raw(raw) => {
+                for chunk in raw.chunks(0xFFFF) {
+                    // A stored block, not final: 3 header bits 000 and the padding (we are on a
+                    // byte boundary), LEN and NLEN little-endian, the bytes.
+                    let len = chunk.len() as u16;
+                    body.push(0x00);
+                    body.extend_from_slice(&len.to_le_bytes());
+                    body.extend_from_slice(&(!len).to_le_bytes());
+                    body.extend_from_slice(chunk);
+                    ends_compressed = false;
+                }
+            }
+        }
+    }
+    if ends_compressed {
+        // The last piece's empty stored block loses its LEN/NLEN, as every message's does.
+        body.truncate(body.len() - TAIL.len());
+    } else {
+        // The header of the empty stored block whose LEN/NLEN the receiver puts back.
+        body.push(0x00);
+    }
+    let mut hdr = [0u8; MAX_SERVER_HEADER];
+    let n = frame::encode_header(opcode, body.len(), &mut hdr);
+    hdr[0] |= RSV1;
+    let mut out = Vec::with_capacity(n + body.len());
+    out.extend_from_slice(&hdr[..n]);
+    out.extend_from_slice(&body);
+    Bytes::from(out)
+}
+
 /// How many of the frames in `chunks` (each one or more whole server frames) are compressed.
 pub fn count_compressed(chunks: &[Bytes]) -> usize {
     let mut n = 0;
@@ -731,6 +795,43 @@ mod tests {
         assert_eq!(choose(Some(a), &over, || &z), &over);
         assert_eq!(choose(None, &fits, || &z), &fits);
         assert_eq!(choose(Some(Agreed::DEFAULT), &over, || &z), &z);
+    }
+
+    #[test]
+    fn pieces_make_one_message() {
+        let a = json(3000);
+        let b = json(1500);
+        let za = compress_piece(&a).unwrap();
+        let zb = compress_piece(&b).unwrap();
+        assert!(za.ends_with(&TAIL));
+        let f = frame_from_pieces(
+            OP_TEXT,
+            [
+                Piece::Raw(b"["),
+                Piece::Compressed(&za),
+                Piece::Raw(b","),
+                Piece::Compressed(&zb),
+                Piece::Raw(b",{\"channel\":\"/meta/connect\"}]"),
+            ],
+        );
+        let (b0, body) = split(&f);
+        assert_eq!(b0, 0x80 | RSV1 | OP_TEXT);
+        let mut want = b"[".to_vec();
+        want.extend_from_slice(&a);
+        want.push(b',');
+        want.extend_from_slice(&b);
+        want.extend_from_slice(b",{\"channel\":\"/meta/connect\"}]");
+        assert!(body.len() < want.len() / 2);
+        let mut out = Vec::new();
+        inflate(body, 1 << 20, &mut out).unwrap();
+        assert_eq!(out, want);
+        // Ending with a compressed piece; a raw piece over one stored block's 65,535 bytes.
+        let big = vec![b'x'; 70_000];
+        let f = frame_from_pieces(OP_TEXT, [Piece::Raw(&big), Piece::Compressed(&za)]);
+        let mut out = Vec::new();
+        inflate(split(&f).1, 1 << 20, &mut out).unwrap();
+        assert_eq!(out.len(), 73_000);
+        assert!(out.starts_with(&big) && out.ends_with(&a));
     }
 
     #[test]

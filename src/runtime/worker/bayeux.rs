@@ -29,6 +29,7 @@ use super::{PubError, Worker};
 use crate::broker::{Broker, Key};
 use crate::proto::bayeux::{self, Request};
 use crate::proto::http;
+use crate::proto::ws::deflate;
 use crate::proto::ws::frame::{self, OP_TEXT, close_code};
 use crate::runtime::conn::{
     BayeuxAnswer, BayeuxWs, Ext, Format, ORIGIN_ANY, Phase, SubState, flag,
@@ -99,6 +100,67 @@ fn json_array(parts: &[Bytes], prefix: &str, suffix: &str) -> Vec<u8> {
     body.push(b']');
     body.extend_from_slice(suffix.as_bytes());
     body
+}
+
+impl Worker {
+    /// The reply frame of a Bayeux WebSocket client that agreed to permessage-deflate. A
+    /// delivery of at least `--deflate-min-bytes` is compressed once per turn for every such
+    /// client of this worker (`bayeux_pieces`: the JSON of a delivery is the same bytes in every
+    /// client's queue) and the frame is stitched from those pieces and the rest (brackets,
+    /// commas, the client's own replies) in stored blocks; with no such delivery, the whole
+    /// reply is compressed for this client ([`ws::outgoing`](super::ws::outgoing)).
+    fn bayeux_ws_deflated(&mut self, idx: usize, parts: &[Bytes], plain: Bytes) -> Bytes {
+        let min = self.cfg.deflate_min_bytes as usize;
+        let pieces = &mut self.bayeux_pieces;
+        let zs: Vec<Option<Bytes>> = parts
+            .iter()
+            .map(|p| {
+                if p.len() < min {
+                    return None;
+                }
+                let key = (p.as_ptr() as usize, p.len());
+                let e = pieces
+                    .entry(key)
+                    .or_insert_with(|| (p.clone(), deflate::compress_piece(p)));
+                e.1.clone()
+            })
+            .collect();
+        if zs.iter().all(Option::is_none) {
+            return self.ws_out(idx, plain);
+        }
+        // Raw runs between the compressed deliveries, each one buffer (one stored block).
+        let mut runs: Vec<Vec<u8>> = vec![b"[".to_vec()];
+        for (i, (p, z)) in parts.iter().zip(&zs).enumerate() {
+            let run = runs.last_mut().expect("one run at least");
+            if i > 0 {
+                run.push(b',');
+            }
+            match z {
+                Some(_) => runs.push(Vec::new()),
+                None => run.extend_from_slice(p),
+            }
+        }
+        runs.last_mut().expect("one run at least").push(b']');
+        let mut seq = Vec::with_capacity(2 * runs.len());
+        let mut z = zs.iter().flatten();
+        for (k, run) in runs.iter().enumerate() {
+            if !run.is_empty() {
+                seq.push(deflate::Piece::Raw(run));
+            }
+            if k + 1 < runs.len() {
+                let piece = z
+                    .next()
+                    .expect("a compressed delivery after every run but the last");
+                seq.push(deflate::Piece::Compressed(piece));
+            }
+        }
+        let f = deflate::frame_from_pieces(OP_TEXT, seq);
+        if f.len() >= plain.len() {
+            return plain;
+        }
+        WorkerStats::add(&self.stats.ws_deflated_out, 1);
+        f
+    }
 }
 
 /// The full advice of every successful connect and handshake reply, built once per worker
@@ -593,7 +655,13 @@ impl Worker {
 
     /// Sends `parts` as one text frame holding a JSON array.
     fn bayeux_ws_send(&mut self, idx: usize, parts: &[Bytes]) -> Handled {
-        let f = self.ws_out(idx, frame::frame(OP_TEXT, &json_array(parts, "", "")));
+        let plain = frame::frame(OP_TEXT, &json_array(parts, "", ""));
+        let f = match self.conns[idx].deflate() {
+            Some(a) if deflate::may_compress(a, &plain) => {
+                self.bayeux_ws_deflated(idx, parts, plain)
+            }
+            _ => plain,
+        };
         self.send(idx, &[f], false)?;
         self.over_backlog(idx)?;
         Ok(())
