@@ -27,12 +27,24 @@
 # a CA and an ECDSA P-256 certificate made for the run with the openssl CLI (in OUT/.tls, removed
 # at the end); publishes and /stats stay on the plaintext port.
 #
-# Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory.
+# NETNS=1 (the default) runs all of it in a network namespace of its own (`unshare --net`),
+# made after the profiles are applied in the machine's namespace. c1m-server's
+# net.ipv4.tcp_child_ehash_entries gives the new namespace an established-connections hash of
+# 4,194,304 buckets; the machine's own is sized at boot from its memory (262,144 on this 24 GiB
+# box) for the 2,000,000 sockets of a million loopback connections, and every received segment
+# is looked up in it (bench/RESULTS.md, One million WebSocket subscribers). NETNS=0 runs in the
+# machine's namespace. FLOOD_SCHED=batch runs flood under SCHED_BATCH (`chrt --batch`): a flood
+# process woken by a delivery does not preempt the server process that sent it.
+#
+# Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory; NETNS=1
+# also unshare and ip (util-linux, iproute2) and Linux 6.1 or later.
 # Environment: PORT (18300), REDIS_PORT (16390), NPROC (60), CONNS (1000000), NSOURCES (40),
-# BROADCASTS (3), LOAD_RATE (0.15), LOAD_SECS (40), DRAIN (90), TLS (0), TLS_PORT, OUT.
+# BROADCASTS (3), LOAD_RATE (0.15), LOAD_SECS (40), DRAIN (90), TLS (0), TLS_PORT, NETNS (1),
+# FLOOD_SCHED (normal), OUT.
 # Exit status: 0 if every connection opened and every message reached everyone, 1 otherwise,
 # 2 if a precondition failed.
 set -uo pipefail
+self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/../.."
 
 PORT="${PORT:-18300}"
@@ -47,6 +59,42 @@ DRAIN="${DRAIN:-90}"
 OUT="${OUT:-bench/c1m/results}"
 TLS="${TLS:-0}"
 TLS_PORT="${TLS_PORT:-$((PORT + 1))}"
+NETNS="${NETNS:-1}"
+FLOOD_SCHED="${FLOOD_SCHED:-normal}"
+case "$FLOOD_SCHED" in
+    normal | batch) ;;
+    *) echo "c1m: FLOOD_SCHED is normal or batch, not $FLOOD_SCHED" >&2; exit 2 ;;
+esac
+
+# NETNS=1: the profiles are applied in the machine's namespace first (their global keys: fs.*,
+# tcp_mem, netdev_max_backlog, nf_conntrack_max; and tcp_child_ehash_entries, which sizes the
+# namespace made next), then this script runs again inside a network namespace of its own and
+# applies them there for the per-namespace keys. The machine's values are restored at the end.
+if [ "$NETNS" = 1 ] && [ -z "${C1M_IN_NETNS:-}" ]; then
+    [ "$(id -u)" -eq 0 ] || { echo "c1m: needs root: the kernel-tuning profiles write /proc/sys" >&2; exit 2; }
+    for c in unshare ip; do
+        command -v "$c" >/dev/null || { echo "c1m: NETNS=1 needs $c (NETNS=0 runs without)" >&2; exit 2; }
+    done
+    [ -e /proc/sys/net/ipv4/tcp_child_ehash_entries ] ||
+        { echo "c1m: no net.ipv4.tcp_child_ehash_entries (Linux 6.1+): run with NETNS=0" >&2; exit 2; }
+    mkdir -p "$OUT"
+    machine_state="$OUT/.ktune-saved-machine.conf"
+    [ ! -f "$machine_state" ] || { echo "c1m: $machine_state exists: a previous run did not restore; run kernel-tuning/restore --state $machine_state" >&2; exit 2; }
+    trap '{ echo "restoring the machine namespace'"'"'s sysctls"
+        kernel-tuning/restore --state "$machine_state" 2>&1 | sed "s/^/  /"; } | tee -a "$OUT/run.log"' EXIT
+    { kernel-tuning/apply --state "$machine_state" c1m-loadgen
+      kernel-tuning/apply --state "$machine_state" c1m-server; } >"$OUT/.machine-apply.log" 2>&1
+    C1M_IN_NETNS=1 unshare --net -- "$self" &
+    child=$!
+    trap 'kill -TERM "$child" 2>/dev/null' INT TERM
+    wait "$child"
+    status=$?
+    while [ "$status" -gt 128 ] && kill -0 "$child" 2>/dev/null; do
+        wait "$child"
+        status=$?
+    done
+    exit "$status"
+fi
 # Every step is bounded: the whole run stays under 15 minutes.
 FLOOD_TIMEOUT=600
 
@@ -131,16 +179,30 @@ need_kib=$((CONNS * 14000 / 1024)) # ~14 KB per connection: both ends, flood, he
 [ ! -f "$ktune_state" ] || fail "$ktune_state exists: a previous run did not restore; run kernel-tuning/restore --state $ktune_state"
 
 print_machine
+ehash=$(sysctl -n net.ipv4.tcp_ehash_entries 2>/dev/null | tr -d -)
+if [ -n "${C1M_IN_NETNS:-}" ]; then
+    ip link set lo up || fail "could not bring up lo in the namespace"
+    run_desc="a network namespace of its own (established hash ${ehash:-?} buckets)"
+else
+    run_desc="the machine's network namespace (established hash ${ehash:-?} buckets)"
+fi
+[ "$FLOOD_SCHED" = batch ] && run_desc="$run_desc, flood under SCHED_BATCH"
+echo "netns:   $run_desc"
 
 say "build"
 run cargo build --release -p edgecomet -p edgecomet-flood || exit 2
 
+if [ -f "$OUT/.machine-apply.log" ]; then
+    say "kernel-tuning profiles in the machine's namespace (old values saved in $OUT/.ktune-saved-machine.conf)"
+    sed 's/^/  /' "$OUT/.machine-apply.log"
+    rm -f "$OUT/.machine-apply.log"
+fi
 say "kernel-tuning profiles (old values saved in $ktune_state)"
 run kernel-tuning/apply --state "$ktune_state" c1m-loadgen | sed 's/^/  /'
 run kernel-tuning/apply --state "$ktune_state" c1m-server | sed 's/^/  /'
 for s in net.ipv4.ip_local_port_range net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ipv4.tcp_mem \
     net.core.somaxconn net.ipv4.tcp_max_syn_backlog fs.file-max; do
-    echo "sysctl:  $s = $(sysctl -n "$s" | tr '\t' ' ')"
+    echo "sysctl:  $s = $(sysctl -n "$s" 2>/dev/null | tr '\t' ' ' || echo "(not visible here: global, set in the machine's namespace)")"
 done
 
 say "redis-server on 127.0.0.1:$REDIS_PORT"
@@ -195,6 +257,9 @@ flood_cmd=(target/release/flood --url "$sub_url" "${tls_args[@]}" --conns "$CONN
     --source "127.0.0.2-$last_source" --rate max --connect-timeout 30
     --broadcasts "$BROADCASTS" --publish-rate "$LOAD_RATE" --duration "$LOAD_SECS"
     --drain "$DRAIN" --json "$OUT/flood.json" --jsonl "$OUT/flood.jsonl" --plot "$OUT/flood.svg")
+if [ "$FLOOD_SCHED" = batch ]; then
+    flood_cmd=(chrt --batch 0 "${flood_cmd[@]}")
+fi
 say "flood"
 echo "+ ${flood_cmd[*]}"
 # flood reports once a second; every 10th line is kept here (its JSON has everything).
@@ -234,7 +299,7 @@ fd_max=$(echo "$per_proc" | tail -1)
 jq -r --arg commit "$commit" --arg nproc "$NPROC" --arg fdmin "${fd_min:-n/a}" \
     --arg fdmax "${fd_max:-n/a}" --arg used "$(( ${used_open:-0} - used_before ))" \
     --arg server "${server_cmd[*]}" --arg flood "${flood_cmd[*]}" \
-    --arg date "$(date -u +%Y-%m-%d)" --arg kernel "$(uname -r)" \
+    --arg date "$(date -u +%Y-%m-%d)" --arg kernel "$(uname -r)" --arg setup "$run_desc" \
     --slurpfile fin "$OUT/stats-end.json" -f bench/c1m/summary.jq \
     "$OUT/flood.json" >"$OUT/summary.md" || { echo "summary failed"; exit 1; }
 echo

@@ -8,7 +8,7 @@
   (if $j.conns_target == 1000000 then "One million" else ($j.conns_target | tostring) end) as $count |
   "# \($count) WebSocket subscribers\(if ($j.tls // null) != null then " over TLS" else "" end) on one machine",
   "",
-  "Commit \($commit), \($date), 2 cores, 24 GiB, Linux \($kernel). Produced by `bench/c1m/run.sh`:",
+  "Commit \($commit), \($date), 2 cores, 24 GiB, Linux \($kernel), \($setup). Produced by `bench/c1m/run.sh`:",
   "",
   "    \($server)",
   "    \($flood)",

@@ -51,6 +51,14 @@ def read(key, root=PROC):
         return None
 
 
+def writable(key, root=PROC):
+    """False for a key the kernel keeps read-only here: a sysctl that is read-only everywhere
+    (net.ipv4.tcp_ehash_entries) or a global one seen from a network namespace of its own
+    (net.netfilter.nf_conntrack_max outside the machine's namespace). Root included: /proc/sys
+    checks the table's mode, not the caller's capabilities."""
+    return os.access(path_of(key, root), os.W_OK)
+
+
 def write(key, value, root=PROC):
     with open(path_of(key, root), "w") as f:
         f.write(value + "\n")
@@ -108,7 +116,12 @@ def apply(profile, state, dry_run=False, root=PROC, out=sys.stdout):
     for key, new in items:
         old = read(key, root)
         if old is None:
-            out.write("%-40s not present in this kernel (module not loaded?): skipped\n" % key)
+            out.write("%-40s not present here (a module not loaded, or a key of the machine's network"
+                      " namespace only): skipped\n" % key)
+            continue
+        if old != new and not writable(key, root):
+            out.write("%-40s %s, read-only here: skipped (a global key seen from a network"
+                      " namespace of its own is set in the machine's)\n" % (key, old))
             continue
         mark = "unchanged" if old == new else "%s -> %s" % (old, new)
         out.write("%-40s %s\n" % (key, mark))
