@@ -181,6 +181,13 @@ pub fn columns(f: &Finding, p: &Plan, l: &Limits) -> (String, String) {
         "somaxconn" => (v(l.somaxconn), ">= 4096".into()),
         "tcp_max_syn_backlog" => (v(l.syn_backlog), ">= 4096".into()),
         "fs.epoll.max_user_watches" => (v(l.epoll_watches), format!("{sockets}")),
+        "tcp_ehash_entries" => (
+            format!("{} buckets", v(l.ehash_buckets)),
+            format!(
+                "{} buckets for {sockets} sockets",
+                sockets.div_ceil(preflight::ehash::MAX_SOCKETS_PER_BUCKET)
+            ),
+        ),
         "nf_conntrack_max" => (
             if l.conntrack_active {
                 format!("{} ({} in use)", v(l.conntrack_max), l.conntrack_used)
@@ -346,6 +353,7 @@ mod tests {
             conntrack_active: false,
             epoll_watches: 1 << 30,
             socket_slab_bytes: 3712,
+            ehash_buckets: 262_144,
         }
     }
 

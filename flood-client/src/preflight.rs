@@ -12,6 +12,8 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io;
 
+pub mod ehash;
+
 /// File descriptors each process keeps for itself beyond its connections (stdio, epoll, pipes,
 /// the binary's own files).
 pub const FD_MARGIN: u64 = 64;
@@ -99,6 +101,9 @@ pub struct Limits {
     /// sock_inode_cache, filp, dentry, eventpoll_epi) read from `/proc/slabinfo`, or
     /// [`UNKNOWN`].
     pub socket_slab_bytes: u64,
+    /// Buckets of the established-connections hash this network namespace uses
+    /// (`net.ipv4.tcp_ehash_entries`, see [`ehash`]), or [`UNKNOWN`].
+    pub ehash_buckets: u64,
 }
 
 /// Slab caches a TCP socket owns one object of: the socket, its inode, its file, its dentry,
@@ -221,6 +226,8 @@ pub fn read_limits() -> io::Result<Limits> {
             .ok()
             .and_then(|t| socket_slab_bytes(&t))
             .unwrap_or(UNKNOWN),
+        ehash_buckets: fs::read_to_string("/proc/sys/net/ipv4/tcp_ehash_entries")
+            .map_or(UNKNOWN, |t| ehash::parse_buckets(&t)),
     })
 }
 
@@ -292,7 +299,8 @@ pub fn procs_needed(conns: u64, nofile_soft: u64) -> u32 {
 
 /// Checks the plan against the limits, one finding per limit in this order: open files (client
 /// processes), server open files (local server only), fs.file-max, ports, memory, tcp_mem,
-/// somaxconn (local server only), vm.max_map_count. Every `Stop` says in plain words which
+/// somaxconn (local server only), epoll watches, the established hash, conntrack (when loaded),
+/// vm.max_map_count. Every `Stop` says in plain words which
 /// limit is hit, the numbers, and what to change.
 pub fn check(plan: &Plan, limits: &Limits) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -313,6 +321,7 @@ pub fn check(plan: &Plan, limits: &Limits) -> Vec<Finding> {
         out.push(syn_backlog(limits));
     }
     out.push(epoll_watches(plan, limits));
+    out.push(ehash::check(plan, limits));
     if limits.conntrack_max != UNKNOWN {
         out.push(conntrack(plan, limits));
     }
@@ -894,6 +903,7 @@ mod tests {
             conntrack_active: true,
             epoll_watches: 1 << 30,
             socket_slab_bytes: 3712,
+            ehash_buckets: 1 << 20,
         }
     }
 
@@ -945,6 +955,23 @@ mod tests {
         );
         assert!(!text.contains("STOP") && !text.contains("warn"));
         assert_eq!(render(&[]), "");
+    }
+
+    #[test]
+    fn established_hash_boundary() {
+        let mut l = roomy();
+        l.ehash_buckets = 262_144;
+        // Both ends here: two sockets a connection, at most two a bucket.
+        let mut p = plan(262_144);
+        assert_eq!(verdict(&check(&p, &l), "tcp_ehash_entries"), Verdict::Ok);
+        p.conns += 1;
+        let m = warn_text(&check(&p, &l), "tcp_ehash_entries");
+        assert!(m.contains("524290 sockets in 262144 buckets"), "{m}");
+        assert!(m.contains("tcp_child_ehash_entries=1048576"), "{m}");
+        p.server_local = false;
+        assert_eq!(verdict(&check(&p, &l), "tcp_ehash_entries"), Verdict::Ok);
+        l.ehash_buckets = UNKNOWN;
+        assert!(warn_text(&check(&p, &l), "tcp_ehash_entries").contains("not checked"));
     }
 
     #[test]
@@ -1173,6 +1200,7 @@ mod tests {
             "fs.file-max",
             "memory",
             "tcp_mem",
+            "tcp_ehash_entries",
         ] {
             assert!(
                 matches!(verdict(&f, name), Verdict::Warn(_)),
@@ -1185,7 +1213,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("fs.nr_open"), "{text}");
-        assert!(text.ends_with("preflight: 6 warning(s)\n"), "{text}");
+        assert!(text.ends_with("preflight: 7 warning(s)\n"), "{text}");
         // Remote server: no server checks.
         p.server_local = false;
         let f = check(&p, &l);
