@@ -71,6 +71,8 @@ esac
 # namespace made next), then this script runs again inside a network namespace of its own and
 # applies them there for the per-namespace keys. The machine's values are restored at the end.
 if [ "$NETNS" = 1 ] && [ -z "${C1M_IN_NETNS:-}" ]; then
+    # shellcheck source=bench/machine.sh
+    . bench/machine.sh
     [ "$(id -u)" -eq 0 ] || { echo "c1m: needs root: the kernel-tuning profiles write /proc/sys" >&2; exit 2; }
     for c in unshare ip; do
         command -v "$c" >/dev/null || { echo "c1m: NETNS=1 needs $c (NETNS=0 runs without)" >&2; exit 2; }
@@ -84,7 +86,7 @@ if [ "$NETNS" = 1 ] && [ -z "${C1M_IN_NETNS:-}" ]; then
         kernel-tuning/restore --state "$machine_state" 2>&1 | sed "s/^/  /"; } | tee -a "$OUT/run.log"' EXIT
     { kernel-tuning/apply --state "$machine_state" c1m-loadgen
       kernel-tuning/apply --state "$machine_state" c1m-server; } >"$OUT/.machine-apply.log" 2>&1
-    C1M_IN_NETNS=1 unshare --net -- "$self" &
+    C1M_IN_NETNS=1 C1M_COMMIT="$COMMIT" unshare --net -- "$self" &
     child=$!
     trap 'kill -TERM "$child" 2>/dev/null' INT TERM
     wait "$child"
@@ -101,6 +103,8 @@ FLOOD_TIMEOUT=600
 # The commit before anything is written (results written into the tree would make it "dirty").
 # shellcheck source=bench/machine.sh
 . bench/machine.sh
+# (The run inside the namespace takes it from the one outside, which wrote its state file first.)
+COMMIT="${C1M_COMMIT:-$COMMIT}"
 commit="$COMMIT"
 
 mkdir -p "$OUT"
