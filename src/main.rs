@@ -14,9 +14,9 @@ use edgecomet::{Config, Server};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc v3's `mi_option_arena_eager_commit` (`mimalloc.h`, `mi_option_e`: show_errors,
-/// show_stats, verbose, deprecated_eager_commit, arena_eager_commit).
-const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+// `MI_OPTION_ARENA_EAGER_COMMIT`, read by build.rs from the mimalloc.h that is compiled (4 in
+// mimalloc v3; libmimalloc-sys does not export it).
+include!(concat!(env!("OUT_DIR"), "/mi_options.rs"));
 
 /// Commits the allocator's arena as it is used, not at once: with its arena eagerly
 /// committed, an idle process held 8.5 MiB of touched anonymous memory, 1.3 MiB without
