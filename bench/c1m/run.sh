@@ -83,7 +83,8 @@ if [ "$NETNS" = 1 ] && [ -z "${C1M_IN_NETNS:-}" ]; then
     machine_state="$OUT/.ktune-saved-machine.conf"
     [ ! -f "$machine_state" ] || { echo "c1m: $machine_state exists: a previous run did not restore; run kernel-tuning/restore --state $machine_state" >&2; exit 2; }
     trap '{ echo "restoring the machine namespace'"'"'s sysctls"
-        kernel-tuning/restore --state "$machine_state" 2>&1 | sed "s/^/  /"; } | tee -a "$OUT/run.log"' EXIT
+        kernel-tuning/restore --state "$machine_state" 2>&1 | sed "s/^/  /"; } | tee -a "$OUT/run.log"
+        rm -f "$OUT/.machine-apply.log"' EXIT
     { kernel-tuning/apply --state "$machine_state" c1m-loadgen
       kernel-tuning/apply --state "$machine_state" c1m-server; } >"$OUT/.machine-apply.log" 2>&1
     C1M_IN_NETNS=1 C1M_COMMIT="$COMMIT" unshare --net -- "$self" &
