@@ -154,6 +154,9 @@ class RoundTrip(unittest.TestCase):
         # A dry run needs no root.
         rc, out = self.tool("apply", self.a, "--dry-run", user=65534)
         self.assertEqual(rc, 0, out)
+        # ... and says what it would change, not that it is read-only (to a user it all is).
+        self.assertIn("-> 1234", out)
+        self.assertNotIn("read-only here", out)
 
     def test_bad_profile_exits_2(self):
         bad = os.path.join(self.tmp.name, "bad.conf")
