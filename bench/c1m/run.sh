@@ -36,11 +36,17 @@
 # machine's namespace. FLOOD_SCHED=batch runs flood under SCHED_BATCH (`chrt --batch`): a flood
 # process woken by a delivery does not preempt the server process that sent it.
 #
+# SERVER=raw runs the same steps against `rawfan` (bench/src/bin/rawfan.rs) instead of
+# edgecomet: NPROC processes that accept the upgrade and write each published message to every
+# subscriber with one write(2) each in a tight loop, and nothing else (no redis-server, no
+# /stats). It is the floor under edgecomet's broadcast on this machine: the same sockets, the
+# same flood, only the server's own work taken away. Not with TLS=1.
+#
 # Needs root (sysctl), redis-server, jq, curl, and about 14 GiB of available memory; NETNS=1
 # also unshare and ip (util-linux, iproute2) and Linux 6.1 or later.
 # Environment: PORT (18300), REDIS_PORT (16390), NPROC (60), CONNS (1000000), NSOURCES (40),
 # BROADCASTS (3), LOAD_RATE (0.15), LOAD_SECS (40), DRAIN (90), TLS (0), TLS_PORT, NETNS (1),
-# FLOOD_SCHED (normal), OUT.
+# FLOOD_SCHED (normal), SERVER (edgecomet), OUT.
 # Exit status: 0 if every connection opened and every message reached everyone, 1 otherwise,
 # 2 if a precondition failed.
 set -uo pipefail
@@ -64,6 +70,12 @@ FLOOD_SCHED="${FLOOD_SCHED:-normal}"
 case "$FLOOD_SCHED" in
     normal | batch) ;;
     *) echo "c1m: FLOOD_SCHED is normal or batch, not $FLOOD_SCHED" >&2; exit 2 ;;
+esac
+SERVER="${SERVER:-edgecomet}"
+case "$SERVER" in
+    edgecomet) ;;
+    raw) [ "$TLS" = 0 ] || { echo "c1m: SERVER=raw has no TLS" >&2; exit 2; } ;;
+    *) echo "c1m: SERVER is edgecomet or raw, not $SERVER" >&2; exit 2 ;;
 esac
 
 # NETNS=1: the profiles are applied in the machine's namespace first (their global keys: fs.*,
@@ -138,7 +150,7 @@ cleanup() {
         pkill -KILL -f 'flood --worker-plan' 2>/dev/null
     fi
     if [ -n "$launcher" ] && kill -0 "$launcher" 2>/dev/null; then
-        say "SIGTERM to the edgecomet launcher ($launcher)"
+        say "SIGTERM to the $SERVER launcher ($launcher)"
         kill -TERM "$launcher"
         for _ in $(seq 600); do
             kill -0 "$launcher" 2>/dev/null || break
@@ -150,7 +162,7 @@ cleanup() {
             kill -KILL "$launcher" 2>/dev/null
         fi
         wait "$launcher" 2>/dev/null
-        say "edgecomet stopped"
+        say "$SERVER stopped"
     fi
     if [ -n "$redis" ]; then
         kill -TERM "$redis" 2>/dev/null
@@ -192,10 +204,14 @@ else
     run_desc="the machine's network namespace (established hash ${ehash:-?} buckets)"
 fi
 [ "$FLOOD_SCHED" = batch ] && run_desc="$run_desc, flood under SCHED_BATCH"
+[ "$SERVER" = raw ] && run_desc="$run_desc; the server is rawfan, the bare write(2)-loop baseline, not edgecomet"
 echo "netns:   $run_desc"
 
 say "build"
 run cargo build --release -p edgecomet -p edgecomet-flood || exit 2
+if [ "$SERVER" = raw ]; then
+    run cargo build --release -p edgecomet-bench --bin rawfan || exit 2
+fi
 
 if [ -f "$OUT/.machine-apply.log" ]; then
     say "kernel-tuning profiles in the machine's namespace (old values saved in $OUT/.ktune-saved-machine.conf)"
@@ -210,15 +226,17 @@ for s in net.ipv4.ip_local_port_range net.ipv4.tcp_rmem net.ipv4.tcp_wmem net.ip
     echo "sysctl:  $s = $(sysctl -n "$s" 2>/dev/null | tr '\t' ' ' || echo "(not visible here: global, set in the machine's namespace)")"
 done
 
-say "redis-server on 127.0.0.1:$REDIS_PORT"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
-    >"$OUT/.redis.log" 2>&1 &
-redis=$!
-for _ in $(seq 100); do
-    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-    sleep 0.1
-done
-redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || { echo "redis-server did not start"; exit 1; }
+if [ "$SERVER" = edgecomet ]; then
+    say "redis-server on 127.0.0.1:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+        >"$OUT/.redis.log" 2>&1 &
+    redis=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || { echo "redis-server did not start"; exit 1; }
+fi
 
 mem_used() { # bytes in use: MemTotal - MemAvailable
     awk '/MemTotal/ { t = $2 } /MemAvailable/ { a = $2 } END { printf "%.0f\n", (t - a) * 1024 }' /proc/meminfo
@@ -242,20 +260,31 @@ if [ "$TLS" = 1 ]; then
     sub_url="wss://127.0.0.1:$TLS_PORT/sub/all"
     tls_args=(--ca "$tdir/ca.pem")
 fi
-say "edgecomet: $NPROC processes"
+if [ "$SERVER" = raw ]; then
+    server_cmd=(target/release/rawfan --processes "$NPROC" --listen "127.0.0.1:$PORT")
+    rm -f "$OUT/stats.json" # from an edgecomet run into the same OUT
+fi
+say "$SERVER: $NPROC processes"
 echo "+ ${server_cmd[*]} &"
 "${server_cmd[@]}" 2>"$OUT/.server.log" &
 launcher=$!
 stats() {
     curl -s --max-time 10 "http://127.0.0.1:$PORT/stats"
 }
+started() { # every process reports (edgecomet) or listens (rawfan)
+    if [ "$SERVER" = raw ]; then
+        [ "$(ss -Hltn "sport = :$PORT" | wc -l)" -eq "$NPROC" ]
+    else
+        [ "$(stats | jq -r '.processes.reporting // 0' 2>/dev/null)" = "$NPROC" ]
+    fi
+}
 for _ in $(seq 300); do
-    [ "$(stats | jq -r '.processes.reporting // 0' 2>/dev/null)" = "$NPROC" ] && break
+    started && break
     kill -0 "$launcher" 2>/dev/null || { cat "$OUT/.server.log"; exit 1; }
     sleep 0.1
 done
-[ "$(stats | jq -r '.processes.reporting // 0')" = "$NPROC" ] || { echo "not all processes started"; exit 1; }
-tail -1 "$OUT/.server.log"
+started || { echo "not all processes started"; exit 1; }
+head -1 "$OUT/.server.log"
 
 last_source="127.0.0.$((NSOURCES + 1))"
 flood_cmd=(target/release/flood --url "$sub_url" "${tls_args[@]}" --conns "$CONNS"
@@ -276,13 +305,16 @@ flood_pid=$!
 opened=""
 while kill -0 "$flood_pid" 2>/dev/null; do
     if [ -z "$opened" ]; then
-        s=$(stats)
-        n=$(echo "$s" | jq -r '.processes.total.conns_ws_sub // 0' 2>/dev/null)
+        if [ "$SERVER" = raw ]; then # flood's count of the second before
+            n=$(tail -1 "$OUT/flood.jsonl" 2>/dev/null | jq -r '.open // 0' 2>/dev/null)
+        else
+            n=$(stats | jq -r '.processes.total.conns_ws_sub // 0' 2>/dev/null)
+        fi
         if [ "${n:-0}" -ge "$CONNS" ]; then
             opened=1
             sleep 3
             used_open=$(mem_used)
-            stats >"$OUT/stats.json"
+            [ "$SERVER" = raw ] || stats >"$OUT/stats.json"
             say "all $CONNS open: memory in use grew by $(((used_open - used_before) / 1048576)) MiB"
         fi
     fi
@@ -295,16 +327,25 @@ say "flood exited ($status)"
 [ -f "$OUT/flood.json" ] || { echo "no flood report"; exit 1; }
 # The counters at the end (summed over the processes; the connections are closed by now).
 sleep 3
-stats >"$OUT/stats-end.json"
+if [ "$SERVER" = raw ]; then
+    echo '{}' >"$OUT/stats-end.json"
+else
+    stats >"$OUT/stats-end.json"
+fi
 
 # The summary.
-per_proc=$(jq -r '.processes.open_per_process[]' "$OUT/stats.json" 2>/dev/null | sort -n)
+if [ "$SERVER" = raw ]; then # from each process's line on the first broadcast
+    per_proc=$(grep -o 'to [0-9]* subscribers' "$OUT/.server.log" | head -n "$NPROC" | awk '{ print $2 }' | sort -n)
+else
+    per_proc=$(jq -r '.processes.open_per_process[]' "$OUT/stats.json" 2>/dev/null | sort -n)
+fi
 fd_min=$(echo "$per_proc" | head -1)
 fd_max=$(echo "$per_proc" | tail -1)
 jq -r --arg commit "$commit" --arg nproc "$NPROC" --arg fdmin "${fd_min:-n/a}" \
     --arg fdmax "${fd_max:-n/a}" --arg used "$(( ${used_open:-0} - used_before ))" \
     --arg server "${server_cmd[*]}" --arg flood "${flood_cmd[*]}" \
     --arg date "$(date -u +%Y-%m-%d)" --arg kernel "$(uname -r)" --arg setup "$run_desc" \
+    --arg kind "$SERVER" \
     --slurpfile fin "$OUT/stats-end.json" -f bench/c1m/summary.jq \
     "$OUT/flood.json" >"$OUT/summary.md" || { echo "summary failed"; exit 1; }
 echo

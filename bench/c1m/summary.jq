@@ -1,5 +1,5 @@
 # The summary table of a bench/c1m/run.sh run, from flood's report (input) and the summed
-# /stats at the end ($fin); the other values come as --arg.
+# /stats at the end ($fin; `{}` for rawfan, $kind "raw"); the other values come as --arg.
   def r: if type == "number" then round else "n/a" end;
   def mib: if type == "number" then (. / 1048576 | round | tostring) + " MiB" else "n/a" end;
   def s2: if type == "number" then (. * 100 | round / 100 | tostring) + " s" else "n/a" end;
@@ -17,7 +17,8 @@
   "|---|---|",
   "| connections established | \($n) of \($j.conns_target) |",
   "| time to connect all | \($j.ramp_secs | s2) (\($j.connect_rate_per_sec | r)/s) |",
-  "| edgecomet processes | \($nproc), holding \($fdmin)–\($fdmax) connections each (open-files cap 20,000) |",
+  (if $kind == "raw" then "rawfan" else "edgecomet" end) as $name |
+  "| \($name) processes | \($nproc), holding \($fdmin)–\($fdmax) connections each (open-files cap 20,000) |",
   "| flood worker processes | \($j.params.procs) |",
   "| errors | \($j.errors | to_entries | map(select(.value != 0) | "\(.key) \(.value)") | join(", ") | if . == "" then "none" else . end) |",
   "| server user space (PSS, \($nproc) processes) | \($j.server_pss_bytes_per_conn | r) B per connection, \(($j.server_pss_bytes_per_conn * $n) | mib) grown; \($j.server_pss_bytes_open | mib) in all |",
@@ -30,4 +31,5 @@
   "| publish load | \($j.load.published) messages at \($j.params.publish_rate)/s: \($j.load.deliveries) deliveries in \($j.load.secs_to_last_delivery | s2) = **\($j.load.deliveries_per_sec | r) deliveries/s** |",
   "| latency over all deliveries (µs) | p50 \($j.latency_us.p50), p99 \($j.latency_us.p99), max \($j.latency_us.max) |",
   "| lost / duplicated / reordered | \($j.lost) / \($j.duplicated) / \($j.reordered) |",
-  "| server counters (sums over the processes) | messages_out \($fin[0].processes.total.messages_out), slow_consumers \($fin[0].processes.total.slow_consumers), drops \($fin[0].processes.total.drops), broker_received \($fin[0].processes.hub.broker_received), broker_inbox_drops \($fin[0].processes.hub.broker_inbox_drops) |"
+  if $kind == "raw" then empty else
+  "| server counters (sums over the processes) | messages_out \($fin[0].processes.total.messages_out), slow_consumers \($fin[0].processes.total.slow_consumers), drops \($fin[0].processes.total.drops), broker_received \($fin[0].processes.hub.broker_received), broker_inbox_drops \($fin[0].processes.hub.broker_inbox_drops) |" end
