@@ -27,6 +27,7 @@
 //! are not seen by it (Redis pub/sub keeps nothing): its clients resume from the process's own
 //! history only for what it received.
 
+mod doorbell;
 pub mod interest;
 pub mod link;
 mod publisher;
@@ -34,6 +35,7 @@ pub mod resp;
 pub mod url;
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::TrySendError;
 use std::sync::{Arc, Mutex};
@@ -43,6 +45,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::bounded::{BoundedReceiver, BoundedSender, bounded};
+use doorbell::{Doorbell, Woken};
 pub use interest::Key;
 use interest::{Interests, Subscribed, covers};
 use link::Link;
@@ -56,6 +59,11 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A connection with nothing received for this long (a PING goes out every second) is dead.
 const SILENCE: Duration = Duration::from_secs(3);
+/// How often the subscriber connection PINGs Redis (its answer is what `SILENCE` waits for).
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Without a doorbell (no eventfd), how often the subscriber thread looks for work, and the
+/// publisher thread for publishes.
+const NO_BELL_STEP: Duration = Duration::from_millis(50);
 
 /// Publishes with the channel's next id. KEYS[1]: the channel's id counter; ARGV: channel,
 /// payload, counter lifetime in ms (0: none). A new counter starts at Redis's clock in
@@ -152,6 +160,13 @@ pub struct Broker {
     interest: Mutex<Interests>,
     /// Interest changed: the subscriber thread should look.
     dirty: AtomicBool,
+    /// Rung with `dirty`, a barrier or `stop`, so that the subscriber thread can sleep until
+    /// Redis sends something or it has something to send. `None` (no eventfd): the thread
+    /// looks every [`NO_BELL_STEP`].
+    sub_bell: Option<Doorbell>,
+    /// Rung by a publish that finds the publisher thread idle (`pub_idle`), and by `stop`.
+    pub_bell: Option<Doorbell>,
+    pub_idle: AtomicBool,
     pub_tx: Mutex<Option<BoundedSender<Outgoing>>>,
     pub_up: AtomicBool,
     sub_up: AtomicBool,
@@ -269,6 +284,9 @@ impl Broker {
             cfg,
             interest: Mutex::new(Interests::default()),
             dirty: AtomicBool::new(false),
+            sub_bell: Doorbell::new().ok(),
+            pub_bell: Doorbell::new().ok(),
+            pub_idle: AtomicBool::new(false),
             pub_tx: Mutex::new(Some(tx)),
             pub_up: AtomicBool::new(false),
             sub_up: AtomicBool::new(false),
@@ -286,8 +304,12 @@ impl Broker {
     /// Stops both threads and waits for them (at most about a second).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.ring();
         // Dropping the sender ends the publisher's wait.
         self.pub_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(b) = &self.pub_bell {
+            b.ring();
+        }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
@@ -305,6 +327,7 @@ impl Broker {
             return false;
         }
         let n = self.barrier_asked.fetch_add(1, Ordering::SeqCst) + 1;
+        self.ring();
         while self.barrier_passed.load(Ordering::SeqCst) < n {
             if Instant::now() >= until || !self.sub_up.load(Ordering::SeqCst) {
                 return false;
@@ -312,6 +335,26 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(1));
         }
         true
+    }
+
+    /// Wakes the subscriber thread (after `dirty`, a barrier or `stop` was set).
+    fn ring(&self) {
+        if let Some(b) = &self.sub_bell {
+            b.ring();
+        }
+    }
+
+    /// Wakes the publisher thread if it sleeps (after a publish was queued, or `stop`). The
+    /// fence pairs with the one in the publisher's wait: either it sees the publish, or this
+    /// sees it idle.
+    fn ring_publisher(&self) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.pub_idle.load(Ordering::SeqCst)
+            && self.pub_idle.swap(false, Ordering::SeqCst)
+            && let Some(b) = &self.pub_bell
+        {
+            b.ring();
+        }
     }
 
     /// Whether both connections are up.
@@ -324,6 +367,7 @@ impl Broker {
         let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
         if m.add(key) {
             self.dirty.store(true, Ordering::Relaxed);
+            self.ring();
         }
     }
 
@@ -332,7 +376,10 @@ impl Broker {
         let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
         match m.remove(key, Instant::now()) {
             // The subscriber thread notes when its linger ends.
-            Some(true) => self.dirty.store(true, Ordering::Relaxed),
+            Some(true) => {
+                self.dirty.store(true, Ordering::Relaxed);
+                self.ring();
+            }
             Some(false) => {}
             None => debug_assert!(
                 false,
@@ -367,7 +414,10 @@ impl Broker {
         }
         let tx = self.pub_tx.lock().unwrap_or_else(|e| e.into_inner());
         let sent = tx.as_ref().map(|t| t.try_send((channel, payload, ack)));
-        if !matches!(sent, Some(Ok(()))) {
+        drop(tx);
+        if matches!(sent, Some(Ok(()))) {
+            self.ring_publisher();
+        } else {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
         match sent {
@@ -523,7 +573,7 @@ impl Broker {
         self.dirty.store(true, Ordering::Relaxed);
         while !self.stop.load(Ordering::Relaxed) {
             let lingered = linger_ends.is_some_and(|t| Instant::now() >= t);
-            let ping = last_ping.elapsed() >= Duration::from_secs(1);
+            let ping = last_ping.elapsed() >= PING_EVERY;
             out.clear();
             if self.dirty.swap(false, Ordering::Relaxed) || lingered {
                 linger_ends = self.sync(&mut actual, &mut out);
@@ -545,6 +595,26 @@ impl Broker {
                 synced = true;
                 self.sub_up.store(true, Ordering::Relaxed);
                 self.set_connected();
+            }
+            // Sleep until Redis sends something, the doorbell rings, the next PING is due or
+            // a lingering key's time is up; bytes the TLS layer already holds are read at once.
+            if !sock.buffered() {
+                let next =
+                    linger_ends.map_or(last_ping + PING_EVERY, |t| t.min(last_ping + PING_EVERY));
+                let mut timeout = next.saturating_duration_since(Instant::now());
+                if self.sub_bell.is_none() {
+                    timeout = timeout.min(NO_BELL_STEP);
+                }
+                match doorbell::wait(sock.sock().as_raw_fd(), self.sub_bell.as_ref(), timeout) {
+                    Ok(Woken::Readable) => {}
+                    Ok(Woken::Other) => {
+                        if last_rx.elapsed() > SILENCE {
+                            return synced;
+                        }
+                        continue;
+                    }
+                    Err(_) => return synced,
+                }
             }
             match sock.read(&mut scratch) {
                 Ok(0) => return synced,
