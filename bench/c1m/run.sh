@@ -351,6 +351,7 @@ jq -r --arg commit "$commit" --arg nproc "$NPROC" --arg fdmin "${fd_min:-n/a}" \
 echo
 cat "$OUT/summary.md"
 rm -f "$OUT/.redis.log"
+[ "$SERVER" = raw ] && rm -f "$OUT/stats-end.json" # the empty stand-in for /stats
 rm -rf "$OUT/.tls"
 mv "$OUT/.server.log" "$OUT/server.log" 2>/dev/null
 say "c1m: $([ "$status" -eq 0 ] && echo PASS || echo FAIL)"
