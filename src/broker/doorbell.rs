@@ -1,6 +1,6 @@
-//! The subscriber thread's doorbell: an eventfd that the rest of the process rings when the
-//! thread has something to do (interest changed, a barrier asked, stop), so that the thread can
-//! sleep in `poll(2)` on its Redis socket and the doorbell instead of waking every few
+//! The broker subscriber thread's doorbell: an eventfd that the rest of the process rings when
+//! the thread has something to do (interest changed, a barrier asked, stop), so that the thread
+//! can sleep in `poll(2)` on its Redis socket and the doorbell instead of waking every few
 //! milliseconds to look.
 
 use std::io;
@@ -63,7 +63,9 @@ pub fn wait(sock: RawFd, bell: Option<&Doorbell>, timeout: Duration) -> io::Resu
             revents: 0,
         },
     ];
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // Rounded up: rounded down, the last fraction of a millisecond would be polls of 0 ms in a
+    // loop until the time is up.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
     // SAFETY: two valid pollfds in a live array.
     let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
     if n < 0 {
@@ -122,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn a_ring_from_another_thread_wakes_the_wait() {
+    fn a_ring_from_another_thread_ends_the_wait_whether_before_or_during_it() {
         let (a, _b) = pair();
         let bell = std::sync::Arc::new(Doorbell::new().unwrap());
         let b2 = bell.clone();
@@ -151,6 +153,19 @@ mod tests {
         drop(d);
         let w = wait(c.as_raw_fd(), None, Duration::from_secs(10)).unwrap();
         assert_eq!(w, Woken::Readable);
+    }
+
+    #[test]
+    fn a_timeout_under_a_millisecond_still_sleeps() {
+        let (a, _b) = pair();
+        let t = Instant::now();
+        let w = wait(a.as_raw_fd(), None, Duration::from_micros(300)).unwrap();
+        assert_eq!(w, Woken::Other);
+        assert!(
+            t.elapsed() >= Duration::from_micros(300),
+            "{:?}",
+            t.elapsed()
+        );
     }
 
     #[test]

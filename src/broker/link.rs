@@ -64,14 +64,14 @@ impl Link {
 impl Link {
     /// Whether bytes are waiting above the socket: over TLS, records already received and
     /// decrypted but not yet read (a wait on the socket would not see them). An error in what
-    /// was received also says yes, so that the read that follows reports it.
+    /// was received, and the peer's close_notify, also say yes, so that the read that follows
+    /// reports them.
     pub fn buffered(&mut self) -> bool {
         match self {
             Link::Plain(_) => false,
-            Link::Tls(t) => t
-                .conn
-                .process_new_packets()
-                .map_or(true, |s| s.plaintext_bytes_to_read() > 0),
+            Link::Tls(t) => t.conn.process_new_packets().map_or(true, |s| {
+                s.plaintext_bytes_to_read() > 0 || s.peer_has_closed()
+            }),
         }
     }
 }

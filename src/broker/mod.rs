@@ -61,8 +61,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 const SILENCE: Duration = Duration::from_secs(3);
 /// How often the subscriber connection PINGs Redis (its answer is what `SILENCE` waits for).
 const PING_EVERY: Duration = Duration::from_secs(1);
-/// Without a doorbell (no eventfd), how often the subscriber thread looks for work, and the
-/// publisher thread for publishes.
+/// Interest changes closer together than this are brought to Redis in one sync.
+const SYNC_GAP: Duration = Duration::from_millis(20);
+/// Without a doorbell (no eventfd), how often the subscriber thread looks for work.
 const NO_BELL_STEP: Duration = Duration::from_millis(50);
 
 /// Publishes with the channel's next id. KEYS[1]: the channel's id counter; ARGV: channel,
@@ -164,9 +165,6 @@ pub struct Broker {
     /// Redis sends something or it has something to send. `None` (no eventfd): the thread
     /// looks every [`NO_BELL_STEP`].
     sub_bell: Option<Doorbell>,
-    /// Rung by a publish that finds the publisher thread idle (`pub_idle`), and by `stop`.
-    pub_bell: Option<Doorbell>,
-    pub_idle: AtomicBool,
     pub_tx: Mutex<Option<BoundedSender<Outgoing>>>,
     pub_up: AtomicBool,
     sub_up: AtomicBool,
@@ -182,6 +180,21 @@ pub struct Broker {
     /// failing reconnection is logged when its reason changes, not at every attempt. 2: the
     /// last error Redis answered to a subscription command.
     last_error: Mutex<[Option<String>; 3]>,
+}
+
+/// The subscriber thread's doorbell; without one (no eventfd) the thread looks for work every
+/// [`NO_BELL_STEP`], and the log says so.
+fn doorbell_or_warn() -> Option<Doorbell> {
+    match Doorbell::new() {
+        Ok(b) => Some(b),
+        Err(e) => {
+            log::warn!(
+                target: "edgecomet::broker",
+                "broker: no eventfd ({e}); its subscriber thread looks for work every 50 ms instead"
+            );
+            None
+        }
+    }
 }
 
 /// Which of the two connections.
@@ -284,9 +297,7 @@ impl Broker {
             cfg,
             interest: Mutex::new(Interests::default()),
             dirty: AtomicBool::new(false),
-            sub_bell: Doorbell::new().ok(),
-            pub_bell: Doorbell::new().ok(),
-            pub_idle: AtomicBool::new(false),
+            sub_bell: doorbell_or_warn(),
             pub_tx: Mutex::new(Some(tx)),
             pub_up: AtomicBool::new(false),
             sub_up: AtomicBool::new(false),
@@ -303,13 +314,10 @@ impl Broker {
 
     /// Stops both threads and waits for them (at most about a second).
     pub fn stop(&self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::SeqCst);
         self.ring();
         // Dropping the sender ends the publisher's wait.
         self.pub_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(b) = &self.pub_bell {
-            b.ring();
-        }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         for t in threads {
             let _ = t.join();
@@ -337,22 +345,17 @@ impl Broker {
         true
     }
 
-    /// Wakes the subscriber thread (after `dirty`, a barrier or `stop` was set).
-    fn ring(&self) {
-        if let Some(b) = &self.sub_bell {
-            b.ring();
+    /// Marks the interest changed; wakes the subscriber thread if it was not marked already
+    /// (one ring per sync, however many changes come before it).
+    fn mark_dirty(&self) {
+        if !self.dirty.swap(true, Ordering::SeqCst) {
+            self.ring();
         }
     }
 
-    /// Wakes the publisher thread if it sleeps (after a publish was queued, or `stop`). The
-    /// fence pairs with the one in the publisher's wait: either it sees the publish, or this
-    /// sees it idle.
-    fn ring_publisher(&self) {
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.pub_idle.load(Ordering::SeqCst)
-            && self.pub_idle.swap(false, Ordering::SeqCst)
-            && let Some(b) = &self.pub_bell
-        {
+    /// Wakes the subscriber thread (after `dirty`, a barrier or `stop` was set).
+    fn ring(&self) {
+        if let Some(b) = &self.sub_bell {
             b.ring();
         }
     }
@@ -364,22 +367,26 @@ impl Broker {
 
     /// One more local reference to `key` (subscribed on Redis at the first).
     pub fn add(&self, key: Key) {
-        let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        if m.add(key) {
-            self.dirty.store(true, Ordering::Relaxed);
-            self.ring();
+        let added = self
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(key);
+        if added {
+            self.mark_dirty();
         }
     }
 
     /// One local reference to `key` fewer (unsubscribed on Redis `linger` after the last).
     pub fn remove(&self, key: &Key) {
-        let mut m = self.interest.lock().unwrap_or_else(|e| e.into_inner());
-        match m.remove(key, Instant::now()) {
+        let removed = self
+            .interest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key, Instant::now());
+        match removed {
             // The subscriber thread notes when its linger ends.
-            Some(true) => {
-                self.dirty.store(true, Ordering::Relaxed);
-                self.ring();
-            }
+            Some(true) => self.mark_dirty(),
             Some(false) => {}
             None => debug_assert!(
                 false,
@@ -414,10 +421,7 @@ impl Broker {
         }
         let tx = self.pub_tx.lock().unwrap_or_else(|e| e.into_inner());
         let sent = tx.as_ref().map(|t| t.try_send((channel, payload, ack)));
-        drop(tx);
-        if matches!(sent, Some(Ok(()))) {
-            self.ring_publisher();
-        } else {
+        if !matches!(sent, Some(Ok(()))) {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
         }
         match sent {
@@ -571,12 +575,18 @@ impl Broker {
         let mut last_ping = Instant::now();
         let mut barrier_sent = self.barrier_passed.load(Ordering::SeqCst);
         self.dirty.store(true, Ordering::Relaxed);
-        while !self.stop.load(Ordering::Relaxed) {
-            let lingered = linger_ends.is_some_and(|t| Instant::now() >= t);
+        // When Redis's subscriptions were last brought in line: a burst of interest changes
+        // (channels made and dropped) is taken in one sync per SYNC_GAP at most.
+        let mut last_sync: Option<Instant> = None;
+        while !self.stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let lingered = linger_ends.is_some_and(|t| now >= t);
+            let sync_due = last_sync.is_none_or(|t| now >= t + SYNC_GAP);
             let ping = last_ping.elapsed() >= PING_EVERY;
             out.clear();
-            if self.dirty.swap(false, Ordering::Relaxed) || lingered {
+            if (sync_due && self.dirty.swap(false, Ordering::SeqCst)) || lingered {
                 linger_ends = self.sync(&mut actual, &mut out);
+                last_sync = Some(now);
             }
             if ping {
                 last_ping = Instant::now();
@@ -599,8 +609,17 @@ impl Broker {
             // Sleep until Redis sends something, the doorbell rings, the next PING is due or
             // a lingering key's time is up; bytes the TLS layer already holds are read at once.
             if !sock.buffered() {
-                let next =
-                    linger_ends.map_or(last_ping + PING_EVERY, |t| t.min(last_ping + PING_EVERY));
+                let mut next = last_ping + PING_EVERY;
+                if let Some(t) = linger_ends {
+                    next = next.min(t);
+                }
+                // A change that came within SYNC_GAP of the last sync waits for its end (no
+                // doorbell comes for it: it was rung, and taken, already).
+                if let Some(t) = last_sync
+                    && self.dirty.load(Ordering::SeqCst)
+                {
+                    next = next.min(t + SYNC_GAP);
+                }
                 let mut timeout = next.saturating_duration_since(Instant::now());
                 if self.sub_bell.is_none() {
                     timeout = timeout.min(NO_BELL_STEP);

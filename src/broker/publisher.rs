@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
 use super::*;
@@ -103,34 +103,20 @@ impl Broker {
             }
             out.clear();
             waiting.clear();
-            // Wait for a publish (its `publish` rings the doorbell when this thread is idle),
-            // sleeping on the socket too: anything from an idle Redis (its end, an error) is
-            // noticed at once, not at the next publish (which would be lost). A PING after a
-            // second without publishes.
+            // Wait in short steps, looking at the socket in between: a Redis that went away
+            // is noticed within 100 ms, not at the next publish (which would be lost).
             let mut waited = Duration::ZERO;
             let next = loop {
-                self.pub_idle.store(true, Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
-                match rx.try_recv() {
-                    Ok(item) => break Ok(item),
-                    Err(TryRecvError::Disconnected) => break Err(RecvTimeoutError::Disconnected),
-                    Err(TryRecvError::Empty) if waited >= PING_EVERY => {
-                        break Err(RecvTimeoutError::Timeout);
+                match rx.recv_timeout(Duration::from_millis(100)) {
+                    Err(RecvTimeoutError::Timeout) if waited < Duration::from_secs(1) => {
+                        waited += Duration::from_millis(100);
+                        if !sock.peer_open() {
+                            return ran;
+                        }
                     }
-                    Err(TryRecvError::Empty) => {}
-                }
-                let mut step = PING_EVERY - waited;
-                if self.pub_bell.is_none() {
-                    step = step.min(NO_BELL_STEP);
-                }
-                let t = Instant::now();
-                let woke = doorbell::wait(sock.sock().as_raw_fd(), self.pub_bell.as_ref(), step);
-                waited += t.elapsed();
-                if !matches!(woke, Ok(Woken::Other)) && !sock.peer_open() {
-                    return ran;
+                    other => break other,
                 }
             };
-            self.pub_idle.store(false, Ordering::SeqCst);
             match next {
                 Ok(first) => {
                     let mut item = Some(first);
