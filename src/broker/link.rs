@@ -59,9 +59,7 @@ impl Link {
         };
         open && self.sock().set_nonblocking(false).is_ok()
     }
-}
 
-impl Link {
     /// Whether bytes are waiting above the socket: over TLS, records already received and
     /// decrypted but not yet read (a wait on the socket would not see them). An error in what
     /// was received, and the peer's close_notify, also say yes, so that the read that follows
